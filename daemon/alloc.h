@@ -1,0 +1,59 @@
+/*
+ * alloc: the data-block allocator.  Its state lives in DRAM only: a bitmap
+ * over every 4 KiB block of the region (metadata blocks permanently "used")
+ * and a free count per 2 MiB group, rebuilt at mount from the file maps of
+ * live inodes.  Persistent truth is the file maps themselves, so a crash can
+ * neither leak a block nor hand one out twice.
+ *
+ * Callers follow one protocol around a metadata transaction:
+ *   alloc_blocks()      reserve before the transaction;
+ *   alloc_free()        after the transaction that unlinked the blocks
+ *                       committed (never before: an abort would leave them
+ *                       referenced while another file reuses them);
+ *   alloc_free() too    for reservations whose transaction aborted.
+ * All functions take a->lock internally.
+ */
+#ifndef PMFUSE_ALLOC_H
+#define PMFUSE_ALLOC_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pool;
+
+struct alloc {
+	pthread_mutex_t lock;
+	uint64_t nblocks;		/* blocks in the region (bitmap bits) */
+	uint64_t *used;			/* bit set = block not free */
+	uint16_t *group_free;		/* free blocks per 512-block group */
+	uint64_t ngroups;
+	uint64_t free_blocks;		/* protected by lock */
+	uint64_t data_blocks;		/* total data blocks */
+	uint64_t cursor;		/* next-fit start, in blocks */
+};
+
+struct alloc_run {
+	uint64_t phys;
+	uint64_t len;
+};
+
+int alloc_init(struct alloc *a, const struct pool *p);
+void alloc_destroy(struct alloc *a);
+
+/* Mount scan: claim blocks referenced by a file; -EUCLEAN if already claimed. */
+int alloc_claim(struct alloc *a, uint64_t phys, uint64_t n);
+
+/*
+ * Reserve exactly n blocks as at most maxruns runs, preferring a run that
+ * starts at goal (contiguity with the file's previous block) and, for large
+ * requests, whole free 2 MiB groups.  Returns the number of runs, or
+ * -ENOSPC (nothing reserved) if n blocks cannot be had in maxruns runs.
+ */
+int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
+		 struct alloc_run *runs, int maxruns);
+void alloc_free(struct alloc *a, uint64_t phys, uint64_t n);
+uint64_t alloc_free_count(struct alloc *a);
+bool alloc_is_used(struct alloc *a, uint64_t phys);
+
+#endif

@@ -1,0 +1,497 @@
+/*
+ * data: file contents -- read, write, truncate, fallocate, lseek, fsync.
+ * Reads hand out segments that point straight into the region (data) or
+ * into the shared zero buffer (holes); nothing is copied or allocated.
+ * Writes copy into the region through libpmem2.
+ *
+ * Ordering rule for allocating writes: new blocks are filled (data, and
+ * zeros where the write does not cover them) and persisted *before* the
+ * transaction that links them into the file map commits.  A crash can
+ * therefore never expose a block's previous contents through this file.
+ *
+ * Until the DAX-style mapping index lands, every write is persisted before
+ * it returns, so fsync has nothing left to flush.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BLK PMFUSE_BLOCK_SIZE
+#define BLK_MASK ((uint64_t)BLK - 1)
+
+static void persist(struct fs *fs, const void *p, size_t len)
+{
+	region_persist(&fs->region, p, len);
+	atomic_fetch_add_explicit(&fs->stats.flush_bytes, len, memory_order_relaxed);
+	atomic_fetch_add_explicit(&fs->stats.flush_calls, 1, memory_order_relaxed);
+}
+
+static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
+{
+	struct inode *in = inode_get(fs, ino);
+
+	if (!in)
+		return -ENOENT;
+	if (!S_ISREG(in->pi->mode)) {
+		int ret = S_ISDIR(in->pi->mode) ? -EISDIR : -EINVAL;
+		inode_put(fs, in);
+		return ret;
+	}
+	*out = in;
+	return 0;
+}
+
+int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx)
+{
+	struct fs_seg segs[FS_READ_MAXSEGS];
+	struct inode *in;
+	uint64_t pos, end, zero_bytes = 0;
+	int n = 0, ret;
+
+	ret = get_file(fs, ino, &in);
+	if (ret)
+		return ret;
+	pthread_rwlock_rdlock(&in->lock);
+	end = in->pi->size;
+	if (off > end)
+		off = end;
+	if (size < end - off)
+		end = off + size;
+	for (pos = off; pos < end && n < FS_READ_MAXSEGS;) {
+		uint64_t phys, count, len;
+		const char *ptr;
+		ret = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
+		if (ret < 0) {
+			ret = -EIO;
+			goto out;
+		}
+		len = count > (end - pos) / BLK + 1 ? end - pos : count * BLK - (pos & BLK_MASK);
+		if (len > end - pos)
+			len = end - pos;
+		if (ret) {
+			ptr = region_block(&fs->region, phys) + (pos & BLK_MASK);
+		} else {
+			if (len > fs->zero_size)
+				len = fs->zero_size;
+			ptr = fs->zero;
+			zero_bytes += len;
+		}
+		if (n && ret && (const char *)segs[n - 1].ptr + segs[n - 1].len == ptr &&
+		    segs[n - 1].ptr != fs->zero)
+			segs[n - 1].len += len;
+		else
+			segs[n++] = (struct fs_seg){ ptr, len };
+		pos += len;
+	}
+	if (zero_bytes)
+		atomic_fetch_add_explicit(&fs->stats.zero_bytes_served, zero_bytes,
+					  memory_order_relaxed);
+	ret = fn(ctx, segs, n, pos - off);
+out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+/* A run of newly reserved blocks destined for file blocks [fblock, +len). */
+struct piece {
+	uint64_t fblock, phys, len;
+};
+
+struct pieces {
+	struct piece *p;
+	size_t n, cap;
+	struct piece inline_p[8];
+};
+
+static int pieces_add(struct pieces *ps, uint64_t fblock, uint64_t phys, uint64_t len)
+{
+	if (ps->n == ps->cap) {
+		size_t cap = ps->cap * 2;
+		struct piece *np = malloc(cap * sizeof(*np));
+		if (!np)
+			return -ENOMEM;
+		memcpy(np, ps->p, ps->n * sizeof(*np));
+		if (ps->p != ps->inline_p)
+			free(ps->p);
+		ps->p = np;
+		ps->cap = cap;
+	}
+	ps->p[ps->n++] = (struct piece){ fblock, phys, len };
+	return 0;
+}
+
+static void pieces_init(struct pieces *ps)
+{
+	ps->p = ps->inline_p;
+	ps->n = 0;
+	ps->cap = sizeof(ps->inline_p) / sizeof(ps->inline_p[0]);
+}
+
+/* Give back reserved blocks (transaction aborted) and the array. */
+static void pieces_release(struct fs *fs, struct pieces *ps, bool free_blocks)
+{
+	if (free_blocks)
+		for (size_t i = 0; i < ps->n; i++)
+			alloc_free(&fs->alloc, ps->p[i].phys, ps->p[i].len);
+	if (ps->p != ps->inline_p)
+		free(ps->p);
+	pieces_init(ps);
+}
+
+/*
+ * Reserve blocks for every hole in file blocks [fb, fb + nb).  All or
+ * nothing: -ENOSPC leaves nothing reserved.
+ */
+static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t nb,
+			 struct pieces *ps)
+{
+	uint64_t end = fb + nb, prev_phys = 0;
+	struct alloc_run runs[16];
+	int ret;
+
+	while (fb < end) {
+		uint64_t phys, count;
+		ret = fmap_lookup(&fs->pool, in->pi, fb, &phys, &count);
+		if (ret < 0)
+			goto fail;
+		if (count > end - fb)
+			count = end - fb;
+		if (ret == 1) {
+			prev_phys = phys + count;
+			fb += count;
+			continue;
+		}
+		uint64_t left = count;
+		while (left) {
+			int nr = alloc_blocks(&fs->alloc, left, prev_phys, runs, 16);
+			if (nr < 0) {
+				ret = nr;
+				goto fail;
+			}
+			for (int i = 0; i < nr; i++) {
+				ret = pieces_add(ps, fb, runs[i].phys, runs[i].len);
+				if (ret) {
+					for (int j = i; j < nr; j++)
+						alloc_free(&fs->alloc, runs[j].phys, runs[j].len);
+					goto fail;
+				}
+				fb += runs[i].len;
+				left -= runs[i].len;
+				prev_phys = runs[i].phys + runs[i].len;
+			}
+		}
+	}
+	return 0;
+fail:
+	pieces_release(fs, ps, true);
+	return ret == -EUCLEAN ? -EIO : ret;
+}
+
+/* Physical address of file byte pos: in the file map or a reserved piece. */
+static char *addr_of(struct fs *fs, struct inode *in, const struct pieces *ps, uint64_t pos,
+		     uint64_t *avail, bool *fresh)
+{
+	uint64_t fb = pos / BLK, phys, count;
+
+	for (size_t i = 0; i < ps->n; i++)
+		if (fb >= ps->p[i].fblock && fb < ps->p[i].fblock + ps->p[i].len) {
+			*avail = (ps->p[i].fblock + ps->p[i].len - fb) * BLK - (pos & BLK_MASK);
+			*fresh = true;
+			return region_block(&fs->region, ps->p[i].phys + fb - ps->p[i].fblock) +
+			       (pos & BLK_MASK);
+		}
+	if (fmap_lookup(&fs->pool, in->pi, fb, &phys, &count) != 1)
+		return NULL;
+	*avail = count * BLK - (pos & BLK_MASK);
+	*fresh = false;
+	return region_block(&fs->region, phys) + (pos & BLK_MASK);
+}
+
+/* Zero the bytes [from, to) of a mapped block beyond the old end of file. */
+static void zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t to)
+{
+	uint64_t phys, count, lim = (from | BLK_MASK) + 1;
+
+	if (!(from & BLK_MASK) || from >= to)
+		return;
+	if (to > lim)
+		to = lim;
+	if (fmap_lookup(&fs->pool, in->pi, from / BLK, &phys, &count) != 1)
+		return;
+	char *p = region_block(&fs->region, phys) + (from & BLK_MASK);
+	region_zero_nopersist(&fs->region, p, to - from);
+	persist(fs, p, to - from);
+}
+
+/*
+ * Copy src (or zeros, if src is NULL) into [off, off + len) and zero the
+ * uncovered parts of fresh blocks; persist all of it.
+ */
+static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
+		       uint64_t off, const char *src, uint64_t len)
+{
+	uint64_t pos = off, end = off + len;
+
+	while (pos < end) {
+		uint64_t avail, n;
+		bool fresh;
+		char *dst = addr_of(fs, in, ps, pos, &avail, &fresh);
+		n = avail < end - pos ? avail : end - pos;
+		if (!dst)	/* cannot happen: every hole was reserved */
+			break;
+		if (fresh && (pos & BLK_MASK)) {
+			/* head of a new block before the write */
+			region_zero_nopersist(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
+			persist(fs, dst - (pos & BLK_MASK), pos & BLK_MASK);
+		}
+		if (src)
+			region_copy_nopersist(&fs->region, dst, src + (pos - off), n);
+		else
+			region_zero_nopersist(&fs->region, dst, n);
+		persist(fs, dst, n);
+		if (fresh && ((pos + n) & BLK_MASK)) {
+			/* tail of a new block after the write */
+			uint64_t t = BLK - ((pos + n) & BLK_MASK);
+			region_zero_nopersist(&fs->region, dst + n, t);
+			persist(fs, dst + n, t);
+		}
+		pos += n;
+	}
+}
+
+/* The transaction that publishes persisted blocks, a new size and times. */
+struct publish {
+	struct fs *fs;
+	struct inode *in;
+	const struct pieces *ps;
+	uint64_t new_size;		/* grow the file to this, if larger */
+	bool mtime;
+};
+
+static int tx_publish(void *arg)
+{
+	struct publish *pb = arg;
+	struct pmfuse_inode *pi = pb->in->pi;
+
+	for (size_t i = 0; i < pb->ps->n; i++) {
+		const struct piece *pc = &pb->ps->p[i];
+		int ret = fmap_map(&pb->fs->pool, pi, pc->fblock, pc->phys, pc->len);
+		if (ret)
+			return ret;
+	}
+	if (pb->new_size > pi->size) {
+		pmemobj_tx_add_range_direct(&pi->size, sizeof(pi->size));
+		pi->size = pb->new_size;
+	}
+	inode_tx_touch(pi, false, pb->mtime, true);
+	return 0;
+}
+
+ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
+		 bool sync)
+{
+	struct pieces ps;
+	struct inode *in;
+	int ret;
+	uint64_t old_size;
+
+	(void)sync;	/* every write is persisted before it returns, for now */
+	if (size == 0)
+		return 0;
+	if (off > PMFUSE_MAX_FILE_SIZE || size > PMFUSE_MAX_FILE_SIZE - off)
+		return -EFBIG;
+	ret = get_file(fs, ino, &in);
+	if (ret)
+		return ret;
+	pieces_init(&ps);
+	pthread_rwlock_wrlock(&in->lock);
+	old_size = in->pi->size;
+	ret = reserve_holes(fs, in, off / BLK, (off + size - 1) / BLK - off / BLK + 1, &ps);
+	if (ret)
+		goto out;
+	/* bytes between the old end of file and the write must read as zeros */
+	if (off > old_size)
+		zero_tail(fs, in, old_size, off);
+	fill_range(fs, in, &ps, off, buf, size);
+	/* data is durable: now publish blocks, size and times in one transaction */
+	struct publish pb = { fs, in, &ps, off + size, true };
+	ret = pool_tx(&fs->pool, tx_publish, &pb);
+	pieces_release(fs, &ps, ret != 0);
+out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret ? ret : (ssize_t)size;
+}
+
+int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fmap_freed *freed)
+{
+	struct pmfuse_inode *pi = in->pi;
+	int ret;
+
+	if (size < pi->size) {
+		uint64_t first = (size + BLK - 1) / BLK;
+		ret = fmap_unmap(&fs->pool, pi, first, UINT64_MAX / 2 - first, freed);
+		if (ret)
+			return ret;
+	} else if (size > pi->size) {
+		zero_tail(fs, in, pi->size, size);
+	}
+	pmemobj_tx_add_range_direct(&pi->size, sizeof(pi->size));
+	pi->size = size;
+	return 0;
+}
+
+struct punch_args {
+	struct fs *fs;
+	struct inode *in;
+	uint64_t first, last;
+	struct fmap_freed *freed;
+};
+
+static int tx_punch(void *arg)
+{
+	struct punch_args *a = arg;
+
+	if (a->last > a->first) {
+		int r = fmap_unmap(&a->fs->pool, a->in->pi, a->first, a->last - a->first, a->freed);
+		if (r)
+			return r;
+	}
+	inode_tx_touch(a->in->pi, false, true, true);
+	return 0;
+}
+
+static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
+{
+	struct fmap_freed freed = { 0 };
+	uint64_t end = off + len, size = in->pi->size;
+	uint64_t first = (off + BLK - 1) / BLK, last = end / BLK;	/* whole blocks */
+	int ret;
+
+	if (off >= size)
+		return 0;
+	if (end > size)
+		end = size;
+	/* partial blocks at either edge are zeroed in place */
+	for (uint64_t pos = off; pos < end;) {
+		uint64_t phys, count, bend = (pos | BLK_MASK) + 1;
+		uint64_t stop = bend < end ? bend : end;
+		if ((pos & BLK_MASK) || stop - pos < BLK) {
+			if (fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count) == 1) {
+				char *p = region_block(&fs->region, phys) + (pos & BLK_MASK);
+				region_zero_nopersist(&fs->region, p, stop - pos);
+				persist(fs, p, stop - pos);
+			}
+			pos = stop;
+		} else {
+			pos = last * BLK > pos ? last * BLK : stop;
+		}
+	}
+	struct punch_args a = { fs, in, first, last, &freed };
+	ret = pool_tx(&fs->pool, tx_punch, &a);
+	if (ret == 0)
+		fmap_freed_release(&fs->alloc, &freed);
+	else
+		free(freed.runs);
+	return ret;
+}
+
+int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len)
+{
+	struct pieces ps;
+	struct inode *in;
+	int ret;
+
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE))
+		return -EOPNOTSUPP;
+	if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE))
+		return -EOPNOTSUPP;
+	if (len == 0)
+		return -EINVAL;
+	if (off > PMFUSE_MAX_FILE_SIZE || len > PMFUSE_MAX_FILE_SIZE - off)
+		return -EFBIG;
+	ret = get_file(fs, ino, &in);
+	if (ret)
+		return ret == -EINVAL ? -ENODEV : ret;
+	pieces_init(&ps);
+	pthread_rwlock_wrlock(&in->lock);
+	if (mode & FALLOC_FL_PUNCH_HOLE) {
+		ret = punch(fs, in, off, len);
+		goto out;
+	}
+	ret = reserve_holes(fs, in, off / BLK, (off + len - 1) / BLK - off / BLK + 1, &ps);
+	if (ret)
+		goto out;
+	/* fresh blocks are zeroed and persisted before they are published */
+	for (size_t i = 0; i < ps.n; i++) {
+		char *p = region_block(&fs->region, ps.p[i].phys);
+		region_zero_nopersist(&fs->region, p, ps.p[i].len * BLK);
+		persist(fs, p, ps.p[i].len * BLK);
+	}
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
+		zero_tail(fs, in, in->pi->size, off + len);
+	struct publish pb = { fs, in, &ps, (mode & FALLOC_FL_KEEP_SIZE) ? 0 : off + len, false };
+	ret = pool_tx(&fs->pool, tx_publish, &pb);
+	pieces_release(fs, &ps, ret != 0);
+out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence)
+{
+	struct inode *in;
+	int64_t ret;
+	int r;
+
+	if (off < 0)
+		return -ENXIO;
+	r = get_file(fs, ino, &in);
+	if (r)
+		return r;
+	pthread_rwlock_rdlock(&in->lock);
+	uint64_t size = in->pi->size, pos = (uint64_t)off;
+	ret = -ENXIO;
+	while (pos < size) {
+		uint64_t phys, count;
+		r = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
+		if (r < 0) {
+			ret = -EIO;
+			break;
+		}
+		if ((r == 1) == (whence == SEEK_DATA)) {
+			ret = (int64_t)pos;
+			break;
+		}
+		uint64_t next = (pos / BLK + count) * BLK;
+		pos = next > pos ? next : size;
+	}
+	if (whence == SEEK_HOLE && ret == -ENXIO && (uint64_t)off < size)
+		ret = (int64_t)size;
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
+{
+	struct inode *in = inode_get(fs, ino);
+
+	(void)datasync;
+	if (!in)
+		return -ENOENT;
+	/*
+	 * Data was persisted by each write and metadata by its transaction;
+	 * a drain orders anything still in flight from other threads.
+	 */
+	fs->region.drain_fn();
+	inode_put(fs, in);
+	return 0;
+}

@@ -1,0 +1,946 @@
+/*
+ * fs: mount/unmount and the namespace operations of the pmfuse core.
+ * Each operation gathers its locks, checks everything that can fail with a
+ * user-visible errno, then runs one transaction, then brings DRAM state
+ * (directory indexes, inode free list, allocator) in line with the outcome.
+ */
+#include "fs.h"
+#include "dir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PMFUSE_LINK_MAX 65000u
+
+static int claim_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+{
+	(void)fblock;
+	return alloc_claim(ctx, phys, n);
+}
+
+/* Claim every block reachable from a live file; collect orphans to reclaim. */
+static int scan_files(struct fs *fs, uint64_t **orphans, size_t *norphans,
+		      char *why, size_t whylen)
+{
+	size_t cap = 0;
+
+	*orphans = NULL;
+	*norphans = 0;
+	for (uint64_t ino = 1; ino < fs->max_inodes; ino++) {
+		struct pmfuse_inode *pi = inode_record(fs, ino);
+		if (!pi || pi->mode == 0)
+			continue;
+		if (S_ISREG(pi->mode)) {
+			int ret = fmap_walk(&fs->pool, pi, claim_leaf, NULL, &fs->alloc);
+			if (ret) {
+				snprintf(why, whylen, "inode %" PRIu64 ": file map is damaged or "
+					 "shares blocks with another file", ino);
+				return -EUCLEAN;
+			}
+		}
+		if (pi->flags & PMFUSE_IF_ORPHAN) {
+			if (*norphans == cap) {
+				cap = cap ? cap * 2 : 16;
+				uint64_t *n = realloc(*orphans, cap * sizeof(uint64_t));
+				if (!n)
+					return -ENOMEM;
+				*orphans = n;
+			}
+			(*orphans)[(*norphans)++] = ino;
+		}
+	}
+	return 0;
+}
+
+struct state_args {
+	struct pmfuse_super *sb;
+	uint32_t state;
+};
+
+static int tx_set_state(void *arg)
+{
+	struct state_args *a = arg;
+
+	pmemobj_tx_add_range_direct(&a->sb->state, 3 * sizeof(uint64_t));
+	a->sb->state = a->state;
+	if (a->state == PMFUSE_STATE_MOUNTED) {
+		a->sb->last_mount = (uint64_t)time(NULL);
+		a->sb->mount_count++;
+	}
+	return 0;
+}
+
+static int set_state(struct fs *fs, uint32_t state)
+{
+	struct state_args a = { fs->pool.sb, state };
+
+	return pool_tx(&fs->pool, tx_set_state, &a);
+}
+
+int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
+	     char *why, size_t whylen)
+{
+	struct fs *fs = calloc(1, sizeof(*fs));
+	uint64_t *orphans = NULL;
+	size_t norphans = 0;
+	int ret;
+
+	if (!fs)
+		return -ENOMEM;
+	fs->opts = *o;
+	ret = pool_open(&fs->pool, path, why, whylen);
+	if (ret)
+		goto out_free;
+	ret = region_open(&fs->region, path, why, whylen);
+	if (ret)
+		goto out_pool;
+	if (fs->region.size < fs->pool.size) {
+		snprintf(why, whylen, "region mapping is smaller than the pool");
+		ret = -EINVAL;
+		goto out_region;
+	}
+	fs->max_inodes = fs->pool.sb->geo.max_inodes;
+	fs->icache = calloc(fs->max_inodes, sizeof(*fs->icache));
+	fs->ifree = malloc(fs->max_inodes * sizeof(uint64_t));
+	if (!fs->icache || !fs->ifree) {
+		snprintf(why, whylen, "out of memory for %" PRIu64 " inodes", fs->max_inodes);
+		ret = -ENOMEM;
+		goto out_region;
+	}
+	for (int i = 0; i < 64; i++)
+		pthread_mutex_init(&fs->istripe[i], NULL);
+	pthread_mutex_init(&fs->itable_lock, NULL);
+	pthread_mutex_init(&fs->orphan_lock, NULL);
+	pthread_mutex_init(&fs->rename_lock, NULL);
+
+	ret = inode_load_table(fs, why, whylen);
+	if (ret)
+		goto out_region;
+	struct pmfuse_inode *root = inode_record(fs, PMFUSE_ROOT_INO);
+	if (!root || !S_ISDIR(root->mode)) {
+		snprintf(why, whylen, "root inode is missing or not a directory");
+		ret = -EUCLEAN;
+		goto out_region;
+	}
+	ret = alloc_init(&fs->alloc, &fs->pool);
+	if (ret) {
+		snprintf(why, whylen, "out of memory for the block allocator");
+		goto out_region;
+	}
+	ret = scan_files(fs, &orphans, &norphans, why, whylen);
+	if (ret)
+		goto out_alloc;
+	ret = zero_init(fs);
+	if (ret) {
+		snprintf(why, whylen, "cannot map the zero buffer");
+		goto out_alloc;
+	}
+	/* files unlinked while open when the last session ended */
+	for (size_t i = 0; i < norphans; i++) {
+		ret = inode_reclaim(fs, orphans[i], inode_record(fs, orphans[i]));
+		if (ret) {
+			snprintf(why, whylen, "cannot reclaim orphan inode %" PRIu64, orphans[i]);
+			goto out_zero;
+		}
+	}
+	free(orphans);
+	orphans = NULL;
+	if (!o->readonly && (ret = set_state(fs, PMFUSE_STATE_MOUNTED))) {
+		snprintf(why, whylen, "cannot update the superblock");
+		goto out_zero;
+	}
+	*out = fs;
+	snprintf(why, whylen, "%zu orphan inode(s) reclaimed", norphans);
+	return 0;
+
+out_zero:
+	zero_fini(fs);
+out_alloc:
+	alloc_destroy(&fs->alloc);
+out_region:
+	free(orphans);
+	free(fs->icache);
+	free(fs->ifree);
+	region_close(&fs->region);
+out_pool:
+	pool_close(&fs->pool);
+out_free:
+	free(fs);
+	return ret;
+}
+
+void fs_unmount(struct fs *fs)
+{
+	for (uint64_t ino = 0; ino < fs->max_inodes; ino++) {
+		struct inode *in = atomic_load(&fs->icache[ino]);
+		if (!in)
+			continue;
+		/* unlinked files still open at unmount: reclaimed now */
+		if (in->pi->mode && in->pi->nlink == 0)
+			inode_reclaim(fs, ino, in->pi);
+		dir_index_free(in);
+		pthread_rwlock_destroy(&in->lock);
+		free(in);
+	}
+	if (!fs->opts.readonly)
+		set_state(fs, PMFUSE_STATE_CLEAN);
+	zero_fini(fs);
+	alloc_destroy(&fs->alloc);
+	free(fs->icache);
+	free(fs->ifree);
+	region_close(&fs->region);
+	pool_close(&fs->pool);
+	free(fs);
+}
+
+static unsigned mode_to_dtype(mode_t m)
+{
+	return (m & S_IFMT) >> 12;	/* DT_* == S_IF* >> 12 on Linux */
+}
+
+static int check_name(const char *name, size_t *len)
+{
+	*len = strlen(name);
+	if (*len == 0)
+		return -ENOENT;
+	if (*len > PMFUSE_NAME_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* Take a reference to a directory inode (ENOENT / ENOTDIR otherwise). */
+static int get_dir(struct fs *fs, uint64_t ino, struct inode **out)
+{
+	struct inode *in = inode_get(fs, ino);
+
+	if (!in)
+		return -ENOENT;
+	if (!S_ISDIR(in->pi->mode)) {
+		inode_put(fs, in);
+		return -ENOTDIR;
+	}
+	*out = in;
+	return 0;
+}
+
+static void stat_locked(struct inode *in, struct stat *st)
+{
+	pthread_rwlock_rdlock(&in->lock);
+	inode_to_stat(in, st);
+	pthread_rwlock_unlock(&in->lock);
+}
+
+int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *st)
+{
+	struct inode *dir, *child = NULL;
+	struct pmfuse_dirent *de;
+	uint32_t slot;
+	size_t len;
+	int ret;
+
+	ret = check_name(name, &len);
+	if (ret)
+		return ret;
+	ret = get_dir(fs, parent, &dir);
+	if (ret)
+		return ret;
+	ret = dir_lock_shared(fs, dir);
+	if (ret)
+		goto out;
+	de = dir_find(fs, dir, name, len, &slot, &ret);
+	/* take the child before dropping the directory lock: it cannot be freed */
+	if (de && !(child = inode_get(fs, de->ino)))
+		ret = -EIO;
+	pthread_rwlock_unlock(&dir->lock);
+	if (child) {
+		inode_add_lookup(fs, child);
+		stat_locked(child, st);
+		inode_put(fs, child);
+	}
+out:
+	inode_put(fs, dir);
+	return ret == -EUCLEAN ? -EIO : ret;
+}
+
+int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
+{
+	struct inode *in = inode_get(fs, ino);
+
+	if (!in)
+		return -ENOENT;
+	stat_locked(in, st);
+	inode_put(fs, in);
+	return 0;
+}
+
+int fs_ref_ino(struct fs *fs, uint64_t ino, struct stat *st)
+{
+	struct inode *in = inode_get(fs, ino);
+
+	if (!in)
+		return -ENOENT;
+	inode_add_lookup(fs, in);
+	stat_locked(in, st);
+	inode_put(fs, in);
+	return 0;
+}
+
+static void set_time(struct pmfuse_time *t, const struct timespec *ts)
+{
+	t->sec = ts->tv_sec;
+	t->nsec = (uint32_t)ts->tv_nsec;
+}
+
+struct setattr_args {
+	struct fs *fs;
+	struct inode *in;
+	const struct stat *a;
+	int valid;
+	struct fmap_freed *freed;
+};
+
+static int tx_setattr(void *arg)
+{
+	struct setattr_args *sa = arg;
+	struct pmfuse_inode *pi = sa->in->pi;
+	const struct stat *a = sa->a;
+	int valid = sa->valid;
+
+	inode_tx_add(pi);
+	if (valid & FS_SET_SIZE) {
+		int r = fs_truncate_locked(sa->fs, sa->in, (uint64_t)a->st_size, sa->freed);
+		if (r)
+			return r;
+	}
+	if (valid & FS_SET_MODE)
+		pi->mode = (pi->mode & S_IFMT) | (a->st_mode & 07777);
+	if ((valid & (FS_SET_UID | FS_SET_GID)) && !S_ISDIR(pi->mode)) {
+		/* as chown(2) does: privileges do not follow the file */
+		bool uid_change = (valid & FS_SET_UID) && a->st_uid != pi->uid;
+		bool gid_change = (valid & FS_SET_GID) && a->st_gid != pi->gid;
+		if ((uid_change || gid_change) && !(valid & FS_SET_MODE)) {
+			pi->mode &= ~S_ISUID;
+			if (pi->mode & S_IXGRP)
+				pi->mode &= ~S_ISGID;
+		}
+	}
+	if (valid & FS_SET_UID)
+		pi->uid = a->st_uid;
+	if (valid & FS_SET_GID)
+		pi->gid = a->st_gid;
+	inode_tx_touch(pi, valid & FS_SET_ATIME_NOW, valid & FS_SET_MTIME_NOW, true);
+	if (valid & FS_SET_ATIME)
+		set_time(&pi->atime, &a->st_atim);
+	if (valid & FS_SET_MTIME)
+		set_time(&pi->mtime, &a->st_mtim);
+	if (valid & FS_SET_CTIME)
+		set_time(&pi->ctime, &a->st_ctim);
+	return 0;
+}
+
+int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid, struct stat *st)
+{
+	struct inode *in = inode_get(fs, ino);
+	struct fmap_freed freed = { 0 };
+	int ret = 0;
+
+	if (!in)
+		return -ENOENT;
+	pthread_rwlock_wrlock(&in->lock);
+	struct pmfuse_inode *pi = in->pi;
+	if (valid & FS_SET_SIZE) {
+		if (S_ISDIR(pi->mode)) {
+			ret = -EISDIR;
+			goto out;
+		}
+		if (!S_ISREG(pi->mode)) {
+			ret = -EINVAL;
+			goto out;
+		}
+		if ((uint64_t)a->st_size > PMFUSE_MAX_FILE_SIZE) {
+			ret = -EFBIG;
+			goto out;
+		}
+	}
+	struct setattr_args sa = { fs, in, a, valid, &freed };
+	ret = pool_tx(&fs->pool, tx_setattr, &sa);
+	if (ret == 0)
+		fmap_freed_release(&fs->alloc, &freed);
+	else
+		free(freed.runs);
+	inode_to_stat(in, st);
+out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+/* Store a symlink target for inode pi (in a transaction). */
+static void tx_set_symlink(struct fs *fs, struct pmfuse_inode *pi, const char *target, size_t len)
+{
+	if (len <= PMFUSE_INLINE_SYMLINK) {
+		memcpy(pi->symlink, target, len);
+	} else {
+		PMEMoid oid = pmemobj_tx_alloc(len, 0);
+		memcpy(pool_ptr(&fs->pool, oid.off), target, len);
+		pi->dir_off = oid.off;
+	}
+	pi->size = len;
+}
+
+struct create_args {
+	struct fs *fs;
+	struct inode *dir;
+	const char *name, *target;
+	size_t len, tlen;
+	uint64_t ino;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	dev_t rdev;
+	struct dir_pending *pd;
+};
+
+static int tx_create(void *arg)
+{
+	struct create_args *a = arg;
+	struct inode *dir = a->dir;
+
+	inode_tx_init(a->fs, a->ino, a->mode, a->uid, a->gid, a->rdev);
+	struct pmfuse_inode *pi = inode_record(a->fs, a->ino);
+	if (S_ISDIR(a->mode)) {
+		pi->parent = dir->ino;
+		pmemobj_tx_add_range_direct(&dir->pi->nlink, sizeof(dir->pi->nlink));
+		dir->pi->nlink++;
+	}
+	if (a->target)
+		tx_set_symlink(a->fs, pi, a->target, a->tlen);
+	int r = dir_tx_insert(a->fs, dir, a->name, a->len, a->ino, mode_to_dtype(a->mode), a->pd);
+	if (r)
+		return r;
+	inode_tx_touch(dir->pi, false, true, true);
+	return 0;
+}
+
+static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t mode,
+		       dev_t rdev, const char *target, const struct fs_cred *cr,
+		       struct stat *st)
+{
+	struct dir_pending pd = { 0 };
+	struct inode *dir, *child;
+	int ret, err;
+	uint64_t ino;
+	uint32_t slot;
+	size_t len, tlen = target ? strlen(target) : 0;
+	gid_t gid = cr->gid;
+
+	ret = check_name(name, &len);
+	if (ret)
+		return ret;
+	if (target && (tlen == 0 || tlen > PMFUSE_SYMLINK_MAX))
+		return tlen ? -ENAMETOOLONG : -ENOENT;
+	ret = get_dir(fs, parent, &dir);
+	if (ret)
+		return ret;
+	ret = inode_alloc_ino(fs, &ino);
+	if (ret)
+		goto out_put;
+	ret = dir_lock_excl(fs, dir);
+	if (ret)
+		goto out_ino;
+	if (dir->pi->nlink == 0) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	if (dir_find(fs, dir, name, len, &slot, &err) || err != -ENOENT) {
+		ret = err ? err : -EEXIST;
+		goto out_unlock;
+	}
+	if (S_ISDIR(mode) && dir->pi->nlink >= PMFUSE_LINK_MAX) {
+		ret = -EMLINK;
+		goto out_unlock;
+	}
+	/* setgid directories hand their group (and, to directories, the bit) down */
+	if (dir->pi->mode & S_ISGID) {
+		gid = dir->pi->gid;
+		if (S_ISDIR(mode))
+			mode |= S_ISGID;
+	}
+	struct create_args ca = { fs, dir, name, target, len, tlen, ino, mode, cr->uid, gid,
+				  rdev, &pd };
+	ret = pool_tx(&fs->pool, tx_create, &ca);
+	dir_insert_done(dir, &pd, ret == 0);
+	if (ret == 0) {
+		child = inode_get(fs, ino);
+		if (!child) {
+			ret = -EIO;
+		} else {
+			inode_add_lookup(fs, child);
+			inode_to_stat(child, st);
+			inode_put(fs, child);
+		}
+	}
+out_unlock:
+	pthread_rwlock_unlock(&dir->lock);
+out_ino:
+	if (ret && ret != -EIO)
+		inode_release_ino(fs, ino);
+out_put:
+	inode_put(fs, dir);
+	return ret == -EUCLEAN ? -EIO : ret;
+}
+
+int fs_mknod(struct fs *fs, uint64_t parent, const char *name, mode_t mode, dev_t rdev,
+	     const struct fs_cred *cr, struct stat *st)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: case S_IFDIR: case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (!S_ISCHR(mode) && !S_ISBLK(mode))
+		rdev = 0;
+	return create_node(fs, parent, name, mode, rdev, NULL, cr, st);
+}
+
+int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
+	       const struct fs_cred *cr, struct stat *st)
+{
+	return create_node(fs, parent, name, S_IFLNK | 0777, 0, target, cr, st);
+}
+
+int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)
+{
+	struct inode *in = inode_get(fs, ino);
+	int ret;
+
+	if (!in)
+		return -ENOENT;
+	pthread_rwlock_rdlock(&in->lock);
+	struct pmfuse_inode *pi = in->pi;
+	if (!S_ISLNK(pi->mode)) {
+		ret = -EINVAL;
+	} else if (pi->size > PMFUSE_SYMLINK_MAX ||
+		   (pi->size > PMFUSE_INLINE_SYMLINK &&
+		    !pool_meta_range_ok(&fs->pool, pi->dir_off, pi->size))) {
+		ret = -EIO;
+	} else {
+		size_t n = pi->size < size - 1 ? pi->size : size - 1;
+		memcpy(buf, pi->size > PMFUSE_INLINE_SYMLINK ? pool_ptr(&fs->pool, pi->dir_off)
+							      : pi->symlink, n);
+		buf[n] = '\0';
+		ret = 0;
+	}
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+struct link_args {
+	struct fs *fs;
+	struct inode *dir, *in;
+	const char *name;
+	size_t len;
+	struct dir_pending *pd;
+};
+
+static int tx_link(void *arg)
+{
+	struct link_args *a = arg;
+	struct pmfuse_inode *pi = a->in->pi;
+	int r = dir_tx_insert(a->fs, a->dir, a->name, a->len, a->in->ino, mode_to_dtype(pi->mode),
+			      a->pd);
+
+	if (r)
+		return r;
+	pmemobj_tx_add_range_direct(&pi->nlink, sizeof(pi->nlink));
+	pi->nlink++;
+	inode_tx_touch(pi, false, false, true);
+	inode_tx_touch(a->dir->pi, false, true, true);
+	return 0;
+}
+
+int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
+	    struct stat *st)
+{
+	struct dir_pending pd = { 0 };
+	struct inode *dir, *in;
+	int ret, err;
+	uint32_t slot;
+	size_t len;
+
+	ret = check_name(newname, &len);
+	if (ret)
+		return ret;
+	in = inode_get(fs, ino);
+	if (!in)
+		return -ENOENT;
+	if (S_ISDIR(in->pi->mode)) {
+		inode_put(fs, in);
+		return -EPERM;
+	}
+	ret = get_dir(fs, newparent, &dir);
+	if (ret) {
+		inode_put(fs, in);
+		return ret;
+	}
+	ret = dir_lock_excl(fs, dir);
+	if (ret)
+		goto out_put;
+	pthread_rwlock_wrlock(&in->lock);
+	if (dir->pi->nlink == 0 || in->pi->nlink == 0) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	if (in->pi->nlink >= PMFUSE_LINK_MAX) {
+		ret = -EMLINK;
+		goto out_unlock;
+	}
+	if (dir_find(fs, dir, newname, len, &slot, &err) || err != -ENOENT) {
+		ret = err ? err : -EEXIST;
+		goto out_unlock;
+	}
+	struct link_args la = { fs, dir, in, newname, len, &pd };
+	ret = pool_tx(&fs->pool, tx_link, &la);
+	dir_insert_done(dir, &pd, ret == 0);
+	if (ret == 0) {
+		inode_add_lookup(fs, in);
+		inode_to_stat(in, st);
+	}
+out_unlock:
+	pthread_rwlock_unlock(&in->lock);
+	pthread_rwlock_unlock(&dir->lock);
+out_put:
+	inode_put(fs, dir);
+	inode_put(fs, in);
+	return ret == -EUCLEAN ? -EIO : ret;
+}
+
+/* Drop one name of child (in a transaction); parks it as an orphan at 0. */
+static void tx_drop_link(struct fs *fs, struct inode *child)
+{
+	struct pmfuse_inode *pi = child->pi;
+
+	pmemobj_tx_add_range_direct(&pi->nlink, sizeof(pi->nlink));
+	if (S_ISDIR(pi->mode))
+		pi->nlink = 0;
+	else
+		pi->nlink--;
+	inode_tx_touch(pi, false, false, true);
+	if (pi->nlink == 0)
+		inode_tx_orphan_add(fs, child->ino, pi);
+}
+
+struct remove_args {
+	struct fs *fs;
+	struct inode *dir, *child;
+	uint32_t slot;
+	bool is_dir;
+};
+
+static int tx_remove(void *arg)
+{
+	struct remove_args *a = arg;
+
+	dir_tx_remove(a->fs, a->dir, a->slot);
+	tx_drop_link(a->fs, a->child);
+	if (a->is_dir) {
+		pmemobj_tx_add_range_direct(&a->dir->pi->nlink, sizeof(a->dir->pi->nlink));
+		a->dir->pi->nlink--;
+	}
+	inode_tx_touch(a->dir->pi, false, true, true);
+	return 0;
+}
+
+static int remove_entry(struct fs *fs, uint64_t parent, const char *name, bool want_dir)
+{
+	struct inode *dir, *child;
+	struct pmfuse_dirent *de;
+	int ret;
+	uint64_t hash;
+	uint32_t slot;
+	size_t len;
+	bool last;
+
+	ret = check_name(name, &len);
+	if (ret)
+		return ret;
+	ret = get_dir(fs, parent, &dir);
+	if (ret)
+		return ret;
+	ret = dir_lock_excl(fs, dir);
+	if (ret)
+		goto out_put;
+	de = dir_find(fs, dir, name, len, &slot, &ret);
+	if (!de)
+		goto out_unlock;
+	hash = de->hash;
+	child = inode_get(fs, de->ino);
+	if (!child) {
+		ret = -EIO;
+		goto out_unlock;
+	}
+	pthread_rwlock_wrlock(&child->lock);
+	if (want_dir && !S_ISDIR(child->pi->mode))
+		ret = -ENOTDIR;
+	else if (!want_dir && S_ISDIR(child->pi->mode))
+		ret = -EISDIR;
+	else if (want_dir && child->pi->nentries)
+		ret = -ENOTEMPTY;
+	if (ret)
+		goto out_child;
+	last = want_dir || child->pi->nlink == 1;
+	if (last)
+		pthread_mutex_lock(&fs->orphan_lock);
+	struct remove_args ra = { fs, dir, child, slot, want_dir };
+	ret = pool_tx(&fs->pool, tx_remove, &ra);
+	if (last)
+		pthread_mutex_unlock(&fs->orphan_lock);
+	dir_remove_done(dir, slot, hash, ret == 0);
+out_child:
+	pthread_rwlock_unlock(&child->lock);
+	pthread_rwlock_unlock(&dir->lock);
+	inode_put(fs, child);	/* may reclaim it now if nobody else holds it */
+	goto out_put;
+out_unlock:
+	pthread_rwlock_unlock(&dir->lock);
+out_put:
+	inode_put(fs, dir);
+	return ret == -EUCLEAN ? -EIO : ret;
+}
+
+int fs_unlink(struct fs *fs, uint64_t parent, const char *name)
+{
+	return remove_entry(fs, parent, name, false);
+}
+
+int fs_rmdir(struct fs *fs, uint64_t parent, const char *name)
+{
+	return remove_entry(fs, parent, name, true);
+}
+
+/* Is ancestor an ancestor of (or equal to) ino?  Tree is stable under rename_lock. */
+static int is_ancestor(struct fs *fs, uint64_t ancestor, uint64_t ino)
+{
+	for (uint64_t steps = 0; steps < fs->max_inodes; steps++) {
+		if (ino == ancestor)
+			return 1;
+		if (ino == PMFUSE_ROOT_INO)
+			return 0;
+		struct pmfuse_inode *pi = inode_record(fs, ino);
+		if (!pi || !S_ISDIR(pi->mode))
+			return -EIO;
+		ino = pi->parent;
+	}
+	return -EIO;
+}
+
+static void lock_two(struct inode *a, struct inode *b)
+{
+	if (!b || a == b) {
+		pthread_rwlock_wrlock(&a->lock);
+	} else if (a->ino < b->ino) {
+		pthread_rwlock_wrlock(&a->lock);
+		pthread_rwlock_wrlock(&b->lock);
+	} else {
+		pthread_rwlock_wrlock(&b->lock);
+		pthread_rwlock_wrlock(&a->lock);
+	}
+}
+
+static void unlock_two(struct inode *a, struct inode *b)
+{
+	pthread_rwlock_unlock(&a->lock);
+	if (b && b != a)
+		pthread_rwlock_unlock(&b->lock);
+}
+
+/* Move directory s from d1 to d2 (in a transaction): its ".." and link counts. */
+static void tx_reparent(struct inode *s, struct inode *d1, struct inode *d2)
+{
+	if (!S_ISDIR(s->pi->mode) || d1 == d2)
+		return;
+	pmemobj_tx_add_range_direct(&s->pi->parent, sizeof(s->pi->parent));
+	s->pi->parent = d2->ino;
+	pmemobj_tx_add_range_direct(&d1->pi->nlink, sizeof(d1->pi->nlink));
+	pmemobj_tx_add_range_direct(&d2->pi->nlink, sizeof(d2->pi->nlink));
+	d1->pi->nlink--;
+	d2->pi->nlink++;
+}
+
+struct rename_args {
+	struct fs *fs;
+	struct inode *d1, *d2, *s, *t;
+	struct pmfuse_dirent *sde, *tde;
+	uint32_t sslot;
+	const char *n2;
+	size_t l2;
+	unsigned flags;
+	struct dir_pending *pd;
+	bool inserted;
+};
+
+static int tx_rename(void *arg)
+{
+	struct rename_args *a = arg;
+	struct inode *d1 = a->d1, *d2 = a->d2, *s = a->s, *t = a->t;
+
+	if (a->flags & FS_RENAME_EXCHANGE) {
+		dir_tx_retarget(a->sde, t->ino, mode_to_dtype(t->pi->mode));
+		dir_tx_retarget(a->tde, s->ino, mode_to_dtype(s->pi->mode));
+		tx_reparent(s, d1, d2);
+		tx_reparent(t, d2, d1);
+		inode_tx_touch(t->pi, false, false, true);
+	} else {
+		if (t) {
+			dir_tx_retarget(a->tde, s->ino, mode_to_dtype(s->pi->mode));
+			if (S_ISDIR(t->pi->mode)) {
+				pmemobj_tx_add_range_direct(&d2->pi->nlink, sizeof(d2->pi->nlink));
+				d2->pi->nlink--;
+			}
+			tx_drop_link(a->fs, t);
+		} else {
+			int r = dir_tx_insert(a->fs, d2, a->n2, a->l2, s->ino,
+					      mode_to_dtype(s->pi->mode), a->pd);
+			if (r)
+				return r;
+			a->inserted = true;
+		}
+		dir_tx_remove(a->fs, d1, a->sslot);
+		tx_reparent(s, d1, d2);
+	}
+	inode_tx_touch(s->pi, false, false, true);
+	inode_tx_touch(d1->pi, false, true, true);
+	if (d2 != d1)
+		inode_tx_touch(d2->pi, false, true, true);
+	return 0;
+}
+
+int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const char *n2,
+	      unsigned flags)
+{
+	struct inode *d1 = NULL, *d2 = NULL, *s = NULL, *t = NULL;
+	struct pmfuse_dirent *sde, *tde;
+	struct dir_pending pd = { 0 };
+	uint32_t sslot, tslot;
+	size_t l1, l2;
+	int ret, err;
+	bool orphan_locked = false, d1_first;
+	uint64_t shash;
+
+	if ((ret = check_name(n1, &l1)) || (ret = check_name(n2, &l2)))
+		return ret;
+	if ((flags & FS_RENAME_EXCHANGE) && (flags & FS_RENAME_NOREPLACE))
+		return -EINVAL;
+	pthread_mutex_lock(&fs->rename_lock);
+	if ((ret = get_dir(fs, p1, &d1)) || (ret = get_dir(fs, p2, &d2)))
+		goto out;
+	/* ancestor first, as every parent-then-child path locks */
+	d1_first = d1 == d2 || is_ancestor(fs, p1, p2) == 1;
+	if ((ret = dir_lock_excl(fs, d1_first ? d1 : d2)))
+		goto out;
+	if (d1 != d2 && (ret = dir_lock_excl(fs, d1_first ? d2 : d1))) {
+		pthread_rwlock_unlock(&(d1_first ? d1 : d2)->lock);
+		goto out;
+	}
+	sde = dir_find(fs, d1, n1, l1, &sslot, &ret);
+	if (!sde)
+		goto out_unlock;
+	shash = sde->hash;
+	tde = dir_find(fs, d2, n2, l2, &tslot, &err);
+	if (!tde && err != -ENOENT) {
+		ret = err;
+		goto out_unlock;
+	}
+	ret = 0;
+	if (!(s = inode_get(fs, sde->ino)) || (tde && !(t = inode_get(fs, tde->ino)))) {
+		ret = -EIO;
+		goto out_unlock;
+	}
+	if (t == s)
+		goto out_unlock;	/* same file: nothing to do */
+	if ((flags & FS_RENAME_EXCHANGE) && !t) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	if ((flags & FS_RENAME_NOREPLACE) && t) {
+		ret = -EEXIST;
+		goto out_unlock;
+	}
+	/* a directory may not move below itself */
+	if (S_ISDIR(s->pi->mode) && d1 != d2 && is_ancestor(fs, s->ino, p2)) {
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	if (t && (flags & FS_RENAME_EXCHANGE) && S_ISDIR(t->pi->mode) && d1 != d2 &&
+	    is_ancestor(fs, t->ino, p1)) {
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	lock_two(s, t);
+	if (t && !(flags & FS_RENAME_EXCHANGE)) {
+		if (S_ISDIR(s->pi->mode) && !S_ISDIR(t->pi->mode))
+			ret = -ENOTDIR;
+		else if (!S_ISDIR(s->pi->mode) && S_ISDIR(t->pi->mode))
+			ret = -EISDIR;
+		else if (S_ISDIR(t->pi->mode) && t->pi->nentries)
+			ret = -ENOTEMPTY;
+	}
+	if (!ret && S_ISDIR(s->pi->mode) && d1 != d2 && !t && d2->pi->nlink >= PMFUSE_LINK_MAX)
+		ret = -EMLINK;
+	if (ret)
+		goto out_unlock_children;
+	if (t && !(flags & FS_RENAME_EXCHANGE) && (S_ISDIR(t->pi->mode) || t->pi->nlink == 1)) {
+		pthread_mutex_lock(&fs->orphan_lock);
+		orphan_locked = true;
+	}
+	struct rename_args ra = { fs, d1, d2, s, t, sde, tde, sslot, n2, l2, flags, &pd, false };
+	ret = pool_tx(&fs->pool, tx_rename, &ra);
+	if (orphan_locked)
+		pthread_mutex_unlock(&fs->orphan_lock);
+	if (ra.inserted || ret)
+		dir_insert_done(d2, &pd, ret == 0 && ra.inserted);
+	if (!(flags & FS_RENAME_EXCHANGE))
+		dir_remove_done(d1, sslot, shash, ret == 0);
+out_unlock_children:
+	unlock_two(s, t);
+out_unlock:
+	pthread_rwlock_unlock(&d1->lock);
+	if (d2 != d1)
+		pthread_rwlock_unlock(&d2->lock);
+out:
+	if (t)
+		inode_put(fs, t);
+	if (s)
+		inode_put(fs, s);
+	if (d2)
+		inode_put(fs, d2);
+	if (d1)
+		inode_put(fs, d1);
+	pthread_mutex_unlock(&fs->rename_lock);
+	return ret == -EUCLEAN ? -EIO : ret;
+}
+
+int fs_statfs(struct fs *fs, struct statvfs *sv)
+{
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = PMFUSE_BLOCK_SIZE;
+	sv->f_frsize = PMFUSE_BLOCK_SIZE;
+	sv->f_blocks = fs->alloc.data_blocks;
+	sv->f_bfree = alloc_free_count(&fs->alloc);
+	sv->f_bavail = sv->f_bfree;
+	pthread_mutex_lock(&fs->itable_lock);
+	sv->f_files = fs->max_inodes - 1;
+	sv->f_ffree = sv->f_files - fs->used_inodes;
+	pthread_mutex_unlock(&fs->itable_lock);
+	sv->f_favail = sv->f_ffree;
+	sv->f_namemax = PMFUSE_NAME_MAX;
+	return 0;
+}

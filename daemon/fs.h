@@ -1,0 +1,187 @@
+/*
+ * fs: the pmfuse core -- a POSIX filesystem over one region, with no
+ * knowledge of FUSE.  Every function returns 0 (or a count) on success and
+ * a negative errno on failure.  Every metadata change is one pmemobj
+ * transaction; DRAM state (allocator, directory indexes, inode free list)
+ * changes only after that transaction commits, or is rolled back after it
+ * aborts.
+ *
+ * Locking (outer to inner):
+ *   fs->rename_lock        serialises renames (tree shape is stable under it)
+ *   directory inode locks  ancestor before descendant; unrelated: by ino
+ *   non-directory inodes   by ino
+ *   fs->orphan_lock, fs->itable_lock, dir index spinless parts: leaf locks
+ *   alloc->lock            innermost
+ * An inode's lock protects its persistent record, its file map, and for a
+ * directory its entries and DRAM index.  Hot paths (read, write, getattr,
+ * lookup) take only the locks of the inodes they touch.
+ */
+#ifndef PMFUSE_FS_H
+#define PMFUSE_FS_H
+
+#include "alloc.h"
+#include "fmap.h"
+#include "pool.h"
+#include "region.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+struct dir_index;
+
+struct inode {
+	uint64_t ino;
+	struct pmfuse_inode *pi;	/* persistent record */
+	pthread_rwlock_t lock;
+	/* protected by the icache stripe lock */
+	uint64_t nlookup;		/* kernel references */
+	uint32_t nopen;			/* open files */
+	uint32_t refs;			/* transient core references */
+	struct dir_index *dir;		/* lazily built, under lock (write) */
+};
+
+struct fs_opts {
+	bool sync;			/* -o sync: persist data before replying */
+	bool readonly;
+};
+
+struct fs_stats {
+	_Atomic uint64_t flush_bytes;
+	_Atomic uint64_t flush_calls;
+	_Atomic uint64_t zero_bytes_served;
+};
+
+struct fs {
+	struct pool pool;
+	struct region region;
+	struct alloc alloc;
+	struct fs_opts opts;
+	struct fs_stats stats;
+	const void *zero;		/* read-only zero buffer */
+	size_t zero_size;
+
+	/* inode cache: ino -> struct inode *, pointers read atomically */
+	_Atomic(struct inode *) *icache;
+	uint64_t max_inodes;
+	pthread_mutex_t istripe[64];
+
+	/* free inode numbers: protected by itable_lock */
+	pthread_mutex_t itable_lock;
+	uint64_t *ifree;
+	uint64_t nifree;
+	uint64_t next_chunk;		/* first never-allocated itable chunk */
+	uint64_t used_inodes;
+
+	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */
+	pthread_mutex_t rename_lock;
+};
+
+/* Caller identity for permission-relevant decisions (owner, group). */
+struct fs_cred {
+	uid_t uid;
+	gid_t gid;
+};
+
+/* mount/unmount */
+int fs_mount(struct fs **out, const char *region, const struct fs_opts *o,
+	     char *why, size_t whylen);
+void fs_unmount(struct fs *fs);
+
+/* inode cache (inode.c) */
+struct inode *inode_get(struct fs *fs, uint64_t ino);	/* +1 ref, NULL if free */
+void inode_put(struct fs *fs, struct inode *in);
+struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino);
+int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,
+		   char *why, size_t whylen);
+void inode_to_stat(const struct inode *in, struct stat *st);
+int inode_alloc_ino(struct fs *fs, uint64_t *ino);	/* before the tx */
+void inode_release_ino(struct fs *fs, uint64_t ino);	/* after abort or free */
+void inode_tx_init(struct fs *fs, uint64_t ino, mode_t mode, uid_t uid, gid_t gid,
+		   dev_t rdev);
+int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed);
+void inode_tx_touch(struct pmfuse_inode *pi, bool atime, bool mtime, bool ctime);
+void inode_tx_add(struct pmfuse_inode *pi);
+int inode_load_table(struct fs *fs, char *why, size_t whylen);
+void inode_add_lookup(struct fs *fs, struct inode *in);
+void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
+int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
+
+/* kernel reference counting */
+void fs_forget(struct fs *fs, uint64_t ino, uint64_t n);
+
+/* namespace (fs.c) */
+int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *st);
+int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st);
+int fs_ref_ino(struct fs *fs, uint64_t ino, struct stat *st);	/* readdirplus */
+
+#define FS_SET_MODE	(1 << 0)
+#define FS_SET_UID	(1 << 1)
+#define FS_SET_GID	(1 << 2)
+#define FS_SET_SIZE	(1 << 3)
+#define FS_SET_ATIME	(1 << 4)
+#define FS_SET_MTIME	(1 << 5)
+#define FS_SET_ATIME_NOW (1 << 6)
+#define FS_SET_MTIME_NOW (1 << 7)
+#define FS_SET_CTIME	(1 << 8)
+int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *attr, int valid,
+	       struct stat *st);
+int fs_mknod(struct fs *fs, uint64_t parent, const char *name, mode_t mode, dev_t rdev,
+	     const struct fs_cred *cr, struct stat *st);
+int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
+	       const struct fs_cred *cr, struct stat *st);
+int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
+	    struct stat *st);
+int fs_unlink(struct fs *fs, uint64_t parent, const char *name);
+int fs_rmdir(struct fs *fs, uint64_t parent, const char *name);
+#define FS_RENAME_NOREPLACE 1
+#define FS_RENAME_EXCHANGE  2
+int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags);
+int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size);
+
+/* open files */
+int fs_open(struct fs *fs, uint64_t ino, int flags);
+void fs_release(struct fs *fs, uint64_t ino);
+
+/* directories (dir.c) */
+typedef int (*fs_dirent_fn)(void *ctx, const char *name, size_t namelen, uint64_t ino,
+			    unsigned type, int64_t next_off);
+int fs_readdir(struct fs *fs, uint64_t ino, int64_t off, fs_dirent_fn fn, void *ctx);
+
+/* data (data.c): read gives segments into the region or the zero buffer */
+struct fs_seg {
+	const void *ptr;
+	size_t len;
+};
+#define FS_READ_MAXSEGS 320
+/* fn runs with the inode locked shared: the segments stay valid until it returns */
+typedef int (*fs_read_fn)(void *ctx, const struct fs_seg *segs, int nsegs, size_t total);
+int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx);
+ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
+		 bool sync);
+int fs_fsync(struct fs *fs, uint64_t ino, bool datasync);
+int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len);
+int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence);
+int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size,
+		       struct fmap_freed *freed);
+
+int fs_statfs(struct fs *fs, struct statvfs *sv);
+
+/* xattrs (xattr.c) */
+int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
+		size_t size, int flags);
+ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size);
+ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size);
+int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
+
+/* zero buffer (zero.c) */
+int zero_init(struct fs *fs);
+void zero_fini(struct fs *fs);
+
+
+#endif

@@ -1,0 +1,559 @@
+/*
+ * fuse_ops: translate FUSE low-level requests into pmfuse core calls.
+ * Handlers hold no filesystem logic: each unpacks its request, calls the
+ * core, and ends in exactly one fuse_reply_*().  The session's userdata is
+ * the struct fs.
+ */
+#include "fuse_ops.h"
+#include "fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define ATTR_TIMEOUT 1.0
+#define ENTRY_TIMEOUT 1.0
+
+static struct fs *pm_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct fs_cred pm_cred(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	return (struct fs_cred){ ctx->uid, ctx->gid };
+}
+
+static void reply_entry(fuse_req_t req, int err, const struct stat *st)
+{
+	struct fuse_entry_param e;
+
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = st->st_ino;
+	e.generation = inode_record(pm_fs(req), st->st_ino)->generation;
+	e.attr = *st;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ENTRY_TIMEOUT;
+	fuse_reply_entry(req, &e);
+}
+
+static void pm_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct stat st;
+	int err = fs_lookup(pm_fs(req), parent, name, &st);
+
+	reply_entry(req, err, &st);
+}
+
+static void pm_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fs_forget(pm_fs(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void pm_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		fs_forget(pm_fs(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void pm_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int err = fs_getattr(pm_fs(req), ino, &st);
+
+	(void)fi;
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	static const struct { int fuse, fs; } map[] = {
+		{ FUSE_SET_ATTR_MODE, FS_SET_MODE },
+		{ FUSE_SET_ATTR_UID, FS_SET_UID },
+		{ FUSE_SET_ATTR_GID, FS_SET_GID },
+		{ FUSE_SET_ATTR_SIZE, FS_SET_SIZE },
+		{ FUSE_SET_ATTR_ATIME, FS_SET_ATIME },
+		{ FUSE_SET_ATTR_MTIME, FS_SET_MTIME },
+		{ FUSE_SET_ATTR_ATIME_NOW, FS_SET_ATIME_NOW },
+		{ FUSE_SET_ATTR_MTIME_NOW, FS_SET_MTIME_NOW },
+		{ FUSE_SET_ATTR_CTIME, FS_SET_CTIME },
+	};
+	struct stat st;
+	int valid = 0, err;
+
+	(void)fi;
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (to_set & map[i].fuse)
+			valid |= map[i].fs;
+	/* "now" wins over an explicit time for the same field */
+	if (valid & FS_SET_ATIME_NOW)
+		valid &= ~FS_SET_ATIME;
+	if (valid & FS_SET_MTIME_NOW)
+		valid &= ~FS_SET_MTIME;
+	err = fs_setattr(pm_fs(req), ino, attr, valid, &st);
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void pm_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[PMFUSE_SYMLINK_MAX + 1];
+	int err = fs_readlink(pm_fs(req), ino, buf, sizeof(buf));
+
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+static void pm_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	struct fs_cred cr = pm_cred(req);
+	struct stat st;
+
+	reply_entry(req, fs_mknod(pm_fs(req), parent, name, mode, rdev, &cr, &st), &st);
+}
+
+static void pm_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct fs_cred cr = pm_cred(req);
+	struct stat st;
+
+	reply_entry(req, fs_mknod(pm_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, &cr, &st),
+		    &st);
+}
+
+static void pm_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct fs_cred cr = pm_cred(req);
+	struct stat st;
+
+	reply_entry(req, fs_symlink(pm_fs(req), parent, name, link, &cr, &st), &st);
+}
+
+static void pm_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct stat st;
+
+	reply_entry(req, fs_link(pm_fs(req), ino, newparent, newname, &st), &st);
+}
+
+static void pm_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -fs_unlink(pm_fs(req), parent, name));
+}
+
+static void pm_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -fs_rmdir(pm_fs(req), parent, name));
+}
+
+static void pm_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	unsigned f = 0;
+
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (flags & RENAME_NOREPLACE)
+		f |= FS_RENAME_NOREPLACE;
+	if (flags & RENAME_EXCHANGE)
+		f |= FS_RENAME_EXCHANGE;
+	fuse_reply_err(req, -fs_rename(pm_fs(req), parent, name, newparent, newname, f));
+}
+
+static bool wants_sync(struct fs *fs, const struct fuse_file_info *fi)
+{
+	return fs->opts.sync || (fi->flags & (O_SYNC | O_DSYNC));
+}
+
+static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	int err = fs_open(pm_fs(req), ino, fi->flags);
+
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_open(req, fi);
+}
+
+static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct fs_cred cr = pm_cred(req);
+	struct fuse_entry_param e;
+	struct stat st;
+	int err = fs_mknod(pm_fs(req), parent, name, S_IFREG | (mode & 07777), 0, &cr, &st);
+
+	if (!err)
+		err = fs_open(pm_fs(req), st.st_ino, fi->flags);
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = st.st_ino;
+	e.generation = inode_record(pm_fs(req), st.st_ino)->generation;
+	e.attr = st;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ENTRY_TIMEOUT;
+	fuse_reply_create(req, &e, fi);
+}
+
+static int reply_segments(void *ctx, const struct fs_seg *segs, int nsegs, size_t total)
+{
+	struct iovec iov[FS_READ_MAXSEGS];
+
+	(void)total;
+	for (int i = 0; i < nsegs; i++) {
+		iov[i].iov_base = (void *)segs[i].ptr;
+		iov[i].iov_len = segs[i].len;
+	}
+	/* sent while the core holds the inode lock: blocks cannot move under us */
+	fuse_reply_iov(ctx, iov, nsegs);
+	return 0;
+}
+
+static void pm_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	int err;
+
+	(void)fi;
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	err = fs_read(pm_fs(req), ino, (uint64_t)off, size, reply_segments, req);
+	if (err)
+		fuse_reply_err(req, -err);
+}
+
+static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	ssize_t n;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(pm_fs(req), fi));
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void pm_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void pm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	fs_release(pm_fs(req), ino);
+	fuse_reply_err(req, 0);
+}
+
+static void pm_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)fi;
+	fuse_reply_err(req, -fs_fsync(pm_fs(req), ino, datasync));
+}
+
+static void pm_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int err = fs_getattr(pm_fs(req), ino, &st);
+
+	if (!err && !S_ISDIR(st.st_mode))
+		err = -ENOTDIR;
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_open(req, fi);
+}
+
+struct dirbuf {
+	fuse_req_t req;
+	struct fs *fs;
+	char *buf;
+	size_t size, used;
+	bool plus;
+	int err;
+};
+
+static int fill_dirent(void *ctx, const char *name, size_t namelen, uint64_t ino,
+		       unsigned type, int64_t next_off)
+{
+	struct dirbuf *b = ctx;
+	char nm[PMFUSE_NAME_MAX + 1];
+	size_t need;
+
+	memcpy(nm, name, namelen);
+	nm[namelen] = '\0';
+	if (!b->plus) {
+		struct stat st = { .st_ino = ino, .st_mode = type << 12 };
+		need = fuse_add_direntry(b->req, b->buf + b->used, b->size - b->used, nm, &st, next_off);
+		if (need > b->size - b->used)
+			return 1;
+		b->used += need;
+		return 0;
+	}
+	struct fuse_entry_param e;
+	bool dots = strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0;
+	memset(&e, 0, sizeof(e));
+	if (dots) {
+		e.attr.st_ino = ino;
+		e.attr.st_mode = S_IFDIR;
+	} else if (fs_getattr(b->fs, ino, &e.attr)) {
+		return 0;
+	} else {
+		e.ino = ino;
+		e.generation = inode_record(b->fs, ino)->generation;
+		e.attr_timeout = ATTR_TIMEOUT;
+		e.entry_timeout = ENTRY_TIMEOUT;
+	}
+	need = fuse_add_direntry_plus(b->req, b->buf + b->used, b->size - b->used, nm, &e, next_off);
+	if (need > b->size - b->used)
+		return 1;
+	/* the kernel now holds a reference to this entry's inode */
+	if (!dots)
+		fs_ref_ino(b->fs, ino, &e.attr);
+	b->used += need;
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+	struct dirbuf b = { .req = req, .fs = pm_fs(req), .size = size, .plus = plus };
+	int err;
+
+	b.buf = malloc(size);
+	if (!b.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	err = fs_readdir(b.fs, ino, off, fill_dirent, &b);
+	if (err && b.used == 0)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_buf(req, b.buf, b.used);
+	free(b.buf);
+}
+
+static void pm_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, false);
+}
+
+static void pm_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, true);
+}
+
+static void pm_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void pm_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)fi;
+	/* directory changes are durable when their transaction commits */
+	fuse_reply_err(req, -fs_fsync(pm_fs(req), ino, datasync));
+}
+
+static void pm_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	(void)ino;
+	fs_statfs(pm_fs(req), &sv);
+	fuse_reply_statfs(req, &sv);
+}
+
+static void pm_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	fuse_reply_err(req, -fs_setxattr(pm_fs(req), ino, name, value, size, flags));
+}
+
+static void reply_xattr_result(fuse_req_t req, ssize_t n, const char *buf, size_t size)
+{
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void pm_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_xattr_result(req, fs_getxattr(pm_fs(req), ino, name, buf, size), buf, size);
+	free(buf);
+}
+
+static void pm_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_xattr_result(req, fs_listxattr(pm_fs(req), ino, buf, size), buf, size);
+	free(buf);
+}
+
+static void pm_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -fs_removexattr(pm_fs(req), ino, name));
+}
+
+static void pm_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	int err = fs_getattr(pm_fs(req), ino, &st);
+	unsigned bits;
+
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	if (mask == F_OK) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	if (ctx->uid == 0) {
+		/* root may do anything but execute a file nobody may execute */
+		bool x_ok = !(mask & X_OK) || S_ISDIR(st.st_mode) || (st.st_mode & 0111);
+		fuse_reply_err(req, x_ok ? 0 : EACCES);
+		return;
+	}
+	if (ctx->uid == st.st_uid)
+		bits = (st.st_mode >> 6) & 7;
+	else if (ctx->gid == st.st_gid)
+		bits = (st.st_mode >> 3) & 7;
+	else {
+		gid_t groups[64];
+		int n = fuse_req_getgroups(req, 64, groups);
+		bits = st.st_mode & 7;
+		for (int i = 0; i < n && i < 64; i++)
+			if (groups[i] == st.st_gid)
+				bits = (st.st_mode >> 3) & 7;
+	}
+	fuse_reply_err(req, ((unsigned)mask & ~bits) ? EACCES : 0);
+}
+
+static void pm_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	(void)fi;
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fuse_reply_err(req, -fs_fallocate(pm_fs(req), ino, mode, (uint64_t)off, (uint64_t)len));
+}
+
+static void pm_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	int64_t r;
+
+	(void)fi;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = fs_lseek(pm_fs(req), ino, off, whence);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_lseek(req, r);
+}
+
+static void pm_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+}
+
+const struct fuse_lowlevel_ops pm_ops = {
+	.init = pm_init,
+	.lookup = pm_lookup,
+	.forget = pm_forget,
+	.forget_multi = pm_forget_multi,
+	.getattr = pm_getattr,
+	.setattr = pm_setattr,
+	.readlink = pm_readlink,
+	.mknod = pm_mknod,
+	.mkdir = pm_mkdir,
+	.symlink = pm_symlink,
+	.link = pm_link,
+	.unlink = pm_unlink,
+	.rmdir = pm_rmdir,
+	.rename = pm_rename,
+	.open = pm_open,
+	.create = pm_create,
+	.read = pm_read,
+	.write = pm_write,
+	.flush = pm_flush,
+	.release = pm_release,
+	.fsync = pm_fsync,
+	.opendir = pm_opendir,
+	.readdir = pm_readdir,
+	.readdirplus = pm_readdirplus,
+	.releasedir = pm_releasedir,
+	.fsyncdir = pm_fsyncdir,
+	.statfs = pm_statfs,
+	.setxattr = pm_setxattr,
+	.getxattr = pm_getxattr,
+	.listxattr = pm_listxattr,
+	.removexattr = pm_removexattr,
+	.access = pm_access,
+	.fallocate = pm_fallocate,
+	.lseek = pm_lseek,
+};

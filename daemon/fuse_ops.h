@@ -1,0 +1,10 @@
+/* fuse_ops: the FUSE low-level operations table over the pmfuse core. */
+#ifndef PMFUSE_FUSE_OPS_H
+#define PMFUSE_FUSE_OPS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+extern const struct fuse_lowlevel_ops pm_ops;
+
+#endif

@@ -1,0 +1,453 @@
+/*
+ * inode: the persistent inode table, the DRAM inode cache and the free
+ * inode numbers.  An inode number is a slot in the table: stable across
+ * mounts, with a generation bumped each time the slot is reused.
+ */
+#include "fs.h"
+#include "dir.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino)
+{
+	struct pool *p = &fs->pool;
+	uint64_t chunk = ino / PMFUSE_INODES_PER_CHUNK, off;
+
+	if (ino == 0 || ino >= fs->max_inodes)
+		return NULL;
+	off = p->itable->chunk[chunk];
+	if (!off || !pool_meta_range_ok(p, off, PMFUSE_ICHUNK_SIZE))
+		return NULL;
+	return (struct pmfuse_inode *)pool_ptr(p, off) + ino % PMFUSE_INODES_PER_CHUNK;
+}
+
+static pthread_mutex_t *stripe(struct fs *fs, uint64_t ino)
+{
+	return &fs->istripe[ino % 64];
+}
+
+struct inode *inode_get(struct fs *fs, uint64_t ino)
+{
+	struct inode *in;
+
+	if (ino == 0 || ino >= fs->max_inodes)
+		return NULL;
+	pthread_mutex_lock(stripe(fs, ino));
+	in = atomic_load(&fs->icache[ino]);
+	if (!in) {
+		struct pmfuse_inode *pi = inode_record(fs, ino);
+		if (!pi || pi->mode == 0 || !(in = calloc(1, sizeof(*in)))) {
+			pthread_mutex_unlock(stripe(fs, ino));
+			return NULL;
+		}
+		in->ino = ino;
+		in->pi = pi;
+		pthread_rwlock_init(&in->lock, NULL);
+		atomic_store(&fs->icache[ino], in);
+	}
+	in->refs++;
+	pthread_mutex_unlock(stripe(fs, ino));
+	return in;
+}
+
+static void orphan_tx_remove(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
+{
+	struct pmfuse_super *sb = fs->pool.sb;
+	struct pmfuse_inode *prev = inode_record(fs, pi->orphan_prev);
+	struct pmfuse_inode *next = inode_record(fs, pi->orphan_next);
+
+	if (!(pi->flags & PMFUSE_IF_ORPHAN))
+		return;
+	if (sb->orphan_head == ino) {
+		pmemobj_tx_add_range_direct(&sb->orphan_head, sizeof(sb->orphan_head));
+		sb->orphan_head = pi->orphan_next;
+	} else if (prev) {
+		pmemobj_tx_add_range_direct(&prev->orphan_next, sizeof(prev->orphan_next));
+		prev->orphan_next = pi->orphan_next;
+	}
+	if (next) {
+		pmemobj_tx_add_range_direct(&next->orphan_prev, sizeof(next->orphan_prev));
+		next->orphan_prev = pi->orphan_prev;
+	}
+	pmemobj_tx_add_range_direct(&pi->flags, sizeof(pi->flags));
+	pmemobj_tx_add_range_direct(&pi->orphan_next, 2 * sizeof(uint64_t));
+	pi->flags &= ~PMFUSE_IF_ORPHAN;
+	pi->orphan_next = pi->orphan_prev = 0;
+}
+
+/* In a transaction, with fs->orphan_lock held. */
+void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
+{
+	struct pmfuse_super *sb = fs->pool.sb;
+	struct pmfuse_inode *head = inode_record(fs, sb->orphan_head);
+
+	if (pi->flags & PMFUSE_IF_ORPHAN)
+		return;
+	pmemobj_tx_add_range_direct(&pi->flags, sizeof(pi->flags));
+	pmemobj_tx_add_range_direct(&pi->orphan_next, 2 * sizeof(uint64_t));
+	pi->flags |= PMFUSE_IF_ORPHAN;
+	pi->orphan_next = head ? sb->orphan_head : 0;
+	pi->orphan_prev = 0;
+	if (head) {
+		pmemobj_tx_add_range_direct(&head->orphan_prev, sizeof(head->orphan_prev));
+		head->orphan_prev = ino;
+	}
+	pmemobj_tx_add_range_direct(&sb->orphan_head, sizeof(sb->orphan_head));
+	sb->orphan_head = ino;
+}
+
+struct reclaim_args {
+	struct fs *fs;
+	struct inode in;
+	struct fmap_freed *freed;
+};
+
+static int tx_reclaim(void *arg)
+{
+	struct reclaim_args *a = arg;
+
+	orphan_tx_remove(a->fs, a->in.ino, a->in.pi);
+	return inode_tx_destroy(a->fs, &a->in, a->freed);
+}
+
+/* Free an unlinked inode nobody references any more. */
+int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
+{
+	struct fmap_freed freed = { 0 };
+	struct reclaim_args a = { fs, { .ino = ino, .pi = pi }, &freed };
+	int ret;
+
+	pthread_mutex_lock(&fs->orphan_lock);
+	ret = pool_tx(&fs->pool, tx_reclaim, &a);
+	pthread_mutex_unlock(&fs->orphan_lock);
+	if (ret) {
+		free(freed.runs);
+		return ret;
+	}
+	fmap_freed_release(&fs->alloc, &freed);
+	inode_release_ino(fs, ino);
+	return 0;
+}
+
+/* Drop the cached inode if nothing refers to it; reclaim it if unlinked. */
+static void maybe_evict_locked(struct fs *fs, struct inode *in)
+{
+	bool reclaim;
+
+	if (in->refs || in->nlookup || in->nopen) {
+		pthread_mutex_unlock(stripe(fs, in->ino));
+		return;
+	}
+	atomic_store(&fs->icache[in->ino], NULL);
+	reclaim = in->pi->nlink == 0 && in->pi->mode != 0;
+	pthread_mutex_unlock(stripe(fs, in->ino));
+	if (reclaim)
+		inode_reclaim(fs, in->ino, in->pi);
+	dir_index_free(in);
+	pthread_rwlock_destroy(&in->lock);
+	free(in);
+}
+
+void inode_put(struct fs *fs, struct inode *in)
+{
+	pthread_mutex_lock(stripe(fs, in->ino));
+	in->refs--;
+	maybe_evict_locked(fs, in);
+}
+
+void inode_add_lookup(struct fs *fs, struct inode *in)
+{
+	pthread_mutex_lock(stripe(fs, in->ino));
+	in->nlookup++;
+	pthread_mutex_unlock(stripe(fs, in->ino));
+}
+
+void fs_forget(struct fs *fs, uint64_t ino, uint64_t n)
+{
+	struct inode *in;
+
+	if (ino == 0 || ino >= fs->max_inodes)
+		return;
+	pthread_mutex_lock(stripe(fs, ino));
+	in = atomic_load(&fs->icache[ino]);
+	if (!in) {
+		pthread_mutex_unlock(stripe(fs, ino));
+		return;
+	}
+	in->nlookup = in->nlookup > n ? in->nlookup - n : 0;
+	maybe_evict_locked(fs, in);
+}
+
+int fs_open(struct fs *fs, uint64_t ino, int flags)
+{
+	struct inode *in = inode_get(fs, ino);
+
+	(void)flags;
+	if (!in)
+		return -ENOENT;
+	pthread_mutex_lock(stripe(fs, ino));
+	in->nopen++;
+	in->refs--;
+	pthread_mutex_unlock(stripe(fs, ino));
+	return 0;
+}
+
+void fs_release(struct fs *fs, uint64_t ino)
+{
+	struct inode *in;
+
+	if (ino == 0 || ino >= fs->max_inodes)
+		return;
+	pthread_mutex_lock(stripe(fs, ino));
+	in = atomic_load(&fs->icache[ino]);
+	if (!in || !in->nopen) {
+		pthread_mutex_unlock(stripe(fs, ino));
+		return;
+	}
+	in->nopen--;
+	maybe_evict_locked(fs, in);
+}
+
+int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,
+		   char *why, size_t whylen)
+{
+	mode_t type = pi->mode & S_IFMT;
+
+	switch (type) {
+	case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFCHR:
+	case S_IFBLK: case S_IFIFO: case S_IFSOCK:
+		break;
+	default:
+		snprintf(why, whylen, "inode %" PRIu64 ": bad file type %o", ino, pi->mode);
+		return -EUCLEAN;
+	}
+	if (pi->nlink == 0 && !(pi->flags & PMFUSE_IF_ORPHAN)) {
+		snprintf(why, whylen, "inode %" PRIu64 ": link count 0 but not an orphan", ino);
+		return -EUCLEAN;
+	}
+	if (pi->flags & ~PMFUSE_IF_ORPHAN) {
+		snprintf(why, whylen, "inode %" PRIu64 ": unknown flags %#x", ino, pi->flags);
+		return -EUCLEAN;
+	}
+	if (pi->map_height > PMFUSE_MAP_MAX_HEIGHT || pi->size > PMFUSE_MAX_FILE_SIZE) {
+		snprintf(why, whylen, "inode %" PRIu64 ": file map height %u / size %" PRIu64
+			 " out of range", ino, pi->map_height, pi->size);
+		return -EUCLEAN;
+	}
+	if (type != S_IFREG && (pi->map_root || pi->blocks)) {
+		snprintf(why, whylen, "inode %" PRIu64 ": non-regular file has data blocks", ino);
+		return -EUCLEAN;
+	}
+	if (pi->xattr_off && !pool_meta_range_ok(p, pi->xattr_off, sizeof(struct pmfuse_xattrs))) {
+		snprintf(why, whylen, "inode %" PRIu64 ": xattr pointer out of range", ino);
+		return -EUCLEAN;
+	}
+	if (type == S_IFDIR) {
+		if (pi->dir_off && !pool_meta_range_ok(p, pi->dir_off, sizeof(struct pmfuse_dirtab))) {
+			snprintf(why, whylen, "inode %" PRIu64 ": directory table out of range", ino);
+			return -EUCLEAN;
+		}
+		if (pi->parent == 0 || pi->parent >= p->sb->geo.max_inodes) {
+			snprintf(why, whylen, "inode %" PRIu64 ": parent %" PRIu64 " out of range",
+				 ino, pi->parent);
+			return -EUCLEAN;
+		}
+	} else if (type == S_IFLNK) {
+		if (pi->size == 0 || pi->size > PMFUSE_SYMLINK_MAX ||
+		    (pi->size > PMFUSE_INLINE_SYMLINK && !pool_meta_range_ok(p, pi->dir_off, pi->size))) {
+			snprintf(why, whylen, "inode %" PRIu64 ": bad symlink target", ino);
+			return -EUCLEAN;
+		}
+	} else if (pi->dir_off) {
+		snprintf(why, whylen, "inode %" PRIu64 ": unexpected directory pointer", ino);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+void inode_to_stat(const struct inode *in, struct stat *st)
+{
+	const struct pmfuse_inode *pi = in->pi;
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = in->ino;
+	st->st_mode = pi->mode;
+	st->st_nlink = pi->nlink;
+	st->st_uid = pi->uid;
+	st->st_gid = pi->gid;
+	st->st_rdev = pi->rdev;
+	st->st_size = (off_t)pi->size;
+	st->st_blksize = PMFUSE_BLOCK_SIZE;
+	st->st_blocks = (blkcnt_t)(pi->blocks * (PMFUSE_BLOCK_SIZE / 512));
+	st->st_atim.tv_sec = pi->atime.sec;
+	st->st_atim.tv_nsec = pi->atime.nsec;
+	st->st_mtim.tv_sec = pi->mtime.sec;
+	st->st_mtim.tv_nsec = pi->mtime.nsec;
+	st->st_ctim.tv_sec = pi->ctime.sec;
+	st->st_ctim.tv_nsec = pi->ctime.nsec;
+}
+
+struct chunk_args {
+	struct pool *p;
+	uint64_t c;
+};
+
+static int tx_add_ichunk(void *arg)
+{
+	struct chunk_args *a = arg;
+	PMEMoid oid = pool_tx_alloc_class(PMFUSE_ICHUNK_SIZE, PMFUSE_CLASS_ICHUNK);
+
+	pmemobj_tx_add_range_direct(&a->p->itable->chunk[a->c], sizeof(uint64_t));
+	a->p->itable->chunk[a->c] = oid.off;
+	return 0;
+}
+
+int inode_alloc_ino(struct fs *fs, uint64_t *ino)
+{
+	struct pool *p = &fs->pool;
+	int ret = 0;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	if (fs->nifree == 0) {
+		uint64_t c = fs->next_chunk;
+		if (c >= p->itable->nchunks) {
+			ret = -ENOSPC;
+			goto out;
+		}
+		/* its own transaction: a grown table is harmless if the create fails */
+		struct chunk_args a = { p, c };
+		if (pool_tx(p, tx_add_ichunk, &a)) {
+			ret = -ENOSPC;
+			goto out;
+		}
+		for (uint64_t i = PMFUSE_INODES_PER_CHUNK; i-- > 0;) {
+			uint64_t n = c * PMFUSE_INODES_PER_CHUNK + i;
+			if (n != 0)
+				fs->ifree[fs->nifree++] = n;
+		}
+		while (fs->next_chunk < p->itable->nchunks && p->itable->chunk[fs->next_chunk])
+			fs->next_chunk++;
+	}
+	*ino = fs->ifree[--fs->nifree];
+	fs->used_inodes++;
+out:
+	pthread_mutex_unlock(&fs->itable_lock);
+	return ret;
+}
+
+void inode_release_ino(struct fs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	fs->ifree[fs->nifree++] = ino;
+	fs->used_inodes--;
+	pthread_mutex_unlock(&fs->itable_lock);
+}
+
+static void now(struct pmfuse_time *t)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t->sec = ts.tv_sec;
+	t->nsec = (uint32_t)ts.tv_nsec;
+}
+
+void inode_tx_add(struct pmfuse_inode *pi)
+{
+	pmemobj_tx_add_range_direct(pi, offsetof(struct pmfuse_inode, map_root));
+}
+
+void inode_tx_touch(struct pmfuse_inode *pi, bool atime, bool mtime, bool ctime)
+{
+	struct pmfuse_time t;
+
+	now(&t);
+	pmemobj_tx_add_range_direct(&pi->atime, 3 * sizeof(struct pmfuse_time));
+	if (atime)
+		pi->atime = t;
+	if (mtime)
+		pi->mtime = t;
+	if (ctime)
+		pi->ctime = t;
+}
+
+void inode_tx_init(struct fs *fs, uint64_t ino, mode_t mode, uid_t uid, gid_t gid,
+		   dev_t rdev)
+{
+	struct pmfuse_inode *pi = inode_record(fs, ino);
+	uint32_t gen = pi->generation + 1;
+
+	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
+	memset(pi, 0, sizeof(*pi));
+	pi->mode = mode;
+	pi->nlink = S_ISDIR(mode) ? 2 : 1;
+	pi->uid = uid;
+	pi->gid = gid;
+	pi->rdev = rdev;
+	pi->generation = gen ? gen : 1;
+	now(&pi->atime);
+	pi->mtime = pi->ctime = pi->btime = pi->atime;
+}
+
+int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed)
+{
+	struct pmfuse_inode *pi = in->pi;
+	int ret;
+
+	ret = fmap_unmap(&fs->pool, pi, 0, UINT64_MAX / 2, freed);
+	if (ret)
+		return ret;
+	if (pi->xattr_off)
+		pmemobj_tx_free(pmemobj_oid(pool_ptr(&fs->pool, pi->xattr_off)));
+	if (S_ISDIR(pi->mode))
+		dir_tx_destroy(fs, pi);
+	else if (S_ISLNK(pi->mode) && pi->size > PMFUSE_INLINE_SYMLINK && pi->dir_off)
+		pmemobj_tx_free(pmemobj_oid(pool_ptr(&fs->pool, pi->dir_off)));
+	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
+	uint32_t gen = pi->generation;
+	memset(pi, 0, sizeof(*pi));
+	pi->generation = gen;
+	return 0;
+}
+
+int inode_load_table(struct fs *fs, char *why, size_t whylen)
+{
+	struct pool *p = &fs->pool;
+	uint64_t nchunks = p->itable->nchunks;
+	bool seen_hole = false;
+
+	fs->next_chunk = nchunks;
+	for (uint64_t c = 0; c < nchunks; c++) {
+		uint64_t off = p->itable->chunk[c];
+		if (!off) {
+			if (!seen_hole)
+				fs->next_chunk = c;
+			seen_hole = true;
+			continue;
+		}
+		if (!pool_meta_range_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
+			snprintf(why, whylen, "inode table chunk %" PRIu64 " points outside metadata", c);
+			return -EUCLEAN;
+		}
+		for (uint64_t i = PMFUSE_INODES_PER_CHUNK; i-- > 0;) {
+			uint64_t ino = c * PMFUSE_INODES_PER_CHUNK + i;
+			struct pmfuse_inode *pi = (struct pmfuse_inode *)pool_ptr(p, off) + i;
+			if (ino == 0)
+				continue;
+			if (pi->mode == 0) {
+				fs->ifree[fs->nifree++] = ino;
+				continue;
+			}
+			int ret = inode_validate(p, ino, pi, why, whylen);
+			if (ret)
+				return ret;
+			fs->used_inodes++;
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,504 @@
+/*
+ * pool: creating, opening and validating the pmemobj pool of a region.
+ *
+ * libpmemobj trusts its image: a 0-byte file makes pmemobj_open die with
+ * SIGBUS and a damaged root_offset opens "successfully" with the root
+ * pointing at garbage.  So the size and the PMEMOBJ signature are checked
+ * before opening, the root object is range-checked after, and the
+ * superblock carries its own magic, version and checksum.
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libpmem2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+#define HUGE_2M (2 * MiB)
+/* a single pmemobj allocation cannot exceed one heap zone (~16 GiB) */
+#define MAX_RUN_ALLOC (15 * GiB)
+#define DEFAULT_BYTES_PER_INODE (16 * 1024ull)
+/* pmemobj's own needs (lanes, heap headers, run metadata) plus headroom */
+#define META_SLACK (12 * MiB)
+/* per inode: record + dirent + one map node + pmemobj overhead */
+#define META_PER_INODE 1024ull
+
+int64_t pool_region_size(const char *path, char *why, size_t whylen)
+{
+	struct pmem2_source *src;
+	struct stat st;
+	size_t size;
+	int fd;
+
+	if (stat(path, &st) < 0) {
+		snprintf(why, whylen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (S_ISREG(st.st_mode))
+		return st.st_size;
+	if (!S_ISCHR(st.st_mode)) {
+		snprintf(why, whylen, "%s: not a regular file or devdax device", path);
+		return -EINVAL;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, whylen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (pmem2_source_from_fd(&src, fd) || pmem2_source_size(src, &size)) {
+		snprintf(why, whylen, "%s: not a devdax device: %s", path, pmem2_errormsg());
+		close(fd);
+		return -EINVAL;
+	}
+	pmem2_source_delete(&src);
+	close(fd);
+	return (int64_t)size;
+}
+
+int pool_plan(uint64_t size, uint64_t bytes_per_inode, struct pool_plan *plan,
+	      char *why, size_t whylen)
+{
+	uint64_t inodes, reserve;
+
+	if (size < PMFUSE_MIN_REGION) {
+		snprintf(why, whylen, "region of %" PRIu64 " bytes is too small: the minimum is %llu MiB",
+			 size, PMFUSE_MIN_REGION >> 20);
+		return -EINVAL;
+	}
+	if (!bytes_per_inode)
+		bytes_per_inode = DEFAULT_BYTES_PER_INODE;
+	if (bytes_per_inode < 4096) {
+		snprintf(why, whylen, "bytes-per-inode must be at least 4096");
+		return -EINVAL;
+	}
+	inodes = size / bytes_per_inode;
+	if (inodes < 256)
+		inodes = 256;
+	inodes = (inodes + PMFUSE_INODES_PER_CHUNK - 1) / PMFUSE_INODES_PER_CHUNK *
+		 PMFUSE_INODES_PER_CHUNK;
+	/* file maps: one 512-byte node per 256 KiB of data, worst case */
+	reserve = META_SLACK + inodes * META_PER_INODE + size / 512;
+	reserve = (reserve + HUGE_2M - 1) & ~(HUGE_2M - 1);
+	if (reserve + 4 * HUGE_2M > size) {
+		snprintf(why, whylen, "region of %" PRIu64 " bytes is too small for %" PRIu64
+			 " inodes: the minimum is %llu MiB", size, inodes,
+			 PMFUSE_MIN_REGION >> 20);
+		return -EINVAL;
+	}
+	plan->region_size = size;
+	plan->meta_reserve = reserve;
+	plan->max_inodes = inodes;
+	return 0;
+}
+
+uint64_t pool_geometry_checksum(const struct pmfuse_geometry *g)
+{
+	return pmfuse_fnv1a(g, offsetof(struct pmfuse_geometry, checksum), PMFUSE_FNV_INIT);
+}
+
+int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
+			char *why, size_t whylen)
+{
+	uint64_t prev_end = 0;
+
+	if (g->magic != PMFUSE_MAGIC) {
+		snprintf(why, whylen, "superblock magic is wrong: not a pmfuse filesystem");
+		return -EINVAL;
+	}
+	if (g->version != PMFUSE_VERSION) {
+		snprintf(why, whylen, "unsupported format version %u (this build knows %u)",
+			 g->version, PMFUSE_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (g->checksum != pool_geometry_checksum(g)) {
+		snprintf(why, whylen, "superblock checksum mismatch: the superblock is damaged");
+		return -EINVAL;
+	}
+	if (g->block_size != PMFUSE_BLOCK_SIZE) {
+		snprintf(why, whylen, "unsupported block size %u", g->block_size);
+		return -EINVAL;
+	}
+	if (g->region_size != pool_size) {
+		snprintf(why, whylen, "region is %" PRIu64 " bytes but the superblock says %" PRIu64
+			 " (truncated or resized?)", pool_size, g->region_size);
+		return -EINVAL;
+	}
+	if (g->label[PMFUSE_LABEL_MAX - 1] != '\0') {
+		snprintf(why, whylen, "superblock label is not terminated");
+		return -EINVAL;
+	}
+	if (g->nruns == 0 || g->nruns > PMFUSE_MAX_RUNS) {
+		snprintf(why, whylen, "superblock has %u data runs", g->nruns);
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < g->nruns; i++) {
+		const struct pmfuse_run *r = &g->runs[i];
+		if (r->off % HUGE_2M || r->len % HUGE_2M || r->len == 0 ||
+		    r->off < prev_end || r->off > pool_size || r->len > pool_size - r->off) {
+			snprintf(why, whylen, "data run %u [%" PRIu64 ", +%" PRIu64 ") is invalid",
+				 i, r->off, r->len);
+			return -EINVAL;
+		}
+		prev_end = r->off + r->len;
+	}
+	if (g->max_inodes < PMFUSE_INODES_PER_CHUNK ||
+	    g->max_inodes % PMFUSE_INODES_PER_CHUNK ||
+	    g->max_inodes > pool_size / 256) {
+		snprintf(why, whylen, "superblock max_inodes %" PRIu64 " is invalid", g->max_inodes);
+		return -EINVAL;
+	}
+	if (g->itable_off == 0 || g->itable_off > pool_size ||
+	    pool_size - g->itable_off < 8 + g->max_inodes / PMFUSE_INODES_PER_CHUNK * 8) {
+		snprintf(why, whylen, "inode table offset %" PRIu64 " is invalid", g->itable_off);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+bool pool_has_pmemobj_signature(const void *first_page)
+{
+	return memcmp(first_page, "PMEMOBJ", 8) == 0;
+}
+
+bool pool_meta_range_ok(const struct pool *p, uint64_t off, uint64_t len)
+{
+	const struct pmfuse_geometry *g = &p->sb->geo;
+
+	if (off < 8192 || off > p->size || len > p->size - off)
+		return false;
+	for (uint32_t i = 0; i < g->nruns; i++)
+		if (off < g->runs[i].off + g->runs[i].len && off + len > g->runs[i].off)
+			return false;
+	return true;
+}
+
+bool pool_block_range_ok(const struct pool *p, uint64_t phys, uint64_t n)
+{
+	const struct pmfuse_geometry *g = &p->sb->geo;
+	uint64_t first = 0, last = 0;
+
+	if (n == 0 || phys > UINT64_MAX / PMFUSE_BLOCK_SIZE - n)
+		return false;
+	for (uint32_t i = 0; i < g->nruns; i++) {
+		first = g->runs[i].off >> PMFUSE_BLOCK_SHIFT;
+		last = first + (g->runs[i].len >> PMFUSE_BLOCK_SHIFT);
+		if (phys >= first && phys + n <= last)
+			return phys != pool_backup_block(p) &&
+			       !(phys < pool_backup_block(p) && phys + n > pool_backup_block(p));
+	}
+	return false;
+}
+
+uint64_t pool_data_blocks(const struct pool *p)
+{
+	uint64_t n = 0;
+
+	for (uint32_t i = 0; i < p->sb->geo.nruns; i++)
+		n += p->sb->geo.runs[i].len >> PMFUSE_BLOCK_SHIFT;
+	return n;
+}
+
+static int register_classes(PMEMobjpool *pop)
+{
+	static const struct { unsigned id; size_t unit; } classes[] = {
+		{ PMFUSE_CLASS_MAPNODE, sizeof(struct pmfuse_mapnode) },
+		{ PMFUSE_CLASS_DIRCHUNK, sizeof(struct pmfuse_dirchunk) },
+		{ PMFUSE_CLASS_ICHUNK, PMFUSE_ICHUNK_SIZE },
+	};
+	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
+		struct pobj_alloc_class_desc d = {
+			.unit_size = classes[i].unit,
+			.alignment = 0,
+			.units_per_block = classes[i].unit >= 16384 ? 64 : 256,
+			.header_type = POBJ_HEADER_NONE,
+		};
+		char name[64];
+		snprintf(name, sizeof(name), "heap.alloc_class.%u.desc", classes[i].id);
+		if (pmemobj_ctl_set(pop, name, &d))
+			return -errno;
+	}
+	return 0;
+}
+
+int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
+{
+	volatile int ret = 0;
+
+	TX_BEGIN(p->pop) {
+		int r = fn(arg);
+		if (r)
+			pmemobj_tx_abort(-r);
+	} TX_ONABORT {
+		int e = pmemobj_tx_errno();
+		ret = e > 0 ? -e : -EIO;
+	} TX_END
+	return ret;
+}
+
+PMEMoid pool_tx_alloc_class(size_t size, unsigned class_id)
+{
+	return pmemobj_tx_xalloc(size, 0, POBJ_XALLOC_ZERO | POBJ_CLASS_ID(class_id));
+}
+
+/* Allocate the largest block of at most want bytes the heap can give. */
+static int alloc_largest(PMEMobjpool *pop, uint64_t want, PMEMoid *oid, uint64_t *got)
+{
+	uint64_t lo = 0, hi = want / HUGE_2M;	/* in 2 MiB units */
+
+	while (lo < hi) {
+		uint64_t mid = (lo + hi + 1) / 2;
+		PMEMoid t;
+		if (pmemobj_alloc(pop, &t, mid * HUGE_2M, 0, NULL, NULL) == 0) {
+			pmemobj_free(&t);
+			lo = mid;
+		} else {
+			hi = mid - 1;
+		}
+	}
+	if (lo < 2)
+		return -ENOSPC;
+	if (pmemobj_alloc(pop, oid, lo * HUGE_2M, 0, NULL, NULL))
+		return -ENOSPC;
+	*got = lo * HUGE_2M;
+	return 0;
+}
+
+static void now_time(struct pmfuse_time *t)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t->sec = ts.tv_sec;
+	t->nsec = (uint32_t)ts.tv_nsec;
+	t->pad = 0;
+}
+
+int pool_format(const char *path, const struct pool_format_opts *o,
+		char *why, size_t whylen)
+{
+	struct pool_plan plan;
+	PMEMobjpool *pop;
+	struct pmfuse_super *sb;
+	struct pmfuse_geometry g;
+	int64_t size;
+	int ret, zero = 0;
+
+	size = pool_region_size(path, why, whylen);
+	if (size < 0)
+		return (int)size;
+	ret = pool_plan((uint64_t)size, o->bytes_per_inode, &plan, why, whylen);
+	if (ret)
+		return ret;
+	if (o->sparse)
+		pmemobj_ctl_set(NULL, "fallocate.at_create", &zero);
+	/* pmemobj_create wants to create the pool over an existing file of size 0 arg */
+	pop = pmemobj_create(path, PMFUSE_LAYOUT, 0, 0600);
+	if (!pop) {
+		snprintf(why, whylen, "cannot create pool on %s: %s", path, pmemobj_errormsg());
+		return errno > 0 ? -errno : -EIO;
+	}
+	ret = register_classes(pop);
+	if (ret) {
+		snprintf(why, whylen, "cannot register allocation classes: %s", pmemobj_errormsg());
+		goto out;
+	}
+
+	memset(&g, 0, sizeof(g));
+	g.magic = PMFUSE_MAGIC;
+	g.version = PMFUSE_VERSION;
+	g.block_size = PMFUSE_BLOCK_SIZE;
+	memcpy(g.uuid, o->uuid, 16);
+	snprintf(g.label, sizeof(g.label), "%s", o->label ? o->label : "");
+	g.region_size = (uint64_t)size;
+	g.created = (uint64_t)time(NULL);
+	g.max_inodes = plan.max_inodes;
+	g.meta_reserve = plan.meta_reserve;
+
+	PMEMoid root = pmemobj_root(pop, sizeof(struct pmfuse_super));
+	if (OID_IS_NULL(root)) {
+		snprintf(why, whylen, "cannot allocate superblock: %s", pmemobj_errormsg());
+		ret = -ENOSPC;
+		goto out;
+	}
+	sb = pmemobj_direct(root);
+
+	PMEMoid it;
+	size_t itsize = sizeof(struct pmfuse_itable) +
+			plan.max_inodes / PMFUSE_INODES_PER_CHUNK * sizeof(uint64_t);
+	if (pmemobj_zalloc(pop, &it, itsize, 0)) {
+		snprintf(why, whylen, "cannot allocate inode table");
+		ret = -ENOSPC;
+		goto out;
+	}
+	struct pmfuse_itable *itable = pmemobj_direct(it);
+	itable->nchunks = plan.max_inodes / PMFUSE_INODES_PER_CHUNK;
+	pmemobj_persist(pop, itable, sizeof(*itable));
+	g.itable_off = it.off;
+
+	/* The data area: the rest of the heap, minus the metadata reserve. */
+	uint64_t want = (uint64_t)size - plan.meta_reserve;
+	uint64_t have = 0;
+	while (have + 4 * HUGE_2M <= want && g.nruns < PMFUSE_MAX_RUNS) {
+		PMEMoid run;
+		uint64_t got, start, end;
+		uint64_t ask = want - have;
+		if (ask > MAX_RUN_ALLOC)
+			ask = MAX_RUN_ALLOC;
+		if (alloc_largest(pop, ask, &run, &got))
+			break;
+		start = (run.off + HUGE_2M - 1) & ~(HUGE_2M - 1);
+		end = (run.off + got) & ~(HUGE_2M - 1);
+		have += got;
+		if (end > start) {
+			g.runs[g.nruns].off = start;
+			g.runs[g.nruns].len = end - start;
+			g.nruns++;
+		}
+	}
+	if (g.nruns == 0) {
+		snprintf(why, whylen, "no room for a data area (region too small)");
+		ret = -ENOSPC;
+		goto out;
+	}
+	/* runs must be sorted by offset for the validators */
+	for (uint32_t i = 1; i < g.nruns; i++)
+		for (uint32_t j = i; j > 0 && g.runs[j].off < g.runs[j - 1].off; j--) {
+			struct pmfuse_run t = g.runs[j];
+			g.runs[j] = g.runs[j - 1];
+			g.runs[j - 1] = t;
+		}
+	g.checksum = pool_geometry_checksum(&g);
+
+	/* Root directory: first inode chunk, inode 1. */
+	PMEMoid chunk;
+	struct pobj_alloc_class_desc unused;
+	(void)unused;
+	if (pmemobj_xalloc(pop, &chunk, PMFUSE_ICHUNK_SIZE, 0,
+			   POBJ_XALLOC_ZERO | POBJ_CLASS_ID(PMFUSE_CLASS_ICHUNK), NULL, NULL)) {
+		snprintf(why, whylen, "cannot allocate the first inode chunk");
+		ret = -ENOSPC;
+		goto out;
+	}
+	itable->chunk[0] = chunk.off;
+	pmemobj_persist(pop, &itable->chunk[0], sizeof(uint64_t));
+	struct pmfuse_inode *rooti = (struct pmfuse_inode *)((char *)pop + chunk.off) + PMFUSE_ROOT_INO;
+	memset(rooti, 0, sizeof(*rooti));
+	rooti->mode = 040755;
+	rooti->nlink = 2;
+	rooti->uid = o->root_uid;
+	rooti->gid = o->root_gid;
+	rooti->generation = 1;
+	rooti->parent = PMFUSE_ROOT_INO;
+	now_time(&rooti->atime);
+	rooti->mtime = rooti->ctime = rooti->btime = rooti->atime;
+	pmemobj_persist(pop, rooti, sizeof(*rooti));
+
+	/* Backup of the geometry in the first block of run 0. */
+	void *backup = (char *)pop + g.runs[0].off;
+	struct pmfuse_geometry bg = g;
+	bg.magic = PMFUSE_BACKUP_MAGIC;
+	bg.checksum = pool_geometry_checksum(&bg);
+	pmemobj_memset_persist(pop, backup, 0, PMFUSE_BLOCK_SIZE);
+	pmemobj_memcpy_persist(pop, backup, &bg, sizeof(bg));
+
+	/* The superblock goes last: until it is valid, this is not pmfuse. */
+	memset(sb, 0, sizeof(*sb));
+	sb->state = PMFUSE_STATE_CLEAN;
+	sb->geo = g;
+	pmemobj_persist(pop, sb, sizeof(*sb));
+	ret = 0;
+out:
+	pmemobj_close(pop);
+	return ret;
+}
+
+int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
+{
+	unsigned char page[4096];
+	int64_t size;
+	int fd, ret;
+	ssize_t n;
+
+	memset(p, 0, sizeof(*p));
+	size = pool_region_size(path, why, whylen);
+	if (size < 0)
+		return (int)size;
+	if ((uint64_t)size < PMFUSE_MIN_REGION) {
+		snprintf(why, whylen, "%s is %" PRId64 " bytes: too small to be a pmfuse region", path, size);
+		return -EINVAL;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, whylen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	n = pread(fd, page, sizeof(page), 0);
+	close(fd);
+	if (n != (ssize_t)sizeof(page) || !pool_has_pmemobj_signature(page)) {
+		snprintf(why, whylen, "%s is not a pmfuse region (no pool header)", path);
+		return -EINVAL;
+	}
+	p->pop = pmemobj_open(path, PMFUSE_LAYOUT);
+	if (!p->pop) {
+		int e = errno;
+		if (e == EAGAIN || e == EWOULDBLOCK) {
+			snprintf(why, whylen, "%s is in use (mounted by another pmfuse daemon, or being checked)", path);
+			return -EAGAIN;
+		}
+		if (e == EINVAL && strstr(pmemobj_errormsg(), "layout")) {
+			snprintf(why, whylen, "%s is a pmemobj pool of another layout, not a pmfuse region", path);
+			return -EINVAL;
+		}
+		snprintf(why, whylen, "%s: cannot open pool: %s", path, pmemobj_errormsg());
+		return -EINVAL;
+	}
+	p->base = (char *)p->pop;
+	p->size = (uint64_t)size;
+	if (pmemobj_root_size(p->pop) != sizeof(struct pmfuse_super)) {
+		snprintf(why, whylen, "%s: pool has no pmfuse superblock", path);
+		ret = -EINVAL;
+		goto fail;
+	}
+	/* pmemobj_root() would reallocate on a size mismatch; we checked it */
+	PMEMoid root = pmemobj_root(p->pop, sizeof(struct pmfuse_super));
+	if (OID_IS_NULL(root) || root.off < 4096 || root.off > p->size ||
+	    p->size - root.off < sizeof(struct pmfuse_super)) {
+		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
+		ret = -EINVAL;
+		goto fail;
+	}
+	p->sb = (struct pmfuse_super *)(p->base + root.off);
+	ret = pool_check_geometry(&p->sb->geo, p->size, why, whylen);
+	if (ret)
+		goto fail;
+	p->itable = (struct pmfuse_itable *)(p->base + p->sb->geo.itable_off);
+	if (p->itable->nchunks != p->sb->geo.max_inodes / PMFUSE_INODES_PER_CHUNK) {
+		snprintf(why, whylen, "inode table size does not match the superblock");
+		ret = -EINVAL;
+		goto fail;
+	}
+	ret = register_classes(p->pop);
+	if (ret) {
+		snprintf(why, whylen, "cannot register allocation classes: %s", pmemobj_errormsg());
+		goto fail;
+	}
+	return 0;
+fail:
+	pmemobj_close(p->pop);
+	p->pop = NULL;
+	return ret;
+}
+
+void pool_close(struct pool *p)
+{
+	if (p->pop)
+		pmemobj_close(p->pop);
+	p->pop = NULL;
+}

@@ -1,0 +1,105 @@
+/*
+ * pool: the libpmemobj pool that holds all pmfuse metadata, and the
+ * validators the daemon, mkfs and fsck share.  Everything persistent is
+ * addressed by pool offset; pool_ptr() turns one into a pointer and the
+ * *_ok() checks say whether an offset may be dereferenced at all.
+ */
+#ifndef PMFUSE_POOL_H
+#define PMFUSE_POOL_H
+
+#include "pmfuse/format.h"
+
+#include <libpmemobj.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct pool {
+	PMEMobjpool *pop;
+	char *base;
+	uint64_t size;
+	struct pmfuse_super *sb;
+	struct pmfuse_itable *itable;
+};
+
+struct pool_format_opts {
+	uint64_t size;			/* 0: keep the file's size */
+	const char *label;
+	uint8_t uuid[16];
+	uint64_t bytes_per_inode;	/* 0: default */
+	uint32_t root_uid, root_gid;
+	bool sparse;			/* tests: skip fallocate at create */
+};
+
+struct pool_plan {
+	uint64_t region_size;
+	uint64_t meta_reserve;
+	uint64_t max_inodes;
+};
+
+#define POOL_WHY 512
+
+/* Size of a region file or devdax device; -errno on failure. */
+int64_t pool_region_size(const char *path, char *why, size_t whylen);
+
+/* What a region of this size would get; -EINVAL (why set) if too small. */
+int pool_plan(uint64_t size, uint64_t bytes_per_inode, struct pool_plan *plan,
+	      char *why, size_t whylen);
+
+/* Format a region (the file must exist with its final size). */
+int pool_format(const char *path, const struct pool_format_opts *o,
+		char *why, size_t whylen);
+
+/*
+ * Open and validate a region.  Returns 0, or -errno with a sentence in why:
+ * -EAGAIN: in use by another process; -EINVAL: not a pmfuse region or
+ * damaged; -EPROTONOSUPPORT: unknown format version.
+ */
+int pool_open(struct pool *p, const char *path, char *why, size_t whylen);
+void pool_close(struct pool *p);
+
+/* Is this a pmemobj pool signature at the start of the region? */
+bool pool_has_pmemobj_signature(const void *first_page);
+
+uint64_t pool_geometry_checksum(const struct pmfuse_geometry *g);
+int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
+			char *why, size_t whylen);
+
+static inline void *pool_ptr(const struct pool *p, uint64_t off)
+{
+	return p->base + off;
+}
+
+static inline uint64_t pool_off(const struct pool *p, const void *ptr)
+{
+	return (uint64_t)((const char *)ptr - p->base);
+}
+
+/* May [off, off+len) be read as metadata (inside the pool, outside data)? */
+bool pool_meta_range_ok(const struct pool *p, uint64_t off, uint64_t len);
+
+/* Are blocks [phys, phys+n) all inside one data run? */
+bool pool_block_range_ok(const struct pool *p, uint64_t phys, uint64_t n);
+
+/* Total data blocks in all runs. */
+uint64_t pool_data_blocks(const struct pool *p);
+
+/* The block holding the backup superblock (never given to files). */
+static inline uint64_t pool_backup_block(const struct pool *p)
+{
+	return p->sb->geo.runs[0].off >> PMFUSE_BLOCK_SHIFT;
+}
+
+/*
+ * Run fn(arg) as one transaction.  fn returns 0 to commit or -errno to
+ * abort; pmemobj failures inside (out of space) abort too.  Returns 0 or
+ * -errno.  Keeping the setjmp of TX_BEGIN here means no caller's locals
+ * live across a longjmp.
+ */
+typedef int (*pool_tx_fn)(void *arg);
+int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg);
+
+/* Allocation inside a transaction in one of our header-less classes. */
+PMEMoid pool_tx_alloc_class(size_t size, unsigned class_id);
+
+#endif

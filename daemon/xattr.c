@@ -1,0 +1,294 @@
+/*
+ * xattr: extended attributes.  All of an inode's attributes live in one
+ * object of back-to-back records (format.h); a change builds the new set in
+ * DRAM and swaps objects in one transaction, so readers under the inode
+ * lock always see a complete set.  "user.pmfuse." is reserved: its one
+ * name, user.pmfuse.stats on the root, is generated, never stored.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#define RESERVED_PREFIX "user.pmfuse."
+#define STATS_NAME RESERVED_PREFIX "stats"
+#define XATTR_VALUE_MAX 65536
+
+static size_t rec_size(const struct pmfuse_xattr_rec *r)
+{
+	return (sizeof(*r) + r->name_len + r->value_len + 7) & ~(size_t)7;
+}
+
+/* Validated view of an inode's attribute object; NULL set = none. */
+static int xattrs_get(struct fs *fs, const struct pmfuse_inode *pi,
+		      const struct pmfuse_xattrs **out)
+{
+	const struct pmfuse_xattrs *x;
+	size_t pos = 0;
+
+	*out = NULL;
+	if (!pi->xattr_off)
+		return 0;
+	if (!pool_meta_range_ok(&fs->pool, pi->xattr_off, sizeof(*x)))
+		return -EIO;
+	x = pool_ptr(&fs->pool, pi->xattr_off);
+	if (x->used > PMFUSE_XATTR_MAX_TOTAL ||
+	    !pool_meta_range_ok(&fs->pool, pi->xattr_off, sizeof(*x) + x->used))
+		return -EIO;
+	for (uint32_t i = 0; i < x->count; i++) {
+		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
+		if (pos + sizeof(*r) > x->used || r->name_len == 0 || pos + rec_size(r) > x->used)
+			return -EIO;
+		pos += rec_size(r);
+	}
+	*out = x;
+	return 0;
+}
+
+static const struct pmfuse_xattr_rec *xattr_find(const struct pmfuse_xattrs *x, const char *name,
+						 size_t nlen)
+{
+	size_t pos = 0;
+
+	for (uint32_t i = 0; x && i < x->count; i++) {
+		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
+		if (r->name_len == nlen && memcmp(r + 1, name, nlen) == 0)
+			return r;
+		pos += rec_size(r);
+	}
+	return NULL;
+}
+
+static int stats_text(struct fs *fs, char *buf, size_t size)
+{
+	struct statvfs sv;
+
+	fs_statfs(fs, &sv);
+	return snprintf(buf, size,
+			"flush_bytes %" PRIu64 "\nflush_calls %" PRIu64 "\nzero_bytes_served %" PRIu64
+			"\nblocks_total %" PRIu64 "\nblocks_free %" PRIu64 "\ninodes_total %" PRIu64
+			"\ninodes_free %" PRIu64 "\ngranularity %s\nmode %s\n",
+			atomic_load(&fs->stats.flush_bytes), atomic_load(&fs->stats.flush_calls),
+			atomic_load(&fs->stats.zero_bytes_served), (uint64_t)sv.f_blocks,
+			(uint64_t)sv.f_bfree, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
+			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback");
+}
+
+static bool reserved(const char *name)
+{
+	return strncmp(name, RESERVED_PREFIX, sizeof(RESERVED_PREFIX) - 1) == 0;
+}
+
+ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size)
+{
+	const struct pmfuse_xattrs *x;
+	const struct pmfuse_xattr_rec *r;
+	struct inode *in;
+	ssize_t ret;
+
+	if (ino == PMFUSE_ROOT_INO && strcmp(name, STATS_NAME) == 0) {
+		char buf[1024];
+		int n = stats_text(fs, buf, sizeof(buf));
+		if (size == 0)
+			return n;
+		if ((size_t)n > size)
+			return -ERANGE;
+		memcpy(value, buf, (size_t)n);
+		return n;
+	}
+	in = inode_get(fs, ino);
+	if (!in)
+		return -ENOENT;
+	pthread_rwlock_rdlock(&in->lock);
+	ret = xattrs_get(fs, in->pi, &x);
+	if (ret)
+		goto out;
+	r = xattr_find(x, name, strlen(name));
+	if (!r)
+		ret = -ENODATA;
+	else if (size == 0)
+		ret = r->value_len;
+	else if (r->value_len > size)
+		ret = -ERANGE;
+	else {
+		memcpy(value, (const char *)(r + 1) + r->name_len, r->value_len);
+		ret = r->value_len;
+	}
+out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
+{
+	const struct pmfuse_xattrs *x;
+	struct inode *in = inode_get(fs, ino);
+	size_t need = 0, pos = 0;
+	ssize_t ret;
+
+	if (!in)
+		return -ENOENT;
+	pthread_rwlock_rdlock(&in->lock);
+	ret = xattrs_get(fs, in->pi, &x);
+	if (ret)
+		goto out;
+	for (uint32_t i = 0; x && i < x->count; i++) {
+		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
+		if (size) {
+			if (need + r->name_len + 1 > size) {
+				ret = -ERANGE;
+				goto out;
+			}
+			memcpy(list + need, r + 1, r->name_len);
+			list[need + r->name_len] = '\0';
+		}
+		need += r->name_len + 1;
+		pos += rec_size(r);
+	}
+	ret = (ssize_t)need;
+out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+struct swap_args {
+	struct fs *fs;
+	struct inode *in;
+	const char *recs;
+	size_t used;
+	uint32_t count;
+};
+
+/* Swap in a new attribute object holding recs (none if count is 0). */
+static int tx_swap(void *arg)
+{
+	struct swap_args *a = arg;
+	struct pmfuse_inode *pi = a->in->pi;
+	uint64_t off = 0;
+
+	if (a->count) {
+		PMEMoid oid = pmemobj_tx_alloc(sizeof(struct pmfuse_xattrs) + a->used, 0);
+		struct pmfuse_xattrs *nx = pool_ptr(&a->fs->pool, oid.off);
+		nx->count = a->count;
+		nx->used = (uint32_t)a->used;
+		memcpy(nx + 1, a->recs, a->used);
+		off = oid.off;
+	}
+	if (pi->xattr_off)
+		pmemobj_tx_free(pmemobj_oid(pool_ptr(&a->fs->pool, pi->xattr_off)));
+	pmemobj_tx_add_range_direct(&pi->xattr_off, sizeof(pi->xattr_off));
+	pi->xattr_off = off;
+	inode_tx_touch(pi, false, false, true);
+	return 0;
+}
+
+/*
+ * Replace the set: drop name (if present) and, if value is non-NULL, add
+ * name=value.  Builds the new object in a transaction.
+ */
+static int xattr_rewrite(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
+			 const char *name, size_t nlen, const void *value, size_t vlen)
+{
+	size_t pos = 0, newrec = value ? (sizeof(struct pmfuse_xattr_rec) + nlen + vlen + 7) & ~(size_t)7 : 0;
+	size_t used = 0;
+	uint32_t count = 0;
+	int ret;
+	char *buf;
+
+	buf = malloc((x ? x->used : 0) + newrec + 8);
+	if (!buf)
+		return -ENOMEM;
+	for (uint32_t i = 0; x && i < x->count; i++) {
+		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
+		pos += rec_size(r);
+		if (r->name_len == nlen && memcmp(r + 1, name, nlen) == 0)
+			continue;
+		memcpy(buf + used, r, rec_size(r));
+		used += rec_size(r);
+		count++;
+	}
+	if (value) {
+		struct pmfuse_xattr_rec *r = (void *)(buf + used);
+		memset(r, 0, newrec);
+		r->name_len = (uint16_t)nlen;
+		r->value_len = (uint32_t)vlen;
+		memcpy(r + 1, name, nlen);
+		memcpy((char *)(r + 1) + nlen, value, vlen);
+		used += newrec;
+		count++;
+	}
+	if (used > PMFUSE_XATTR_MAX_TOTAL) {
+		free(buf);
+		return -ENOSPC;
+	}
+	struct swap_args a = { fs, in, buf, used, count };
+	ret = pool_tx(&fs->pool, tx_swap, &a);
+	free(buf);
+	return ret;
+}
+
+int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
+		size_t size, int flags)
+{
+	const struct pmfuse_xattrs *x;
+	struct inode *in;
+	size_t nlen = strlen(name);
+	int ret;
+
+	if (reserved(name))
+		return -EPERM;
+	if (nlen == 0 || nlen > 255)
+		return -ERANGE;
+	if (size > XATTR_VALUE_MAX)
+		return -E2BIG;
+	in = inode_get(fs, ino);
+	if (!in)
+		return -ENOENT;
+	pthread_rwlock_wrlock(&in->lock);
+	ret = xattrs_get(fs, in->pi, &x);
+	if (ret)
+		goto out;
+	bool exists = xattr_find(x, name, nlen) != NULL;
+	if ((flags & XATTR_CREATE) && exists)
+		ret = -EEXIST;
+	else if ((flags & XATTR_REPLACE) && !exists)
+		ret = -ENODATA;
+	else
+		ret = xattr_rewrite(fs, in, x, name, nlen, value ? value : "", size);
+out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
+{
+	const struct pmfuse_xattrs *x;
+	struct inode *in;
+	size_t nlen = strlen(name);
+	int ret;
+
+	if (reserved(name))
+		return -EPERM;
+	in = inode_get(fs, ino);
+	if (!in)
+		return -ENOENT;
+	pthread_rwlock_wrlock(&in->lock);
+	ret = xattrs_get(fs, in->pi, &x);
+	if (ret)
+		goto out;
+	if (!xattr_find(x, name, nlen))
+		ret = -ENODATA;
+	else
+		ret = xattr_rewrite(fs, in, x, name, nlen, NULL, 0);
+out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}

@@ -1,0 +1,226 @@
+/*
+ * pmfuse on-media format: the contract between mkfs.pmfuse, the pmfuse
+ * daemon and fsck.pmfuse.  Nothing but fixed-width little-endian structs,
+ * their constants, and the encoding of the persistent file map lives here.
+ *
+ * A region is one libpmemobj pool (layout PMFUSE_LAYOUT).  Its root object is
+ * the superblock.  Every persistent object is addressed by its pool offset
+ * (a u64; 0 means "none"), never by PMEMoid, because the pool is the only
+ * pool: offsets stay valid and are trivially range-checked by validators.
+ *
+ * Data blocks are 4 KiB.  A block's number is its pool offset / 4096, so a
+ * 2 MiB-aligned block number is a 2 MiB-aligned region offset (what a devdax
+ * huge page needs).  Block 0 holds the pool header: 0 never names data.  The
+ * data area is a few huge pmemobj allocations ("runs"), each trimmed by mkfs
+ * to 2 MiB boundaries and recorded in the superblock.  The first block of run
+ * 0 holds a backup of the superblock's immutable part (fsck finds it without
+ * the root pointer).
+ *
+ * Which data blocks are in use is not stored: it is exactly the set of blocks
+ * reachable from the file maps of live inodes.  The daemon rebuilds its
+ * free-space map at mount, so a crash can never leak or double-allocate a
+ * block, and no transaction ever contends on a shared free-space word.
+ */
+#ifndef PMFUSE_FORMAT_H
+#define PMFUSE_FORMAT_H
+
+#include <stdint.h>
+
+#define PMFUSE_LAYOUT		"pmfuse"
+#define PMFUSE_MAGIC		0x3145535546504d50ULL	/* "PMFUSE1" LE */
+#define PMFUSE_BACKUP_MAGIC	0x4b43425355464d50ULL	/* "PMFUSBCK" LE */
+#define PMFUSE_VERSION		1
+
+#define PMFUSE_BLOCK_SHIFT	12
+#define PMFUSE_BLOCK_SIZE	(1u << PMFUSE_BLOCK_SHIFT)
+#define PMFUSE_HUGE_2M_BLOCKS	512u
+#define PMFUSE_MAX_RUNS		32
+#define PMFUSE_LABEL_MAX	64
+#define PMFUSE_NAME_MAX		255
+#define PMFUSE_SYMLINK_MAX	4095
+#define PMFUSE_MIN_REGION	(32ull << 20)
+
+/* superblock.state */
+#define PMFUSE_STATE_CLEAN	1u	/* cleanly unmounted */
+#define PMFUSE_STATE_MOUNTED	2u	/* a daemon has it (or crashed with it) */
+
+struct pmfuse_run {
+	uint64_t off;		/* pool offset, 2 MiB aligned */
+	uint64_t len;		/* bytes, multiple of 2 MiB */
+};
+
+/*
+ * Immutable geometry: written by mkfs (and by a label change), covered by
+ * the checksum, copied verbatim into the backup block.
+ */
+struct pmfuse_geometry {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t block_size;
+	uint8_t uuid[16];
+	char label[PMFUSE_LABEL_MAX];	/* NUL-terminated */
+	uint64_t region_size;		/* pool size in bytes */
+	uint64_t created;		/* seconds since the epoch */
+	uint64_t itable_off;		/* struct pmfuse_itable */
+	uint64_t max_inodes;		/* itable capacity, inode 0 unused */
+	uint64_t meta_reserve;		/* bytes left to pmemobj for metadata */
+	uint32_t nruns;
+	uint32_t pad;
+	struct pmfuse_run runs[PMFUSE_MAX_RUNS];
+	uint64_t checksum;		/* FNV-1a 64 of everything above */
+};
+
+/* Root object.  Size 2^n - 16 (pmemobj header). */
+struct pmfuse_super {
+	struct pmfuse_geometry geo;
+	/* mutable part, changed only in transactions */
+	uint32_t state;
+	uint32_t pad;
+	uint64_t last_mount;		/* seconds */
+	uint64_t mount_count;
+	uint64_t orphan_head;		/* ino of first orphan, 0 = none */
+	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 32];
+};
+
+/*
+ * Inode table: a fixed directory (sized at mkfs) of chunk offsets; chunks
+ * of PMFUSE_INODES_PER_CHUNK inode records are allocated on demand.  Inode
+ * number = chunk * PMFUSE_INODES_PER_CHUNK + slot; inode 0 is never used,
+ * inode 1 is the root directory.  A record with mode == 0 is free.
+ */
+#define PMFUSE_INODES_PER_CHUNK	64u
+#define PMFUSE_ICHUNK_SIZE	(PMFUSE_INODES_PER_CHUNK * sizeof(struct pmfuse_inode))
+#define PMFUSE_ROOT_INO		1u
+
+struct pmfuse_itable {
+	uint64_t nchunks;		/* capacity of chunk[] */
+	uint64_t chunk[];		/* pool offsets, 0 = not allocated */
+};
+
+#define PMFUSE_INLINE_SYMLINK	80
+
+struct pmfuse_time {
+	int64_t sec;
+	uint32_t nsec;
+	uint32_t pad;
+};
+
+/* 256 bytes, lives in an inode chunk. */
+struct pmfuse_inode {
+	uint32_t mode;			/* 0 = free slot */
+	uint32_t nlink;
+	uint32_t uid;
+	uint32_t gid;
+	uint32_t generation;		/* bumped each time the slot is reused */
+	uint32_t flags;			/* PMFUSE_IF_* */
+	uint64_t size;
+	uint64_t blocks;		/* data blocks (4 KiB) referenced by map */
+	uint64_t rdev;
+	struct pmfuse_time atime, mtime, ctime, btime;
+	uint64_t map_root;		/* file map root entry (see below) */
+	uint32_t map_height;		/* root entry covers 64^height blocks */
+	uint32_t pad0;
+	uint64_t xattr_off;		/* struct pmfuse_xattrs, 0 = none */
+	uint64_t dir_off;		/* dir: struct pmfuse_dirtab; symlink: target if long */
+	uint64_t parent;		/* dir: parent ino */
+	uint64_t nentries;		/* dir: live entries (not . and ..) */
+	uint64_t orphan_next;		/* orphan list (nlink 0, still open) */
+	uint64_t orphan_prev;
+	char symlink[PMFUSE_INLINE_SYMLINK];	/* short symlink target */
+};
+
+#define PMFUSE_IF_ORPHAN	1u
+
+/*
+ * File map: a radix tree of 64-slot nodes indexed by file block number.
+ * An entry at level L covers 64^L consecutive file blocks and is one of
+ *   0                      a hole;
+ *   (phys << 1) | 1        a leaf: the 64^L blocks map to the contiguous
+ *                          physical blocks phys .. phys + 64^L - 1;
+ *   node offset (even)     (L >= 1 only) a struct pmfuse_mapnode whose 64
+ *                          entries are at level L - 1.
+ * The root entry (level map_height) lives in the inode.  Nodes are 512 bytes
+ * in a header-less pmemobj allocation class.  A 2 MiB extent is 8 level-1
+ * leaves; a 1 GiB extent aligned in the file is one level-3 leaf.
+ */
+#define PMFUSE_MAP_SHIFT	6
+#define PMFUSE_MAP_SLOTS	(1u << PMFUSE_MAP_SHIFT)
+#define PMFUSE_MAP_MAX_HEIGHT	7	/* 64^7 blocks = 2^54 bytes */
+#define PMFUSE_MAX_FILE_SIZE	(1ull << 50)
+
+struct pmfuse_mapnode {
+	uint64_t slot[PMFUSE_MAP_SLOTS];
+};
+
+static inline int pmfuse_map_is_leaf(uint64_t e) { return (e & 1) != 0; }
+static inline uint64_t pmfuse_map_leaf(uint64_t phys) { return (phys << 1) | 1; }
+static inline uint64_t pmfuse_map_phys(uint64_t e) { return e >> 1; }
+
+/*
+ * Directory: a table of chunk offsets (grown by reallocation) and chunks
+ * of 64 fixed dirent slots.  A slot's index never changes while its entry
+ * lives, so readdir offsets (slot + 3; 1 and 2 are "." and "..") stay valid
+ * while the directory changes.  ino == 0 marks a free slot.
+ */
+#define PMFUSE_DIRENTS_PER_CHUNK 64u
+#define PMFUSE_INLINE_NAME	32
+
+struct pmfuse_dirent {
+	uint64_t ino;
+	uint64_t hash;			/* of the name, for the DRAM index */
+	uint16_t name_len;
+	uint8_t type;			/* DT_* */
+	uint8_t pad[5];
+	uint64_t name_off;		/* name_len > PMFUSE_INLINE_NAME */
+	char name[PMFUSE_INLINE_NAME];	/* otherwise here, not terminated */
+};
+
+struct pmfuse_dirchunk {
+	struct pmfuse_dirent ent[PMFUSE_DIRENTS_PER_CHUNK];
+};
+
+struct pmfuse_dirtab {
+	uint64_t nchunks;		/* used entries of chunk[] */
+	uint64_t cap;			/* capacity of chunk[] */
+	uint64_t chunk[];
+};
+
+/*
+ * Extended attributes of one inode: one object, replaced whole on change.
+ * Records follow the header back to back, each 8-byte aligned:
+ * struct pmfuse_xattr_rec, name (not terminated), value.
+ */
+#define PMFUSE_XATTR_MAX_TOTAL	(128u << 10)
+
+struct pmfuse_xattrs {
+	uint32_t count;
+	uint32_t used;			/* bytes of records after the header */
+};
+
+struct pmfuse_xattr_rec {
+	uint16_t name_len;
+	uint16_t pad;
+	uint32_t value_len;
+};
+
+/* Header-less allocation classes registered at every open. */
+#define PMFUSE_CLASS_MAPNODE	200	/* 512 B file-map nodes */
+#define PMFUSE_CLASS_DIRCHUNK	201	/* 4 KiB dirent chunks */
+#define PMFUSE_CLASS_ICHUNK	202	/* 16 KiB inode chunks */
+
+static inline uint64_t pmfuse_fnv1a(const void *p, uint64_t n, uint64_t h)
+{
+	const unsigned char *c = p;
+	while (n--)
+		h = (h ^ *c++) * 0x100000001b3ULL;
+	return h;
+}
+#define PMFUSE_FNV_INIT 0xcbf29ce484222325ULL
+
+_Static_assert(sizeof(struct pmfuse_inode) == 256, "inode is 256 bytes");
+_Static_assert(sizeof(struct pmfuse_dirent) == 64, "dirent is 64 bytes");
+_Static_assert(sizeof(struct pmfuse_dirchunk) == 4096, "dirchunk is 4 KiB");
+_Static_assert(sizeof(struct pmfuse_mapnode) == 512, "mapnode is 512 bytes");
+_Static_assert(sizeof(struct pmfuse_super) == 4080, "super is 2^12 - 16");
+
+#endif

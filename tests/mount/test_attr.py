@@ -1,0 +1,530 @@
+#!/usr/bin/env python3
+"""pmfuse mount tests: attributes -- modes, owners, timestamps,
+permission checks as unprivileged users, sticky and setgid directories,
+extended attributes."""
+
+import errno
+import os
+import stat
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (UTIME_NOW, UTIME_OMIT, XATTR_CREATE, XATTR_REPLACE,  # noqa: E402
+                     PmfuseTestCase, as_user, getxattr_raw, main, pmfuse_only,
+                     read_file, utimensat, write_file)
+
+SEC = 1_000_000_000
+OLD_NS = 1_000_000_000 * SEC + 123_456_789      # 2001-09-09
+
+
+def touch(path, mode=0o644):
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, mode))
+
+
+def mode_of(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def tick():
+    # timestamps are nanoseconds, but make "later" unambiguous
+    time.sleep(0.02)
+
+
+class AttrTest(PmfuseTestCase):
+    # unprivileged children need to reach the mount at all
+    mount_opts = ("allow_other",)
+
+    def assertErrno(self, errs, fn, *args, **kw):
+        if isinstance(errs, int):
+            errs = (errs,)
+        with self.assertRaises(OSError) as cm:
+            fn(*args, **kw)
+        self.assertIn(cm.exception.errno, errs,
+                      "%s%r: expected %s, got %s" % (getattr(fn, "__name__", fn), args,
+                                                     "/".join(errno.errorcode[e] for e in errs),
+                                                     cm.exception))
+
+    # ------------------------------------------------------------ mode/owner
+
+    def test_chmod_sets_permission_and_special_bits(self):
+        touch(self.p("f"))
+        os.mkdir(self.p("d"))
+        for m in (0o600, 0o000, 0o777, 0o4755, 0o2755, 0o6711):
+            os.chmod(self.p("f"), m)
+            self.assertEqual(mode_of(self.p("f")), m)
+        os.chmod(self.p("d"), 0o1777)
+        self.assertEqual(mode_of(self.p("d")), 0o1777)
+        self.assertTrue(stat.S_ISREG(os.stat(self.p("f")).st_mode), "chmod must keep the file type")
+        self.remount()
+        self.assertEqual(mode_of(self.p("f")), 0o6711)
+        self.assertEqual(mode_of(self.p("d")), 0o1777)
+        self.assertTrue(stat.S_ISDIR(os.stat(self.p("d")).st_mode))
+
+    def test_chown_as_root_changes_owner_and_group(self):
+        touch(self.p("f"))
+        st = os.stat(self.p("f"))
+        self.assertEqual((st.st_uid, st.st_gid), (0, 0), "files are created with the caller's ids")
+        os.chown(self.p("f"), 1000, 2000)
+        st = os.stat(self.p("f"))
+        self.assertEqual((st.st_uid, st.st_gid), (1000, 2000))
+        os.chown(self.p("f"), -1, 3000)
+        st = os.stat(self.p("f"))
+        self.assertEqual((st.st_uid, st.st_gid), (1000, 3000))
+        os.chown(self.p("f"), 4000, -1)
+        self.assertEqual((os.stat(self.p("f")).st_uid, os.stat(self.p("f")).st_gid), (4000, 3000))
+        os.symlink("f", self.p("l"))
+        os.lchown(self.p("l"), 5000, 5000)
+        self.assertEqual(os.lstat(self.p("l")).st_uid, 5000)
+        self.assertEqual(os.stat(self.p("f")).st_uid, 4000, "lchown must not follow the link")
+        self.remount()
+        st = os.stat(self.p("f"))
+        self.assertEqual((st.st_uid, st.st_gid), (4000, 3000))
+        self.assertEqual(os.lstat(self.p("l")).st_gid, 5000)
+
+    def test_chown_clears_setuid_and_setgid_of_a_file_but_not_of_a_directory(self):
+        touch(self.p("f"))
+        os.chmod(self.p("f"), 0o6755)
+        os.chown(self.p("f"), 1000, 1000)
+        self.assertEqual(mode_of(self.p("f")), 0o0755)
+        os.mkdir(self.p("d"))
+        os.chmod(self.p("d"), 0o2775)
+        os.chown(self.p("d"), 1000, 1000)
+        self.assertEqual(mode_of(self.p("d")), 0o2775)
+
+    def test_write_by_a_non_root_user_clears_setuid_and_setgid(self):
+        p = self.p("suid")
+        write_file(p, b"#!/bin/true\n")
+        os.chmod(p, 0o6777)
+
+        def child():
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, b"# appended\n")
+            finally:
+                os.close(fd)
+        as_user(child)
+        self.assertEqual(mode_of(p), 0o0777)
+        self.assertEqual(read_file(p), b"#!/bin/true\n# appended\n")
+
+    def test_write_by_root_keeps_setuid_and_setgid(self):
+        p = self.p("suid-root")
+        write_file(p, b"x")
+        os.chmod(p, 0o6755)
+        with open(p, "ab") as f:
+            f.write(b"y")
+        self.assertEqual(mode_of(p), 0o6755)
+
+    def test_chmod_and_chown_by_a_non_owner_fail_with_eperm(self):
+        touch(self.p("f"), 0o666)
+        self.assertErrno(errno.EPERM, as_user, os.chmod, self.p("f"), 0o777)
+        self.assertErrno(errno.EPERM, as_user, os.chown, self.p("f"), 1000, 1000)
+        self.assertEqual(mode_of(self.p("f")), 0o644 & 0o666)
+        self.assertEqual(os.stat(self.p("f")).st_uid, 0)
+
+    def test_owner_can_chmod_its_file(self):
+        touch(self.p("mine"))
+        os.chown(self.p("mine"), 1000, 1000)
+        as_user(os.chmod, self.p("mine"), 0o600)
+        self.assertEqual(mode_of(self.p("mine")), 0o600)
+
+    # ------------------------------------------------------------ times
+
+    def test_utime_with_nanoseconds_is_exact_and_persists(self):
+        p = self.p("t")
+        touch(p)
+        at, mt = OLD_NS, 1_500_000_000 * SEC + 987_654_321
+        os.utime(p, ns=(at, mt))
+        st = os.stat(p)
+        self.assertEqual(st.st_atime_ns, at)
+        self.assertEqual(st.st_mtime_ns, mt)
+        far = 10_413_792_000 * SEC + 1          # year 2300
+        os.mkdir(self.p("d"))
+        os.utime(self.p("d"), ns=(far, far))
+        self.remount()
+        st = os.stat(p)
+        self.assertEqual((st.st_atime_ns, st.st_mtime_ns), (at, mt))
+        st = os.stat(self.p("d"))
+        self.assertEqual((st.st_atime_ns, st.st_mtime_ns), (far, far))
+
+    def test_utimensat_omit_leaves_a_time_alone_and_now_sets_the_current_time(self):
+        p = self.p("t")
+        touch(p)
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        # mtime only
+        utimensat(p, UTIME_OMIT, (1_200_000_000, 5))
+        st = os.stat(p)
+        self.assertEqual(st.st_atime_ns, OLD_NS, "UTIME_OMIT must leave atime unchanged")
+        self.assertEqual(st.st_mtime_ns, 1_200_000_000 * SEC + 5)
+        # atime = now, mtime omitted
+        t0 = time.time_ns()
+        utimensat(p, UTIME_NOW, UTIME_OMIT)
+        t1 = time.time_ns()
+        st = os.stat(p)
+        self.assertEqual(st.st_mtime_ns, 1_200_000_000 * SEC + 5, "UTIME_OMIT must leave mtime unchanged")
+        self.assertGreaterEqual(st.st_atime_ns, t0 - 10 * 1_000_000)
+        self.assertLessEqual(st.st_atime_ns, t1 + SEC)
+        # both now (utime(NULL))
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        t0 = time.time_ns()
+        os.utime(p)
+        st = os.stat(p)
+        self.assertGreaterEqual(st.st_mtime_ns, t0 - 10 * 1_000_000)
+        self.assertGreaterEqual(st.st_atime_ns, t0 - 10 * 1_000_000)
+
+    def test_setting_times_updates_ctime(self):
+        p = self.p("t")
+        touch(p)
+        c0 = os.stat(p).st_ctime_ns
+        tick()
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        self.assertGreater(os.stat(p).st_ctime_ns, c0)
+
+    def test_write_updates_mtime_and_ctime(self):
+        p = self.p("w")
+        write_file(p, b"before")
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        c0 = os.stat(p).st_ctime_ns
+        tick()
+        t0 = time.time_ns()
+        fd = os.open(p, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"after", 2)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        st = os.stat(p)
+        self.assertGreaterEqual(st.st_mtime_ns, t0 - 10 * 1_000_000, "write must update mtime")
+        self.assertGreater(st.st_ctime_ns, c0, "write must update ctime")
+        self.assertEqual(st.st_atime_ns, OLD_NS, "write must not touch atime")
+
+    def test_truncate_updates_mtime_and_ctime(self):
+        p = self.p("tr")
+        write_file(p, b"12345678")
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        c0 = os.stat(p).st_ctime_ns
+        tick()
+        os.truncate(p, 3)
+        st = os.stat(p)
+        self.assertGreater(st.st_mtime_ns, OLD_NS)
+        self.assertGreater(st.st_ctime_ns, c0)
+
+    def test_read_does_not_change_mtime_or_ctime(self):
+        p = self.p("r")
+        write_file(p, b"read me")
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        st0 = os.stat(p)
+        tick()
+        self.assertEqual(read_file(p), b"read me")
+        st = os.stat(p)
+        self.assertEqual(st.st_mtime_ns, OLD_NS)
+        self.assertEqual(st.st_ctime_ns, st0.st_ctime_ns)
+        self.assertGreaterEqual(st.st_atime_ns, OLD_NS, "atime may only move forward")
+
+    def test_chmod_updates_ctime_but_not_mtime(self):
+        p = self.p("c")
+        touch(p)
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        c0 = os.stat(p).st_ctime_ns
+        tick()
+        os.chmod(p, 0o600)
+        st = os.stat(p)
+        self.assertGreater(st.st_ctime_ns, c0)
+        self.assertEqual(st.st_mtime_ns, OLD_NS)
+        self.assertEqual(st.st_atime_ns, OLD_NS)
+
+    def test_link_updates_ctime_of_the_inode(self):
+        p = self.p("l")
+        touch(p)
+        c0 = os.stat(p).st_ctime_ns
+        tick()
+        os.link(p, self.p("l2"))
+        self.assertGreater(os.stat(p).st_ctime_ns, c0)
+
+    def test_directory_changes_update_the_parent_mtime_and_ctime(self):
+        d = self.p("parent")
+        os.mkdir(d)
+
+        def reset():
+            os.utime(d, ns=(OLD_NS, OLD_NS))
+            c = os.stat(d).st_ctime_ns
+            tick()
+            return c
+
+        def changed(what, c0):
+            st = os.stat(d)
+            self.assertGreater(st.st_mtime_ns, OLD_NS, "%s must update parent mtime" % what)
+            self.assertGreater(st.st_ctime_ns, c0, "%s must update parent ctime" % what)
+
+        c = reset()
+        touch(os.path.join(d, "f"))
+        changed("create", c)
+        c = reset()
+        os.mkdir(os.path.join(d, "sub"))
+        changed("mkdir", c)
+        c = reset()
+        os.symlink("x", os.path.join(d, "sym"))
+        changed("symlink", c)
+        c = reset()
+        os.link(os.path.join(d, "f"), os.path.join(d, "hl"))
+        changed("link", c)
+        c = reset()
+        os.rename(os.path.join(d, "hl"), os.path.join(d, "hl2"))
+        changed("rename", c)
+        c = reset()
+        os.unlink(os.path.join(d, "hl2"))
+        changed("unlink", c)
+        c = reset()
+        os.rmdir(os.path.join(d, "sub"))
+        changed("rmdir", c)
+        # rename out of the directory changes both parents
+        os.mkdir(self.p("other"))
+        os.utime(self.p("other"), ns=(OLD_NS, OLD_NS))
+        c = reset()
+        os.rename(os.path.join(d, "f"), self.p("other", "f"))
+        changed("rename out", c)
+        self.assertGreater(os.stat(self.p("other")).st_mtime_ns, OLD_NS)
+
+    def test_new_file_times_are_now(self):
+        t0 = time.time_ns()
+        touch(self.p("new"))
+        t1 = time.time_ns()
+        st = os.stat(self.p("new"))
+        for v in (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns):
+            self.assertGreaterEqual(v, t0 - 10 * 1_000_000)
+            self.assertLessEqual(v, t1 + SEC)
+
+    # ------------------------------------------------------------ permissions
+
+    def test_non_owner_cannot_read_or_write_a_0600_root_file(self):
+        p = self.p("secret")
+        write_file(p, b"top secret", mode=0o600)
+        os.chmod(p, 0o600)
+        self.assertErrno(errno.EACCES, as_user, read_file, p)
+        self.assertErrno(errno.EACCES, as_user, os.open, p, os.O_WRONLY)
+        self.assertErrno(errno.EACCES, as_user, os.truncate, p, 0)
+        self.assertEqual(read_file(p), b"top secret")
+        # but anyone may stat it
+        self.assertEqual(as_user(lambda: os.stat(p).st_size), 10)
+
+    def test_non_root_cannot_create_or_remove_in_a_0755_root_directory(self):
+        d = self.p("rootdir")
+        os.mkdir(d, 0o755)
+        touch(os.path.join(d, "existing"), 0o666)
+        self.assertErrno(errno.EACCES, as_user, os.open, os.path.join(d, "new"),
+                         os.O_WRONLY | os.O_CREAT, 0o644)
+        self.assertErrno(errno.EACCES, as_user, os.mkdir, os.path.join(d, "sub"))
+        self.assertErrno(errno.EACCES, as_user, os.unlink, os.path.join(d, "existing"))
+        self.assertErrno(errno.EACCES, as_user, os.rename, os.path.join(d, "existing"),
+                         os.path.join(d, "moved"))
+        self.assertErrno(errno.EACCES, as_user, os.symlink, "x", os.path.join(d, "sym"))
+        self.assertEqual(os.listdir(d), ["existing"])
+        # the 0666 file inside is still writable by the user
+        as_user(write_file, os.path.join(d, "existing"), b"by user")
+        self.assertEqual(read_file(os.path.join(d, "existing")), b"by user")
+
+    def test_non_root_creates_files_owned_by_itself(self):
+        d = self.p("open")
+        os.mkdir(d)
+        os.chmod(d, 0o777)
+        as_user(touch, os.path.join(d, "f"), uid=1000, gid=1500)
+        as_user(os.mkdir, os.path.join(d, "sub"), uid=1000, gid=1500)
+        for n in ("f", "sub"):
+            st = os.stat(os.path.join(d, n))
+            self.assertEqual((st.st_uid, st.st_gid), (1000, 1500), n)
+
+    def test_search_permission_is_needed_to_reach_files_in_a_directory(self):
+        d = self.p("closed")
+        os.mkdir(d, 0o700)
+        touch(os.path.join(d, "f"), 0o644)
+        self.assertErrno(errno.EACCES, as_user, os.stat, os.path.join(d, "f"))
+        self.assertErrno(errno.EACCES, as_user, os.listdir, d)
+        os.chmod(d, 0o711)        # search but not read
+        as_user(os.stat, os.path.join(d, "f"))
+        self.assertErrno(errno.EACCES, as_user, os.listdir, d)
+
+    def test_owner_and_group_permission_classes_are_honoured(self):
+        p = self.p("classes")
+        write_file(p, b"data")
+        os.chown(p, 1000, 1234)
+        os.chmod(p, 0o460)           # owner r, group rw, other none
+        self.assertEqual(as_user(read_file, p, uid=1000, gid=1000), b"data")
+        self.assertErrno(errno.EACCES, as_user, os.open, p, os.O_WRONLY, uid=1000, gid=1000)
+        # the group may write (owner class takes precedence for the owner only)
+        as_user(write_file, p, b"group", uid=1001, gid=1001, groups=(1234,))
+        self.assertEqual(read_file(p), b"group")
+        self.assertErrno(errno.EACCES, as_user, read_file, p, uid=1001, gid=1001)
+
+    def test_access_reports_permissions_for_a_non_root_user(self):
+        p = self.p("acc")
+        touch(p, 0o640)
+        os.chmod(p, 0o640)
+        os.chown(p, 1000, 1000)
+        self.assertEqual(as_user(lambda: (os.access(p, os.R_OK), os.access(p, os.W_OK),
+                                          os.access(p, os.X_OK))), (True, True, False))
+        self.assertEqual(as_user(lambda: (os.access(p, os.R_OK), os.access(p, os.W_OK)),
+                                 uid=1001, gid=1001), (False, False))
+        self.assertEqual(as_user(lambda: os.access(p, os.R_OK), uid=1001, gid=1000), True)
+        self.assertTrue(as_user(lambda: os.access(p, os.F_OK), uid=1001, gid=1001))
+
+    def test_non_owner_may_touch_but_not_set_explicit_times(self):
+        p = self.p("times")
+        touch(p, 0o666)
+        os.chmod(p, 0o666)
+        as_user(os.utime, p)            # write permission is enough for "now"
+        self.assertErrno(errno.EPERM, as_user, os.utime, p, ns=(OLD_NS, OLD_NS))
+
+    def test_sticky_directory_protects_other_users_files(self):
+        d = self.p("tmp")
+        os.mkdir(d)
+        os.chmod(d, 0o1777)
+        victim = os.path.join(d, "owned-by-1001")
+        as_user(write_file, victim, b"mine", uid=1001, gid=1001)
+        self.assertEqual(os.stat(victim).st_uid, 1001)
+        self.assertErrno((errno.EPERM, errno.EACCES), as_user, os.unlink, victim, uid=1000, gid=1000)
+        self.assertErrno((errno.EPERM, errno.EACCES), as_user, os.rename, victim,
+                         os.path.join(d, "stolen"), uid=1000, gid=1000)
+        self.assertEqual(read_file(victim), b"mine")
+        # a user may create and remove its own files there
+        own = os.path.join(d, "owned-by-1000")
+        as_user(write_file, own, b"x", uid=1000, gid=1000)
+        as_user(os.unlink, own, uid=1000, gid=1000)
+        as_user(os.unlink, victim, uid=1001, gid=1001)
+        self.assertEqual(os.listdir(d), [])
+
+    def test_setgid_directory_passes_its_group_and_bit_on(self):
+        d = self.p("shared")
+        os.mkdir(d)
+        os.chown(d, 0, 1234)
+        os.chmod(d, 0o2777)
+        as_user(touch, os.path.join(d, "file"), uid=1000, gid=1000)
+        as_user(os.mkdir, os.path.join(d, "subdir"), 0o755, uid=1000, gid=1000)
+        st = os.stat(os.path.join(d, "file"))
+        self.assertEqual((st.st_uid, st.st_gid), (1000, 1234), "new file inherits the group")
+        self.assertFalse(st.st_mode & stat.S_ISGID)
+        st = os.stat(os.path.join(d, "subdir"))
+        self.assertEqual((st.st_uid, st.st_gid), (1000, 1234), "new dir inherits the group")
+        self.assertTrue(st.st_mode & stat.S_ISGID, "new dir inherits the setgid bit")
+        # and again one level down
+        touch(os.path.join(d, "subdir", "deeper"))
+        self.assertEqual(os.stat(os.path.join(d, "subdir", "deeper")).st_gid, 1234)
+        self.remount()
+        self.assertEqual(os.stat(os.path.join(d, "subdir")).st_gid, 1234)
+        self.assertTrue(os.stat(os.path.join(d, "subdir")).st_mode & stat.S_ISGID)
+
+    # ------------------------------------------------------------ xattrs
+
+    def test_xattr_set_get_list_and_remove(self):
+        p = self.p("x")
+        touch(p)
+        self.assertEqual([n for n in os.listxattr(p) if n.startswith("user.")], [])
+        os.setxattr(p, "user.one", b"1")
+        os.setxattr(p, "user.two", b"\x00binary\xff\x00")
+        os.setxattr(p, "user.empty", b"")
+        self.assertEqual(os.getxattr(p, "user.one"), b"1")
+        self.assertEqual(os.getxattr(p, "user.two"), b"\x00binary\xff\x00")
+        self.assertEqual(os.getxattr(p, "user.empty"), b"")
+        self.assertEqual(sorted(n for n in os.listxattr(p) if n.startswith("user.")),
+                         ["user.empty", "user.one", "user.two"])
+        os.setxattr(p, "user.one", b"replaced value")
+        self.assertEqual(os.getxattr(p, "user.one"), b"replaced value")
+        os.removexattr(p, "user.two")
+        self.assertErrno(errno.ENODATA, os.getxattr, p, "user.two")
+        self.assertEqual(sorted(n for n in os.listxattr(p) if n.startswith("user.")),
+                         ["user.empty", "user.one"])
+        # directories carry xattrs too
+        os.mkdir(self.p("d"))
+        os.setxattr(self.p("d"), "user.dir", b"yes")
+        self.assertEqual(os.getxattr(self.p("d"), "user.dir"), b"yes")
+
+    def test_xattr_create_on_an_existing_name_fails_with_eexist(self):
+        p = self.p("x")
+        touch(p)
+        os.setxattr(p, "user.k", b"v1", XATTR_CREATE)
+        self.assertErrno(errno.EEXIST, os.setxattr, p, "user.k", b"v2", XATTR_CREATE)
+        self.assertEqual(os.getxattr(p, "user.k"), b"v1")
+
+    def test_xattr_replace_on_a_missing_name_fails_with_enodata(self):
+        p = self.p("x")
+        touch(p)
+        self.assertErrno(errno.ENODATA, os.setxattr, p, "user.k", b"v", XATTR_REPLACE)
+        self.assertErrno(errno.ENODATA, os.getxattr, p, "user.k")
+        os.setxattr(p, "user.k", b"v")
+        os.setxattr(p, "user.k", b"w", XATTR_REPLACE)
+        self.assertEqual(os.getxattr(p, "user.k"), b"w")
+
+    def test_getxattr_and_removexattr_of_a_missing_name_fail_with_enodata(self):
+        p = self.p("x")
+        touch(p)
+        self.assertErrno(errno.ENODATA, os.getxattr, p, "user.nothing")
+        self.assertErrno(errno.ENODATA, os.removexattr, p, "user.nothing")
+
+    def test_getxattr_with_a_too_small_buffer_fails_with_erange(self):
+        p = self.p("x")
+        touch(p)
+        os.setxattr(p, "user.long", b"0123456789")
+        self.assertEqual(getxattr_raw(p, "user.long", 0), 10, "size 0 asks for the length")
+        self.assertErrno(errno.ERANGE, getxattr_raw, p, "user.long", 1)
+        self.assertErrno(errno.ERANGE, getxattr_raw, p, "user.long", 9)
+        self.assertEqual(getxattr_raw(p, "user.long", 10), 10)
+
+    def test_a_64_kib_xattr_value_works(self):
+        p = self.p("x")
+        touch(p)
+        value = bytes(range(256)) * 256          # 65536 bytes
+        os.setxattr(p, "user.big", value)
+        self.assertEqual(os.getxattr(p, "user.big"), value)
+        self.assertEqual(getxattr_raw(p, "user.big", 0), 65536)
+        self.remount()
+        self.assertEqual(os.getxattr(p, "user.big"), value)
+
+    @pmfuse_only
+    def test_the_user_pmfuse_prefix_is_reserved(self):
+        p = self.p("x")
+        touch(p)
+        self.assertErrno((errno.EPERM, errno.EACCES, errno.EINVAL),
+                         os.setxattr, p, "user.pmfuse.anything", b"v")
+        self.assertNotIn("user.pmfuse.anything", os.listxattr(p))
+
+    def test_non_owner_cannot_set_user_xattrs_without_write_permission(self):
+        p = self.p("x")
+        touch(p, 0o644)
+        os.setxattr(p, "user.a", b"root's")
+        self.assertErrno((errno.EACCES, errno.EPERM), as_user, os.setxattr, p, "user.a", b"mine")
+        self.assertEqual(as_user(os.getxattr, p, "user.a"), b"root's")
+        self.assertEqual(os.getxattr(p, "user.a"), b"root's")
+
+    def test_xattrs_persist_across_remount(self):
+        p = self.p("x")
+        touch(p)
+        os.mkdir(self.p("d"))
+        vals = {"user.a": b"alpha", "user.b": b"\x00" * 100, "user." + "n" * 200: b"long name",
+                "user.c": os.urandom(3000)}
+        for k, v in vals.items():
+            os.setxattr(p, k, v)
+        os.setxattr(self.p("d"), "user.d", b"dir")
+        self.remount()
+        for k, v in vals.items():
+            self.assertEqual(os.getxattr(p, k), v, k)
+        self.assertEqual(sorted(n for n in os.listxattr(p) if n.startswith("user.")), sorted(vals))
+        self.assertEqual(os.getxattr(self.p("d"), "user.d"), b"dir")
+
+    def test_a_recreated_file_does_not_inherit_old_xattrs(self):
+        p = self.p("x")
+        touch(p)
+        os.setxattr(p, "user.stale", b"old")
+        os.unlink(p)
+        for i in range(10):
+            touch(self.p("y%d" % i))
+            self.assertEqual([n for n in os.listxattr(self.p("y%d" % i)) if n.startswith("user.")], [])
+        touch(p)
+        self.assertErrno(errno.ENODATA, os.getxattr, p, "user.stale")
+
+    # ------------------------------------------------------------ statvfs
+
+    def test_statvfs_namemax_is_255(self):
+        self.assertEqual(os.statvfs(self.mnt).f_namemax, 255)
+
+
+if __name__ == "__main__":
+    main()
