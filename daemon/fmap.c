@@ -78,6 +78,19 @@ static uint64_t new_node(const struct pool *p)
 	return oid.off;	/* the transaction aborts (longjmp) on failure */
 }
 
+/* 64 leaves mapping one contiguous physical run: one leaf a level up does it. */
+static bool node_collapsible(const struct pmfuse_mapnode *node, uint64_t cspan)
+{
+	uint64_t first = node->slot[0];
+
+	if (!pmfuse_map_is_leaf(first))
+		return false;
+	for (unsigned i = 1; i < PMFUSE_MAP_SLOTS; i++)
+		if (node->slot[i] != pmfuse_map_leaf(pmfuse_map_phys(first) + i * cspan))
+			return false;
+	return true;
+}
+
 static int map_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned level,
 		     uint64_t base, uint64_t fblock, uint64_t phys, uint64_t n)
 {
@@ -112,6 +125,11 @@ static int map_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned 
 		fblock += len;
 		phys += len;
 		n -= len;
+	}
+	if (node_collapsible(node, cspan)) {
+		uint64_t leaf = node->slot[0];
+		pmemobj_tx_free(pmemobj_oid(node));
+		entry_set(slot, leaf, fresh);
 	}
 	return 0;
 }

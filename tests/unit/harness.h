@@ -1,0 +1,32 @@
+/* Minimal unit-test harness: CHECK() records a failure and goes on. */
+#ifndef PMFUSE_TEST_HARNESS_H
+#define PMFUSE_TEST_HARNESS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int test_failures;
+
+#define CHECK(cond) do { \
+	if (!(cond)) { \
+		fprintf(stderr, "%s:%d: %s: CHECK(%s) failed\n", __FILE__, __LINE__, __func__, #cond); \
+		test_failures++; \
+	} \
+} while (0)
+
+#define CHECK_EQ(a, b) do { \
+	long long _a = (long long)(a), _b = (long long)(b); \
+	if (_a != _b) { \
+		fprintf(stderr, "%s:%d: %s: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, \
+			__func__, #a, _a, #b, _b); \
+		test_failures++; \
+	} \
+} while (0)
+
+#define RUN(t) do { \
+	int _before = test_failures; \
+	t(); \
+	printf("%s %s\n", test_failures == _before ? "ok  " : "FAIL", #t); \
+} while (0)
+
+#endif

@@ -1,0 +1,323 @@
+/*
+ * Unit tests of the pmfuse core without FUSE: allocator, file map,
+ * namespace, data path, orphans and remount, all through the core API.
+ */
+#include "harness.h"
+#include "fs.h"
+#include "dir.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/xattr.h>
+#define XATTR_CREATE_FLAG XATTR_CREATE
+#define XATTR_REPLACE_FLAG XATTR_REPLACE
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char region[256];
+static const struct fs_cred root_cred = { 0, 0 };
+
+static void make_region(uint64_t size)
+{
+	struct pool_format_opts o = { .sparse = true, .label = "unit" };
+	char why[POOL_WHY];
+	int fd;
+
+	snprintf(region, sizeof(region), "/dev/shm/pmfuse-unit-%d", getpid());
+	unlink(region);
+	fd = open(region, O_RDWR | O_CREAT, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)size)) {
+		perror(region);
+		exit(2);
+	}
+	close(fd);
+	if (pool_format(region, &o, why, sizeof(why))) {
+		fprintf(stderr, "format: %s\n", why);
+		exit(2);
+	}
+}
+
+static struct fs *mount_region(void)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs = NULL;
+	char why[POOL_WHY];
+
+	if (fs_mount(&fs, region, &o, why, sizeof(why))) {
+		fprintf(stderr, "mount: %s\n", why);
+		exit(2);
+	}
+	return fs;
+}
+
+static int copy_out(void *ctx, const struct fs_seg *segs, int n, size_t total)
+{
+	char *dst = ctx;
+
+	(void)total;
+	for (int i = 0; i < n; i++) {
+		memcpy(dst, segs[i].ptr, segs[i].len);
+		dst += segs[i].len;
+	}
+	return 0;
+}
+
+static void test_alloc_aligned_runs_and_enospc(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct alloc *a = &fs->alloc;
+	struct alloc_run runs[4];
+	uint64_t free0 = alloc_free_count(a);
+
+	int n = alloc_blocks(a, 512, 0, runs, 4);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(runs[0].len, 512);
+	CHECK_EQ(runs[0].phys % 512, 0);	/* a whole 2 MiB group */
+	CHECK_EQ(alloc_free_count(a), free0 - 512);
+	CHECK_EQ(alloc_blocks(a, free0, 0, runs, 4), -ENOSPC);
+	CHECK_EQ(alloc_free_count(a), free0 - 512);	/* failure reserved nothing */
+	alloc_free(a, runs[0].phys, runs[0].len);
+	CHECK_EQ(alloc_free_count(a), free0);
+	CHECK_EQ(alloc_claim(a, pool_backup_block(&fs->pool), 1), -EUCLEAN);
+	fs_unmount(fs);
+}
+
+struct count_ctx {
+	uint64_t leaves, blocks;
+};
+
+static int count_leaf(void *ctx, uint64_t fb, uint64_t phys, uint64_t n)
+{
+	struct count_ctx *c = ctx;
+	(void)fb;
+	(void)phys;
+	c->leaves++;
+	c->blocks += n;
+	return 0;
+}
+
+static void test_write_read_roundtrip_and_remount(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct stat st;
+	static char buf[300000], out[300000];
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (char)(i * 7 + 3);
+	CHECK_EQ(fs_mknod(fs, 1, "f", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	uint64_t ino = st.st_ino;
+	CHECK_EQ(fs_write(fs, ino, 1000, buf, sizeof(buf), false), (long long)sizeof(buf));
+	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
+	CHECK_EQ(st.st_size, 1000 + sizeof(buf));
+	memset(out, 1, sizeof(out));
+	CHECK_EQ(fs_read(fs, ino, 0, 1000, copy_out, out), 0);
+	for (int i = 0; i < 1000; i++)
+		CHECK(out[i] == 0);	/* the head of the first block reads as zeros */
+	fs_unmount(fs);
+
+	fs = mount_region();
+	CHECK_EQ(fs_lookup(fs, 1, "f", &st), 0);
+	CHECK_EQ(st.st_ino, ino);
+	CHECK_EQ(fs_read(fs, ino, 1000, sizeof(buf), copy_out, out), 0);
+	CHECK(memcmp(buf, out, sizeof(buf)) == 0);
+	fs_unmount(fs);
+}
+
+static void test_hole_read_allocates_nothing(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct stat st;
+	static char out[1 << 20];
+
+	CHECK_EQ(fs_mknod(fs, 1, "sparse", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	struct stat a = { .st_size = 1ll << 40 };
+	CHECK_EQ(fs_setattr(fs, st.st_ino, &a, FS_SET_SIZE, &st), 0);
+	uint64_t free0 = alloc_free_count(&fs->alloc);
+	uint64_t zero0 = fs->stats.zero_bytes_served;
+	CHECK_EQ(fs_read(fs, st.st_ino, 1ull << 39, sizeof(out), copy_out, out), 0);
+	CHECK_EQ(alloc_free_count(&fs->alloc), free0);
+	CHECK_EQ(fs->stats.zero_bytes_served - zero0, sizeof(out));
+	CHECK_EQ(st.st_blocks, 0);
+	fs_unmount(fs);
+}
+
+static void test_large_write_uses_huge_leaves(void)
+{
+	make_region(128 << 20);
+	struct fs *fs = mount_region();
+	struct stat st;
+	static char buf[1 << 20];
+	struct count_ctx c = { 0 };
+
+	CHECK_EQ(fs_mknod(fs, 1, "big", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	for (int i = 0; i < 32; i++)
+		CHECK_EQ(fs_write(fs, st.st_ino, (uint64_t)i << 20, buf, sizeof(buf), false),
+			 sizeof(buf));
+	fmap_walk(&fs->pool, inode_record(fs, st.st_ino), count_leaf, NULL, &c);
+	CHECK_EQ(c.blocks, 32 * 256);
+	/* 32 MiB in 4 KiB leaves would be 8192; full contiguous nodes fold into
+	 * 16 MiB level-2 leaves */
+	CHECK(c.leaves <= 4);
+	fs_unmount(fs);
+}
+
+static void test_punch_splits_leaf_and_returns_space(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct stat st;
+	static char buf[1 << 20], out[1 << 20];
+
+	memset(buf, 0xab, sizeof(buf));
+	CHECK_EQ(fs_mknod(fs, 1, "p", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_write(fs, st.st_ino, 0, buf, sizeof(buf), false), sizeof(buf));
+	uint64_t free0 = alloc_free_count(&fs->alloc);
+	CHECK_EQ(fs_fallocate(fs, st.st_ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      4096 * 10 + 100, 4096 * 5), 0);
+	/* blocks 11..14 are whole inside the range: 4 blocks come back */
+	CHECK_EQ(alloc_free_count(&fs->alloc), free0 + 4);
+	CHECK_EQ(fs_read(fs, st.st_ino, 0, sizeof(out), copy_out, out), 0);
+	for (size_t i = 0; i < sizeof(out); i++) {
+		bool hole = i >= 4096 * 10 + 100 && i < 4096 * 15 + 100;
+		if ((out[i] == 0) != hole) {
+			CHECK(!"punched range reads wrong");
+			break;
+		}
+	}
+	CHECK_EQ(fs_lseek(fs, st.st_ino, 4096 * 11, SEEK_DATA), 4096 * 15);
+	CHECK_EQ(fs_lseek(fs, st.st_ino, 0, SEEK_HOLE), 4096 * 11);
+	fs_unmount(fs);
+}
+
+static void test_namespace_errors(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct stat st, d;
+	char longname[300];
+
+	memset(longname, 'x', 256);
+	longname[256] = '\0';
+	CHECK_EQ(fs_mknod(fs, 1, longname, S_IFREG | 0644, 0, &root_cred, &st), -ENAMETOOLONG);
+	longname[255] = '\0';
+	CHECK_EQ(fs_mknod(fs, 1, longname, S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_mknod(fs, 1, longname, S_IFREG | 0644, 0, &root_cred, &st), -EEXIST);
+	CHECK_EQ(fs_mknod(fs, 1, "d", S_IFDIR | 0755, 0, &root_cred, &d), 0);
+	CHECK_EQ(fs_mknod(fs, d.st_ino, "in", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_rmdir(fs, 1, "d"), -ENOTEMPTY);
+	CHECK_EQ(fs_unlink(fs, 1, "d"), -EISDIR);
+	CHECK_EQ(fs_rmdir(fs, d.st_ino, "in"), -ENOTDIR);
+	CHECK_EQ(fs_rename(fs, 1, "d", d.st_ino, "sub", 0), -EINVAL);
+	CHECK_EQ(fs_link(fs, d.st_ino, 1, "dl", &st), -EPERM);
+	CHECK_EQ(fs_lookup(fs, 1, "nope", &st), -ENOENT);
+	CHECK_EQ(fs_getattr(fs, 1, &st), 0);
+	CHECK_EQ(st.st_nlink, 3);
+	CHECK_EQ(fs_rename(fs, d.st_ino, "in", 1, "moved", FS_RENAME_NOREPLACE), 0);
+	CHECK_EQ(fs_rename(fs, 1, "moved", 1, longname, FS_RENAME_NOREPLACE), -EEXIST);
+	CHECK_EQ(fs_rename(fs, 1, "moved", 1, longname, FS_RENAME_EXCHANGE), 0);
+	CHECK_EQ(fs_rmdir(fs, 1, "d"), 0);
+	CHECK_EQ(fs_getattr(fs, 1, &st), 0);
+	CHECK_EQ(st.st_nlink, 2);
+	fs_unmount(fs);
+}
+
+static int count_entry(void *ctx, const char *name, size_t len, uint64_t ino, unsigned type,
+		       int64_t next)
+{
+	(void)name; (void)len; (void)ino; (void)type; (void)next;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static void test_readdir_offsets_survive_removal(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct stat st;
+	char name[32];
+	int n = 0;
+
+	for (int i = 0; i < 500; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		CHECK_EQ(fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st), 0);
+	}
+	for (int i = 0; i < 500; i += 2) {
+		snprintf(name, sizeof(name), "f%d", i);
+		CHECK_EQ(fs_unlink(fs, 1, name), 0);
+	}
+	CHECK_EQ(fs_readdir(fs, 1, 0, count_entry, &n), 0);
+	CHECK_EQ(n, 250 + 2);
+	fs_unmount(fs);
+	fs = mount_region();
+	n = 0;
+	CHECK_EQ(fs_readdir(fs, 1, 0, count_entry, &n), 0);
+	CHECK_EQ(n, 250 + 2);
+	fs_unmount(fs);
+}
+
+static void test_orphan_reclaimed_at_next_mount(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	uint64_t free_before = alloc_free_count(&fs->alloc);
+	fs_unmount(fs);
+
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* a daemon that dies with an unlinked file still open */
+		struct fs *f = mount_region();
+		struct stat st;
+		static char buf[1 << 20];
+		fs_mknod(f, 1, "o", S_IFREG | 0644, 0, &root_cred, &st);
+		fs_open(f, st.st_ino, O_RDWR);
+		fs_write(f, st.st_ino, 0, buf, sizeof(buf), false);
+		fs_unlink(f, 1, "o");
+		_exit(0);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	fs = mount_region();
+	CHECK_EQ(alloc_free_count(&fs->alloc), free_before);
+	CHECK_EQ(fs->pool.sb->orphan_head, 0);
+	fs_unmount(fs);
+}
+
+static void test_xattr_flags_and_limits(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	char v[16];
+
+	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "1", 1, XATTR_REPLACE_FLAG), -ENODATA);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "1", 1, 0), 0);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "2", 1, XATTR_CREATE_FLAG), -EEXIST);
+	CHECK_EQ(fs_getxattr(fs, 1, "user.a", v, 0), 1);
+	CHECK_EQ(fs_getxattr(fs, 1, "user.b", v, sizeof(v)), -ENODATA);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.pmfuse.x", "1", 1, 0), -EPERM);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.long", "0123456789", 10, 0), 0);
+	CHECK_EQ(fs_getxattr(fs, 1, "user.long", v, 2), -ERANGE);
+	CHECK_EQ(fs_removexattr(fs, 1, "user.a"), 0);
+	CHECK_EQ(fs_removexattr(fs, 1, "user.a"), -ENODATA);
+	fs_unmount(fs);
+}
+
+int main(void)
+{
+	RUN(test_alloc_aligned_runs_and_enospc);
+	RUN(test_write_read_roundtrip_and_remount);
+	RUN(test_hole_read_allocates_nothing);
+	RUN(test_large_write_uses_huge_leaves);
+	RUN(test_punch_splits_leaf_and_returns_space);
+	RUN(test_namespace_errors);
+	RUN(test_readdir_offsets_survive_removal);
+	RUN(test_orphan_reclaimed_at_next_mount);
+	RUN(test_xattr_flags_and_limits);
+	unlink(region);
+	return test_failures ? 1 : 0;
+}
