@@ -168,7 +168,7 @@ def mkfs(path, *args, timeout=300):
         if size is not None and not os.path.exists(path):
             with open(path, "wb") as f:
                 f.truncate(size)
-        return run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-I", "256",
+        return run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-I", "256", "-O", "ea_inode",
                     "-N", str(max(16384, os.path.getsize(path) // 16384)), path],
                    timeout=timeout)
     return run([MKFS] + [str(a) for a in args] + [path], timeout=timeout)
@@ -428,7 +428,7 @@ def as_user(fn, *args, uid=1000, gid=1000, groups=(), umask=0o022):
                 os.umask(umask)
                 res = ("ok", fn(*args))
             except OSError as e:
-                res = ("oserror", e.errno, str(e))
+                res = ("oserror", e.errno, e.strerror, e.filename)
             except BaseException as e:   # noqa: B902
                 res = ("exc", repr(e))
             data = pickle.dumps(res)
@@ -452,7 +452,7 @@ def as_user(fn, *args, uid=1000, gid=1000, groups=(), umask=0o022):
         raise AssertionError("as_user child died (wait status %#x)" % status)
     res = pickle.loads(b"".join(chunks))
     if res[0] == "oserror":
-        raise OSError(res[1], res[2])
+        raise OSError(res[1], "%s (as uid %d)" % (res[2], uid), res[3])
     if res[0] == "exc":
         raise AssertionError("as_user child raised " + res[1])
     return res[1]
