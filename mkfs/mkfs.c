@@ -264,6 +264,20 @@ int main(int argc, char **argv)
 			fprintf(stderr, "mkfs.pmfuse: %s: %s\n", path, strerror(errno));
 			return 1;
 		}
+		/*
+		 * Reserve every block now, as pmemobj_create does for files it
+		 * creates: a store into a hole of a file on a full filesystem is
+		 * a SIGBUS, not an error.  PMEMOBJ_CONF=fallocate.at_create=0
+		 * (tests) keeps the file sparse.
+		 */
+		int at_create = 1;
+		pmemobj_ctl_get(NULL, "fallocate.at_create", &at_create);
+		if (at_create && (errno = posix_fallocate(fd, 0, (off_t)size))) {
+			fprintf(stderr, "mkfs.pmfuse: cannot reserve %" PRIu64 " bytes for %s: %s\n",
+				size, path, strerror(errno));
+			close(fd);
+			return 1;
+		}
 		close(fd);
 	}
 	if (wipe_header(path, why, sizeof(why))) {
