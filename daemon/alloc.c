@@ -179,11 +179,7 @@ int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
 		left -= len;
 		a->cursor = b + len;
 	}
-	if (left) {
-		for (int i = 0; i < nr; i++)
-			mark_range(a, runs[i].phys, runs[i].len, false);
-		goto nospc;
-	}
+	/* left > 0 only when maxruns ran out: the caller asks again */
 	pthread_mutex_unlock(&a->lock);
 	return nr;
 nospc:

@@ -45,10 +45,12 @@ void alloc_destroy(struct alloc *a);
 int alloc_claim(struct alloc *a, uint64_t phys, uint64_t n);
 
 /*
- * Reserve exactly n blocks as at most maxruns runs, preferring a run that
+ * Reserve up to n blocks as at most maxruns runs, preferring a run that
  * starts at goal (contiguity with the file's previous block) and, for large
- * requests, whole free 2 MiB groups.  Returns the number of runs, or
- * -ENOSPC (nothing reserved) if n blocks cannot be had in maxruns runs.
+ * requests, whole free 2 MiB groups.  Returns the number of runs (they may
+ * cover fewer than n blocks when free space is fragmented into more than
+ * maxruns pieces), or -ENOSPC, reserving nothing, if fewer than n blocks
+ * are free at all.
  */
 int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
 		 struct alloc_run *runs, int maxruns);

@@ -145,7 +145,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	for (size_t i = 0; i < norphans; i++) {
 		ret = inode_reclaim(fs, orphans[i], inode_record(fs, orphans[i]));
 		if (ret) {
-			snprintf(why, whylen, "cannot reclaim orphan inode %" PRIu64, orphans[i]);
+			snprintf(why, whylen, "cannot reclaim orphan inode %" PRIu64 ": %s", orphans[i], strerror(-ret));
 			goto out_zero;
 		}
 	}
@@ -352,6 +352,9 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid, str
 
 	if (!in)
 		return -ENOENT;
+	/* truncate(2) carries no times: a size change sets mtime and ctime */
+	if ((valid & FS_SET_SIZE) && !(valid & FS_SET_MTIME))
+		valid |= FS_SET_MTIME_NOW;
 	pthread_rwlock_wrlock(&in->lock);
 	struct pmfuse_inode *pi = in->pi;
 	if (valid & FS_SET_SIZE) {

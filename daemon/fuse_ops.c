@@ -191,6 +191,14 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	int err = fs_open(pm_fs(req), ino, fi->flags);
 
+	/* libfuse negotiates atomic O_TRUNC: the kernel leaves it to us */
+	if (!err && (fi->flags & O_TRUNC)) {
+		struct stat a = { .st_size = 0 }, st;
+		err = fs_setattr(pm_fs(req), ino, &a, FS_SET_SIZE, &st);
+		if (err)
+			fs_release(pm_fs(req), ino);
+	}
+
 	if (err)
 		fuse_reply_err(req, -err);
 	else

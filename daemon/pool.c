@@ -206,24 +206,72 @@ uint64_t pool_data_blocks(const struct pool *p)
 	return n;
 }
 
+static const struct { unsigned id; size_t unit; unsigned per_run; } classes[] = {
+	{ PMFUSE_CLASS_MAPNODE, sizeof(struct pmfuse_mapnode), 256 },
+	{ PMFUSE_CLASS_DIRCHUNK, sizeof(struct pmfuse_dirchunk), 256 },
+	{ PMFUSE_CLASS_ICHUNK, PMFUSE_ICHUNK_SIZE, 64 },
+};
+
+/* For a pool being created: its heap is empty, so classes can come now. */
 static int register_classes(PMEMobjpool *pop)
 {
-	static const struct { unsigned id; size_t unit; } classes[] = {
-		{ PMFUSE_CLASS_MAPNODE, sizeof(struct pmfuse_mapnode) },
-		{ PMFUSE_CLASS_DIRCHUNK, sizeof(struct pmfuse_dirchunk) },
-		{ PMFUSE_CLASS_ICHUNK, PMFUSE_ICHUNK_SIZE },
-	};
 	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
 		struct pobj_alloc_class_desc d = {
 			.unit_size = classes[i].unit,
 			.alignment = 0,
-			.units_per_block = classes[i].unit >= 16384 ? 64 : 256,
+			.units_per_block = classes[i].per_run,
 			.header_type = POBJ_HEADER_NONE,
 		};
 		char name[64];
 		snprintf(name, sizeof(name), "heap.alloc_class.%u.desc", classes[i].id);
 		if (pmemobj_ctl_set(pop, name, &d))
 			return -errno;
+	}
+	return 0;
+}
+
+/*
+ * For a pool being opened, the classes must exist before pmemobj boots the
+ * heap: runs of an unknown class are given to a class of pmemobj's own, and
+ * every mount would then start fresh runs and leak the partly used ones.
+ * PMEMOBJ_CONF is applied to a pool before its heap boots.
+ */
+static int classes_env_set(char **saved)
+{
+	const char *old = getenv("PMEMOBJ_CONF");
+	char conf[1024];
+	size_t n = 0;
+
+	*saved = old ? strdup(old) : NULL;
+	if (old && !*saved)
+		return -ENOMEM;
+	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+		n += (size_t)snprintf(conf + n, sizeof(conf) - n, "heap.alloc_class.%u.desc=%zu,0,%u,none;",
+				      classes[i].id, classes[i].unit, classes[i].per_run);
+	if (old)
+		snprintf(conf + n, sizeof(conf) - n, "%s", old);
+	return setenv("PMEMOBJ_CONF", conf, 1) ? -errno : 0;
+}
+
+static void classes_env_restore(char *saved)
+{
+	if (saved)
+		setenv("PMEMOBJ_CONF", saved, 1);
+	else
+		unsetenv("PMEMOBJ_CONF");
+	free(saved);
+}
+
+/* Did the open register our classes as we asked? */
+static int check_classes(PMEMobjpool *pop)
+{
+	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
+		struct pobj_alloc_class_desc d;
+		char name[64];
+		snprintf(name, sizeof(name), "heap.alloc_class.%u.desc", classes[i].id);
+		if (pmemobj_ctl_get(pop, name, &d) || d.unit_size != classes[i].unit ||
+		    d.header_type != POBJ_HEADER_NONE)
+			return -EINVAL;
 	}
 	return 0;
 }
@@ -419,12 +467,72 @@ out:
 	return ret;
 }
 
+/*
+ * libpmemobj 1.12's pool descriptor, as found on media: the layout name
+ * follows the 4 KiB pool header, and root_offset/root_size sit at the end
+ * of the 2 KiB persistent part.  Reading them ourselves lets a region be
+ * judged -- and refused -- before pmemobj_open, which writes to the pool
+ * (its run_id) even when we are about to turn it away.
+ */
+#define OBJ_FORMAT_MAJOR	6
+#define OBJ_LAYOUT_OFF		4096
+#define OBJ_ROOT_OFFSET_OFF	(4096 + 2048)
+#define OBJ_ROOT_SIZE_OFF	(4096 + 2048 + 16)
+
+static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
+{
+	unsigned char page[8192];
+	struct pmfuse_super sb;
+	uint64_t root_off, root_size;
+	uint32_t major;
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, whylen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (pread(fd, page, sizeof(page), 0) != (ssize_t)sizeof(page) ||
+	    !pool_has_pmemobj_signature(page)) {
+		snprintf(why, whylen, "%s is not a pmfuse region (no pool header)", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	memcpy(&major, page + 8, sizeof(major));
+	if (major != OBJ_FORMAT_MAJOR) {
+		snprintf(why, whylen, "%s: pmemobj pool format %u is not the one this build reads (%u)",
+			 path, major, OBJ_FORMAT_MAJOR);
+		ret = -EPROTONOSUPPORT;
+		goto out;
+	}
+	if (memcmp(page + OBJ_LAYOUT_OFF, PMFUSE_LAYOUT, sizeof(PMFUSE_LAYOUT)) != 0) {
+		snprintf(why, whylen, "%s is a pmemobj pool of another layout, not a pmfuse region", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	memcpy(&root_off, page + OBJ_ROOT_OFFSET_OFF, sizeof(root_off));
+	memcpy(&root_size, page + OBJ_ROOT_SIZE_OFF, sizeof(root_size));
+	if (root_size != sizeof(struct pmfuse_super) || root_off < sizeof(page) ||
+	    root_off > size - sizeof(sb)) {
+		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (pread(fd, &sb, sizeof(sb), (off_t)root_off) != (ssize_t)sizeof(sb)) {
+		snprintf(why, whylen, "%s: cannot read the superblock", path);
+		ret = -EIO;
+		goto out;
+	}
+	ret = pool_check_geometry(&sb.geo, size, why, whylen);
+out:
+	close(fd);
+	return ret;
+}
+
 int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 {
-	unsigned char page[4096];
 	int64_t size;
-	int fd, ret;
-	ssize_t n;
+	int ret;
 
 	memset(p, 0, sizeof(*p));
 	size = pool_region_size(path, why, whylen);
@@ -434,20 +542,19 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 		snprintf(why, whylen, "%s is %" PRId64 " bytes: too small to be a pmfuse region", path, size);
 		return -EINVAL;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(why, whylen, "%s: %s", path, strerror(errno));
-		return -errno;
-	}
-	n = pread(fd, page, sizeof(page), 0);
-	close(fd);
-	if (n != (ssize_t)sizeof(page) || !pool_has_pmemobj_signature(page)) {
-		snprintf(why, whylen, "%s is not a pmfuse region (no pool header)", path);
-		return -EINVAL;
+	ret = precheck(path, (uint64_t)size, why, whylen);
+	if (ret)
+		return ret;
+	char *saved_conf;
+	ret = classes_env_set(&saved_conf);
+	if (ret) {
+		snprintf(why, whylen, "cannot set up allocation classes");
+		return ret;
 	}
 	p->pop = pmemobj_open(path, PMFUSE_LAYOUT);
+	int e = errno;
+	classes_env_restore(saved_conf);
 	if (!p->pop) {
-		int e = errno;
 		if (e == EAGAIN || e == EWOULDBLOCK) {
 			snprintf(why, whylen, "%s is in use (mounted by another pmfuse daemon, or being checked)", path);
 			return -EAGAIN;
@@ -484,9 +591,9 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 		ret = -EINVAL;
 		goto fail;
 	}
-	ret = register_classes(p->pop);
+	ret = check_classes(p->pop);
 	if (ret) {
-		snprintf(why, whylen, "cannot register allocation classes: %s", pmemobj_errormsg());
+		snprintf(why, whylen, "allocation classes were not registered: %s", pmemobj_errormsg());
 		goto fail;
 	}
 	return 0;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,13 +131,21 @@ static const char *existing_signature(const char *path)
 	return NULL;
 }
 
-/* Zero the start of the region so pmemobj_create sees no old pool. */
+/*
+ * Zero the start of the region so pmemobj_create sees no old pool -- but
+ * never under a running daemon: pmemobj holds an flock while a pool is open.
+ */
 static int wipe_header(const char *path, char *why, size_t whylen)
 {
 	static const char zeros[1 << 16];
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	int ret = 0;
 
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		snprintf(why, whylen, "%s is in use (mounted?): not formatting it", path);
+		close(fd);
+		return -1;
+	}
 	if (fd < 0 || pwrite(fd, zeros, sizeof(zeros), 0) != (ssize_t)sizeof(zeros) ||
 	    pwrite(fd, zeros, sizeof(zeros), 65536) != (ssize_t)sizeof(zeros) || fsync(fd)) {
 		snprintf(why, whylen, "%s: cannot clear old signature: %s", path, strerror(errno));
