@@ -22,17 +22,14 @@ Run a module directly: ``python3 tests/mount/test_data.py [-k pattern]``.
 
 import ctypes
 import ctypes.util
-import errno
 import gc
 import hashlib
 import itertools
 import os
 import pickle
 import platform
-import random
 import shutil
 import signal
-import stat
 import struct
 import subprocess
 import sys
@@ -66,6 +63,11 @@ PMFUSE_MAGIC = struct.pack("<Q", 0x3145535546504D50)  # b"PMFUSE1\0"
 MIN_REGION = 32 << 20
 
 _counter = itertools.count()
+
+# everything still live, for the emergency cleanup on SIGTERM (meson timeout)
+_LIVE_MOUNTS = set()
+_LIVE_REGIONS = set()
+_LIVE_DIRS = set()      # (path, is_mountpoint)
 
 
 class HarnessError(Exception):
@@ -147,11 +149,14 @@ def pwrite_all(fd, data, offset):
 
 
 def new_region_path(tag="region"):
-    return os.path.join(SHM, "pmfuse-test-%d-%d-%s-%s" % (
+    p = os.path.join(SHM, "pmfuse-test-%d-%d-%s-%s" % (
         os.getpid(), next(_counter), tag, os.urandom(3).hex()))
+    _LIVE_REGIONS.add(p)
+    return p
 
 
 def remove_quietly(path):
+    _LIVE_REGIONS.discard(path)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -295,6 +300,7 @@ class Mount:
         self.log_path = os.path.join(self.log_dir, "daemon-%d-%s.log" % (
             next(_counter), os.path.basename(self.region)))
         log = open(self.log_path, "wb")
+        _LIVE_MOUNTS.add(self)
         try:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
@@ -378,6 +384,7 @@ class Mount:
 
     def force_cleanup(self):
         """Best effort, for cleanups: leave no mount and no daemon behind."""
+        _LIVE_MOUNTS.discard(self)
         if REFERENCE == "ext4":
             if self.is_mounted():
                 if run(["umount", self.mnt]).returncode:
@@ -572,10 +579,12 @@ class PmfuseTestCase(unittest.TestCase):
     def setUp(self):
         os.umask(0o022)
         self.workdir = tempfile.mkdtemp(prefix="pmfuse-test-work-")
+        _LIVE_DIRS.add((self.workdir, False))
         self.addCleanup(self._cleanup_workdir)
         self.region = make_region(self.region_size, *self.mkfs_args)
         self.addCleanup(self._cleanup_region, self.region)
         self.mnt = os.path.realpath(tempfile.mkdtemp(prefix="pmfuse-test-mnt-"))
+        _LIVE_DIRS.add((self.mnt, True))
         self.addCleanup(self._cleanup_mountpoint, self.mnt)
         self.mounts = []
         self.addCleanup(self._cleanup_mounts)
@@ -696,13 +705,42 @@ def check_prerequisites():
     return problems
 
 
+def _emergency_cleanup(signum=None, frame=None):
+    for m in list(_LIVE_MOUNTS):
+        try:
+            m.force_cleanup()
+        except Exception:   # noqa: BLE001 - best effort
+            pass
+    for r in list(_LIVE_REGIONS):
+        if not KEEP:
+            remove_quietly(r)
+    for d, is_mnt in sorted(_LIVE_DIRS, key=lambda t: not t[1]):
+        if is_mnt:
+            if not is_mounted(d):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+        elif not KEEP:
+            shutil.rmtree(d, ignore_errors=True)
+    _LIVE_DIRS.clear()
+    if signum is not None:
+        sys.stderr.write("pmfuse mount tests: killed by signal %d, cleaned up\n" % signum)
+        os._exit(1)
+
+
 def main():
+    signal.signal(signal.SIGTERM, _emergency_cleanup)
+    signal.signal(signal.SIGHUP, _emergency_cleanup)
     problems = check_prerequisites()
     if problems:
         for p in problems:
             sys.stderr.write("pmfuse mount tests: %s\n" % p)
         sys.exit(1)
-    prog = unittest.main(verbosity=2, exit=False)
+    try:
+        prog = unittest.main(verbosity=2, exit=False)
+    finally:
+        _emergency_cleanup()
     res = prog.result
     failed = len(res.failures) + len(res.errors) + len(getattr(res, "unexpectedSuccesses", []))
     skipped = len(res.skipped)

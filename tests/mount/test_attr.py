@@ -9,6 +9,7 @@ import stat
 import sys
 import time
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (UTIME_NOW, UTIME_OMIT, XATTR_CREATE, XATTR_REPLACE,  # noqa: E402
                      PmfuseTestCase, as_user, getxattr_raw, main, pmfuse_only,

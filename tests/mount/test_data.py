@@ -10,6 +10,7 @@ import struct
 import sys
 import time
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (PmfuseTestCase, fallocate, main, pread_all, pwrite_all,  # noqa: E402
                      read_file, sha256_bytes, sha256_file, wait_until, write_file)
@@ -308,6 +309,19 @@ class FileDataTest(PmfuseTestCase):
             # the preallocated range is writable and keeps what is written
             pwrite_all(fd, b"inside", 3 * MiB)
             self.assertEqual(pread_all(fd, 10, 3 * MiB - 2), bytes(2) + b"inside" + bytes(2))
+        finally:
+            os.close(fd)
+
+    def test_posix_fallocate_extends_size_and_reads_zeros(self):
+        p = self.p("pfalloc")
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"abc")
+            os.posix_fallocate(fd, 0, 2 * MiB)
+            st = os.fstat(fd)
+            self.assertEqual(st.st_size, 2 * MiB)
+            self.assertGreaterEqual(st.st_blocks, 2 * MiB // 512)
+            self.assertEqual(pread_all(fd, 2 * MiB, 0), b"abc" + bytes(2 * MiB - 3))
         finally:
             os.close(fd)
 

@@ -9,10 +9,11 @@ import random
 import stat
 import sys
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (RENAME_EXCHANGE, RENAME_NOREPLACE, PmfuseTestCase,  # noqa: E402
                      getdents, main, mount_entry, pmfuse_only, read_file,
-                     renameat2, wait_until, write_file)
+                     renameat2, write_file)
 
 DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 1, 2, 4, 6, 8, 10, 12
 
