@@ -29,6 +29,7 @@
 #include "pmfuse/format.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <setjmp.h>
@@ -122,7 +123,11 @@ static struct fsck {
 	/* counters for the summary */
 	uint64_t n_used, n_dir, n_reg, n_lnk, n_other, n_orphan, n_bad;
 	uint64_t n_mapnodes, n_objects, n_leaks;
+	uint64_t meta_bytes;	/* allocated outside the data runs */
 	bool leak_checked;
+	bool used_backup;	/* the primary geometry was damaged */
+	uint64_t sb_off;	/* the primary superblock (root object) */
+	bool shared_open;	/* device DAX: libpmemobj's open bookkeeping is written */
 } F;
 
 /* ------------------------------------------------------------------ */
@@ -139,6 +144,9 @@ static void problem(const char *fmt, ...)
 	putchar('\n');
 	F.problems++;
 }
+
+#define OPEN_WATCHDOG_SEC 120	/* pool_open() */
+#define HEAP_WATCHDOG_SEC 15	/* no progress walking the heap */
 
 /* the walk of the pmemobj heap (pass 6), guarded against damage */
 static sigjmp_buf heap_jmp;
@@ -403,8 +411,8 @@ static void check_super(void)
 	struct pool *p = F.p;
 	const struct pmfuse_geometry *pg = &p->sb->geo;
 	struct pmfuse_geometry b;
-	uint64_t sb_off = pool_off(p, p->sb);
-	uint64_t it_len = sizeof(struct pmfuse_itable) + p->itable->nchunks * sizeof(uint64_t);
+	uint64_t sb_off = F.sb_off;
+	uint64_t it_len = sizeof(struct pmfuse_itable) + F.nchunks * sizeof(uint64_t);
 
 	ref_add(sb_off, sizeof(struct pmfuse_super), K_SUPER, 0);
 	if (!pool_meta_range_ok(p, sb_off, sizeof(struct pmfuse_super)))
@@ -1113,12 +1121,16 @@ static size_t obj_find(const struct obj *o, size_t n, uint64_t off)
  * crash or hang libpmemobj's walk: a fault, or no progress for a while,
  * jumps back here and the object checks are skipped.
  */
-#define HEAP_WATCHDOG_SEC 15
 
 
 static void on_alarm(int sig)
 {
 	(void)sig;
+	if (in_pmemobj == 1) {
+		say("fsck.pmfuse: libpmemobj did not finish opening the pool: the pmemobj pool"
+		    " structures (lanes or heap) of the region are probably damaged\n");
+		_exit(FSCK_OPERATIONAL);
+	}
 	if (in_pmemobj == 2 && heap_n == heap_seen)
 		siglongjmp(heap_jmp, SIGALRM);
 	heap_seen = heap_n;
@@ -1212,6 +1224,9 @@ static void check_objects(void)
 				i, g->runs[i].off, g->runs[i].len);
 		o[k].used = 2;
 	}
+	for (size_t k = 0; k < n; k++)
+		if (o[k].used != 2)
+			F.meta_bytes += o[k].size;
 	/* leaks: meaningful only if every structure could be followed */
 	if (!F.incomplete) {
 		F.leak_checked = true;
@@ -1267,14 +1282,204 @@ static void summary(uint64_t used_blocks, uint64_t capacity)
 	printf("  blocks (4 KiB): %" PRIu64 " used, %" PRIu64 " free, %" PRIu64 " total;"
 	       " %" PRIu64 " claimed more than once\n", used_blocks,
 	       capacity > used_blocks ? capacity - used_blocks : 0, capacity, F.ndup);
-	printf("  metadata: %" PRIu64 " objects referenced (%" PRIu64 " file map nodes), %" PRIu64
-	       " allocated", (uint64_t)F.nrefs, F.n_mapnodes, F.n_objects);
-	if (F.leak_checked)
-		printf(", %" PRIu64 " unreferenced\n", F.n_leaks);
+	printf("  metadata: %" PRIu64 " objects referenced (%" PRIu64 " file map nodes)",
+	       (uint64_t)F.nrefs, F.n_mapnodes);
+	if (heap_broken || !F.n_objects)
+		printf("; pmemobj heap not walked\n");
+	else if (F.leak_checked)
+		printf(", %" PRIu64 " allocated, %" PRIu64 " unreferenced\n", F.n_objects, F.n_leaks);
 	else
-		printf("; leak check skipped (damaged structures)\n");
+		printf(", %" PRIu64 " allocated; leak check skipped (damaged structures)\n",
+		       F.n_objects);
+	if (!heap_broken && F.n_objects)
+		printf("  metadata space: %" PRIu64 " KiB in objects outside the data runs"
+		       " (reserve at mkfs: %" PRIu64 " KiB)\n", F.meta_bytes >> 10,
+		       g->meta_reserve >> 10);
 	if (!F.root_ok)
 		printf("  reachability not checked: no valid root directory\n");
+	if (F.used_backup)
+		printf("  checked with the backup superblock: the primary is damaged\n");
+	if (F.shared_open)
+		printf("  opened without copy-on-write (device DAX, or an old libpmemobj): libpmemobj"
+		       " updated its own open bookkeeping (run id, lanes) in the region\n");
+}
+
+/* ------------------------------------------------------------------ */
+/* opening */
+
+/* pmemobj_open() replays logs and boots the heap: slow on a big pool, endless on a bad one */
+static int guarded_pool_open(char *why, size_t whylen)
+{
+	struct sigaction al = { .sa_handler = on_alarm };
+	int ret;
+
+	sigaction(SIGALRM, &al, NULL);
+	in_pmemobj = 1;
+	alarm(OPEN_WATCHDOG_SEC);
+	ret = pool_open(&F.pool, F.region, why, whylen);
+	alarm(0);
+	in_pmemobj = 0;
+	return ret;
+}
+
+static bool is_char_device(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISCHR(st.st_mode);
+}
+
+/*
+ * pool_open() refused the region.  If it is nevertheless a pmfuse pool
+ * whose superblock carries the pmfuse magic, the superblock is damaged:
+ * that is a filesystem error (4), and if an intact backup geometry exists
+ * the rest of the region is checked with it.  Anything else (no pool, a
+ * pool of another layout, a superblock mkfs never finished) cannot be
+ * checked (8).  Returns an exit code, or -1 to go on checking.
+ */
+static struct pmfuse_super backup_sb;
+
+static bool has_pool_header(void)
+{
+	unsigned char page[4096];
+	int fd = open(F.region, O_RDONLY | O_CLOEXEC);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = pread(fd, page, sizeof(page), 0) == (ssize_t)sizeof(page) &&
+	     pool_has_pmemobj_signature(page);
+	close(fd);
+	return ok;
+}
+
+static int open_damaged(const char *why_open)
+{
+	char why[POOL_WHY];
+	int64_t size = pool_region_size(F.region, why, sizeof(why));
+	PMEMobjpool *pop;
+	PMEMoid root;
+	const struct pmfuse_super *sb;
+	const struct pmfuse_geometry *b = NULL;
+	struct pmfuse_geometry g;
+
+	if (size < (int64_t)PMFUSE_MIN_REGION || !has_pool_header())
+		goto not_pmfuse;	/* pmemobj_open() must not see it */
+	in_pmemobj = 1;
+	alarm(OPEN_WATCHDOG_SEC);
+	pop = pmemobj_open(F.region, PMFUSE_LAYOUT);
+	alarm(0);
+	in_pmemobj = 0;
+	if (!pop)
+		goto not_pmfuse;
+	/* as pool_open(): pmemobj_root() would reallocate a root of another size */
+	if (pmemobj_root_size(pop) != sizeof(struct pmfuse_super) ||
+	    OID_IS_NULL(root = pmemobj_root(pop, sizeof(struct pmfuse_super))) ||
+	    root.off < 4096 || root.off > (uint64_t)size ||
+	    (uint64_t)size - root.off < sizeof(struct pmfuse_super))
+		goto close;
+	sb = (const struct pmfuse_super *)((const char *)pop + root.off);
+	if (sb->geo.magic != PMFUSE_MAGIC)
+		goto close;
+
+	F.sb_off = root.off;
+	F.pool.pop = pop;
+	F.pool.base = (char *)pop;
+	F.pool.size = (uint64_t)size;
+	F.opened = true;
+	if (mprotect(F.pool.base, F.pool.size, PROT_READ) == 0)
+		F.protected = true;
+	g = sb->geo;
+	if (pool_check_geometry(&g, (uint64_t)size, why, sizeof(why)) == 0) {
+		/* the geometry is fine: pool_open() objected to the inode table (below) */
+		backup_sb = *sb;
+		if (((const struct pmfuse_itable *)(F.pool.base + g.itable_off))->nchunks ==
+		    g.max_inodes / PMFUSE_INODES_PER_CHUNK)
+			problem("superblock: %s", why_open);	/* whatever it was */
+	} else {
+		problem("%s%s", strncmp(why_open, "superblock", 10) ? "superblock: " : "", why_open);
+		/* the backup sits in the first block of its own run 0, at a 2 MiB boundary */
+		for (uint64_t off = PMFUSE_HUGE_2M_BLOCKS * PMFUSE_BLOCK_SIZE;
+		     off + PMFUSE_BLOCK_SIZE <= (uint64_t)size;
+		     off += PMFUSE_HUGE_2M_BLOCKS * PMFUSE_BLOCK_SIZE) {
+			const struct pmfuse_geometry *c = (const void *)(F.pool.base + off);
+			if (c->magic != PMFUSE_BACKUP_MAGIC || c->checksum != pool_geometry_checksum(c))
+				continue;
+			g = *c;
+			g.magic = PMFUSE_MAGIC;
+			g.checksum = pool_geometry_checksum(&g);
+			if (g.runs[0].off == off &&
+			    !pool_check_geometry(&g, (uint64_t)size, why, sizeof(why))) {
+				b = c;
+				break;
+			}
+		}
+		if (!b) {
+			problem("superblock: no intact backup superblock found; nothing more can be checked");
+			return FSCK_UNCORRECTED;
+		}
+		backup_sb = *sb;	/* the mutable part (state, orphan list) */
+		backup_sb.geo = g;
+		printf("%s: the backup superblock at offset %" PRIu64 " is intact; checking with it\n",
+		       F.region, pool_off(&F.pool, b));
+		F.used_backup = true;
+	}
+	F.pool.sb = &backup_sb;
+	F.pool.itable = (struct pmfuse_itable *)(F.pool.base + g.itable_off);
+	/* pool_check_geometry() made sure the pool holds max_inodes / 64 chunk offsets */
+	if (F.pool.itable->nchunks != g.max_inodes / PMFUSE_INODES_PER_CHUNK)
+		problem("inode table: holds %" PRIu64 " chunks, but the superblock says %" PRIu64
+			"; checking %" PRIu64, F.pool.itable->nchunks,
+			g.max_inodes / PMFUSE_INODES_PER_CHUNK, g.max_inodes / PMFUSE_INODES_PER_CHUNK);
+	return -1;
+close:
+	pmemobj_close(pop);
+not_pmfuse:
+	fprintf(stderr, "fsck.pmfuse: %s\n", why_open);
+	return FSCK_OPERATIONAL;
+}
+
+/* Open the region read-only; returns an exit code, or -1 to go on checking. */
+static int open_region(void)
+{
+	char why[POOL_WHY];
+	int one = 1, zero = 0, ret;
+
+	/*
+	 * Copy-on-write: libpmemobj's own bookkeeping at open (run id, lane
+	 * and heap runtime state, log replay) stays in private pages, so the
+	 * check writes nothing.  Device DAX cannot be mapped that way: there
+	 * the open falls back to a shared mapping (pmfuse metadata is still
+	 * mapped read-only below).
+	 */
+	if (pmemobj_ctl_set(NULL, "copy_on_write.at_open", &one))
+		F.shared_open = true;	/* an old libpmemobj */
+	ret = guarded_pool_open(why, sizeof(why));
+	if (ret && ret != -EAGAIN && is_char_device(F.region)) {
+		pmemobj_ctl_set(NULL, "copy_on_write.at_open", &zero);
+		F.shared_open = true;
+		ret = guarded_pool_open(why, sizeof(why));
+	}
+	if (ret == -EAGAIN) {
+		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", F.region);
+		return FSCK_OPERATIONAL;
+	}
+	if (ret == -EINVAL) {
+		ret = open_damaged(why);
+		if (ret >= 0)
+			return ret;
+	} else if (ret) {
+		fprintf(stderr, "fsck.pmfuse: %s\n", why);
+		return FSCK_OPERATIONAL;
+	} else {
+		F.opened = true;
+		F.sb_off = pool_off(&F.pool, F.pool.sb);
+		/* from here on nothing may write the image: make sure nothing can */
+		if (mprotect(F.pool.base, F.pool.size, PROT_READ) == 0)
+			F.protected = true;
+	}
+	F.p = &F.pool;
+	return -1;
 }
 
 static void usage(FILE *f)
@@ -1294,7 +1499,6 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char why[POOL_WHY];
 	bool repair = false;
 	int c, ret;
 
@@ -1325,28 +1529,17 @@ int main(int argc, char **argv)
 	sigaction(SIGFPE, &sa, NULL);
 	sigaction(SIGILL, &sa, NULL);
 
-	in_pmemobj = 1;
-	ret = pool_open(&F.pool, F.region, why, sizeof(why));
-	in_pmemobj = 0;
-	if (ret == -EAGAIN) {
-		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", F.region);
-		return FSCK_OPERATIONAL;
+	ret = open_region();
+	if (ret >= 0) {
+		if (ret == FSCK_UNCORRECTED)
+			printf("%s: %" PRIu64 " problem(s) found, not repaired\n", F.region, F.problems);
+		fflush(stdout);
+		cleanup();
+		return ret;
 	}
-	if (ret) {
-		fprintf(stderr, "fsck.pmfuse: %s\n", why);
-		/* a pmfuse pool whose superblock fails validation is a damaged
-		 * filesystem, not a failure to check one */
-		return ret == -EINVAL && strstr(why, "superblock") ? FSCK_UNCORRECTED
-								   : FSCK_OPERATIONAL;
-	}
-	F.opened = true;
-	F.p = &F.pool;
-	/* from here on nothing may write the image: make sure nothing can */
-	if (mprotect(F.pool.base, F.pool.size, PROT_READ) == 0)
-		F.protected = true;
 
 	F.max_inodes = F.p->sb->geo.max_inodes;
-	F.nchunks = F.p->itable->nchunks;
+	F.nchunks = F.max_inodes / PMFUSE_INODES_PER_CHUNK;	/* == itable->nchunks, or reported */
 	F.chunk_ok = xcalloc(F.nchunks, 1);
 	F.st = xcalloc(F.max_inodes, 1);
 	F.nref = xcalloc(F.max_inodes, sizeof(uint32_t));
