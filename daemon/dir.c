@@ -293,7 +293,7 @@ static int tx_add_chunk(struct fs *fs, struct inode *dir, uint32_t *first_slot)
 		t = nt;
 		fresh = true;
 	}
-	PMEMoid ch = pool_tx_alloc_class(sizeof(struct pmfuse_dirchunk), PMFUSE_CLASS_DIRCHUNK);
+	PMEMoid ch = pool_tx_zalloc(sizeof(struct pmfuse_dirchunk));
 	if (!fresh)
 		pmemobj_tx_add_range_direct(t, sizeof(*t) + (t->nchunks + 1) * sizeof(uint64_t));
 	t->chunk[t->nchunks] = ch.off;

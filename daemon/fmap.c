@@ -73,7 +73,7 @@ static void entry_set(uint64_t *slot, uint64_t v, bool fresh)
 
 static uint64_t new_node(const struct pool *p)
 {
-	PMEMoid oid = pool_tx_alloc_class(sizeof(struct pmfuse_mapnode), PMFUSE_CLASS_MAPNODE);
+	PMEMoid oid = pool_tx_zalloc(sizeof(struct pmfuse_mapnode));
 	(void)p;
 	return oid.off;	/* the transaction aborts (longjmp) on failure */
 }

@@ -18,16 +18,33 @@
 
 #define PMFUSE_LINK_MAX 65000u
 
+struct claim_ctx {
+	struct alloc *alloc;
+	uint64_t nodes_left;	/* a damaged map sharing nodes must not loop for ever */
+};
+
 static int claim_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 {
+	struct claim_ctx *c = ctx;
+
 	(void)fblock;
-	return alloc_claim(ctx, phys, n);
+	return alloc_claim(c->alloc, phys, n);
+}
+
+static int count_node(void *ctx, uint64_t off)
+{
+	struct claim_ctx *c = ctx;
+
+	(void)off;
+	return c->nodes_left-- ? 0 : -EUCLEAN;
 }
 
 /* Claim every block reachable from a live file; collect orphans to reclaim. */
 static int scan_files(struct fs *fs, uint64_t **orphans, size_t *norphans,
 		      char *why, size_t whylen)
 {
+	/* every node is a distinct object: more visits than fit in the pool is damage */
+	struct claim_ctx c = { &fs->alloc, fs->pool.size / sizeof(struct pmfuse_mapnode) };
 	size_t cap = 0;
 
 	*orphans = NULL;
@@ -37,7 +54,7 @@ static int scan_files(struct fs *fs, uint64_t **orphans, size_t *norphans,
 		if (!pi || pi->mode == 0)
 			continue;
 		if (S_ISREG(pi->mode)) {
-			int ret = fmap_walk(&fs->pool, pi, claim_leaf, NULL, &fs->alloc);
+			int ret = fmap_walk(&fs->pool, pi, claim_leaf, count_node, &c);
 			if (ret) {
 				snprintf(why, whylen, "inode %" PRIu64 ": file map is damaged or "
 					 "shares blocks with another file", ino);

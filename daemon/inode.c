@@ -230,6 +230,12 @@ int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode
 		snprintf(why, whylen, "inode %" PRIu64 ": link count 0 but not an orphan", ino);
 		return -EUCLEAN;
 	}
+	/* mount reclaims orphans: one flipped bit must not delete a linked file */
+	if (pi->nlink != 0 && (pi->flags & PMFUSE_IF_ORPHAN)) {
+		snprintf(why, whylen, "inode %" PRIu64 ": marked orphan but has %u link(s)", ino,
+			 pi->nlink);
+		return -EUCLEAN;
+	}
 	if (pi->flags & ~PMFUSE_IF_ORPHAN) {
 		snprintf(why, whylen, "inode %" PRIu64 ": unknown flags %#x", ino, pi->flags);
 		return -EUCLEAN;
@@ -300,7 +306,7 @@ struct chunk_args {
 static int tx_add_ichunk(void *arg)
 {
 	struct chunk_args *a = arg;
-	PMEMoid oid = pool_tx_alloc_class(PMFUSE_ICHUNK_SIZE, PMFUSE_CLASS_ICHUNK);
+	PMEMoid oid = pool_tx_zalloc(PMFUSE_ICHUNK_SIZE);
 
 	pmemobj_tx_add_range_direct(&a->p->itable->chunk[a->c], sizeof(uint64_t));
 	a->p->itable->chunk[a->c] = oid.off;

@@ -113,14 +113,14 @@ int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
 		snprintf(why, whylen, "superblock magic is wrong: not a pmfuse filesystem");
 		return -EINVAL;
 	}
+	if (g->checksum != pool_geometry_checksum(g)) {
+		snprintf(why, whylen, "superblock checksum mismatch: the superblock is damaged");
+		return -EINVAL;
+	}
 	if (g->version != PMFUSE_VERSION) {
 		snprintf(why, whylen, "unsupported format version %u (this build knows %u)",
 			 g->version, PMFUSE_VERSION);
 		return -EPROTONOSUPPORT;
-	}
-	if (g->checksum != pool_geometry_checksum(g)) {
-		snprintf(why, whylen, "superblock checksum mismatch: the superblock is damaged");
-		return -EINVAL;
 	}
 	if (g->block_size != PMFUSE_BLOCK_SIZE) {
 		snprintf(why, whylen, "unsupported block size %u", g->block_size);
@@ -206,76 +206,6 @@ uint64_t pool_data_blocks(const struct pool *p)
 	return n;
 }
 
-static const struct { unsigned id; size_t unit; unsigned per_run; } classes[] = {
-	{ PMFUSE_CLASS_MAPNODE, sizeof(struct pmfuse_mapnode), 256 },
-	{ PMFUSE_CLASS_DIRCHUNK, sizeof(struct pmfuse_dirchunk), 256 },
-	{ PMFUSE_CLASS_ICHUNK, PMFUSE_ICHUNK_SIZE, 64 },
-};
-
-/* For a pool being created: its heap is empty, so classes can come now. */
-static int register_classes(PMEMobjpool *pop)
-{
-	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
-		struct pobj_alloc_class_desc d = {
-			.unit_size = classes[i].unit,
-			.alignment = 0,
-			.units_per_block = classes[i].per_run,
-			.header_type = POBJ_HEADER_NONE,
-		};
-		char name[64];
-		snprintf(name, sizeof(name), "heap.alloc_class.%u.desc", classes[i].id);
-		if (pmemobj_ctl_set(pop, name, &d))
-			return -errno;
-	}
-	return 0;
-}
-
-/*
- * For a pool being opened, the classes must exist before pmemobj boots the
- * heap: runs of an unknown class are given to a class of pmemobj's own, and
- * every mount would then start fresh runs and leak the partly used ones.
- * PMEMOBJ_CONF is applied to a pool before its heap boots.
- */
-static int classes_env_set(char **saved)
-{
-	const char *old = getenv("PMEMOBJ_CONF");
-	char conf[1024];
-	size_t n = 0;
-
-	*saved = old ? strdup(old) : NULL;
-	if (old && !*saved)
-		return -ENOMEM;
-	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
-		n += (size_t)snprintf(conf + n, sizeof(conf) - n, "heap.alloc_class.%u.desc=%zu,0,%u,none;",
-				      classes[i].id, classes[i].unit, classes[i].per_run);
-	if (old)
-		snprintf(conf + n, sizeof(conf) - n, "%s", old);
-	return setenv("PMEMOBJ_CONF", conf, 1) ? -errno : 0;
-}
-
-static void classes_env_restore(char *saved)
-{
-	if (saved)
-		setenv("PMEMOBJ_CONF", saved, 1);
-	else
-		unsetenv("PMEMOBJ_CONF");
-	free(saved);
-}
-
-/* Did the open register our classes as we asked? */
-static int check_classes(PMEMobjpool *pop)
-{
-	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
-		struct pobj_alloc_class_desc d;
-		char name[64];
-		snprintf(name, sizeof(name), "heap.alloc_class.%u.desc", classes[i].id);
-		if (pmemobj_ctl_get(pop, name, &d) || d.unit_size != classes[i].unit ||
-		    d.header_type != POBJ_HEADER_NONE)
-			return -EINVAL;
-	}
-	return 0;
-}
-
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 {
 	volatile int ret = 0;
@@ -291,9 +221,9 @@ int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 	return ret;
 }
 
-PMEMoid pool_tx_alloc_class(size_t size, unsigned class_id)
+PMEMoid pool_tx_zalloc(size_t size)
 {
-	return pmemobj_tx_xalloc(size, 0, POBJ_XALLOC_ZERO | POBJ_CLASS_ID(class_id));
+	return pmemobj_tx_zalloc(size, 0);
 }
 
 /* Allocate the largest block of at most want bytes the heap can give. */
@@ -351,11 +281,6 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 	if (!pop) {
 		snprintf(why, whylen, "cannot create pool on %s: %s", path, pmemobj_errormsg());
 		return errno > 0 ? -errno : -EIO;
-	}
-	ret = register_classes(pop);
-	if (ret) {
-		snprintf(why, whylen, "cannot register allocation classes: %s", pmemobj_errormsg());
-		goto out;
 	}
 
 	memset(&g, 0, sizeof(g));
@@ -426,10 +351,7 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 
 	/* Root directory: first inode chunk, inode 1. */
 	PMEMoid chunk;
-	struct pobj_alloc_class_desc unused;
-	(void)unused;
-	if (pmemobj_xalloc(pop, &chunk, PMFUSE_ICHUNK_SIZE, 0,
-			   POBJ_XALLOC_ZERO | POBJ_CLASS_ID(PMFUSE_CLASS_ICHUNK), NULL, NULL)) {
+	if (pmemobj_zalloc(pop, &chunk, PMFUSE_ICHUNK_SIZE, 0)) {
 		snprintf(why, whylen, "cannot allocate the first inode chunk");
 		ret = -ENOSPC;
 		goto out;
@@ -545,15 +467,8 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 	ret = precheck(path, (uint64_t)size, why, whylen);
 	if (ret)
 		return ret;
-	char *saved_conf;
-	ret = classes_env_set(&saved_conf);
-	if (ret) {
-		snprintf(why, whylen, "cannot set up allocation classes");
-		return ret;
-	}
 	p->pop = pmemobj_open(path, PMFUSE_LAYOUT);
 	int e = errno;
-	classes_env_restore(saved_conf);
 	if (!p->pop) {
 		if (e == EAGAIN || e == EWOULDBLOCK) {
 			snprintf(why, whylen, "%s is in use (mounted by another pmfuse daemon, or being checked)", path);
@@ -589,11 +504,6 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 	if (p->itable->nchunks != p->sb->geo.max_inodes / PMFUSE_INODES_PER_CHUNK) {
 		snprintf(why, whylen, "inode table size does not match the superblock");
 		ret = -EINVAL;
-		goto fail;
-	}
-	ret = check_classes(p->pop);
-	if (ret) {
-		snprintf(why, whylen, "allocation classes were not registered: %s", pmemobj_errormsg());
 		goto fail;
 	}
 	return 0;

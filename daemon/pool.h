@@ -99,7 +99,7 @@ static inline uint64_t pool_backup_block(const struct pool *p)
 typedef int (*pool_tx_fn)(void *arg);
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg);
 
-/* Allocation inside a transaction in one of our header-less classes. */
-PMEMoid pool_tx_alloc_class(size_t size, unsigned class_id);
+/* Zeroed allocation inside a transaction (aborts it on failure). */
+PMEMoid pool_tx_zalloc(size_t size);
 
 #endif

@@ -140,7 +140,7 @@ struct pmfuse_inode {
  *   node offset (even)     (L >= 1 only) a struct pmfuse_mapnode whose 64
  *                          entries are at level L - 1.
  * The root entry (level map_height) lives in the inode.  Nodes are 512 bytes
- * in a header-less pmemobj allocation class.  A 2 MiB extent is 8 level-1
+ * (a pmemobj object).  A 2 MiB extent is 8 level-1
  * leaves; a 1 GiB extent aligned in the file is one level-3 leaf.
  */
 #define PMFUSE_MAP_SHIFT	6
@@ -203,10 +203,12 @@ struct pmfuse_xattr_rec {
 	uint32_t value_len;
 };
 
-/* Header-less allocation classes registered at every open. */
-#define PMFUSE_CLASS_MAPNODE	200	/* 512 B file-map nodes */
-#define PMFUSE_CLASS_DIRCHUNK	201	/* 4 KiB dirent chunks */
-#define PMFUSE_CLASS_ICHUNK	202	/* 16 KiB inode chunks */
+/*
+ * Map nodes, dirent chunks and inode chunks are ordinary pmemobj objects
+ * (16-byte header).  Header-less custom allocation classes were tried and
+ * dropped: libpmemobj 1.12 does not recycle their partly used runs after an
+ * unclean shutdown, so every crash leaked a heap chunk of metadata space.
+ */
 
 static inline uint64_t pmfuse_fnv1a(const void *p, uint64_t n, uint64_t h)
 {
