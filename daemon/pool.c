@@ -208,15 +208,25 @@ uint64_t pool_data_blocks(const struct pool *p)
 
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 {
-	volatile int ret = 0;
+	volatile int ret = 0, own = 0;
 
 	TX_BEGIN(p->pop) {
 		int r = fn(arg);
-		if (r)
+		if (r) {
+			own = r;
 			pmemobj_tx_abort(-r);
+		}
 	} TX_ONABORT {
 		int e = pmemobj_tx_errno();
-		ret = e > 0 ? -e : -EIO;
+		/*
+		 * An abort inside pmemobj (allocation, undo-log growth) means the
+		 * metadata heap is full: a pool cannot grow, so that is ENOSPC to
+		 * the user, never ENOMEM.  Errors of fn itself pass through.
+		 */
+		if (own)
+			ret = own;
+		else
+			ret = e == ENOMEM || e <= 0 ? -ENOSPC : -e;
 	} TX_END
 	return ret;
 }

@@ -92,8 +92,8 @@ static inline uint64_t pool_backup_block(const struct pool *p)
 
 /*
  * Run fn(arg) as one transaction.  fn returns 0 to commit or -errno to
- * abort; pmemobj failures inside (out of space) abort too.  Returns 0 or
- * -errno.  Keeping the setjmp of TX_BEGIN here means no caller's locals
+ * abort; pmemobj failures inside abort too and come back as -ENOSPC (the
+ * metadata heap is full).  Returns 0 or -errno.  Keeping the setjmp of TX_BEGIN here means no caller's locals
  * live across a longjmp.
  */
 typedef int (*pool_tx_fn)(void *arg);

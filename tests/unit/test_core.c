@@ -390,6 +390,38 @@ static void test_orphan_flag_on_linked_inode_refuses_mount(void)
 	CHECK(strstr(why, "orphan") != NULL);
 }
 
+static void test_full_metadata_heap_is_enospc_and_recovers(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	static char value[60000];
+	struct stat st;
+	char name[32];
+	int i, ret = 0;
+
+	/* 60 KB xattrs live in the metadata heap: fill it */
+	for (i = 0; i < 10000 && ret == 0; i++) {
+		snprintf(name, sizeof(name), "x%d", i);
+		ret = fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st);
+		if (!ret) {
+			ret = fs_setxattr(fs, st.st_ino, "user.big", value, sizeof(value), 0);
+			fs_forget(fs, st.st_ino, 1);	/* as the kernel would */
+		}
+	}
+	CHECK_EQ(ret, -ENOSPC);
+	CHECK(i > 10);
+	for (int k = 0; k < i; k++) {
+		snprintf(name, sizeof(name), "x%d", k);
+		fs_unlink(fs, 1, name);
+	}
+	CHECK_EQ(fs_mknod(fs, 1, "after", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st_ino, "user.big", value, sizeof(value), 0), 0);
+	fs_unmount(fs);
+	fs = mount_region();	/* and the image is still valid */
+	CHECK_EQ(fs_lookup(fs, 1, "after", &st), 0);
+	fs_unmount(fs);
+}
+
 int main(void)
 {
 	RUN(test_alloc_aligned_runs_and_enospc);
@@ -403,6 +435,7 @@ int main(void)
 	RUN(test_xattr_flags_and_limits);
 	RUN(test_kills_mid_transaction_do_not_leak_metadata_space);
 	RUN(test_orphan_flag_on_linked_inode_refuses_mount);
+	RUN(test_full_metadata_heap_is_enospc_and_recovers);
 	unlink(region);
 	return test_failures ? 1 : 0;
 }
