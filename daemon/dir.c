@@ -23,7 +23,7 @@ static struct pmfuse_dirtab *dirtab(struct fs *fs, const struct pmfuse_inode *pi
 	return pi->dir_off ? pool_ptr(&fs->pool, pi->dir_off) : NULL;
 }
 
-static bool tab_ok(const struct pool *p, const struct pmfuse_inode *pi)
+bool dir_tab_ok(const struct pool *p, const struct pmfuse_inode *pi)
 {
 	const struct pmfuse_dirtab *t;
 
@@ -180,7 +180,7 @@ int dir_index_build(struct fs *fs, struct inode *dir)
 
 	if (dir->dir)
 		return 0;
-	if (!tab_ok(&fs->pool, dir->pi))
+	if (!dir_tab_ok(&fs->pool, dir->pi))
 		return -EUCLEAN;
 	ix = calloc(1, sizeof(*ix));
 	if (!ix)
@@ -392,7 +392,7 @@ void dir_tx_destroy(struct fs *fs, struct pmfuse_inode *pi)
 {
 	struct pmfuse_dirtab *t = dirtab(fs, pi);
 
-	if (!t || !tab_ok(&fs->pool, pi))
+	if (!t || !dir_tab_ok(&fs->pool, pi))
 		return;
 	for (uint64_t c = 0; c < t->nchunks; c++) {
 		if (!pool_meta_range_ok(&fs->pool, t->chunk[c], sizeof(struct pmfuse_dirchunk)))

@@ -6,6 +6,7 @@
  * name, user.pmfuse.stats on the root, is generated, never stored.
  */
 #include "fs.h"
+#include "xattr.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,34 +19,54 @@
 #define STATS_NAME RESERVED_PREFIX "stats"
 #define XATTR_VALUE_MAX 65536
 
-static size_t rec_size(const struct pmfuse_xattr_rec *r)
+int xattr_set_validate(const struct pool *p, uint64_t off, char *why, size_t whylen)
 {
-	return (sizeof(*r) + r->name_len + r->value_len + 7) & ~(size_t)7;
+	const struct pmfuse_xattrs *x;
+	size_t pos = 0;
+
+	if (!pool_meta_range_ok(p, off, sizeof(*x))) {
+		snprintf(why, whylen, "xattr object at offset %" PRIu64 " is out of range", off);
+		return -EUCLEAN;
+	}
+	x = pool_ptr(p, off);
+	if (x->used > PMFUSE_XATTR_MAX_TOTAL || !pool_meta_range_ok(p, off, sizeof(*x) + x->used)) {
+		snprintf(why, whylen, "xattr object at offset %" PRIu64 " has an invalid size %u",
+			 off, x->used);
+		return -EUCLEAN;
+	}
+	for (uint32_t i = 0; i < x->count; i++) {
+		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
+		if (pos + sizeof(*r) > x->used || pos + xattr_rec_size(r) > x->used) {
+			snprintf(why, whylen, "xattr record %u of %u extends past the %u bytes used",
+				 i, x->count, x->used);
+			return -EUCLEAN;
+		}
+		if (r->name_len == 0 || memchr(r + 1, '\0', r->name_len)) {
+			snprintf(why, whylen, "xattr record %u has an empty name or a NUL in it", i);
+			return -EUCLEAN;
+		}
+		pos += xattr_rec_size(r);
+	}
+	if (pos != x->used) {
+		snprintf(why, whylen, "xattr object: %u records take %zu bytes, but %u are used",
+			 x->count, pos, x->used);
+		return -EUCLEAN;
+	}
+	return 0;
 }
 
 /* Validated view of an inode's attribute object; NULL set = none. */
 static int xattrs_get(struct fs *fs, const struct pmfuse_inode *pi,
 		      const struct pmfuse_xattrs **out)
 {
-	const struct pmfuse_xattrs *x;
-	size_t pos = 0;
+	char why[POOL_WHY];
 
 	*out = NULL;
 	if (!pi->xattr_off)
 		return 0;
-	if (!pool_meta_range_ok(&fs->pool, pi->xattr_off, sizeof(*x)))
+	if (xattr_set_validate(&fs->pool, pi->xattr_off, why, sizeof(why)))
 		return -EIO;
-	x = pool_ptr(&fs->pool, pi->xattr_off);
-	if (x->used > PMFUSE_XATTR_MAX_TOTAL ||
-	    !pool_meta_range_ok(&fs->pool, pi->xattr_off, sizeof(*x) + x->used))
-		return -EIO;
-	for (uint32_t i = 0; i < x->count; i++) {
-		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
-		if (pos + sizeof(*r) > x->used || r->name_len == 0 || pos + rec_size(r) > x->used)
-			return -EIO;
-		pos += rec_size(r);
-	}
-	*out = x;
+	*out = pool_ptr(&fs->pool, pi->xattr_off);
 	return 0;
 }
 
@@ -58,7 +79,7 @@ static const struct pmfuse_xattr_rec *xattr_find(const struct pmfuse_xattrs *x, 
 		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
 		if (r->name_len == nlen && memcmp(r + 1, name, nlen) == 0)
 			return r;
-		pos += rec_size(r);
+		pos += xattr_rec_size(r);
 	}
 	return NULL;
 }
@@ -148,7 +169,7 @@ ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
 			list[need + r->name_len] = '\0';
 		}
 		need += r->name_len + 1;
-		pos += rec_size(r);
+		pos += xattr_rec_size(r);
 	}
 	ret = (ssize_t)need;
 out:
@@ -206,11 +227,11 @@ static int xattr_rewrite(struct fs *fs, struct inode *in, const struct pmfuse_xa
 		return -ENOMEM;
 	for (uint32_t i = 0; x && i < x->count; i++) {
 		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
-		pos += rec_size(r);
+		pos += xattr_rec_size(r);
 		if (r->name_len == nlen && memcmp(r + 1, name, nlen) == 0)
 			continue;
-		memcpy(buf + used, r, rec_size(r));
-		used += rec_size(r);
+		memcpy(buf + used, r, xattr_rec_size(r));
+		used += xattr_rec_size(r);
 		count++;
 	}
 	if (value) {

@@ -23,6 +23,7 @@
  * is dereferenced, and every loop is bounded by the image's geometry.
  */
 #include "dir.h"
+#include "xattr.h"
 #include "fmap.h"
 #include "fs.h"
 #include "pool.h"
@@ -597,55 +598,31 @@ static int xname_cmp(const void *a, const void *b)
 	return memcmp(x->name, y->name, x->len);
 }
 
-static size_t xrec_size(const struct pmfuse_xattr_rec *r)
-{
-	return (sizeof(*r) + r->name_len + r->value_len + 7) & ~(size_t)7;
-}
-
 static void check_xattrs(uint64_t ino, const struct pmfuse_inode *pi)
 {
 	const struct pmfuse_xattrs *x;
 	struct xname *names;
+	char why[POOL_WHY];
 	uint32_t i, n = 0;
 	size_t pos = 0;
 
 	if (!pi->xattr_off)
 		return;
-	/* inode_validate() checked the header's range */
-	x = pool_ptr(F.p, pi->xattr_off);
-	if (x->used > PMFUSE_XATTR_MAX_TOTAL ||
-	    !pool_meta_range_ok(F.p, pi->xattr_off, sizeof(*x) + x->used)) {
-		problem("inode %" PRIu64 ": xattr object at offset %" PRIu64 " has an invalid size %u",
-			ino, pi->xattr_off, x->used);
+	if (xattr_set_validate(F.p, pi->xattr_off, why, sizeof(why))) {
+		problem("inode %" PRIu64 ": %s", ino, why);
 		F.incomplete = true;
 		return;
 	}
+	x = pool_ptr(F.p, pi->xattr_off);
 	if (!ref_add(pi->xattr_off, sizeof(*x) + x->used, K_XATTR, ino))
 		return;
-	/* every record is at least 8 bytes: count cannot exceed used / 8 */
-	names = xcalloc(x->used / sizeof(struct pmfuse_xattr_rec) + 1, sizeof(*names));
+	/* the records are whole (validated); what remains is duplicate names */
+	names = xcalloc(x->count + 1, sizeof(*names));
 	for (i = 0; i < x->count; i++) {
 		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
-		if (pos + sizeof(*r) > x->used || pos + xrec_size(r) > x->used) {
-			problem("inode %" PRIu64 ": xattr record %u of %u extends past the %u bytes used",
-				ino, i, x->count, x->used);
-			goto out;
-		}
-		if (r->name_len == 0) {
-			problem("inode %" PRIu64 ": xattr record %u has an empty name", ino, i);
-			goto out;
-		}
-		if (memchr(r + 1, '\0', r->name_len)) {
-			char e[ESC_MAX];
-			problem("inode %" PRIu64 ": xattr name \"%s\" contains a NUL byte", ino,
-				esc((const char *)(r + 1), r->name_len, e, sizeof(e)));
-		}
 		names[n++] = (struct xname){ (const char *)(r + 1), r->name_len };
-		pos += xrec_size(r);
+		pos += xattr_rec_size(r);
 	}
-	if (pos != x->used)
-		problem("inode %" PRIu64 ": xattr object: %u records take %zu bytes, but %u are used",
-			ino, x->count, pos, x->used);
 	qsort(names, n, sizeof(*names), xname_cmp);
 	for (i = 1; i < n; i++)
 		if (!xname_cmp(&names[i - 1], &names[i])) {
@@ -653,7 +630,6 @@ static void check_xattrs(uint64_t ino, const struct pmfuse_inode *pi)
 			problem("inode %" PRIu64 ": xattr \"%s\" is stored twice", ino,
 				esc(names[i].name, names[i].len, e, sizeof(e)));
 		}
-out:
 	free(names);
 }
 
@@ -678,10 +654,8 @@ static bool dir_foreach(uint64_t dino, const struct pmfuse_inode *dpi, bool chec
 
 	if (!dpi->dir_off)
 		return true;
-	/* inode_validate() checked the header; the bounds are dir.c's tab_ok() */
 	t = pool_ptr(p, dpi->dir_off);
-	if (t->nchunks > t->cap || t->cap >= (1u << 26) ||
-	    !pool_meta_range_ok(p, dpi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t))) {
+	if (!dir_tab_ok(p, dpi)) {
 		if (check)
 			problem("inode %" PRIu64 ": directory table at offset %" PRIu64
 				" is damaged (%" PRIu64 " chunks, capacity %" PRIu64 ")",
