@@ -9,10 +9,17 @@
  * transaction that links them into the file map commits.  A crash can
  * therefore never expose a block's previous contents through this file.
  *
- * Until the DAX-style mapping index lands, every write is persisted before
- * it returns, so fsync has nothing left to flush.
+ * Writeback mode (the default) follows the DAX dirty-entry scheme: an
+ * overwrite of existing blocks is copied without flushing and its pages are
+ * marked DIRTY in the inode's mapping index (index.h); fsync -- and msync,
+ * which reaches us as fsync -- tags them TOWRITE, flushes each entry's
+ * dirty runs with physically adjacent runs coalesced, and drains once.
+ * Synchronous mode (-o sync, O_SYNC/O_DSYNC) persists before replying and
+ * leaves no marks.  Allocating writes persist their new blocks before the
+ * transaction that publishes them in either mode: data before metadata.
  */
 #include "fs.h"
+#include "index.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +50,118 @@ static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
 		return ret;
 	}
 	*out = in;
+	return 0;
+}
+
+/* Index entries for one file-map leaf: the largest aligned orders that fit. */
+static int index_add_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+{
+	struct index *ix = ctx;
+
+	while (n) {
+		unsigned order = IX_ORDER_4K;
+		if (!(fblock & ((1ull << IX_ORDER_1G) - 1)) && n >= 1ull << IX_ORDER_1G)
+			order = IX_ORDER_1G;
+		else if (!(fblock & ((1ull << IX_ORDER_2M) - 1)) && n >= 1ull << IX_ORDER_2M)
+			order = IX_ORDER_2M;
+		int ret = index_insert(ix, fblock, ix_mk_entry(phys, order, 0));
+		if (ret)
+			return ret;
+		fblock += 1ull << order;
+		phys += 1ull << order;
+		n -= 1ull << order;
+	}
+	return 0;
+}
+
+/* The inode's index, built from its file map on first use (lock held exclusively). */
+static struct index *get_index(struct fs *fs, struct inode *in)
+{
+	struct index *ix;
+
+	if (in->ix)
+		return in->ix;
+	ix = malloc(sizeof(*ix));
+	if (!ix)
+		return NULL;
+	index_init(ix);
+	if (fmap_walk(&fs->pool, in->pi, index_add_leaf, NULL, ix)) {
+		index_destroy(ix);
+		free(ix);
+		return NULL;	/* callers fall back to persisting at once */
+	}
+	in->ix = ix;
+	return ix;
+}
+
+/* Writeback of one file: coalesce physically adjacent dirty runs. */
+struct flusher {
+	struct fs *fs;
+	char *start;
+	size_t len;
+};
+
+static void flush_pending(struct flusher *f)
+{
+	if (!f->len)
+		return;
+	f->fs->region.flush_fn(f->start, f->len);
+	atomic_fetch_add_explicit(&f->fs->stats.flush_bytes, f->len, memory_order_relaxed);
+	atomic_fetch_add_explicit(&f->fs->stats.flush_calls, 1, memory_order_relaxed);
+	f->len = 0;
+}
+
+static void flush_run(void *ctx, uint64_t entry, uint64_t page, uint64_t npages)
+{
+	struct flusher *f = ctx;
+	uint64_t first = page & ~(ix_pages(entry) - 1);
+	char *p = region_block(&f->fs->region, ix_block(entry) + (page - first));
+	size_t len = npages * BLK;
+
+	if (f->len && f->start + f->len == p) {
+		f->len += len;
+		return;
+	}
+	flush_pending(f);
+	f->start = p;
+	f->len = len;
+}
+
+/*
+ * Flush every dirty page of the index and drain once.  Entries are taken
+ * one at a time under their entry lock; the walk snapshots with TOWRITE so
+ * pages dirtied meanwhile wait for the next fsync instead of starving this.
+ */
+static void writeback_index(struct fs *fs, struct index *ix)
+{
+	struct flusher f = { fs, NULL, 0 };
+	uint64_t cleaned = 0;
+
+	index_tag_towrite(ix, 0, UINT64_MAX);
+	for (uint64_t p = 0; (p = index_find_marked(ix, p, UINT64_MAX, IX_TOWRITE)) != UINT64_MAX;) {
+		uint64_t first, e = index_lock_entry(ix, p);
+		if (!e)
+			break;
+		index_lookup(ix, p, &first);
+		cleaned += index_clean_entry(ix, p, flush_run, &f);
+		index_unlock_entry(ix, p);
+		p = first + ix_pages(e);
+	}
+	flush_pending(&f);
+	if (cleaned)
+		atomic_fetch_sub(&fs->stats.dirty_pages, (int64_t)cleaned);
+	fs->region.drain_fn();
+	atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
+}
+
+int data_drop_index(struct fs *fs, struct inode *in)
+{
+	if (!in->ix)
+		return 0;
+	writeback_index(fs, in->ix);
+	index_destroy(in->ix);
+	free(in->ix);
+	in->ix = NULL;
 	return 0;
 }
 
@@ -234,7 +353,7 @@ static void zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t t
  * uncovered parts of fresh blocks; persist all of it.
  */
 static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
-		       uint64_t off, const char *src, uint64_t len)
+		       uint64_t off, const char *src, uint64_t len, struct index *defer)
 {
 	uint64_t pos = off, end = off + len;
 
@@ -254,7 +373,14 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			region_copy_nopersist(&fs->region, dst, src + (pos - off), n);
 		else
 			region_zero_nopersist(&fs->region, dst, n);
-		persist(fs, dst, n);
+		if (defer && !fresh) {
+			/* an overwrite: the data is stored; mark it, flush at fsync */
+			uint64_t first = pos / BLK, last = (pos + n - 1) / BLK;
+			uint64_t added = index_mark_dirty(defer, first, last - first + 1);
+			atomic_fetch_add(&fs->stats.dirty_pages, (int64_t)added);
+		} else {
+			persist(fs, dst, n);
+		}
 		if (fresh && ((pos + n) & BLK_MASK)) {
 			/* tail of a new block after the write */
 			uint64_t t = BLK - ((pos + n) & BLK_MASK);
@@ -301,7 +427,6 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 	int ret;
 	uint64_t old_size;
 
-	(void)sync;	/* every write is persisted before it returns, for now */
 	if (size == 0)
 		return 0;
 	if (off > PMFUSE_MAX_FILE_SIZE || size > PMFUSE_MAX_FILE_SIZE - off)
@@ -318,10 +443,16 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 	/* bytes between the old end of file and the write must read as zeros */
 	if (off > old_size)
 		zero_tail(fs, in, old_size, off);
-	fill_range(fs, in, &ps, off, buf, size);
+	struct index *ix = fs->opts.sync || sync ? NULL : get_index(fs, in);
+	fill_range(fs, in, &ps, off, buf, size, ix);
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
 	ret = pool_tx(&fs->pool, tx_publish, &pb);
+	/* the new blocks are clean and mapped: the index learns them */
+	if (ret == 0 && in->ix)
+		for (size_t i = 0; i < ps.n; i++)
+			if (index_add_leaf(in->ix, ps.p[i].fblock, ps.p[i].phys, ps.p[i].len))
+				data_drop_index(fs, in);	/* rebuilt on next use */
 	pieces_release(fs, &ps, ret != 0);
 out:
 	pthread_rwlock_unlock(&in->lock);
@@ -336,6 +467,8 @@ int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fm
 
 	if (size < pi->size) {
 		uint64_t first = (size + BLK - 1) / BLK;
+		/* blocks are about to go: write back what is dirty, then forget it */
+		data_drop_index(fs, in);
 		ret = fmap_unmap(&fs->pool, pi, first, UINT64_MAX / 2 - first, freed);
 		if (ret)
 			return ret;
@@ -421,6 +554,8 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 		return ret == -EINVAL ? -ENODEV : ret;
 	pieces_init(&ps);
 	pthread_rwlock_wrlock(&in->lock);
+	/* the map changes under the index: write back what is dirty, then forget it */
+	data_drop_index(fs, in);
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = punch(fs, in, off, len);
 		goto out;
@@ -484,14 +619,13 @@ int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
 {
 	struct inode *in = inode_get(fs, ino);
 
-	(void)datasync;
+	(void)datasync;	/* metadata is durable when its transaction commits */
 	if (!in)
 		return -ENOENT;
-	/*
-	 * Data was persisted by each write and metadata by its transaction;
-	 * a drain orders anything still in flight from other threads.
-	 */
-	fs->region.drain_fn();
+	pthread_rwlock_rdlock(&in->lock);
+	if (in->ix)
+		writeback_index(fs, in->ix);
+	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return 0;
 }

@@ -198,6 +198,8 @@ void fs_unmount(struct fs *fs)
 		struct inode *in = atomic_load(&fs->icache[ino]);
 		if (!in)
 			continue;
+		/* a clean unmount leaves nothing dirty behind */
+		data_drop_index(fs, in);
 		/* unlinked files still open at unmount: reclaimed now */
 		if (in->pi->mode && in->pi->nlink == 0)
 			inode_reclaim(fs, ino, in->pi);

@@ -43,6 +43,9 @@ struct inode {
 	uint32_t nopen;			/* open files */
 	uint32_t refs;			/* transient core references */
 	struct dir_index *dir;		/* lazily built, under lock (write) */
+	struct index *ix;		/* mapping index: built under lock (write),
+					 * dropped (flushed first) on eviction and on
+					 * punch/truncate; used under lock (any) */
 };
 
 struct fs_opts {
@@ -53,6 +56,8 @@ struct fs_opts {
 struct fs_stats {
 	_Atomic uint64_t flush_bytes;
 	_Atomic uint64_t flush_calls;
+	_Atomic uint64_t drains;
+	_Atomic int64_t dirty_pages;	/* pages marked DIRTY, all files */
 	_Atomic uint64_t zero_bytes_served;
 };
 
@@ -165,6 +170,8 @@ int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn f
 ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
 		 bool sync);
 int fs_fsync(struct fs *fs, uint64_t ino, bool datasync);
+/* Flush a file's dirty ranges and free its index (inode lock held exclusively). */
+int data_drop_index(struct fs *fs, struct inode *in);
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len);
 int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence);
 int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size,

@@ -146,6 +146,8 @@ static void maybe_evict_locked(struct fs *fs, struct inode *in)
 	atomic_store(&fs->icache[in->ino], NULL);
 	reclaim = in->pi->nlink == 0 && in->pi->mode != 0;
 	pthread_mutex_unlock(stripe(fs, in->ino));
+	/* released when forgotten and clean: write back first */
+	data_drop_index(fs, in);
 	if (reclaim)
 		inode_reclaim(fs, in->ino, in->pi);
 	dir_index_free(in);

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""The DAX-style data engine through a real mount: dirty tracking and
+writeback at fsync/msync, synchronous mode, store granularities, and hole
+reads from the shared zero buffer -- observed through user.pmfuse.stats."""
+import mmap
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+from harness import main  # noqa: E402
+
+PAGE = 4096
+
+
+class EngineCase(h.PmfuseTestCase):
+    def setUp(self):
+        self.fds = []
+        super().setUp()
+
+    def track(self, fd):
+        """Close fd before the unmount in tearDown (cleanups run after it)."""
+        self.fds.append(fd)
+        return fd
+
+    def close_all(self):
+        while self.fds:
+            os.close(self.fds.pop())
+
+    def tearDown(self):
+        self.close_all()
+        super().tearDown()
+
+    def stats(self):
+        raw = os.getxattr(self.mnt, "user.pmfuse.stats").decode()
+        out = {}
+        for line in raw.splitlines():
+            k, v = line.split()
+            out[k] = int(v) if v.lstrip("-").isdigit() else v
+        return out
+
+    def allocated_file(self, name, size=1 << 20):
+        """A file whose blocks exist (written and fsync'd): overwrites are in place."""
+        fd = self.track(os.open(self.p(name), os.O_CREAT | os.O_RDWR, 0o644))
+        h.pwrite_all(fd, b"a" * size, 0)
+        os.fsync(fd)
+        return fd
+
+
+class WritebackTest(EngineCase):
+    def test_one_byte_overwrite_stays_dirty_until_fsync_flushes_one_page(self):
+        fd = self.allocated_file("f")
+        a = self.stats()
+        self.assertEqual(a["mode"], "writeback")
+        os.pwrite(fd, b"X", 12345)
+        b = self.stats()
+        self.assertEqual(b["dirty_pages"] - a["dirty_pages"], 1)
+        self.assertEqual(b["flush_bytes"], a["flush_bytes"], "a writeback write flushed")
+        os.fsync(fd)
+        c = self.stats()
+        self.assertTrue(1 <= c["flush_bytes"] - a["flush_bytes"] <= PAGE,
+                        c["flush_bytes"] - a["flush_bytes"])
+        self.assertEqual(c["dirty_pages"], 0)
+        self.assertEqual(c["drains"] - b["drains"], 1)
+        self.assertEqual(os.pread(fd, 1, 12345), b"X")
+
+    def test_fsync_of_a_clean_file_flushes_nothing(self):
+        fd = self.allocated_file("f")
+        a = self.stats()
+        os.fsync(fd)
+        os.fdatasync(fd)
+        self.assertEqual(self.stats()["flush_bytes"], a["flush_bytes"])
+
+    def test_fsync_flushes_only_that_files_dirty_pages(self):
+        f1 = self.allocated_file("one")
+        f2 = self.allocated_file("two")
+        os.pwrite(f1, b"1" * 10, 0)
+        os.pwrite(f2, b"2" * 10, 5 * PAGE)
+        os.pwrite(f2, b"2" * 10, 9 * PAGE)
+        a = self.stats()
+        self.assertEqual(a["dirty_pages"], 3)
+        os.fsync(f1)
+        b = self.stats()
+        self.assertEqual(b["flush_bytes"] - a["flush_bytes"], PAGE)
+        self.assertEqual(b["dirty_pages"], 2)
+        os.fsync(f2)
+        c = self.stats()
+        self.assertEqual(c["flush_bytes"] - b["flush_bytes"], 2 * PAGE)
+        self.assertEqual(c["dirty_pages"], 0)
+
+    def test_adjacent_dirty_pages_are_flushed_in_one_call(self):
+        fd = self.allocated_file("f")
+        os.pwrite(fd, b"z" * (4 * PAGE), 8 * PAGE)	# 4 adjacent pages
+        a = self.stats()
+        os.fsync(fd)
+        b = self.stats()
+        self.assertEqual(b["flush_bytes"] - a["flush_bytes"], 4 * PAGE)
+        self.assertEqual(b["flush_calls"] - a["flush_calls"], 1)
+
+    def test_msync_flushes_the_stored_pages_and_no_more_and_survives_kill(self):
+        fd = self.allocated_file("m", 64 * PAGE)
+        m = mmap.mmap(fd, 64 * PAGE)
+        a = self.stats()
+        m[0] = 1
+        m[8 * PAGE] = 2
+        m[8 * PAGE + 1] = 3
+        m[40 * PAGE + 7] = 4
+        m.flush()	# msync(MS_SYNC)
+        b = self.stats()
+        self.assertEqual(b["flush_bytes"] - a["flush_bytes"], 3 * PAGE)
+        self.assertEqual(b["dirty_pages"], 0)
+        m.close()
+        self.close_all()
+        self.crash()	# kill -9 right after msync returned
+        self.m = self.mount()
+        with open(self.p("m"), "rb") as f:
+            data = f.read()
+        self.assertEqual((data[0], data[8 * PAGE], data[8 * PAGE + 1], data[40 * PAGE + 7]),
+                         (1, 2, 3, 4))
+        self.assertEqual(data[1:8 * PAGE], b"a" * (8 * PAGE - 1))
+
+    def test_no_dirty_pages_after_fsync_of_every_file(self):
+        fds = [self.allocated_file("f%d" % i, 16 * PAGE) for i in range(5)]
+        for i, fd in enumerate(fds):
+            for k in range(0, 16, 3):
+                os.pwrite(fd, b"%d" % i, k * PAGE + i)
+        self.assertGreater(self.stats()["dirty_pages"], 0)
+        for fd in fds:
+            os.fsync(fd)
+        self.assertEqual(self.stats()["dirty_pages"], 0)
+
+    def test_punch_after_dirtying_writes_back_the_surviving_dirty_data(self):
+        fd = self.allocated_file("p", 2 << 20)
+        os.pwrite(fd, b"d" * 10, 0)			# survives the punch
+        os.pwrite(fd, b"e" * 10, (1 << 20) + 100)	# inside the punched range
+        self.assertEqual(self.stats()["dirty_pages"], 2)
+        h.fallocate(fd, 0x01 | 0x02, 1 << 20, 256 * 1024)	# KEEP_SIZE | PUNCH_HOLE
+        s = self.stats()
+        self.assertEqual(s["dirty_pages"], 0, "dirtiness lost or left behind by the punch")
+        self.assertEqual(os.pread(fd, 10, 0), b"d" * 10)
+        self.assertEqual(os.pread(fd, 10, (1 << 20) + 100), b"\0" * 10)
+
+
+class SyncMountTest(EngineCase):
+    mount_opts = ("sync",)
+
+    def test_sync_mount_persists_every_write_and_marks_nothing(self):
+        fd = self.allocated_file("f")
+        a = self.stats()
+        self.assertEqual(a["mode"], "sync")
+        os.pwrite(fd, b"X", 12345)
+        b = self.stats()
+        self.assertEqual(b["dirty_pages"], 0)
+        self.assertGreaterEqual(b["flush_bytes"] - a["flush_bytes"], 1)
+        os.fsync(fd)
+        self.assertEqual(self.stats()["flush_bytes"], b["flush_bytes"])
+
+
+class OSyncTest(EngineCase):
+    def test_o_sync_file_is_written_through_without_marks(self):
+        self.allocated_file("f")
+        fd = self.track(os.open(self.p("f"), os.O_RDWR | os.O_SYNC))
+        a = self.stats()
+        os.pwrite(fd, b"Y" * 100, 5000)
+        b = self.stats()
+        self.assertEqual(b["dirty_pages"], 0)
+        self.assertGreaterEqual(b["flush_bytes"] - a["flush_bytes"], 100)
+
+
+def granularity_case(gran):
+    class G(EngineCase):
+        def setUp(self):
+            os.environ["PMEM2_FORCE_GRANULARITY"] = gran
+            self.addCleanup(os.environ.pop, "PMEM2_FORCE_GRANULARITY", None)
+            super().setUp()
+
+        def test_reports_granularity_and_round_trips_through_writeback(self):
+            self.assertEqual(self.stats()["granularity"], gran)
+            fd = self.allocated_file("f", 64 * PAGE)
+            data = os.urandom(10 * PAGE + 123)
+            h.pwrite_all(fd, data, 3000)
+            os.fsync(fd)
+            self.assertEqual(self.stats()["dirty_pages"], 0)
+            self.close_all()
+            self.remount()
+            with open(self.p("f"), "rb") as f:
+                f.seek(3000)
+                self.assertEqual(f.read(len(data)), data)
+    G.__name__ = G.__qualname__ = "Granularity_" + gran
+    return G
+
+
+GranularityByte = granularity_case("byte")
+GranularityCacheLine = granularity_case("cache_line")
+GranularityPage = granularity_case("page")
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class HoleTest(EngineCase):
+    region_size = "128M"
+
+    def test_reading_1gib_of_holes_allocates_nothing(self):
+        path = self.p("sparse")
+        with open(path, "wb") as f:
+            f.truncate(1 << 30)
+        a = self.stats()
+        blocks = os.stat(path).st_blocks
+        rss = rss_kib(self.m.proc.pid)
+        fd = self.track(os.open(path, os.O_RDONLY))
+        total = 0
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            if b.count(0) != len(b):
+                self.fail("a hole read back non-zero bytes at %d" % total)
+            total += len(b)
+        self.assertEqual(total, 1 << 30)
+        s = self.stats()
+        self.assertGreaterEqual(s["zero_bytes_served"] - a["zero_bytes_served"], 1 << 30)
+        self.assertEqual(s["blocks_free"], a["blocks_free"])
+        self.assertEqual(os.stat(path).st_blocks, blocks)
+        grew = rss_kib(self.m.proc.pid) - rss
+        self.assertLess(grew, 1024, "daemon RSS grew by %d KiB reading holes" % grew)
+
+
+if __name__ == "__main__":
+    main()
