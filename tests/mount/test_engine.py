@@ -204,6 +204,11 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
+def sanitized(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 class HoleTest(EngineCase):
     region_size = "128M"
 
@@ -211,10 +216,17 @@ class HoleTest(EngineCase):
         path = self.p("sparse")
         with open(path, "wb") as f:
             f.truncate(1 << 30)
+        # warm up on another file: libfuse starts worker threads (each with
+        # its own request buffer) on the first large reads; not per-hole memory
+        with open(self.p("warmup"), "wb") as f:
+            f.truncate(64 << 20)
+        with open(self.p("warmup"), "rb") as f:
+            while f.read(1 << 20):
+                pass
+        fd = self.track(os.open(path, os.O_RDONLY))
         a = self.stats()
         blocks = os.stat(path).st_blocks
         rss = rss_kib(self.m.proc.pid)
-        fd = self.track(os.open(path, os.O_RDONLY))
         total = 0
         while True:
             b = os.read(fd, 1 << 20)
@@ -229,6 +241,12 @@ class HoleTest(EngineCase):
         self.assertEqual(s["blocks_free"], a["blocks_free"])
         self.assertEqual(os.stat(path).st_blocks, blocks)
         grew = rss_kib(self.m.proc.pid) - rss
+        if sanitized(self.m.proc.pid):
+            # ASan's quarantine keeps every freed block (libfuse allocates one
+            # request struct per read): RSS says nothing there.  The plain
+            # build of the suite asserts it.
+            sys.stderr.write("[RSS +%d KiB under a sanitizer: not asserted] " % grew)
+            return
         self.assertLess(grew, 1024, "daemon RSS grew by %d KiB reading holes" % grew)
 
 
