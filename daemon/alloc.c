@@ -139,23 +139,40 @@ static uint64_t next_free_group(struct alloc *a, uint64_t from_group)
 	return a->ngroups;
 }
 
-int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
-		 struct alloc_run *runs, int maxruns)
+static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t align_fblock,
+			struct alloc_run *runs, int maxruns)
 {
 	uint64_t left = n;
 	int nr = 0;
 
 	if (n == 0)
 		return 0;
-	pthread_mutex_lock(&a->lock);
 	if (a->free_blocks < n)
-		goto nospc;
-	/* contiguity with the previous block of the file first */
+		return -ENOSPC;
+	/*
+	 * At a 2 MiB boundary of the file, alignment wins over a misaligned
+	 * predecessor: the file's first 2 MiB may be small blocks, the rest
+	 * lines up.  Otherwise contiguity with the previous block comes first.
+	 */
+	if (align_fblock != UINT64_MAX && align_fblock % GROUP_BLOCKS == 0 &&
+	    goal % GROUP_BLOCKS != 0)
+		goal = 0;
 	if (goal && goal < a->nblocks && !bit_test(a->used, goal)) {
 		uint64_t len = free_run_at(a, goal, left);
 		runs[nr++] = (struct alloc_run){ goal, len };
 		mark_range(a, goal, len, true);
 		left -= len;
+	} else if (align_fblock != UINT64_MAX) {
+		/* no predecessor to follow: line up with a free 2 MiB group */
+		uint64_t g = next_free_group(a, a->cursor / GROUP_BLOCKS);
+		if (g != a->ngroups) {
+			uint64_t b = g * GROUP_BLOCKS + align_fblock % GROUP_BLOCKS;
+			uint64_t len = free_run_at(a, b, left);
+			runs[nr++] = (struct alloc_run){ b, len };
+			mark_range(a, b, len, true);
+			left -= len;
+			a->cursor = b + len;
+		}
 	}
 	/* large requests: whole 2 MiB groups, so huge extents line up */
 	while (left >= GROUP_BLOCKS && nr < maxruns) {
@@ -180,11 +197,25 @@ int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
 		a->cursor = b + len;
 	}
 	/* left > 0 only when maxruns ran out: the caller asks again */
-	pthread_mutex_unlock(&a->lock);
 	return nr;
-nospc:
+}
+
+int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
+		 struct alloc_run *runs, int maxruns)
+{
+	pthread_mutex_lock(&a->lock);
+	int ret = alloc_locked(a, n, goal, UINT64_MAX, runs, maxruns);
 	pthread_mutex_unlock(&a->lock);
-	return -ENOSPC;
+	return ret;
+}
+
+int alloc_blocks_aligned(struct alloc *a, uint64_t n, uint64_t goal, uint64_t fblock,
+			 struct alloc_run *runs, int maxruns)
+{
+	pthread_mutex_lock(&a->lock);
+	int ret = alloc_locked(a, n, goal, fblock, runs, maxruns);
+	pthread_mutex_unlock(&a->lock);
+	return ret;
 }
 
 void alloc_free(struct alloc *a, uint64_t phys, uint64_t n)

@@ -54,6 +54,14 @@ int alloc_claim(struct alloc *a, uint64_t phys, uint64_t n);
  */
 int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
 		 struct alloc_run *runs, int maxruns);
+
+/*
+ * As alloc_blocks(), but when goal cannot be had, start in a wholly free
+ * 2 MiB group at the block congruent to fblock modulo 512, so a file
+ * written sequentially lines up with the region's huge pages (PMD analogue).
+ */
+int alloc_blocks_aligned(struct alloc *a, uint64_t n, uint64_t goal, uint64_t fblock,
+			 struct alloc_run *runs, int maxruns);
 void alloc_free(struct alloc *a, uint64_t phys, uint64_t n);
 uint64_t alloc_free_count(struct alloc *a);
 bool alloc_is_used(struct alloc *a, uint64_t phys);

@@ -22,6 +22,8 @@
 #include "index.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <stdlib.h>
@@ -53,17 +55,21 @@ static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
 	return 0;
 }
 
-/* Index entries for one file-map leaf: the largest aligned orders that fit. */
-static int index_add_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+/*
+ * Index entries for a run of contiguous blocks: the largest orders whose
+ * file offset and physical block are both aligned (what a huge page needs).
+ */
+static int index_add_run(struct index *ix, uint64_t fblock, uint64_t phys, uint64_t n)
 {
-	struct index *ix = ctx;
-
 	while (n) {
 		unsigned order = IX_ORDER_4K;
-		if (!(fblock & ((1ull << IX_ORDER_1G) - 1)) && n >= 1ull << IX_ORDER_1G)
-			order = IX_ORDER_1G;
-		else if (!(fblock & ((1ull << IX_ORDER_2M) - 1)) && n >= 1ull << IX_ORDER_2M)
-			order = IX_ORDER_2M;
+		for (unsigned o = IX_ORDER_1G; o > IX_ORDER_4K; o = o == IX_ORDER_1G ? IX_ORDER_2M : 0) {
+			uint64_t m = (1ull << o) - 1;
+			if (!(fblock & m) && !(phys & m) && n > m) {
+				order = o;
+				break;
+			}
+		}
 		int ret = index_insert(ix, fblock, ix_mk_entry(phys, order, 0));
 		if (ret)
 			return ret;
@@ -72,6 +78,27 @@ static int index_add_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 		n -= 1ull << order;
 	}
 	return 0;
+}
+
+/* fmap_walk() visits leaves one by one: join the contiguous ones first. */
+struct ix_build {
+	struct index *ix;
+	uint64_t fblock, phys, n;
+};
+
+static int build_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+{
+	struct ix_build *b = ctx;
+	int ret = 0;
+
+	if (b->n && b->fblock + b->n == fblock && b->phys + b->n == phys) {
+		b->n += n;
+		return 0;
+	}
+	if (b->n)
+		ret = index_add_run(b->ix, b->fblock, b->phys, b->n);
+	*b = (struct ix_build){ b->ix, fblock, phys, n };
+	return ret;
 }
 
 /* The inode's index, built from its file map on first use (lock held exclusively). */
@@ -85,7 +112,9 @@ static struct index *get_index(struct fs *fs, struct inode *in)
 	if (!ix)
 		return NULL;
 	index_init(ix);
-	if (fmap_walk(&fs->pool, in->pi, index_add_leaf, NULL, ix)) {
+	struct ix_build b = { ix, 0, 0, 0 };
+	if (fmap_walk(&fs->pool, in->pi, build_leaf, NULL, &b) ||
+	    (b.n && index_add_run(ix, b.fblock, b.phys, b.n))) {
 		index_destroy(ix);
 		free(ix);
 		return NULL;	/* callers fall back to persisting at once */
@@ -158,11 +187,80 @@ int data_drop_index(struct fs *fs, struct inode *in)
 {
 	if (!in->ix)
 		return 0;
-	writeback_index(fs, in->ix);
+	if (in->ix->nr_dirty_pages)	/* stable: writers hold the inode lock exclusively */
+		writeback_index(fs, in->ix);
 	index_destroy(in->ix);
 	free(in->ix);
 	in->ix = NULL;
 	return 0;
+}
+
+/* Extents of a file and how they fall into huge (aligned) runs. */
+struct extent_count {
+	uint64_t fblock, phys, n;	/* the run being joined */
+	uint64_t extents, huge_1g, huge_2m, small;
+};
+
+static void count_run(struct extent_count *c)
+{
+	uint64_t fb = c->fblock, phys = c->phys, n = c->n;
+
+	if (!n)
+		return;
+	c->extents++;
+	while (n) {
+		uint64_t m1 = (1ull << IX_ORDER_1G) - 1, m2 = (1ull << IX_ORDER_2M) - 1, step = 1;
+		if (!(fb & m1) && !(phys & m1) && n > m1)
+			c->huge_1g++, step = m1 + 1;
+		else if (!(fb & m2) && !(phys & m2) && n > m2)
+			c->huge_2m++, step = m2 + 1;
+		else
+			c->small++;
+		fb += step;
+		phys += step;
+		n -= step;
+	}
+}
+
+static int count_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+{
+	struct extent_count *c = ctx;
+
+	if (c->n && c->fblock + c->n == fblock && c->phys + c->n == phys) {
+		c->n += n;
+		return 0;
+	}
+	count_run(c);
+	c->fblock = fblock;
+	c->phys = phys;
+	c->n = n;
+	return 0;
+}
+
+int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
+{
+	struct extent_count c = { 0 };
+	struct inode *in;
+	int ret = get_file(fs, ino, &in);
+
+	if (ret)
+		return ret;
+	pthread_rwlock_rdlock(&in->lock);
+	ret = fmap_walk(&fs->pool, in->pi, count_leaf, NULL, &c);
+	count_run(&c);
+	if (ret == 0)
+		ret = snprintf(buf, size,
+			       "extents %" PRIu64 "\nhuge_1g %" PRIu64 "\nhuge_2m %" PRIu64
+			       "\nsmall_blocks %" PRIu64 "\nindex_entries %" PRIu64
+			       "\nindex_loaded %d\n",
+			       c.extents, c.huge_1g, c.huge_2m, c.small,
+			       in->ix ? in->ix->nr_entries : c.huge_1g + c.huge_2m + c.small,
+			       in->ix != NULL);
+	else
+		ret = -EIO;
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
 }
 
 int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx)
@@ -270,9 +368,13 @@ static void pieces_release(struct fs *fs, struct pieces *ps, bool free_blocks)
 static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t nb,
 			 struct pieces *ps)
 {
-	uint64_t end = fb + nb, prev_phys = 0;
+	uint64_t end = fb + nb, prev_phys = 0, phys0, cnt0;
 	struct alloc_run runs[16];
 	int ret;
+
+	/* goal: right after the block before the range, so appends stay contiguous */
+	if (fb && fmap_lookup(&fs->pool, in->pi, fb - 1, &phys0, &cnt0) == 1)
+		prev_phys = phys0 + 1;
 
 	while (fb < end) {
 		uint64_t phys, count;
@@ -286,9 +388,22 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 			fb += count;
 			continue;
 		}
+		/* a lookup reports a hole only up to the edge of its map entry: join them */
+		while (fb + count < end) {
+			uint64_t more;
+			ret = fmap_lookup(&fs->pool, in->pi, fb + count, &phys, &more);
+			if (ret != 0)
+				break;
+			count += more < end - fb - count ? more : end - fb - count;
+		}
+		if (ret < 0)
+			goto fail;
 		uint64_t left = count;
 		while (left) {
-			int nr = alloc_blocks(&fs->alloc, left, prev_phys, runs, 16);
+			/* 64 KiB or more, or a 2 MiB boundary of the file: line up with a group */
+			bool align = left >= 16 || (fb && fb % PMFUSE_HUGE_2M_BLOCKS == 0);
+			int nr = align ? alloc_blocks_aligned(&fs->alloc, left, prev_phys, fb, runs, 16)
+				       : alloc_blocks(&fs->alloc, left, prev_phys, runs, 16);
 			if (nr < 0) {
 				ret = nr;
 				goto fail;
@@ -353,8 +468,10 @@ static void zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t t
  * uncovered parts of fresh blocks; persist all of it.
  */
 static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
-		       uint64_t off, const char *src, uint64_t len, struct index *defer)
+		       uint64_t off, const char *src, uint64_t len, bool writeback)
 {
+	struct index *defer = NULL;
+
 	uint64_t pos = off, end = off + len;
 
 	while (pos < end) {
@@ -373,6 +490,8 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			region_copy_nopersist(&fs->region, dst, src + (pos - off), n);
 		else
 			region_zero_nopersist(&fs->region, dst, n);
+		if (writeback && !fresh && !defer)
+			defer = get_index(fs, in);	/* NULL (no memory): persist now */
 		if (defer && !fresh) {
 			/* an overwrite: the data is stored; mark it, flush at fsync */
 			uint64_t first = pos / BLK, last = (pos + n - 1) / BLK;
@@ -443,16 +562,26 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 	/* bytes between the old end of file and the write must read as zeros */
 	if (off > old_size)
 		zero_tail(fs, in, old_size, off);
-	struct index *ix = fs->opts.sync || sync ? NULL : get_index(fs, in);
-	fill_range(fs, in, &ps, off, buf, size, ix);
+	fill_range(fs, in, &ps, off, buf, size, !(fs->opts.sync || sync));
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
 	ret = pool_tx(&fs->pool, tx_publish, &pb);
-	/* the new blocks are clean and mapped: the index learns them */
-	if (ret == 0 && in->ix)
-		for (size_t i = 0; i < ps.n; i++)
-			if (index_add_leaf(in->ix, ps.p[i].fblock, ps.p[i].phys, ps.p[i].len))
-				data_drop_index(fs, in);	/* rebuilt on next use */
+	/*
+	 * The new blocks are clean and mapped.  A clean index is simply
+	 * dropped -- rebuilt from the map on next use, with merged runs as
+	 * huge entries; a dirty one learns the new blocks.
+	 */
+	if (ret == 0 && ps.n && in->ix) {
+		if (in->ix->nr_dirty_pages == 0) {
+			data_drop_index(fs, in);
+		} else {
+			for (size_t i = 0; i < ps.n; i++)
+				if (index_add_run(in->ix, ps.p[i].fblock, ps.p[i].phys, ps.p[i].len)) {
+					data_drop_index(fs, in);	/* flushes, rebuilt on next use */
+					break;
+				}
+		}
+	}
 	pieces_release(fs, &ps, ret != 0);
 out:
 	pthread_rwlock_unlock(&in->lock);

@@ -2,8 +2,9 @@
  * xattr: extended attributes.  All of an inode's attributes live in one
  * object of back-to-back records (format.h); a change builds the new set in
  * DRAM and swaps objects in one transaction, so readers under the inode
- * lock always see a complete set.  "user.pmfuse." is reserved: its one
- * name, user.pmfuse.stats on the root, is generated, never stored.
+ * lock always see a complete set.  "user.pmfuse." is reserved: its names
+ * are generated, never stored -- user.pmfuse.stats on the root (counters)
+ * and user.pmfuse.extents on a regular file (its extents and huge runs).
  */
 #include "fs.h"
 #include "xattr.h"
@@ -17,6 +18,7 @@
 
 #define RESERVED_PREFIX "user.pmfuse."
 #define STATS_NAME RESERVED_PREFIX "stats"
+#define EXTENTS_NAME RESERVED_PREFIX "extents"
 #define XATTR_VALUE_MAX 65536
 
 int xattr_set_validate(const struct pool *p, uint64_t off, char *why, size_t whylen)
@@ -113,9 +115,13 @@ ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, 
 	struct inode *in;
 	ssize_t ret;
 
-	if (ino == PMFUSE_ROOT_INO && strcmp(name, STATS_NAME) == 0) {
+	bool stats = ino == PMFUSE_ROOT_INO && strcmp(name, STATS_NAME) == 0;
+	if (stats || strcmp(name, EXTENTS_NAME) == 0) {
 		char buf[1024];
-		int n = stats_text(fs, buf, sizeof(buf));
+		int n = stats ? stats_text(fs, buf, sizeof(buf))
+			      : data_extents_text(fs, ino, buf, sizeof(buf));
+		if (n < 0)
+			return n == -EINVAL || n == -EISDIR ? -ENODATA : n;
 		if (size == 0)
 			return n;
 		if ((size_t)n > size)

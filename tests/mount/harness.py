@@ -179,6 +179,10 @@ def mkfs(path, *args, timeout=300):
     return run([MKFS] + [str(a) for a in args] + [path], timeout=timeout)
 
 
+# Test regions stay sparse (DESIGN §3: real regions are reserved at mkfs).
+os.environ.setdefault("PMEMOBJ_CONF", "fallocate.at_create=0")
+
+
 def make_region(size="256M", *args, tag="region"):
     """Create and format a fresh region file; return its path."""
     path = new_region_path(tag)

@@ -204,6 +204,66 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
+def extents(path):
+    raw = os.getxattr(path, "user.pmfuse.extents").decode()
+    return {k: int(v) for k, v in (line.split() for line in raw.splitlines())}
+
+
+class HugeExtentTest(EngineCase):
+    region_size = "4G"
+
+    def test_1gib_sequential_write_is_huge_extents_and_a_1_byte_write_flushes_4k(self):
+        path = self.p("big")
+        chunk = os.urandom(1 << 20)
+        fd = self.track(os.open(path, os.O_CREAT | os.O_RDWR, 0o644))
+        for i in range(1024):
+            h.pwrite_all(fd, chunk, i << 20)
+        os.fsync(fd)
+        e = extents(path)
+        huge_bytes = e["huge_2m"] * (2 << 20) + e["huge_1g"] * (1 << 30)
+        self.assertGreaterEqual(huge_bytes, 0.99 * (1 << 30), e)
+        self.assertLessEqual(e["extents"], 4, e)
+        self.assertLessEqual(e["index_entries"], 600, e)
+        a = self.stats()
+        os.pwrite(fd, b"!", (300 << 20) + 5)	# inside a 2 MiB entry
+        os.fsync(fd)
+        b = self.stats()
+        self.assertEqual(b["flush_bytes"] - a["flush_bytes"], PAGE,
+                         "a 1-byte write into a huge entry must flush one page")
+        self.assertEqual(os.pread(fd, 1, (300 << 20) + 5), b"!")
+
+
+class FragmentationTest(EngineCase):
+    region_size = "256M"
+
+    def test_large_writes_fall_back_to_small_runs_when_no_aligned_run_is_free(self):
+        names = []
+        blob = b"f" * (64 << 10)
+        i = 0
+        while True:	# fill the region with 64 KiB files
+            name = self.p("s%d" % i)
+            try:
+                with open(name, "wb") as f:
+                    f.write(blob)
+            except OSError as e:
+                self.assertEqual(e.errno, 28)
+                os.unlink(name)
+                break
+            names.append(name)
+            i += 1
+        for name in names[::2]:	# free every other one: no 2 MiB group is free
+            os.unlink(name)
+        data = os.urandom(32 << 20)
+        with open(self.p("big"), "wb") as f:
+            f.write(data)
+            os.fsync(f.fileno())
+        with open(self.p("big"), "rb") as f:
+            self.assertEqual(f.read(), data)
+        e = extents(self.p("big"))
+        self.assertEqual(e["huge_2m"], 0, e)	# there was no aligned run to give
+        self.assertGreater(e["extents"], 100, e)
+
+
 def sanitized(pid):
     with open("/proc/%d/maps" % pid) as f:
         return "libasan" in f.read()

@@ -93,10 +93,10 @@ struct count_ctx {
 static int count_leaf(void *ctx, uint64_t fb, uint64_t phys, uint64_t n)
 {
 	struct count_ctx *c = ctx;
-	(void)fb;
-	(void)phys;
 	c->leaves++;
 	c->blocks += n;
+	(void)fb;
+	(void)phys;
 	return 0;
 }
 
@@ -160,6 +160,10 @@ static void test_large_write_uses_huge_leaves(void)
 		CHECK_EQ(fs_write(fs, st.st_ino, (uint64_t)i << 20, buf, sizeof(buf), false),
 			 sizeof(buf));
 	fmap_walk(&fs->pool, inode_record(fs, st.st_ino), count_leaf, NULL, &c);
+	char text[512];
+	CHECK(data_extents_text(fs, st.st_ino, text, sizeof(text)) > 0);
+	/* 32 MiB written from offset 0 in 1 MiB writes: 16 aligned 2 MiB runs */
+	CHECK(strstr(text, "extents 1\n") && strstr(text, "huge_2m 16\n"));
 	CHECK_EQ(c.blocks, 32 * 256);
 	/* 32 MiB in 4 KiB leaves would be 8192; full contiguous nodes fold into
 	 * 16 MiB level-2 leaves */
