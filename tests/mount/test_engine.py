@@ -276,13 +276,24 @@ class HoleTest(EngineCase):
         path = self.p("sparse")
         with open(path, "wb") as f:
             f.truncate(1 << 30)
-        # warm up on another file: libfuse starts worker threads (each with
-        # its own request buffer) on the first large reads; not per-hole memory
-        with open(self.p("warmup"), "wb") as f:
-            f.truncate(64 << 20)
-        with open(self.p("warmup"), "rb") as f:
-            while f.read(1 << 20):
-                pass
+        # warm up on other files: libfuse grows its worker pool (each thread
+        # with its own request buffer) while reads queue up under readahead;
+        # parallel readers bring it to its working size.  Not per-hole memory.
+        import threading
+
+        def warm(n):
+            name = self.p("warmup%d" % n)
+            with open(name, "wb") as f:
+                f.truncate(64 << 20)
+            with open(name, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        for _ in range(2):
+            ts = [threading.Thread(target=warm, args=(n,)) for n in range(6)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
         fd = self.track(os.open(path, os.O_RDONLY))
         a = self.stats()
         blocks = os.stat(path).st_blocks
