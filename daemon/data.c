@@ -538,27 +538,18 @@ static int tx_publish(void *arg)
 	return 0;
 }
 
-ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
-		 bool sync)
+/* Write with the inode lock held exclusively; 0 or -errno. */
+static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const void *buf,
+			size_t size, bool sync)
 {
 	struct pieces ps;
-	struct inode *in;
+	uint64_t old_size = in->pi->size;
 	int ret;
-	uint64_t old_size;
 
-	if (size == 0)
-		return 0;
-	if (off > PMFUSE_MAX_FILE_SIZE || size > PMFUSE_MAX_FILE_SIZE - off)
-		return -EFBIG;
-	ret = get_file(fs, ino, &in);
-	if (ret)
-		return ret;
 	pieces_init(&ps);
-	pthread_rwlock_wrlock(&in->lock);
-	old_size = in->pi->size;
 	ret = reserve_holes(fs, in, off / BLK, (off + size - 1) / BLK - off / BLK + 1, &ps);
 	if (ret)
-		goto out;
+		return ret;
 	/* bytes between the old end of file and the write must read as zeros */
 	if (off > old_size)
 		zero_tail(fs, in, old_size, off);
@@ -583,10 +574,46 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 		}
 	}
 	pieces_release(fs, &ps, ret != 0);
-out:
+	return ret;
+}
+
+static int check_range(uint64_t off, uint64_t len)
+{
+	return off > PMFUSE_MAX_FILE_SIZE || len > PMFUSE_MAX_FILE_SIZE - off ? -EFBIG : 0;
+}
+
+ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
+		 bool sync)
+{
+	struct inode *in;
+	int ret;
+
+	if (size == 0)
+		return 0;
+	if ((ret = check_range(off, size)) || (ret = get_file(fs, ino, &in)))
+		return ret;
+	pthread_rwlock_wrlock(&in->lock);
+	ret = write_locked(fs, in, off, buf, size, sync);
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return ret ? ret : (ssize_t)size;
+}
+
+struct grow_args {
+	struct fs *fs;
+	struct inode *in;
+	uint64_t size;
+	struct fmap_freed *freed;
+};
+
+static int tx_grow(void *arg)
+{
+	struct grow_args *g = arg;
+	int ret = fs_truncate_locked(g->fs, g->in, g->size, g->freed);
+
+	if (!ret)
+		inode_tx_touch(g->in->pi, false, true, true);
+	return ret;
 }
 
 int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fmap_freed *freed)
@@ -664,15 +691,35 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
 	return ret;
 }
 
+/* ZERO_RANGE on blocks that exist: zeros stored and persisted in place. */
+static void zero_mapped(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len < in->pi->size ? off + len : in->pi->size;
+
+	for (uint64_t pos = off; pos < end;) {
+		uint64_t phys, count;
+		int r = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
+		uint64_t n = count > (end - pos) / BLK + 1 ? end - pos : count * BLK - (pos & BLK_MASK);
+		if (n > end - pos)
+			n = end - pos;
+		if (r == 1) {
+			char *p = region_block(&fs->region, phys) + (pos & BLK_MASK);
+			region_zero_nopersist(&fs->region, p, n);
+			persist(fs, p, n);
+		}
+		pos += n;
+	}
+}
+
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len)
 {
 	struct pieces ps;
 	struct inode *in;
 	int ret;
 
-	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE))
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
 		return -EOPNOTSUPP;
-	if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE))
+	if ((mode & FALLOC_FL_PUNCH_HOLE) && mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
 		return -EOPNOTSUPP;
 	if (len == 0)
 		return -EINVAL;
@@ -689,6 +736,8 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 		ret = punch(fs, in, off, len);
 		goto out;
 	}
+	if (mode & FALLOC_FL_ZERO_RANGE)
+		zero_mapped(fs, in, off, len);
 	ret = reserve_holes(fs, in, off / BLK, (off + len - 1) / BLK - off / BLK + 1, &ps);
 	if (ret)
 		goto out;
@@ -707,6 +756,83 @@ out:
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return ret;
+}
+
+/*
+ * copy_file_range inside the region: data segments are copied block to
+ * block through the write path; holes of the source stay holes (punched in
+ * the destination if it had data there).  Returns bytes copied.
+ */
+ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t dst_ino,
+		      uint64_t doff, uint64_t len)
+{
+	struct inode *src, *dst;
+	ssize_t ret;
+	uint64_t done = 0;
+
+	if ((ret = check_range(doff, len)))
+		return ret;
+	if ((ret = get_file(fs, src_ino, &src)))
+		return ret;
+	if ((ret = get_file(fs, dst_ino, &dst))) {
+		inode_put(fs, src);
+		return ret;
+	}
+	if (src == dst && soff < doff + len && doff < soff + len) {
+		ret = -EINVAL;	/* overlapping ranges of one file, as Linux */
+		goto out_put;
+	}
+	/* one lock per inode, taken in inode order */
+	if (src == dst) {
+		pthread_rwlock_wrlock(&dst->lock);
+	} else if (src->ino < dst->ino) {
+		pthread_rwlock_rdlock(&src->lock);
+		pthread_rwlock_wrlock(&dst->lock);
+	} else {
+		pthread_rwlock_wrlock(&dst->lock);
+		pthread_rwlock_rdlock(&src->lock);
+	}
+	if (soff >= src->pi->size)
+		goto out_unlock;
+	if (len > src->pi->size - soff)
+		len = src->pi->size - soff;
+	data_drop_index(fs, dst);	/* the destination's map changes */
+	while (done < len) {
+		uint64_t pos = soff + done, phys, count, n;
+		int r = fmap_lookup(&fs->pool, src->pi, pos / BLK, &phys, &count);
+		if (r < 0) {
+			ret = -EIO;
+			goto out_unlock;
+		}
+		n = count > (len - done) / BLK + 1 ? len - done : count * BLK - (pos & BLK_MASK);
+		if (n > len - done)
+			n = len - done;
+		if (r == 1) {
+			ret = write_locked(fs, dst, doff + done,
+					   region_block(&fs->region, phys) + (pos & BLK_MASK), n, false);
+		} else {
+			ret = punch(fs, dst, doff + done, n);
+			if (!ret && doff + done + n > dst->pi->size) {
+				/* a trailing hole still extends the destination */
+				struct fmap_freed none = { 0 };
+				struct grow_args g = { fs, dst, doff + done + n, &none };
+				ret = pool_tx(&fs->pool, tx_grow, &g);
+			}
+		}
+		if (ret)
+			goto out_unlock;
+		done += n;
+	}
+out_unlock:
+	pthread_rwlock_unlock(&dst->lock);
+	if (src != dst)
+		pthread_rwlock_unlock(&src->lock);
+out_put:
+	inode_put(fs, dst);
+	inode_put(fs, src);
+	if (ret < 0 && done == 0)
+		return ret;
+	return (ssize_t)done;
 }
 
 int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence)

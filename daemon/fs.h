@@ -176,6 +176,8 @@ int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size);
 int data_drop_index(struct fs *fs, struct inode *in);
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len);
 int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence);
+ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t dst_ino,
+		      uint64_t doff, uint64_t len);
 int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size,
 		       struct fmap_freed *freed);
 

@@ -520,6 +520,25 @@ static void pm_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_lseek(req, r);
 }
 
+static void pm_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			       struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	ssize_t n;
+
+	(void)fi_in;
+	(void)fi_out;
+	if (flags || off_in < 0 || off_out < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = fs_copy_range(pm_fs(req), ino_in, (uint64_t)off_in, ino_out, (uint64_t)off_out, len);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
 static void pm_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
@@ -564,4 +583,5 @@ const struct fuse_lowlevel_ops pm_ops = {
 	.access = pm_access,
 	.fallocate = pm_fallocate,
 	.lseek = pm_lseek,
+	.copy_file_range = pm_copy_file_range,
 };

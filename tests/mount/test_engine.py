@@ -204,6 +204,43 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
+class SparseOpsTest(EngineCase):
+    def test_zero_range_reads_zeros_and_keeps_the_blocks(self):
+        fd = self.allocated_file("z", 64 * PAGE)
+        blocks = os.fstat(fd).st_blocks
+        h.fallocate(fd, 0x10, 10 * PAGE + 100, 5 * PAGE)	# FALLOC_FL_ZERO_RANGE
+        data = os.pread(fd, 64 * PAGE, 0)
+        self.assertEqual(data[:10 * PAGE + 100], b"a" * (10 * PAGE + 100))
+        self.assertEqual(data[10 * PAGE + 100:15 * PAGE + 100], bytes(5 * PAGE))
+        self.assertEqual(data[15 * PAGE + 100:], b"a" * (49 * PAGE - 100))
+        self.assertEqual(os.fstat(fd).st_blocks, blocks)
+        h.fallocate(fd, 0x10, 100 * PAGE, PAGE)	# past EOF: extends the file
+        self.assertEqual(os.fstat(fd).st_size, 101 * PAGE)
+        self.assertEqual(os.pread(fd, PAGE, 100 * PAGE), bytes(PAGE))
+
+    def test_copy_file_range_copies_data_and_keeps_holes(self):
+        src = self.track(os.open(self.p("src"), os.O_CREAT | os.O_RDWR, 0o644))
+        head, tail = os.urandom(3 * PAGE + 7), os.urandom(2 * PAGE)
+        h.pwrite_all(src, head, 0)
+        h.pwrite_all(src, tail, 1 << 20)	# a 1 MiB hole between
+        dst = self.track(os.open(self.p("dst"), os.O_CREAT | os.O_RDWR, 0o644))
+        h.pwrite_all(dst, b"x" * (2 << 20), 0)	# data where the hole lands
+        size = os.fstat(src).st_size
+        done = 0
+        while done < size:
+            n = os.copy_file_range(src, dst, size - done, done, done)
+            self.assertGreater(n, 0)
+            done += n
+        with open(self.p("src"), "rb") as a, open(self.p("dst"), "rb") as b:
+            self.assertEqual(a.read(), b.read(size))
+        # the source's hole is a hole in the destination too
+        self.assertEqual(os.lseek(dst, 4 * PAGE, os.SEEK_HOLE), 4 * PAGE)
+        self.assertEqual(os.lseek(dst, 4 * PAGE, os.SEEK_DATA), 1 << 20)
+        with self.assertRaises(OSError) as cm:	# overlapping ranges of one file
+            os.copy_file_range(src, src, PAGE, 0, 100)
+        self.assertEqual(cm.exception.errno, 22)
+
+
 def extents(path):
     raw = os.getxattr(path, "user.pmfuse.extents").decode()
     return {k: int(v) for k, v in (line.split() for line in raw.splitlines())}

@@ -426,6 +426,22 @@ static void test_full_metadata_heap_is_enospc_and_recovers(void)
 	fs_unmount(fs);
 }
 
+static void test_zero_buffer_is_read_only(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		((volatile char *)fs->zero)[100] = 1;	/* must fault */
+		_exit(0);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+	fs_unmount(fs);
+}
+
 int main(void)
 {
 	RUN(test_alloc_aligned_runs_and_enospc);
@@ -440,6 +456,7 @@ int main(void)
 	RUN(test_kills_mid_transaction_do_not_leak_metadata_space);
 	RUN(test_orphan_flag_on_linked_inode_refuses_mount);
 	RUN(test_full_metadata_heap_is_enospc_and_recovers);
+	RUN(test_zero_buffer_is_read_only);
 	unlink(region);
 	return test_failures ? 1 : 0;
 }
