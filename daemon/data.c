@@ -237,6 +237,28 @@ static int count_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 	return 0;
 }
 
+void data_count_huge(struct fs *fs, uint64_t *huge_2m, uint64_t *huge_1g)
+{
+	*huge_2m = *huge_1g = 0;
+	for (uint64_t ino = 1; ino < fs->max_inodes; ino++) {
+		struct pmfuse_inode *pi = inode_record(fs, ino);
+		struct extent_count c = { 0 };
+		struct inode *in;
+
+		/* skip empty files without taking them in: nothing to count */
+		if (!pi || !S_ISREG(pi->mode) || !pi->blocks || get_file(fs, ino, &in))
+			continue;
+		pthread_rwlock_rdlock(&in->lock);
+		if (fmap_walk(&fs->pool, in->pi, count_leaf, NULL, &c) == 0) {
+			count_run(&c);
+			*huge_2m += c.huge_2m;
+			*huge_1g += c.huge_1g;
+		}
+		pthread_rwlock_unlock(&in->lock);
+		inode_put(fs, in);
+	}
+}
+
 int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
 {
 	struct extent_count c = { 0 };

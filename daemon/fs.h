@@ -170,6 +170,8 @@ int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn f
 ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
 		 bool sync);
 int fs_fsync(struct fs *fs, uint64_t ino, bool datasync);
+/* 2 MiB- and 1 GiB-aligned runs in use, all files (a walk: for stats reads). */
+void data_count_huge(struct fs *fs, uint64_t *huge_2m, uint64_t *huge_1g);
 /* Text for the user.pmfuse.extents xattr of a regular file. */
 int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size);
 /* Flush a file's dirty ranges and free its index (inode lock held exclusively). */

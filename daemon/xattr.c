@@ -88,18 +88,22 @@ static const struct pmfuse_xattr_rec *xattr_find(const struct pmfuse_xattrs *x, 
 
 static int stats_text(struct fs *fs, char *buf, size_t size)
 {
+	uint64_t h2, h1;
 	struct statvfs sv;
 
 	fs_statfs(fs, &sv);
+	data_count_huge(fs, &h2, &h1);
 	return snprintf(buf, size,
 			"flush_bytes %" PRIu64 "\nflush_calls %" PRIu64 "\ndrains %" PRIu64
 			"\ndirty_pages %" PRId64 "\nzero_bytes_served %" PRIu64
-			"\nblocks_total %" PRIu64 "\nblocks_free %" PRIu64 "\ninodes_total %" PRIu64
-			"\ninodes_free %" PRIu64 "\ngranularity %s\nmode %s\n",
+			"\nblocks_total %" PRIu64 "\nblocks_free %" PRIu64
+			"\nhuge_2m_extents %" PRIu64 "\nhuge_1g_extents %" PRIu64
+			"\ninodes_total %" PRIu64 "\ninodes_free %" PRIu64
+			"\ngranularity %s\nmode %s\n",
 			atomic_load(&fs->stats.flush_bytes), atomic_load(&fs->stats.flush_calls),
 			atomic_load(&fs->stats.drains), atomic_load(&fs->stats.dirty_pages),
 			atomic_load(&fs->stats.zero_bytes_served), (uint64_t)sv.f_blocks,
-			(uint64_t)sv.f_bfree, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
+			(uint64_t)sv.f_bfree, h2, h1, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
 			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback");
 }
 

@@ -257,6 +257,9 @@ class HugeExtentTest(EngineCase):
             h.pwrite_all(fd, chunk, i << 20)
         os.fsync(fd)
         e = extents(path)
+        st = self.stats()
+        self.assertEqual((st["huge_2m_extents"], st["huge_1g_extents"]),
+                         (e["huge_2m"], e["huge_1g"]), "the only file's runs are all there are")
         huge_bytes = e["huge_2m"] * (2 << 20) + e["huge_1g"] * (1 << 30)
         self.assertGreaterEqual(huge_bytes, 0.99 * (1 << 30), e)
         self.assertLessEqual(e["extents"], 4, e)
