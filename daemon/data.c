@@ -285,6 +285,26 @@ int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
 	return ret;
 }
 
+/*
+ * The file bytes at pos, as one map lookup answers them: 1 (data, at *addr)
+ * or 0 (a hole) for the next *len bytes, never past end; -EIO if the map is
+ * damaged.  A hole past the last map entry is endless: *len stays in range.
+ */
+static int lookup_segment(struct fs *fs, const struct pmfuse_inode *pi, uint64_t pos,
+			  uint64_t end, char **addr, uint64_t *len)
+{
+	uint64_t phys, count, left = end - pos;
+	int r = fmap_lookup(&fs->pool, pi, pos / BLK, &phys, &count);
+
+	if (r < 0)
+		return -EIO;
+	*len = count > left / BLK + 1 ? left : count * BLK - (pos & BLK_MASK);
+	if (*len > left)
+		*len = left;
+	*addr = r ? region_block(&fs->region, phys) + (pos & BLK_MASK) : NULL;
+	return r;
+}
+
 int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx)
 {
 	struct fs_seg segs[FS_READ_MAXSEGS];
@@ -302,18 +322,14 @@ int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn f
 	if (size < end - off)
 		end = off + size;
 	for (pos = off; pos < end && n < FS_READ_MAXSEGS;) {
-		uint64_t phys, count, len;
+		uint64_t len;
+		char *data;
 		const char *ptr;
-		ret = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
-		if (ret < 0) {
-			ret = -EIO;
+		ret = lookup_segment(fs, in->pi, pos, end, &data, &len);
+		if (ret < 0)
 			goto out;
-		}
-		len = count > (end - pos) / BLK + 1 ? end - pos : count * BLK - (pos & BLK_MASK);
-		if (len > end - pos)
-			len = end - pos;
 		if (ret) {
-			ptr = region_block(&fs->region, phys) + (pos & BLK_MASK);
+			ptr = data;
 		} else {
 			if (len > fs->zero_size)
 				len = fs->zero_size;
@@ -719,13 +735,9 @@ static void zero_mapped(struct fs *fs, struct inode *in, uint64_t off, uint64_t 
 	uint64_t end = off + len < in->pi->size ? off + len : in->pi->size;
 
 	for (uint64_t pos = off; pos < end;) {
-		uint64_t phys, count;
-		int r = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
-		uint64_t n = count > (end - pos) / BLK + 1 ? end - pos : count * BLK - (pos & BLK_MASK);
-		if (n > end - pos)
-			n = end - pos;
-		if (r == 1) {
-			char *p = region_block(&fs->region, phys) + (pos & BLK_MASK);
+		uint64_t n;
+		char *p;
+		if (lookup_segment(fs, in->pi, pos, end, &p, &n) == 1) {
 			region_zero_nopersist(&fs->region, p, n);
 			persist(fs, p, n);
 		}
@@ -820,18 +832,15 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 		len = src->pi->size - soff;
 	data_drop_index(fs, dst);	/* the destination's map changes */
 	while (done < len) {
-		uint64_t pos = soff + done, phys, count, n;
-		int r = fmap_lookup(&fs->pool, src->pi, pos / BLK, &phys, &count);
+		uint64_t pos = soff + done, n;
+		char *data;
+		int r = lookup_segment(fs, src->pi, pos, soff + len, &data, &n);
 		if (r < 0) {
-			ret = -EIO;
+			ret = r;
 			goto out_unlock;
 		}
-		n = count > (len - done) / BLK + 1 ? len - done : count * BLK - (pos & BLK_MASK);
-		if (n > len - done)
-			n = len - done;
 		if (r == 1) {
-			ret = write_locked(fs, dst, doff + done,
-					   region_block(&fs->region, phys) + (pos & BLK_MASK), n, false);
+			ret = write_locked(fs, dst, doff + done, data, n, false);
 		} else {
 			ret = punch(fs, dst, doff + done, n);
 			if (!ret && doff + done + n > dst->pi->size) {
