@@ -139,10 +139,26 @@ static uint64_t next_free_group(struct alloc *a, uint64_t from_group)
 	return a->ngroups;
 }
 
+#define HUGE_1G_BLOCKS (1ull << 18)
+#define GROUPS_PER_1G (HUGE_1G_BLOCKS / GROUP_BLOCKS)
+
+/* First group of a wholly free, 1 GiB-aligned gigabyte; UINT64_MAX if none. */
+static uint64_t next_free_1g(struct alloc *a)
+{
+	for (uint64_t g = 0; g + GROUPS_PER_1G <= a->ngroups; g += GROUPS_PER_1G) {
+		uint64_t k = 0;
+		while (k < GROUPS_PER_1G && a->group_free[g + k] == GROUP_BLOCKS)
+			k++;
+		if (k == GROUPS_PER_1G)
+			return g;
+	}
+	return UINT64_MAX;
+}
+
 static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t align_fblock,
 			struct alloc_run *runs, int maxruns)
 {
-	uint64_t left = n;
+	uint64_t left = n, g1;
 	int nr = 0;
 
 	if (n == 0)
@@ -162,6 +178,14 @@ static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t ali
 		runs[nr++] = (struct alloc_run){ goal, len };
 		mark_range(a, goal, len, true);
 		left -= len;
+	} else if (align_fblock != UINT64_MAX && align_fblock % HUGE_1G_BLOCKS == 0 &&
+		   left >= HUGE_1G_BLOCKS && (g1 = next_free_1g(a)) != UINT64_MAX) {
+		/* a whole gigabyte from a gigabyte boundary: the PUD analogue */
+		uint64_t b = g1 * GROUP_BLOCKS;
+		runs[nr++] = (struct alloc_run){ b, HUGE_1G_BLOCKS };
+		mark_range(a, b, HUGE_1G_BLOCKS, true);
+		left -= HUGE_1G_BLOCKS;
+		a->cursor = b + HUGE_1G_BLOCKS;
 	} else if (align_fblock != UINT64_MAX) {
 		/* no predecessor to follow: line up with a free 2 MiB group */
 		uint64_t g = next_free_group(a, a->cursor / GROUP_BLOCKS);

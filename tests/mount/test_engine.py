@@ -273,6 +273,20 @@ class HugeExtentTest(EngineCase):
         self.assertEqual(os.pread(fd, 1, (300 << 20) + 5), b"!")
 
 
+    def test_fallocating_a_gigabyte_takes_one_1gib_aligned_run(self):
+        fd = self.track(os.open(self.p("g"), os.O_CREAT | os.O_RDWR, 0o644))
+        os.posix_fallocate(fd, 0, 1 << 30)
+        e = extents(self.p("g"))
+        self.assertEqual((e["extents"], e["huge_1g"], e["huge_2m"], e["small_blocks"]),
+                         (1, 1, 0, 0), e)
+        self.assertEqual(self.stats()["huge_1g_extents"], 1)
+        os.pwrite(fd, b"!", 123456789)	# a 1 GiB entry in the index
+        self.assertEqual(extents(self.p("g"))["index_entries"], 1)
+        a = self.stats()
+        os.fsync(fd)
+        self.assertEqual(self.stats()["flush_bytes"] - a["flush_bytes"], PAGE)
+
+
 class FragmentationTest(EngineCase):
     region_size = "256M"
 
