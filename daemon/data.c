@@ -140,13 +140,11 @@ static void flush_pending(struct flusher *f)
 	f->len = 0;
 }
 
-static void flush_run(void *ctx, uint64_t entry, uint64_t page, uint64_t npages)
+/* Queue [p, p + len) for flushing, joining it to the pending range if adjacent. */
+static void flush_add(struct flusher *f, char *p, size_t len)
 {
-	struct flusher *f = ctx;
-	uint64_t first = page & ~(ix_pages(entry) - 1);
-	char *p = region_block(&f->fs->region, ix_block(entry) + (page - first));
-	size_t len = npages * BLK;
-
+	if (!len)
+		return;
 	if (f->len && f->start + f->len == p) {
 		f->len += len;
 		return;
@@ -154,6 +152,13 @@ static void flush_run(void *ctx, uint64_t entry, uint64_t page, uint64_t npages)
 	flush_pending(f);
 	f->start = p;
 	f->len = len;
+}
+
+static void flush_run(void *ctx, uint64_t entry, uint64_t page, uint64_t npages)
+{
+	struct flusher *f = ctx;
+	uint64_t first = page & ~(ix_pages(entry) - 1);
+	flush_add(f, region_block(&f->fs->region, ix_block(entry) + (page - first)), npages * BLK);
 }
 
 /*
@@ -509,6 +514,8 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		       uint64_t off, const char *src, uint64_t len, bool writeback)
 {
 	struct index *defer = NULL;
+	/* one flush per run of adjacent bytes and one drain per request */
+	struct flusher acc = { fs, NULL, 0 };
 
 	uint64_t pos = off, end = off + len;
 
@@ -522,7 +529,7 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		if (fresh && (pos & BLK_MASK)) {
 			/* head of a new block before the write */
 			region_zero_nopersist(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
-			persist(fs, dst - (pos & BLK_MASK), pos & BLK_MASK);
+			flush_add(&acc, dst - (pos & BLK_MASK), pos & BLK_MASK);
 		}
 		if (src)
 			region_copy_nopersist(&fs->region, dst, src + (pos - off), n);
@@ -536,15 +543,20 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			uint64_t added = index_mark_dirty(defer, first, last - first + 1);
 			atomic_fetch_add(&fs->stats.dirty_pages, (int64_t)added);
 		} else {
-			persist(fs, dst, n);
+			flush_add(&acc, dst, n);
 		}
 		if (fresh && ((pos + n) & BLK_MASK)) {
 			/* tail of a new block after the write */
 			uint64_t t = BLK - ((pos + n) & BLK_MASK);
 			region_zero_nopersist(&fs->region, dst + n, t);
-			persist(fs, dst + n, t);
+			flush_add(&acc, dst + n, t);
 		}
 		pos += n;
+	}
+	flush_pending(&acc);
+	if (acc.start) {	/* something was queued, so something was flushed */
+		fs->region.drain_fn();
+		atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
 	}
 }
 
