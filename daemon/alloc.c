@@ -258,13 +258,3 @@ uint64_t alloc_free_count(struct alloc *a)
 	pthread_mutex_unlock(&a->lock);
 	return n;
 }
-
-bool alloc_is_used(struct alloc *a, uint64_t phys)
-{
-	bool u;
-
-	pthread_mutex_lock(&a->lock);
-	u = phys >= a->nblocks || bit_test(a->used, phys);
-	pthread_mutex_unlock(&a->lock);
-	return u;
-}

@@ -64,6 +64,5 @@ int alloc_blocks_aligned(struct alloc *a, uint64_t n, uint64_t goal, uint64_t fb
 			 struct alloc_run *runs, int maxruns);
 void alloc_free(struct alloc *a, uint64_t phys, uint64_t n);
 uint64_t alloc_free_count(struct alloc *a);
-bool alloc_is_used(struct alloc *a, uint64_t phys);
 
 #endif

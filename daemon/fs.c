@@ -168,7 +168,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	}
 	free(orphans);
 	orphans = NULL;
-	if (!o->readonly && (ret = set_state(fs, PMFUSE_STATE_MOUNTED))) {
+	if ((ret = set_state(fs, PMFUSE_STATE_MOUNTED))) {
 		snprintf(why, whylen, "cannot update the superblock");
 		goto out_zero;
 	}
@@ -207,8 +207,7 @@ void fs_unmount(struct fs *fs)
 		pthread_rwlock_destroy(&in->lock);
 		free(in);
 	}
-	if (!fs->opts.readonly)
-		set_state(fs, PMFUSE_STATE_CLEAN);
+	set_state(fs, PMFUSE_STATE_CLEAN);
 	zero_fini(fs);
 	alloc_destroy(&fs->alloc);
 	free(fs->icache);

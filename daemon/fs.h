@@ -50,7 +50,6 @@ struct inode {
 
 struct fs_opts {
 	bool sync;			/* -o sync: persist data before replying */
-	bool readonly;
 };
 
 struct fs_stats {
