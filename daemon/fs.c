@@ -6,6 +6,7 @@
  */
 #include "fs.h"
 #include "dir.h"
+#include "log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -114,6 +115,8 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	ret = pool_open(&fs->pool, path, why, whylen);
 	if (ret)
 		goto out_free;
+	/* the last daemon never unmounted: pmemobj_open just replayed its logs */
+	bool unclean = fs->pool.sb->state != PMFUSE_STATE_CLEAN;
 	ret = region_open(&fs->region, path, why, whylen);
 	if (ret)
 		goto out_pool;
@@ -168,6 +171,11 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	}
 	free(orphans);
 	orphans = NULL;
+	if (unclean)
+		log_notice("%s was not cleanly unmounted: pool recovered, %zu orphan inode(s) reclaimed",
+			   path, norphans);
+	else if (norphans)
+		log_notice("%s: %zu orphan inode(s) reclaimed", path, norphans);
 	if ((ret = set_state(fs, PMFUSE_STATE_MOUNTED))) {
 		snprintf(why, whylen, "cannot update the superblock");
 		goto out_zero;
@@ -194,6 +202,8 @@ out_free:
 
 void fs_unmount(struct fs *fs)
 {
+	int64_t dirty = atomic_load(&fs->stats.dirty_pages);
+
 	for (uint64_t ino = 0; ino < fs->max_inodes; ino++) {
 		struct inode *in = atomic_load(&fs->icache[ino]);
 		if (!in)
@@ -207,7 +217,9 @@ void fs_unmount(struct fs *fs)
 		pthread_rwlock_destroy(&in->lock);
 		free(in);
 	}
-	set_state(fs, PMFUSE_STATE_CLEAN);
+	if (set_state(fs, PMFUSE_STATE_CLEAN))
+		log_err("cannot mark the superblock clean; the next mount will recover");
+	log_info("unmounted: %" PRId64 " dirty page(s) flushed, superblock marked clean", dirty);
 	zero_fini(fs);
 	alloc_destroy(&fs->alloc);
 	free(fs->icache);

@@ -6,9 +6,12 @@
  */
 #include "fuse_ops.h"
 #include "fs.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +32,35 @@ static struct fs_cred pm_cred(fuse_req_t req)
 	return (struct fs_cred){ ctx->uid, ctx->gid };
 }
 
-static void reply_entry(fuse_req_t req, int err, const struct stat *st)
+/*
+ * One bit per inode: has a request on it been refused with EIO (damaged
+ * metadata, unreadable media) yet?  The first refusal is logged, the rest
+ * are not, so a damaged image cannot flood the log.
+ */
+static _Atomic uint64_t *eio_logged;
+static uint64_t eio_logged_inodes;
+
+static void reply_err(fuse_req_t req, fuse_ino_t ino, int err)
+{
+	if (err == EUCLEAN)	/* the core's word for damaged metadata */
+		err = EIO;
+	if (err == EIO) {
+		uint64_t bit = ino < eio_logged_inodes ? ino : 0;
+		uint64_t mask = 1ull << (bit % 64);
+		if (eio_logged && !(atomic_fetch_or(&eio_logged[bit / 64], mask) & mask))
+			log_err("inode %" PRIu64 ": damaged or unreadable, request refused "
+				"with EIO (run fsck.pmfuse; further errors on it not logged)",
+				(uint64_t)ino);
+	}
+	fuse_reply_err(req, err);
+}
+
+static void reply_entry(fuse_req_t req, fuse_ino_t parent, int err, const struct stat *st)
 {
 	struct fuse_entry_param e;
 
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, parent, -err);
 		return;
 	}
 	memset(&e, 0, sizeof(e));
@@ -51,7 +77,7 @@ static void pm_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	int err = fs_lookup(pm_fs(req), parent, name, &st);
 
-	reply_entry(req, err, &st);
+	reply_entry(req, parent, err, &st);
 }
 
 static void pm_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -74,7 +100,7 @@ static void pm_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	(void)fi;
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, ino, -err);
 	else
 		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
@@ -107,7 +133,7 @@ static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		valid &= ~FS_SET_MTIME;
 	err = fs_setattr(pm_fs(req), ino, attr, valid, &st);
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, ino, -err);
 	else
 		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
@@ -118,7 +144,7 @@ static void pm_readlink(fuse_req_t req, fuse_ino_t ino)
 	int err = fs_readlink(pm_fs(req), ino, buf, sizeof(buf));
 
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, ino, -err);
 	else
 		fuse_reply_readlink(req, buf);
 }
@@ -129,7 +155,7 @@ static void pm_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct fs_cred cr = pm_cred(req);
 	struct stat st;
 
-	reply_entry(req, fs_mknod(pm_fs(req), parent, name, mode, rdev, &cr, &st), &st);
+	reply_entry(req, parent, fs_mknod(pm_fs(req), parent, name, mode, rdev, &cr, &st), &st);
 }
 
 static void pm_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -137,7 +163,7 @@ static void pm_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct fs_cred cr = pm_cred(req);
 	struct stat st;
 
-	reply_entry(req, fs_mknod(pm_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, &cr, &st),
+	reply_entry(req, parent, fs_mknod(pm_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, &cr, &st),
 		    &st);
 }
 
@@ -146,24 +172,24 @@ static void pm_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	struct fs_cred cr = pm_cred(req);
 	struct stat st;
 
-	reply_entry(req, fs_symlink(pm_fs(req), parent, name, link, &cr, &st), &st);
+	reply_entry(req, parent, fs_symlink(pm_fs(req), parent, name, link, &cr, &st), &st);
 }
 
 static void pm_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct stat st;
 
-	reply_entry(req, fs_link(pm_fs(req), ino, newparent, newname, &st), &st);
+	reply_entry(req, ino, fs_link(pm_fs(req), ino, newparent, newname, &st), &st);
 }
 
 static void pm_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -fs_unlink(pm_fs(req), parent, name));
+	reply_err(req, parent, -fs_unlink(pm_fs(req), parent, name));
 }
 
 static void pm_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -fs_rmdir(pm_fs(req), parent, name));
+	reply_err(req, parent, -fs_rmdir(pm_fs(req), parent, name));
 }
 
 static void pm_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -172,14 +198,14 @@ static void pm_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	unsigned f = 0;
 
 	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, parent, EINVAL);
 		return;
 	}
 	if (flags & RENAME_NOREPLACE)
 		f |= FS_RENAME_NOREPLACE;
 	if (flags & RENAME_EXCHANGE)
 		f |= FS_RENAME_EXCHANGE;
-	fuse_reply_err(req, -fs_rename(pm_fs(req), parent, name, newparent, newname, f));
+	reply_err(req, parent, -fs_rename(pm_fs(req), parent, name, newparent, newname, f));
 }
 
 static bool wants_sync(struct fs *fs, const struct fuse_file_info *fi)
@@ -200,7 +226,7 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, ino, -err);
 	else
 		fuse_reply_open(req, fi);
 }
@@ -216,7 +242,7 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (!err)
 		err = fs_open(pm_fs(req), st.st_ino, fi->flags);
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, parent, -err);
 		return;
 	}
 	memset(&e, 0, sizeof(e));
@@ -249,12 +275,12 @@ static void pm_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	(void)fi;
 	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, ino, EINVAL);
 		return;
 	}
 	err = fs_read(pm_fs(req), ino, (uint64_t)off, size, reply_segments, req);
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, ino, -err);
 }
 
 static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -263,12 +289,12 @@ static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	ssize_t n;
 
 	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, ino, EINVAL);
 		return;
 	}
 	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(pm_fs(req), fi));
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		reply_err(req, ino, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
 }
@@ -290,7 +316,7 @@ static void pm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void pm_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)fi;
-	fuse_reply_err(req, -fs_fsync(pm_fs(req), ino, datasync));
+	reply_err(req, ino, -fs_fsync(pm_fs(req), ino, datasync));
 }
 
 static void pm_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -301,7 +327,7 @@ static void pm_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (!err && !S_ISDIR(st.st_mode))
 		err = -ENOTDIR;
 	if (err)
-		fuse_reply_err(req, -err);
+		reply_err(req, ino, -err);
 	else
 		fuse_reply_open(req, fi);
 }
@@ -363,12 +389,12 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 
 	b.buf = malloc(size);
 	if (!b.buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ino, ENOMEM);
 		return;
 	}
 	err = fs_readdir(b.fs, ino, off, fill_dirent, &b);
 	if (err && b.used == 0)
-		fuse_reply_err(req, -err);
+		reply_err(req, ino, -err);
 	else
 		fuse_reply_buf(req, b.buf, b.used);
 	free(b.buf);
@@ -399,7 +425,7 @@ static void pm_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 {
 	(void)fi;
 	/* directory changes are durable when their transaction commits */
-	fuse_reply_err(req, -fs_fsync(pm_fs(req), ino, datasync));
+	reply_err(req, ino, -fs_fsync(pm_fs(req), ino, datasync));
 }
 
 static void pm_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -414,13 +440,14 @@ static void pm_statfs(fuse_req_t req, fuse_ino_t ino)
 static void pm_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
-	fuse_reply_err(req, -fs_setxattr(pm_fs(req), ino, name, value, size, flags));
+	reply_err(req, ino, -fs_setxattr(pm_fs(req), ino, name, value, size, flags));
 }
 
-static void reply_xattr_result(fuse_req_t req, ssize_t n, const char *buf, size_t size)
+static void reply_xattr_result(fuse_req_t req, fuse_ino_t ino, ssize_t n, const char *buf,
+			       size_t size)
 {
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		reply_err(req, ino, (int)-n);
 	else if (size == 0)
 		fuse_reply_xattr(req, (size_t)n);
 	else
@@ -432,10 +459,10 @@ static void pm_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	char *buf = size ? malloc(size) : NULL;
 
 	if (size && !buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ino, ENOMEM);
 		return;
 	}
-	reply_xattr_result(req, fs_getxattr(pm_fs(req), ino, name, buf, size), buf, size);
+	reply_xattr_result(req, ino, fs_getxattr(pm_fs(req), ino, name, buf, size), buf, size);
 	free(buf);
 }
 
@@ -444,16 +471,16 @@ static void pm_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char *buf = size ? malloc(size) : NULL;
 
 	if (size && !buf) {
-		fuse_reply_err(req, ENOMEM);
+		reply_err(req, ino, ENOMEM);
 		return;
 	}
-	reply_xattr_result(req, fs_listxattr(pm_fs(req), ino, buf, size), buf, size);
+	reply_xattr_result(req, ino, fs_listxattr(pm_fs(req), ino, buf, size), buf, size);
 	free(buf);
 }
 
 static void pm_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, -fs_removexattr(pm_fs(req), ino, name));
+	reply_err(req, ino, -fs_removexattr(pm_fs(req), ino, name));
 }
 
 static void pm_access(fuse_req_t req, fuse_ino_t ino, int mask)
@@ -464,7 +491,7 @@ static void pm_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	unsigned bits;
 
 	if (err) {
-		fuse_reply_err(req, -err);
+		reply_err(req, ino, -err);
 		return;
 	}
 	if (mask == F_OK) {
@@ -474,7 +501,7 @@ static void pm_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	if (ctx->uid == 0) {
 		/* root may do anything but execute a file nobody may execute */
 		bool x_ok = !(mask & X_OK) || S_ISDIR(st.st_mode) || (st.st_mode & 0111);
-		fuse_reply_err(req, x_ok ? 0 : EACCES);
+		reply_err(req, ino, x_ok ? 0 : EACCES);
 		return;
 	}
 	if (ctx->uid == st.st_uid)
@@ -489,7 +516,7 @@ static void pm_access(fuse_req_t req, fuse_ino_t ino, int mask)
 			if (groups[i] == st.st_gid)
 				bits = (st.st_mode >> 3) & 7;
 	}
-	fuse_reply_err(req, ((unsigned)mask & ~bits) ? EACCES : 0);
+	reply_err(req, ino, ((unsigned)mask & ~bits) ? EACCES : 0);
 }
 
 static void pm_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
@@ -497,10 +524,10 @@ static void pm_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 {
 	(void)fi;
 	if (off < 0 || len <= 0) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, ino, EINVAL);
 		return;
 	}
-	fuse_reply_err(req, -fs_fallocate(pm_fs(req), ino, mode, (uint64_t)off, (uint64_t)len));
+	reply_err(req, ino, -fs_fallocate(pm_fs(req), ino, mode, (uint64_t)off, (uint64_t)len));
 }
 
 static void pm_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
@@ -510,12 +537,12 @@ static void pm_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 	(void)fi;
 	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, ino, EINVAL);
 		return;
 	}
 	r = fs_lseek(pm_fs(req), ino, off, whence);
 	if (r < 0)
-		fuse_reply_err(req, (int)-r);
+		reply_err(req, ino, (int)-r);
 	else
 		fuse_reply_lseek(req, r);
 }
@@ -529,27 +556,38 @@ static void pm_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 	(void)fi_in;
 	(void)fi_out;
 	if (flags || off_in < 0 || off_out < 0) {
-		fuse_reply_err(req, EINVAL);
+		reply_err(req, ino_in, EINVAL);
 		return;
 	}
 	n = fs_copy_range(pm_fs(req), ino_in, (uint64_t)off_in, ino_out, (uint64_t)off_out, len);
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		reply_err(req, ino_in, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
 }
 
 static void pm_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct fs *fs = userdata;
+
+	eio_logged_inodes = fs->max_inodes;
+	eio_logged = calloc((fs->max_inodes + 63) / 64, sizeof(*eio_logged));
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 }
 
+static void pm_destroy(void *userdata)
+{
+	(void)userdata;
+	free(eio_logged);
+	eio_logged = NULL;
+}
+
 const struct fuse_lowlevel_ops pm_ops = {
 	.init = pm_init,
+	.destroy = pm_destroy,
 	.lookup = pm_lookup,
 	.forget = pm_forget,
 	.forget_multi = pm_forget_multi,

@@ -5,19 +5,26 @@
  *
  * The region is opened and validated before anything is mounted, so a bad
  * image is refused on stderr with a non-zero exit and no mount appears.
- * Without -f we daemonize once the mount is live.
+ * Without -f we daemonize once the mount is live.  Under systemd
+ * (Type=notify) READY=1 goes out once the mount is live and STOPPING=1 when
+ * the loop ends; SIGTERM ends the loop, and the unmount flushes everything.
  */
 #include "fs.h"
 #include "fuse_ops.h"
+#include "log.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 
 struct options {
 	char *region;
+	char *log_level;
 	int sync;
 	int show_help;
 	int show_version;
@@ -28,6 +35,7 @@ enum { KEY_HELP, KEY_VERSION, KEY_IGNORE };
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 static const struct fuse_opt option_spec[] = {
 	OPT("sync", sync),
+	OPT("log_level=%s", log_level),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -80,10 +88,20 @@ static void usage(const char *prog)
 	       "mkfs.pmfuse) on MOUNTPOINT.\n\n"
 	       "pmfuse options:\n"
 	       "    -o sync                persist every write before replying (as MAP_SYNC)\n"
+	       "    -o log_level=LEVEL     err, warning, info (default) or debug\n"
 	       "    -h, --help             this help\n"
 	       "    -V, --version          print the version\n"
-	       "Ignored (as passed from fstab): defaults, nofail, _netdev, auto, noauto, x-*\n\n",
+	       "Ignored (as passed from fstab): defaults, nofail, _netdev, auto, noauto,\n"
+	       "user, nouser, users, comment=, x-*\n\n"
+	       "Messages go to stderr (to syslog once daemonized, without -f), with\n"
+	       "<N> priority prefixes when stderr is the systemd journal.\n\n",
 	       prog);
+}
+
+/* libfuse's own messages share our levels and our sink */
+static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	pm_vlog((int)level, fmt, ap);
 }
 
 int main(int argc, char *argv[])
@@ -94,8 +112,10 @@ int main(int argc, char *argv[])
 	struct fuse_session *se;
 	struct fs *fs = NULL;
 	char why[POOL_WHY];
+	char *region = NULL;
 	int ret = 1;
 
+	fuse_set_log_func(fuse_log_to_ours);
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
 		return 1;
 	if (fuse_parse_cmdline(&args, &opts) != 0)
@@ -120,19 +140,34 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 
-	struct fs_opts fo = { .sync = o.sync != 0 };
-	int err = fs_mount(&fs, o.region, &fo, why, sizeof(why));
-	if (err) {
-		fprintf(stderr, "pmfuse: cannot mount %s: %s\n", o.region, why);
-		goto out_args;
+	if (o.log_level) {
+		int level = log_parse_level(o.log_level);
+		if (level < 0) {
+			log_err("unknown log_level '%s' (err, warning, info or debug)", o.log_level);
+			ret = 2;
+			goto out_args;
+		}
+		log_set_level(level);
 	}
 	if (opts.debug)
-		fprintf(stderr, "pmfuse: %s: %s, granularity %s\n", o.region, why,
-			region_granularity_name(&fs->region));
+		log_set_level(LOG_DEBUG);
+	/* the absolute path names the region in mountinfo and in our messages */
+	region = realpath(o.region, NULL);
+	if (!region) {
+		log_err("cannot mount %s: %s", o.region, strerror(errno));
+		goto out_args;
+	}
+
+	struct fs_opts fo = { .sync = o.sync != 0 };
+	int err = fs_mount(&fs, region, &fo, why, sizeof(why));
+	if (err) {
+		log_err("cannot mount %s: %s", region, why);
+		goto out_args;
+	}
 
 	/* permission checks by the kernel; show up as fuse.pmfuse in mountinfo */
-	char fsname[4200];
-	snprintf(fsname, sizeof(fsname), "-ofsname=%s,subtype=pmfuse,default_permissions", o.region);
+	char fsname[PATH_MAX + 64];
+	snprintf(fsname, sizeof(fsname), "-ofsname=%s,subtype=pmfuse,default_permissions", region);
 	fuse_opt_add_arg(&args, fsname);
 
 	se = fuse_session_new(&args, &pm_ops, sizeof(pm_ops), fs);
@@ -144,6 +179,13 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
+	if (!opts.foreground)
+		log_use_syslog();	/* stderr is /dev/null now */
+	log_info("mounted %s on %s (%s mode, %s granularity, %" PRIu64 " of %" PRIu64 " blocks free)",
+		 region, opts.mountpoint, fo.sync ? "sync" : "writeback",
+		 region_granularity_name(&fs->region), alloc_free_count(&fs->alloc),
+		 fs->alloc.nblocks);
+	sd_notifyf(0, "READY=1\nSTATUS=Mounted %s on %s", region, opts.mountpoint);
 	if (opts.singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
@@ -157,6 +199,7 @@ int main(int argc, char *argv[])
 	if (ret > 0)
 		ret = 0;
 	ret = ret ? 1 : 0;
+	sd_notify(0, "STOPPING=1\nSTATUS=Unmounting");
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:
@@ -167,7 +210,9 @@ out_fs:
 	fs_unmount(fs);
 out_args:
 	free(opts.mountpoint);
+	free(region);
 	free(o.region);
+	free(o.log_level);
 	fuse_opt_free_args(&args);
 	return ret;
 }
