@@ -506,18 +506,27 @@ static void zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t t
 	persist(fs, p, to - from);
 }
 
+/* A write's bytes: in memory (mem), from a reader (rd), or zeros (neither). */
+struct wbytes {
+	const char *mem;
+	const struct fs_write_src *rd;
+};
+
 /*
- * Copy src (or zeros, if src is NULL) into [off, off + len) and zero the
- * uncovered parts of fresh blocks; persist all of it.
+ * Store the bytes into [off, off + len) and zero the uncovered parts of
+ * fresh blocks; persist all of it (or mark overwrites DIRTY, in writeback
+ * mode).  Fails only if a reader fails: what was stored stays, as after a
+ * short write, and the fresh blocks are never published.
  */
-static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
-		       uint64_t off, const char *src, uint64_t len, bool writeback)
+static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
+		      uint64_t off, const struct wbytes *src, uint64_t len, bool writeback)
 {
 	struct index *defer = NULL;
 	/* one flush per run of adjacent bytes and one drain per request */
 	struct flusher acc = { fs, NULL, 0 };
 
 	uint64_t pos = off, end = off + len;
+	int ret = 0;
 
 	while (pos < end) {
 		uint64_t avail, n;
@@ -531,10 +540,17 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			region_zero_nopersist(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
 			flush_add(&acc, dst - (pos & BLK_MASK), pos & BLK_MASK);
 		}
-		if (src)
-			region_copy_nopersist(&fs->region, dst, src + (pos - off), n);
+		if (src->mem)
+			region_copy_nopersist(&fs->region, dst, src->mem + (pos - off), n);
+		else if (src->rd)
+			ret = src->rd->read(src->rd->ctx, dst, n);
 		else
 			region_zero_nopersist(&fs->region, dst, n);
+		if (ret) {
+			/* stored bytes of this piece may be partial: persist them all */
+			flush_add(&acc, dst, n);
+			break;
+		}
 		if (writeback && !fresh && !defer)
 			defer = get_index(fs, in);	/* NULL (no memory): persist now */
 		if (defer && !fresh) {
@@ -558,6 +574,7 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		fs->region.drain_fn();
 		atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
 	}
+	return ret;
 }
 
 /* The transaction that publishes persisted blocks, a new size and times. */
@@ -589,7 +606,7 @@ static int tx_publish(void *arg)
 }
 
 /* Write with the inode lock held exclusively; 0 or -errno. */
-static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const void *buf,
+static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const struct wbytes *src,
 			size_t size, bool sync)
 {
 	struct pieces ps;
@@ -603,10 +620,11 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const voi
 	/* bytes between the old end of file and the write must read as zeros */
 	if (off > old_size)
 		zero_tail(fs, in, old_size, off);
-	fill_range(fs, in, &ps, off, buf, size, !(fs->opts.sync || sync));
+	ret = fill_range(fs, in, &ps, off, src, size, !(fs->opts.sync || sync));
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
-	ret = pool_tx(&fs->pool, tx_publish, &pb);
+	if (ret == 0)
+		ret = pool_tx(&fs->pool, tx_publish, &pb);
 	/*
 	 * The new blocks are clean and mapped.  A clean index is simply
 	 * dropped -- rebuilt from the map on next use, with merged runs as
@@ -632,8 +650,8 @@ static int check_range(uint64_t off, uint64_t len)
 	return off > PMFUSE_MAX_FILE_SIZE || len > PMFUSE_MAX_FILE_SIZE - off ? -EFBIG : 0;
 }
 
-ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
-		 bool sync)
+static ssize_t write_bytes(struct fs *fs, uint64_t ino, uint64_t off, const struct wbytes *src,
+			   size_t size, bool sync)
 {
 	struct inode *in;
 	int ret;
@@ -643,10 +661,30 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 	if ((ret = check_range(off, size)) || (ret = get_file(fs, ino, &in)))
 		return ret;
 	pthread_rwlock_wrlock(&in->lock);
-	ret = write_locked(fs, in, off, buf, size, sync);
+	ret = write_locked(fs, in, off, src, size, sync);
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return ret ? ret : (ssize_t)size;
+}
+
+ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
+		 bool sync)
+{
+	struct wbytes src = { .mem = buf };
+
+	return write_bytes(fs, ino, off, &src, size, sync);
+}
+
+ssize_t fs_write_from(struct fs *fs, uint64_t ino, uint64_t off, const struct fs_write_src *rd,
+		      size_t size, bool sync)
+{
+	struct wbytes src = { .rd = rd };
+	ssize_t n = write_bytes(fs, ino, off, &src, size, sync);
+
+	if (n > 0)
+		atomic_fetch_add_explicit(&fs->stats.splice_write_bytes, (uint64_t)n,
+					  memory_order_relaxed);
+	return n;
 }
 
 struct grow_args {
@@ -852,7 +890,8 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 			goto out_unlock;
 		}
 		if (r == 1) {
-			ret = write_locked(fs, dst, doff + done, data, n, false);
+			struct wbytes from = { .mem = data };
+			ret = write_locked(fs, dst, doff + done, &from, n, false);
 		} else {
 			ret = punch(fs, dst, doff + done, n);
 			if (!ret && doff + done + n > dst->pi->size) {

@@ -58,6 +58,7 @@ struct fs_stats {
 	_Atomic uint64_t drains;
 	_Atomic int64_t dirty_pages;	/* pages marked DIRTY, all files */
 	_Atomic uint64_t zero_bytes_served;
+	_Atomic uint64_t splice_write_bytes;	/* written by fs_write_from() */
 };
 
 struct fs {
@@ -168,6 +169,18 @@ typedef int (*fs_read_fn)(void *ctx, const struct fs_seg *segs, int nsegs, size_
 int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx);
 ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
 		 bool sync);
+/*
+ * Where a write's bytes come from when they are not in memory (a spliced
+ * pipe): read(ctx, dst, len) stores the next len bytes at dst -- straight
+ * into the region, the only copy -- and returns 0 or -errno.  The bytes are
+ * consumed once, in file order.
+ */
+struct fs_write_src {
+	int (*read)(void *ctx, void *dst, size_t len);
+	void *ctx;
+};
+ssize_t fs_write_from(struct fs *fs, uint64_t ino, uint64_t off, const struct fs_write_src *src,
+		      size_t size, bool sync);
 int fs_fsync(struct fs *fs, uint64_t ino, bool datasync);
 /* 2 MiB- and 1 GiB-aligned runs in use, all files (a walk: for stats reads). */
 void data_count_huge(struct fs *fs, uint64_t *huge_2m, uint64_t *huge_1g);

@@ -299,6 +299,48 @@ static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)n);
 }
 
+/* Reads the next bytes of a write request's buffer (a spliced pipe) into dst. */
+static int copy_from_bufvec(void *ctx, void *dst, size_t len)
+{
+	struct fuse_bufvec *in = ctx;
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(len);
+	ssize_t n;
+
+	out.buf[0].mem = dst;
+	n = fuse_buf_copy(&out, in, 0);
+	if (n < 0)
+		return (int)n;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
+/*
+ * With splice, the kernel hands a WRITE's data over as a pipe: read it
+ * straight into the region, one copy, instead of into a buffer first.
+ */
+static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+			 struct fuse_file_info *fi)
+{
+	size_t size = fuse_buf_size(in);
+	ssize_t n;
+
+	if (off < 0) {
+		reply_err(req, ino, EINVAL);
+		return;
+	}
+	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
+		n = fs_write(pm_fs(req), ino, (uint64_t)off, (const char *)in->buf[0].mem + in->off,
+			     size, wants_sync(pm_fs(req), fi));
+	} else {
+		struct fs_write_src src = { copy_from_bufvec, in };
+		n = fs_write_from(pm_fs(req), ino, (uint64_t)off, &src, size,
+				  wants_sync(pm_fs(req), fi));
+	}
+	if (n < 0)
+		reply_err(req, ino, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
 static void pm_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
@@ -566,6 +608,28 @@ static void pm_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_write(req, (size_t)n);
 }
 
+bool pm_opt_splice = true;
+
+/*
+ * libfuse splices each request into a pipe as large as its receive buffer
+ * (256 pages and a header page) and, if it cannot grow a pipe that far,
+ * quietly copies instead.  Ask only when such a pipe is allowed.
+ */
+#define SPLICE_PIPE_SIZE (257u * 4096u)
+
+static bool pipe_can_hold(unsigned bytes)
+{
+	int p[2];
+	bool ok;
+
+	if (pipe2(p, O_CLOEXEC))
+		return false;
+	ok = fcntl(p[0], F_SETPIPE_SZ, bytes) >= (int)bytes;
+	close(p[0]);
+	close(p[1]);
+	return ok;
+}
+
 static void pm_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fs *fs = userdata;
@@ -576,6 +640,16 @@ static void pm_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
+	/* libfuse turns splice on by itself because we have write_buf */
+	conn->want &= ~FUSE_CAP_SPLICE_READ;
+	if (pm_opt_splice && (conn->capable & FUSE_CAP_SPLICE_READ)) {
+		if (pipe_can_hold(SPLICE_PIPE_SIZE))
+			conn->want |= FUSE_CAP_SPLICE_READ;
+		else
+			log_notice("writes are copied twice: splice needs pipes of %u bytes "
+				   "(sysctl fs.pipe-max-size, or CAP_SYS_RESOURCE)",
+				   SPLICE_PIPE_SIZE);
+	}
 }
 
 static void pm_destroy(void *userdata)
@@ -605,6 +679,7 @@ const struct fuse_lowlevel_ops pm_ops = {
 	.create = pm_create,
 	.read = pm_read,
 	.write = pm_write,
+	.write_buf = pm_write_buf,
 	.flush = pm_flush,
 	.release = pm_release,
 	.fsync = pm_fsync,

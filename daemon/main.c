@@ -26,6 +26,7 @@ struct options {
 	char *region;
 	char *log_level;
 	int sync;
+	int nosplice;
 	int show_help;
 	int show_version;
 };
@@ -35,6 +36,7 @@ enum { KEY_HELP, KEY_VERSION, KEY_IGNORE };
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 static const struct fuse_opt option_spec[] = {
 	OPT("sync", sync),
+	OPT("nosplice", nosplice),
 	OPT("log_level=%s", log_level),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -89,6 +91,7 @@ static void usage(const char *prog)
 	       "pmfuse options:\n"
 	       "    -o sync                persist every write before replying (as MAP_SYNC)\n"
 	       "    -o log_level=LEVEL     err, warning, info (default) or debug\n"
+	       "    -o nosplice            never take write data through splice (see pmfuse(8))\n"
 	       "    -h, --help             this help\n"
 	       "    -V, --version          print the version\n"
 	       "Ignored (as passed from fstab): defaults, nofail, _netdev, auto, noauto,\n"
@@ -158,6 +161,7 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 
+	pm_opt_splice = !o.nosplice;
 	struct fs_opts fo = { .sync = o.sync != 0 };
 	int err = fs_mount(&fs, region, &fo, why, sizeof(why));
 	if (err) {
