@@ -33,11 +33,11 @@
 #define BLK PMFUSE_BLOCK_SIZE
 #define BLK_MASK ((uint64_t)BLK - 1)
 
-static void persist(struct fs *fs, const void *p, size_t len)
+static int persist(struct fs *fs, const void *p, size_t len)
 {
-	region_persist(&fs->region, p, len);
 	atomic_fetch_add_explicit(&fs->stats.flush_bytes, len, memory_order_relaxed);
 	atomic_fetch_add_explicit(&fs->stats.flush_calls, 1, memory_order_relaxed);
+	return region_persist(&fs->region, p, len);
 }
 
 static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
@@ -128,13 +128,16 @@ struct flusher {
 	struct fs *fs;
 	char *start;
 	size_t len;
+	int err;		/* the first media error met */
 };
 
 static void flush_pending(struct flusher *f)
 {
 	if (!f->len)
 		return;
-	f->fs->region.flush_fn(f->start, f->len);
+	int err = region_flush(&f->fs->region, f->start, f->len);
+	if (err && !f->err)
+		f->err = err;
 	atomic_fetch_add_explicit(&f->fs->stats.flush_bytes, f->len, memory_order_relaxed);
 	atomic_fetch_add_explicit(&f->fs->stats.flush_calls, 1, memory_order_relaxed);
 	f->len = 0;
@@ -166,9 +169,9 @@ static void flush_run(void *ctx, uint64_t entry, uint64_t page, uint64_t npages)
  * one at a time under their entry lock; the walk snapshots with TOWRITE so
  * pages dirtied meanwhile wait for the next fsync instead of starving this.
  */
-static void writeback_index(struct fs *fs, struct index *ix)
+static int writeback_index(struct fs *fs, struct index *ix)
 {
-	struct flusher f = { fs, NULL, 0 };
+	struct flusher f = { fs, NULL, 0, 0 };
 	uint64_t cleaned = 0;
 
 	index_tag_towrite(ix, 0, UINT64_MAX);
@@ -186,18 +189,21 @@ static void writeback_index(struct fs *fs, struct index *ix)
 		atomic_fetch_sub(&fs->stats.dirty_pages, (int64_t)cleaned);
 	fs->region.drain_fn();
 	atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
+	return f.err;
 }
 
 int data_drop_index(struct fs *fs, struct inode *in)
 {
+	int ret = 0;
+
 	if (!in->ix)
 		return 0;
 	if (in->ix->nr_dirty_pages)	/* stable: writers hold the inode lock exclusively */
-		writeback_index(fs, in->ix);
+		ret = writeback_index(fs, in->ix);
 	index_destroy(in->ix);
 	free(in->ix);
 	in->ix = NULL;
-	return 0;
+	return ret;
 }
 
 /* Extents of a file and how they fall into huge (aligned) runs. */
@@ -491,19 +497,18 @@ static char *addr_of(struct fs *fs, struct inode *in, const struct pieces *ps, u
 }
 
 /* Zero the bytes [from, to) of a mapped block beyond the old end of file. */
-static void zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t to)
+static int zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t to)
 {
 	uint64_t phys, count, lim = (from | BLK_MASK) + 1;
 
 	if (!(from & BLK_MASK) || from >= to)
-		return;
+		return 0;
 	if (to > lim)
 		to = lim;
 	if (fmap_lookup(&fs->pool, in->pi, from / BLK, &phys, &count) != 1)
-		return;
+		return 0;
 	char *p = region_block(&fs->region, phys) + (from & BLK_MASK);
-	region_zero_nopersist(&fs->region, p, to - from);
-	persist(fs, p, to - from);
+	return region_zero(&fs->region, p, to - from) ?: persist(fs, p, to - from);
 }
 
 /* A write's bytes: in memory (mem), from a reader (rd), or zeros (neither). */
@@ -523,7 +528,7 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 {
 	struct index *defer = NULL;
 	/* one flush per run of adjacent bytes and one drain per request */
-	struct flusher acc = { fs, NULL, 0 };
+	struct flusher acc = { fs, NULL, 0, 0 };
 
 	uint64_t pos = off, end = off + len;
 	int ret = 0;
@@ -537,15 +542,17 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			break;
 		if (fresh && (pos & BLK_MASK)) {
 			/* head of a new block before the write */
-			region_zero_nopersist(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
+			ret = region_zero(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
 			flush_add(&acc, dst - (pos & BLK_MASK), pos & BLK_MASK);
 		}
-		if (src->mem)
-			region_copy_nopersist(&fs->region, dst, src->mem + (pos - off), n);
+		if (ret)
+			;
+		else if (src->mem)
+			ret = region_copy(&fs->region, dst, src->mem + (pos - off), n);
 		else if (src->rd)
-			ret = src->rd->read(src->rd->ctx, dst, n);
+			ret = region_fill(&fs->region, dst, n, src->rd->read, src->rd->ctx);
 		else
-			region_zero_nopersist(&fs->region, dst, n);
+			ret = region_zero(&fs->region, dst, n);
 		if (ret) {
 			/* stored bytes of this piece may be partial: persist them all */
 			flush_add(&acc, dst, n);
@@ -564,8 +571,10 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		if (fresh && ((pos + n) & BLK_MASK)) {
 			/* tail of a new block after the write */
 			uint64_t t = BLK - ((pos + n) & BLK_MASK);
-			region_zero_nopersist(&fs->region, dst + n, t);
+			ret = region_zero(&fs->region, dst + n, t);
 			flush_add(&acc, dst + n, t);
+			if (ret)
+				break;
 		}
 		pos += n;
 	}
@@ -574,7 +583,7 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		fs->region.drain_fn();
 		atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
 	}
-	return ret;
+	return ret ?: acc.err;
 }
 
 /* The transaction that publishes persisted blocks, a new size and times. */
@@ -619,8 +628,9 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 		return ret;
 	/* bytes between the old end of file and the write must read as zeros */
 	if (off > old_size)
-		zero_tail(fs, in, old_size, off);
-	ret = fill_range(fs, in, &ps, off, src, size, !(fs->opts.sync || sync));
+		ret = zero_tail(fs, in, old_size, off);
+	if (ret == 0)
+		ret = fill_range(fs, in, &ps, off, src, size, !(fs->opts.sync || sync));
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
 	if (ret == 0)
@@ -712,12 +722,14 @@ int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fm
 	if (size < pi->size) {
 		uint64_t first = (size + BLK - 1) / BLK;
 		/* blocks are about to go: write back what is dirty, then forget it */
-		data_drop_index(fs, in);
+		ret = data_drop_index(fs, in);
+		if (ret)
+			return ret;
 		ret = fmap_unmap(&fs->pool, pi, first, UINT64_MAX / 2 - first, freed);
 		if (ret)
 			return ret;
-	} else if (size > pi->size) {
-		zero_tail(fs, in, pi->size, size);
+	} else if (size > pi->size && (ret = zero_tail(fs, in, pi->size, size))) {
+		return ret;
 	}
 	pmemobj_tx_add_range_direct(&pi->size, sizeof(pi->size));
 	pi->size = size;
@@ -762,8 +774,9 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
 		if ((pos & BLK_MASK) || stop - pos < BLK) {
 			if (fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count) == 1) {
 				char *p = region_block(&fs->region, phys) + (pos & BLK_MASK);
-				region_zero_nopersist(&fs->region, p, stop - pos);
-				persist(fs, p, stop - pos);
+				if ((ret = region_zero(&fs->region, p, stop - pos)) ||
+				    (ret = persist(fs, p, stop - pos)))
+					return ret;
 			}
 			pos = stop;
 		} else {
@@ -780,19 +793,22 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
 }
 
 /* ZERO_RANGE on blocks that exist: zeros stored and persisted in place. */
-static void zero_mapped(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
+static int zero_mapped(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
 {
 	uint64_t end = off + len < in->pi->size ? off + len : in->pi->size;
+	int ret;
 
 	for (uint64_t pos = off; pos < end;) {
 		uint64_t n;
 		char *p;
-		if (lookup_segment(fs, in->pi, pos, end, &p, &n) == 1) {
-			region_zero_nopersist(&fs->region, p, n);
-			persist(fs, p, n);
-		}
+		ret = lookup_segment(fs, in->pi, pos, end, &p, &n);
+		if (ret < 0)
+			return ret;
+		if (ret == 1 && ((ret = region_zero(&fs->region, p, n)) || (ret = persist(fs, p, n))))
+			return ret;
 		pos += n;
 	}
+	return 0;
 }
 
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len)
@@ -815,26 +831,28 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 	pieces_init(&ps);
 	pthread_rwlock_wrlock(&in->lock);
 	/* the map changes under the index: write back what is dirty, then forget it */
-	data_drop_index(fs, in);
+	if ((ret = data_drop_index(fs, in)))
+		goto out;
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = punch(fs, in, off, len);
 		goto out;
 	}
-	if (mode & FALLOC_FL_ZERO_RANGE)
-		zero_mapped(fs, in, off, len);
+	if ((mode & FALLOC_FL_ZERO_RANGE) && (ret = zero_mapped(fs, in, off, len)))
+		goto out;
 	ret = reserve_holes(fs, in, off / BLK, (off + len - 1) / BLK - off / BLK + 1, &ps);
 	if (ret)
 		goto out;
 	/* fresh blocks are zeroed and persisted before they are published */
-	for (size_t i = 0; i < ps.n; i++) {
+	for (size_t i = 0; i < ps.n && !ret; i++) {
 		char *p = region_block(&fs->region, ps.p[i].phys);
-		region_zero_nopersist(&fs->region, p, ps.p[i].len * BLK);
-		persist(fs, p, ps.p[i].len * BLK);
+		ret = region_zero(&fs->region, p, ps.p[i].len * BLK) ?:
+		      persist(fs, p, ps.p[i].len * BLK);
 	}
-	if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
-		zero_tail(fs, in, in->pi->size, off + len);
+	if (!ret && !(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
+		ret = zero_tail(fs, in, in->pi->size, off + len);
 	struct publish pb = { fs, in, &ps, (mode & FALLOC_FL_KEEP_SIZE) ? 0 : off + len, false };
-	ret = pool_tx(&fs->pool, tx_publish, &pb);
+	if (!ret)
+		ret = pool_tx(&fs->pool, tx_publish, &pb);
 	pieces_release(fs, &ps, ret != 0);
 out:
 	pthread_rwlock_unlock(&in->lock);
@@ -880,7 +898,9 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 		goto out_unlock;
 	if (len > src->pi->size - soff)
 		len = src->pi->size - soff;
-	data_drop_index(fs, dst);	/* the destination's map changes */
+	ret = data_drop_index(fs, dst);	/* the destination's map changes */
+	if (ret)
+		goto out_unlock;
 	while (done < len) {
 		uint64_t pos = soff + done, n;
 		char *data;
@@ -960,9 +980,8 @@ int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
 	if (!in)
 		return -ENOENT;
 	pthread_rwlock_rdlock(&in->lock);
-	if (in->ix)
-		writeback_index(fs, in->ix);
+	int ret = in->ix ? writeback_index(fs, in->ix) : 0;
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
-	return 0;
+	return ret;
 }

@@ -8,9 +8,97 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The guarded access running on this thread, if any (see region.h). */
+static __thread sigjmp_buf *fault_jmp;
+static __thread struct region *fault_region;
+static struct sigaction prev_sigbus;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uctx)
+{
+	struct region *r = fault_region;
+	sigjmp_buf *jb = fault_jmp;
+	char *a = si->si_addr;
+
+	(void)sig;
+	(void)uctx;
+	if (jb && r && a >= r->base && a < r->base + r->size) {
+		fault_jmp = NULL;
+		atomic_fetch_add_explicit(&r->media_errors, 1, memory_order_relaxed);
+		siglongjmp(*jb, 1);
+	}
+	/* not ours: the access faults again under the disposition we replaced */
+	sigaction(SIGBUS, &prev_sigbus, NULL);
+}
+
+static void install_sigbus(void)
+{
+	struct sigaction sa = { 0 };
+
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;	/* siglongjmp leaves SIGBUS unblocked */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &prev_sigbus);
+}
+
+/*
+ * Each guarded access: arm, access, disarm.  sigsetjmp without the signal
+ * mask costs no system call.  Nothing is live across the jump but the
+ * return value.
+ */
+#define GUARDED(r, access)						\
+	do {								\
+		sigjmp_buf jb;						\
+		if (sigsetjmp(jb, 0))					\
+			return -EIO;					\
+		fault_region = (r);					\
+		fault_jmp = &jb;					\
+		access;							\
+		fault_jmp = NULL;					\
+	} while (0)
+
+int region_copy(struct region *r, void *dst, const void *src, size_t len)
+{
+	GUARDED(r, r->memcpy_fn(dst, src, len, PMEM2_F_MEM_NOFLUSH));
+	return 0;
+}
+
+int region_zero(struct region *r, void *dst, size_t len)
+{
+	GUARDED(r, r->memset_fn(dst, 0, len, PMEM2_F_MEM_NOFLUSH));
+	return 0;
+}
+
+int region_fill(struct region *r, void *dst, size_t len,
+		int (*read)(void *ctx, void *dst, size_t len), void *ctx)
+{
+	int ret;
+
+	GUARDED(r, ret = read(ctx, dst, len));
+	/* a reader's EFAULT is the kernel meeting the same bad page */
+	return ret ? -EIO : 0;
+}
+
+int region_flush(struct region *r, const void *p, size_t len)
+{
+	GUARDED(r, r->flush_fn(p, len));
+	return 0;
+}
+
+int region_persist(struct region *r, const void *p, size_t len)
+{
+	if (len)
+		GUARDED(r, r->persist_fn(p, len));
+	return 0;
+}
 
 int region_open(struct region *r, const char *path, char *why, size_t whylen)
 {
@@ -18,6 +106,7 @@ int region_open(struct region *r, const char *path, char *why, size_t whylen)
 	struct pmem2_source *src = NULL;
 	int ret;
 
+	pthread_once(&sigbus_once, install_sigbus);
 	memset(r, 0, sizeof(*r));
 	r->fd = open(path, O_RDWR | O_CLOEXEC);
 	if (r->fd < 0) {

@@ -24,6 +24,7 @@ struct region {
 	pmem2_persist_fn persist_fn;
 	pmem2_flush_fn flush_fn;
 	pmem2_drain_fn drain_fn;
+	_Atomic uint64_t media_errors;	/* SIGBUS caught in the functions below */
 };
 
 int region_open(struct region *r, const char *path, char *why, size_t whylen);
@@ -35,24 +36,23 @@ static inline void *region_block(const struct region *r, uint64_t block)
 	return r->base + (block << 12);
 }
 
-/* Copy without flushing; the caller persists the whole request once. */
-static inline void region_copy_nopersist(const struct region *r, void *dst,
-					 const void *src, size_t len)
-{
-	r->memcpy_fn(dst, src, len, PMEM2_F_MEM_NOFLUSH);
-}
+/*
+ * Media errors.  A load or store to a poisoned page of real pmem -- or to a
+ * page of a region file that no longer exists -- raises SIGBUS.  Every
+ * access to file data through the mapping goes through the functions
+ * below: a SIGBUS inside one unwinds back to it (sigsetjmp, no syscall) and
+ * it returns -EIO, so the request fails instead of the daemon.  Faults
+ * outside these functions (metadata, which pmemobj reads directly) keep the
+ * default action.  r->media_errors counts the faults caught.
+ */
 
-static inline void region_zero_nopersist(const struct region *r, void *dst,
-					 size_t len)
-{
-	r->memset_fn(dst, 0, len, PMEM2_F_MEM_NOFLUSH);
-}
-
-static inline void region_persist(const struct region *r, const void *p,
-				  size_t len)
-{
-	if (len)
-		r->persist_fn((void *)p, len);
-}
+/* Copy / zero without flushing; the caller persists the whole request once. */
+int region_copy(struct region *r, void *dst, const void *src, size_t len);
+int region_zero(struct region *r, void *dst, size_t len);
+/* Run read(ctx, dst, len) (a reader storing into the region) under the guard. */
+int region_fill(struct region *r, void *dst, size_t len,
+		int (*read)(void *ctx, void *dst, size_t len), void *ctx);
+int region_flush(struct region *r, const void *p, size_t len);
+int region_persist(struct region *r, const void *p, size_t len);
 
 #endif

@@ -96,7 +96,7 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 	return snprintf(buf, size,
 			"flush_bytes %" PRIu64 "\nflush_calls %" PRIu64 "\ndrains %" PRIu64
 			"\ndirty_pages %" PRId64 "\nzero_bytes_served %" PRIu64
-			"\nsplice_write_bytes %" PRIu64
+			"\nsplice_write_bytes %" PRIu64 "\nmedia_errors %" PRIu64
 			"\nblocks_total %" PRIu64 "\nblocks_free %" PRIu64
 			"\nhuge_2m_extents %" PRIu64 "\nhuge_1g_extents %" PRIu64
 			"\ninodes_total %" PRIu64 "\ninodes_free %" PRIu64
@@ -104,7 +104,8 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			atomic_load(&fs->stats.flush_bytes), atomic_load(&fs->stats.flush_calls),
 			atomic_load(&fs->stats.drains), atomic_load(&fs->stats.dirty_pages),
 			atomic_load(&fs->stats.zero_bytes_served),
-			atomic_load(&fs->stats.splice_write_bytes), (uint64_t)sv.f_blocks,
+			atomic_load(&fs->stats.splice_write_bytes),
+			atomic_load(&fs->region.media_errors), (uint64_t)sv.f_blocks,
 			(uint64_t)sv.f_bfree, h2, h1, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
 			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback");
 }
