@@ -374,8 +374,11 @@ static bool stat_num(struct stats *st, const char *name, uint64_t *v)
 	return true;
 }
 
-/* Read the stats text of the mount at mnt; 0 or an exit status (message printed). */
-static int read_stats(const char *arg, const char *mnt, struct stats *st)
+/*
+ * Read the stats text of the mount at mnt; 0 or an exit status (message
+ * printed).  source is set when mountinfo says mnt is a pmfuse mount.
+ */
+static int read_stats(const char *arg, const char *mnt, const char *source, struct stats *st)
 {
 	char *buf = NULL;
 	ssize_t n;
@@ -397,7 +400,10 @@ static int read_stats(const char *arg, const char *mnt, struct stats *st)
 	if (n < 0) {
 		int e = errno;
 		free(buf);
-		if (e == ENODATA || e == ENOTSUP)
+		if ((e == ENODATA || e == ENOTSUP) && *source)
+			fprintf(stderr, "%s: %s: no %s here (a bind mount of a subdirectory?"
+				" give the filesystem's own mountpoint)\n", prog, mnt, STATS_XATTR);
+		else if (e == ENODATA || e == ENOTSUP)
 			fprintf(stderr, "%s: %s is not a pmfuse mount (it has no %s)\n",
 				prog, arg, STATS_XATTR);
 		else if (e == ENOTCONN)
@@ -434,7 +440,11 @@ static int resolve_mount(const char *arg, char *mnt, char *source)
 
 	source[0] = '\0';
 	if (!realpath(arg, real) || stat(real, &st) != 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, arg, strerror(errno));
+		if (errno == ENOTCONN)
+			fprintf(stderr, "%s: %s: the pmfuse daemon is gone (%s); detach the"
+				" mount with: fusermount3 -u MOUNTPOINT\n", prog, arg, strerror(errno));
+		else
+			fprintf(stderr, "%s: %s: %s\n", prog, arg, strerror(errno));
 		return EXIT_FAILURE;
 	}
 	c = calloc(1, sizeof(*c));
@@ -694,7 +704,7 @@ static int cmd_stats(int argc, char **argv)
 		fprintf(stderr, "%s: out of memory\n", prog);
 		return EXIT_FAILURE;
 	}
-	ret = read_stats(argv[optind], mnt, st);
+	ret = read_stats(argv[optind], mnt, source, st);
 	if (!ret) {
 		if (json)
 			print_stats_json(st, mnt, source);

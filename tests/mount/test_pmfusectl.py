@@ -22,6 +22,7 @@ PMFUSECTL = os.path.join(h.BUILD, "mkfs", "pmfusectl")
 LABEL = "ctl-test-label"
 UUID = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0"
 MiB = 1 << 20
+STATS_HINT = "the filesystem's own mountpoint"
 
 
 def ctl(*args, env=None):
@@ -167,6 +168,26 @@ class StatsTest(CtlCase):
                            "No such file")
         self.unmount()
         self.assertRefused(ctl("stats", self.region), "not", "pmfuse")
+
+    def test_stats_of_a_mount_whose_daemon_died_says_so(self):
+        os.kill(self.m.proc.pid, 9)
+        self.m.proc.wait()
+        r = ctl("stats", self.mnt)
+        self.assertRefused(r, "daemon is gone", "fusermount3 -u")
+        self.crash()        # detaches the dead mount
+        self.m = self.mount()
+
+    def test_stats_of_a_bind_mounted_subdirectory_points_at_the_real_mount(self):
+        os.mkdir(self.p("sub"))
+        bind = os.path.join(self.workdir, "bind")
+        os.mkdir(bind)
+        r = h.run(["mount", "--bind", self.p("sub"), bind])
+        if r.returncode:
+            self.skipTest("mount --bind failed: " + r.stderr)
+        try:
+            self.assertRefused(ctl("stats", bind), "bind mount", STATS_HINT)
+        finally:
+            h.run(["umount", bind])
 
     def test_stats_usage_errors(self):
         self.assertEqual(ctl("stats").returncode, 2)
