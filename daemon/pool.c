@@ -411,12 +411,43 @@ out:
 #define OBJ_ROOT_OFFSET_OFF	(4096 + 2048)
 #define OBJ_ROOT_SIZE_OFF	(4096 + 2048 + 16)
 
+int pool_check_header(const void *head, uint64_t size, const char *path,
+		      uint64_t *root_off, char *why, size_t whylen)
+{
+	const unsigned char *page = head;
+	uint64_t off, root_size;
+	uint32_t major;
+
+	if (!pool_has_pmemobj_signature(page)) {
+		snprintf(why, whylen, "%s is not a pmfuse region (no pool header)", path);
+		return -EINVAL;
+	}
+	memcpy(&major, page + 8, sizeof(major));
+	if (major != OBJ_FORMAT_MAJOR) {
+		snprintf(why, whylen, "%s: pmemobj pool format %u is not the one this build reads (%u)",
+			 path, major, OBJ_FORMAT_MAJOR);
+		return -EPROTONOSUPPORT;
+	}
+	if (memcmp(page + OBJ_LAYOUT_OFF, PMFUSE_LAYOUT, sizeof(PMFUSE_LAYOUT)) != 0) {
+		snprintf(why, whylen, "%s is a pmemobj pool of another layout, not a pmfuse region", path);
+		return -EINVAL;
+	}
+	memcpy(&off, page + OBJ_ROOT_OFFSET_OFF, sizeof(off));
+	memcpy(&root_size, page + OBJ_ROOT_SIZE_OFF, sizeof(root_size));
+	if (root_size != sizeof(struct pmfuse_super) || off < POOL_HEADER_SIZE ||
+	    size < sizeof(struct pmfuse_super) || off > size - sizeof(struct pmfuse_super)) {
+		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
+		return -EINVAL;
+	}
+	*root_off = off;
+	return 0;
+}
+
 static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
 {
-	unsigned char page[8192];
+	unsigned char page[POOL_HEADER_SIZE];
 	struct pmfuse_super sb;
-	uint64_t root_off, root_size;
-	uint32_t major;
+	uint64_t root_off;
 	int fd, ret;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -424,32 +455,14 @@ static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
 		snprintf(why, whylen, "%s: %s", path, strerror(errno));
 		return -errno;
 	}
-	if (pread(fd, page, sizeof(page), 0) != (ssize_t)sizeof(page) ||
-	    !pool_has_pmemobj_signature(page)) {
+	if (pread(fd, page, sizeof(page), 0) != (ssize_t)sizeof(page)) {
 		snprintf(why, whylen, "%s is not a pmfuse region (no pool header)", path);
 		ret = -EINVAL;
 		goto out;
 	}
-	memcpy(&major, page + 8, sizeof(major));
-	if (major != OBJ_FORMAT_MAJOR) {
-		snprintf(why, whylen, "%s: pmemobj pool format %u is not the one this build reads (%u)",
-			 path, major, OBJ_FORMAT_MAJOR);
-		ret = -EPROTONOSUPPORT;
+	ret = pool_check_header(page, size, path, &root_off, why, whylen);
+	if (ret)
 		goto out;
-	}
-	if (memcmp(page + OBJ_LAYOUT_OFF, PMFUSE_LAYOUT, sizeof(PMFUSE_LAYOUT)) != 0) {
-		snprintf(why, whylen, "%s is a pmemobj pool of another layout, not a pmfuse region", path);
-		ret = -EINVAL;
-		goto out;
-	}
-	memcpy(&root_off, page + OBJ_ROOT_OFFSET_OFF, sizeof(root_off));
-	memcpy(&root_size, page + OBJ_ROOT_SIZE_OFF, sizeof(root_size));
-	if (root_size != sizeof(struct pmfuse_super) || root_off < sizeof(page) ||
-	    root_off > size - sizeof(sb)) {
-		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
-		ret = -EINVAL;
-		goto out;
-	}
 	if (pread(fd, &sb, sizeof(sb), (off_t)root_off) != (ssize_t)sizeof(sb)) {
 		snprintf(why, whylen, "%s: cannot read the superblock", path);
 		ret = -EIO;

@@ -61,6 +61,19 @@ void pool_close(struct pool *p);
 /* Is this a pmemobj pool signature at the start of the region? */
 bool pool_has_pmemobj_signature(const void *first_page);
 
+/*
+ * Judge a region of size bytes by its first POOL_HEADER_SIZE bytes (the
+ * pmemobj pool header and descriptor) without opening the pool: the
+ * signature, the pool format, the pmfuse layout, and a root object of the
+ * superblock's size inside the region.  0 with the superblock's pool
+ * offset in *root_off, or -EINVAL / -EPROTONOSUPPORT with a reason in why
+ * (path only names the region in it).  pool_open() runs it first;
+ * pmfusectl reads a superblock with it while the region is mounted.
+ */
+#define POOL_HEADER_SIZE 8192
+int pool_check_header(const void *head, uint64_t size, const char *path,
+		      uint64_t *root_off, char *why, size_t whylen);
+
 uint64_t pool_geometry_checksum(const struct pmfuse_geometry *g);
 int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
 			char *why, size_t whylen);
