@@ -170,9 +170,15 @@ int main(int argc, char *argv[])
 	}
 
 	/* permission checks by the kernel; show up as fuse.pmfuse in mountinfo */
-	char fsname[PATH_MAX + 64];
-	snprintf(fsname, sizeof(fsname), "-ofsname=%s,subtype=pmfuse,default_permissions", region);
-	fuse_opt_add_arg(&args, fsname);
+	char fsname[PATH_MAX + 16], *mopts = NULL;
+	snprintf(fsname, sizeof(fsname), "fsname=%s", region);
+	if (fuse_opt_add_opt_escaped(&mopts, fsname) ||	/* a ',' in the path */
+	    fuse_opt_add_opt(&mopts, "subtype=pmfuse,default_permissions") ||
+	    fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, mopts)) {
+		free(mopts);
+		goto out_fs;
+	}
+	free(mopts);
 
 	se = fuse_session_new(&args, &pm_ops, sizeof(pm_ops), fs);
 	if (!se)

@@ -200,6 +200,19 @@ class FstabTests(RegionTestCase):
         self.unmount_clean(m)
 
 
+    def test_a_region_path_with_commas_and_spaces_mounts_under_its_name(self):
+        src = self.formatted("64M")
+        p = os.path.join(os.path.dirname(src), "pmfuse test,region,%s" % os.urandom(3).hex())
+        os.rename(src, p)
+        self.regions.append(p)
+        m = self.mount(p)
+        fstype, source = mount_entry(m.mnt)[:2]
+        self.assertEqual((fstype, source.replace("\\040", " ")), ("fuse.pmfuse", p))
+        write_file(os.path.join(m.mnt, "f"), b"comma")
+        self.unmount_clean(m)
+        self.assertFsckClean(p)
+
+
 class LogTests(RegionTestCase):
 
     def run_daemon(self, region, mnt, opts, env=None, stderr_path=None):
