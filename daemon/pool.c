@@ -8,6 +8,7 @@
  * superblock carries its own magic, version and checksum.
  */
 #include "pool.h"
+#include "region.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -455,7 +456,7 @@ static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
 		snprintf(why, whylen, "%s: %s", path, strerror(errno));
 		return -errno;
 	}
-	if (pread(fd, page, sizeof(page), 0) != (ssize_t)sizeof(page)) {
+	if (region_pread(fd, page, sizeof(page), 0)) {
 		snprintf(why, whylen, "%s is not a pmfuse region (no pool header)", path);
 		ret = -EINVAL;
 		goto out;
@@ -463,7 +464,7 @@ static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
 	ret = pool_check_header(page, size, path, &root_off, why, whylen);
 	if (ret)
 		goto out;
-	if (pread(fd, &sb, sizeof(sb), (off_t)root_off) != (ssize_t)sizeof(sb)) {
+	if (region_pread(fd, &sb, sizeof(sb), root_off)) {
 		snprintf(why, whylen, "%s: cannot read the superblock", path);
 		ret = -EIO;
 		goto out;

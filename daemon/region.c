@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The guarded access running on this thread, if any (see region.h). */
@@ -154,6 +155,76 @@ out_close:
 	close(r->fd);
 	r->fd = -1;
 	return ret;
+}
+
+int region_mapped_io(int fd, void *buf, size_t len, uint64_t off, bool write)
+{
+	struct pmem2_config *cfg = NULL;
+	struct pmem2_source *src = NULL;
+	struct pmem2_map *map = NULL;
+	size_t size;
+	int ret = -EIO;
+
+	if (pmem2_source_from_fd(&src, fd) || pmem2_source_size(src, &size))
+		goto out;
+	if (off > size || len > size - off) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (pmem2_config_new(&cfg) ||
+	    pmem2_config_set_required_store_granularity(cfg, PMEM2_GRANULARITY_PAGE) ||
+	    pmem2_config_set_protection(cfg, write ? PMEM2_PROT_READ | PMEM2_PROT_WRITE
+						 : PMEM2_PROT_READ) ||
+	    pmem2_map_new(&map, cfg, src))
+		goto out;
+	char *base = pmem2_map_get_address(map);
+	if (write)
+		pmem2_get_memcpy_fn(map)(base + off, buf, len, 0);	/* persisted */
+	else
+		memcpy(buf, base + off, len);
+	ret = 0;
+out:
+	if (map)
+		pmem2_map_delete(&map);
+	if (cfg)
+		pmem2_config_delete(&cfg);
+	if (src)
+		pmem2_source_delete(&src);
+	return ret;
+}
+
+static int plain_io(int fd, void *buf, size_t len, uint64_t off, bool write)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = write ? pwrite(fd, (char *)buf + done, len - done, (off_t)(off + done))
+				  : pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EINVAL;	/* past the end */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int region_io(int fd, void *buf, size_t len, uint64_t off, bool write)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return S_ISCHR(st.st_mode) ? region_mapped_io(fd, buf, len, off, write)
+				   : plain_io(fd, buf, len, off, write);
+}
+
+int region_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	return region_io(fd, buf, len, off, false);
+}
+
+int region_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	return region_io(fd, (void *)buf, len, off, true);
 }
 
 void region_close(struct region *r)

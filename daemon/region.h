@@ -10,6 +10,7 @@
 #define PMFUSE_REGION_H
 
 #include <libpmem2.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,18 @@ struct region {
 };
 
 int region_open(struct region *r, const char *path, char *why, size_t whylen);
+
+/*
+ * Bytes of a region outside the daemon's mapping: headers judged before
+ * pmemobj_open, signatures mkfs reads and clears.  A devdax device has no
+ * read(2)/write(2), only mmap, so there the bytes go through a short-lived
+ * libpmem2 mapping (read-only unless writing; writes are persisted).
+ * fd must be open for writing to write.  0 or -errno; never short.
+ */
+int region_pread(int fd, void *buf, size_t len, uint64_t off);
+int region_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+/* The mapping path itself, for any fd (tests use it on plain files). */
+int region_mapped_io(int fd, void *buf, size_t len, uint64_t off, bool write);
 void region_close(struct region *r);
 const char *region_granularity_name(const struct region *r);
 
