@@ -420,7 +420,7 @@ static void tx_set_symlink(struct fs *fs, struct pmfuse_inode *pi, const char *t
 	if (len <= PMFUSE_INLINE_SYMLINK) {
 		memcpy(pi->symlink, target, len);
 	} else {
-		PMEMoid oid = pmemobj_tx_alloc(len, 0);
+		PMEMoid oid = pool_tx_alloc(len);
 		memcpy(pool_ptr(&fs->pool, oid.off), target, len);
 		pi->dir_off = oid.off;
 	}

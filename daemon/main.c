@@ -9,6 +9,7 @@
  * (Type=notify) READY=1 goes out once the mount is live and STOPPING=1 when
  * the loop ends; SIGTERM ends the loop, and the unmount flushes everything.
  */
+#include "fault.h"
 #include "fs.h"
 #include "fuse_ops.h"
 #include "log.h"
@@ -191,6 +192,7 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!opts.foreground)
 		log_use_syslog();	/* stderr is /dev/null now */
+	fault_arm_from_env();		/* tests only: PMFUSE_FAULT_ALLOC */
 	log_info("mounted %s on %s (%s mode, %s granularity, %" PRIu64 " of %" PRIu64 " blocks free)",
 		 region, opts.mountpoint, fo.sync ? "sync" : "writeback",
 		 region_granularity_name(&fs->region), alloc_free_count(&fs->alloc),

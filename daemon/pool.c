@@ -8,6 +8,7 @@
  * superblock carries its own magic, version and checksum.
  */
 #include "pool.h"
+#include "fault.h"
 #include "region.h"
 
 #include <errno.h>
@@ -232,8 +233,18 @@ int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 	return ret;
 }
 
+/* Every allocation in a transaction comes here: one place to fail them. */
+PMEMoid pool_tx_alloc(size_t size)
+{
+	if (fault_alloc())
+		pmemobj_tx_abort(ENOMEM);	/* as pmemobj does when the heap is full */
+	return pmemobj_tx_alloc(size, 0);
+}
+
 PMEMoid pool_tx_zalloc(size_t size)
 {
+	if (fault_alloc())
+		pmemobj_tx_abort(ENOMEM);
 	return pmemobj_tx_zalloc(size, 0);
 }
 

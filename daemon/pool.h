@@ -113,6 +113,7 @@ typedef int (*pool_tx_fn)(void *arg);
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg);
 
 /* Zeroed allocation inside a transaction (aborts it on failure). */
+PMEMoid pool_tx_alloc(size_t size);
 PMEMoid pool_tx_zalloc(size_t size);
 
 #endif

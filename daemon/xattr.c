@@ -215,7 +215,7 @@ static int tx_swap(void *arg)
 	uint64_t off = 0;
 
 	if (a->count) {
-		PMEMoid oid = pmemobj_tx_alloc(sizeof(struct pmfuse_xattrs) + a->used, 0);
+		PMEMoid oid = pool_tx_alloc(sizeof(struct pmfuse_xattrs) + a->used);
 		struct pmfuse_xattrs *nx = pool_ptr(&a->fs->pool, oid.off);
 		nx->count = a->count;
 		nx->used = (uint32_t)a->used;
