@@ -1677,15 +1677,20 @@ static struct {
 	struct fs *fs;		/* the core over the region opened for repair */
 } R;
 
-static volatile sig_atomic_t cancel_requested, repairing;
+static volatile sig_atomic_t cancel_requested, repairing, asking, changed;
 
 static void on_cancel(int sig)
 {
 	(void)sig;
-	if (!repairing) {
-		/* nothing written yet: the copy-on-write mapping and the lock die with us */
+	/*
+	 * Not repairing: nothing was written, the copy-on-write mapping and the
+	 * lock die with us.  Waiting for an answer: no transaction is open, so
+	 * exiting is no worse than a crash between two transactions (and a
+	 * flag could be missed by a read() about to block).
+	 */
+	if (!repairing || asking) {
 		say("\nfsck.pmfuse: cancelled\n");
-		_exit(FSCK_CANCELLED);
+		_exit(FSCK_CANCELLED | (changed ? FSCK_CORRECTED : 0));
 	}
 	cancel_requested = 1;	/* stop between two transactions */
 }
@@ -1745,9 +1750,17 @@ static bool may_fix(bool safe, enum fix kind, uint64_t id, const char *what)
 	case M_ASK:
 		if (R.all_yes)
 			return true;
+		/* from here a SIGINT exits at once; one that came before is seen below */
+		asking = 1;
+		if (cancel_requested) {
+			asking = 0;
+			break;
+		}
 		printf("%s? [y/n/a(ll)] ", what);
 		fflush(stdout);
-		if (fgets(line, sizeof(line), stdin)) {
+		bool answered = fgets(line, sizeof(line), stdin) != NULL;
+		asking = 0;
+		if (answered) {
 			if (line[0] == 'a' || line[0] == 'A')
 				R.all_yes = true;
 			if (line[0] == 'y' || line[0] == 'Y' || R.all_yes)
@@ -1773,6 +1786,7 @@ static bool fix_done(enum fix kind, uint64_t id, const char *what, int ret)
 	}
 	printf("%s: done\n", what);
 	R.fixed++;
+	changed = 1;
 	return true;
 }
 
@@ -2447,7 +2461,6 @@ int main(int argc, char **argv)
 	sigaction(SIGABRT, &sa, NULL);
 	sigaction(SIGFPE, &sa, NULL);
 	sigaction(SIGILL, &sa, NULL);
-	/* no SA_RESTART: a question waiting on the terminal returns */
 	struct sigaction ca = { .sa_handler = on_cancel };
 	sigaction(SIGINT, &ca, NULL);
 	sigaction(SIGTERM, &ca, NULL);
