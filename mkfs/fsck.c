@@ -162,6 +162,7 @@ static struct fsck {
 	uint64_t used_blocks, capacity;
 	bool leak_checked;
 	bool used_backup;	/* the primary geometry was damaged */
+	bool degraded;		/* pool_open() refused it: checked, never repaired */
 	uint64_t sb_off;	/* the primary superblock (root object) */
 	bool shared_open;	/* device DAX: libpmemobj's open bookkeeping is written */
 
@@ -1514,6 +1515,7 @@ static int open_damaged(const char *why_open)
 	}
 	F.pool.sb = &backup_sb;
 	F.pool.itable = (struct pmfuse_itable *)(F.pool.base + g.itable_off);
+	F.degraded = true;
 	/* pool_check_geometry() made sure the pool holds max_inodes / 64 chunk offsets */
 	if (F.pool.itable->nchunks != g.max_inodes / PMFUSE_INODES_PER_CHUNK)
 		problem("inode table: holds %" PRIu64 " chunks, but the superblock says %" PRIu64
@@ -1608,6 +1610,7 @@ static void check_free(void)
 	F.opened = keep.opened;
 	F.protected = keep.protected;
 	F.used_backup = keep.used_backup;
+	F.degraded = keep.degraded;
 	F.sb_off = keep.sb_off;
 	F.shared_open = keep.shared_open;
 }
@@ -2490,7 +2493,7 @@ int main(int argc, char **argv)
 	 * one with an empty orphan list needs nothing.  Only the preen mode --
 	 * what boot runs -- trusts that; -n, -y and the questions always check.
 	 */
-	if (R.mode == M_PREEN && !R.force && !F.used_backup &&
+	if (R.mode == M_PREEN && !R.force && !F.degraded &&
 	    F.p->sb->state == PMFUSE_STATE_CLEAN && F.p->sb->orphan_head == 0) {
 		printf("%s: clean (cleanly unmounted; -f forces a check)\n", F.region);
 		cleanup();
@@ -2498,12 +2501,13 @@ int main(int argc, char **argv)
 	}
 
 	run_check();
-	if (R.mode == M_CHECK || F.used_backup ||
+	if (R.mode == M_CHECK || F.degraded ||
 	    (!F.problems && !F.n_orphan && F.p->sb->state == PMFUSE_STATE_CLEAN)) {
 		if (F.verbose)
 			summary(F.used_blocks, F.capacity);
-		if (F.problems && F.used_backup && R.mode != M_CHECK)
-			printf("%s: a damaged superblock is not repaired by this version\n", F.region);
+		if (F.problems && F.degraded && R.mode != M_CHECK)
+			printf("%s: a damaged superblock or inode table is not repaired by this"
+			       " version\n", F.region);
 		report();
 		fflush(stdout);
 		cleanup();
