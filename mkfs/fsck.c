@@ -37,6 +37,7 @@
 #include "fmap.h"
 #include "fs.h"
 #include "pool.h"
+#include "region.h"
 #include "pmfuse/format.h"
 
 #include <errno.h>
@@ -1436,7 +1437,7 @@ static bool has_pool_header(void)
 
 	if (fd < 0)
 		return false;
-	ok = pread(fd, page, sizeof(page), 0) == (ssize_t)sizeof(page) &&
+	ok = region_pread(fd, page, sizeof(page), 0) == 0 &&	/* devdax: no pread */
 	     pool_has_pmemobj_signature(page);
 	close(fd);
 	return ok;
