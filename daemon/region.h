@@ -66,6 +66,9 @@ int region_zero(struct region *r, void *dst, size_t len);
 int region_fill(struct region *r, void *dst, size_t len,
 		int (*read)(void *ctx, void *dst, size_t len), void *ctx);
 int region_flush(struct region *r, const void *p, size_t len);
+/* Load every cache line of [p, p + len): -EIO if one is bad.  For bytes
+ * that code outside these functions (a pmemobj undo log) is about to read. */
+int region_probe(struct region *r, const void *p, size_t len);
 int region_persist(struct region *r, const void *p, size_t len);
 
 #endif
