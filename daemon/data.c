@@ -508,10 +508,12 @@ static void zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t t
 
 /*
  * Copy src (or zeros, if src is NULL) into [off, off + len) and zero the
- * uncovered parts of fresh blocks; persist all of it.
+ * uncovered parts of fresh blocks; persist all of it, except overwrites
+ * below old_size in writeback mode, which are marked DIRTY instead.
  */
 static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
-		       uint64_t off, const char *src, uint64_t len, bool writeback)
+		       uint64_t off, const char *src, uint64_t len, uint64_t old_size,
+		       bool writeback)
 {
 	struct index *defer = NULL;
 	/* one flush per run of adjacent bytes and one drain per request */
@@ -526,6 +528,16 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		n = avail < end - pos ? avail : end - pos;
 		if (!dst)	/* cannot happen: every hole was reserved */
 			break;
+		/*
+		 * Bytes of an existing block at or past the old end of file are
+		 * reached only through the size this write commits: like fresh
+		 * blocks they are persisted before that transaction, never left
+		 * DIRTY -- or a crash would show what the block held before a
+		 * truncate shrank the file.
+		 */
+		bool exposed = !fresh && pos >= old_size;
+		if (!fresh && pos < old_size && n > old_size - pos)
+			n = old_size - pos;
 		if (fresh && (pos & BLK_MASK)) {
 			/* head of a new block before the write */
 			region_zero_nopersist(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
@@ -535,9 +547,9 @@ static void fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			region_copy_nopersist(&fs->region, dst, src + (pos - off), n);
 		else
 			region_zero_nopersist(&fs->region, dst, n);
-		if (writeback && !fresh && !defer)
+		if (writeback && !fresh && !exposed && !defer)
 			defer = get_index(fs, in);	/* NULL (no memory): persist now */
-		if (defer && !fresh) {
+		if (defer && !fresh && !exposed) {
 			/* an overwrite: the data is stored; mark it, flush at fsync */
 			uint64_t first = pos / BLK, last = (pos + n - 1) / BLK;
 			uint64_t added = index_mark_dirty(defer, first, last - first + 1);
@@ -603,7 +615,7 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const voi
 	/* bytes between the old end of file and the write must read as zeros */
 	if (off > old_size)
 		zero_tail(fs, in, old_size, off);
-	fill_range(fs, in, &ps, off, buf, size, !(fs->opts.sync || sync));
+	fill_range(fs, in, &ps, off, buf, size, old_size, !(fs->opts.sync || sync));
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
 	ret = pool_tx(&fs->pool, tx_publish, &pb);
