@@ -701,14 +701,47 @@ int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fm
 struct punch_args {
 	struct fs *fs;
 	struct inode *in;
-	uint64_t first, last;
+	uint64_t off, end;		/* bytes to punch, end <= size */
+	uint64_t first, last;		/* whole blocks to free (past EOF too) */
 	struct fmap_freed *freed;
 };
+
+/*
+ * Zero [pos, stop), inside one block, through the pool mapping and in the
+ * transaction's undo log: the edges of a punch commit with the blocks it
+ * frees, so a crash leaves all of the punch or none of it.
+ */
+static int tx_zero_partial(struct fs *fs, struct inode *in, uint64_t pos, uint64_t stop)
+{
+	uint64_t phys, count;
+	int r = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
+	char *p;
+
+	if (r <= 0)
+		return r < 0 ? -EIO : 0;
+	p = fs->pool.base + (phys << PMFUSE_BLOCK_SHIFT) + (pos & BLK_MASK);
+	pmemobj_tx_add_range_direct(p, stop - pos);
+	memset(p, 0, stop - pos);
+	return 0;
+}
 
 static int tx_punch(void *arg)
 {
 	struct punch_args *a = arg;
 
+	/* partial blocks at either edge are zeroed in place */
+	for (uint64_t pos = a->off; pos < a->end;) {
+		uint64_t bend = (pos | BLK_MASK) + 1;
+		uint64_t stop = bend < a->end ? bend : a->end;
+		if ((pos & BLK_MASK) || stop - pos < BLK) {
+			int r = tx_zero_partial(a->fs, a->in, pos, stop);
+			if (r)
+				return r;
+			pos = stop;
+		} else {
+			pos = a->last * BLK > pos ? a->last * BLK : stop;
+		}
+	}
 	if (a->last > a->first) {
 		int r = fmap_unmap(&a->fs->pool, a->in->pi, a->first, a->last - a->first, a->freed);
 		if (r)
@@ -729,22 +762,7 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
 		return 0;
 	if (end > size)
 		end = size;
-	/* partial blocks at either edge are zeroed in place */
-	for (uint64_t pos = off; pos < end;) {
-		uint64_t phys, count, bend = (pos | BLK_MASK) + 1;
-		uint64_t stop = bend < end ? bend : end;
-		if ((pos & BLK_MASK) || stop - pos < BLK) {
-			if (fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count) == 1) {
-				char *p = region_block(&fs->region, phys) + (pos & BLK_MASK);
-				region_zero_nopersist(&fs->region, p, stop - pos);
-				persist(fs, p, stop - pos);
-			}
-			pos = stop;
-		} else {
-			pos = last * BLK > pos ? last * BLK : stop;
-		}
-	}
-	struct punch_args a = { fs, in, first, last, &freed };
+	struct punch_args a = { fs, in, off, end, first, last, &freed };
 	ret = pool_tx(&fs->pool, tx_punch, &a);
 	if (ret == 0)
 		fmap_freed_release(&fs->alloc, &freed);
