@@ -51,11 +51,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "mount"))
 import harness  # noqa: E402
 from harness import HarnessError, Mount, fallocate  # noqa: E402
 
+HAVE_STRACE = shutil.which("strace") is not None
 SHIM = os.path.join(harness.BUILD, "tests", "crash", "libpmfuse_crash_shim.so")
 PAGE = 4096
 REGION_SIZE = "32M"
 FALLOC_FL_KEEP_SIZE = 1
 FALLOC_FL_PUNCH_HOLE = 2
+FALLOC_FL_ZERO_RANGE = 0x10
 
 # trace format: see shim.c
 REC = struct.Struct("<IIQQQ")
@@ -390,8 +392,10 @@ class Fallocate(Op):
 
     def apply(self, st, w, durable=True):
         n = st.node(self.path)
-        if self.mode & FALLOC_FL_PUNCH_HOLE:
+        if self.mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
             n.zero(self.off, self.len)
+        if self.mode & FALLOC_FL_PUNCH_HOLE:
+            pass
         elif not self.mode & FALLOC_FL_KEEP_SIZE and self.off + self.len > len(n.new):
             n.resize(self.off + self.len)
 
@@ -569,6 +573,13 @@ def wl_fallocate(b):
     b.op(Fallocate(path="f", mode=0, off=100000, len=5000))
 
 
+def wl_zero_range(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=32 << 10, fsync="fsync"))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_ZERO_RANGE, off=1000, len=20000))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_ZERO_RANGE, off=30000, len=10000))
+
+
 def wl_rename(b):
     b.op(Mkdir(path="d1"))
     b.op(Mkdir(path="d2"))
@@ -711,11 +722,21 @@ WORKLOADS = [
     ("write_unaligned", wl_write_unaligned), ("append", wl_append),
     ("overwrite", wl_overwrite), ("truncate", wl_truncate),
     ("truncate_append", wl_truncate_append), ("punch", wl_punch),
-    ("fallocate", wl_fallocate), ("rename", wl_rename), ("link", wl_link),
+    ("fallocate", wl_fallocate), ("zero_range", wl_zero_range), ("rename", wl_rename), ("link", wl_link),
     ("unlink_open", wl_unlink_open), ("mkdir_rmdir", wl_mkdir_rmdir), ("xattr", wl_xattr),
     ("symlink", wl_symlink), ("fsync", wl_fsync), ("mixed_replace", wl_mixed_replace),
     ("mixed_tree", wl_mixed_tree),
 ]
+
+
+# Violations found and reported but not fixed yet: still run and printed in
+# full, counted apart; a listed workload that stops failing fails the run (so
+# the entry is removed with the fix).
+KNOWN_VIOLATIONS = {
+    "zero_range": "fallocate(ZERO_RANGE) on mapped blocks zeroes and persists them in place "
+                  "(zero_mapped) before its transaction: a crash inside it shows the range "
+                  "part zeroed, part old",
+}
 
 
 class Builder:
@@ -820,8 +841,45 @@ class RecordedMount(Mount):
         super().__init__(region, mnt, opts=opts, log_dir=log_dir)
         self.env = env
 
+    strace_out = None
+
     def command(self):
+        if self.strace_out:
+            # the kernel's count of the same calls, to hold the shim's against
+            cmd = ["strace", "-f", "-qq", "-c", "-o", self.strace_out,
+                   "-e", "trace=" + ",".join(STRACE_CALLS)]
+            for kv in sorted(self.env.items()):
+                cmd += ["-E", "%s=%s" % kv]
+            return cmd + super().command()
         return ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] + super().command()
+
+
+STRACE_CALLS = ("msync", "fsync", "fdatasync", "sync_file_range", "syncfs", "sync")
+
+
+def strace_counts(path):
+    """{syscall: calls} from an strace -c summary."""
+    out = dict.fromkeys(STRACE_CALLS, 0)
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and parts[-1] in out and parts[3].isdigit():
+                out[parts[-1]] = int(parts[3])
+    return out
+
+
+def check_strace(counts, ctr):
+    """Every persistence syscall the daemon made went through the shim:
+    none bypassed it (a direct syscall(), a call inside libc)."""
+    pairs = [("msync", counts["msync"], ctr[C_MSYNC_ALL]),
+             ("fsync", counts["fsync"], ctr[C_FSYNC_ALL]),
+             ("fdatasync", counts["fdatasync"], ctr[C_FDATASYNC_ALL]),
+             ("sync_file_range", counts["sync_file_range"], ctr[C_SFR_ALL]),
+             ("syncfs+sync", counts["syncfs"] + counts["sync"], ctr[C_SYNCFS_ALL])]
+    bad = ["%s: kernel saw %d, shim %d" % p for p in pairs if p[1] != p[2]]
+    if bad:
+        raise HarnessError("the shim missed persistence calls: " + "; ".join(bad))
+    return ", ".join("%s %d" % (p[0], p[1]) for p in pairs if p[1])
 
 
 class Run:
@@ -840,6 +898,7 @@ class Run:
         self.checked = 0
         self.unique = 0
         self.skipped_mount_phase = 0
+        self.use_strace = False
 
     @staticmethod
     def ops_of(build):
@@ -859,6 +918,8 @@ class Run:
                           "PMFUSE_CRASH_COUNTER": counter,
                           "PMFUSE_CRASH_DIRTY_EVERY": str(self.args.dirty_every)})
         m = RecordedMount(region, mnt, ["sync"] if self.mode == "sync" else [], env, self.dir)
+        if self.use_strace:
+            m.strace_out = os.path.join(self.dir, tag + ".strace")
         w = self.b
         w.mnt = mnt
         self.marks = []      # (s_i, c_i)
@@ -881,6 +942,10 @@ class Run:
             os.rmdir(mnt)
         self.ctr = read_counters(counter)
         os.unlink(counter)
+        if self.use_strace:
+            seen = check_strace(strace_counts(m.strace_out), self.ctr)
+            os.unlink(m.strace_out)
+            log("  strace -f agrees with the shim: %s" % seen)
         os.unlink(region)
         self.recs, self.dirty = read_trace(self.trace)
         os.unlink(self.trace)
@@ -1106,7 +1171,7 @@ def run_workloads(args):
                 continue
             todo.append((name, build, mode == "sync"))
     total = {"checked": 0, "unique": 0, "violations": 0, "points": 0, "skipped": 0,
-             "dirty_states": 0}
+             "dirty_states": 0, "known": 0}
     stats = {}
     mount_phase_done = set()
     t0 = time.monotonic()
@@ -1117,6 +1182,9 @@ def run_workloads(args):
             mount_phase_done.add(sync_mode)
             run = Run(name, build, sync_mode, args, workdir, first or args.all_mount_phases)
             run.base_hash = base_hash
+            run.use_strace = (first or args.long) and HAVE_STRACE
+            if first and not HAVE_STRACE:
+                log("  strace not found: the shim's call counts are not cross-checked")
             tw = time.monotonic()
             run.record(base)
             seen = {}
@@ -1161,7 +1229,16 @@ def run_workloads(args):
             report(run, time.monotonic() - tw)
             total["checked"] += run.checked
             total["unique"] += run.unique
-            total["violations"] += len(run.violations)
+            known = KNOWN_VIOLATIONS.get(name)
+            if known and run.violations:
+                log("  known violation, not fixed yet: %s" % known)
+                total["known"] += len(run.violations)
+            elif known:
+                log("  UNEXPECTED PASS: %s/%s is listed in KNOWN_VIOLATIONS (%s); "
+                    "remove the entry" % (name, run.mode, known))
+                total["violations"] += 1
+            else:
+                total["violations"] += len(run.violations)
             total["points"] += len(run.recs)
             total["skipped"] += run.skipped_mount_phase
             for i, v in enumerate(run.ctr):
@@ -1179,6 +1256,9 @@ def run_workloads(args):
     log("%d points before the first operation not re-checked (the same mount path as the "
         "first workload of each mode); %d states with unpersisted pages; %.0fs" %
         (total["skipped"], total["dirty_states"], time.monotonic() - t0))
+    if total["known"]:
+        log("%d violations in workloads listed in KNOWN_VIOLATIONS (not counted below)"
+            % total["known"])
     log("crash states: %d checked (%d unique), %d violations" %
         (total["checked"], total["unique"], total["violations"]))
     return total["violations"] == 0 and total["checked"] > 0
