@@ -22,7 +22,8 @@ For each workload (a short list of file-system operations):
 
 Only page granularity (the default on a plain file) is modelled: with
 PMEM2_FORCE_GRANULARITY=cache_line or PMEM_IS_PMEM_FORCE=1 the libraries
-persist with cache flushes the shim cannot see, and it refuses those settings.
+persist with cache flushes the shim cannot see (measured: 5 msync calls in a
+whole session), so the driver refuses to run with those variables set.
 
 Usage: crashtest.py [--mode writeback|sync|both] [--long] [-k PATTERN]
                     [--seed N] [--jobs N] [--list]
@@ -64,6 +65,7 @@ REC = struct.Struct("<IIQQQ")
 TRACE_MAGIC = 0x52434D50
 TRACE_END = 0xFFFFFFFFFFFFFFFF
 REC_DIRTY = 16
+CONNABORT = "fuse: reading device: Software caused connection abort"
 C_POINTS, C_MSYNC_ALL, C_FSYNC_ALL, C_FDATASYNC_ALL, C_SFR_ALL, C_SYNCFS_ALL, \
     C_MSYNC_REGION, C_PAGES, C_DIRTY_RECS, C_MAPS, C_MSYNC_ASYNC, C_READY = range(12)
 
@@ -1048,6 +1050,7 @@ class Checker:
         self.free = list(self.mnts)
         self.lock = threading.Lock()
         self.seq = 0
+        self.connabort_retries = 0
 
     def close(self):
         for m in self.mnts:
@@ -1074,6 +1077,24 @@ class Checker:
             path = os.path.join(self.dir, "img-%d" % self.seq)
             mnt = self.free.pop()
         try:
+            for attempt in (1, 2):
+                obs = self._check_once(pages, path, mnt)
+                # The kernel sometimes fails the daemon's last read of
+                # /dev/fuse with ECONNABORTED instead of ENODEV once the
+                # unmount tore the connection down (after DESTROY: the
+                # filesystem was already closed cleanly); libfuse reports it
+                # and the daemon exits 1.  Not about the image: check it again.
+                if attempt == 1 and CONNABORT in obs.get("error", ""):
+                    with self.lock:
+                        self.connabort_retries += 1
+                    continue
+                return obs
+        finally:
+            with self.lock:
+                self.free.append(mnt)
+
+    def _check_once(self, pages, path, mnt):
+        try:
             self.write_image(pages, path)
             rc, out = harness.fsck(path, "-n")
             if rc != 0:
@@ -1087,8 +1108,8 @@ class Checker:
                 return {"error": "mount: %s\n%s" % (e, m.log())}
             finally:
                 m.force_cleanup()
+                log_text = m.log()
                 if m.log_path and os.path.exists(m.log_path):
-                    log_text = m.log()
                     os.unlink(m.log_path)
             if rc != 0:
                 return {"error": "daemon exited %d at unmount:\n%s" % (rc, log_text)}
@@ -1098,8 +1119,6 @@ class Checker:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-            with self.lock:
-                self.free.append(mnt)
 
 
 def start(m, timeout=harness.MOUNT_TIMEOUT):
@@ -1277,6 +1296,9 @@ def run_workloads(args):
     log("%d points before the first operation not re-checked (the same mount path as the "
         "first workload of each mode); %d states with unpersisted pages; %.0fs" %
         (total["skipped"], total["dirty_states"], time.monotonic() - t0))
+    if checker.connabort_retries:
+        log("%d images re-checked: the daemon's last /dev/fuse read failed with ECONNABORTED "
+            "at unmount (a kernel teardown race, not the image)" % checker.connabort_retries)
     if total["known"]:
         log("%d violations in workloads listed in KNOWN_VIOLATIONS (not counted below)"
             % total["known"])

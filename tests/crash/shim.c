@@ -190,6 +190,15 @@ __attribute__((constructor)) static void shim_init(void)
 
 	if (!region || !trace || !counter)
 		return;
+	/*
+	 * Only this process records: a child it might exec (fusermount3, when
+	 * mount(2) is refused) inherits LD_PRELOAD but must not truncate the
+	 * trace.  getenv's strings stay valid: unsetenv only drops the pointers.
+	 */
+	unsetenv("PMFUSE_CRASH_REGION");
+	unsetenv("PMFUSE_CRASH_TRACE");
+	unsetenv("PMFUSE_CRASH_COUNTER");
+	unsetenv("PMFUSE_CRASH_DIRTY_EVERY");
 	if (stat(region, &st) < 0 || !S_ISREG(st.st_mode))
 		die("PMFUSE_CRASH_REGION is not a regular file");
 	S.dev = st.st_dev;
