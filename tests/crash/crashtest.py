@@ -16,9 +16,22 @@ For each workload (a short list of file-system operations):
 4. every distinct image is checked once -- fsck.pmfuse -n exits 0, the daemon
    mounts it (pmemobj recovery runs) and exits 0 at unmount -- and what the
    mount shows is compared with what the workload may show after a crash at
-   that point (see Spec): every operation acknowledged at or before k is
-   there, the one in flight is all or nothing, no file shows bytes it was
-   never given.
+   that point (Node, State, Run.allowed): every operation acknowledged at or
+   before k is there, the one in flight is all or nothing, no file shows
+   bytes it was never given (every write carries a pattern naming its file,
+   write and offset, so a foreign or misplaced byte says where it came from).
+
+What pmfuse promises, and so what is checked (DESIGN 5, README):
+  - create, mkdir, rmdir, unlink, rename, link, symlink, setxattr, truncate,
+    fallocate and punch are durable when they return, and atomic in flight;
+  - a write's new size is durable when it returns (the write's transaction
+    commits it), and bytes it exposes past the old end of file are its data
+    or zeros, never older contents;
+  - written data is durable once an fsync/fdatasync of the file returns, or
+    at once with -o sync or O_SYNC; until then each byte may be old or new;
+  - a write in flight is not atomic (any of its bytes, any size between the
+    old and the new -- the kernel splits writes), but never touches bytes
+    outside its range.
 
 Only page granularity (the default on a plain file) is modelled: with
 PMEM2_FORCE_GRANULARITY=cache_line or PMEM_IS_PMEM_FORCE=1 the libraries
