@@ -519,12 +519,14 @@ struct wbytes {
 
 /*
  * Store the bytes into [off, off + len) and zero the uncovered parts of
- * fresh blocks; persist all of it (or mark overwrites DIRTY, in writeback
- * mode).  Fails only if a reader fails: what was stored stays, as after a
- * short write, and the fresh blocks are never published.
+ * fresh blocks; persist all of it, except overwrites below old_size in
+ * writeback mode, which are marked DIRTY instead.  Fails only if a reader
+ * or the media fails: what was stored stays, as after a short write, and
+ * the fresh blocks are never published.
  */
 static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
-		      uint64_t off, const struct wbytes *src, uint64_t len, bool writeback)
+		      uint64_t off, const struct wbytes *src, uint64_t len, uint64_t old_size,
+		      bool writeback)
 {
 	struct index *defer = NULL;
 	/* one flush per run of adjacent bytes and one drain per request */
@@ -540,6 +542,16 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		n = avail < end - pos ? avail : end - pos;
 		if (!dst)	/* cannot happen: every hole was reserved */
 			break;
+		/*
+		 * Bytes of an existing block at or past the old end of file are
+		 * reached only through the size this write commits: like fresh
+		 * blocks they are persisted before that transaction, never left
+		 * DIRTY -- or a crash would show what the block held before a
+		 * truncate shrank the file.
+		 */
+		bool exposed = !fresh && pos >= old_size;
+		if (!fresh && pos < old_size && n > old_size - pos)
+			n = old_size - pos;
 		if (fresh && (pos & BLK_MASK)) {
 			/* head of a new block before the write */
 			ret = region_zero(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
@@ -558,9 +570,9 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			flush_add(&acc, dst, n);
 			break;
 		}
-		if (writeback && !fresh && !defer)
+		if (writeback && !fresh && !exposed && !defer)
 			defer = get_index(fs, in);	/* NULL (no memory): persist now */
-		if (defer && !fresh) {
+		if (defer && !fresh && !exposed) {
 			/* an overwrite: the data is stored; mark it, flush at fsync */
 			uint64_t first = pos / BLK, last = (pos + n - 1) / BLK;
 			uint64_t added = index_mark_dirty(defer, first, last - first + 1);
@@ -630,7 +642,8 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 	if (off > old_size)
 		ret = zero_tail(fs, in, old_size, off);
 	if (ret == 0)
-		ret = fill_range(fs, in, &ps, off, src, size, !(fs->opts.sync || sync));
+		ret = fill_range(fs, in, &ps, off, src, size, old_size,
+				 !(fs->opts.sync || sync));
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
 	if (ret == 0)
@@ -739,14 +752,60 @@ int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fm
 struct punch_args {
 	struct fs *fs;
 	struct inode *in;
-	uint64_t first, last;
+	uint64_t off, end;		/* bytes to punch, end <= size */
+	uint64_t first, last;		/* whole blocks to free (past EOF too) */
 	struct fmap_freed *freed;
 };
+
+/*
+ * Zero [pos, stop), inside one block, through the pool mapping and in the
+ * transaction's undo log: the edges of a punch commit with the blocks it
+ * frees, so a crash leaves all of the punch or none of it.
+ */
+static int tx_zero_partial(struct fs *fs, struct inode *in, uint64_t pos, uint64_t stop)
+{
+	uint64_t phys, count;
+	int r = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
+	char *p;
+
+	if (r <= 0)
+		return r < 0 ? -EIO : 0;
+	p = fs->pool.base + (phys << PMFUSE_BLOCK_SHIFT) + (pos & BLK_MASK);
+	pmemobj_tx_add_range_direct(p, stop - pos);
+	memset(p, 0, stop - pos);
+	return 0;
+}
+
+/* The partial blocks at the edges of [off, end): at most two ranges. */
+static int punch_edges(uint64_t off, uint64_t end, uint64_t edge[2][2])
+{
+	uint64_t head_end = (off | BLK_MASK) + 1;
+	int n = 0;
+
+	if ((off & BLK_MASK) || end - off < BLK) {
+		edge[n][0] = off;
+		edge[n][1] = head_end < end ? head_end : end;
+		n++;
+	}
+	if ((end & BLK_MASK) && (end & ~BLK_MASK) >= (n ? edge[0][1] : off)) {
+		edge[n][0] = end & ~BLK_MASK;
+		edge[n][1] = end;
+		n++;
+	}
+	return n;
+}
 
 static int tx_punch(void *arg)
 {
 	struct punch_args *a = arg;
+	uint64_t edge[2][2];
 
+	/* partial blocks at either edge are zeroed in place */
+	for (int i = punch_edges(a->off, a->end, edge) - 1; i >= 0; i--) {
+		int r = tx_zero_partial(a->fs, a->in, edge[i][0], edge[i][1]);
+		if (r)
+			return r;
+	}
 	if (a->last > a->first) {
 		int r = fmap_unmap(&a->fs->pool, a->in->pi, a->first, a->last - a->first, a->freed);
 		if (r)
@@ -767,23 +826,20 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
 		return 0;
 	if (end > size)
 		end = size;
-	/* partial blocks at either edge are zeroed in place */
-	for (uint64_t pos = off; pos < end;) {
-		uint64_t phys, count, bend = (pos | BLK_MASK) + 1;
-		uint64_t stop = bend < end ? bend : end;
-		if ((pos & BLK_MASK) || stop - pos < BLK) {
-			if (fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count) == 1) {
-				char *p = region_block(&fs->region, phys) + (pos & BLK_MASK);
-				if ((ret = region_zero(&fs->region, p, stop - pos)) ||
-				    (ret = persist(fs, p, stop - pos)))
-					return ret;
-			}
-			pos = stop;
-		} else {
-			pos = last * BLK > pos ? last * BLK : stop;
-		}
+	/*
+	 * The edges are zeroed inside the transaction, where pmemobj snapshots
+	 * them first -- outside the media-error guard.  A bad page there must
+	 * fail the punch here, not kill the daemon in the undo log.
+	 */
+	uint64_t edge[2][2];
+	for (int i = punch_edges(off, end, edge) - 1; i >= 0; i--) {
+		uint64_t phys, count;
+		if (fmap_lookup(&fs->pool, in->pi, edge[i][0] / BLK, &phys, &count) == 1 &&
+		    (ret = region_probe(&fs->region, region_block(&fs->region, phys) +
+					(edge[i][0] & BLK_MASK), edge[i][1] - edge[i][0])))
+			return ret;
 	}
-	struct punch_args a = { fs, in, first, last, &freed };
+	struct punch_args a = { fs, in, off, end, first, last, &freed };
 	ret = pool_tx(&fs->pool, tx_punch, &a);
 	if (ret == 0)
 		fmap_freed_release(&fs->alloc, &freed);
