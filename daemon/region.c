@@ -18,8 +18,9 @@
 #include <unistd.h>
 
 /* The guarded access running on this thread, if any (see region.h). */
-static __thread sigjmp_buf *fault_jmp;
-static __thread struct region *fault_region;
+/* volatile: the handler reads them, so no store may be elided or moved */
+static __thread sigjmp_buf *volatile fault_jmp;
+static __thread struct region *volatile fault_region;
 static struct sigaction prev_sigbus;
 static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
 
@@ -62,7 +63,9 @@ static void install_sigbus(void)
 			return -EIO;					\
 		fault_region = (r);					\
 		fault_jmp = &jb;					\
+		atomic_signal_fence(memory_order_seq_cst);		\
 		access;							\
+		atomic_signal_fence(memory_order_seq_cst);		\
 		fault_jmp = NULL;					\
 	} while (0)
 
