@@ -754,6 +754,7 @@ struct punch_args {
 	struct inode *in;
 	uint64_t off, end;		/* bytes to punch, end <= size */
 	uint64_t first, last;		/* whole blocks to free (past EOF too) */
+	uint64_t new_size;		/* grow the file to this, if larger */
 	struct fmap_freed *freed;
 };
 
@@ -811,11 +812,17 @@ static int tx_punch(void *arg)
 		if (r)
 			return r;
 	}
+	if (a->new_size > a->in->pi->size) {
+		pmemobj_tx_add_range_direct(&a->in->pi->size, sizeof(a->in->pi->size));
+		a->in->pi->size = a->new_size;
+	}
 	inode_tx_touch(a->in->pi, false, true, true);
 	return 0;
 }
 
-static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
+/* Punch [off, off + len) in one transaction, growing the file to new_size. */
+static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len,
+		 uint64_t new_size)
 {
 	struct fmap_freed freed = { 0 };
 	uint64_t end = off + len, size = in->pi->size;
@@ -839,32 +846,13 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
 					(edge[i][0] & BLK_MASK), edge[i][1] - edge[i][0])))
 			return ret;
 	}
-	struct punch_args a = { fs, in, off, end, first, last, &freed };
+	struct punch_args a = { fs, in, off, end, first, last, new_size, &freed };
 	ret = pool_tx(&fs->pool, tx_punch, &a);
 	if (ret == 0)
 		fmap_freed_release(&fs->alloc, &freed);
 	else
 		free(freed.runs);
 	return ret;
-}
-
-/* ZERO_RANGE on blocks that exist: zeros stored and persisted in place. */
-static int zero_mapped(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
-{
-	uint64_t end = off + len < in->pi->size ? off + len : in->pi->size;
-	int ret;
-
-	for (uint64_t pos = off; pos < end;) {
-		uint64_t n;
-		char *p;
-		ret = lookup_segment(fs, in->pi, pos, end, &p, &n);
-		if (ret < 0)
-			return ret;
-		if (ret == 1 && ((ret = region_zero(&fs->region, p, n)) || (ret = persist(fs, p, n))))
-			return ret;
-		pos += n;
-	}
-	return 0;
 }
 
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len)
@@ -890,11 +878,23 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 	if ((ret = data_drop_index(fs, in)))
 		goto out;
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
-		ret = punch(fs, in, off, len);
+		ret = punch(fs, in, off, len, 0);
 		goto out;
 	}
-	if ((mode & FALLOC_FL_ZERO_RANGE) && (ret = zero_mapped(fs, in, off, len)))
-		goto out;
+	if (mode & FALLOC_FL_ZERO_RANGE) {
+		/*
+		 * All the zeros appear at once: the range is punched -- edges
+		 * and whole blocks in one transaction, which also grows the
+		 * file -- and a hole reads as zeros; the blocks are allocated
+		 * again, zeroed, below.  Past the old end of file the last
+		 * block is zeroed first: growing the file must show no stale
+		 * bytes there.
+		 */
+		uint64_t grow = (mode & FALLOC_FL_KEEP_SIZE) ? 0 : off + len;
+		if ((grow > in->pi->size && (ret = zero_tail(fs, in, in->pi->size, grow))) ||
+		    (ret = punch(fs, in, off, len, grow)))
+			goto out;
+	}
 	ret = reserve_holes(fs, in, off / BLK, (off + len - 1) / BLK - off / BLK + 1, &ps);
 	if (ret)
 		goto out;
@@ -969,7 +969,7 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 			struct wbytes from = { .mem = data };
 			ret = write_locked(fs, dst, doff + done, &from, n, false);
 		} else {
-			ret = punch(fs, dst, doff + done, n);
+			ret = punch(fs, dst, doff + done, n, 0);
 			if (!ret && doff + done + n > dst->pi->size) {
 				/* a trailing hole still extends the destination */
 				struct fmap_freed none = { 0 };
