@@ -749,7 +749,10 @@ static void zero_mapped(struct fs *fs, struct inode *in, uint64_t off, uint64_t 
 	for (uint64_t pos = off; pos < end;) {
 		uint64_t n;
 		char *p;
-		if (lookup_segment(fs, in->pi, pos, end, &p, &n) == 1) {
+		int r = lookup_segment(fs, in->pi, pos, end, &p, &n);
+		if (r < 0)	/* damaged map: n is unset; reserve_holes() reports it */
+			break;
+		if (r == 1) {
 			region_zero_nopersist(&fs->region, p, n);
 			persist(fs, p, n);
 		}
