@@ -30,6 +30,8 @@ import atexit
 import json
 import os
 import platform
+import resource
+import traceback
 import shutil
 import signal
 import statistics
@@ -91,6 +93,9 @@ TABLE = ["seqwrite", "overwrite", "seqread", "randread", "randread_lat", "randwr
          "hole", "hole_rss", "create", "stat", "readdir", "unlink", "mount"]
 
 PT_RATIO = 1.2
+# metabench drops dentries/inodes every so many operations (clock paused): see
+# metabench.c -- passthrough_ll needs an fd per known inode, RLIMIT_NOFILE 20000 here
+META_DROP_EVERY = 5000
 
 # ------------------------------------------------------------------ utilities
 
@@ -146,6 +151,18 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def raise_nofile():
+    """passthrough_ll holds an O_PATH fd per inode the kernel knows: 100,000 files
+    need more than the usual limit.  Root may raise it up to fs.nr_open."""
+    with open("/proc/sys/fs/nr_open") as f:
+        n = min(int(f.read()), 1 << 21)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    except (ValueError, OSError):   # no CAP_SYS_RESOURCE: up to the hard limit
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def meminfo(key):
@@ -228,7 +245,8 @@ class Target:
         cmd = (wrapper or []) + self.daemon_cmd()
         logf = open(os.path.join(self.ctx.base, "daemon-%s.log" % self.name), "ab")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                                     preexec_fn=raise_nofile)
         logf.close()
         while True:
             # a stat of the mountpoint blocks until the daemon answers: "live"
@@ -428,7 +446,8 @@ def run_meta(ctx, t, res, prof):
     def mb(op, *args):
         prof.begin(op, t)
         try:
-            r = sh([ctx.metabench, op, d] + [str(a) for a in args])
+            r = sh([ctx.metabench, op, d] + [str(a) for a in args] +
+                   ([str(META_DROP_EVERY)] if args else []))
         finally:
             prof.end()
         _, count, secs = r.stdout.split()
@@ -704,6 +723,7 @@ def main():
     atexit.register(cleanup_all)
 
     res = Results()
+    failures = []
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load0 = open("/proc/loadavg").read().split()[:3]
     t_start = time.time()
@@ -719,9 +739,16 @@ def main():
                 log("rep %d/%d  %-5s %-13s (%.0f s)" % (rep + 1, c["reps"], phase, name,
                                                         time.time() - t_start))
                 prof = Prof(ctx, a.profile, t)
-                t.mount()
                 try:
+                    t.mount()
                     RUNNERS[phase](ctx, t, res, prof)
+                except Exception as e:
+                    # one failing filesystem must not lose the others' samples
+                    log("FAILED: rep %d %s %s: %s" % (rep + 1, phase, name, e))
+                    vlog(traceback.format_exc())
+                    failures.append("rep %d, %s, %s: %s" % (rep + 1, phase, name,
+                                                              str(e).splitlines()[0][:300]))
+                    prof.end()
                 finally:
                     t.umount()
     elapsed = time.time() - t_start
@@ -749,11 +776,13 @@ def main():
     print(render_text(head, rows))
     fails = sum(r[-1].count("FAIL") for r in rows)
     passes = sum(r[-1].count("PASS") for r in rows)
+    for x in failures:
+        print("FAILED RUN: " + x)
     print("\ntargets: %d PASS, %d FAIL   (%s, %d rep(s), %.0f s; load %s -> %s)" % (
         passes, fails, "quick" if a.quick else "full", c["reps"], elapsed, " ".join(load0),
         " ".join(load1)))
 
-    raw = {"started": started, "machine": m, "config": c, "drop_caches": DROP_CACHES["ok"],
+    raw = {"failures": failures, "started": started, "machine": m, "config": c, "drop_caches": DROP_CACHES["ok"],
            "samples": res.v, "elapsed_s": elapsed, "load": [load0, load1]}
     jpath = a.json or os.path.join(a.build, "bench-results.json")
     with open(jpath, "w") as f:
@@ -783,6 +812,9 @@ def main():
                         DROP_CACHES["ok"]]))
         f.write(render_md(head, rows))
         f.write("\n\ntargets: %d PASS, %d FAIL\n" % (passes, fails))
+        if failures:
+            f.write("\nruns that failed (their samples are missing):\n\n")
+            f.writelines("- %s\n" % x for x in failures)
     print("written: %s, %s" % (out, jpath))
     return 0
 
