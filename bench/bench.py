@@ -165,6 +165,43 @@ def raise_nofile():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """user+system CPU seconds of a process (all its threads, live and exited)."""
+    if not pid:
+        return 0.0
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """CPU time of the daemon and of the client (fio/metabench) around one figure:
+    far less sensitive to other load on the machine than wall-clock rates, so
+    A/B comparisons of daemon changes use it too (samples FIGURE@dcpu, @ccpu)."""
+
+    def __init__(self, t):
+        self.t = t
+        self.d0 = proc_cpu(t.pid) if t.is_fuse else 0.0
+        self.c0 = children_cpu()
+
+    def done(self, res, fig, ops):
+        if ops <= 0:
+            return
+        d = (proc_cpu(self.t.pid) - self.d0) if self.t.is_fuse else 0.0
+        c = children_cpu() - self.c0
+        if self.t.is_fuse:
+            res.add(fig + "@dcpu", self.t.name, d * 1e6 / ops)
+        res.add(fig + "@ccpu", self.t.name, c * 1e6 / ops)
+
+
 def meminfo(key):
     with open("/proc/meminfo") as f:
         for line in f:
@@ -232,6 +269,12 @@ class Target:
             return [c.daemon, self.region, self.mnt, "-f"]
         if self.name == "pmfuse-sync":
             return [c.daemon, self.region, self.mnt, "-f", "-o", "sync"]
+        if self.name == "pmfuse-cl":
+            return [c.daemon, self.region, self.mnt, "-f"]
+        if self.name == "pmfuse-alt":
+            return [c.alt_daemon, self.region, self.mnt, "-f"]
+        if self.name == "pmfuse-alt-sync":
+            return [c.alt_daemon, self.region, self.mnt, "-f", "-o", "sync"]
         opts = "source=" + self.src
         if PT_OPTS[self.name]:
             opts += "," + PT_OPTS[self.name]
@@ -245,8 +288,12 @@ class Target:
         cmd = (wrapper or []) + self.daemon_cmd()
         logf = open(os.path.join(self.ctx.base, "daemon-%s.log" % self.name), "ab")
         t0 = time.perf_counter()
+        env = None
+        if self.name == "pmfuse-cl":
+            # emulate ADR pmem on the tmpfs file: cache-line flushes instead of msync
+            env = dict(os.environ, PMEM2_FORCE_GRANULARITY="CACHE_LINE", PMEM_IS_PMEM_FORCE="1")
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
-                                     preexec_fn=raise_nofile)
+                                     preexec_fn=raise_nofile, env=env)
         logf.close()
         while True:
             # a stat of the mountpoint blocks until the daemon answers: "live"
@@ -351,31 +398,46 @@ def run_data(ctx, t, res, prof):
 
     def fig(name, args, ddir, fn="job"):
         prof.begin(name, t)
+        m = CpuMeter(t)
         try:
-            return fio(ctx, args, fn)
+            j = fio(ctx, args, fn)
         finally:
             prof.end()
+        # CPU per operation: per MiB for 1 MiB figures, per I/O (pair) for 4 KiB ones
+        ops = j[ddir]["io_bytes"] / MiB if "--bs=1M" in args else j[ddir]["total_ios"]
+        m.done(res, name, ops)
+        return j
 
     j = fig("seqwrite", ["--filename=" + f, "--rw=write", "--bs=1M", "--size=" + size,
                          "--end_fsync=1"], "write")
     res.add("seqwrite", t.name, bw_mib(j, "write"))
+    if ctx.upto == "seqwrite":
+        return
     j = fig("overwrite", ["--filename=" + f, "--rw=write", "--bs=1M", "--size=" + size,
                           "--end_fsync=1"], "write")
     res.add("overwrite", t.name, bw_mib(j, "write"))
+    if ctx.upto == "overwrite":
+        return
     drop_caches()
     j = fig("seqread", ["--filename=" + f, "--rw=read", "--bs=1M", "--size=" + size], "read")
     res.add("seqread", t.name, bw_mib(j, "read"))
+    if ctx.upto == "seqread":
+        return
     drop_caches()
     j = fig("randread", ["--filename=" + f, "--rw=randread", "--bs=4k", "--size=" + size,
                          "--time_based", "--runtime=%d" % c["runtime"], "--randrepeat=1"],
             "read")
     res.add("randread", t.name, j["read"]["iops"])
     res.add("randread_lat", t.name, lat_us(j, "read"))
+    if ctx.upto == "randread":
+        return
     j = fig("randwrite", ["--filename=" + f, "--rw=randwrite", "--bs=4k", "--size=" + size,
                           "--time_based", "--runtime=%d" % c["runtime"], "--randrepeat=1"],
             "write")
     res.add("randwrite", t.name, j["write"]["iops"])
     res.add("randwrite_lat", t.name, lat_us(j, "write"))
+    if ctx.upto == "randwrite":
+        return
     # appends to a new file, each write followed by fsync (a log's pattern)
     j = fig("fsyncpairs", ["--filename=" + os.path.join(d, "wal"), "--rw=write", "--bs=4k",
                            "--size=%d" % c["wal"], "--fsync=1"], "write")
@@ -445,6 +507,7 @@ def run_meta(ctx, t, res, prof):
 
     def mb(op, *args):
         prof.begin(op, t)
+        m = CpuMeter(t)
         try:
             r = sh([ctx.metabench, op, d] + [str(a) for a in args] +
                    ([str(META_DROP_EVERY)] if args else []))
@@ -453,6 +516,7 @@ def run_meta(ctx, t, res, prof):
         _, count, secs = r.stdout.split()
         if int(count) != n:
             raise RuntimeError("%s: %s counted %s, expected %d" % (t.name, op, count, n))
+        m.done(res, op, n)
         return int(count) / float(secs)
 
     res.add("create", t.name, mb("create", n))
@@ -656,6 +720,12 @@ def main():
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a size setting (file, mt_file, hole, wal, runtime, "
                     "nfiles, region, bpi)")
+    ap.add_argument("--alt", metavar="PMFUSE_BINARY",
+                    help="A/B: also run this pmfuse daemon binary as target pmfuse-alt "
+                    "(and pmfuse-alt-sync with --targets), interleaved with pmfuse; "
+                    "prints alt/base ratios")
+    ap.add_argument("--upto", help="data phase: stop after this figure (seqwrite, "
+                    "overwrite, seqread, randread, randwrite) -- for short A/B runs")
     ap.add_argument("--out", help="markdown output (default bench/last-run.md; quick: "
                     "bench/last-quick.md; profile: none)")
     ap.add_argument("--json", help="raw samples as JSON (default BUILD/bench-results.json)")
@@ -676,6 +746,7 @@ def main():
     if a.reps:
         ctx.cfg["reps"] = a.reps
     ctx.profile = a.profile
+    ctx.upto = a.upto
     ctx.callgraph = a.callgraph
     ctx.perf_freq = a.perf_freq
     ctx.perf_files = []
@@ -687,11 +758,23 @@ def main():
         phases = [FIGURES[a.profile][0]]
         targets = [a.profile_target]
         ctx.cfg["reps"] = 1
+    for ph, ts in PHASE_TARGETS.items():   # pmfuse variants run where pmfuse runs
+        for t in targets:
+            if t == "pmfuse-cl" and "pmfuse" in ts and t not in ts:
+                ts.append(t)
     for p in phases:
         if p not in RUNNERS:
             sys.exit("unknown phase %s" % p)
 
     ctx.daemon = os.path.join(a.build, "daemon", "pmfuse")
+    ctx.alt_daemon = os.path.abspath(a.alt) if a.alt else None
+    if a.alt:
+        if not a.targets:
+            targets = ["pmfuse", "pmfuse-alt"]
+        for ph, ts in PHASE_TARGETS.items():
+            for base in ("pmfuse", "pmfuse-sync"):
+                if base in ts:
+                    ts.append(base.replace("pmfuse", "pmfuse-alt"))
     ctx.mkfs = os.path.join(a.build, "mkfs", "mkfs.pmfuse")
     ctx.passthrough = os.path.join(a.tools, "passthrough_ll")
     ctx.metabench = os.path.join(a.tools, "metabench")
@@ -771,6 +854,24 @@ def main():
         return 0
 
     m = machine()
+    if a.alt or "pmfuse-cl" in targets:
+        print("\nA/B: %s (alt) against %s (base), medians, same run" % (ctx.alt_daemon,
+                                                                        ctx.daemon))
+        figs = list(FIGURES) + sorted(k for k in res.v if "@" in k)
+        for fig in figs:
+            for base, alt in (("pmfuse", "pmfuse-alt"), ("pmfuse-sync", "pmfuse-alt-sync"),
+                              ("pmfuse", "pmfuse-cl")):
+                b, x = res.med(fig, base), res.med(fig, alt)
+                if b is None or x is None:
+                    continue
+                hib = FIGURES[fig][3] if fig in FIGURES else False
+                better = (x / b if hib else b / x) if b and x else 0
+                print("  %-14s %-16s base %-22s alt %-22s alt better by %.2fx" % (
+                    fig, alt, cell(res, fig, base), cell(res, fig, alt), better))
+        jpath = a.json or os.path.join(a.build, "bench-ab.json")
+        with open(jpath, "w") as f:
+            json.dump({"samples": res.v, "failures": failures}, f, indent=1)
+        return 0
     head, rows = table(ctx, res)
     print()
     print(render_text(head, rows))
