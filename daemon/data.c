@@ -28,6 +28,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define BLK PMFUSE_BLOCK_SIZE
@@ -588,6 +589,22 @@ static int tx_publish(void *arg)
 	return 0;
 }
 
+/*
+ * Map the fresh pieces of a large write into our address space in one call
+ * each instead of a page fault per 4 KiB page when the copy first touches
+ * them (on a file-backed region without huge pages the faults were a third
+ * to a half of the daemon's time in sequential writes).  Only a hint: any
+ * failure (an old kernel: EINVAL) leaves the faults to the copy.
+ */
+#define POPULATE_MIN_BLOCKS 16
+static void populate_pieces(struct fs *fs, const struct pieces *ps)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		if (ps->p[i].len >= POPULATE_MIN_BLOCKS)
+			(void)madvise(region_block(&fs->region, ps->p[i].phys), ps->p[i].len * BLK,
+				      MADV_POPULATE_WRITE);
+}
+
 /* Write with the inode lock held exclusively; 0 or -errno. */
 static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const void *buf,
 			size_t size, bool sync)
@@ -603,6 +620,7 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const voi
 	/* bytes between the old end of file and the write must read as zeros */
 	if (off > old_size)
 		zero_tail(fs, in, old_size, off);
+	populate_pieces(fs, &ps);
 	fill_range(fs, in, &ps, off, buf, size, !(fs->opts.sync || sync));
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
