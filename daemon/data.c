@@ -605,6 +605,28 @@ static void populate_pieces(struct fs *fs, const struct pieces *ps)
 				      MADV_POPULATE_WRITE);
 }
 
+/*
+ * A write inside the file over blocks it already has changes neither the map
+ * nor the size, only mtime and ctime: they are stored in place, without a
+ * transaction (at page granularity a pmemobj transaction is several msyncs,
+ * more than the 4 KiB copy).  Each field is 8-byte aligned, so a crash can at
+ * worst pair a new second with an old nanosecond: a valid time, never damage.
+ * Sync writes persist the times before replying; writeback writes leave them
+ * to fsync (fs_fsync persists them), as their data.
+ */
+static void touch_in_place(struct fs *fs, struct pmfuse_inode *pi, bool persist_now)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	pi->mtime.sec = ts.tv_sec;
+	pi->mtime.nsec = (uint32_t)ts.tv_nsec;
+	pi->ctime.sec = ts.tv_sec;
+	pi->ctime.nsec = (uint32_t)ts.tv_nsec;
+	if (persist_now)
+		pmemobj_persist(fs->pool.pop, &pi->mtime, 2 * sizeof(pi->mtime));
+}
+
 /* Write with the inode lock held exclusively; 0 or -errno. */
 static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const void *buf,
 			size_t size, bool sync)
@@ -622,6 +644,11 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const voi
 		zero_tail(fs, in, old_size, off);
 	populate_pieces(fs, &ps);
 	fill_range(fs, in, &ps, off, buf, size, !(fs->opts.sync || sync));
+	if (ps.n == 0 && off + size <= old_size) {
+		touch_in_place(fs, in->pi, fs->opts.sync || sync);
+		pieces_release(fs, &ps, false);
+		return 0;
+	}
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
 	ret = pool_tx(&fs->pool, tx_publish, &pb);
@@ -944,6 +971,8 @@ int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
 	pthread_rwlock_rdlock(&in->lock);
 	if (in->ix)
 		writeback_index(fs, in->ix);
+	/* overwrites store mtime/ctime in place without persisting them */
+	pmemobj_persist(fs->pool.pop, &in->pi->mtime, 2 * sizeof(in->pi->mtime));
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return 0;
