@@ -29,4 +29,20 @@ static int test_failures;
 	printf("%s %s\n", test_failures == _before ? "ok  " : "FAIL", #t); \
 } while (0)
 
+#ifdef PMFUSE_FS_H
+/* Mount a region through the core, or end the test program. */
+static inline struct fs *unit_mount(const char *path)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs = NULL;
+	char why[POOL_WHY];
+
+	if (fs_mount(&fs, path, &o, why, sizeof(why))) {
+		fprintf(stderr, "mount %s: %s\n", path, why);
+		exit(2);
+	}
+	return fs;
+}
+#endif
+
 #endif

@@ -2,8 +2,8 @@
  * Unit tests of the pmfuse core without FUSE: allocator, file map,
  * namespace, data path, orphans and remount, all through the core API.
  */
-#include "harness.h"
 #include "fs.h"
+#include "harness.h"
 #include "dir.h"
 
 #include <errno.h>
@@ -42,15 +42,7 @@ static void make_region(uint64_t size)
 
 static struct fs *mount_region(void)
 {
-	struct fs_opts o = { 0 };
-	struct fs *fs = NULL;
-	char why[POOL_WHY];
-
-	if (fs_mount(&fs, region, &o, why, sizeof(why))) {
-		fprintf(stderr, "mount: %s\n", why);
-		exit(2);
-	}
-	return fs;
+	return unit_mount(region);
 }
 
 static int copy_out(void *ctx, const struct fs_seg *segs, int n, size_t total)

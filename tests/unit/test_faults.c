@@ -12,9 +12,9 @@
  *
  * usage: test_faults FSCK_BINARY
  */
-#include "harness.h"
 #include "fault.h"
 #include "fs.h"
+#include "harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,15 +31,7 @@ static const struct fs_cred root = { 0, 0 };
 
 static struct fs *mount_it(void)
 {
-	struct fs_opts o = { 0 };
-	struct fs *fs = NULL;
-	char why[POOL_WHY];
-
-	if (fs_mount(&fs, region, &o, why, sizeof(why))) {
-		fprintf(stderr, "mount: %s\n", why);
-		exit(2);
-	}
-	return fs;
+	return unit_mount(region);
 }
 
 static uint64_t free_blocks(struct fs *fs)
