@@ -23,6 +23,7 @@
  * is dereferenced, and every loop is bounded by the image's geometry.
  */
 #include "dir.h"
+#include "fsck.h"
 #include "xattr.h"
 #include "fmap.h"
 #include "fs.h"
@@ -129,6 +130,7 @@ static struct fsck {
 	bool used_backup;	/* the primary geometry was damaged */
 	uint64_t sb_off;	/* the primary superblock (root object) */
 	bool shared_open;	/* device DAX: libpmemobj's open bookkeeping is written */
+	bool guarded;		/* watchdog timers on libpmemobj (the program, not in-process callers) */
 } F;
 
 /* ------------------------------------------------------------------ */
@@ -1121,21 +1123,25 @@ static bool heap_walk(void)
 
 	heap_n = 0;
 	heap_seen = SIZE_MAX;
-	sigaction(SIGALRM, &sa, NULL);
+	if (F.guarded)
+		sigaction(SIGALRM, &sa, NULL);
 	if ((sig = sigsetjmp(heap_jmp, 1)) != 0) {
 		in_pmemobj = 0;
-		setitimer(ITIMER_REAL, &off, NULL);
+		if (F.guarded)
+			setitimer(ITIMER_REAL, &off, NULL);
 		heap_broken = true;	/* libpmemobj may be mid-update: never call it again */
 		problem("pmemobj heap: walking the allocated objects %s (damaged heap); object checks skipped",
 			sig == SIGALRM ? "does not finish" : "crashes");
 		return false;
 	}
-	setitimer(ITIMER_REAL, &tick, NULL);
+	if (F.guarded)
+		setitimer(ITIMER_REAL, &tick, NULL);
 	in_pmemobj = 2;
 	for (PMEMoid oid = pmemobj_first(F.p->pop); !OID_IS_NULL(oid); oid = pmemobj_next(oid)) {
 		if (heap_n == limit) {
 			in_pmemobj = 0;
-			setitimer(ITIMER_REAL, &off, NULL);
+			if (F.guarded)
+				setitimer(ITIMER_REAL, &off, NULL);
 			problem("pmemobj heap: more objects than the region can hold (damaged heap?)");
 			return false;
 		}
@@ -1150,7 +1156,8 @@ static bool heap_walk(void)
 		heap_n = heap_n + 1;
 	}
 	in_pmemobj = 0;
-	setitimer(ITIMER_REAL, &off, NULL);
+	if (F.guarded)
+		setitimer(ITIMER_REAL, &off, NULL);
 	return true;
 }
 
@@ -1287,11 +1294,14 @@ static int guarded_pool_open(char *why, size_t whylen)
 	struct sigaction al = { .sa_handler = on_alarm };
 	int ret;
 
-	sigaction(SIGALRM, &al, NULL);
+	if (F.guarded) {
+		sigaction(SIGALRM, &al, NULL);
+		alarm(OPEN_WATCHDOG_SEC);
+	}
 	in_pmemobj = 1;
-	alarm(OPEN_WATCHDOG_SEC);
 	ret = pool_open(&F.pool, F.region, why, whylen);
-	alarm(0);
+	if (F.guarded)
+		alarm(0);
 	in_pmemobj = 0;
 	return ret;
 }
@@ -1340,9 +1350,11 @@ static int open_damaged(const char *why_open)
 	if (size < (int64_t)PMFUSE_MIN_REGION || !has_pool_header())
 		goto not_pmfuse;	/* pmemobj_open() must not see it */
 	in_pmemobj = 1;
-	alarm(OPEN_WATCHDOG_SEC);
+	if (F.guarded)
+		alarm(OPEN_WATCHDOG_SEC);
 	pop = pmemobj_open(F.region, PMFUSE_LAYOUT);
-	alarm(0);
+	if (F.guarded)
+		alarm(0);
 	in_pmemobj = 0;
 	if (!pop)
 		goto not_pmfuse;
@@ -1456,59 +1468,54 @@ static int open_region(void)
 	return -1;
 }
 
-static void usage(FILE *f)
+/* Everything a check leaves behind, so the next one (in-process) starts afresh. */
+static void reset_state(void)
 {
-	fprintf(f, "usage: fsck.pmfuse [-n] [-v] [-f] REGION\n"
-		   "  -n  check only, change nothing (the default)\n"
-		   "  -f  check even if the region looks clean (always done)\n"
-		   "  -v  print a summary of the region\n"
-		   "  -y, -p, -a  accepted; repair is not available in this version\n"
-		   "exit status: 0 clean, 4 errors found, 8 operational error, 16 usage error\n");
+	int zero = 0;
+
+	free(F.chunk_ok);
+	free(F.st);
+	free(F.nref);
+	free(F.bmap);
+	free(F.dmap);
+	free(F.refs);
+	free(F.names);
+	free(F.queue);
+	free(heap_objs);
+	memset(&F, 0, sizeof(F));
+	heap_objs = NULL;
+	heap_n = 0;
+	heap_broken = false;
+	memset(&backup_sb, 0, sizeof(backup_sb));
+	in_pmemobj = 0;
+	/* open_region() turned it on for every later open in this process */
+	pmemobj_ctl_set(NULL, "copy_on_write.at_open", &zero);
 }
 
-int main(int argc, char **argv)
+int fsck_check(const char *region, bool verbose, bool guarded)
 {
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool repair = false;
-	int c, ret;
+	int ret;
 
-	while ((c = getopt_long(argc, argv, "nvfypahV", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'n': case 'f': break;
-		case 'v': F.verbose = true; break;
-		case 'y': case 'p': case 'a': repair = true; break;
-		case 'h': usage(stdout); return FSCK_OK;
-		case 'V': printf("fsck.pmfuse %s\n", PMFUSE_VERSION_STRING); return FSCK_OK;
-		default: usage(stderr); return FSCK_USAGE;
-		}
+	reset_state();
+	F.region = region;
+	F.verbose = verbose;
+	F.guarded = guarded;
+	if (guarded) {
+		/* libpmemobj crashing on its own damaged structures: an operational error */
+		struct sigaction sa = { .sa_handler = on_fault };
+		sigaction(SIGBUS, &sa, NULL);
+		sigaction(SIGSEGV, &sa, NULL);
+		sigaction(SIGABRT, &sa, NULL);
+		sigaction(SIGFPE, &sa, NULL);
+		sigaction(SIGILL, &sa, NULL);
 	}
-	if (optind != argc - 1) {
-		fprintf(stderr, "fsck.pmfuse: %s\n", optind < argc ? "only one region can be checked"
-								    : "no region given");
-		usage(stderr);
-		return FSCK_USAGE;
-	}
-	F.region = argv[optind];
-	if (repair)
-		fprintf(stderr, "fsck.pmfuse: repair not available in this version; checking only\n");
-
-	struct sigaction sa = { .sa_handler = on_fault };
-	sigaction(SIGBUS, &sa, NULL);
-	sigaction(SIGSEGV, &sa, NULL);
-	sigaction(SIGABRT, &sa, NULL);
-	sigaction(SIGFPE, &sa, NULL);
-	sigaction(SIGILL, &sa, NULL);
-
 	ret = open_region();
 	if (ret >= 0) {
 		if (ret == FSCK_UNCORRECTED)
 			printf("%s: %" PRIu64 " problem(s) found, not repaired\n", F.region, F.problems);
 		fflush(stdout);
 		cleanup();
+		reset_state();
 		return ret;
 	}
 
@@ -1549,14 +1556,51 @@ int main(int argc, char **argv)
 		       F.region, F.n_used, F.max_inodes - 1, used_blocks, capacity);
 	fflush(stdout);
 	cleanup();
-	free(F.chunk_ok);
-	free(F.st);
-	free(F.nref);
-	free(F.bmap);
-	free(F.dmap);
-	free(F.refs);
-	free(F.names);
-	free(F.queue);
-	free(heap_objs);
-	return F.problems ? FSCK_UNCORRECTED : FSCK_OK;
+	ret = F.problems ? FSCK_UNCORRECTED : FSCK_OK;
+	reset_state();
+	return ret;
 }
+
+#ifndef PMFUSE_FSCK_NO_MAIN
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: fsck.pmfuse [-n] [-v] [-f] REGION\n"
+		   "  -n  check only, change nothing (the default)\n"
+		   "  -f  check even if the region looks clean (always done)\n"
+		   "  -v  print a summary of the region\n"
+		   "  -y, -p, -a  accepted; repair is not available in this version\n"
+		   "exit status: 0 clean, 4 errors found, 8 operational error, 16 usage error\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool repair = false, verbose = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "nvfypahV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'n': case 'f': break;
+		case 'v': verbose = true; break;
+		case 'y': case 'p': case 'a': repair = true; break;
+		case 'h': usage(stdout); return FSCK_OK;
+		case 'V': printf("fsck.pmfuse %s\n", PMFUSE_VERSION_STRING); return FSCK_OK;
+		default: usage(stderr); return FSCK_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "fsck.pmfuse: %s\n", optind < argc ? "only one region can be checked"
+								    : "no region given");
+		usage(stderr);
+		return FSCK_USAGE;
+	}
+	if (repair)
+		fprintf(stderr, "fsck.pmfuse: repair not available in this version; checking only\n");
+
+	return fsck_check(argv[optind], verbose, true);
+}
+#endif
