@@ -410,12 +410,37 @@ out:
 #define OBJ_LAYOUT_OFF		4096
 #define OBJ_ROOT_OFFSET_OFF	(4096 + 2048)
 #define OBJ_ROOT_SIZE_OFF	(4096 + 2048 + 16)
+/*
+ * Where the descriptor puts the lanes and the heap.  They are checksummed,
+ * but pmemobj_open() trusts them once the checksum matches (a lanes_offset
+ * of 1 with a right checksum is a SIGSEGV inside it).  pmemobj_create()
+ * always writes lanes at 8 KiB, at most 1024 of them, and the heap right
+ * after them at the next page: anything else is damage.
+ */
+#define OBJ_LANES_OFFSET_OFF	(4096 + 1024)
+#define OBJ_NLANES_OFF		(4096 + 1032)
+#define OBJ_HEAP_OFFSET_OFF	(4096 + 1040)
+#define OBJ_LANES_OFFSET	8192
+#define OBJ_NLANES_MAX		1024
+#define OBJ_LANE_SIZE		3072	/* struct lane_layout */
 
-static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
+static bool obj_layout_ok(const unsigned char *page, uint64_t size, uint64_t root_off)
+{
+	uint64_t lanes_off, nlanes, heap_off;
+
+	memcpy(&lanes_off, page + OBJ_LANES_OFFSET_OFF, sizeof(lanes_off));
+	memcpy(&nlanes, page + OBJ_NLANES_OFF, sizeof(nlanes));
+	memcpy(&heap_off, page + OBJ_HEAP_OFFSET_OFF, sizeof(heap_off));
+	return lanes_off == OBJ_LANES_OFFSET && nlanes >= 1 && nlanes <= OBJ_NLANES_MAX &&
+	       heap_off == ((lanes_off + nlanes * OBJ_LANE_SIZE + 4095) & ~4095ull) &&
+	       heap_off < size && root_off >= heap_off;
+}
+
+int pool_precheck_pmemobj(const char *path, uint64_t size, uint64_t *root_off,
+			  char *why, size_t whylen)
 {
 	unsigned char page[8192];
-	struct pmfuse_super sb;
-	uint64_t root_off, root_size;
+	uint64_t root_size;
 	uint32_t major;
 	int fd, ret;
 
@@ -442,21 +467,45 @@ static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
 		ret = -EINVAL;
 		goto out;
 	}
-	memcpy(&root_off, page + OBJ_ROOT_OFFSET_OFF, sizeof(root_off));
+	memcpy(root_off, page + OBJ_ROOT_OFFSET_OFF, sizeof(*root_off));
 	memcpy(&root_size, page + OBJ_ROOT_SIZE_OFF, sizeof(root_size));
-	if (root_size != sizeof(struct pmfuse_super) || root_off < sizeof(page) ||
-	    root_off > size - sizeof(sb)) {
+	if (root_size != sizeof(struct pmfuse_super) || *root_off < sizeof(page) ||
+	    *root_off > size - sizeof(struct pmfuse_super)) {
 		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
 		ret = -EINVAL;
 		goto out;
 	}
+	if (!obj_layout_ok(page, size, *root_off)) {
+		snprintf(why, whylen, "%s: pmemobj pool descriptor (lanes, heap) is damaged", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = 0;
+out:
+	close(fd);
+	return ret;
+}
+
+static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
+{
+	struct pmfuse_super sb;
+	uint64_t root_off;
+	int fd, ret;
+
+	ret = pool_precheck_pmemobj(path, size, &root_off, why, whylen);
+	if (ret)
+		return ret;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, whylen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
 	if (pread(fd, &sb, sizeof(sb), (off_t)root_off) != (ssize_t)sizeof(sb)) {
 		snprintf(why, whylen, "%s: cannot read the superblock", path);
 		ret = -EIO;
-		goto out;
+	} else {
+		ret = pool_check_geometry(&sb.geo, size, why, whylen);
 	}
-	ret = pool_check_geometry(&sb.geo, size, why, whylen);
-out:
 	close(fd);
 	return ret;
 }

@@ -58,6 +58,16 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 int pool_open(struct pool *p, const char *path, char *why, size_t whylen);
 void pool_close(struct pool *p);
 
+/*
+ * The pmemobj side of a region, read without libpmemobj (which trusts what
+ * it reads and can crash on damage): signature, format, layout name, root
+ * pointer, lanes and heap.  0 (with the superblock's offset in *root_off)
+ * if pmemobj_open() may be given the region, else -errno with why.  The
+ * pmfuse superblock itself is not looked at.
+ */
+int pool_precheck_pmemobj(const char *path, uint64_t size, uint64_t *root_off,
+			  char *why, size_t whylen);
+
 /* Is this a pmemobj pool signature at the start of the region? */
 bool pool_has_pmemobj_signature(const void *first_page);
 

@@ -1323,20 +1323,6 @@ static bool is_char_device(const char *path)
  */
 static struct pmfuse_super backup_sb;
 
-static bool has_pool_header(void)
-{
-	unsigned char page[4096];
-	int fd = open(F.region, O_RDONLY | O_CLOEXEC);
-	bool ok;
-
-	if (fd < 0)
-		return false;
-	ok = pread(fd, page, sizeof(page), 0) == (ssize_t)sizeof(page) &&
-	     pool_has_pmemobj_signature(page);
-	close(fd);
-	return ok;
-}
-
 static int open_damaged(const char *why_open)
 {
 	char why[POOL_WHY];
@@ -1346,9 +1332,12 @@ static int open_damaged(const char *why_open)
 	const struct pmfuse_super *sb;
 	const struct pmfuse_geometry *b = NULL;
 	struct pmfuse_geometry g;
+	uint64_t root_off;
 
-	if (size < (int64_t)PMFUSE_MIN_REGION || !has_pool_header())
-		goto not_pmfuse;	/* pmemobj_open() must not see it */
+	/* pmemobj_open() must not see a pool whose own structures are damaged */
+	if (size < (int64_t)PMFUSE_MIN_REGION ||
+	    pool_precheck_pmemobj(F.region, (uint64_t)size, &root_off, why, sizeof(why)))
+		goto not_pmfuse;
 	in_pmemobj = 1;
 	if (F.guarded)
 		alarm(OPEN_WATCHDOG_SEC);
