@@ -155,7 +155,7 @@ int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
 		snprintf(why, whylen, "superblock max_inodes %" PRIu64 " is invalid", g->max_inodes);
 		return -EINVAL;
 	}
-	if (g->itable_off == 0 || g->itable_off > pool_size ||
+	if (g->itable_off == 0 || g->itable_off % sizeof(uint64_t) || g->itable_off > pool_size ||
 	    pool_size - g->itable_off < 8 + g->max_inodes / PMFUSE_INODES_PER_CHUNK * 8) {
 		snprintf(why, whylen, "inode table offset %" PRIu64 " is invalid", g->itable_off);
 		return -EINVAL;
@@ -469,7 +469,8 @@ int pool_precheck_pmemobj(const char *path, uint64_t size, uint64_t *root_off,
 	}
 	memcpy(root_off, page + OBJ_ROOT_OFFSET_OFF, sizeof(*root_off));
 	memcpy(&root_size, page + OBJ_ROOT_SIZE_OFF, sizeof(root_size));
-	if (root_size != sizeof(struct pmfuse_super) || *root_off < sizeof(page) ||
+	if (root_size != sizeof(struct pmfuse_super) || *root_off % sizeof(uint64_t) ||
+	    *root_off < sizeof(page) ||
 	    *root_off > size - sizeof(struct pmfuse_super)) {
 		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
 		ret = -EINVAL;

@@ -88,6 +88,16 @@ static inline uint64_t pool_off(const struct pool *p, const void *ptr)
 /* May [off, off+len) be read as metadata (inside the pool, outside data)? */
 bool pool_meta_range_ok(const struct pool *p, uint64_t off, uint64_t len);
 
+/*
+ * As pool_meta_range_ok(), for a persistent struct: its offset must also be
+ * aligned for its u64 fields (every pmemobj object is), or reading it is
+ * undefined behaviour.
+ */
+static inline bool pool_struct_ok(const struct pool *p, uint64_t off, uint64_t len)
+{
+	return off % sizeof(uint64_t) == 0 && pool_meta_range_ok(p, off, len);
+}
+
 /* Are blocks [phys, phys+n) all inside one data run? */
 bool pool_block_range_ok(const struct pool *p, uint64_t phys, uint64_t n);
 

@@ -462,7 +462,7 @@ static void check_itable(void)
 		uint64_t off = p->itable->chunk[c];
 		if (!off)
 			continue;
-		if (!pool_meta_range_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
+		if (!pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
 			problem("inode table chunk %" PRIu64 " (inodes %" PRIu64 "-%" PRIu64
 				"): offset %" PRIu64 " is out of range", c,
 				c * PMFUSE_INODES_PER_CHUNK, c * PMFUSE_INODES_PER_CHUNK + 63, off);
@@ -668,7 +668,7 @@ static bool dir_foreach(uint64_t dino, const struct pmfuse_inode *dpi, bool chec
 		return false;
 	for (uint64_t c = 0; c < t->nchunks; c++) {
 		uint64_t off = t->chunk[c];
-		if (!pool_meta_range_ok(p, off, sizeof(struct pmfuse_dirchunk))) {
+		if (!pool_struct_ok(p, off, sizeof(struct pmfuse_dirchunk))) {
 			if (check)
 				problem("inode %" PRIu64 ": directory chunk %" PRIu64 " at offset %" PRIu64
 					" is out of range", dino, c, off);
