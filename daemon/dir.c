@@ -34,6 +34,31 @@ bool dir_tab_ok(const struct pool *p, const struct pmfuse_inode *pi)
 	       pool_struct_ok(p, pi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t));
 }
 
+int dir_claim_objects(const struct pool *p, struct pool_objects *po,
+		      const struct pmfuse_inode *pi)
+{
+	const struct pmfuse_dirtab *t = pool_ptr(p, pi->dir_off);
+
+	if (!pi->dir_off)
+		return 0;
+	if (!dir_tab_ok(p, pi) ||
+	    !pool_objects_claim(po, pi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t)))
+		return -EUCLEAN;
+	for (uint64_t c = 0; c < t->nchunks; c++) {
+		const struct pmfuse_dirchunk *ch = pool_ptr(p, t->chunk[c]);
+		if (!pool_struct_ok(p, t->chunk[c], sizeof(*ch)) ||
+		    !pool_objects_claim(po, t->chunk[c], sizeof(*ch)))
+			return -EUCLEAN;
+		for (unsigned i = 0; i < PMFUSE_DIRENTS_PER_CHUNK; i++) {
+			const struct pmfuse_dirent *de = &ch->ent[i];
+			if (de->ino && de->name_len > PMFUSE_INLINE_NAME &&
+			    !pool_objects_claim(po, de->name_off, de->name_len))
+				return -EUCLEAN;
+		}
+	}
+	return 0;
+}
+
 struct pmfuse_dirent *dir_slot(struct fs *fs, struct inode *dir, uint32_t slot)
 {
 	struct pmfuse_dirtab *t = dirtab(fs, dir->pi);

@@ -206,6 +206,65 @@ uint64_t pool_data_blocks(const struct pool *p)
 	return n;
 }
 
+static int obj_cmp(const void *a, const void *b)
+{
+	const struct pool_obj *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+int pool_objects_load(const struct pool *p, struct pool_objects *po)
+{
+	/* every object takes 64 bytes or more: more is a heap gone round in circles */
+	size_t cap = 0, limit = (size_t)(p->size / 64);
+
+	po->o = NULL;
+	po->n = 0;
+	for (PMEMoid oid = pmemobj_first(p->pop); !OID_IS_NULL(oid); oid = pmemobj_next(oid)) {
+		if (po->n == limit) {
+			pool_objects_free(po);
+			return -EUCLEAN;
+		}
+		if (po->n == cap) {
+			struct pool_obj *o;
+			cap = cap ? 2 * cap : 1024;
+			o = realloc(po->o, cap * sizeof(*o));
+			if (!o) {
+				pool_objects_free(po);
+				return -ENOMEM;
+			}
+			po->o = o;
+		}
+		po->o[po->n++] = (struct pool_obj){ oid.off, pmemobj_alloc_usable_size(oid), false };
+	}
+	qsort(po->o, po->n, sizeof(*po->o), obj_cmp);
+	return 0;
+}
+
+bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len)
+{
+	size_t lo = 0, hi = po->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (po->o[mid].off < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == po->n || po->o[lo].off != off || po->o[lo].size < len || po->o[lo].claimed)
+		return false;
+	po->o[lo].claimed = true;
+	return true;
+}
+
+void pool_objects_free(struct pool_objects *po)
+{
+	free(po->o);
+	po->o = NULL;
+	po->n = 0;
+}
+
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 {
 	volatile int ret = 0, own = 0;

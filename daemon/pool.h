@@ -104,6 +104,28 @@ bool pool_block_range_ok(const struct pool *p, uint64_t phys, uint64_t n);
 /* Total data blocks in all runs. */
 uint64_t pool_data_blocks(const struct pool *p);
 
+/*
+ * The allocated pmemobj objects, sorted by offset, for the mount to check
+ * metadata offsets against.  libpmemobj trusts the offsets it is asked to
+ * free: freeing one that is not the start of an object it allocated (or
+ * freeing one object twice) corrupts its heap or crashes it.  The range
+ * checks above cannot tell; the heap can.  Built at mount, dropped after.
+ */
+struct pool_obj {
+	uint64_t off, size;
+	bool claimed;
+};
+
+struct pool_objects {
+	struct pool_obj *o;
+	size_t n;
+};
+
+int pool_objects_load(const struct pool *p, struct pool_objects *po);
+/* Is off the start of an object of at least len bytes that nothing claimed yet?  Claims it. */
+bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len);
+void pool_objects_free(struct pool_objects *po);
+
 /* The block holding the backup superblock (never given to files). */
 static inline uint64_t pool_backup_block(const struct pool *p)
 {

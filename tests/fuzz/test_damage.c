@@ -156,6 +156,63 @@ static void test_misaligned_directory_table_refuses_mount(void)
 	CHECK(strstr(why, "directory table") != NULL);
 }
 
+/* Two files, each with an xattr set; returns the offsets of their inode records. */
+static void two_files_with_xattrs(uint64_t *a, uint64_t *b, uint64_t *b_ino)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs;
+	struct stat st;
+	char why[POOL_WHY];
+
+	make_region();
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), 0);
+	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "a", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st_ino, "user.a", "1", 1, 0), 0);
+	*a = pool_off(&fs->pool, inode_record(fs, st.st_ino));
+	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "b", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st_ino, "user.b", "2", 1, 0), 0);
+	/* past 64 blocks: the map root becomes a node */
+	CHECK_EQ(fs_write(fs, st.st_ino, 100 * 4096, "x", 1, false), 1);
+	*b = pool_off(&fs->pool, inode_record(fs, st.st_ino));
+	*b_ino = st.st_ino;
+	fs_unmount(fs);
+}
+
+static void test_xattr_set_shared_by_two_inodes_refuses_mount(void)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs;
+	char why[POOL_WHY];
+	uint64_t a, b, ino;
+	const uint64_t x = offsetof(struct pmfuse_inode, xattr_off);
+
+	two_files_with_xattrs(&a, &b, &ino);
+	/* deleting one would free the set the other still uses */
+	poke64(b + x, peek64(a + x));
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
+	CHECK(strstr(why, "not an allocated object of its own") != NULL);
+}
+
+static void test_map_node_that_is_not_an_object_refuses_mount(void)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs;
+	char why[POOL_WHY];
+	uint64_t a, b, ino;
+	const uint64_t m = offsetof(struct pmfuse_inode, map_root);
+
+	two_files_with_xattrs(&a, &b, &ino);
+	CHECK_EQ(peek64(b + m) & 1, 0);		/* a node, not a leaf */
+	/*
+	 * Free inode records 10 and 11 of the same chunk: 512 zero bytes, a
+	 * node of holes that every range check accepts.  Deleting the file
+	 * would hand libpmemobj an offset inside the inode chunk to free.
+	 */
+	poke64(b + m, b - (ino % PMFUSE_INODES_PER_CHUNK) * 256 + 10 * 256);
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
+	CHECK(strstr(why, "file map") != NULL);
+}
+
 int main(void)
 {
 	RUN(test_fresh_region_opens);
@@ -163,6 +220,8 @@ int main(void)
 	RUN(test_misaligned_root_offset_is_refused);
 	RUN(test_struct_offsets_must_be_aligned);
 	RUN(test_misaligned_directory_table_refuses_mount);
+	RUN(test_xattr_set_shared_by_two_inodes_refuses_mount);
+	RUN(test_map_node_that_is_not_an_object_refuses_mount);
 	unlink(region);
 	return test_failures ? 1 : 0;
 }
