@@ -43,13 +43,13 @@ FIELDS = {
     K_NAME: [(0, 1), (5, 1), (31, 2)],
     K_XATTR: [(0, 4), (4, 4), (8, 2), (10, 2), (12, 4), (16, 4), (24, 8)],
     K_SYMLINK: [(0, 1), (40, 2), (80, 8)],
-    K_MAPNODE: [(0, 8), (8, 8), (16, 8), (504, 8)],
+    K_MAPNODE: [(0, 8), (8, 8), (16, 8), (24, 8), (504, 8)],
 }
 FIXABLE = {K_POOLHDR, K_POOLDESC, K_SUPER, K_BACKUP, K_DIRCHUNK, K_DIRENT, K_NAME}
 BOUNDARY = [0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0xfff, 0x1000, 0x2000, 0xffff, 0x10000,
             0x7fffffff, 0x80000000, 0xffffffff, 0x1ffffff, 0x2000000, 1 << 40, 1 << 50,
             (1 << 63) - 1, 1 << 63, (1 << 64) - 1, 0x3145535546504d50]
-DELTAS = [1, -1, 8, -8, 16, -16, 64, 256, 4096, -4096, 1 << 21]
+DELTAS = [1, -1, 2, -2, 8, -8, 16, -16, 64, 128, 256, 4096, -4096, 1 << 21]
 
 
 def record(kind, idx, how, fix, off, data):
@@ -59,18 +59,18 @@ def record(kind, idx, how, fix, off, data):
 
 def variants(rng, kind, off, size):
     fix = kind in FIXABLE
-    for _ in range(3):
+    for _ in range(4):
         v = rng.choice(BOUNDARY) & ((1 << (8 * size)) - 1)
-        yield record(kind, rng.randrange(8), PATCH_SET, fix, off, v.to_bytes(size, 'little'))
-    if size >= 4:
+        yield record(kind, rng.randrange(16), PATCH_SET, fix, off, v.to_bytes(size, 'little'))
+    for _ in range(2 if size >= 4 else 0):
         d = rng.choice(DELTAS)
-        yield record(kind, rng.randrange(8), PATCH_ADD, fix, off, struct.pack('<q', d))
+        yield record(kind, rng.randrange(16), PATCH_ADD, fix, off, struct.pack('<q', d))
     if size == 8:
         target = rng.randrange(14)
         delta = rng.choice([0, 0, 16, -16, 8])
-        yield record(kind, rng.randrange(8), PATCH_POINTER, fix, off,
-                     bytes([target, rng.randrange(8)]) + struct.pack('<h', delta))
-    yield record(kind, rng.randrange(8), PATCH_XOR, fix, off,
+        yield record(kind, rng.randrange(16), PATCH_POINTER, fix, off,
+                     bytes([target, rng.randrange(16)]) + struct.pack('<h', delta))
+    yield record(kind, rng.randrange(16), PATCH_XOR, fix, off,
                  bytes([1 << rng.randrange(8)] + [0] * (size - 1)))
 
 
