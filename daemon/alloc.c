@@ -4,6 +4,7 @@
  * are found without scanning bits.
  */
 #include "alloc.h"
+#include "fault.h"
 #include "pool.h"
 
 #include <errno.h>
@@ -227,6 +228,8 @@ static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t ali
 int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
 		 struct alloc_run *runs, int maxruns)
 {
+	if (fault_alloc())
+		return -ENOSPC;
 	pthread_mutex_lock(&a->lock);
 	int ret = alloc_locked(a, n, goal, UINT64_MAX, runs, maxruns);
 	pthread_mutex_unlock(&a->lock);
@@ -236,6 +239,8 @@ int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
 int alloc_blocks_aligned(struct alloc *a, uint64_t n, uint64_t goal, uint64_t fblock,
 			 struct alloc_run *runs, int maxruns)
 {
+	if (fault_alloc())
+		return -ENOSPC;
 	pthread_mutex_lock(&a->lock);
 	int ret = alloc_locked(a, n, goal, fblock, runs, maxruns);
 	pthread_mutex_unlock(&a->lock);

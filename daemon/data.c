@@ -33,11 +33,11 @@
 #define BLK PMFUSE_BLOCK_SIZE
 #define BLK_MASK ((uint64_t)BLK - 1)
 
-static void persist(struct fs *fs, const void *p, size_t len)
+static int persist(struct fs *fs, const void *p, size_t len)
 {
-	region_persist(&fs->region, p, len);
 	atomic_fetch_add_explicit(&fs->stats.flush_bytes, len, memory_order_relaxed);
 	atomic_fetch_add_explicit(&fs->stats.flush_calls, 1, memory_order_relaxed);
+	return region_persist(&fs->region, p, len);
 }
 
 static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
@@ -128,13 +128,16 @@ struct flusher {
 	struct fs *fs;
 	char *start;
 	size_t len;
+	int err;		/* the first media error met */
 };
 
 static void flush_pending(struct flusher *f)
 {
 	if (!f->len)
 		return;
-	f->fs->region.flush_fn(f->start, f->len);
+	int err = region_flush(&f->fs->region, f->start, f->len);
+	if (err && !f->err)
+		f->err = err;
 	atomic_fetch_add_explicit(&f->fs->stats.flush_bytes, f->len, memory_order_relaxed);
 	atomic_fetch_add_explicit(&f->fs->stats.flush_calls, 1, memory_order_relaxed);
 	f->len = 0;
@@ -166,9 +169,9 @@ static void flush_run(void *ctx, uint64_t entry, uint64_t page, uint64_t npages)
  * one at a time under their entry lock; the walk snapshots with TOWRITE so
  * pages dirtied meanwhile wait for the next fsync instead of starving this.
  */
-static void writeback_index(struct fs *fs, struct index *ix)
+static int writeback_index(struct fs *fs, struct index *ix)
 {
-	struct flusher f = { fs, NULL, 0 };
+	struct flusher f = { fs, NULL, 0, 0 };
 	uint64_t cleaned = 0;
 
 	index_tag_towrite(ix, 0, UINT64_MAX);
@@ -186,18 +189,21 @@ static void writeback_index(struct fs *fs, struct index *ix)
 		atomic_fetch_sub(&fs->stats.dirty_pages, (int64_t)cleaned);
 	fs->region.drain_fn();
 	atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
+	return f.err;
 }
 
 int data_drop_index(struct fs *fs, struct inode *in)
 {
+	int ret = 0;
+
 	if (!in->ix)
 		return 0;
 	if (in->ix->nr_dirty_pages)	/* stable: writers hold the inode lock exclusively */
-		writeback_index(fs, in->ix);
+		ret = writeback_index(fs, in->ix);
 	index_destroy(in->ix);
 	free(in->ix);
 	in->ix = NULL;
-	return 0;
+	return ret;
 }
 
 /* Extents of a file and how they fall into huge (aligned) runs. */
@@ -491,19 +497,18 @@ static char *addr_of(struct fs *fs, struct inode *in, const struct pieces *ps, u
 }
 
 /* Zero the bytes [from, to) of a mapped block beyond the old end of file. */
-static void zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t to)
+static int zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t to)
 {
 	uint64_t phys, count, lim = (from | BLK_MASK) + 1;
 
 	if (!(from & BLK_MASK) || from >= to)
-		return;
+		return 0;
 	if (to > lim)
 		to = lim;
 	if (fmap_lookup(&fs->pool, in->pi, from / BLK, &phys, &count) != 1)
-		return;
+		return 0;
 	char *p = region_block(&fs->region, phys) + (from & BLK_MASK);
-	region_zero_nopersist(&fs->region, p, to - from);
-	persist(fs, p, to - from);
+	return region_zero(&fs->region, p, to - from) ?: persist(fs, p, to - from);
 }
 
 /* A write's bytes: in memory (mem), from a reader (rd), or zeros (neither). */
@@ -514,16 +519,18 @@ struct wbytes {
 
 /*
  * Store the bytes into [off, off + len) and zero the uncovered parts of
- * fresh blocks; persist all of it (or mark overwrites DIRTY, in writeback
- * mode).  Fails only if a reader fails: what was stored stays, as after a
- * short write, and the fresh blocks are never published.
+ * fresh blocks; persist all of it, except overwrites below old_size in
+ * writeback mode, which are marked DIRTY instead.  Fails only if a reader
+ * or the media fails: what was stored stays, as after a short write, and
+ * the fresh blocks are never published.
  */
 static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
-		      uint64_t off, const struct wbytes *src, uint64_t len, bool writeback)
+		      uint64_t off, const struct wbytes *src, uint64_t len, uint64_t old_size,
+		      bool writeback)
 {
 	struct index *defer = NULL;
 	/* one flush per run of adjacent bytes and one drain per request */
-	struct flusher acc = { fs, NULL, 0 };
+	struct flusher acc = { fs, NULL, 0, 0 };
 
 	uint64_t pos = off, end = off + len;
 	int ret = 0;
@@ -535,25 +542,37 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		n = avail < end - pos ? avail : end - pos;
 		if (!dst)	/* cannot happen: every hole was reserved */
 			break;
+		/*
+		 * Bytes of an existing block at or past the old end of file are
+		 * reached only through the size this write commits: like fresh
+		 * blocks they are persisted before that transaction, never left
+		 * DIRTY -- or a crash would show what the block held before a
+		 * truncate shrank the file.
+		 */
+		bool exposed = !fresh && pos >= old_size;
+		if (!fresh && pos < old_size && n > old_size - pos)
+			n = old_size - pos;
 		if (fresh && (pos & BLK_MASK)) {
 			/* head of a new block before the write */
-			region_zero_nopersist(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
+			ret = region_zero(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
 			flush_add(&acc, dst - (pos & BLK_MASK), pos & BLK_MASK);
 		}
-		if (src->mem)
-			region_copy_nopersist(&fs->region, dst, src->mem + (pos - off), n);
+		if (ret)
+			;
+		else if (src->mem)
+			ret = region_copy(&fs->region, dst, src->mem + (pos - off), n);
 		else if (src->rd)
-			ret = src->rd->read(src->rd->ctx, dst, n);
+			ret = region_fill(&fs->region, dst, n, src->rd->read, src->rd->ctx);
 		else
-			region_zero_nopersist(&fs->region, dst, n);
+			ret = region_zero(&fs->region, dst, n);
 		if (ret) {
 			/* stored bytes of this piece may be partial: persist them all */
 			flush_add(&acc, dst, n);
 			break;
 		}
-		if (writeback && !fresh && !defer)
+		if (writeback && !fresh && !exposed && !defer)
 			defer = get_index(fs, in);	/* NULL (no memory): persist now */
-		if (defer && !fresh) {
+		if (defer && !fresh && !exposed) {
 			/* an overwrite: the data is stored; mark it, flush at fsync */
 			uint64_t first = pos / BLK, last = (pos + n - 1) / BLK;
 			uint64_t added = index_mark_dirty(defer, first, last - first + 1);
@@ -564,8 +583,10 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		if (fresh && ((pos + n) & BLK_MASK)) {
 			/* tail of a new block after the write */
 			uint64_t t = BLK - ((pos + n) & BLK_MASK);
-			region_zero_nopersist(&fs->region, dst + n, t);
+			ret = region_zero(&fs->region, dst + n, t);
 			flush_add(&acc, dst + n, t);
+			if (ret)
+				break;
 		}
 		pos += n;
 	}
@@ -574,7 +595,7 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		fs->region.drain_fn();
 		atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
 	}
-	return ret;
+	return ret ?: acc.err;
 }
 
 /* The transaction that publishes persisted blocks, a new size and times. */
@@ -619,8 +640,10 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 		return ret;
 	/* bytes between the old end of file and the write must read as zeros */
 	if (off > old_size)
-		zero_tail(fs, in, old_size, off);
-	ret = fill_range(fs, in, &ps, off, src, size, !(fs->opts.sync || sync));
+		ret = zero_tail(fs, in, old_size, off);
+	if (ret == 0)
+		ret = fill_range(fs, in, &ps, off, src, size, old_size,
+				 !(fs->opts.sync || sync));
 	/* data is durable: now publish blocks, size and times in one transaction */
 	struct publish pb = { fs, in, &ps, off + size, true };
 	if (ret == 0)
@@ -712,12 +735,14 @@ int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fm
 	if (size < pi->size) {
 		uint64_t first = (size + BLK - 1) / BLK;
 		/* blocks are about to go: write back what is dirty, then forget it */
-		data_drop_index(fs, in);
+		ret = data_drop_index(fs, in);
+		if (ret)
+			return ret;
 		ret = fmap_unmap(&fs->pool, pi, first, UINT64_MAX / 2 - first, freed);
 		if (ret)
 			return ret;
-	} else if (size > pi->size) {
-		zero_tail(fs, in, pi->size, size);
+	} else if (size > pi->size && (ret = zero_tail(fs, in, pi->size, size))) {
+		return ret;
 	}
 	pmemobj_tx_add_range_direct(&pi->size, sizeof(pi->size));
 	pi->size = size;
@@ -727,24 +752,77 @@ int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fm
 struct punch_args {
 	struct fs *fs;
 	struct inode *in;
-	uint64_t first, last;
+	uint64_t off, end;		/* bytes to punch, end <= size */
+	uint64_t first, last;		/* whole blocks to free (past EOF too) */
+	uint64_t new_size;		/* grow the file to this, if larger */
 	struct fmap_freed *freed;
 };
+
+/*
+ * Zero [pos, stop), inside one block, through the pool mapping and in the
+ * transaction's undo log: the edges of a punch commit with the blocks it
+ * frees, so a crash leaves all of the punch or none of it.
+ */
+static int tx_zero_partial(struct fs *fs, struct inode *in, uint64_t pos, uint64_t stop)
+{
+	uint64_t phys, count;
+	int r = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
+	char *p;
+
+	if (r <= 0)
+		return r < 0 ? -EIO : 0;
+	p = fs->pool.base + (phys << PMFUSE_BLOCK_SHIFT) + (pos & BLK_MASK);
+	pmemobj_tx_add_range_direct(p, stop - pos);
+	memset(p, 0, stop - pos);
+	return 0;
+}
+
+/* The partial blocks at the edges of [off, end): at most two ranges. */
+static int punch_edges(uint64_t off, uint64_t end, uint64_t edge[2][2])
+{
+	uint64_t head_end = (off | BLK_MASK) + 1;
+	int n = 0;
+
+	if ((off & BLK_MASK) || end - off < BLK) {
+		edge[n][0] = off;
+		edge[n][1] = head_end < end ? head_end : end;
+		n++;
+	}
+	if ((end & BLK_MASK) && (end & ~BLK_MASK) >= (n ? edge[0][1] : off)) {
+		edge[n][0] = end & ~BLK_MASK;
+		edge[n][1] = end;
+		n++;
+	}
+	return n;
+}
 
 static int tx_punch(void *arg)
 {
 	struct punch_args *a = arg;
+	uint64_t edge[2][2];
 
+	/* partial blocks at either edge are zeroed in place */
+	for (int i = punch_edges(a->off, a->end, edge) - 1; i >= 0; i--) {
+		int r = tx_zero_partial(a->fs, a->in, edge[i][0], edge[i][1]);
+		if (r)
+			return r;
+	}
 	if (a->last > a->first) {
 		int r = fmap_unmap(&a->fs->pool, a->in->pi, a->first, a->last - a->first, a->freed);
 		if (r)
 			return r;
 	}
+	if (a->new_size > a->in->pi->size) {
+		pmemobj_tx_add_range_direct(&a->in->pi->size, sizeof(a->in->pi->size));
+		a->in->pi->size = a->new_size;
+	}
 	inode_tx_touch(a->in->pi, false, true, true);
 	return 0;
 }
 
-static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
+/* Punch [off, off + len) in one transaction, growing the file to new_size. */
+static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len,
+		 uint64_t new_size)
 {
 	struct fmap_freed freed = { 0 };
 	uint64_t end = off + len, size = in->pi->size;
@@ -755,44 +833,26 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
 		return 0;
 	if (end > size)
 		end = size;
-	/* partial blocks at either edge are zeroed in place */
-	for (uint64_t pos = off; pos < end;) {
-		uint64_t phys, count, bend = (pos | BLK_MASK) + 1;
-		uint64_t stop = bend < end ? bend : end;
-		if ((pos & BLK_MASK) || stop - pos < BLK) {
-			if (fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count) == 1) {
-				char *p = region_block(&fs->region, phys) + (pos & BLK_MASK);
-				region_zero_nopersist(&fs->region, p, stop - pos);
-				persist(fs, p, stop - pos);
-			}
-			pos = stop;
-		} else {
-			pos = last * BLK > pos ? last * BLK : stop;
-		}
+	/*
+	 * The edges are zeroed inside the transaction, where pmemobj snapshots
+	 * them first -- outside the media-error guard.  A bad page there must
+	 * fail the punch here, not kill the daemon in the undo log.
+	 */
+	uint64_t edge[2][2];
+	for (int i = punch_edges(off, end, edge) - 1; i >= 0; i--) {
+		uint64_t phys, count;
+		if (fmap_lookup(&fs->pool, in->pi, edge[i][0] / BLK, &phys, &count) == 1 &&
+		    (ret = region_probe(&fs->region, region_block(&fs->region, phys) +
+					(edge[i][0] & BLK_MASK), edge[i][1] - edge[i][0])))
+			return ret;
 	}
-	struct punch_args a = { fs, in, first, last, &freed };
+	struct punch_args a = { fs, in, off, end, first, last, new_size, &freed };
 	ret = pool_tx(&fs->pool, tx_punch, &a);
 	if (ret == 0)
 		fmap_freed_release(&fs->alloc, &freed);
 	else
 		free(freed.runs);
 	return ret;
-}
-
-/* ZERO_RANGE on blocks that exist: zeros stored and persisted in place. */
-static void zero_mapped(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
-{
-	uint64_t end = off + len < in->pi->size ? off + len : in->pi->size;
-
-	for (uint64_t pos = off; pos < end;) {
-		uint64_t n;
-		char *p;
-		if (lookup_segment(fs, in->pi, pos, end, &p, &n) == 1) {
-			region_zero_nopersist(&fs->region, p, n);
-			persist(fs, p, n);
-		}
-		pos += n;
-	}
 }
 
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len)
@@ -815,26 +875,40 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 	pieces_init(&ps);
 	pthread_rwlock_wrlock(&in->lock);
 	/* the map changes under the index: write back what is dirty, then forget it */
-	data_drop_index(fs, in);
+	if ((ret = data_drop_index(fs, in)))
+		goto out;
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
-		ret = punch(fs, in, off, len);
+		ret = punch(fs, in, off, len, 0);
 		goto out;
 	}
-	if (mode & FALLOC_FL_ZERO_RANGE)
-		zero_mapped(fs, in, off, len);
+	if (mode & FALLOC_FL_ZERO_RANGE) {
+		/*
+		 * All the zeros appear at once: the range is punched -- edges
+		 * and whole blocks in one transaction, which also grows the
+		 * file -- and a hole reads as zeros; the blocks are allocated
+		 * again, zeroed, below.  Past the old end of file the last
+		 * block is zeroed first: growing the file must show no stale
+		 * bytes there.
+		 */
+		uint64_t grow = (mode & FALLOC_FL_KEEP_SIZE) ? 0 : off + len;
+		if ((grow > in->pi->size && (ret = zero_tail(fs, in, in->pi->size, grow))) ||
+		    (ret = punch(fs, in, off, len, grow)))
+			goto out;
+	}
 	ret = reserve_holes(fs, in, off / BLK, (off + len - 1) / BLK - off / BLK + 1, &ps);
 	if (ret)
 		goto out;
 	/* fresh blocks are zeroed and persisted before they are published */
-	for (size_t i = 0; i < ps.n; i++) {
+	for (size_t i = 0; i < ps.n && !ret; i++) {
 		char *p = region_block(&fs->region, ps.p[i].phys);
-		region_zero_nopersist(&fs->region, p, ps.p[i].len * BLK);
-		persist(fs, p, ps.p[i].len * BLK);
+		ret = region_zero(&fs->region, p, ps.p[i].len * BLK) ?:
+		      persist(fs, p, ps.p[i].len * BLK);
 	}
-	if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
-		zero_tail(fs, in, in->pi->size, off + len);
+	if (!ret && !(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
+		ret = zero_tail(fs, in, in->pi->size, off + len);
 	struct publish pb = { fs, in, &ps, (mode & FALLOC_FL_KEEP_SIZE) ? 0 : off + len, false };
-	ret = pool_tx(&fs->pool, tx_publish, &pb);
+	if (!ret)
+		ret = pool_tx(&fs->pool, tx_publish, &pb);
 	pieces_release(fs, &ps, ret != 0);
 out:
 	pthread_rwlock_unlock(&in->lock);
@@ -880,7 +954,9 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 		goto out_unlock;
 	if (len > src->pi->size - soff)
 		len = src->pi->size - soff;
-	data_drop_index(fs, dst);	/* the destination's map changes */
+	ret = data_drop_index(fs, dst);	/* the destination's map changes */
+	if (ret)
+		goto out_unlock;
 	while (done < len) {
 		uint64_t pos = soff + done, n;
 		char *data;
@@ -893,7 +969,7 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 			struct wbytes from = { .mem = data };
 			ret = write_locked(fs, dst, doff + done, &from, n, false);
 		} else {
-			ret = punch(fs, dst, doff + done, n);
+			ret = punch(fs, dst, doff + done, n, 0);
 			if (!ret && doff + done + n > dst->pi->size) {
 				/* a trailing hole still extends the destination */
 				struct fmap_freed none = { 0 };
@@ -960,9 +1036,8 @@ int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
 	if (!in)
 		return -ENOENT;
 	pthread_rwlock_rdlock(&in->lock);
-	if (in->ix)
-		writeback_index(fs, in->ix);
+	int ret = in->ix ? writeback_index(fs, in->ix) : 0;
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
-	return 0;
+	return ret;
 }

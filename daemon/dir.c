@@ -307,7 +307,7 @@ static int tx_add_chunk(struct fs *fs, struct inode *dir, uint32_t *first_slot)
 		uint64_t cap = t ? t->cap * 2 : 4;
 		if (cap * PMFUSE_DIRENTS_PER_CHUNK > UINT32_MAX / 2)
 			return -ENOSPC;
-		PMEMoid oid = pmemobj_tx_zalloc(sizeof(*t) + cap * sizeof(uint64_t), 0);
+		PMEMoid oid = pool_tx_zalloc(sizeof(*t) + cap * sizeof(uint64_t));
 		struct pmfuse_dirtab *nt = pool_ptr(&fs->pool, oid.off);
 		nt->cap = cap;
 		if (t) {
@@ -360,7 +360,7 @@ int dir_tx_insert(struct fs *fs, struct inode *dir, const char *name, size_t len
 	de->name_len = (uint16_t)len;
 	de->type = (uint8_t)type;
 	if (len > PMFUSE_INLINE_NAME) {
-		PMEMoid n = pmemobj_tx_alloc(len, 0);
+		PMEMoid n = pool_tx_alloc(len);
 		memcpy(pool_ptr(&fs->pool, n.off), name, len);
 		de->name_off = n.off;
 	} else {

@@ -40,18 +40,22 @@ static struct fs_cred pm_cred(fuse_req_t req)
 static _Atomic uint64_t *eio_logged;
 static uint64_t eio_logged_inodes;
 
+static void log_eio_once(fuse_ino_t ino, const char *what)
+{
+	uint64_t bit = ino < eio_logged_inodes ? ino : 0;
+	uint64_t mask = 1ull << (bit % 64);
+
+	if (eio_logged && !(atomic_fetch_or(&eio_logged[bit / 64], mask) & mask))
+		log_err("inode %" PRIu64 ": %s, request refused with EIO "
+			"(further errors on it not logged)", (uint64_t)ino, what);
+}
+
 static void reply_err(fuse_req_t req, fuse_ino_t ino, int err)
 {
 	if (err == EUCLEAN)	/* the core's word for damaged metadata */
 		err = EIO;
-	if (err == EIO) {
-		uint64_t bit = ino < eio_logged_inodes ? ino : 0;
-		uint64_t mask = 1ull << (bit % 64);
-		if (eio_logged && !(atomic_fetch_or(&eio_logged[bit / 64], mask) & mask))
-			log_err("inode %" PRIu64 ": damaged or unreadable, request refused "
-				"with EIO (run fsck.pmfuse; further errors on it not logged)",
-				(uint64_t)ino);
-	}
+	if (err == EIO)
+		log_eio_once(ino, "damaged metadata or media error (see fsck.pmfuse)");
 	fuse_reply_err(req, err);
 }
 
@@ -254,8 +258,14 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	fuse_reply_create(req, &e, fi);
 }
 
+struct read_reply {
+	fuse_req_t req;
+	fuse_ino_t ino;
+};
+
 static int reply_segments(void *ctx, const struct fs_seg *segs, int nsegs, size_t total)
 {
+	struct read_reply *rr = ctx;
 	struct iovec iov[FS_READ_MAXSEGS];
 
 	(void)total;
@@ -263,14 +273,20 @@ static int reply_segments(void *ctx, const struct fs_seg *segs, int nsegs, size_
 		iov[i].iov_base = (void *)segs[i].ptr;
 		iov[i].iov_len = segs[i].len;
 	}
-	/* sent while the core holds the inode lock: blocks cannot move under us */
-	fuse_reply_iov(ctx, iov, nsegs);
+	/*
+	 * Sent while the core holds the inode lock: blocks cannot move under
+	 * us.  The kernel copies from the mapping itself; if it meets a bad
+	 * page the write fails with EFAULT and the reader gets EIO.
+	 */
+	if (fuse_reply_iov(rr->req, iov, nsegs) == -EFAULT)
+		log_eio_once(rr->ino, "media error in its data");
 	return 0;
 }
 
 static void pm_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	struct read_reply rr = { req, ino };
 	int err;
 
 	(void)fi;
@@ -278,7 +294,7 @@ static void pm_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		reply_err(req, ino, EINVAL);
 		return;
 	}
-	err = fs_read(pm_fs(req), ino, (uint64_t)off, size, reply_segments, req);
+	err = fs_read(pm_fs(req), ino, (uint64_t)off, size, reply_segments, &rr);
 	if (err)
 		reply_err(req, ino, -err);
 }

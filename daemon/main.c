@@ -9,6 +9,7 @@
  * (Type=notify) READY=1 goes out once the mount is live and STOPPING=1 when
  * the loop ends; SIGTERM ends the loop, and the unmount flushes everything.
  */
+#include "fault.h"
 #include "fs.h"
 #include "fuse_ops.h"
 #include "log.h"
@@ -170,9 +171,15 @@ int main(int argc, char *argv[])
 	}
 
 	/* permission checks by the kernel; show up as fuse.pmfuse in mountinfo */
-	char fsname[PATH_MAX + 64];
-	snprintf(fsname, sizeof(fsname), "-ofsname=%s,subtype=pmfuse,default_permissions", region);
-	fuse_opt_add_arg(&args, fsname);
+	char fsname[PATH_MAX + 16], *mopts = NULL;
+	snprintf(fsname, sizeof(fsname), "fsname=%s", region);
+	if (fuse_opt_add_opt_escaped(&mopts, fsname) ||	/* a ',' in the path */
+	    fuse_opt_add_opt(&mopts, "subtype=pmfuse,default_permissions") ||
+	    fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, mopts)) {
+		free(mopts);
+		goto out_fs;
+	}
+	free(mopts);
 
 	se = fuse_session_new(&args, &pm_ops, sizeof(pm_ops), fs);
 	if (!se)
@@ -185,6 +192,7 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!opts.foreground)
 		log_use_syslog();	/* stderr is /dev/null now */
+	fault_arm_from_env();		/* tests only: PMFUSE_FAULT_ALLOC */
 	log_info("mounted %s on %s (%s mode, %s granularity, %" PRIu64 " of %" PRIu64 " blocks free)",
 		 region, opts.mountpoint, fo.sync ? "sync" : "writeback",
 		 region_granularity_name(&fs->region), alloc_free_count(&fs->alloc),

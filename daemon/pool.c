@@ -8,6 +8,8 @@
  * superblock carries its own magic, version and checksum.
  */
 #include "pool.h"
+#include "fault.h"
+#include "region.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -290,8 +292,18 @@ int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 	return ret;
 }
 
+/* Every allocation in a transaction comes here: one place to fail them. */
+PMEMoid pool_tx_alloc(size_t size)
+{
+	if (fault_alloc())
+		pmemobj_tx_abort(ENOMEM);	/* as pmemobj does when the heap is full */
+	return pmemobj_tx_alloc(size, 0);
+}
+
 PMEMoid pool_tx_zalloc(size_t size)
 {
+	if (fault_alloc())
+		pmemobj_tx_abort(ENOMEM);
 	return pmemobj_tx_zalloc(size, 0);
 }
 
@@ -495,77 +507,70 @@ static bool obj_layout_ok(const unsigned char *page, uint64_t size, uint64_t roo
 	       heap_off < size && root_off >= heap_off;
 }
 
-int pool_precheck_pmemobj(const char *path, uint64_t size, uint64_t *root_off,
-			  char *why, size_t whylen)
+int pool_check_header(const void *head, uint64_t size, const char *path,
+		      uint64_t *root_off, char *why, size_t whylen)
 {
-	unsigned char page[8192];
-	uint64_t root_size;
+	const unsigned char *page = head;
+	uint64_t off, root_size;
 	uint32_t major;
-	int fd, ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(why, whylen, "%s: %s", path, strerror(errno));
-		return -errno;
-	}
-	if (pread(fd, page, sizeof(page), 0) != (ssize_t)sizeof(page) ||
-	    !pool_has_pmemobj_signature(page)) {
+	if (!pool_has_pmemobj_signature(page)) {
 		snprintf(why, whylen, "%s is not a pmfuse region (no pool header)", path);
-		ret = -EINVAL;
-		goto out;
+		return -EINVAL;
 	}
 	memcpy(&major, page + 8, sizeof(major));
 	if (major != OBJ_FORMAT_MAJOR) {
 		snprintf(why, whylen, "%s: pmemobj pool format %u is not the one this build reads (%u)",
 			 path, major, OBJ_FORMAT_MAJOR);
-		ret = -EPROTONOSUPPORT;
-		goto out;
+		return -EPROTONOSUPPORT;
 	}
 	if (memcmp(page + OBJ_LAYOUT_OFF, PMFUSE_LAYOUT, sizeof(PMFUSE_LAYOUT)) != 0) {
 		snprintf(why, whylen, "%s is a pmemobj pool of another layout, not a pmfuse region", path);
-		ret = -EINVAL;
-		goto out;
+		return -EINVAL;
 	}
-	memcpy(root_off, page + OBJ_ROOT_OFFSET_OFF, sizeof(*root_off));
+	memcpy(&off, page + OBJ_ROOT_OFFSET_OFF, sizeof(off));
 	memcpy(&root_size, page + OBJ_ROOT_SIZE_OFF, sizeof(root_size));
-	if (root_size != sizeof(struct pmfuse_super) || *root_off % sizeof(uint64_t) ||
-	    *root_off < sizeof(page) ||
-	    *root_off > size - sizeof(struct pmfuse_super)) {
+	if (root_size != sizeof(struct pmfuse_super) || off % sizeof(uint64_t) ||
+	    off < POOL_HEADER_SIZE ||
+	    size < sizeof(struct pmfuse_super) || off > size - sizeof(struct pmfuse_super)) {
 		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
-		ret = -EINVAL;
-		goto out;
+		return -EINVAL;
 	}
-	if (!obj_layout_ok(page, size, *root_off)) {
+	if (!obj_layout_ok(page, size, off)) {
 		snprintf(why, whylen, "%s: pmemobj pool descriptor (lanes, heap) is damaged", path);
-		ret = -EINVAL;
-		goto out;
+		return -EINVAL;
 	}
-	ret = 0;
-out:
-	close(fd);
-	return ret;
+	*root_off = off;
+	return 0;
 }
 
 static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
 {
+	unsigned char page[POOL_HEADER_SIZE];
 	struct pmfuse_super sb;
 	uint64_t root_off;
 	int fd, ret;
 
-	ret = pool_precheck_pmemobj(path, size, &root_off, why, whylen);
-	if (ret)
-		return ret;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		snprintf(why, whylen, "%s: %s", path, strerror(errno));
 		return -errno;
 	}
-	if (pread(fd, &sb, sizeof(sb), (off_t)root_off) != (ssize_t)sizeof(sb)) {
+	if (region_pread(fd, page, sizeof(page), 0)) {
+		snprintf(why, whylen, "%s is not a pmfuse region (no pool header)", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = pool_check_header(page, size, path, &root_off, why, whylen);
+	if (ret)
+		goto out;
+	if (region_pread(fd, &sb, sizeof(sb), root_off)) {
 		snprintf(why, whylen, "%s: cannot read the superblock", path);
 		ret = -EIO;
-	} else {
-		ret = pool_check_geometry(&sb.geo, size, why, whylen);
+		goto out;
 	}
+	ret = pool_check_geometry(&sb.geo, size, why, whylen);
+out:
 	close(fd);
 	return ret;
 }

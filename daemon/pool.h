@@ -58,18 +58,23 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 int pool_open(struct pool *p, const char *path, char *why, size_t whylen);
 void pool_close(struct pool *p);
 
-/*
- * The pmemobj side of a region, read without libpmemobj (which trusts what
- * it reads and can crash on damage): signature, format, layout name, root
- * pointer, lanes and heap.  0 (with the superblock's offset in *root_off)
- * if pmemobj_open() may be given the region, else -errno with why.  The
- * pmfuse superblock itself is not looked at.
- */
-int pool_precheck_pmemobj(const char *path, uint64_t size, uint64_t *root_off,
-			  char *why, size_t whylen);
-
 /* Is this a pmemobj pool signature at the start of the region? */
 bool pool_has_pmemobj_signature(const void *first_page);
+
+/*
+ * Judge a region of size bytes by its first POOL_HEADER_SIZE bytes (the
+ * pmemobj pool header and descriptor) without opening the pool: the
+ * signature, the pool format, the pmfuse layout, a root object of the
+ * superblock's size inside the region, aligned, and lanes and heap where
+ * pmemobj_create() puts them (libpmemobj trusts those and can crash on
+ * damage).  0 with the superblock's pool offset in *root_off, or -EINVAL /
+ * -EPROTONOSUPPORT with a reason in why (path only names the region in
+ * it).  pool_open() runs it first, fsck before it opens a pool pool_open()
+ * refused; pmfusectl reads a superblock with it while the region is mounted.
+ */
+#define POOL_HEADER_SIZE 8192
+int pool_check_header(const void *head, uint64_t size, const char *path,
+		      uint64_t *root_off, char *why, size_t whylen);
 
 uint64_t pool_geometry_checksum(const struct pmfuse_geometry *g);
 int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
@@ -142,6 +147,7 @@ typedef int (*pool_tx_fn)(void *arg);
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg);
 
 /* Zeroed allocation inside a transaction (aborts it on failure). */
+PMEMoid pool_tx_alloc(size_t size);
 PMEMoid pool_tx_zalloc(size_t size);
 
 #endif

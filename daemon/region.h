@@ -10,6 +10,7 @@
 #define PMFUSE_REGION_H
 
 #include <libpmem2.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,9 +25,22 @@ struct region {
 	pmem2_persist_fn persist_fn;
 	pmem2_flush_fn flush_fn;
 	pmem2_drain_fn drain_fn;
+	_Atomic uint64_t media_errors;	/* SIGBUS caught in the functions below */
 };
 
 int region_open(struct region *r, const char *path, char *why, size_t whylen);
+
+/*
+ * Bytes of a region outside the daemon's mapping: headers judged before
+ * pmemobj_open, signatures mkfs reads and clears.  A devdax device has no
+ * read(2)/write(2), only mmap, so there the bytes go through a short-lived
+ * libpmem2 mapping (read-only unless writing; writes are persisted).
+ * fd must be open for writing to write.  0 or -errno; never short.
+ */
+int region_pread(int fd, void *buf, size_t len, uint64_t off);
+int region_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+/* The mapping path itself, for any fd (tests use it on plain files). */
+int region_mapped_io(int fd, void *buf, size_t len, uint64_t off, bool write);
 void region_close(struct region *r);
 const char *region_granularity_name(const struct region *r);
 
@@ -35,24 +49,26 @@ static inline void *region_block(const struct region *r, uint64_t block)
 	return r->base + (block << 12);
 }
 
-/* Copy without flushing; the caller persists the whole request once. */
-static inline void region_copy_nopersist(const struct region *r, void *dst,
-					 const void *src, size_t len)
-{
-	r->memcpy_fn(dst, src, len, PMEM2_F_MEM_NOFLUSH);
-}
+/*
+ * Media errors.  A load or store to a poisoned page of real pmem -- or to a
+ * page of a region file that no longer exists -- raises SIGBUS.  Every
+ * access to file data through the mapping goes through the functions
+ * below: a SIGBUS inside one unwinds back to it (sigsetjmp, no syscall) and
+ * it returns -EIO, so the request fails instead of the daemon.  Faults
+ * outside these functions (metadata, which pmemobj reads directly) keep the
+ * default action.  r->media_errors counts the faults caught.
+ */
 
-static inline void region_zero_nopersist(const struct region *r, void *dst,
-					 size_t len)
-{
-	r->memset_fn(dst, 0, len, PMEM2_F_MEM_NOFLUSH);
-}
-
-static inline void region_persist(const struct region *r, const void *p,
-				  size_t len)
-{
-	if (len)
-		r->persist_fn((void *)p, len);
-}
+/* Copy / zero without flushing; the caller persists the whole request once. */
+int region_copy(struct region *r, void *dst, const void *src, size_t len);
+int region_zero(struct region *r, void *dst, size_t len);
+/* Run read(ctx, dst, len) (a reader storing into the region) under the guard. */
+int region_fill(struct region *r, void *dst, size_t len,
+		int (*read)(void *ctx, void *dst, size_t len), void *ctx);
+int region_flush(struct region *r, const void *p, size_t len);
+/* Load every cache line of [p, p + len): -EIO if one is bad.  For bytes
+ * that code outside these functions (a pmemobj undo log) is about to read. */
+int region_probe(struct region *r, const void *p, size_t len);
+int region_persist(struct region *r, const void *p, size_t len);
 
 #endif

@@ -86,6 +86,11 @@ static const struct pmfuse_xattr_rec *xattr_find(const struct pmfuse_xattrs *x, 
 	return NULL;
 }
 
+/*
+ * mounted_at is the superblock's last_mount: fs_mount() stamps it in the
+ * transaction that marks the region mounted, and nothing changes it until
+ * the unmount, so it is this session's start (pmfusectl shows the uptime).
+ */
 static int stats_text(struct fs *fs, char *buf, size_t size)
 {
 	uint64_t h2, h1;
@@ -96,17 +101,19 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 	return snprintf(buf, size,
 			"flush_bytes %" PRIu64 "\nflush_calls %" PRIu64 "\ndrains %" PRIu64
 			"\ndirty_pages %" PRId64 "\nzero_bytes_served %" PRIu64
-			"\nsplice_write_bytes %" PRIu64
+			"\nsplice_write_bytes %" PRIu64 "\nmedia_errors %" PRIu64
 			"\nblocks_total %" PRIu64 "\nblocks_free %" PRIu64
 			"\nhuge_2m_extents %" PRIu64 "\nhuge_1g_extents %" PRIu64
 			"\ninodes_total %" PRIu64 "\ninodes_free %" PRIu64
-			"\ngranularity %s\nmode %s\n",
+			"\ngranularity %s\nmode %s\nmounted_at %" PRIu64 "\n",
 			atomic_load(&fs->stats.flush_bytes), atomic_load(&fs->stats.flush_calls),
 			atomic_load(&fs->stats.drains), atomic_load(&fs->stats.dirty_pages),
 			atomic_load(&fs->stats.zero_bytes_served),
-			atomic_load(&fs->stats.splice_write_bytes), (uint64_t)sv.f_blocks,
+			atomic_load(&fs->stats.splice_write_bytes),
+			atomic_load(&fs->region.media_errors), (uint64_t)sv.f_blocks,
 			(uint64_t)sv.f_bfree, h2, h1, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
-			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback");
+			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback",
+			fs->pool.sb->last_mount);
 }
 
 static bool reserved(const char *name)
@@ -208,7 +215,7 @@ static int tx_swap(void *arg)
 	uint64_t off = 0;
 
 	if (a->count) {
-		PMEMoid oid = pmemobj_tx_alloc(sizeof(struct pmfuse_xattrs) + a->used, 0);
+		PMEMoid oid = pool_tx_alloc(sizeof(struct pmfuse_xattrs) + a->used);
 		struct pmfuse_xattrs *nx = pool_ptr(&a->fs->pool, oid.off);
 		nx->count = a->count;
 		nx->used = (uint32_t)a->used;

@@ -1,15 +1,25 @@
 /*
- * fsck.pmfuse: read-only consistency check of a pmfuse region.
+ * fsck.pmfuse: consistency check and repair of a pmfuse region.
  *
- *   fsck.pmfuse [-n] [-v] [-f] REGION
+ *   fsck.pmfuse [-n | -p | -a | -y] [-f] [-v] REGION
  *
- * The region is opened with pool_open() (which takes pmemobj's exclusive
- * lock, so a mounted region is refused) and, once open, mapped read-only:
- * a bug here can crash fsck but never write the image.  Each problem found
- * is one line on stdout.  Exit status as fsck(8): 0 clean, 4 errors left
- * uncorrected, 8 operational error, 16 usage error.
+ * The check opens the region with pool_open() (which takes pmemobj's
+ * exclusive lock, so a mounted region is refused) copy-on-write, and maps
+ * it read-only: a bug in the check can crash fsck but never write the
+ * image.  Each problem found is one line on stdout.
  *
- * Passes:
+ * Repair (-p/-a, -y, or answers on a terminal) happens only after that
+ * check found something to do: the region is then opened for real, checked
+ * again (read-only) and repaired in rounds -- each round checks, then applies
+ * the repairs that check justifies, each repair one libpmemobj transaction
+ * built from the core's own functions (inode_reclaim(), dir_tx_insert(),
+ * dir_tx_remove(), fs_mknod()).  A crash during repair leaves a consistent
+ * region that at worst needs another fsck.  Finally the region is reopened
+ * copy-on-write and checked once more; that check decides the exit status,
+ * a sum as in fsck(8): 0 clean, 1 errors corrected, 4 errors left
+ * uncorrected, 8 operational error, 16 usage error, 32 cancelled.
+ *
+ * Check passes:
  *   1  superblock: backup geometry, state, inode table and data runs
  *   2  inode table: chunk offsets, inode_validate() on every used inode
  *   3  per inode: file maps (fmap_walk, block bitmap), symlinks, xattrs,
@@ -28,6 +38,7 @@
 #include "fmap.h"
 #include "fs.h"
 #include "pool.h"
+#include "region.h"
 #include "pmfuse/format.h"
 
 #include <errno.h>
@@ -41,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/time.h>
 #include <sys/stat.h>
@@ -48,9 +60,11 @@
 #include <unistd.h>
 
 #define FSCK_OK			0
+#define FSCK_CORRECTED		1
 #define FSCK_UNCORRECTED	4
 #define FSCK_OPERATIONAL	8
 #define FSCK_USAGE		16
+#define FSCK_CANCELLED		32
 
 /* per-inode state */
 #define I_USED		0x01	/* mode != 0 */
@@ -58,6 +72,9 @@
 #define I_REACHED	0x04	/* reachable from the root */
 #define I_ONLIST	0x08	/* on the orphan list */
 #define I_MAPOK		0x10	/* file map walked cleanly */
+#define I_SICK		0x20	/* some structure of it is damaged or shared: never freed */
+#define I_LINKBAD	0x40	/* I_BAD only for its link count / orphan fields */
+#define I_DIROK		0x80	/* directory read whole: its counts are known */
 
 /* owners of metadata objects */
 enum kind {
@@ -89,6 +106,22 @@ struct obj {
 	uint8_t used;		/* 1 referenced, 2 holds a data run */
 };
 
+/* What the check learnt about one inode, for the repairs. */
+struct aux {
+	uint64_t live;		/* directory: entries read */
+	uint64_t nsub;		/* directory: entries that are directories */
+	uint64_t named_by;	/* a directory listing it (the last one seen) */
+	uint64_t mapped;	/* regular file: blocks its map reaches */
+};
+
+/* A directory entry naming a free or unallocated inode. */
+struct dangling {
+	uint64_t dino, slot, ino;
+};
+
+/* -n, ask on a terminal, -p/-a, -y */
+enum mode { M_CHECK, M_ASK, M_PREEN, M_YES };
+
 static struct fsck {
 	const char *region;
 	bool verbose;
@@ -100,7 +133,9 @@ static struct fsck {
 	uint8_t *chunk_ok;
 	uint8_t *st;
 	uint32_t *nref;
+	struct aux *aux;
 	uint64_t problems;
+	bool quiet;		/* repair rounds: count problems, do not print them */
 	bool incomplete;	/* something was skipped: leak check would lie */
 	bool root_ok;
 
@@ -126,11 +161,20 @@ static struct fsck {
 	uint64_t n_used, n_dir, n_reg, n_lnk, n_other, n_orphan, n_bad;
 	uint64_t n_mapnodes, n_objects, n_leaks;
 	uint64_t meta_bytes;	/* allocated outside the data runs */
+	uint64_t used_blocks, capacity;
 	bool leak_checked;
 	bool used_backup;	/* the primary geometry was damaged */
+	bool degraded;		/* pool_open() refused it: checked, never repaired */
 	uint64_t sb_off;	/* the primary superblock (root object) */
 	bool shared_open;	/* device DAX: libpmemobj's open bookkeeping is written */
 	bool guarded;		/* watchdog timers on libpmemobj (the program, not in-process callers) */
+
+	/* for the repairs */
+	bool orphan_bad;	/* the orphan list is not exactly the set of orphans */
+	bool state_bad;		/* superblock state neither CLEAN nor MOUNTED */
+	uint64_t lf_ino;	/* root entry "lost+found", 0 = none */
+	struct dangling *dang;
+	size_t ndang, dangcap;
 } F;
 
 /* ------------------------------------------------------------------ */
@@ -141,11 +185,13 @@ static void problem(const char *fmt, ...)
 {
 	va_list ap;
 
+	F.problems++;
+	if (F.quiet)
+		return;
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
 	putchar('\n');
-	F.problems++;
 }
 
 #define OPEN_WATCHDOG_SEC 120	/* pool_open() */
@@ -330,6 +376,19 @@ static const char *owner_desc(const struct ref *r, char *buf, size_t len)
 	return buf;
 }
 
+/* The inode whose structure r is, or 0 (superblock, inode table and its chunks). */
+static uint64_t ref_inode(const struct ref *r)
+{
+	return r->kind == K_SUPER || r->kind == K_ITABLE || r->kind == K_ICHUNK ? 0 : r->owner;
+}
+
+/* Something of ino is damaged or shared with another owner: repairs never free it. */
+static void sicken(uint64_t ino)
+{
+	if (ino && ino < F.max_inodes)
+		F.st[ino] |= I_SICK;
+}
+
 static size_t ref_hash(uint64_t off, size_t cap)
 {
 	return (size_t)((off >> 3) * 0x9e3779b97f4a7c15ULL) & (cap - 1);
@@ -370,6 +429,8 @@ static bool ref_add(uint64_t off, uint64_t len, uint8_t kind, uint64_t owner)
 		char a[128], b[128];
 		problem("%s at offset %" PRIu64 " is also used as %s", subject(&mine, a, sizeof(a)),
 			off, owner_desc(&F.refs[j], b, sizeof(b)));
+		sicken(ref_inode(&mine));
+		sicken(ref_inode(&F.refs[j]));
 		F.incomplete = true;
 		return false;
 	}
@@ -446,12 +507,29 @@ static void check_super(void)
 		if (n)
 			problem("backup superblock differs from the primary in: %s", diff);
 	}
-	if (p->sb->state != PMFUSE_STATE_CLEAN && p->sb->state != PMFUSE_STATE_MOUNTED)
+	if (p->sb->state != PMFUSE_STATE_CLEAN && p->sb->state != PMFUSE_STATE_MOUNTED) {
 		problem("superblock: unknown state %u", p->sb->state);
+		F.state_bad = true;
+	}
 }
 
 /* ------------------------------------------------------------------ */
 /* pass 2: inode table */
+
+/*
+ * Would the record pass inode_validate() with sane link count and orphan
+ * fields?  Then those fields are all that is wrong, and the orphan list
+ * repair can set them from what the directories say.
+ */
+static bool only_links_bad(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi)
+{
+	struct pmfuse_inode t = *pi;
+	char why[POOL_WHY];
+
+	t.nlink = 1;
+	t.flags &= ~PMFUSE_IF_ORPHAN;
+	return inode_validate(p, ino, &t, why, sizeof(why)) == 0;
+}
 
 static void check_itable(void)
 {
@@ -488,6 +566,8 @@ static void check_itable(void)
 				F.st[ino] |= I_BAD;
 				F.n_bad++;
 				F.incomplete = true;
+				if (only_links_bad(p, ino, pi))
+					F.st[ino] |= I_LINKBAD;
 			}
 		}
 	}
@@ -546,6 +626,7 @@ static void check_file(uint64_t ino, const struct pmfuse_inode *pi)
 	if (r < 0) {
 		problem("inode %" PRIu64 ": file map damaged (height %u, root entry %#" PRIx64 ")",
 			ino, pi->map_height, pi->map_root);
+		sicken(ino);
 		F.incomplete = true;
 		return;
 	}
@@ -554,10 +635,12 @@ static void check_file(uint64_t ino, const struct pmfuse_inode *pi)
 	r = fmap_walk(F.p, pi, leaf_cb, NULL, &fc);
 	if (r) {
 		problem("inode %" PRIu64 ": file map damaged", ino);
+		sicken(ino);
 		F.incomplete = true;
 		return;
 	}
 	F.st[ino] |= I_MAPOK;
+	F.aux[ino].mapped = fc.blocks;
 	if (fc.blocks != pi->blocks)
 		problem("inode %" PRIu64 ": %" PRIu64 " blocks mapped, but the inode says %" PRIu64,
 			ino, fc.blocks, pi->blocks);
@@ -612,6 +695,7 @@ static void check_xattrs(uint64_t ino, const struct pmfuse_inode *pi)
 		return;
 	if (xattr_set_validate(F.p, pi->xattr_off, why, sizeof(why))) {
 		problem("inode %" PRIu64 ": %s", ino, why);
+		sicken(ino);
 		F.incomplete = true;
 		return;
 	}
@@ -755,6 +839,19 @@ struct dir_ctx {
 	uint64_t live, nsub;
 };
 
+static void dangling_add(uint64_t dino, uint64_t slot, uint64_t ino)
+{
+	if (F.ndang == F.dangcap) {
+		size_t cap = F.dangcap ? F.dangcap * 2 : 64;
+		struct dangling *d = realloc(F.dang, cap * sizeof(*d));
+		if (!d)
+			fatal("out of memory");
+		F.dang = d;
+		F.dangcap = cap;
+	}
+	F.dang[F.ndang++] = (struct dangling){ dino, slot, ino };
+}
+
 static void dir_check_entry(void *ctx, uint64_t slot, const struct pmfuse_dirent *de)
 {
 	struct dir_ctx *dc = ctx;
@@ -771,10 +868,15 @@ static void dir_check_entry(void *ctx, uint64_t slot, const struct pmfuse_dirent
 	if (!px || !(F.st[x] & I_USED)) {
 		problem("inode %" PRIu64 ": entry \"%s\" refers to %s inode %" PRIu64, dc->dino, name,
 			px ? "free" : "unallocated", x);
+		dangling_add(dc->dino, slot, x);
 		return;
 	}
 	if (F.nref[x] != UINT32_MAX)
 		F.nref[x]++;
+	F.aux[x].named_by = dc->dino;
+	if (dc->dino == PMFUSE_ROOT_INO && de->name_len == 10 &&
+	    !memcmp(dir_dirent_name(F.p, de), "lost+found", 10))
+		F.lf_ino = x;
 	if (S_ISDIR(px->mode))
 		dc->nsub++;
 	if (x == PMFUSE_ROOT_INO)
@@ -798,9 +900,13 @@ static void check_dir(uint64_t ino, const struct pmfuse_inode *pi)
 
 	names_reset();
 	if (!dir_foreach(ino, pi, true, dir_check_entry, &dc)) {
+		sicken(ino);
 		F.incomplete = true;
 		return;		/* counts are meaningless with entries missing */
 	}
+	F.st[ino] |= I_DIROK;
+	F.aux[ino].live = dc.live;
+	F.aux[ino].nsub = dc.nsub;
 	if (pi->nentries != dc.live)
 		problem("inode %" PRIu64 ": entry count is %" PRIu64 ", but it has %" PRIu64 " entries",
 			ino, pi->nentries, dc.live);
@@ -836,6 +942,7 @@ static void check_inodes(void)
 static void check_orphan_list(void)
 {
 	uint64_t cur = F.p->sb->orphan_head, prev = 0, steps = 0;
+	uint64_t problems = F.problems;
 
 	while (cur) {
 		struct pmfuse_inode *pi = rec(cur);
@@ -865,6 +972,8 @@ static void check_orphan_list(void)
 		prev = cur;
 		cur = pi->orphan_next;
 	}
+	if (F.problems != problems)
+		F.orphan_bad = true;
 }
 
 static void push(uint64_t ino)
@@ -929,8 +1038,10 @@ static void check_links(void)
 		default: F.n_other++; break;
 		}
 		if (pi->flags & PMFUSE_IF_ORPHAN) {
-			if (!(F.st[ino] & I_ONLIST))
+			if (!(F.st[ino] & I_ONLIST)) {
 				problem("inode %" PRIu64 ": flagged as an orphan but not on the orphan list", ino);
+				F.orphan_bad = true;
+			}
 			if (pi->nlink == 0) {
 				F.n_orphan++;
 				if (refs)
@@ -940,9 +1051,11 @@ static void check_links(void)
 			}
 			problem("inode %" PRIu64 ": flagged as an orphan, but its link count is %u"
 				" (it would be deleted at the next mount)", ino, pi->nlink);
+			F.orphan_bad = true;
 		} else if (pi->orphan_next || pi->orphan_prev) {
 			problem("inode %" PRIu64 ": not an orphan, but has orphan list links (next %" PRIu64
 				", previous %" PRIu64 ")", ino, pi->orphan_next, pi->orphan_prev);
+			F.orphan_bad = true;
 		}
 		if (F.root_ok && !(F.st[ino] & I_REACHED)) {
 			if (dir) {
@@ -1184,11 +1297,14 @@ static void check_objects(void)
 		subject(r, d, sizeof(d));
 		if (k == SIZE_MAX || o[k].off != r->off) {
 			problem("%s at offset %" PRIu64 " is not an allocated object", d, r->off);
+			sicken(ref_inode(r));
 			continue;
 		}
-		if (o[k].size < r->len)
+		if (o[k].size < r->len) {
 			problem("%s at offset %" PRIu64 " (%" PRIu64 " bytes) is larger than its"
 				" allocation (%" PRIu64 " bytes)", d, r->off, r->len, o[k].size);
+			sicken(ref_inode(r));
+		}
 		o[k].used = 1;
 	}
 	/* the data runs lie inside allocations, or pmemobj could hand them out */
@@ -1323,6 +1439,26 @@ static bool is_char_device(const char *path)
  */
 static struct pmfuse_super backup_sb;
 
+/*
+ * May pmemobj_open() be given the region at all?  Not if the pmemobj
+ * header or descriptor is damaged: libpmemobj trusts them and can crash.
+ */
+static bool pool_header_ok(uint64_t size)
+{
+	unsigned char page[POOL_HEADER_SIZE];
+	char why[POOL_WHY];
+	uint64_t root_off;
+	int fd = open(F.region, O_RDONLY | O_CLOEXEC);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = region_pread(fd, page, sizeof(page), 0) == 0 &&	/* devdax: no pread */
+	     pool_check_header(page, size, F.region, &root_off, why, sizeof(why)) == 0;
+	close(fd);
+	return ok;
+}
+
 static int open_damaged(const char *why_open)
 {
 	char why[POOL_WHY];
@@ -1332,11 +1468,9 @@ static int open_damaged(const char *why_open)
 	const struct pmfuse_super *sb;
 	const struct pmfuse_geometry *b = NULL;
 	struct pmfuse_geometry g;
-	uint64_t root_off;
 
 	/* pmemobj_open() must not see a pool whose own structures are damaged */
-	if (size < (int64_t)PMFUSE_MIN_REGION ||
-	    pool_precheck_pmemobj(F.region, (uint64_t)size, &root_off, why, sizeof(why)))
+	if (size < (int64_t)PMFUSE_MIN_REGION || !pool_header_ok((uint64_t)size))
 		goto not_pmfuse;
 	in_pmemobj = 1;
 	if (F.guarded)
@@ -1401,6 +1535,7 @@ static int open_damaged(const char *why_open)
 	}
 	F.pool.sb = &backup_sb;
 	F.pool.itable = (struct pmfuse_itable *)(F.pool.base + g.itable_off);
+	F.degraded = true;
 	/* pool_check_geometry() made sure the pool holds max_inodes / 64 chunk offsets */
 	if (F.pool.itable->nchunks != g.max_inodes / PMFUSE_INODES_PER_CHUNK)
 		problem("inode table: holds %" PRIu64 " chunks, but the superblock says %" PRIu64
@@ -1457,21 +1592,866 @@ static int open_region(void)
 	return -1;
 }
 
-/* Everything a check leaves behind, so the next one (in-process) starts afresh. */
-static void reset_state(void)
+/* ------------------------------------------------------------------ */
+/* one check of the open region */
+
+static void protect(bool read_only)
 {
-	int zero = 0;
+	if (read_only && !F.protected) {
+		if (mprotect(F.pool.base, F.pool.size, PROT_READ) == 0)
+			F.protected = true;
+	} else if (!read_only && F.protected) {
+		mprotect(F.pool.base, F.pool.size, PROT_READ | PROT_WRITE);
+		F.protected = false;
+	}
+}
+
+/* Forget what a check learnt; the region stays open. */
+static void check_free(void)
+{
+	struct fsck keep = F;
 
 	free(F.chunk_ok);
 	free(F.st);
 	free(F.nref);
+	free(F.aux);
 	free(F.bmap);
 	free(F.dmap);
 	free(F.refs);
 	free(F.names);
 	free(F.queue);
-	free(heap_objs);
+	free(F.dang);
 	memset(&F, 0, sizeof(F));
+	F.region = keep.region;
+	F.verbose = keep.verbose;
+	F.quiet = keep.quiet;
+	F.pool = keep.pool;
+	F.p = keep.p ? &F.pool : NULL;
+	F.opened = keep.opened;
+	F.protected = keep.protected;
+	F.used_backup = keep.used_backup;
+	F.degraded = keep.degraded;
+	F.sb_off = keep.sb_off;
+	F.shared_open = keep.shared_open;
+	F.guarded = keep.guarded;
+}
+
+static void run_check(void)
+{
+	F.max_inodes = F.p->sb->geo.max_inodes;
+	F.nchunks = F.max_inodes / PMFUSE_INODES_PER_CHUNK;	/* == itable->nchunks, or reported */
+	F.chunk_ok = xcalloc(F.nchunks, 1);
+	F.st = xcalloc(F.max_inodes, 1);
+	F.nref = xcalloc(F.max_inodes, sizeof(uint32_t));
+	F.aux = xcalloc(F.max_inodes, sizeof(struct aux));
+	F.nblocks = F.p->size >> PMFUSE_BLOCK_SHIFT;
+	F.nwords = (F.nblocks + 63) / 64;
+	F.bmap = xcalloc(F.nwords, sizeof(uint64_t));
+	F.dmap = xcalloc(F.nwords, sizeof(uint64_t));
+	F.namegen = 1;
+
+	check_super();
+	check_itable();
+	check_inodes();
+	check_orphan_list();
+	check_reachability();
+	check_links();
+	check_dups();
+	check_objects();
+
+	for (uint64_t w = 0; w < F.nwords; w++)
+		F.used_blocks += popcount(F.bmap[w]);
+	F.capacity = pool_data_blocks(F.p) - 1;	/* the backup block */
+	if (F.used_blocks > F.capacity)
+		problem("blocks: %" PRIu64 " in use, but the data area holds only %" PRIu64,
+			F.used_blocks, F.capacity);
+}
+
+/* ------------------------------------------------------------------ */
+/* repair */
+
+/*
+ * What each mode repairs.  "Safe" repairs (-p/-a) only bring counters and
+ * lists in line with the directories, or free what nothing can reach any
+ * more -- none of them removes a name or a byte of data that a user could
+ * still reach:
+ *   orphan list rebuilt from the link counts and the directories; orphans
+ *   (link count 0, no name) reclaimed; link counts, directory entry counts,
+ *   parent pointers and block counts set from what was counted; entries
+ *   naming a free or unallocated inode removed; unreferenced pmemobj
+ *   objects freed.
+ * Repairs that need -y (or a "yes") change the namespace:
+ *   unreachable inodes reattached under /lost+found as "#INO" (lost+found
+ *   created if missing).
+ * Not repaired (left for a human, exit 4): damaged superblock, inode
+ * records, file maps, directory tables or entries, xattr objects; blocks or
+ * objects claimed twice; directory cycles; a damaged pmemobj heap.
+ */
+enum fix { FX_ORPHANS = 1, FX_DANGLING, FX_RECLAIM, FX_REATTACH, FX_COUNTS, FX_LEAK, FX_STATE };
+
+#define MAX_ROUNDS 12	/* each round: check, then repair what that check justifies */
+
+static struct {
+	enum mode mode;
+	bool force;
+	bool all_yes;		/* "a" answered on the terminal */
+	uint64_t fixed;		/* repairs committed */
+	uint64_t *declined;	/* keys (fix << 56 | id) not to offer again; 0 = empty */
+	size_t dcap, dn;
+	struct fs *fs;		/* the core over the region opened for repair */
+} R;
+
+static volatile sig_atomic_t cancel_requested, repairing, asking, changed;
+
+static void on_cancel(int sig)
+{
+	(void)sig;
+	/*
+	 * Not repairing: nothing was written, the copy-on-write mapping and the
+	 * lock die with us.  Waiting for an answer: no transaction is open, so
+	 * exiting is no worse than a crash between two transactions (and a
+	 * flag could be missed by a read() about to block).
+	 */
+	if (!repairing || asking) {
+		say("\nfsck.pmfuse: cancelled\n");
+		_exit(FSCK_CANCELLED | (changed ? FSCK_CORRECTED : 0));
+	}
+	cancel_requested = 1;	/* stop between two transactions */
+}
+
+static size_t declined_slot(uint64_t key)
+{
+	size_t j = (size_t)(key * 0x9e3779b97f4a7c15ULL >> 20) & (R.dcap - 1);
+
+	while (R.declined[j] && R.declined[j] != key)
+		j = (j + 1) & (R.dcap - 1);
+	return j;
+}
+
+static bool declined_has(uint64_t key)
+{
+	return R.dcap && R.declined[declined_slot(key)] == key;
+}
+
+static void declined_add(uint64_t key)
+{
+	if ((R.dn + 1) * 2 > R.dcap) {
+		uint64_t *old = R.declined;
+		size_t ocap = R.dcap;
+		R.dcap = ocap ? ocap * 2 : 256;
+		R.declined = xcalloc(R.dcap, sizeof(uint64_t));
+		for (size_t i = 0; i < ocap; i++)
+			if (old[i])
+				R.declined[declined_slot(old[i])] = old[i];
+		free(old);
+	}
+	if (!R.declined[declined_slot(key)]) {
+		R.declined[declined_slot(key)] = key;
+		R.dn++;
+	}
+}
+
+/*
+ * May the repair described by what be made?  Safe ones are made by -p;
+ * others need -y or a "yes" on the terminal.  A repair refused once is not
+ * offered again in a later round.
+ */
+static bool may_fix(bool safe, enum fix kind, uint64_t id, const char *what)
+{
+	uint64_t key = (uint64_t)kind << 56 | (id & ((1ULL << 56) - 1));
+	char line[64];
+
+	if (declined_has(key))
+		return false;
+	switch (R.mode) {
+	case M_YES:
+		return true;
+	case M_PREEN:
+		if (safe)
+			return true;
+		printf("%s: not done by -p (needs -y)\n", what);
+		break;
+	case M_ASK:
+		if (R.all_yes)
+			return true;
+		/* from here a SIGINT exits at once; one that came before is seen below */
+		asking = 1;
+		if (cancel_requested) {
+			asking = 0;
+			break;
+		}
+		printf("%s? [y/n/a(ll)] ", what);
+		fflush(stdout);
+		bool answered = fgets(line, sizeof(line), stdin) != NULL;
+		asking = 0;
+		if (answered) {
+			if (line[0] == 'a' || line[0] == 'A')
+				R.all_yes = true;
+			if (line[0] == 'y' || line[0] == 'Y' || R.all_yes)
+				return true;
+		} else {
+			putchar('\n');
+		}
+		break;
+	case M_CHECK:
+		break;
+	}
+	declined_add(key);
+	return false;
+}
+
+/* Report a repair's outcome; a failed one is not tried again. */
+static bool fix_done(enum fix kind, uint64_t id, const char *what, int ret)
+{
+	if (ret) {
+		printf("%s: FAILED: %s\n", what, strerror(-ret));
+		declined_add((uint64_t)kind << 56 | (id & ((1ULL << 56) - 1)));
+		return false;
+	}
+	printf("%s: done\n", what);
+	R.fixed++;
+	changed = 1;
+	return true;
+}
+
+/*
+ * The core (struct fs) over the region opened for repair, without the
+ * daemon's mount: no data mapping, no orphan reclaim, no state change.  Its
+ * allocator and free inode numbers come from the check, so the core's own
+ * functions keep them right as they free and allocate.
+ */
+static void repair_fs_init(void)
+{
+	struct fs *fs = xcalloc(1, sizeof(*fs));
+
+	fs->pool = F.pool;
+	fs->max_inodes = F.max_inodes;
+	fs->icache = xcalloc(F.max_inodes, sizeof(*fs->icache));
+	fs->ifree = xcalloc(F.max_inodes, sizeof(uint64_t));
+	for (int i = 0; i < 64; i++)
+		pthread_mutex_init(&fs->istripe[i], NULL);
+	pthread_mutex_init(&fs->itable_lock, NULL);
+	pthread_mutex_init(&fs->orphan_lock, NULL);
+	pthread_mutex_init(&fs->rename_lock, NULL);
+	if (alloc_init(&fs->alloc, &fs->pool))
+		fatal("out of memory for the block allocator");
+	/* blocks in use: the check's bitmap, run by run (blocks claimed twice once) */
+	for (uint64_t b = 0; b < F.nblocks;) {
+		if (!(F.bmap[b >> 6] >> (b & 63) & 1)) {
+			b++;
+			continue;
+		}
+		uint64_t e = b;
+		while (e < F.nblocks && (F.bmap[e >> 6] >> (e & 63) & 1))
+			e++;
+		alloc_claim(&fs->alloc, b, e - b);
+		b = e;
+	}
+	/* free inode numbers, as inode_load_table() lists them; damaged chunks give none */
+	fs->next_chunk = F.nchunks;
+	for (uint64_t c = 0; c < F.nchunks; c++) {
+		if (!F.p->itable->chunk[c]) {
+			if (fs->next_chunk == F.nchunks)
+				fs->next_chunk = c;
+			continue;
+		}
+		if (!F.chunk_ok[c])
+			continue;
+		for (uint64_t i = PMFUSE_INODES_PER_CHUNK; i-- > 0;) {
+			uint64_t ino = c * PMFUSE_INODES_PER_CHUNK + i;
+			if (ino == 0)
+				continue;
+			if (rec(ino)->mode == 0)
+				fs->ifree[fs->nifree++] = ino;
+			else
+				fs->used_inodes++;
+		}
+	}
+	R.fs = fs;
+}
+
+static void repair_fs_fini(void)
+{
+	struct fs *fs = R.fs;
+
+	if (!fs)
+		return;
+	for (uint64_t ino = 0; ino < fs->max_inodes; ino++) {
+		struct inode *in = atomic_load(&fs->icache[ino]);
+		if (!in)
+			continue;
+		dir_index_free(in);
+		pthread_rwlock_destroy(&in->lock);
+		free(in);
+	}
+	alloc_destroy(&fs->alloc);
+	free(fs->icache);
+	free(fs->ifree);
+	free(fs);
+	R.fs = NULL;
+}
+
+/* May the link count and orphan fields of ino be rewritten (record otherwise sound)? */
+static bool links_fixable(uint64_t ino)
+{
+	uint8_t s = F.st[ino];
+
+	return rec(ino) && (s & I_USED) && (!(s & I_BAD) || (s & I_LINKBAD));
+}
+
+/* Should ino be on the orphan list: unlinked (link count 0) and named nowhere? */
+static bool wants_orphan(uint64_t ino)
+{
+	return links_fixable(ino) && rec(ino)->nlink == 0 && F.nref[ino] == 0;
+}
+
+static bool is_listed_orphan(uint64_t ino)
+{
+	const struct pmfuse_inode *pi = rec(ino);
+
+	return (F.st[ino] & I_ONLIST) && (pi->flags & PMFUSE_IF_ORPHAN) && pi->nlink == 0;
+}
+
+struct orphans_args {
+	const uint64_t *list;
+	size_t n;
+};
+
+static int tx_rebuild_orphans(void *arg)
+{
+	struct orphans_args *a = arg;
+	struct pmfuse_super *sb = F.p->sb;
+	size_t pos = 0;
+
+	for (uint64_t ino = 1; ino < F.max_inodes; ino++) {
+		struct pmfuse_inode *pi = rec(ino);
+		struct pmfuse_inode want;
+		if (!links_fixable(ino))
+			continue;
+		want = *pi;
+		if (pos < a->n && a->list[pos] == ino) {
+			want.flags |= PMFUSE_IF_ORPHAN;
+			want.orphan_prev = pos ? a->list[pos - 1] : 0;
+			want.orphan_next = pos + 1 < a->n ? a->list[pos + 1] : 0;
+			pos++;
+		} else {
+			want.flags &= ~PMFUSE_IF_ORPHAN;
+			want.orphan_prev = want.orphan_next = 0;
+			/* unlinked, yet named: the names win (the counts pass refines it) */
+			if (want.nlink == 0)
+				want.nlink = S_ISDIR(want.mode) ? 2 : F.nref[ino];
+		}
+		if (memcmp(&want, pi, sizeof(want))) {
+			pmemobj_tx_add_range_direct(pi, sizeof(*pi));
+			*pi = want;
+		}
+	}
+	pmemobj_tx_add_range_direct(&sb->orphan_head, sizeof(sb->orphan_head));
+	sb->orphan_head = a->n ? a->list[0] : 0;
+	return 0;
+}
+
+/*
+ * The orphan list must be exactly the inodes with link count 0 that no
+ * entry names.  If it is not (damaged links, an unlinked inode left off it,
+ * a named one on it), rebuild it in one transaction, in inode order.
+ */
+static uint64_t fix_orphan_list(void)
+{
+	bool needed = F.orphan_bad;
+	uint64_t *list = NULL;
+	size_t n = 0, cap = 0;
+	char what[160];
+
+	for (uint64_t ino = 1; ino < F.max_inodes; ino++) {
+		if (!links_fixable(ino))
+			continue;
+		bool want = wants_orphan(ino);
+		if ((F.st[ino] & I_LINKBAD) || want != is_listed_orphan(ino) ||
+		    (!want && (rec(ino)->flags & PMFUSE_IF_ORPHAN)))
+			needed = true;
+		if (!want)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			uint64_t *l = realloc(list, cap * sizeof(*l));
+			if (!l)
+				fatal("out of memory");
+			list = l;
+		}
+		list[n++] = ino;
+	}
+	if (!needed) {
+		free(list);
+		return 0;
+	}
+	snprintf(what, sizeof(what), "orphan list: rebuild it from the link counts and entries"
+		 " (%zu unlinked inode(s) no entry names; named ones keep their names)", n);
+	struct orphans_args a = { list, n };
+	bool ok = may_fix(true, FX_ORPHANS, 0, what) &&
+		  fix_done(FX_ORPHANS, 0, what, pool_tx(F.p, tx_rebuild_orphans, &a));
+	free(list);
+	return ok;
+}
+
+/* Reclaim the orphans on a sound list, as the next mount would: inode_reclaim(). */
+static uint64_t fix_reclaim_orphans(void)
+{
+	uint64_t n = 0;
+	char what[160];
+
+	if (F.orphan_bad)
+		return 0;	/* rebuilt first */
+	for (uint64_t ino = 1; ino < F.max_inodes && !cancel_requested; ino++) {
+		struct pmfuse_inode *pi = good(ino);
+		if (!pi || !is_listed_orphan(ino) || F.nref[ino] || (F.st[ino] & I_SICK))
+			continue;
+		/* everything it owns was found allocated and unshared: freeing it is safe */
+		if (S_ISREG(pi->mode) && !(F.st[ino] & I_MAPOK))
+			continue;
+		if (S_ISDIR(pi->mode) && (!(F.st[ino] & I_DIROK) || F.aux[ino].live))
+			continue;	/* a removed directory with entries: reported, left alone */
+		snprintf(what, sizeof(what), "inode %" PRIu64 ": reclaim the unlinked %s"
+			 " (%" PRIu64 " bytes, %" PRIu64 " blocks)", ino, type_name(pi->mode),
+			 pi->size, pi->blocks);
+		if (may_fix(true, FX_RECLAIM, ino, what) &&
+		    fix_done(FX_RECLAIM, ino, what, inode_reclaim(R.fs, ino, pi)))
+			n++;
+	}
+	return n;
+}
+
+struct drop_args {
+	struct fs *fs;
+	struct inode *dir;
+	uint32_t slot;
+};
+
+static int tx_drop_dirent(void *arg)
+{
+	struct drop_args *a = arg;
+
+	dir_tx_remove(a->fs, a->dir, a->slot);
+	return 0;
+}
+
+/* Remove the entries that name free or unallocated inodes. */
+static uint64_t fix_dangling(void)
+{
+	uint64_t n = 0;
+	char what[160 + ESC_MAX], e[ESC_MAX];
+
+	for (size_t i = 0; i < F.ndang && !cancel_requested; i++) {
+		const struct dangling *d = &F.dang[i];
+		const struct pmfuse_inode *dpi = good(d->dino);
+		struct inode *dir;
+		struct pmfuse_dirent *de;
+		int ret;
+
+		/* a directory being removed is left to the orphan repairs */
+		if (!dpi || !(F.st[d->dino] & I_DIROK) || (F.st[d->dino] & I_SICK) || dpi->nlink == 0)
+			continue;
+		if (!(dir = inode_get(R.fs, d->dino)))
+			continue;
+		if (dir_lock_excl(R.fs, dir)) {
+			inode_put(R.fs, dir);
+			continue;
+		}
+		de = dir_slot(R.fs, dir, (uint32_t)d->slot);
+		if (de && de->ino == d->ino) {
+			uint64_t hash = de->hash;
+			snprintf(what, sizeof(what), "inode %" PRIu64 ": remove entry \"%s\" (names %s"
+				 " inode %" PRIu64 ")", d->dino,
+				 esc(dir_dirent_name(F.p, de), de->name_len, e, sizeof(e)),
+				 rec(d->ino) ? "free" : "unallocated", d->ino);
+			if (may_fix(true, FX_DANGLING, d->dino << 24 ^ d->slot, what)) {
+				struct drop_args a = { R.fs, dir, (uint32_t)d->slot };
+				ret = pool_tx(F.p, tx_drop_dirent, &a);
+				dir_remove_done(dir, (uint32_t)d->slot, hash, ret == 0);
+				n += fix_done(FX_DANGLING, d->dino << 24 ^ d->slot, what, ret);
+			}
+		}
+		pthread_rwlock_unlock(&dir->lock);
+		inode_put(R.fs, dir);
+	}
+	return n;
+}
+
+struct reattach_args {
+	struct fs *fs;
+	struct inode *lf;
+	uint64_t ino;
+	const char *name;
+	size_t len;
+	struct dir_pending *pd;
+};
+
+/* Name ino in lost+found; it then has exactly that one name (and a directory, that parent). */
+static int tx_reattach(void *arg)
+{
+	struct reattach_args *a = arg;
+	struct pmfuse_inode *pi = inode_record(a->fs, a->ino);
+	struct pmfuse_inode *lfi = a->lf->pi;
+	int r = dir_tx_insert(a->fs, a->lf, a->name, a->len, a->ino, (pi->mode & S_IFMT) >> 12, a->pd);
+
+	if (r)
+		return r;
+	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
+	if (S_ISDIR(pi->mode)) {
+		pi->parent = a->lf->ino;
+		pmemobj_tx_add_range_direct(&lfi->nlink, sizeof(lfi->nlink));
+		lfi->nlink++;
+	} else {
+		pi->nlink = 1;
+	}
+	inode_tx_touch(lfi, false, true, true);
+	return 0;
+}
+
+/* /lost+found as a locked directory of the core, created if missing; NULL if unusable. */
+static struct inode *lost_found(bool *created)
+{
+	struct fs_cred root = { 0, 0 };
+	struct inode *lf;
+	struct stat st;
+	uint64_t ino = F.lf_ino;
+	const char *what = "/lost+found: create it";
+
+	*created = false;
+	if (ino) {
+		const struct pmfuse_inode *pi = good(ino);
+		if (!pi || !S_ISDIR(pi->mode) || !(F.st[ino] & I_REACHED) || (F.st[ino] & I_SICK) ||
+		    !(F.st[ino] & I_DIROK) || pi->nlink == 0 || F.nref[ino] != 1) {
+			if (!declined_has((uint64_t)FX_REATTACH << 56))
+				printf("/lost+found is not a sound directory: nothing can be reattached\n");
+			declined_add((uint64_t)FX_REATTACH << 56);
+			return NULL;
+		}
+	} else {
+		int ret = fs_mknod(R.fs, PMFUSE_ROOT_INO, "lost+found", S_IFDIR | 0700, 0, &root, &st);
+		if (!fix_done(FX_REATTACH, 0, what, ret))
+			return NULL;
+		ino = (uint64_t)st.st_ino;
+		fs_forget(R.fs, ino, 1);
+		F.lf_ino = ino;
+		*created = true;
+	}
+	if (!(lf = inode_get(R.fs, ino)))
+		return NULL;
+	if (dir_lock_excl(R.fs, lf)) {
+		inode_put(R.fs, lf);
+		return NULL;
+	}
+	return lf;
+}
+
+/* " (N bytes)", in a static buffer */
+static const char *size_text(uint64_t size)
+{
+	static char buf[40];
+
+	snprintf(buf, sizeof(buf), " (%" PRIu64 " bytes)", size);
+	return buf;
+}
+
+/* Unreachable inodes no entry names: under /lost+found as "#INO" (needs -y). */
+static uint64_t fix_reattach(void)
+{
+	struct inode *lf = NULL;
+	uint64_t n = 0;
+	bool created;
+	char what[200], name[40];
+
+	if (!F.root_ok || F.orphan_bad)
+		return 0;
+	for (uint64_t ino = 2; ino < F.max_inodes && !cancel_requested; ino++) {
+		const struct pmfuse_inode *pi = good(ino);
+		struct dir_pending pd = { 0 };
+		uint32_t slot;
+		int err, ret;
+		size_t len = 0;
+
+		if (!pi || (F.st[ino] & I_REACHED) || F.nref[ino] || pi->nlink == 0 ||
+		    (pi->flags & PMFUSE_IF_ORPHAN) || ino == F.lf_ino)
+			continue;
+		snprintf(what, sizeof(what), "inode %" PRIu64 ": %s%s is in no directory: reattach it"
+			 " as /lost+found/#%" PRIu64, ino, type_name(pi->mode),
+			 S_ISREG(pi->mode) ? size_text(pi->size) : "", ino);
+		if (!may_fix(false, FX_REATTACH, ino, what))
+			continue;
+		if (!lf) {
+			lf = lost_found(&created);
+			if (!lf)
+				break;
+			n += created;
+		}
+		/* "#INO", or "#INO.K" if an earlier run left that name behind */
+		for (unsigned k = 0; k < 10; k++) {
+			len = (size_t)(k ? snprintf(name, sizeof(name), "#%" PRIu64 ".%u", ino, k)
+					 : snprintf(name, sizeof(name), "#%" PRIu64, ino));
+			if (!dir_find(R.fs, lf, name, len, &slot, &err) && err == -ENOENT)
+				break;
+			len = 0;
+		}
+		if (!len) {
+			fix_done(FX_REATTACH, ino, what, -EEXIST);
+			continue;
+		}
+		struct reattach_args a = { R.fs, lf, ino, name, len, &pd };
+		ret = pool_tx(F.p, tx_reattach, &a);
+		dir_insert_done(lf, &pd, ret == 0);
+		n += fix_done(FX_REATTACH, ino, what, ret);
+	}
+	if (lf) {
+		pthread_rwlock_unlock(&lf->lock);
+		inode_put(R.fs, lf);
+	}
+	return n;
+}
+
+struct counts_args {
+	struct pmfuse_inode *pi;
+	struct pmfuse_inode want;
+};
+
+static int tx_set_counts(void *arg)
+{
+	struct counts_args *a = arg;
+
+	pmemobj_tx_add_range_direct(a->pi, sizeof(*a->pi));
+	*a->pi = a->want;
+	return 0;
+}
+
+static void say_set(char *buf, size_t len, size_t *n, const char *field, uint64_t from, uint64_t to)
+{
+	if (*n < len)
+		*n += (size_t)snprintf(buf + *n, len - *n, "%s %s %" PRIu64 " to %" PRIu64,
+				       *n ? "," : "", field, from, to);
+}
+
+/* Link counts, entry counts, parents and block counts from what the check counted. */
+static uint64_t fix_counts(void)
+{
+	uint64_t n = 0;
+	char what[400], d[300];
+
+	for (uint64_t ino = 1; ino < F.max_inodes && !cancel_requested; ino++) {
+		struct pmfuse_inode *pi = good(ino);
+		struct pmfuse_inode want;
+		size_t dn = 0;
+
+		if (!pi || (F.st[ino] & I_SICK) || (pi->flags & PMFUSE_IF_ORPHAN))
+			continue;
+		want = *pi;
+		if (S_ISDIR(pi->mode)) {
+			if (F.st[ino] & I_DIROK) {
+				want.nlink = (uint32_t)(2 + F.aux[ino].nsub);
+				want.nentries = F.aux[ino].live;
+			}
+			if (ino == PMFUSE_ROOT_INO)
+				want.parent = PMFUSE_ROOT_INO;
+			else if (F.nref[ino] == 1)
+				want.parent = F.aux[ino].named_by;
+		} else if (F.nref[ino] && F.nref[ino] != UINT32_MAX) {
+			want.nlink = F.nref[ino];
+		}
+		if (S_ISREG(pi->mode) && (F.st[ino] & I_MAPOK))
+			want.blocks = F.aux[ino].mapped;
+		if (want.nlink != pi->nlink)
+			say_set(d, sizeof(d), &dn, "link count", pi->nlink, want.nlink);
+		if (want.nentries != pi->nentries)
+			say_set(d, sizeof(d), &dn, "entry count", pi->nentries, want.nentries);
+		if (want.parent != pi->parent)
+			say_set(d, sizeof(d), &dn, "parent", pi->parent, want.parent);
+		if (want.blocks != pi->blocks)
+			say_set(d, sizeof(d), &dn, "block count", pi->blocks, want.blocks);
+		if (!dn)
+			continue;
+		snprintf(what, sizeof(what), "inode %" PRIu64 ": set%s", ino, d);
+		struct counts_args a = { pi, want };
+		if (may_fix(true, FX_COUNTS, ino, what) &&
+		    fix_done(FX_COUNTS, ino, what, pool_tx(F.p, tx_set_counts, &a)))
+			n++;
+	}
+	return n;
+}
+
+static int tx_free_object(void *arg)
+{
+	const struct obj *o = arg;
+
+	pmemobj_tx_free(pmemobj_oid(pool_ptr(F.p, o->off)));
+	return 0;
+}
+
+/* Objects nothing references (only when every structure could be followed). */
+static uint64_t fix_leaks(void)
+{
+	uint64_t n = 0;
+	char what[160];
+
+	if (!F.leak_checked)
+		return 0;
+	for (size_t k = 0; k < heap_n && !cancel_requested; k++) {
+		if (heap_objs[k].used)
+			continue;
+		snprintf(what, sizeof(what), "metadata: free the unreferenced object at offset %"
+			 PRIu64 " (%" PRIu64 " bytes)", heap_objs[k].off, heap_objs[k].size);
+		if (may_fix(true, FX_LEAK, heap_objs[k].off, what) &&
+		    fix_done(FX_LEAK, heap_objs[k].off, what,
+			     pool_tx(F.p, tx_free_object, &heap_objs[k])))
+			n++;
+	}
+	return n;
+}
+
+/*
+ * One round of repairs from one check.  Repairs that change the shape of
+ * the namespace or the orphan list come first; counts and leaks only from
+ * a check made after the last of those (the next round), so no repair acts
+ * on numbers an earlier one made stale.
+ */
+static uint64_t repair_round(void)
+{
+	uint64_t n = fix_orphan_list();
+
+	n += fix_dangling();
+	n += fix_reclaim_orphans();
+	n += fix_reattach();
+	if (n || cancel_requested)
+		return n;
+	n += fix_counts();
+	n += fix_leaks();
+	return n;
+}
+
+static int tx_mark_clean(void *arg)
+{
+	struct pmfuse_super *sb = arg;
+
+	pmemobj_tx_add_range_direct(&sb->state, sizeof(sb->state));
+	sb->state = PMFUSE_STATE_CLEAN;
+	return 0;
+}
+
+/*
+ * Open the region for real (no copy-on-write) and repair it in rounds until
+ * a check finds nothing more it may repair.  A region found wholly clean is
+ * recorded as cleanly unmounted.  Returns an exit code, or -1 to go on.
+ */
+static int repair(void)
+{
+	char why[POOL_WHY];
+	int zero = 0, ret;
+	bool settled = false;
+
+	repairing = 1;
+	pmemobj_ctl_set(NULL, "copy_on_write.at_open", &zero);
+	F.shared_open = false;
+	ret = guarded_pool_open(why, sizeof(why));
+	if (ret == -EAGAIN) {
+		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", F.region);
+		return FSCK_OPERATIONAL;
+	}
+	if (ret) {
+		fprintf(stderr, "fsck.pmfuse: %s\n", why);
+		return FSCK_OPERATIONAL;
+	}
+	F.opened = true;
+	F.p = &F.pool;
+	F.sb_off = pool_off(&F.pool, F.pool.sb);
+	F.quiet = true;
+	for (int round = 0; round < MAX_ROUNDS && !cancel_requested; round++) {
+		check_free();
+		protect(true);		/* the check never writes */
+		run_check();
+		protect(false);
+		if (heap_broken) {
+			printf("%s: the pmemobj heap is damaged: no repairs\n", F.region);
+			break;
+		}
+		if (!R.fs)
+			repair_fs_init();
+		if (repair_round() == 0) {
+			settled = true;
+			break;
+		}
+	}
+	/* the unknown state is the one problem this repairs */
+	if (settled && !cancel_requested && F.problems == F.state_bad && !F.n_orphan &&
+	    F.p->sb->state != PMFUSE_STATE_CLEAN) {
+		bool unknown = F.p->sb->state != PMFUSE_STATE_MOUNTED;
+		ret = pool_tx(F.p, tx_mark_clean, F.p->sb);
+		if (unknown)
+			fix_done(FX_STATE, 0, "superblock: set the unknown state to clean", ret);
+		else if (!ret)
+			printf("%s: recorded as clean\n", F.region);
+	}
+	repair_fs_fini();
+	F.quiet = false;
+	fflush(stdout);
+	cleanup();
+	check_free();
+	return cancel_requested ? FSCK_CANCELLED : -1;
+}
+
+/* ------------------------------------------------------------------ */
+
+/* Does someone hold the region's lock (pmemobj's flock: a daemon, or another fsck)? */
+static bool region_in_use(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool busy;
+
+	if (fd < 0)
+		return false;	/* open_region() says why */
+	busy = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+	close(fd);		/* drops our lock, if we got it */
+	return busy;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: fsck.pmfuse [-n | -p | -a | -y] [-f] [-v] REGION\n"
+		"Check a pmfuse region and repair it if asked.  The region must not be mounted.\n"
+		"  -n      check only, change nothing (the default when stdin is not a terminal;\n"
+		"          on a terminal, each repair is asked for)\n"
+		"  -p, -a  repair what is safe without asking: orphans reclaimed, the orphan list\n"
+		"          rebuilt, link/entry/block counts and parent pointers set from what is\n"
+		"          counted, entries naming free inodes removed, unreferenced metadata\n"
+		"          objects freed.  A cleanly unmounted region is not checked (see -f)\n"
+		"  -y      repair everything that can be: also reattach unreachable files and\n"
+		"          directories under /lost+found as #INO (created if missing)\n"
+		"  -f      with -p/-a: check even a cleanly unmounted region (the other modes\n"
+		"          always check everything)\n"
+		"  -v      print a summary of the region\n"
+		"  -V, --version, -h, --help\n"
+		"exit status, a sum: 0 clean, 1 errors corrected, 4 errors left uncorrected,\n"
+		"  8 operational error (e.g. the region is in use), 16 usage error, 32 cancelled\n");
+}
+
+static void report(void)
+{
+	if (F.problems)
+		printf("%s: %" PRIu64 " problem(s) %s\n", F.region, F.problems,
+		       R.mode == M_CHECK ? "found, not repaired" : "left uncorrected");
+	else
+		printf("%s: clean, %" PRIu64 "/%" PRIu64 " inodes, %" PRIu64 "/%" PRIu64 " blocks\n",
+		       F.region, F.n_used, F.max_inodes - 1, F.used_blocks, F.capacity);
+}
+
+/* Everything a check leaves behind, so the next one (in-process) starts afresh. */
+static void reset_state(void)
+{
+	int zero = 0;
+
+	check_free();
+	free(heap_objs);
+	free(R.declined);
+	memset(&F, 0, sizeof(F));
+	memset(&R, 0, sizeof(R));
 	heap_objs = NULL;
 	heap_n = 0;
 	heap_broken = false;
@@ -1489,6 +2469,7 @@ int fsck_check(const char *region, bool verbose, bool guarded)
 	F.region = region;
 	F.verbose = verbose;
 	F.guarded = guarded;
+	R.mode = M_CHECK;
 	if (guarded) {
 		/* libpmemobj crashing on its own damaged structures: an operational error */
 		struct sigaction sa = { .sa_handler = on_fault };
@@ -1507,42 +2488,10 @@ int fsck_check(const char *region, bool verbose, bool guarded)
 		reset_state();
 		return ret;
 	}
-
-	F.max_inodes = F.p->sb->geo.max_inodes;
-	F.nchunks = F.max_inodes / PMFUSE_INODES_PER_CHUNK;	/* == itable->nchunks, or reported */
-	F.chunk_ok = xcalloc(F.nchunks, 1);
-	F.st = xcalloc(F.max_inodes, 1);
-	F.nref = xcalloc(F.max_inodes, sizeof(uint32_t));
-	F.nblocks = F.p->size >> PMFUSE_BLOCK_SHIFT;
-	F.nwords = (F.nblocks + 63) / 64;
-	F.bmap = xcalloc(F.nwords, sizeof(uint64_t));
-	F.dmap = xcalloc(F.nwords, sizeof(uint64_t));
-	F.namegen = 1;
-
-	check_super();
-	check_itable();
-	check_inodes();
-	check_orphan_list();
-	check_reachability();
-	check_links();
-	check_dups();
-	check_objects();
-
-	uint64_t used_blocks = 0;
-	for (uint64_t w = 0; w < F.nwords; w++)
-		used_blocks += popcount(F.bmap[w]);
-	uint64_t capacity = pool_data_blocks(F.p) - 1;	/* the backup block */
-	if (used_blocks > capacity)
-		problem("blocks: %" PRIu64 " in use, but the data area holds only %" PRIu64,
-			used_blocks, capacity);
-
+	run_check();
 	if (F.verbose)
-		summary(used_blocks, capacity);
-	if (F.problems)
-		printf("%s: %" PRIu64 " problem(s) found, not repaired\n", F.region, F.problems);
-	else
-		printf("%s: clean, %" PRIu64 "/%" PRIu64 " inodes, %" PRIu64 "/%" PRIu64 " blocks\n",
-		       F.region, F.n_used, F.max_inodes - 1, used_blocks, capacity);
+		summary(F.used_blocks, F.capacity);
+	report();
 	fflush(stdout);
 	cleanup();
 	ret = F.problems ? FSCK_UNCORRECTED : FSCK_OK;
@@ -1550,16 +2499,15 @@ int fsck_check(const char *region, bool verbose, bool guarded)
 	return ret;
 }
 
-#ifndef PMFUSE_FSCK_NO_MAIN
-static void usage(FILE *f)
-{
-	fprintf(f, "usage: fsck.pmfuse [-n] [-v] [-f] REGION\n"
-		   "  -n  check only, change nothing (the default)\n"
-		   "  -f  check even if the region looks clean (always done)\n"
-		   "  -v  print a summary of the region\n"
-		   "  -y, -p, -a  accepted; repair is not available in this version\n"
-		   "exit status: 0 clean, 4 errors found, 8 operational error, 16 usage error\n");
-}
+#ifdef PMFUSE_FSCK_NO_MAIN
+/*
+ * In-process callers (tests/fuzz) bring their own main(): this one is
+ * renamed rather than left out, so the repair code only it calls still
+ * compiles without unused-function warnings.
+ */
+int fsck_program_main(int argc, char **argv);
+#define main fsck_program_main
+#endif
 
 int main(int argc, char **argv)
 {
@@ -1568,18 +2516,25 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool repair = false, verbose = false;
-	int c;
+	int c, ret, modes = 0;
+	bool mode_set = false;
 
 	while ((c = getopt_long(argc, argv, "nvfypahV", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'n': case 'f': break;
-		case 'v': verbose = true; break;
-		case 'y': case 'p': case 'a': repair = true; break;
+		case 'n': R.mode = M_CHECK; modes |= 1; mode_set = true; break;
+		case 'p': case 'a': R.mode = M_PREEN; modes |= 2; mode_set = true; break;
+		case 'y': R.mode = M_YES; modes |= 4; mode_set = true; break;
+		case 'f': R.force = true; break;
+		case 'v': F.verbose = true; break;
 		case 'h': usage(stdout); return FSCK_OK;
 		case 'V': printf("fsck.pmfuse %s\n", PMFUSE_VERSION_STRING); return FSCK_OK;
 		default: usage(stderr); return FSCK_USAGE;
 		}
+	}
+	if (modes & (modes - 1)) {
+		fprintf(stderr, "fsck.pmfuse: only one of -n, -p/-a and -y may be given\n");
+		usage(stderr);
+		return FSCK_USAGE;
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "fsck.pmfuse: %s\n", optind < argc ? "only one region can be checked"
@@ -1587,9 +2542,102 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return FSCK_USAGE;
 	}
-	if (repair)
-		fprintf(stderr, "fsck.pmfuse: repair not available in this version; checking only\n");
+	F.region = argv[optind];
+	F.guarded = true;	/* watchdogs on libpmemobj's open and heap walk */
+	if (!mode_set)
+		R.mode = isatty(STDIN_FILENO) ? M_ASK : M_CHECK;
 
-	return fsck_check(argv[optind], verbose, true);
+	struct sigaction sa = { .sa_handler = on_fault };
+	sigaction(SIGBUS, &sa, NULL);
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGABRT, &sa, NULL);
+	sigaction(SIGFPE, &sa, NULL);
+	sigaction(SIGILL, &sa, NULL);
+	struct sigaction ca = { .sa_handler = on_cancel };
+	sigaction(SIGINT, &ca, NULL);
+	sigaction(SIGTERM, &ca, NULL);
+
+	/* pmemobj's lock says "mounted" before anything else can say something obscure */
+	if (region_in_use(F.region)) {
+		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", F.region);
+		return FSCK_OPERATIONAL;
+	}
+	ret = open_region();
+	if (ret >= 0) {
+		if (ret == FSCK_UNCORRECTED) {
+			printf("%s: %" PRIu64 " problem(s) found, not repaired\n", F.region, F.problems);
+			if (R.mode != M_CHECK)
+				printf("%s: a damaged superblock is not repaired by this version\n",
+				       F.region);
+		}
+		fflush(stdout);
+		cleanup();
+		return ret;
+	}
+
+	/*
+	 * "Clean" is the superblock's state: the daemon writes MOUNTED when it
+	 * mounts and CLEAN when it unmounts (fs_mount(), fs_unmount()), so a
+	 * region left MOUNTED was not unmounted (crash, kill -9), and a CLEAN
+	 * one with an empty orphan list needs nothing.  Only the preen mode --
+	 * what boot runs -- trusts that; -n, -y and the questions always check.
+	 */
+	if (R.mode == M_PREEN && !R.force && !F.degraded &&
+	    F.p->sb->state == PMFUSE_STATE_CLEAN && F.p->sb->orphan_head == 0) {
+		printf("%s: clean (cleanly unmounted; -f forces a check)\n", F.region);
+		cleanup();
+		return FSCK_OK;
+	}
+
+	run_check();
+	if (R.mode == M_CHECK || F.degraded ||
+	    (!F.problems && !F.n_orphan && F.p->sb->state == PMFUSE_STATE_CLEAN)) {
+		if (F.verbose)
+			summary(F.used_blocks, F.capacity);
+		if (F.problems && F.degraded && R.mode != M_CHECK)
+			printf("%s: a damaged superblock or inode table is not repaired by this"
+			       " version\n", F.region);
+		report();
+		fflush(stdout);
+		cleanup();
+		ret = F.problems ? FSCK_UNCORRECTED : FSCK_OK;
+		check_free();
+		free(heap_objs);
+		return ret;
+	}
+	if (F.problems)
+		printf("%s: %" PRIu64 " problem(s) found; repairing\n", F.region, F.problems);
+	fflush(stdout);
+	cleanup();
+	check_free();
+
+	int rret = repair();
+	if (rret == FSCK_OPERATIONAL)
+		return rret | (R.fixed ? FSCK_CORRECTED : 0);
+
+	/* the verdict: a fresh copy-on-write check, as -n would make it */
+	repairing = 0;
+	if (cancel_requested) {
+		fprintf(stderr, "fsck.pmfuse: cancelled\n");
+		return FSCK_CANCELLED | (R.fixed ? FSCK_CORRECTED : 0);
+	}
+	ret = open_region();
+	if (ret >= 0)
+		return ret | (R.fixed ? FSCK_CORRECTED : 0);
+	run_check();
+	if (F.verbose)
+		summary(F.used_blocks, F.capacity);
+	if (R.fixed)
+		printf("%s: %" PRIu64 " repair(s) made\n", F.region, R.fixed);
+	report();
+	if (F.problems && R.mode == M_PREEN)
+		printf("%s: UNEXPECTED INCONSISTENCY: run fsck.pmfuse -y (or on a terminal, without"
+		       " -p/-a) to repair the rest\n", F.region);
+	fflush(stdout);
+	cleanup();
+	ret = (F.problems ? FSCK_UNCORRECTED : FSCK_OK) | (R.fixed ? FSCK_CORRECTED : 0);
+	check_free();
+	free(heap_objs);
+	free(R.declined);
+	return ret;
 }
-#endif

@@ -1,7 +1,7 @@
 /*
  * fsck.pmfuse's checker as a function, for in-process callers (the fuzz
- * target in tests/fuzz).  fsck.c builds the program unless compiled with
- * -DPMFUSE_FSCK_NO_MAIN.
+ * target in tests/fuzz).  Compiled with -DPMFUSE_FSCK_NO_MAIN, fsck.c
+ * renames its main() so the caller can have its own.
  */
 #ifndef PMFUSE_FSCK_H
 #define PMFUSE_FSCK_H
@@ -9,7 +9,8 @@
 #include <stdbool.h>
 
 /*
- * Check the region read-only; the report goes to stdout.  Returns an
+ * Check the region read-only, as fsck.pmfuse -n does; the report goes to
+ * stdout.  Returns an
  * fsck(8) exit code: 0 clean, 4 problems found, 8 operational error.
  * guarded is the program's mode: SIGALRM watchdogs around libpmemobj's
  * open and heap walk, and handlers that turn a fault inside libpmemobj

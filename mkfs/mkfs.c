@@ -4,6 +4,7 @@
  * or a pmemobj pool unless forced; -n shows the plan and writes nothing.
  */
 #include "pool.h"
+#include "region.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -106,14 +107,15 @@ static int random_uuid(uint8_t u[16])
 static const char *existing_signature(const char *path)
 {
 	static unsigned char buf[65536 + 4096];
-	ssize_t n;
+	ssize_t n = sizeof(buf);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
 		return NULL;
-	n = pread(fd, buf, sizeof(buf), 0);
+	/* a region is never smaller than this (checked before we get here) */
+	int err = region_pread(fd, buf, sizeof(buf), 0);
 	close(fd);
-	if (n <= 0)
+	if (err)
 		return NULL;
 	if (n >= 8 && memcmp(buf, "PMEMOBJ", 8) == 0) {
 		if (memmem(buf + 4096, (size_t)n > 8192 ? 4096 : 0, PMFUSE_LAYOUT, sizeof(PMFUSE_LAYOUT)))
@@ -146,9 +148,14 @@ static int wipe_header(const char *path, char *why, size_t whylen)
 		close(fd);
 		return -1;
 	}
-	if (fd < 0 || pwrite(fd, zeros, sizeof(zeros), 0) != (ssize_t)sizeof(zeros) ||
-	    pwrite(fd, zeros, sizeof(zeros), 65536) != (ssize_t)sizeof(zeros) || fsync(fd)) {
-		snprintf(why, whylen, "%s: cannot clear old signature: %s", path, strerror(errno));
+	int err = fd < 0 ? -errno : 0;
+	if (!err)
+		err = region_pwrite(fd, zeros, sizeof(zeros), 0) ?:
+		      region_pwrite(fd, zeros, sizeof(zeros), 65536);
+	if (!err && fsync(fd) < 0 && errno != EINVAL)	/* devdax: nothing to sync */
+		err = -errno;
+	if (err) {
+		snprintf(why, whylen, "%s: cannot clear old signature: %s", path, strerror(-err));
 		ret = -1;
 	}
 	if (fd >= 0)

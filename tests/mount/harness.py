@@ -43,7 +43,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.abspath(os.environ.get("PMFUSE_BUILD") or os.path.join(REPO, "build"))
 MKFS = os.path.join(BUILD, "mkfs", "mkfs.pmfuse")
 FSCK = os.path.join(BUILD, "mkfs", "fsck.pmfuse")
-DAEMON = os.path.join(BUILD, "daemon", "pmfuse")
+# PMFUSE_DAEMON: another daemon binary (the ThreadSanitizer build)
+DAEMON = os.environ.get("PMFUSE_DAEMON") or os.path.join(BUILD, "daemon", "pmfuse")
 FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
 
 REFERENCE = os.environ.get("PMFUSE_TEST_REFERENCE", "")

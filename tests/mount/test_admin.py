@@ -7,6 +7,7 @@ mount.fuse3, log levels and the journal's priority prefixes, one log line
 per damaged inode, unprivileged mounts through fusermount3, meson install."""
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -136,6 +137,81 @@ class SystemdTests(RegionTestCase):
         self.assertEqual(read_file(f), new)
         self.unmount_clean(m2)
 
+    def run_unit(self, text, instance_path, conf, sock):
+        """Start the service as systemd would: EnvironmentFile, the
+        ExecStartPre lines, then ExecStart with NOTIFY_SOCKET, up to READY=1.
+        Returns the main process."""
+        env = dict(os.environ, NOTIFY_SOCKET=sock.getsockname())
+        with open(conf) as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    k, v = line.split("=", 1)
+                    env[k] = v
+
+        def expand(cmd):
+            # %f, ${VAR} as one word, $VAR split on white space (systemd.service(5))
+            words = []
+            for w in shlex.split(cmd.replace("%f", instance_path)):
+                if w.startswith("${") and w.endswith("}"):
+                    words.append(env.get(w[2:-1], ""))
+                elif w.startswith("$") and len(w) > 1:
+                    words.extend(env.get(w[1:], "").split())
+                else:
+                    words.append(w)
+            return words
+        for pre in unit_exec_lines(text, "ExecStartPre"):
+            ignore = pre.startswith("-")
+            r = subprocess.run(expand(pre.lstrip("-")), env=env, capture_output=True)
+            self.assertTrue(ignore or r.returncode == 0, (pre, r.stderr))
+        start = unit_exec_lines(text, "ExecStart")[0]
+        errpath = os.path.join(self.workdir, "unit-%s.err" % os.urandom(2).hex())
+        with open(errpath, "wb") as err:
+            proc = subprocess.Popen(expand(start), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=err, stderr=err, start_new_session=True)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        msg = sock.recv(4096).decode()
+        self.assertIn("READY=1", msg.split("\n"), read_file(errpath))
+        return proc
+
+    def test_the_unit_starts_stops_and_starts_again_with_the_data_there(self):
+        """systemctl start / stop / start, as far as it can be done without
+        systemd as PID 1: the unit's own command lines, its EnvironmentFile
+        format, Type=notify readiness and the SIGTERM it stops with."""
+        text = self.unit_text().replace(unit_exec_lines(self.unit_text(), "ExecStart")[0]
+                                        .split()[0], DAEMON)
+        region = self.formatted("64M")
+        mnt = os.path.join(self.workdir, "mnt", "pm")     # ExecStartPre makes it
+        conf = os.path.join(self.workdir, "mnt-pm.conf")
+        with open(os.path.join(REPO, "systemd", "pmfuse.conf.example")) as f:
+            example = f.read()
+        with open(conf, "w") as f:
+            f.write(example.replace("REGION=/dev/dax0.0", "REGION=" + region)
+                    .replace("OPTIONS=\n", "OPTIONS=-o log_level=warning\n"))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(os.path.join(self.workdir, "notify.sock"))
+        sock.settimeout(20)
+        self.addCleanup(lambda: is_mounted(mnt) and run([FUSERMOUNT, "-u", "-z", mnt]))
+        proc = self.run_unit(text, mnt, conf, sock)
+        self.assertEqual(mount_entry(mnt)[:2], ("fuse.pmfuse", region))
+        data = os.urandom(300000)
+        write_file(os.path.join(mnt, "kept"), data)
+        fd = os.open(os.path.join(mnt, "kept"), os.O_WRONLY)
+        os.pwrite(fd, b"dirty at stop", 4096)           # unflushed when stopped
+        os.close(fd)
+        proc.send_signal(signal.SIGTERM)                  # systemctl stop
+        self.assertIn("STOPPING=1", sock.recv(4096).decode().split("\n"))
+        self.assertEqual(proc.wait(timeout=30), 0)
+        self.assertTrue(wait_until(lambda: not is_mounted(mnt), 5))
+        proc = self.run_unit(text, mnt, conf, sock)      # systemctl start
+        self.assertEqual(read_file(os.path.join(mnt, "kept")),
+                         data[:4096] + b"dirty at stop" + data[4096 + 13:])
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout=30), 0)
+        self.assertTrue(wait_until(lambda: not is_mounted(mnt), 5))
+        self.assertFsckClean(region)
+
     def exec_start_pre_cleanup(self, mnt):
         """Run the unit's stale-mount ExecStartPre line for mountpoint mnt."""
         lines = [ln for ln in unit_exec_lines(self.unit_text(), "ExecStartPre")
@@ -198,6 +274,19 @@ class FstabTests(RegionTestCase):
         m = self.mount(p)
         self.assertEqual(read_file(os.path.join(m.mnt, "from-fstab")), b"mounted by mount.fuse3")
         self.unmount_clean(m)
+
+
+    def test_a_region_path_with_commas_and_spaces_mounts_under_its_name(self):
+        src = self.formatted("64M")
+        p = os.path.join(os.path.dirname(src), "pmfuse test,region,%s" % os.urandom(3).hex())
+        os.rename(src, p)
+        self.regions.append(p)
+        m = self.mount(p)
+        fstype, source = mount_entry(m.mnt)[:2]
+        self.assertEqual((fstype, source.replace("\\040", " ")), ("fuse.pmfuse", p))
+        write_file(os.path.join(m.mnt, "f"), b"comma")
+        self.unmount_clean(m)
+        self.assertFsckClean(p)
 
 
 class LogTests(RegionTestCase):

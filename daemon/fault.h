@@ -1,0 +1,34 @@
+/*
+ * fault: failure injection at allocation points, for tests.
+ *
+ * Every allocation the core makes passes fault_alloc(): data blocks
+ * (alloc_blocks*) and every pmemobj allocation inside a transaction
+ * (pool_tx_alloc / pool_tx_zalloc).  When armed with a target N, the Nth
+ * allocation after arming fails as if the space were gone -- a data-block
+ * allocation returns -ENOSPC, a metadata allocation aborts its transaction
+ * with ENOMEM, which pool_tx() reports as -ENOSPC -- and only that one.
+ * Armed with 0 it only counts.  Disarmed (always, in production: arming
+ * takes PMFUSE_FAULT_ALLOC in the daemon's environment, read at mount)
+ * the check is one relaxed load.
+ */
+#ifndef PMFUSE_FAULT_H
+#define PMFUSE_FAULT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+extern _Atomic bool fault_armed;
+
+void fault_arm(uint64_t target);	/* 0: count only */
+void fault_disarm(void);
+void fault_arm_from_env(void);		/* PMFUSE_FAULT_ALLOC=N */
+uint64_t fault_alloc_seen(void);	/* allocation points passed since arming */
+bool fault_alloc_slow(void);
+
+static inline bool fault_alloc(void)
+{
+	return atomic_load_explicit(&fault_armed, memory_order_relaxed) && fault_alloc_slow();
+}
+
+#endif

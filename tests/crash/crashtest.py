@@ -1,0 +1,1392 @@
+#!/usr/bin/env python3
+"""pmfuse power-loss crash-state exploration.
+
+For each workload (a short list of file-system operations):
+
+1. mkfs a small region and snapshot it (the "base");
+2. run the daemon with the recording shim (shim.c) LD_PRELOADed: every
+   msync/fsync/fdatasync/sync_file_range that covers the region is one
+   persistence point k = 1, 2, ... and its newly durable pages go to a trace;
+   the driver notes, around every operation i, the point count before it
+   started (s_i) and after its syscalls returned (c_i);
+3. offline, the crash image for point k is the base with the first k trace
+   records applied (k = 0 .. N: "just before" and "just after" every call);
+   for a sample of points, images where some pages written but not yet
+   persisted survived too (the shim's dirty snapshots, a random subset);
+4. every distinct image is checked once -- fsck.pmfuse -n exits 0, the daemon
+   mounts it (pmemobj recovery runs) and exits 0 at unmount -- and what the
+   mount shows is compared with what the workload may show after a crash at
+   that point (Node, State, Run.allowed): every operation acknowledged at or
+   before k is there, the one in flight is all or nothing, no file shows
+   bytes it was never given (every write carries a pattern naming its file,
+   write and offset, so a foreign or misplaced byte says where it came from).
+
+What pmfuse promises, and so what is checked (DESIGN 5, README):
+  - create, mkdir, rmdir, unlink, rename, link, symlink, setxattr, truncate,
+    fallocate and punch are durable when they return, and atomic in flight;
+  - a write's new size is durable when it returns (the write's transaction
+    commits it), and bytes it exposes past the old end of file are its data
+    or zeros, never older contents;
+  - written data is durable once an fsync/fdatasync of the file returns, or
+    at once with -o sync or O_SYNC; until then each byte may be old or new;
+  - a write in flight is not atomic (any of its bytes, any size between the
+    old and the new -- the kernel splits writes), but never touches bytes
+    outside its range.
+
+Only page granularity (the default on a plain file) is modelled: with
+PMEM2_FORCE_GRANULARITY=cache_line or PMEM_IS_PMEM_FORCE=1 the libraries
+persist with cache flushes the shim cannot see (measured: 5 msync calls in a
+whole session), so the driver refuses to run with those variables set.
+
+Usage: crashtest.py [--mode writeback|sync|both] [--long] [-k PATTERN]
+                    [--seed N] [--jobs N] [--list]
+Environment: PMFUSE_BUILD (meson build dir), PMFUSE_CRASH_KEEP=1 keeps the
+images of violations, PMFUSE_CRASH_SEED, PMFUSE_CRASH_JOBS.
+Last line: "crash states: N checked (U unique), V violations".
+"""
+
+import argparse
+import concurrent.futures
+import hashlib
+import os
+import random
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "mount"))
+import harness  # noqa: E402
+from harness import HarnessError, Mount, fallocate  # noqa: E402
+
+HAVE_STRACE = shutil.which("strace") is not None
+SHIM = os.path.join(harness.BUILD, "tests", "crash", "libpmfuse_crash_shim.so")
+PAGE = 4096
+REGION_SIZE = "32M"
+FALLOC_FL_KEEP_SIZE = 1
+FALLOC_FL_PUNCH_HOLE = 2
+FALLOC_FL_ZERO_RANGE = 0x10
+
+# trace format: see shim.c
+REC = struct.Struct("<IIQQQ")
+TRACE_MAGIC = 0x52434D50
+TRACE_END = 0xFFFFFFFFFFFFFFFF
+REC_DIRTY = 16
+CONNABORT = "fuse: reading device: Software caused connection abort"
+C_POINTS, C_MSYNC_ALL, C_FSYNC_ALL, C_FDATASYNC_ALL, C_SFR_ALL, C_SYNCFS_ALL, \
+    C_MSYNC_REGION, C_PAGES, C_DIRTY_RECS, C_MAPS, C_MSYNC_ASYNC, C_READY = range(12)
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+# ------------------------------------------------------------------ data
+
+_UNIT = struct.Struct("<BBHI")
+PATTERN_TAG = 0xC5
+
+
+def pattern(fid, wid, off, n):
+    """The bytes a write (file fid, write wid) puts at file offsets
+    [off, off + n): 8-byte units tagged with file, write and position, so a
+    byte found in the wrong file or at the wrong place names its origin."""
+    first, last = off // 8, (off + n + 7) // 8
+    pack = _UNIT.pack
+    raw = b"".join([pack(PATTERN_TAG, fid, wid, q & 0xFFFFFFFF) for q in range(first, last)])
+    return raw[off - first * 8:off - first * 8 + n]
+
+
+def describe_bytes(data, pos):
+    """What the 8-byte unit around pos looks like (for violation messages)."""
+    q = pos // 8 * 8
+    unit = data[q:q + 8]
+    if len(unit) == 8 and unit[0] == PATTERN_TAG:
+        _, fid, wid, where = _UNIT.unpack(unit)
+        place = "" if where == q // 8 else " (written for offset %d)" % (where * 8)
+        return "bytes of file #%d write #%d%s" % (fid, wid, place)
+    if unit == bytes(len(unit)):
+        return "zeros"
+    return "unknown bytes %s" % unit.hex()
+
+
+# ------------------------------------------------------------------ spec
+
+class Node:
+    """A file, directory or symlink as the workload expects it.
+
+    Files: new is the content with every write applied; base the content
+    if every not-yet-durable write were lost; pend the not-yet-durable
+    writes (off, bytes).  After a crash each byte must be base's, new's or
+    one of pend's at that offset; the size is len(new) (size changes are
+    durable at reply: pmfuse commits them in the write's transaction).
+    While a write is in flight the size may be anything from minsize up:
+    the kernel splits a write into several requests (at the first page it
+    only partly covers), and each commits its own size."""
+    __slots__ = ("kind", "fid", "new", "base", "pend", "xattrs", "target", "minsize")
+
+    def __init__(self, kind, fid=0, target=None):
+        self.kind = kind
+        self.fid = fid
+        self.new = b""
+        self.base = b""
+        self.pend = []
+        self.xattrs = {}
+        self.target = target
+        self.minsize = None
+
+    def copy(self):
+        n = Node(self.kind, self.fid, self.target)
+        n.minsize = self.minsize
+        n.new, n.base, n.pend, n.xattrs = self.new, self.base, list(self.pend), dict(self.xattrs)
+        return n
+
+    def _clip(self, lo, hi):
+        """Forget pending values in [lo, hi): those bytes are now known."""
+        out = []
+        for off, d in self.pend:
+            end = off + len(d)
+            if end <= lo or off >= hi:
+                out.append((off, d))
+                continue
+            if off < lo:
+                out.append((off, d[:lo - off]))
+            if end > hi:
+                out.append((hi, d[hi - off:]))
+        self.pend = out
+
+    def resize(self, n):
+        def fit(b):
+            return b[:n] if len(b) >= n else b + bytes(n - len(b))
+        self.new, self.base = fit(self.new), fit(self.base)
+        self._clip(n, 1 << 62)
+
+    def write(self, off, data, durable):
+        end = off + len(data)
+        if end > len(self.new):
+            self.resize(end)
+        self.new = self.new[:off] + data + self.new[end:]
+        if durable:
+            self.base = self.base[:off] + data + self.base[end:]
+            self._clip(off, end)
+        else:
+            self.pend.append((off, data))
+
+    def sync(self):
+        self.base = self.new
+        self.pend = []
+
+    def zero(self, off, n):
+        end = min(off + n, len(self.new))
+        if off >= end:
+            return
+        z = bytes(end - off)
+        self.new = self.new[:off] + z + self.new[end:]
+        self.base = self.base[:off] + z + self.base[end:]
+        self._clip(off, end)
+
+
+class State:
+    """The namespace: relative path -> node id, and the nodes."""
+
+    def __init__(self):
+        self.paths = {}
+        self.nodes = {}
+
+    def copy(self):
+        s = State()
+        s.paths = dict(self.paths)
+        s.nodes = {k: v.copy() for k, v in self.nodes.items()}
+        return s
+
+    def node(self, path):
+        return self.nodes[self.paths[path]]
+
+    def add(self, path, node):
+        nid = max(self.nodes, default=0) + 1
+        self.nodes[nid] = node
+        self.paths[path] = nid
+
+    def remove(self, path):
+        """A node without names stays (an open file may still be written)."""
+        self.paths.pop(path)
+
+    def rename(self, a, b):
+        if b in self.paths:
+            self.remove(b)
+        moved = {p: n for p, n in self.paths.items() if p == a or p.startswith(a + "/")}
+        for p, n in moved.items():
+            del self.paths[p]
+            self.paths[b + p[len(a):]] = n
+
+
+def check_file(actual, node):
+    """None if actual (bytes) is an allowed crash content of node, else why."""
+    new, base = node.new, node.base
+    if node.minsize is not None and node.minsize <= len(actual) <= len(new):
+        new, base = new[:len(actual)], base[:len(actual)]
+    elif len(actual) != len(new):
+        return "size %d, expected %d" % (len(actual), len(new))
+    for b0 in range(0, len(new), PAGE):
+        b1 = min(b0 + PAGE, len(new))
+        a = actual[b0:b1]
+        if a == new[b0:b1] or a == base[b0:b1]:
+            continue
+        for p in range(b0, b1):
+            v = actual[p]
+            if v == new[p] or v == base[p]:
+                continue
+            if any(off <= p < off + len(d) and d[p - off] == v for off, d in node.pend):
+                continue
+            return ("byte %d is %s, expected %s (or %s)" %
+                    (p, describe_bytes(actual, p), describe_bytes(new, p), describe_bytes(base, p)))
+    return None
+
+
+def compare(observed, st):
+    """Problems of an observed tree against one allowed state (empty: match)."""
+    probs = []
+    want, got = set(st.paths), set(observed)
+    for p in sorted(want - got):
+        probs.append("%s: missing" % p)
+    for p in sorted(got - want):
+        o = observed[p]
+        extra = ""
+        if o["kind"] == "f" and o["data"]:
+            extra = " holding %s" % describe_bytes(o["data"], 0)
+        probs.append("%s: present (%s%s) but should not exist" % (p, o["kind"], extra))
+    inos = {}
+    for p in sorted(want & got):
+        o, n = observed[p], st.node(p)
+        if o["kind"] != n.kind:
+            probs.append("%s: is a %s, expected a %s" % (p, o["kind"], n.kind))
+            continue
+        nid = st.paths[p]
+        if inos.setdefault(nid, o["ino"]) != o["ino"]:
+            probs.append("%s: inode %d, but its hard link has %d" % (p, o["ino"], inos[nid]))
+        if o["xattrs"] != n.xattrs:
+            probs.append("%s: xattrs %r, expected %r" % (p, sorted(o["xattrs"]), sorted(n.xattrs)))
+        if n.kind == "f":
+            names = sum(1 for v in st.paths.values() if v == nid)
+            if o["nlink"] != names:
+                probs.append("%s: nlink %d, expected %d" % (p, o["nlink"], names))
+            why = check_file(o["data"], n)
+            if why:
+                probs.append("%s: %s" % (p, why))
+        elif n.kind == "l" and o["target"] != n.target:
+            probs.append("%s: symlink to %r, expected %r" % (p, o["target"], n.target))
+    if len(set(inos.values())) != len(inos):
+        probs.append("two distinct files share an inode number")
+    return probs
+
+
+# -------------------------------------------------------------- operations
+
+class Op:
+    """One workload step: run() does the syscalls, apply() the spec change.
+    durable=False asks for the op's state as it may look while in flight
+    (data not yet durable; an fsync not yet done)."""
+    name = "op"
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def __str__(self):
+        args = ", ".join("%s=%s" % (k, v if not isinstance(v, bytes) else "<%d bytes>" % len(v))
+                         for k, v in self.__dict__.items() if k not in ("data",))
+        return "%s(%s)" % (self.name, args)
+
+
+def _open(w, path, flags):
+    return os.open(os.path.join(w.mnt, path), flags)
+
+
+class Mkdir(Op):
+    name = "mkdir"
+
+    def run(self, w):
+        os.mkdir(os.path.join(w.mnt, self.path))
+
+    def apply(self, st, w, durable=True):
+        st.add(self.path, Node("d"))
+
+
+class Create(Op):
+    name = "create"
+
+    def run(self, w):
+        os.close(_open(w, self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+
+    def apply(self, st, w, durable=True):
+        st.add(self.path, Node("f", fid=w.fid_of(self.path)))
+
+
+class Write(Op):
+    """pwrite of a fresh pattern; fsync/osync make it durable at reply."""
+    name = "write"
+
+    def prepare(self, st, w):
+        n = st.nodes[w.fd_nodes[self.fd]] if getattr(self, "fd", None) else st.node(self.path)
+        self.wid = w.next_wid()
+        self.data = pattern(n.fid, self.wid, self.off, self.len)
+
+    def run(self, w):
+        flags = os.O_WRONLY | (os.O_SYNC if getattr(self, "osync", False) else 0)
+        fd = w.fds[self.fd] if getattr(self, "fd", None) else _open(w, self.path, flags)
+        try:
+            harness.pwrite_all(fd, self.data, self.off)
+            if getattr(self, "fsync", None) == "fsync":
+                os.fsync(fd)
+            elif getattr(self, "fsync", None) == "fdatasync":
+                os.fdatasync(fd)
+        finally:
+            if not getattr(self, "fd", None):
+                os.close(fd)
+
+    def apply(self, st, w, durable=True):
+        n = st.nodes[w.fd_nodes[self.fd]] if getattr(self, "fd", None) else st.node(self.path)
+        sync_now = w.sync_mode or getattr(self, "osync", False)
+        n.write(self.off, self.data, durable and sync_now)
+        if durable and getattr(self, "fsync", None):
+            n.sync()
+
+    def flight_states(self, before, w):
+        """In flight, a write is not atomic: any of its bytes may be there,
+        and the size anything from the old one to the new one."""
+        grown = before.copy()
+        n = grown.nodes[w.fd_nodes[self.fd]] if getattr(self, "fd", None) else grown.node(self.path)
+        old = len(n.new)
+        self.apply(grown, w, durable=False)
+        n.minsize = old
+        return [before, grown]
+
+
+class Fsync(Op):
+    name = "fsync"
+
+    def run(self, w):
+        fd = w.fds[self.fd] if getattr(self, "fd", None) else _open(w, self.path, os.O_RDONLY)
+        try:
+            (os.fdatasync if getattr(self, "data_only", False) else os.fsync)(fd)
+        finally:
+            if not getattr(self, "fd", None):
+                os.close(fd)
+
+    def apply(self, st, w, durable=True):
+        if durable:
+            n = st.nodes[w.fd_nodes[self.fd]] if getattr(self, "fd", None) else st.node(self.path)
+            n.sync()
+
+
+class Truncate(Op):
+    name = "truncate"
+
+    def run(self, w):
+        os.truncate(os.path.join(w.mnt, self.path), self.size)
+
+    def apply(self, st, w, durable=True):
+        st.node(self.path).resize(self.size)
+
+
+class Fallocate(Op):
+    """mode 0, KEEP_SIZE or PUNCH_HOLE|KEEP_SIZE."""
+    name = "fallocate"
+
+    def run(self, w):
+        fd = _open(w, self.path, os.O_WRONLY)
+        try:
+            fallocate(fd, self.mode, self.off, self.len)
+        finally:
+            os.close(fd)
+
+    def apply(self, st, w, durable=True):
+        n = st.node(self.path)
+        if self.mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+            n.zero(self.off, self.len)
+        if self.mode & FALLOC_FL_PUNCH_HOLE:
+            pass
+        elif not self.mode & FALLOC_FL_KEEP_SIZE and self.off + self.len > len(n.new):
+            n.resize(self.off + self.len)
+
+
+class Rename(Op):
+    name = "rename"
+
+    def run(self, w):
+        os.rename(os.path.join(w.mnt, self.src), os.path.join(w.mnt, self.dst))
+
+    def apply(self, st, w, durable=True):
+        st.rename(self.src, self.dst)
+
+
+class Link(Op):
+    name = "link"
+
+    def run(self, w):
+        os.link(os.path.join(w.mnt, self.src), os.path.join(w.mnt, self.dst))
+
+    def apply(self, st, w, durable=True):
+        st.paths[self.dst] = st.paths[self.src]
+
+
+class Unlink(Op):
+    name = "unlink"
+
+    def run(self, w):
+        os.unlink(os.path.join(w.mnt, self.path))
+
+    def apply(self, st, w, durable=True):
+        st.remove(self.path)
+
+
+class Rmdir(Op):
+    name = "rmdir"
+
+    def run(self, w):
+        os.rmdir(os.path.join(w.mnt, self.path))
+
+    def apply(self, st, w, durable=True):
+        st.remove(self.path)
+
+
+class Symlink(Op):
+    name = "symlink"
+
+    def run(self, w):
+        os.symlink(self.target, os.path.join(w.mnt, self.path))
+
+    def apply(self, st, w, durable=True):
+        st.add(self.path, Node("l", target=self.target))
+
+
+class Setxattr(Op):
+    """value None removes the attribute."""
+    name = "setxattr"
+
+    def run(self, w):
+        p = os.path.join(w.mnt, self.path)
+        if self.value is None:
+            os.removexattr(p, self.attr, follow_symlinks=False)
+        else:
+            os.setxattr(p, self.attr, self.value, follow_symlinks=False)
+
+    def apply(self, st, w, durable=True):
+        x = st.node(self.path).xattrs
+        if self.value is None:
+            x.pop(self.attr, None)
+        else:
+            x[self.attr] = self.value
+
+
+class Open(Op):
+    """Keep a descriptor (name fd) across later ops, e.g. past an unlink."""
+    name = "open"
+
+    def run(self, w):
+        w.fds[self.fd] = _open(w, self.path, os.O_RDWR)
+
+    def apply(self, st, w, durable=True):
+        w.fd_nodes[self.fd] = st.paths[self.path]
+
+
+class Close(Op):
+    name = "close"
+
+    def run(self, w):
+        os.close(w.fds.pop(self.fd))
+
+    def apply(self, st, w, durable=True):
+        pass
+
+
+# ---------------------------------------------------------------- workloads
+
+def wl_create(b):
+    b.op(Mkdir(path="d"))
+    b.op(Create(path="a"))
+    b.op(Create(path="d/b"))
+    b.op(Create(path="d/long-name-" + "x" * 60))
+
+
+def wl_write_small(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=100, fsync="fsync"))
+    b.op(Write(path="f", off=50, len=100, fsync="fsync"))
+    b.op(Write(path="f", off=20, len=10))
+
+
+def wl_write_large(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=256 << 10, fsync="fsync"))
+    b.op(Write(path="f", off=100 << 10, len=64 << 10, fsync="fdatasync"))
+    b.op(Write(path="f", off=0, len=300 << 10))
+
+
+def wl_write_unaligned(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=3000, len=5000, fsync="fsync"))
+    b.op(Write(path="f", off=4090, len=7000, fsync="fsync"))
+    b.op(Write(path="f", off=12345, len=3))
+    b.op(Fsync(path="f"))
+
+
+def wl_append(b):
+    b.op(Create(path="f"))
+    for i in range(3):
+        b.op(Write(path="f", off=i * 3000, len=3000, fsync="fsync" if i != 1 else None))
+    b.op(Write(path="f", off=9000, len=5000, osync=True))
+
+
+def wl_overwrite(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=64 << 10, fsync="fsync"))
+    b.op(Write(path="f", off=1000, len=10000))
+    b.op(Write(path="f", off=5000, len=10000))
+    b.op(Fsync(path="f", data_only=True))
+    b.op(Write(path="f", off=30000, len=20000))
+
+
+def wl_truncate(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=40000, fsync="fsync"))
+    b.op(Truncate(path="f", size=10000))
+    b.op(Truncate(path="f", size=50000))
+    b.op(Truncate(path="f", size=0))
+    b.op(Write(path="f", off=0, len=6000, fsync="fsync"))
+
+
+def wl_truncate_append(b):
+    """Shrink to an unaligned size, then grow by writing: the bytes the
+    growth exposes must be the new data or zeros, never what was cut off."""
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=8192, fsync="fsync"))
+    b.op(Truncate(path="f", size=5000))
+    b.op(Write(path="f", off=5000, len=2000))
+    b.op(Truncate(path="f", size=3000))
+    b.op(Truncate(path="f", size=9000))
+
+
+def wl_punch(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=64 << 10, fsync="fsync"))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off=4096, len=12288))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off=20000, len=20000))
+    b.op(Write(path="f", off=8000, len=1000, fsync="fsync"))
+
+
+def wl_fallocate(b):
+    b.op(Create(path="f"))
+    b.op(Fallocate(path="f", mode=0, off=0, len=64 << 10))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_KEEP_SIZE, off=64 << 10, len=64 << 10))
+    b.op(Write(path="f", off=60000, len=10000, fsync="fsync"))
+    b.op(Fallocate(path="f", mode=0, off=100000, len=5000))
+
+
+def wl_zero_range(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=32 << 10, fsync="fsync"))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_ZERO_RANGE, off=1000, len=20000))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_ZERO_RANGE, off=30000, len=10000))
+
+
+def wl_rename(b):
+    b.op(Mkdir(path="d1"))
+    b.op(Mkdir(path="d2"))
+    b.op(Create(path="a"))
+    b.op(Write(path="a", off=0, len=5000, fsync="fsync"))
+    b.op(Create(path="c"))
+    b.op(Write(path="c", off=0, len=7000, fsync="fsync"))
+    b.op(Rename(src="a", dst="b"))
+    b.op(Rename(src="b", dst="c"))            # over an existing file
+    b.op(Rename(src="c", dst="d1/x"))         # across directories
+    b.op(Rename(src="d1/x", dst="d2/y"))
+    b.op(Rename(src="d1", dst="d2/sub"))      # a directory, into another
+
+
+def wl_link(b):
+    b.op(Mkdir(path="d"))
+    b.op(Create(path="a"))
+    b.op(Write(path="a", off=0, len=3000, fsync="fsync"))
+    b.op(Link(src="a", dst="b"))
+    b.op(Unlink(path="a"))
+    b.op(Link(src="b", dst="d/c"))
+    b.op(Unlink(path="b"))
+
+
+def wl_unlink_open(b):
+    b.op(Create(path="f"))
+    b.op(Open(path="f", fd="h"))
+    b.op(Write(path="f", fd="h", off=0, len=20000, fsync="fsync"))
+    b.op(Unlink(path="f"))
+    b.op(Write(path="f", fd="h", off=20000, len=20000, fsync="fsync"))
+    b.op(Create(path="g"))
+    b.op(Write(path="g", off=0, len=40000, fsync="fsync"))
+    b.op(Close(fd="h"))
+
+
+def wl_mkdir_rmdir(b):
+    b.op(Mkdir(path="a"))
+    b.op(Mkdir(path="a/b"))
+    b.op(Create(path="a/b/f"))
+    b.op(Unlink(path="a/b/f"))
+    b.op(Rmdir(path="a/b"))
+    b.op(Rmdir(path="a"))
+
+
+def wl_xattr(b):
+    b.op(Create(path="f"))
+    b.op(Setxattr(path="f", attr="user.a", value=b"one"))
+    b.op(Setxattr(path="f", attr="user.a", value=b"two-two"))
+    b.op(Setxattr(path="f", attr="user.big", value=bytes(range(256)) * 12))
+    b.op(Setxattr(path="f", attr="user.a", value=None))
+    b.op(Mkdir(path="d"))
+    b.op(Setxattr(path="d", attr="user.dir", value=b"x" * 100))
+
+
+def wl_symlink(b):
+    b.op(Symlink(path="s", target="short/target"))
+    b.op(Symlink(path="l", target="/" + "long-component/" * 10 + "end"))
+    b.op(Rename(src="s", dst="s2"))
+    b.op(Unlink(path="l"))
+
+
+def wl_fsync(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=20000))
+    b.op(Fsync(path="f"))
+    b.op(Write(path="f", off=4096, len=4096))
+    b.op(Write(path="f", off=12000, len=100))
+    b.op(Fsync(path="f", data_only=True))
+
+
+def wl_mixed_replace(b):
+    """The atomic-replace idiom: write a temp file, fsync, rename over."""
+    b.op(Create(path="cfg"))
+    b.op(Write(path="cfg", off=0, len=6000, fsync="fsync"))
+    for i in range(2):
+        b.op(Create(path="cfg.tmp"))
+        b.op(Write(path="cfg.tmp", off=0, len=5000 + 3000 * i, fsync="fsync"))
+        b.op(Rename(src="cfg.tmp", dst="cfg"))
+
+
+def wl_mixed_tree(b):
+    b.op(Mkdir(path="p"))
+    b.op(Create(path="p/a"))
+    b.op(Write(path="p/a", off=0, len=10000, fsync="fsync"))
+    b.op(Link(src="p/a", dst="p/a2"))
+    b.op(Mkdir(path="p/q"))
+    b.op(Rename(src="p/a", dst="p/q/a"))
+    b.op(Truncate(path="p/a2", size=4000))
+    b.op(Setxattr(path="p/q", attr="user.t", value=b"tag"))
+    b.op(Unlink(path="p/a2"))
+    b.op(Write(path="p/q/a", off=2000, len=9000, osync=True))
+    b.op(Rename(src="p/q", dst="q"))
+
+
+def wl_random(seed, nops):
+    """A random mix (crash-long): files and directories under a few names."""
+    def build(b):
+        rng = random.Random(seed)
+        for _ in range(nops):
+            st = b.state
+            files = [p for p, n in st.paths.items() if st.nodes[n].kind == "f"]
+            dirs = [""] + [p for p, n in st.paths.items() if st.nodes[n].kind == "d"]
+            name = os.path.join(rng.choice(dirs), "n%d" % rng.randrange(6)).lstrip("/")
+            free = name not in st.paths
+            choice = rng.choice(["create", "write", "write", "fsync", "truncate", "punch",
+                                 "rename", "link", "unlink", "mkdir", "xattr"])
+            if choice == "create" and free:
+                b.op(Create(path=name))
+            elif choice == "mkdir" and free:
+                b.op(Mkdir(path=name))
+            elif not files:
+                continue
+            elif choice == "write":
+                f = rng.choice(files)
+                b.op(Write(path=f, off=rng.randrange(0, 60000), len=rng.randrange(1, 30000),
+                           fsync=rng.choice([None, "fsync", "fdatasync"])))
+            elif choice == "fsync":
+                b.op(Fsync(path=rng.choice(files)))
+            elif choice == "truncate":
+                b.op(Truncate(path=rng.choice(files), size=rng.randrange(0, 70000)))
+            elif choice == "punch":
+                b.op(Fallocate(path=rng.choice(files), mode=3,
+                               off=rng.randrange(0, 50000), len=rng.randrange(1, 30000)))
+            elif choice == "rename" and (free or st.nodes[st.paths[name]].kind == "f"):
+                src = rng.choice(files)
+                if st.paths[src] != st.paths.get(name):    # not two names of one file
+                    b.op(Rename(src=src, dst=name))
+            elif choice == "link" and free:
+                b.op(Link(src=rng.choice(files), dst=name))
+            elif choice == "unlink":
+                b.op(Unlink(path=rng.choice(files)))
+            elif choice == "xattr":
+                f, attr = rng.choice(files), "user.x%d" % rng.randrange(3)
+                value = b"v" * rng.randrange(1, 500)
+                if attr in st.node(f).xattrs and rng.random() < 0.4:
+                    value = None
+                b.op(Setxattr(path=f, attr=attr, value=value))
+    return build
+
+
+WORKLOADS = [
+    ("create", wl_create), ("write_small", wl_write_small), ("write_large", wl_write_large),
+    ("write_unaligned", wl_write_unaligned), ("append", wl_append),
+    ("overwrite", wl_overwrite), ("truncate", wl_truncate),
+    ("truncate_append", wl_truncate_append), ("punch", wl_punch),
+    ("fallocate", wl_fallocate), ("zero_range", wl_zero_range), ("rename", wl_rename),
+    ("link", wl_link),
+    ("unlink_open", wl_unlink_open), ("mkdir_rmdir", wl_mkdir_rmdir), ("xattr", wl_xattr),
+    ("symlink", wl_symlink), ("fsync", wl_fsync), ("mixed_replace", wl_mixed_replace),
+    ("mixed_tree", wl_mixed_tree),
+]
+
+
+# What -o sync changes: writes left unsynced, overwrites, writes through a
+# kept descriptor, writes past a shrunk end of file.
+SYNC_WORKLOADS = {"write_small", "write_unaligned", "append", "overwrite", "truncate_append",
+                  "unlink_open", "fsync", "mixed_tree"}
+
+# Violations found and reported but not fixed yet: still run and printed in
+# full, counted apart; a listed workload that stops failing fails the run (so
+# the entry is removed with the fix).
+KNOWN_VIOLATIONS = {
+    # name: why -- a workload whose violations are known and not fixed yet;
+    # it still runs, and the run fails once it passes (remove the entry then)
+}
+
+
+class Builder:
+    """Turns a workload function into ops, with the spec state after each."""
+
+    def __init__(self, sync_mode):
+        self.sync_mode = sync_mode
+        self.state = State()
+        self.ops = []
+        self.after = []          # state after op i, acknowledged
+        self.inflight = []       # states op i may leave while in flight
+        self.fds = {}
+        self.fd_nodes = {}
+        self._fid = 0
+        self._wid = 0
+        self.mnt = None
+
+    def fid_of(self, path):
+        """A new file id per created file (its bytes carry it)."""
+        self._fid += 1
+        return self._fid
+
+    def next_wid(self):
+        self._wid += 1
+        return self._wid
+
+    def op(self, o):
+        if hasattr(o, "prepare"):
+            o.prepare(self.state, self)
+        before = self.state
+        if hasattr(o, "flight_states"):
+            flight = o.flight_states(before, self)
+        else:
+            flight = [before, before.copy()]
+            o.apply(flight[1], self, durable=False)
+        after = before.copy()
+        o.apply(after, self, durable=True)
+        self.ops.append(o)
+        self.inflight.append(flight)
+        self.after.append(after)
+        self.state = after
+
+
+# ------------------------------------------------------------------ trace
+
+def read_trace(path):
+    """([records], {k: dirty pages}); records[k-1] is point k's [(off, page)]."""
+    recs, dirty = [], {}
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        magic, kind, k, _off, _len = REC.unpack_from(data, pos)
+        if magic != TRACE_MAGIC:
+            raise HarnessError("trace damaged at byte %d" % pos)
+        pos += REC.size
+        pages = []
+        while True:
+            (off,) = struct.unpack_from("<Q", data, pos)
+            pos += 8
+            if off == TRACE_END:
+                break
+            pages.append((off, data[pos:pos + PAGE]))
+            pos += PAGE
+        if kind == REC_DIRTY:
+            dirty[k] = pages
+        else:
+            if k != len(recs) + 1:
+                raise HarnessError("trace: point %d follows %d" % (k, len(recs)))
+            recs.append(pages)
+    return recs, dirty
+
+
+def read_counters(path):
+    with open(path, "rb") as f:
+        return struct.unpack("<12Q", f.read(96))
+
+
+# --------------------------------------------------------------- the runs
+
+def daemon_env(extra):
+    """What the recording daemon gets on top of our environment: the shim
+    (preloaded after libasan in ASan builds, which insist on coming first)."""
+    env = dict(extra)
+    pre = [SHIM]
+    ldd = subprocess.run(["ldd", harness.DAEMON], stdout=subprocess.PIPE, text=True).stdout
+    for line in ldd.splitlines():
+        if "libasan" in line and "=>" in line:
+            pre.insert(0, line.split("=>")[1].split()[0])
+    env["LD_PRELOAD"] = " ".join(pre)
+    # pmem2/pmemobj must persist with msync, the calls the shim sees
+    for v in ("PMEM2_FORCE_GRANULARITY", "PMEM_IS_PMEM_FORCE"):
+        if os.environ.get(v):
+            raise HarnessError("%s is set: the crash tests model page granularity only" % v)
+    return env
+
+
+class RecordedMount(Mount):
+    """The daemon started through env(1) with the recording variables."""
+
+    def __init__(self, region, mnt, opts, env, log_dir):
+        super().__init__(region, mnt, opts=opts, log_dir=log_dir)
+        self.env = env
+
+    strace_out = None
+
+    def command(self):
+        if self.strace_out:
+            # the kernel's count of the same calls, to hold the shim's against
+            cmd = ["strace", "-f", "-qq", "-c", "-o", self.strace_out,
+                   "-e", "trace=" + ",".join(STRACE_CALLS)]
+            env = dict(self.env)
+            # LeakSanitizer cannot run under ptrace: this one recording goes
+            # without leak checks (every other daemon run keeps them)
+            env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+            for kv in sorted(env.items()):
+                cmd += ["-E", "%s=%s" % kv]
+            return cmd + super().command()
+        return ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] + super().command()
+
+
+STRACE_CALLS = ("msync", "fsync", "fdatasync", "sync_file_range", "syncfs", "sync")
+
+
+def strace_counts(path):
+    """{syscall: calls} from an strace -c summary."""
+    out = dict.fromkeys(STRACE_CALLS, 0)
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and parts[-1] in out and parts[3].isdigit():
+                out[parts[-1]] = int(parts[3])
+    return out
+
+
+def check_strace(counts, ctr):
+    """Every persistence syscall the daemon made went through the shim:
+    none bypassed it (a direct syscall(), a call inside libc)."""
+    pairs = [("msync", counts["msync"], ctr[C_MSYNC_ALL]),
+             ("fsync", counts["fsync"], ctr[C_FSYNC_ALL]),
+             ("fdatasync", counts["fdatasync"], ctr[C_FDATASYNC_ALL]),
+             ("sync_file_range", counts["sync_file_range"], ctr[C_SFR_ALL]),
+             ("syncfs+sync", counts["syncfs"] + counts["sync"], ctr[C_SYNCFS_ALL])]
+    bad = ["%s: kernel saw %d, shim %d" % p for p in pairs if p[1] != p[2]]
+    if bad:
+        raise HarnessError("the shim missed persistence calls: " + "; ".join(bad))
+    return ", ".join("%s %d" % (p[0], p[1]) for p in pairs if p[1])
+
+
+class Run:
+    """One workload in one mode: record, then check every crash state."""
+
+    def __init__(self, name, build, sync_mode, args, workdir, check_mount_phase):
+        self.name = name
+        self.mode = "sync" if sync_mode else "writeback"
+        self.args = args
+        self.dir = workdir
+        self.check_mount_phase = check_mount_phase
+        self.b = Builder(sync_mode)
+        build(self.b)
+        self.rng = random.Random("%s/%s/%d" % (name, self.mode, args.seed))
+        self.violations = []
+        self.checked = 0
+        self.unique = 0
+        self.skipped_mount_phase = 0
+        self.use_strace = False
+
+    # -- 1. record
+    def record(self, base):
+        tag = "%s-%s" % (self.name, self.mode)
+        region = os.path.join(self.dir, tag + ".region")
+        shutil.copyfile(base, region)
+        self.trace = os.path.join(self.dir, tag + ".trace")
+        counter = os.path.join(self.dir, tag + ".ctr")
+        mnt = tempfile.mkdtemp(prefix="pmfuse-crash-rec-")
+        env = daemon_env({"PMFUSE_CRASH_REGION": region, "PMFUSE_CRASH_TRACE": self.trace,
+                          "PMFUSE_CRASH_COUNTER": counter,
+                          "PMFUSE_CRASH_DIRTY_EVERY": str(self.args.dirty_every)})
+        m = RecordedMount(region, mnt, ["sync"] if self.mode == "sync" else [], env, self.dir)
+        if self.use_strace:
+            m.strace_out = os.path.join(self.dir, tag + ".strace")
+        w = self.b
+        w.mnt = mnt
+        self.marks = []      # (s_i, c_i)
+        try:
+            m.start()
+            if read_counters(counter)[C_READY] != 1:
+                raise HarnessError("the shim is not active in the daemon")
+            for o in w.ops:
+                s = read_counters(counter)[C_POINTS]
+                o.run(w)
+                c = read_counters(counter)[C_POINTS]
+                self.marks.append((s, c))
+            for fd in list(w.fds.values()):
+                os.close(fd)
+            rc = m.unmount()
+            if rc != 0:
+                raise HarnessError("recording daemon exited %d:\n%s" % (rc, m.log()))
+        finally:
+            m.force_cleanup()
+            os.rmdir(mnt)
+        self.ctr = read_counters(counter)
+        os.unlink(counter)
+        if self.use_strace:
+            seen = check_strace(strace_counts(m.strace_out), self.ctr)
+            os.unlink(m.strace_out)
+            log("  strace -f agrees with the shim: %s" % seen)
+        os.unlink(region)
+        self.recs, self.dirty = read_trace(self.trace)
+        os.unlink(self.trace)
+        if len(self.recs) != self.ctr[C_POINTS]:
+            raise HarnessError("trace has %d records, counter says %d" %
+                               (len(self.recs), self.ctr[C_POINTS]))
+
+    # -- 2. what may be seen after a crash at point k
+    def allowed(self, k, dirty):
+        """The states a crash image at point k may show.  A plain image holds
+        every store persisted by point k; with dirty pages it may also hold
+        later stores of the operation point k belongs to."""
+        done = 0
+        flight = None
+        for i, (s, c) in enumerate(self.marks):
+            if c < k or (c == k and not dirty):
+                done = i + 1
+            elif s < k <= c:
+                flight = i
+        states = [self.b.after[done - 1] if done else State()]
+        if flight is not None:
+            states = self.b.inflight[flight]
+        return states, done, flight
+
+    # -- 3. the images
+    def images(self):
+        """(key, k, variant, pages) per crash state: pages over the base."""
+        cur, hashes = {}, {}
+        n = len(self.recs)
+        first_op = self.marks[0][0] if self.marks else n
+        for k in range(0, n + 1):
+            if k:
+                for off, page in self.recs[k - 1]:
+                    cur[off] = page
+                    hashes[off] = hashlib.sha1(page).digest()
+            if k < first_op and not self.check_mount_phase:
+                self.skipped_mount_phase += 1
+                continue
+            key = self._key(hashes)
+            yield key, k, "flushed", dict(cur)
+            if k in self.dirty and self.dirty[k]:
+                pages = self.dirty[k]
+                for j in range(self.args.subsets):
+                    pick = [(o, p) for o, p in pages if self.rng.random() < 0.5]
+                    if j == 0:
+                        pick = pages            # everything written survived
+                    if not pick:
+                        continue
+                    lines = self.args.lines and j == self.args.subsets - 1
+                    if lines:
+                        pick = [(o, self._torn(cur.get(o) or self.base_bytes[o:o + PAGE], p))
+                                for o, p in pick]
+                    img, hs = dict(cur), dict(hashes)
+                    for off, page in pick:
+                        img[off] = page
+                        hs[off] = hashlib.sha1(page).digest()
+                    yield self._key(hs), k, "%s%d/%d" % ("lines" if lines else "dirty", len(pick),
+                                                        len(pages)), img
+
+    def _torn(self, old, new):
+        """A page where each 64-byte line is the persisted or the live one:
+        what cache-line write-back (ADR) could leave, finer than the page."""
+        out = bytearray(old)
+        for o in range(0, PAGE, 64):
+            if self.rng.random() < 0.5:
+                out[o:o + 64] = new[o:o + 64]
+        return bytes(out)
+
+    def _key(self, hashes):
+        h = hashlib.sha1()
+        for off in sorted(hashes):
+            if hashes[off] != self.base_hash.get(off):
+                h.update(struct.pack("<Q", off) + hashes[off])
+        return h.digest()
+
+
+class Checker:
+    """Checks crash images: fsck -n, mount + walk + unmount.  Thread-safe;
+    one mountpoint per worker."""
+
+    def __init__(self, base, workdir, jobs):
+        self.base = base
+        self.dir = workdir
+        with open(base, "rb") as f:
+            self.base_bytes = f.read()
+        self.size = len(self.base_bytes)
+        # the base's non-zero 64 KiB pieces: all an image file needs besides its pages
+        zero = bytes(1 << 16)
+        self.base_chunks = [(o, self.base_bytes[o:o + len(zero)])
+                            for o in range(0, self.size, len(zero))
+                            if self.base_bytes[o:o + len(zero)] != zero]
+        self.mnts = [tempfile.mkdtemp(prefix="pmfuse-crash-chk-") for _ in range(jobs)]
+        self.free = list(self.mnts)
+        self.lock = threading.Lock()
+        self.seq = 0
+        self.connabort_retries = 0
+
+    def close(self):
+        for m in self.mnts:
+            try:
+                os.rmdir(m)
+            except OSError:
+                pass
+
+    def write_image(self, pages, path):
+        """The base with pages applied, sparse where the base is."""
+        with open(path, "wb") as f:
+            f.truncate(self.size)
+            for off, chunk in self.base_chunks:
+                f.seek(off)
+                f.write(chunk)
+            for off, page in sorted(pages.items()):
+                f.seek(off)
+                f.write(page)
+
+    def check(self, pages):
+        """Observed state of one image: {'error': why} or {'tree': {...}}."""
+        with self.lock:
+            self.seq += 1
+            path = os.path.join(self.dir, "img-%d" % self.seq)
+            mnt = self.free.pop()
+        try:
+            for attempt in (1, 2):
+                obs = self._check_once(pages, path, mnt)
+                # The kernel sometimes fails the daemon's last read of
+                # /dev/fuse with ECONNABORTED instead of ENODEV once the
+                # unmount tore the connection down (after DESTROY: the
+                # filesystem was already closed cleanly); libfuse reports it
+                # and the daemon exits 1.  Not about the image: check it again.
+                if attempt == 1 and CONNABORT in obs.get("error", ""):
+                    with self.lock:
+                        self.connabort_retries += 1
+                    continue
+                return obs
+        finally:
+            with self.lock:
+                self.free.append(mnt)
+
+    def _check_once(self, pages, path, mnt):
+        try:
+            self.write_image(pages, path)
+            rc, out = harness.fsck(path, "-n")
+            if rc != 0:
+                return {"error": "fsck.pmfuse -n exited %d:\n%s" % (rc, out[-3000:])}
+            m = Mount(path, mnt, log_dir=self.dir)
+            try:
+                start(m)
+                tree = walk(mnt)
+                rc = unmount(m)
+            except (HarnessError, OSError) as e:
+                return {"error": "mount: %s\n%s" % (e, m.log())}
+            finally:
+                m.force_cleanup()
+                log_text = m.log()
+                if m.log_path and os.path.exists(m.log_path):
+                    os.unlink(m.log_path)
+            if rc != 0:
+                return {"error": "daemon exited %d at unmount:\n%s" % (rc, log_text)}
+            return {"tree": tree}
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def start(m, timeout=harness.MOUNT_TIMEOUT):
+    """Mount.start() with a tighter poll: a crash image mounts in ~20 ms."""
+    m.log_path = os.path.join(m.log_dir, "daemon-%s.log" % os.path.basename(m.region))
+    with open(m.log_path, "wb") as log:
+        m.proc = subprocess.Popen(m.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    harness._LIVE_MOUNTS.add(m)
+    deadline = time.monotonic() + timeout
+    while True:
+        ent = harness.mount_entry(m.mnt)
+        if ent is not None and ent[0].startswith("fuse"):
+            return
+        rc = m.proc.poll()
+        if rc is not None:
+            raise HarnessError("pmfuse exited with %d before the mount was live:\n%s"
+                               % (rc, m.log()))
+        if time.monotonic() > deadline:
+            m.kill()
+            raise HarnessError("mount did not appear within %.0fs:\n%s" % (timeout, m.log()))
+        time.sleep(0.002)
+
+
+def unmount(m):
+    """Unmount; the kernel may still be sending the RELEASE of a file we
+    read (asynchronous in FUSE), so a busy mount gets a few more tries."""
+    for _ in range(20):
+        r = harness.run([harness.FUSERMOUNT, "-u", m.mnt], timeout=30)
+        if r.returncode == 0:
+            return m.wait()
+        time.sleep(0.05)
+    raise HarnessError("fusermount3 -u %s: %s" % (m.mnt, r.stderr.strip()))
+
+
+def walk(mnt):
+    """relative path -> what a crash check compares."""
+    out = {}
+
+    def xattrs(p):
+        names = os.listxattr(p, follow_symlinks=False)
+        return {n: os.getxattr(p, n, follow_symlinks=False) for n in names
+                if n.startswith("user.") and not n.startswith("user.pmfuse.")}
+
+    def visit(rel):
+        d = os.path.join(mnt, rel)
+        for name in sorted(os.listdir(d)):
+            r = os.path.join(rel, name) if rel else name
+            p = os.path.join(mnt, r)
+            st = os.lstat(p)
+            e = {"ino": st.st_ino, "nlink": st.st_nlink, "xattrs": xattrs(p)}
+            if stat.S_ISDIR(st.st_mode):
+                e["kind"] = "d"
+                out[r] = e
+                visit(r)
+            elif stat.S_ISLNK(st.st_mode):
+                e["kind"] = "l"
+                e["target"] = os.readlink(p)
+                out[r] = e
+            elif stat.S_ISREG(st.st_mode):
+                e["kind"] = "f"
+                with open(p, "rb") as f:
+                    e["data"] = f.read()
+                out[r] = e
+            else:
+                e["kind"] = "?"
+                out[r] = e
+    visit("")
+    return out
+
+
+def run_workloads(args):
+    workdir = tempfile.mkdtemp(prefix="pmfuse-crash-", dir=harness.SHM)
+    base = os.path.join(workdir, "base.region")
+    r = harness.mkfs(base, "-q", "-s", REGION_SIZE)
+    if r.returncode:
+        raise HarnessError("mkfs failed: %s%s" % (r.stdout, r.stderr))
+    checker = Checker(base, workdir, args.jobs)
+    base_hash = {}
+    for off in range(0, checker.size, PAGE):
+        base_hash[off] = hashlib.sha1(checker.base_bytes[off:off + PAGE]).digest()
+    todo = []
+    for mode in args.modes:
+        for name, build in args.workloads:
+            # -o sync changes the write path only (fill_range): workloads
+            # whose writes are all fsync'd at once, or that write nothing,
+            # would mostly repeat the writeback run (crash-long runs them all)
+            if mode == "sync" and not args.long and name not in SYNC_WORKLOADS:
+                continue
+            todo.append((name, build, mode == "sync"))
+    total = {"checked": 0, "unique": 0, "violations": 0, "points": 0, "skipped": 0,
+             "dirty_states": 0, "known": 0}
+    stats = {}
+    mount_phase_done = set()
+    t0 = time.monotonic()
+    pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
+    try:
+        for name, build, sync_mode in todo:
+            first = sync_mode not in mount_phase_done
+            mount_phase_done.add(sync_mode)
+            run = Run(name, build, sync_mode, args, workdir, first or args.all_mount_phases)
+            run.base_hash = base_hash
+            run.base_bytes = checker.base_bytes
+            run.use_strace = (first or args.long) and HAVE_STRACE
+            if first and not HAVE_STRACE:
+                log("  strace not found: the shim's call counts are not cross-checked")
+            tw = time.monotonic()
+            run.record(base)
+            seen = {}
+            kept = []
+            futures = {}
+            states = []
+            for key, k, variant, pages in run.images():
+                states.append((key, k, variant, pages))
+                if key not in futures:
+                    futures[key] = pool.submit(checker.check, pages)
+            for key, k, variant, pages in states:
+                obs = futures[key].result()
+                run.checked += 1
+                if variant != "flushed":
+                    total["dirty_states"] += 1
+                allowed, done, flight = run.allowed(k, variant != "flushed")
+                if "error" in obs:
+                    probs = [obs["error"]]
+                else:
+                    probs = []
+                    labels = ["as before the op in flight:", "as after it:"]
+                    for st, label in zip(allowed, labels if len(allowed) > 1 else [""]):
+                        p = compare(obs["tree"], st)
+                        if not p:
+                            probs = None
+                            break
+                        probs += ([label] if label else []) + p
+                if probs:
+                    sig = (key, tuple(probs[:1]))
+                    if sig in seen:
+                        continue
+                    seen[sig] = True
+                    run.violations.append((k, variant, done, flight, probs))
+                    kept.append((k, variant, pages))
+            run.unique = len(futures)
+            if run.violations and os.environ.get("PMFUSE_CRASH_KEEP"):
+                keep_dir = tempfile.mkdtemp(prefix="pmfuse-crash-kept-", dir=harness.SHM)
+                for k, variant, pages in kept[:3]:
+                    checker.write_image(pages, os.path.join(keep_dir, "%s-%s-k%d-%s.img" % (
+                        name, run.mode, k, variant.replace("/", "of"))))
+                log("  kept images of violations in %s" % keep_dir)
+            report(run, time.monotonic() - tw)
+            total["checked"] += run.checked
+            total["unique"] += run.unique
+            known = KNOWN_VIOLATIONS.get(name)
+            if known and run.violations:
+                log("  known violation, not fixed yet: %s" % known)
+                total["known"] += len(run.violations)
+            elif known:
+                log("  UNEXPECTED PASS: %s/%s is listed in KNOWN_VIOLATIONS (%s); "
+                    "remove the entry" % (name, run.mode, known))
+                total["violations"] += 1
+            else:
+                total["violations"] += len(run.violations)
+            total["points"] += len(run.recs)
+            total["skipped"] += run.skipped_mount_phase
+            for i, v in enumerate(run.ctr):
+                stats[i] = stats.get(i, 0) + v
+    finally:
+        pool.shutdown(wait=True)
+        checker.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    log("shim: %d msync calls seen (%d on the region, %d MS_ASYNC), %d fsync, %d fdatasync, "
+        "%d sync_file_range, %d syncfs/sync; %d persistence points, %d pages traced, "
+        "%d region mappings" % (stats[C_MSYNC_ALL], stats[C_MSYNC_REGION], stats[C_MSYNC_ASYNC],
+                                stats[C_FSYNC_ALL], stats[C_FDATASYNC_ALL], stats[C_SFR_ALL],
+                                stats[C_SYNCFS_ALL], stats[C_POINTS], stats[C_PAGES],
+                                stats[C_MAPS]))
+    log("%d points before the first operation not re-checked (the same mount path as the "
+        "first workload of each mode); %d states with unpersisted pages; %.0fs" %
+        (total["skipped"], total["dirty_states"], time.monotonic() - t0))
+    if checker.connabort_retries:
+        log("%d images re-checked: the daemon's last /dev/fuse read failed with ECONNABORTED "
+            "at unmount (a kernel teardown race, not the image)" % checker.connabort_retries)
+    if total["known"]:
+        log("%d violations in workloads listed in KNOWN_VIOLATIONS (not counted below)"
+            % total["known"])
+    log("crash states: %d checked (%d unique), %d violations" %
+        (total["checked"], total["unique"], total["violations"]))
+    return total["violations"] == 0 and total["checked"] > 0
+
+
+def report(run, secs):
+    log("%-16s %-9s %3d ops, %4d points, %5d states, %4d unique, %d violations (%.1fs)" % (
+        run.name, run.mode, len(run.b.ops), len(run.recs), run.checked, run.unique,
+        len(run.violations), secs))
+    for k, variant, done, flight, probs in run.violations[:5]:
+        where = "op %d (%s) in flight" % (flight + 1, run.b.ops[flight]) if flight is not None \
+            else "no op in flight"
+        last = "after op %d (%s)" % (done, run.b.ops[done - 1]) if done else "before any op"
+        log("  VIOLATION %s/%s at crash point %d (%s): %s, %s" % (
+            run.name, run.mode, k, variant, last, where))
+        for p in probs[:6]:
+            log("    " + p.replace("\n", "\n    "))
+    if len(run.violations) > 5:
+        log("  ... %d more" % (len(run.violations) - 5))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mode", choices=["writeback", "sync", "both"], default="both")
+    ap.add_argument("--long", action="store_true",
+                    help="also random mixed workloads, more unpersisted-page samples")
+    ap.add_argument("-k", dest="pattern", action="append", default=[],
+                    help="only workloads whose name contains PATTERN")
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("PMFUSE_CRASH_SEED", "1")))
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("PMFUSE_CRASH_JOBS", "2")))
+    ap.add_argument("--dirty-every", type=int, default=None,
+                    help="snapshot unpersisted pages every N points")
+    ap.add_argument("--subsets", type=int, default=None,
+                    help="images per unpersisted-page snapshot")
+    ap.add_argument("--lines", action="store_true",
+                    help="the last image per snapshot tears pages at 64-byte lines "
+                         "(default with --long)")
+    ap.add_argument("--all-mount-phases", action="store_true",
+                    help="check the points of every mount, not just the first per mode")
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args()
+    args.modes = ["writeback", "sync"] if args.mode == "both" else [args.mode]
+    wls = list(WORKLOADS)
+    if args.long:
+        rng = random.Random(args.seed)
+        wls += [("random%d" % i, wl_random(rng.randrange(1 << 30), 25)) for i in range(8)]
+    if args.pattern:
+        wls = [(n, b) for n, b in wls if any(p in n for p in args.pattern)]
+    args.workloads = wls
+    if args.dirty_every is None:
+        args.dirty_every = 3 if args.long else 10
+    if args.subsets is None:
+        args.subsets = 4 if args.long else 2
+    args.lines = args.lines or args.long
+    if args.list:
+        for n, _ in wls:
+            print(n)
+        return 0
+    problems = harness.check_prerequisites()
+    if not os.path.exists(SHIM):
+        problems.append("missing %s" % SHIM)
+    if problems:
+        for p in problems:
+            sys.stderr.write("crash tests: %s\n" % p)
+        return 1
+    log("crash tests: %d workloads x %s, seed %d, %d jobs" % (
+        len(wls), "+".join(args.modes), args.seed, args.jobs))
+    try:
+        ok = run_workloads(args)
+    finally:
+        harness._emergency_cleanup()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+/*
+ * pmfuse-corrupt: damage an unmounted pmfuse region in one named way, for
+ * the fsck repair tests (never installed).  Each command is one pmemobj
+ * transaction on a region opened with the core's pool_open(), so the
+ * damage is exactly what is asked for and nothing else:
+ *
+ *   nlink INO N                 set the link count
+ *   nentries INO N              set a directory's entry count
+ *   blocks INO N                set the block count
+ *   parent INO P                set a directory's parent
+ *   drop-dirent DIR NAME        remove NAME from directory DIR, changing
+ *                               nothing else (its inode becomes unreachable)
+ *   dangling-dirent DIR NAME INO  add NAME -> INO to DIR (INO free or not)
+ *   orphan INO                  link count 0, not on the orphan list
+ *   orphan-list INO             link count 0 and on the orphan list (what an
+ *                               unlink of an open file leaves at a crash)
+ *   clear-inode INO             free the record, leaving its entries, file
+ *                               map nodes, xattrs and directory chunks behind
+ *   leak-object SIZE            allocate an object nothing references
+ *   state N                     set the superblock state
+ *
+ * Exit 0 done, 1 failure (message on stderr), 2 usage.
+ */
+#include "dir.h"
+#include "pool.h"
+#include "pmfuse/format.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static struct pool P;
+
+static struct pmfuse_inode *record(uint64_t ino)
+{
+	uint64_t c = ino / PMFUSE_INODES_PER_CHUNK;
+
+	if (ino == 0 || ino >= P.sb->geo.max_inodes || !P.itable->chunk[c])
+		return NULL;
+	return (struct pmfuse_inode *)pool_ptr(&P, P.itable->chunk[c]) + ino % PMFUSE_INODES_PER_CHUNK;
+}
+
+static struct pmfuse_inode *used(uint64_t ino)
+{
+	struct pmfuse_inode *pi = record(ino);
+
+	if (!pi || !pi->mode) {
+		fprintf(stderr, "pmfuse-corrupt: inode %" PRIu64 " is not in use\n", ino);
+		exit(1);
+	}
+	return pi;
+}
+
+/* The slot of name in directory pi (or, name NULL, the first free one). */
+static struct pmfuse_dirent *dir_lookup(struct pmfuse_inode *pi, const char *name)
+{
+	struct pmfuse_dirtab *t;
+
+	if (!S_ISDIR(pi->mode) || !pi->dir_off)
+		return NULL;
+	t = pool_ptr(&P, pi->dir_off);
+	for (uint64_t c = 0; c < t->nchunks; c++) {
+		struct pmfuse_dirchunk *ch = pool_ptr(&P, t->chunk[c]);
+		for (unsigned i = 0; i < PMFUSE_DIRENTS_PER_CHUNK; i++) {
+			struct pmfuse_dirent *de = &ch->ent[i];
+			if (!name ? !de->ino :
+			    de->ino && de->name_len == strlen(name) &&
+			    !memcmp(dir_dirent_name(&P, de), name, de->name_len))
+				return de;
+		}
+	}
+	return NULL;
+}
+
+struct args {
+	const char *cmd;
+	uint64_t a, b;
+	const char *name;
+};
+
+static void add(void *p, size_t n)
+{
+	pmemobj_tx_add_range_direct(p, n);
+}
+
+static int tx_corrupt(void *arg)
+{
+	struct args *x = arg;
+	struct pmfuse_inode *pi;
+	struct pmfuse_dirent *de;
+
+	if (!strcmp(x->cmd, "nlink")) {
+		pi = used(x->a);
+		add(pi, sizeof(*pi));
+		pi->nlink = (uint32_t)x->b;
+	} else if (!strcmp(x->cmd, "nentries")) {
+		pi = used(x->a);
+		add(pi, sizeof(*pi));
+		pi->nentries = x->b;
+	} else if (!strcmp(x->cmd, "blocks")) {
+		pi = used(x->a);
+		add(pi, sizeof(*pi));
+		pi->blocks = x->b;
+	} else if (!strcmp(x->cmd, "parent")) {
+		pi = used(x->a);
+		add(pi, sizeof(*pi));
+		pi->parent = x->b;
+	} else if (!strcmp(x->cmd, "drop-dirent")) {
+		pi = used(x->a);
+		if (!(de = dir_lookup(pi, x->name)))
+			return -ENOENT;
+		add(de, sizeof(*de));
+		if (de->name_len > PMFUSE_INLINE_NAME)
+			pmemobj_tx_free(pmemobj_oid(pool_ptr(&P, de->name_off)));
+		memset(de, 0, sizeof(*de));
+		add(pi, sizeof(*pi));
+		pi->nentries--;
+	} else if (!strcmp(x->cmd, "dangling-dirent")) {
+		size_t len = strlen(x->name);
+		pi = used(x->a);
+		if (len == 0 || len > PMFUSE_INLINE_NAME || dir_lookup(pi, x->name))
+			return -EINVAL;
+		if (!(de = dir_lookup(pi, NULL)))
+			return -ENOSPC;		/* no free slot in the existing chunks */
+		add(de, sizeof(*de));
+		de->ino = x->b;
+		de->hash = dir_hash(x->name, len);
+		de->name_len = (uint16_t)len;
+		de->type = DT_REG;
+		memcpy(de->name, x->name, len);
+		add(pi, sizeof(*pi));
+		pi->nentries++;
+	} else if (!strcmp(x->cmd, "orphan")) {
+		pi = used(x->a);
+		add(pi, sizeof(*pi));
+		pi->nlink = 0;
+		pi->flags &= ~PMFUSE_IF_ORPHAN;
+		pi->orphan_next = pi->orphan_prev = 0;
+	} else if (!strcmp(x->cmd, "orphan-list")) {
+		struct pmfuse_inode *head = record(P.sb->orphan_head);
+		pi = used(x->a);
+		add(pi, sizeof(*pi));
+		pi->nlink = 0;
+		pi->flags |= PMFUSE_IF_ORPHAN;
+		pi->orphan_prev = 0;
+		pi->orphan_next = P.sb->orphan_head;
+		if (head) {
+			add(head, sizeof(*head));
+			head->orphan_prev = x->a;
+		}
+		add(&P.sb->orphan_head, sizeof(P.sb->orphan_head));
+		P.sb->orphan_head = x->a;
+	} else if (!strcmp(x->cmd, "clear-inode")) {
+		pi = used(x->a);
+		uint32_t gen = pi->generation;
+		add(pi, sizeof(*pi));
+		memset(pi, 0, sizeof(*pi));
+		pi->generation = gen;
+	} else if (!strcmp(x->cmd, "leak-object")) {
+		PMEMoid oid = pmemobj_tx_zalloc(x->a, 0);
+		printf("%" PRIu64 "\n", oid.off);
+	} else if (!strcmp(x->cmd, "state")) {
+		add(&P.sb->state, sizeof(P.sb->state));
+		P.sb->state = (uint32_t)x->a;
+	} else {
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+static uint64_t num(const char *s)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || *end || !*s) {
+		fprintf(stderr, "pmfuse-corrupt: not a number: %s\n", s);
+		exit(2);
+	}
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	struct args x = { 0 };
+	char why[POOL_WHY];
+	int ret;
+
+	if (argc < 4 && !(argc == 3 && !strcmp(argv[2], "help"))) {
+		fprintf(stderr, "usage: pmfuse-corrupt REGION COMMAND ARGS... (see the source)\n");
+		return 2;
+	}
+	x.cmd = argv[2];
+	if (!strcmp(x.cmd, "drop-dirent")) {
+		if (argc != 5)
+			return 2;
+		x.a = num(argv[3]);
+		x.name = argv[4];
+	} else if (!strcmp(x.cmd, "dangling-dirent")) {
+		if (argc != 6)
+			return 2;
+		x.a = num(argv[3]);
+		x.name = argv[4];
+		x.b = num(argv[5]);
+	} else {
+		x.a = num(argv[3]);
+		if (argc > 4)
+			x.b = num(argv[4]);
+	}
+	if ((ret = pool_open(&P, argv[1], why, sizeof(why)))) {
+		fprintf(stderr, "pmfuse-corrupt: %s\n", why);
+		return 1;
+	}
+	ret = pool_tx(&P, tx_corrupt, &x);
+	pool_close(&P);
+	if (ret) {
+		fprintf(stderr, "pmfuse-corrupt: %s failed: %s\n", x.cmd, strerror(-ret));
+		return 1;
+	}
+	return 0;
+}
