@@ -31,7 +31,34 @@ bool dir_tab_ok(const struct pool *p, const struct pmfuse_inode *pi)
 		return true;
 	t = pool_ptr(p, pi->dir_off);
 	return t->nchunks <= t->cap && t->cap < (1u << 26) &&
-	       pool_meta_range_ok(p, pi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t));
+	       pool_struct_ok(p, pi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t));
+}
+
+int dir_claim_objects(const struct pool *p, struct pool_objects *po,
+		      const struct pmfuse_inode *pi)
+{
+	const struct pmfuse_dirtab *t = pool_ptr(p, pi->dir_off);
+
+	if (!pi->dir_off)
+		return 0;
+	if (!dir_tab_ok(p, pi) ||
+	    !pool_objects_claim(po, pi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t)))
+		return -EUCLEAN;
+	for (uint64_t c = 0; c < t->nchunks; c++) {
+		const struct pmfuse_dirchunk *ch;
+		/* no pointer to it before it is known to be in the pool */
+		if (!pool_struct_ok(p, t->chunk[c], sizeof(*ch)) ||
+		    !pool_objects_claim(po, t->chunk[c], sizeof(*ch)))
+			return -EUCLEAN;
+		ch = pool_ptr(p, t->chunk[c]);
+		for (unsigned i = 0; i < PMFUSE_DIRENTS_PER_CHUNK; i++) {
+			const struct pmfuse_dirent *de = &ch->ent[i];
+			if (de->ino && de->name_len > PMFUSE_INLINE_NAME &&
+			    !pool_objects_claim(po, de->name_off, de->name_len))
+				return -EUCLEAN;
+		}
+	}
+	return 0;
 }
 
 struct pmfuse_dirent *dir_slot(struct fs *fs, struct inode *dir, uint32_t slot)
@@ -42,7 +69,7 @@ struct pmfuse_dirent *dir_slot(struct fs *fs, struct inode *dir, uint32_t slot)
 	if (!t || c >= t->nchunks)
 		return NULL;
 	off = t->chunk[c];
-	if (!pool_meta_range_ok(&fs->pool, off, sizeof(struct pmfuse_dirchunk)))
+	if (!pool_struct_ok(&fs->pool, off, sizeof(struct pmfuse_dirchunk)))
 		return NULL;
 	return &((struct pmfuse_dirchunk *)pool_ptr(&fs->pool, off))->ent[slot % PMFUSE_DIRENTS_PER_CHUNK];
 }
@@ -188,7 +215,7 @@ int dir_index_build(struct fs *fs, struct inode *dir)
 	t = dirtab(fs, dir->pi);
 	/* lowest slots are handed out first: push in reverse */
 	for (uint64_t c = t ? t->nchunks : 0; c-- > 0;) {
-		if (!pool_meta_range_ok(&fs->pool, t->chunk[c], sizeof(struct pmfuse_dirchunk))) {
+		if (!pool_struct_ok(&fs->pool, t->chunk[c], sizeof(struct pmfuse_dirchunk))) {
 			ret = -EUCLEAN;
 			goto fail;
 		}
@@ -395,7 +422,7 @@ void dir_tx_destroy(struct fs *fs, struct pmfuse_inode *pi)
 	if (!t || !dir_tab_ok(&fs->pool, pi))
 		return;
 	for (uint64_t c = 0; c < t->nchunks; c++) {
-		if (!pool_meta_range_ok(&fs->pool, t->chunk[c], sizeof(struct pmfuse_dirchunk)))
+		if (!pool_struct_ok(&fs->pool, t->chunk[c], sizeof(struct pmfuse_dirchunk)))
 			continue;
 		struct pmfuse_dirchunk *ch = pool_ptr(&fs->pool, t->chunk[c]);
 		for (unsigned i = 0; i < PMFUSE_DIRENTS_PER_CHUNK; i++)

@@ -46,6 +46,12 @@ void dir_tx_remove(struct fs *fs, struct inode *dir, uint32_t slot);
 void dir_remove_done(struct inode *dir, uint32_t slot, uint64_t hash, bool committed);
 void dir_tx_retarget(struct pmfuse_dirent *de, uint64_t ino, unsigned type);
 void dir_tx_destroy(struct fs *fs, struct pmfuse_inode *pi);
+/*
+ * Claim (pool_objects_claim) every object a directory's removal could free:
+ * its table, its chunks, the long names of its live entries.  0 or -EUCLEAN.
+ */
+int dir_claim_objects(const struct pool *p, struct pool_objects *po,
+		      const struct pmfuse_inode *pi);
 /* Is a directory's chunk table (if any) in bounds? */
 bool dir_tab_ok(const struct pool *p, const struct pmfuse_inode *pi);
 int dir_validate_dirent(const struct pool *p, const struct pmfuse_dirent *de,

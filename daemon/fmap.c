@@ -16,7 +16,7 @@
 
 static bool node_ok(const struct pool *p, uint64_t e)
 {
-	return !pmfuse_map_is_leaf(e) && pool_meta_range_ok(p, e, sizeof(struct pmfuse_mapnode));
+	return !pmfuse_map_is_leaf(e) && pool_struct_ok(p, e, sizeof(struct pmfuse_mapnode));
 }
 
 static bool leaf_ok(const struct pool *p, uint64_t e, unsigned level)

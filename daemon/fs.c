@@ -21,6 +21,7 @@
 
 struct claim_ctx {
 	struct alloc *alloc;
+	struct pool_objects *objs;
 	uint64_t nodes_left;	/* a damaged map sharing nodes must not loop for ever */
 };
 
@@ -36,16 +37,38 @@ static int count_node(void *ctx, uint64_t off)
 {
 	struct claim_ctx *c = ctx;
 
-	(void)off;
+	if (!pool_objects_claim(c->objs, off, sizeof(struct pmfuse_mapnode)))
+		return -EUCLEAN;
 	return c->nodes_left-- ? 0 : -EUCLEAN;
 }
 
-/* Claim every block reachable from a live file; collect orphans to reclaim. */
-static int scan_files(struct fs *fs, uint64_t **orphans, size_t *norphans,
-		      char *why, size_t whylen)
+/*
+ * Claim the objects of an inode that deleting it (or changing it) frees:
+ * xattr set, long symlink target, directory table, chunks and names.  Each
+ * must be an object libpmemobj allocated, used by nobody else.
+ */
+static int claim_objects(const struct pool *p, struct pool_objects *objs,
+			 const struct pmfuse_inode *pi)
+{
+	if (pi->xattr_off && !pool_objects_claim(objs, pi->xattr_off, sizeof(struct pmfuse_xattrs)))
+		return -EUCLEAN;
+	if (S_ISLNK(pi->mode) && pi->size > PMFUSE_INLINE_SYMLINK &&
+	    !pool_objects_claim(objs, pi->dir_off, pi->size))
+		return -EUCLEAN;
+	if (S_ISDIR(pi->mode))
+		return dir_claim_objects(p, objs, pi);
+	return 0;
+}
+
+/*
+ * Claim every block reachable from a live file and every metadata object
+ * a live inode owns; collect orphans to reclaim.
+ */
+static int scan_files(struct fs *fs, struct pool_objects *objs, uint64_t **orphans,
+		      size_t *norphans, char *why, size_t whylen)
 {
 	/* every node is a distinct object: more visits than fit in the pool is damage */
-	struct claim_ctx c = { &fs->alloc, fs->pool.size / sizeof(struct pmfuse_mapnode) };
+	struct claim_ctx c = { &fs->alloc, objs, fs->pool.size / sizeof(struct pmfuse_mapnode) };
 	size_t cap = 0;
 
 	*orphans = NULL;
@@ -57,10 +80,15 @@ static int scan_files(struct fs *fs, uint64_t **orphans, size_t *norphans,
 		if (S_ISREG(pi->mode)) {
 			int ret = fmap_walk(&fs->pool, pi, claim_leaf, count_node, &c);
 			if (ret) {
-				snprintf(why, whylen, "inode %" PRIu64 ": file map is damaged or "
-					 "shares blocks with another file", ino);
+				snprintf(why, whylen, "inode %" PRIu64 ": file map is damaged, or shares "
+					 "blocks or nodes with another file", ino);
 				return -EUCLEAN;
 			}
+		}
+		if (claim_objects(&fs->pool, objs, pi)) {
+			snprintf(why, whylen, "inode %" PRIu64 ": an xattr, symlink or directory offset "
+				 "is not an allocated object of its own", ino);
+			return -EUCLEAN;
 		}
 		if (pi->flags & PMFUSE_IF_ORPHAN) {
 			if (*norphans == cap) {
@@ -153,7 +181,14 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		snprintf(why, whylen, "out of memory for the block allocator");
 		goto out_region;
 	}
-	ret = scan_files(fs, &orphans, &norphans, why, whylen);
+	struct pool_objects objs;
+	ret = pool_objects_load(&fs->pool, &objs);
+	if (ret) {
+		snprintf(why, whylen, "cannot list the pmemobj heap's objects: %s", strerror(-ret));
+		goto out_alloc;
+	}
+	ret = scan_files(fs, &objs, &orphans, &norphans, why, whylen);
+	pool_objects_free(&objs);
 	if (ret)
 		goto out_alloc;
 	ret = zero_init(fs);

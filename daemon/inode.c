@@ -21,7 +21,7 @@ struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino)
 	if (ino == 0 || ino >= fs->max_inodes)
 		return NULL;
 	off = p->itable->chunk[chunk];
-	if (!off || !pool_meta_range_ok(p, off, PMFUSE_ICHUNK_SIZE))
+	if (!off || !pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE))
 		return NULL;
 	return (struct pmfuse_inode *)pool_ptr(p, off) + ino % PMFUSE_INODES_PER_CHUNK;
 }
@@ -251,12 +251,12 @@ int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode
 		snprintf(why, whylen, "inode %" PRIu64 ": non-regular file has data blocks", ino);
 		return -EUCLEAN;
 	}
-	if (pi->xattr_off && !pool_meta_range_ok(p, pi->xattr_off, sizeof(struct pmfuse_xattrs))) {
+	if (pi->xattr_off && !pool_struct_ok(p, pi->xattr_off, sizeof(struct pmfuse_xattrs))) {
 		snprintf(why, whylen, "inode %" PRIu64 ": xattr pointer out of range", ino);
 		return -EUCLEAN;
 	}
 	if (type == S_IFDIR) {
-		if (pi->dir_off && !pool_meta_range_ok(p, pi->dir_off, sizeof(struct pmfuse_dirtab))) {
+		if (pi->dir_off && !pool_struct_ok(p, pi->dir_off, sizeof(struct pmfuse_dirtab))) {
 			snprintf(why, whylen, "inode %" PRIu64 ": directory table out of range", ino);
 			return -EUCLEAN;
 		}
@@ -438,7 +438,7 @@ int inode_load_table(struct fs *fs, char *why, size_t whylen)
 			seen_hole = true;
 			continue;
 		}
-		if (!pool_meta_range_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
+		if (!pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
 			snprintf(why, whylen, "inode table chunk %" PRIu64 " points outside metadata", c);
 			return -EUCLEAN;
 		}

@@ -157,7 +157,7 @@ int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
 		snprintf(why, whylen, "superblock max_inodes %" PRIu64 " is invalid", g->max_inodes);
 		return -EINVAL;
 	}
-	if (g->itable_off == 0 || g->itable_off > pool_size ||
+	if (g->itable_off == 0 || g->itable_off % sizeof(uint64_t) || g->itable_off > pool_size ||
 	    pool_size - g->itable_off < 8 + g->max_inodes / PMFUSE_INODES_PER_CHUNK * 8) {
 		snprintf(why, whylen, "inode table offset %" PRIu64 " is invalid", g->itable_off);
 		return -EINVAL;
@@ -206,6 +206,65 @@ uint64_t pool_data_blocks(const struct pool *p)
 	for (uint32_t i = 0; i < p->sb->geo.nruns; i++)
 		n += p->sb->geo.runs[i].len >> PMFUSE_BLOCK_SHIFT;
 	return n;
+}
+
+static int obj_cmp(const void *a, const void *b)
+{
+	const struct pool_obj *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+int pool_objects_load(const struct pool *p, struct pool_objects *po)
+{
+	/* every object takes 64 bytes or more: more is a heap gone round in circles */
+	size_t cap = 0, limit = (size_t)(p->size / 64);
+
+	po->o = NULL;
+	po->n = 0;
+	for (PMEMoid oid = pmemobj_first(p->pop); !OID_IS_NULL(oid); oid = pmemobj_next(oid)) {
+		if (po->n == limit) {
+			pool_objects_free(po);
+			return -EUCLEAN;
+		}
+		if (po->n == cap) {
+			struct pool_obj *o;
+			cap = cap ? 2 * cap : 1024;
+			o = realloc(po->o, cap * sizeof(*o));
+			if (!o) {
+				pool_objects_free(po);
+				return -ENOMEM;
+			}
+			po->o = o;
+		}
+		po->o[po->n++] = (struct pool_obj){ oid.off, pmemobj_alloc_usable_size(oid), false };
+	}
+	qsort(po->o, po->n, sizeof(*po->o), obj_cmp);
+	return 0;
+}
+
+bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len)
+{
+	size_t lo = 0, hi = po->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (po->o[mid].off < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == po->n || po->o[lo].off != off || po->o[lo].size < len || po->o[lo].claimed)
+		return false;
+	po->o[lo].claimed = true;
+	return true;
+}
+
+void pool_objects_free(struct pool_objects *po)
+{
+	free(po->o);
+	po->o = NULL;
+	po->n = 0;
 }
 
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
@@ -422,6 +481,31 @@ out:
 #define OBJ_LAYOUT_OFF		4096
 #define OBJ_ROOT_OFFSET_OFF	(4096 + 2048)
 #define OBJ_ROOT_SIZE_OFF	(4096 + 2048 + 16)
+/*
+ * Where the descriptor puts the lanes and the heap.  They are checksummed,
+ * but pmemobj_open() trusts them once the checksum matches (a lanes_offset
+ * of 1 with a right checksum is a SIGSEGV inside it).  pmemobj_create()
+ * always writes lanes at 8 KiB, at most 1024 of them, and the heap right
+ * after them at the next page: anything else is damage.
+ */
+#define OBJ_LANES_OFFSET_OFF	(4096 + 1024)
+#define OBJ_NLANES_OFF		(4096 + 1032)
+#define OBJ_HEAP_OFFSET_OFF	(4096 + 1040)
+#define OBJ_LANES_OFFSET	8192
+#define OBJ_NLANES_MAX		1024
+#define OBJ_LANE_SIZE		3072	/* struct lane_layout */
+
+static bool obj_layout_ok(const unsigned char *page, uint64_t size, uint64_t root_off)
+{
+	uint64_t lanes_off, nlanes, heap_off;
+
+	memcpy(&lanes_off, page + OBJ_LANES_OFFSET_OFF, sizeof(lanes_off));
+	memcpy(&nlanes, page + OBJ_NLANES_OFF, sizeof(nlanes));
+	memcpy(&heap_off, page + OBJ_HEAP_OFFSET_OFF, sizeof(heap_off));
+	return lanes_off == OBJ_LANES_OFFSET && nlanes >= 1 && nlanes <= OBJ_NLANES_MAX &&
+	       heap_off == ((lanes_off + nlanes * OBJ_LANE_SIZE + 4095) & ~4095ull) &&
+	       heap_off < size && root_off >= heap_off;
+}
 
 int pool_check_header(const void *head, uint64_t size, const char *path,
 		      uint64_t *root_off, char *why, size_t whylen)
@@ -446,9 +530,14 @@ int pool_check_header(const void *head, uint64_t size, const char *path,
 	}
 	memcpy(&off, page + OBJ_ROOT_OFFSET_OFF, sizeof(off));
 	memcpy(&root_size, page + OBJ_ROOT_SIZE_OFF, sizeof(root_size));
-	if (root_size != sizeof(struct pmfuse_super) || off < POOL_HEADER_SIZE ||
+	if (root_size != sizeof(struct pmfuse_super) || off % sizeof(uint64_t) ||
+	    off < POOL_HEADER_SIZE ||
 	    size < sizeof(struct pmfuse_super) || off > size - sizeof(struct pmfuse_super)) {
 		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
+		return -EINVAL;
+	}
+	if (!obj_layout_ok(page, size, off)) {
+		snprintf(why, whylen, "%s: pmemobj pool descriptor (lanes, heap) is damaged", path);
 		return -EINVAL;
 	}
 	*root_off = off;

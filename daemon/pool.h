@@ -64,11 +64,13 @@ bool pool_has_pmemobj_signature(const void *first_page);
 /*
  * Judge a region of size bytes by its first POOL_HEADER_SIZE bytes (the
  * pmemobj pool header and descriptor) without opening the pool: the
- * signature, the pool format, the pmfuse layout, and a root object of the
- * superblock's size inside the region.  0 with the superblock's pool
- * offset in *root_off, or -EINVAL / -EPROTONOSUPPORT with a reason in why
- * (path only names the region in it).  pool_open() runs it first;
- * pmfusectl reads a superblock with it while the region is mounted.
+ * signature, the pool format, the pmfuse layout, a root object of the
+ * superblock's size inside the region, aligned, and lanes and heap where
+ * pmemobj_create() puts them (libpmemobj trusts those and can crash on
+ * damage).  0 with the superblock's pool offset in *root_off, or -EINVAL /
+ * -EPROTONOSUPPORT with a reason in why (path only names the region in
+ * it).  pool_open() runs it first, fsck before it opens a pool pool_open()
+ * refused; pmfusectl reads a superblock with it while the region is mounted.
  */
 #define POOL_HEADER_SIZE 8192
 int pool_check_header(const void *head, uint64_t size, const char *path,
@@ -91,11 +93,43 @@ static inline uint64_t pool_off(const struct pool *p, const void *ptr)
 /* May [off, off+len) be read as metadata (inside the pool, outside data)? */
 bool pool_meta_range_ok(const struct pool *p, uint64_t off, uint64_t len);
 
+/*
+ * As pool_meta_range_ok(), for a persistent struct: its offset must also be
+ * aligned for its u64 fields (every pmemobj object is), or reading it is
+ * undefined behaviour.
+ */
+static inline bool pool_struct_ok(const struct pool *p, uint64_t off, uint64_t len)
+{
+	return off % sizeof(uint64_t) == 0 && pool_meta_range_ok(p, off, len);
+}
+
 /* Are blocks [phys, phys+n) all inside one data run? */
 bool pool_block_range_ok(const struct pool *p, uint64_t phys, uint64_t n);
 
 /* Total data blocks in all runs. */
 uint64_t pool_data_blocks(const struct pool *p);
+
+/*
+ * The allocated pmemobj objects, sorted by offset, for the mount to check
+ * metadata offsets against.  libpmemobj trusts the offsets it is asked to
+ * free: freeing one that is not the start of an object it allocated (or
+ * freeing one object twice) corrupts its heap or crashes it.  The range
+ * checks above cannot tell; the heap can.  Built at mount, dropped after.
+ */
+struct pool_obj {
+	uint64_t off, size;
+	bool claimed;
+};
+
+struct pool_objects {
+	struct pool_obj *o;
+	size_t n;
+};
+
+int pool_objects_load(const struct pool *p, struct pool_objects *po);
+/* Is off the start of an object of at least len bytes that nothing claimed yet?  Claims it. */
+bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len);
+void pool_objects_free(struct pool_objects *po);
 
 /* The block holding the backup superblock (never given to files). */
 static inline uint64_t pool_backup_block(const struct pool *p)

@@ -26,7 +26,7 @@ int xattr_set_validate(const struct pool *p, uint64_t off, char *why, size_t why
 	const struct pmfuse_xattrs *x;
 	size_t pos = 0;
 
-	if (!pool_meta_range_ok(p, off, sizeof(*x))) {
+	if (!pool_struct_ok(p, off, sizeof(*x))) {
 		snprintf(why, whylen, "xattr object at offset %" PRIu64 " is out of range", off);
 		return -EUCLEAN;
 	}

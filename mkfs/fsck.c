@@ -33,6 +33,7 @@
  * is dereferenced, and every loop is bounded by the image's geometry.
  */
 #include "dir.h"
+#include "fsck.h"
 #include "xattr.h"
 #include "fmap.h"
 #include "fs.h"
@@ -166,6 +167,7 @@ static struct fsck {
 	bool degraded;		/* pool_open() refused it: checked, never repaired */
 	uint64_t sb_off;	/* the primary superblock (root object) */
 	bool shared_open;	/* device DAX: libpmemobj's open bookkeeping is written */
+	bool guarded;		/* watchdog timers on libpmemobj (the program, not in-process callers) */
 
 	/* for the repairs */
 	bool orphan_bad;	/* the orphan list is not exactly the set of orphans */
@@ -538,7 +540,7 @@ static void check_itable(void)
 		uint64_t off = p->itable->chunk[c];
 		if (!off)
 			continue;
-		if (!pool_meta_range_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
+		if (!pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
 			problem("inode table chunk %" PRIu64 " (inodes %" PRIu64 "-%" PRIu64
 				"): offset %" PRIu64 " is out of range", c,
 				c * PMFUSE_INODES_PER_CHUNK, c * PMFUSE_INODES_PER_CHUNK + 63, off);
@@ -750,7 +752,7 @@ static bool dir_foreach(uint64_t dino, const struct pmfuse_inode *dpi, bool chec
 		return false;
 	for (uint64_t c = 0; c < t->nchunks; c++) {
 		uint64_t off = t->chunk[c];
-		if (!pool_meta_range_ok(p, off, sizeof(struct pmfuse_dirchunk))) {
+		if (!pool_struct_ok(p, off, sizeof(struct pmfuse_dirchunk))) {
 			if (check)
 				problem("inode %" PRIu64 ": directory chunk %" PRIu64 " at offset %" PRIu64
 					" is out of range", dino, c, off);
@@ -1234,21 +1236,25 @@ static bool heap_walk(void)
 
 	heap_n = 0;
 	heap_seen = SIZE_MAX;
-	sigaction(SIGALRM, &sa, NULL);
+	if (F.guarded)
+		sigaction(SIGALRM, &sa, NULL);
 	if ((sig = sigsetjmp(heap_jmp, 1)) != 0) {
 		in_pmemobj = 0;
-		setitimer(ITIMER_REAL, &off, NULL);
+		if (F.guarded)
+			setitimer(ITIMER_REAL, &off, NULL);
 		heap_broken = true;	/* libpmemobj may be mid-update: never call it again */
 		problem("pmemobj heap: walking the allocated objects %s (damaged heap); object checks skipped",
 			sig == SIGALRM ? "does not finish" : "crashes");
 		return false;
 	}
-	setitimer(ITIMER_REAL, &tick, NULL);
+	if (F.guarded)
+		setitimer(ITIMER_REAL, &tick, NULL);
 	in_pmemobj = 2;
 	for (PMEMoid oid = pmemobj_first(F.p->pop); !OID_IS_NULL(oid); oid = pmemobj_next(oid)) {
 		if (heap_n == limit) {
 			in_pmemobj = 0;
-			setitimer(ITIMER_REAL, &off, NULL);
+			if (F.guarded)
+				setitimer(ITIMER_REAL, &off, NULL);
 			problem("pmemobj heap: more objects than the region can hold (damaged heap?)");
 			return false;
 		}
@@ -1263,7 +1269,8 @@ static bool heap_walk(void)
 		heap_n = heap_n + 1;
 	}
 	in_pmemobj = 0;
-	setitimer(ITIMER_REAL, &off, NULL);
+	if (F.guarded)
+		setitimer(ITIMER_REAL, &off, NULL);
 	return true;
 }
 
@@ -1403,11 +1410,14 @@ static int guarded_pool_open(char *why, size_t whylen)
 	struct sigaction al = { .sa_handler = on_alarm };
 	int ret;
 
-	sigaction(SIGALRM, &al, NULL);
+	if (F.guarded) {
+		sigaction(SIGALRM, &al, NULL);
+		alarm(OPEN_WATCHDOG_SEC);
+	}
 	in_pmemobj = 1;
-	alarm(OPEN_WATCHDOG_SEC);
 	ret = pool_open(&F.pool, F.region, why, whylen);
-	alarm(0);
+	if (F.guarded)
+		alarm(0);
 	in_pmemobj = 0;
 	return ret;
 }
@@ -1429,16 +1439,22 @@ static bool is_char_device(const char *path)
  */
 static struct pmfuse_super backup_sb;
 
-static bool has_pool_header(void)
+/*
+ * May pmemobj_open() be given the region at all?  Not if the pmemobj
+ * header or descriptor is damaged: libpmemobj trusts them and can crash.
+ */
+static bool pool_header_ok(uint64_t size)
 {
-	unsigned char page[4096];
+	unsigned char page[POOL_HEADER_SIZE];
+	char why[POOL_WHY];
+	uint64_t root_off;
 	int fd = open(F.region, O_RDONLY | O_CLOEXEC);
 	bool ok;
 
 	if (fd < 0)
 		return false;
 	ok = region_pread(fd, page, sizeof(page), 0) == 0 &&	/* devdax: no pread */
-	     pool_has_pmemobj_signature(page);
+	     pool_check_header(page, size, F.region, &root_off, why, sizeof(why)) == 0;
 	close(fd);
 	return ok;
 }
@@ -1453,12 +1469,15 @@ static int open_damaged(const char *why_open)
 	const struct pmfuse_geometry *b = NULL;
 	struct pmfuse_geometry g;
 
-	if (size < (int64_t)PMFUSE_MIN_REGION || !has_pool_header())
-		goto not_pmfuse;	/* pmemobj_open() must not see it */
+	/* pmemobj_open() must not see a pool whose own structures are damaged */
+	if (size < (int64_t)PMFUSE_MIN_REGION || !pool_header_ok((uint64_t)size))
+		goto not_pmfuse;
 	in_pmemobj = 1;
-	alarm(OPEN_WATCHDOG_SEC);
+	if (F.guarded)
+		alarm(OPEN_WATCHDOG_SEC);
 	pop = pmemobj_open(F.region, PMFUSE_LAYOUT);
-	alarm(0);
+	if (F.guarded)
+		alarm(0);
 	in_pmemobj = 0;
 	if (!pop)
 		goto not_pmfuse;
@@ -1614,6 +1633,7 @@ static void check_free(void)
 	F.degraded = keep.degraded;
 	F.sb_off = keep.sb_off;
 	F.shared_open = keep.shared_open;
+	F.guarded = keep.guarded;
 }
 
 static void run_check(void)
@@ -2422,6 +2442,73 @@ static void report(void)
 		       F.region, F.n_used, F.max_inodes - 1, F.used_blocks, F.capacity);
 }
 
+/* Everything a check leaves behind, so the next one (in-process) starts afresh. */
+static void reset_state(void)
+{
+	int zero = 0;
+
+	check_free();
+	free(heap_objs);
+	free(R.declined);
+	memset(&F, 0, sizeof(F));
+	memset(&R, 0, sizeof(R));
+	heap_objs = NULL;
+	heap_n = 0;
+	heap_broken = false;
+	memset(&backup_sb, 0, sizeof(backup_sb));
+	in_pmemobj = 0;
+	/* open_region() turned it on for every later open in this process */
+	pmemobj_ctl_set(NULL, "copy_on_write.at_open", &zero);
+}
+
+int fsck_check(const char *region, bool verbose, bool guarded)
+{
+	int ret;
+
+	reset_state();
+	F.region = region;
+	F.verbose = verbose;
+	F.guarded = guarded;
+	R.mode = M_CHECK;
+	if (guarded) {
+		/* libpmemobj crashing on its own damaged structures: an operational error */
+		struct sigaction sa = { .sa_handler = on_fault };
+		sigaction(SIGBUS, &sa, NULL);
+		sigaction(SIGSEGV, &sa, NULL);
+		sigaction(SIGABRT, &sa, NULL);
+		sigaction(SIGFPE, &sa, NULL);
+		sigaction(SIGILL, &sa, NULL);
+	}
+	ret = open_region();
+	if (ret >= 0) {
+		if (ret == FSCK_UNCORRECTED)
+			printf("%s: %" PRIu64 " problem(s) found, not repaired\n", F.region, F.problems);
+		fflush(stdout);
+		cleanup();
+		reset_state();
+		return ret;
+	}
+	run_check();
+	if (F.verbose)
+		summary(F.used_blocks, F.capacity);
+	report();
+	fflush(stdout);
+	cleanup();
+	ret = F.problems ? FSCK_UNCORRECTED : FSCK_OK;
+	reset_state();
+	return ret;
+}
+
+#ifdef PMFUSE_FSCK_NO_MAIN
+/*
+ * In-process callers (tests/fuzz) bring their own main(): this one is
+ * renamed rather than left out, so the repair code only it calls still
+ * compiles without unused-function warnings.
+ */
+int fsck_program_main(int argc, char **argv);
+#define main fsck_program_main
+#endif
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -2456,6 +2543,7 @@ int main(int argc, char **argv)
 		return FSCK_USAGE;
 	}
 	F.region = argv[optind];
+	F.guarded = true;	/* watchdogs on libpmemobj's open and heap walk */
 	if (!mode_set)
 		R.mode = isatty(STDIN_FILENO) ? M_ASK : M_CHECK;
 

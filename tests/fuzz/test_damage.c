@@ -1,0 +1,239 @@
+/*
+ * Unit tests for the validator fixes the fuzzer led to (tests/fuzz/
+ * regressions has the fuzz inputs themselves): each damages one field of a
+ * freshly formatted region by hand and checks the refusal.
+ */
+#include "../unit/harness.h"
+#include "fs.h"
+#include "pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#define OBJ_DSC_OFF		4096u
+#define OBJ_DSC_CSUM_OFF	(OBJ_DSC_OFF + 2040u)
+#define OBJ_LANES_OFFSET_OFF	(OBJ_DSC_OFF + 1024u)
+#define OBJ_ROOT_OFFSET_OFF	(OBJ_DSC_OFF + 2048u)
+
+static char region[256];
+static const struct fs_cred root_cred = { 0, 0 };
+
+static void make_region(void)
+{
+	struct pool_format_opts o = { .sparse = true, .label = "damage" };
+	char why[POOL_WHY];
+	int fd;
+
+	snprintf(region, sizeof(region), "/dev/shm/pmfuse-damage-%d", getpid());
+	unlink(region);
+	fd = open(region, O_RDWR | O_CREAT, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)PMFUSE_MIN_REGION)) {
+		perror(region);
+		exit(2);
+	}
+	close(fd);
+	if (pool_format(region, &o, why, sizeof(why))) {
+		fprintf(stderr, "format: %s\n", why);
+		exit(2);
+	}
+}
+
+static uint64_t peek64(uint64_t off)
+{
+	uint64_t v = 0;
+	int fd = open(region, O_RDONLY);
+
+	if (fd < 0 || pread(fd, &v, sizeof(v), (off_t)off) != sizeof(v))
+		exit(2);
+	close(fd);
+	return v;
+}
+
+static void poke64(uint64_t off, uint64_t v)
+{
+	int fd = open(region, O_RDWR);
+
+	if (fd < 0 || pwrite(fd, &v, sizeof(v), (off_t)off) != sizeof(v))
+		exit(2);
+	close(fd);
+}
+
+/* libpmemobj's descriptor checksum: Fletcher-64 over 2 KiB of 32-bit words. */
+static void fix_descriptor_checksum(void)
+{
+	unsigned char d[2048];
+	uint32_t lo = 0, hi = 0, w;
+	int fd = open(region, O_RDONLY);
+
+	if (fd < 0 || pread(fd, d, sizeof(d), OBJ_DSC_OFF) != (ssize_t)sizeof(d))
+		exit(2);
+	close(fd);
+	for (size_t i = 0; i < sizeof(d); i += 4) {
+		memcpy(&w, d + i, 4);
+		lo += i >= 2040 ? 0 : w;
+		hi += lo;
+	}
+	poke64(OBJ_DSC_CSUM_OFF, (uint64_t)hi << 32 | lo);
+}
+
+/* pool_check_header() on the region's first bytes, as pool_open() and fsck do. */
+static int check_header(uint64_t *root, char *why, size_t whylen)
+{
+	static unsigned char head[POOL_HEADER_SIZE];
+	int fd = open(region, O_RDONLY);
+
+	if (fd < 0 || pread(fd, head, sizeof(head), 0) != (ssize_t)sizeof(head))
+		exit(2);
+	close(fd);
+	return pool_check_header(head, PMFUSE_MIN_REGION, region, root, why, whylen);
+}
+
+static int open_refusal(char *why, size_t whylen)
+{
+	struct pool p;
+	int ret = pool_open(&p, region, why, whylen);
+
+	if (ret == 0)
+		pool_close(&p);
+	return ret;
+}
+
+static void test_fresh_region_opens(void)
+{
+	char why[POOL_WHY];
+	uint64_t root;
+
+	make_region();
+	uint64_t csum = peek64(OBJ_DSC_CSUM_OFF);
+	fix_descriptor_checksum();	/* computes what libpmemobj wrote */
+	CHECK_EQ(peek64(OBJ_DSC_CSUM_OFF), csum);
+	CHECK_EQ(check_header(&root, why, sizeof(why)), 0);
+	CHECK_EQ(open_refusal(why, sizeof(why)), 0);
+}
+
+static void test_lanes_offset_with_right_checksum_is_refused_before_pmemobj(void)
+{
+	char why[POOL_WHY];
+	uint64_t root;
+
+	make_region();
+	poke64(OBJ_LANES_OFFSET_OFF, 1);
+	fix_descriptor_checksum();	/* pmemobj_open() would crash on it */
+	CHECK_EQ(check_header(&root, why, sizeof(why)), -EINVAL);
+	CHECK(strstr(why, "lanes, heap") != NULL);
+	CHECK_EQ(open_refusal(why, sizeof(why)), -EINVAL);
+}
+
+static void test_misaligned_root_offset_is_refused(void)
+{
+	char why[POOL_WHY];
+
+	make_region();
+	poke64(OBJ_ROOT_OFFSET_OFF, peek64(OBJ_ROOT_OFFSET_OFF) + 1);
+	CHECK_EQ(open_refusal(why, sizeof(why)), -EINVAL);
+	CHECK(strstr(why, "superblock pointer") != NULL);
+}
+
+static void test_struct_offsets_must_be_aligned(void)
+{
+	struct pool p;
+	char why[POOL_WHY];
+
+	make_region();
+	CHECK_EQ(pool_open(&p, region, why, sizeof(why)), 0);
+	uint64_t off = pool_off(&p, p.itable);
+	CHECK(pool_struct_ok(&p, off, 64));
+	CHECK(!pool_struct_ok(&p, off + 4, 64));
+	CHECK(pool_meta_range_ok(&p, off + 4, 64));	/* bytes (names) may start anywhere */
+	pool_close(&p);
+}
+
+static void test_misaligned_directory_table_refuses_mount(void)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs;
+	struct stat st;
+	char why[POOL_WHY];
+
+	make_region();
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), 0);
+	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "f", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	uint64_t at = pool_off(&fs->pool, inode_record(fs, PMFUSE_ROOT_INO)) +
+		      offsetof(struct pmfuse_inode, dir_off);
+	fs_unmount(fs);
+	poke64(at, peek64(at) + 4);
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
+	CHECK(strstr(why, "directory table") != NULL);
+}
+
+/* Two files, each with an xattr set; returns the offsets of their inode records. */
+static void two_files_with_xattrs(uint64_t *a, uint64_t *b, uint64_t *b_ino)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs;
+	struct stat st;
+	char why[POOL_WHY];
+
+	make_region();
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), 0);
+	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "a", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st_ino, "user.a", "1", 1, 0), 0);
+	*a = pool_off(&fs->pool, inode_record(fs, st.st_ino));
+	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "b", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st_ino, "user.b", "2", 1, 0), 0);
+	/* past 64 blocks: the map root becomes a node */
+	CHECK_EQ(fs_write(fs, st.st_ino, 100 * 4096, "x", 1, false), 1);
+	*b = pool_off(&fs->pool, inode_record(fs, st.st_ino));
+	*b_ino = st.st_ino;
+	fs_unmount(fs);
+}
+
+static void test_xattr_set_shared_by_two_inodes_refuses_mount(void)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs;
+	char why[POOL_WHY];
+	uint64_t a, b, ino;
+	const uint64_t x = offsetof(struct pmfuse_inode, xattr_off);
+
+	two_files_with_xattrs(&a, &b, &ino);
+	/* deleting one would free the set the other still uses */
+	poke64(b + x, peek64(a + x));
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
+	CHECK(strstr(why, "not an allocated object of its own") != NULL);
+}
+
+static void test_map_node_that_is_not_an_object_refuses_mount(void)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs;
+	char why[POOL_WHY];
+	uint64_t a, b, ino;
+	const uint64_t m = offsetof(struct pmfuse_inode, map_root);
+
+	two_files_with_xattrs(&a, &b, &ino);
+	CHECK_EQ(peek64(b + m) & 1, 0);		/* a node, not a leaf */
+	/*
+	 * Free inode records 10 and 11 of the same chunk: 512 zero bytes, a
+	 * node of holes that every range check accepts.  Deleting the file
+	 * would hand libpmemobj an offset inside the inode chunk to free.
+	 */
+	poke64(b + m, b - (ino % PMFUSE_INODES_PER_CHUNK) * 256 + 10 * 256);
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
+	CHECK(strstr(why, "file map") != NULL);
+}
+
+int main(void)
+{
+	RUN(test_fresh_region_opens);
+	RUN(test_lanes_offset_with_right_checksum_is_refused_before_pmemobj);
+	RUN(test_misaligned_root_offset_is_refused);
+	RUN(test_struct_offsets_must_be_aligned);
+	RUN(test_misaligned_directory_table_refuses_mount);
+	RUN(test_xattr_set_shared_by_two_inodes_refuses_mount);
+	RUN(test_map_node_that_is_not_an_object_refuses_mount);
+	unlink(region);
+	return test_failures ? 1 : 0;
+}
