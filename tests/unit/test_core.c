@@ -331,7 +331,7 @@ static void test_kills_mid_transaction_do_not_leak_metadata_space(void)
 	make_region(256 << 20);
 	size_t before = heap_free_bytes();
 
-	for (int round = 0; round < 10; round++) {
+	for (int round = 0; round < 16; round++) {
 		pid_t pid = fork();
 		if (pid == 0) {
 			struct fs *f = mount_region();
@@ -356,10 +356,14 @@ static void test_kills_mid_transaction_do_not_leak_metadata_space(void)
 	/* mounting reclaims the last session's orphans, if any */
 	fs_unmount(mount_region());
 	size_t after = heap_free_bytes();
-	/* header-less custom classes lost a 256 KiB chunk per kill (2.5 MiB here) */
-	CHECK(after + (1 << 20) >= before);
-	if (after + (1 << 20) < before)
-		fprintf(stderr, "heap free before %zu KiB, after 10 kills %zu KiB\n", before >> 10,
+	/*
+	 * Header-less custom classes lost a 256 KiB chunk per kill (4 MiB here).
+	 * The probe itself varies by a few chunks with where the kills land
+	 * (partly used runs): up to 1.2 MiB was seen without any leak.
+	 */
+	CHECK(after + (2 << 20) >= before);
+	if (after + (2 << 20) < before)
+		fprintf(stderr, "heap free before %zu KiB, after 16 kills %zu KiB\n", before >> 10,
 			after >> 10);
 }
 
