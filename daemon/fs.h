@@ -41,6 +41,8 @@ struct inode {
 	/* protected by the icache stripe lock */
 	uint64_t nlookup;		/* kernel references */
 	uint32_t nopen;			/* open files */
+	_Atomic uint32_t ncached;	/* of those, opened without O_DIRECT: the
+					 * client may cache their pages */
 	uint32_t refs;			/* transient core references */
 	struct dir_index *dir;		/* lazily built, under lock (write) */
 	struct index *ix;		/* mapping index: built under lock (write),
@@ -150,8 +152,11 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size);
 
 /* open files */
+/* flags: the open(2) flags; release gets the same ones */
 int fs_open(struct fs *fs, uint64_t ino, int flags);
-void fs_release(struct fs *fs, uint64_t ino);
+void fs_release(struct fs *fs, uint64_t ino, int flags);
+/* Is the file open without O_DIRECT somewhere (pages of it may be cached)? */
+bool fs_cached_opens(struct fs *fs, uint64_t ino);
 
 /* directories (dir.c) */
 typedef int (*fs_dirent_fn)(void *ctx, const char *name, size_t namelen, uint64_t ino,
@@ -203,6 +208,14 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size);
 ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size);
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
+/*
+ * Before a write the kernel does not prepare (files opened O_DIRECT): what
+ * its file_remove_privs() would do -- drop security.capability, and setuid
+ * (and setgid with group execute) unless the writer is privileged.  One
+ * transaction when there is something to drop; two loads when not.
+ * 1 if something was dropped, 0 if not, or -errno.
+ */
+int fs_kill_priv(struct fs *fs, uint64_t ino, bool privileged);
 
 /* zero buffer (zero.c) */
 int zero_init(struct fs *fs);

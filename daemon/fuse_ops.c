@@ -217,6 +217,74 @@ static bool wants_sync(struct fs *fs, const struct fuse_file_info *fi)
 	return fs->opts.sync || (fi->flags & (O_SYNC | O_DSYNC));
 }
 
+/*
+ * A file opened O_DIRECT is opened FOPEN_DIRECT_IO: the kernel then sends
+ * its reads and writes straight to us (as libfuse's passthrough_hp does)
+ * instead of through the page-cache path, whose every write first asks for
+ * security.capability -- a round trip more than the write itself (the
+ * kernel skips it only with HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot
+ * negotiate).  That path also cleared set-id bits and file capabilities
+ * before the write and invalidated cached pages after it; on this one the
+ * kernel does neither, so the write handlers do (direct_write_begin/end).
+ * Not in single-threaded mode: the invalidation may wait for a read of the
+ * same pages that only another thread could answer.
+ */
+bool pm_opt_direct_io = true;
+
+/*
+ * An open file's fh: its open flags (release counts them back: fcntl(F_SETFL)
+ * may change O_DIRECT in between) and whether it went direct (WRITE requests
+ * carry fh, not direct_io).
+ */
+#define FH_DIRECT_IO (1ull << 32)
+
+static void set_open_fh(struct fuse_file_info *fi)
+{
+	fi->fh = (uint32_t)fi->flags;
+	if (pm_opt_direct_io && (fi->flags & O_DIRECT)) {
+		fi->direct_io = 1;
+		fi->fh |= FH_DIRECT_IO;
+	}
+}
+
+static bool is_direct(const struct fuse_file_info *fi)
+{
+	return fi->fh & FH_DIRECT_IO;
+}
+
+static int open_flags(const struct fuse_file_info *fi)
+{
+	return (int)(uint32_t)fi->fh;
+}
+
+static struct fuse_session *pm_session;
+
+void pm_ops_set_session(struct fuse_session *se)
+{
+	pm_session = se;
+}
+
+static int direct_write_begin(fuse_req_t req, fuse_ino_t ino)
+{
+	int ret = fs_kill_priv(pm_fs(req), ino, fuse_req_ctx(req)->uid == 0);
+
+	/* the kernel's cached mode is stale now (attributes only: no page lock) */
+	if (ret > 0 && pm_session)
+		fuse_lowlevel_notify_inval_inode(pm_session, ino, -1, 0);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * Pages of the written range cached by other, non-O_DIRECT opens are stale
+ * now.  Kernels since 6.6 drop them before a direct write themselves; 6.1
+ * (Debian 12's) does not.
+ */
+static void direct_write_end(fuse_req_t req, fuse_ino_t ino, off_t off, size_t n)
+{
+	if (n && pm_session && fs_cached_opens(pm_fs(req), ino))
+		fuse_lowlevel_notify_inval_inode(pm_session, ino, off, (off_t)n);
+}
+
 static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	int err = fs_open(pm_fs(req), ino, fi->flags);
@@ -226,13 +294,15 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct stat a = { .st_size = 0 }, st;
 		err = fs_setattr(pm_fs(req), ino, &a, FS_SET_SIZE, &st);
 		if (err)
-			fs_release(pm_fs(req), ino);
+			fs_release(pm_fs(req), ino, fi->flags);
 	}
 
-	if (err)
+	if (err) {
 		reply_err(req, ino, -err);
-	else
+	} else {
+		set_open_fh(fi);
 		fuse_reply_open(req, fi);
+	}
 }
 
 static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -255,6 +325,7 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.attr = st;
 	e.attr_timeout = ATTR_TIMEOUT;
 	e.entry_timeout = ENTRY_TIMEOUT;
+	set_open_fh(fi);
 	fuse_reply_create(req, &e, fi);
 }
 
@@ -308,11 +379,18 @@ static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		reply_err(req, ino, EINVAL);
 		return;
 	}
-	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(pm_fs(req), fi));
-	if (n < 0)
+	if (is_direct(fi) && (n = direct_write_begin(req, ino)) < 0) {
 		reply_err(req, ino, (int)-n);
-	else
-		fuse_reply_write(req, (size_t)n);
+		return;
+	}
+	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(pm_fs(req), fi));
+	if (n < 0) {
+		reply_err(req, ino, (int)-n);
+		return;
+	}
+	if (is_direct(fi))
+		direct_write_end(req, ino, off, (size_t)n);
+	fuse_reply_write(req, (size_t)n);
 }
 
 /* Reads the next bytes of a write request's buffer (a spliced pipe) into dst. */
@@ -343,6 +421,10 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		reply_err(req, ino, EINVAL);
 		return;
 	}
+	if (is_direct(fi) && (n = direct_write_begin(req, ino)) < 0) {
+		reply_err(req, ino, (int)-n);
+		return;
+	}
 	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
 		n = fs_write(pm_fs(req), ino, (uint64_t)off, (const char *)in->buf[0].mem + in->off,
 			     size, wants_sync(pm_fs(req), fi));
@@ -351,10 +433,13 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		n = fs_write_from(pm_fs(req), ino, (uint64_t)off, &src, size,
 				  wants_sync(pm_fs(req), fi));
 	}
-	if (n < 0)
+	if (n < 0) {
 		reply_err(req, ino, (int)-n);
-	else
-		fuse_reply_write(req, (size_t)n);
+		return;
+	}
+	if (is_direct(fi))
+		direct_write_end(req, ino, off, (size_t)n);
+	fuse_reply_write(req, (size_t)n);
 }
 
 /*
@@ -366,8 +451,7 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void pm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)fi;
-	fs_release(pm_fs(req), ino);
+	fs_release(pm_fs(req), ino, open_flags(fi));
 	fuse_reply_err(req, 0);
 }
 

@@ -7,6 +7,7 @@
 #include "dir.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,17 +190,18 @@ int fs_open(struct fs *fs, uint64_t ino, int flags)
 {
 	struct inode *in = inode_get(fs, ino);
 
-	(void)flags;
 	if (!in)
 		return -ENOENT;
 	pthread_mutex_lock(stripe(fs, ino));
 	in->nopen++;
+	if (!(flags & O_DIRECT))
+		atomic_fetch_add_explicit(&in->ncached, 1, memory_order_relaxed);
 	in->refs--;
 	pthread_mutex_unlock(stripe(fs, ino));
 	return 0;
 }
 
-void fs_release(struct fs *fs, uint64_t ino)
+void fs_release(struct fs *fs, uint64_t ino, int flags)
 {
 	struct inode *in;
 
@@ -212,7 +214,19 @@ void fs_release(struct fs *fs, uint64_t ino)
 		return;
 	}
 	in->nopen--;
+	if (!(flags & O_DIRECT) && atomic_load_explicit(&in->ncached, memory_order_relaxed))
+		atomic_fetch_sub_explicit(&in->ncached, 1, memory_order_relaxed);
 	maybe_evict_locked(fs, in);
+}
+
+bool fs_cached_opens(struct fs *fs, uint64_t ino)
+{
+	struct inode *in;
+
+	if (ino == 0 || ino >= fs->max_inodes)
+		return false;
+	in = atomic_load(&fs->icache[ino]);
+	return in && atomic_load_explicit(&in->ncached, memory_order_relaxed) != 0;
 }
 
 int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,

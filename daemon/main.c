@@ -28,6 +28,7 @@ struct options {
 	char *log_level;
 	int sync;
 	int nosplice;
+	int nodirect_io;
 	int show_help;
 	int show_version;
 };
@@ -38,6 +39,7 @@ enum { KEY_HELP, KEY_VERSION, KEY_IGNORE };
 static const struct fuse_opt option_spec[] = {
 	OPT("sync", sync),
 	OPT("nosplice", nosplice),
+	OPT("nodirect_io", nodirect_io),
 	OPT("log_level=%s", log_level),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -93,6 +95,7 @@ static void usage(const char *prog)
 	       "    -o sync                persist every write before replying (as MAP_SYNC)\n"
 	       "    -o log_level=LEVEL     err, warning, info (default) or debug\n"
 	       "    -o nosplice            never take write data through splice (see pmfuse(8))\n"
+	       "    -o nodirect_io         O_DIRECT opens use the kernel's page-cache path too\n"
 	       "    -h, --help             this help\n"
 	       "    -V, --version          print the version\n"
 	       "Ignored (as passed from fstab): defaults, nofail, _netdev, auto, noauto,\n"
@@ -163,6 +166,7 @@ int main(int argc, char *argv[])
 	}
 
 	pm_opt_splice = !o.nosplice;
+	pm_opt_direct_io = !o.nodirect_io && !opts.singlethread;
 	struct fs_opts fo = { .sync = o.sync != 0 };
 	int err = fs_mount(&fs, region, &fo, why, sizeof(why));
 	if (err) {
@@ -184,6 +188,7 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, &pm_ops, sizeof(pm_ops), fs);
 	if (!se)
 		goto out_fs;
+	pm_ops_set_session(se);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, opts.mountpoint) != 0)

@@ -205,6 +205,7 @@ struct swap_args {
 	const char *recs;
 	size_t used;
 	uint32_t count;
+	mode_t mode_clear;	/* set-id bits dropped in the same transaction */
 };
 
 /* Swap in a new attribute object holding recs (none if count is 0). */
@@ -226,6 +227,10 @@ static int tx_swap(void *arg)
 		pmemobj_tx_free(pmemobj_oid(pool_ptr(&a->fs->pool, pi->xattr_off)));
 	pmemobj_tx_add_range_direct(&pi->xattr_off, sizeof(pi->xattr_off));
 	pi->xattr_off = off;
+	if (a->mode_clear) {
+		pmemobj_tx_add_range_direct(&pi->mode, sizeof(pi->mode));
+		pi->mode &= ~a->mode_clear;
+	}
 	inode_tx_touch(pi, false, false, true);
 	return 0;
 }
@@ -235,7 +240,8 @@ static int tx_swap(void *arg)
  * name=value.  Builds the new object in a transaction.
  */
 static int xattr_rewrite(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
-			 const char *name, size_t nlen, const void *value, size_t vlen)
+			 const char *name, size_t nlen, const void *value, size_t vlen,
+			 mode_t mode_clear)
 {
 	size_t pos = 0, newrec = value ? (sizeof(struct pmfuse_xattr_rec) + nlen + vlen + 7) & ~(size_t)7 : 0;
 	size_t used = 0;
@@ -269,7 +275,7 @@ static int xattr_rewrite(struct fs *fs, struct inode *in, const struct pmfuse_xa
 		free(buf);
 		return -ENOSPC;
 	}
-	struct swap_args a = { fs, in, buf, used, count };
+	struct swap_args a = { fs, in, buf, used, count, mode_clear };
 	ret = pool_tx(&fs->pool, tx_swap, &a);
 	free(buf);
 	return ret;
@@ -302,7 +308,7 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 	else if ((flags & XATTR_REPLACE) && !exists)
 		ret = -ENODATA;
 	else
-		ret = xattr_rewrite(fs, in, x, name, nlen, value ? value : "", size);
+		ret = xattr_rewrite(fs, in, x, name, nlen, value ? value : "", size, 0);
 out:
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
@@ -328,8 +334,64 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 	if (!xattr_find(x, name, nlen))
 		ret = -ENODATA;
 	else
-		ret = xattr_rewrite(fs, in, x, name, nlen, NULL, 0);
+		ret = xattr_rewrite(fs, in, x, name, nlen, NULL, 0, 0);
 out:
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+#define CAPS_NAME "security.capability"
+
+/* The set-id bits a write by an unprivileged user drops, as should_remove_suid(). */
+static mode_t setid_to_drop(mode_t mode)
+{
+	mode_t drop = mode & S_ISUID;
+
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		drop |= S_ISGID;
+	return drop;
+}
+
+struct mode_args {
+	struct pmfuse_inode *pi;
+	mode_t clear;
+};
+
+static int tx_clear_mode(void *arg)
+{
+	struct mode_args *a = arg;
+
+	pmemobj_tx_add_range_direct(&a->pi->mode, sizeof(a->pi->mode));
+	a->pi->mode &= ~a->clear;
+	inode_tx_touch(a->pi, false, false, true);
+	return 0;
+}
+
+int fs_kill_priv(struct fs *fs, uint64_t ino, bool privileged)
+{
+	const struct pmfuse_xattrs *x;
+	struct inode *in = inode_get(fs, ino);
+	int ret;
+
+	if (!in)
+		return -ENOENT;
+	/* the common case, two loads: no set-id bit to drop, no attribute at all */
+	if (!in->pi->xattr_off && (privileged || !setid_to_drop(in->pi->mode))) {
+		inode_put(fs, in);
+		return 0;
+	}
+	pthread_rwlock_wrlock(&in->lock);
+	mode_t clear = privileged ? 0 : setid_to_drop(in->pi->mode);
+	ret = xattrs_get(fs, in->pi, &x);
+	if (ret == 0 && xattr_find(x, CAPS_NAME, strlen(CAPS_NAME))) {
+		ret = xattr_rewrite(fs, in, x, CAPS_NAME, strlen(CAPS_NAME), NULL, 0, clear);
+		ret = ret ?: 1;
+	} else if (ret == 0 && clear) {
+		struct mode_args a = { in->pi, clear };
+		ret = pool_tx(&fs->pool, tx_clear_mode, &a);
+		ret = ret ?: 1;
+	}
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return ret;

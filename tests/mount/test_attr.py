@@ -4,7 +4,9 @@ permission checks as unprivileged users, sticky and setgid directories,
 extended attributes."""
 
 import errno
+import mmap
 import os
+import struct
 import stat
 import sys
 import time
@@ -107,6 +109,55 @@ class AttrTest(PmfuseTestCase):
         as_user(child)
         self.assertEqual(mode_of(p), 0o0777)
         self.assertEqual(read_file(p), b"#!/bin/true\n# appended\n")
+
+    def direct_write(self, p, data):
+        """pwrite at 0 through an O_DIRECT descriptor (a page-aligned buffer)."""
+        fd = os.open(p, os.O_WRONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 4096)
+        try:
+            buf[:len(data)] = data
+            os.pwritev(fd, [memoryview(buf)[:4096]], 0)
+        finally:
+            buf.close()
+            os.close(fd)
+
+    def test_o_direct_write_by_a_non_root_user_clears_setuid_and_setgid(self):
+        # the kernel's direct path leaves this to the filesystem
+        p = self.p("suid-direct")
+        write_file(p, b"x" * 8192)
+        os.chmod(p, 0o6777)
+        as_user(self.direct_write, p, b"y" * 4096)
+        self.assertEqual(mode_of(p), 0o0777)
+        self.assertEqual(read_file(p), b"y" * 4096 + b"x" * 4096)
+        os.chmod(p, 0o2767)            # setgid without group execute: a lock mark, kept
+        as_user(self.direct_write, p, b"z" * 4096)
+        self.assertEqual(mode_of(p), 0o2767)
+
+    def test_o_direct_write_by_root_keeps_setuid_and_setgid(self):
+        p = self.p("suid-root-direct")
+        write_file(p, b"x" * 4096)
+        os.chmod(p, 0o6755)
+        self.direct_write(p, b"y" * 4096)
+        self.assertEqual(mode_of(p), 0o6755)
+        self.assertEqual(read_file(p), b"y" * 4096)
+
+    def test_any_write_drops_file_capabilities(self):
+        # as the page-cache path does (the kernel's cap_inode_killpriv), for
+        # root too; on the O_DIRECT path the daemon does it
+        cap = struct.pack("<5I", 0x02000001, 1 << 10, 0, 0, 0)   # v2, effective, net_bind
+        for name, write in (("cap-cached", lambda p: write_file(p, b"y" * 4096)),
+                            ("cap-direct", lambda p: self.direct_write(p, b"y" * 4096))):
+            p = self.p(name)
+            write_file(p, b"x" * 4096)
+            os.setxattr(p, "user.keep", b"1")
+            os.setxattr(p, "security.capability", cap)
+            self.assertEqual(os.getxattr(p, "security.capability"), cap)
+            write(p)
+            self.assertErrno(errno.ENODATA, os.getxattr, p, "security.capability")
+            self.assertEqual(os.getxattr(p, "user.keep"), b"1", name)
+            self.assertEqual(read_file(p), b"y" * 4096)
+        self.remount()
+        self.assertErrno(errno.ENODATA, os.getxattr, self.p("cap-direct"), "security.capability")
 
     def test_write_by_root_keeps_setuid_and_setgid(self):
         p = self.p("suid-root")

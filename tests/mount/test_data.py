@@ -12,8 +12,9 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (PmfuseTestCase, fallocate, main, pread_all, pwrite_all,  # noqa: E402
-                     read_file, sha256_bytes, sha256_file, wait_until, write_file)
+from harness import (Mount, PmfuseTestCase, fallocate, main, pmfuse_only,  # noqa: E402
+                     pread_all, pwrite_all, read_file, sha256_bytes, sha256_file,
+                     wait_until, write_file)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -424,6 +425,115 @@ class FileDataTest(PmfuseTestCase):
         self.remount()
         for i in range(300):
             self.assertEqual(read_file(self.p("many", "f%03d" % i)), struct.pack("<I", i) * (i + 1))
+
+
+def aligned(data):
+    """data in a page-aligned buffer, as O_DIRECT wants it (ext4 reference)."""
+    buf = mmap.mmap(-1, (len(data) + 4095) // 4096 * 4096)
+    buf[:len(data)] = data
+    return buf
+
+
+def direct_pwrite(path, data, offset, flags=0):
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT | flags)
+    try:
+        buf = aligned(data)
+        try:
+            return os.pwritev(fd, [memoryview(buf)[:len(data)]], offset)
+        finally:
+            buf.close()
+    finally:
+        os.close(fd)
+
+
+class DirectIoTest(PmfuseTestCase):
+    """Files opened O_DIRECT take the kernel's direct path (FOPEN_DIRECT_IO):
+    data goes straight to the daemon, and what the page-cache path did around
+    a write -- invalidate other opens' cached pages, drop set-id bits and
+    file capabilities -- the daemon does (test_attr checks the last two)."""
+
+    def test_direct_writes_and_reads_round_trip(self):
+        p = self.p("direct")
+        want = pattern(3 * MiB + 8192, 1)
+        write_file(p, b"")
+        for off in range(0, len(want), MiB):
+            self.assertEqual(direct_pwrite(p, want[off:off + MiB], off), len(want[off:off + MiB]))
+        fd = os.open(p, os.O_RDONLY | os.O_DIRECT)
+        try:
+            buf = aligned(bytes(len(want)))
+            n = os.preadv(fd, [buf], 0)
+            self.assertEqual(n, len(want))
+            self.assertEqual(buf[:n], want)
+            buf.close()
+        finally:
+            os.close(fd)
+        self.assertEqual(read_file(p), want)
+        self.remount()
+        self.assertEqual(read_file(p), want)
+
+    def test_direct_write_is_seen_by_a_cached_reader_and_a_shared_mapping(self):
+        p = self.p("coherent")
+        write_file(p, b"a" * 16384)
+        with open(p, "rb", buffering=0) as cached, open(p, "r+b") as mf:
+            self.assertEqual(os.pread(cached.fileno(), 16384, 0), b"a" * 16384)  # now cached
+            mm = mmap.mmap(mf.fileno(), 16384)
+            try:
+                self.assertEqual(mm[8192:8200], b"aaaaaaaa")                     # faulted in
+                direct_pwrite(p, b"b" * 8192, 4096)
+                # the mapping first: no request of its own would refresh it
+                self.assertEqual(mm[:], b"a" * 4096 + b"b" * 8192 + b"a" * 4096)
+                self.assertEqual(os.pread(cached.fileno(), 16384, 0),
+                                 b"a" * 4096 + b"b" * 8192 + b"a" * 4096)
+            finally:
+                mm.close()
+
+    @pmfuse_only
+    def test_direct_writes_skip_the_capability_lookup_of_cached_writes(self):
+        # libfuse's -d trace names every request: the page-cache path asks for
+        # security.capability before each write, the direct path does not
+        self.unmount()
+        m = Mount(self.region, self.mnt, args=["-d"], log_dir=self.workdir)
+        self.mounts.append(m)
+        m.start()
+        self.m = m
+        p = self.p("f")
+        write_file(p, bytes(65536))
+
+        def getxattrs():
+            return m.log(tail=1 << 30).count("opcode: GETXATTR")
+
+        before = getxattrs()
+        for i in range(8):
+            direct_pwrite(p, b"d" * 4096, i * 4096)
+        direct_ones = getxattrs() - before
+        fd = os.open(p, os.O_WRONLY)
+        try:
+            for i in range(8):
+                os.pwrite(fd, b"c" * 4096, i * 4096)
+        finally:
+            os.close(fd)
+        cached_ones = getxattrs() - before - direct_ones
+        self.assertEqual(direct_ones, 0, "O_DIRECT writes were preceded by GETXATTR")
+        self.assertGreaterEqual(cached_ones, 8, "the cached path no longer asks: "
+                                "the direct path may be pointless now")
+        self.assertEqual(read_file(p), b"c" * 32768 + bytes(32768))
+
+    @pmfuse_only
+    def test_nodirect_io_keeps_o_direct_on_the_page_cache_path(self):
+        self.unmount()
+        self.m = self.mount(opts=["nodirect_io"])
+        p = self.p("f")
+        write_file(p, bytes(8192))
+        fd = os.open(p, os.O_RDWR | os.O_DIRECT)
+        try:
+            # a shared mapping of an FOPEN_DIRECT_IO file is refused (ENODEV)
+            mm = mmap.mmap(fd, 8192)
+            mm[0:4] = b"map!"
+            mm.flush()
+            mm.close()
+        finally:
+            os.close(fd)
+        self.assertEqual(read_file(p)[:4], b"map!")
 
 
 class EnospcTest(PmfuseTestCase):
