@@ -480,6 +480,8 @@ static int tx_create(void *arg)
 	struct create_args *a = arg;
 	struct inode *dir = a->dir;
 
+	/* entries, link count, times: one snapshot of the record, not three */
+	pmemobj_tx_add_range_direct(dir->pi, sizeof(*dir->pi));
 	inode_tx_init(a->fs, a->ino, a->mode, a->uid, a->gid, a->rdev);
 	struct pmfuse_inode *pi = inode_record(a->fs, a->ino);
 	if (S_ISDIR(a->mode)) {
@@ -696,6 +698,8 @@ static void tx_drop_link(struct fs *fs, struct inode *child)
 {
 	struct pmfuse_inode *pi = child->pi;
 
+	/* nlink, ctime, orphan flag and links: one snapshot of the record, not four */
+	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
 	pmemobj_tx_add_range_direct(&pi->nlink, sizeof(pi->nlink));
 	if (S_ISDIR(pi->mode))
 		pi->nlink = 0;
@@ -717,6 +721,8 @@ static int tx_remove(void *arg)
 {
 	struct remove_args *a = arg;
 
+	/* entries, link count, times: one snapshot of the record, not three */
+	pmemobj_tx_add_range_direct(a->dir->pi, sizeof(*a->dir->pi));
 	dir_tx_remove(a->fs, a->dir, a->slot);
 	tx_drop_link(a->fs, a->child);
 	if (a->is_dir) {

@@ -112,6 +112,12 @@ static int tx_reclaim(void *arg)
 {
 	struct reclaim_args *a = arg;
 
+	/*
+	 * The whole record is rewritten: snapshot it once, first, so the field
+	 * adds below find it covered (at page granularity every separate
+	 * snapshot is an msync of the undo log, and another at commit).
+	 */
+	pmemobj_tx_add_range_direct(a->in.pi, sizeof(*a->in.pi));
 	orphan_tx_remove(a->fs, a->in.ino, a->in.pi);
 	return inode_tx_destroy(a->fs, &a->in, a->freed);
 }
