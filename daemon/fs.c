@@ -129,9 +129,19 @@ static int set_state(struct fs *fs, uint32_t state)
 	return pool_tx(&fs->pool, tx_set_state, &a);
 }
 
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
 int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	     char *why, size_t whylen)
 {
+	struct timespec t0;
+	double t_pool, t_table, t_scan;
 	struct fs *fs = calloc(1, sizeof(*fs));
 	uint64_t *orphans = NULL;
 	size_t norphans = 0;
@@ -140,9 +150,11 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	if (!fs)
 		return -ENOMEM;
 	fs->opts = *o;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	ret = pool_open(&fs->pool, path, why, whylen);
 	if (ret)
 		goto out_free;
+	t_pool = ms_since(&t0);
 	/* the last daemon never unmounted: pmemobj_open just replayed its logs */
 	bool unclean = fs->pool.sb->state != PMFUSE_STATE_CLEAN;
 	ret = region_open(&fs->region, path, why, whylen);
@@ -170,6 +182,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	ret = inode_load_table(fs, why, whylen);
 	if (ret)
 		goto out_region;
+	t_table = ms_since(&t0);
 	struct pmfuse_inode *root = inode_record(fs, PMFUSE_ROOT_INO);
 	if (!root || !S_ISDIR(root->mode)) {
 		snprintf(why, whylen, "root inode is missing or not a directory");
@@ -191,6 +204,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	pool_objects_free(&objs);
 	if (ret)
 		goto out_alloc;
+	t_scan = ms_since(&t0);
 	ret = zero_init(fs);
 	if (ret) {
 		snprintf(why, whylen, "cannot map the zero buffer");
@@ -215,6 +229,10 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		snprintf(why, whylen, "cannot update the superblock");
 		goto out_zero;
 	}
+	/* where a slow mount spends its time (pmfuse -o log_level=debug) */
+	log_debug("mount: pmemobj_open %.1f ms, inode table %.1f ms (%" PRIu64 " slots), "
+		  "objects and file maps %.1f ms, orphans and superblock %.1f ms",
+		  t_pool, t_table - t_pool, fs->max_inodes, t_scan - t_table, ms_since(&t0) - t_scan);
 	*out = fs;
 	snprintf(why, whylen, "%zu orphan inode(s) reclaimed", norphans);
 	return 0;

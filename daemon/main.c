@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
 
 struct options {
 	char *region;
@@ -121,7 +122,9 @@ int main(int argc, char *argv[])
 	char why[POOL_WHY];
 	char *region = NULL;
 	int ret = 1;
+	struct timespec t0, t1, t2;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	fuse_set_log_func(fuse_log_to_ours);
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
 		return 1;
@@ -191,8 +194,14 @@ int main(int argc, char *argv[])
 	pm_ops_set_session(se);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
 		goto out_signals;
+	clock_gettime(CLOCK_MONOTONIC, &t2);
+	log_debug("mounted %.1f ms after main(): region %.1f ms, FUSE mount %.1f ms",
+		  (double)(t2.tv_sec - t0.tv_sec) * 1e3 + (double)(t2.tv_nsec - t0.tv_nsec) / 1e6,
+		  (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+		  (double)(t2.tv_sec - t1.tv_sec) * 1e3 + (double)(t2.tv_nsec - t1.tv_nsec) / 1e6);
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	if (!opts.foreground)
