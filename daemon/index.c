@@ -26,28 +26,48 @@ struct ix_node {
 };
 
 /* ------------------------------------------------------------------ */
-/* entry-lock wait queues: a global hashed table of futex event counts */
+/*
+ * entry-lock wait queues: a global hashed table of futex event counts, each
+ * with a count of sleepers so that an unlock nobody waits for makes no
+ * system call (as the kernel's waitqueue_active() check; it used to be a
+ * FUTEX_WAKE per unlocked entry, one per fsync).
+ */
 
 #define WAITQ_BITS 6
-static struct {
+struct waitq {
 	_Alignas(64) _Atomic uint32_t seq;
-} waitq[1 << WAITQ_BITS];
+	_Atomic uint32_t waiters;
+};
+static struct waitq waitq[1 << WAITQ_BITS];
 
-static _Atomic uint32_t *waitq_for(const struct index *ix, uint64_t first)
+static struct waitq *waitq_for(const struct index *ix, uint64_t first)
 {
 	uint64_t h = ((uintptr_t)ix >> 4) * 0x9e3779b97f4a7c15ull ^ first * 0xff51afd7ed558ccdull;
-	return &waitq[h >> (64 - WAITQ_BITS)].seq;
+	return &waitq[h >> (64 - WAITQ_BITS)];
 }
 
-static void waitq_sleep(_Atomic uint32_t *q, uint32_t seen)
+/*
+ * Sleep until the count moves past seen.  The caller registered itself in
+ * q->waiters (waitq_prepare) and read seen while holding the index lock
+ * that the waker takes to unlock the entry, so the waker sees it.
+ */
+static uint32_t waitq_prepare(struct waitq *q)
 {
-	syscall(SYS_futex, q, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+	atomic_fetch_add(&q->waiters, 1);
+	return atomic_load(&q->seq);
 }
 
-static void waitq_wake(_Atomic uint32_t *q)
+static void waitq_sleep(struct waitq *q, uint32_t seen)
 {
-	atomic_fetch_add(q, 1);
-	syscall(SYS_futex, q, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+	syscall(SYS_futex, &q->seq, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+	atomic_fetch_sub(&q->waiters, 1);
+}
+
+static void waitq_wake(struct waitq *q)
+{
+	atomic_fetch_add(&q->seq, 1);
+	if (atomic_load(&q->waiters))
+		syscall(SYS_futex, &q->seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -709,8 +729,8 @@ uint64_t index_lock_entry(struct index *ix, uint64_t idx)
 			pthread_mutex_unlock(&ix->lock);
 			return e;
 		}
-		_Atomic uint32_t *q = waitq_for(ix, slot_first(n, slot, idx));
-		uint32_t seen = atomic_load(q);
+		struct waitq *q = waitq_for(ix, slot_first(n, slot, idx));
+		uint32_t seen = waitq_prepare(q);
 		pthread_mutex_unlock(&ix->lock);
 		waitq_sleep(q, seen);
 		pthread_mutex_lock(&ix->lock);
@@ -721,7 +741,7 @@ void index_unlock_entry(struct index *ix, uint64_t idx)
 {
 	struct ix_node *n;
 	unsigned slot;
-	_Atomic uint32_t *q = NULL;
+	struct waitq *q = NULL;
 
 	pthread_mutex_lock(&ix->lock);
 	if (find_slot(ix, idx, &n, &slot)) {
