@@ -349,7 +349,10 @@ static int reply_segments(void *ctx, const struct fs_seg *segs, int nsegs, size_
 	 * us.  The kernel copies from the mapping itself; if it meets a bad
 	 * page the write fails with EFAULT and the reader gets EIO.
 	 */
-	if (fuse_reply_iov(rr->req, iov, nsegs) == -EFAULT)
+	/* one segment (the usual small read): fuse_reply_iov would malloc a copy of iov */
+	int ret = nsegs == 1 ? fuse_reply_buf(rr->req, iov[0].iov_base, iov[0].iov_len)
+			     : fuse_reply_iov(rr->req, iov, nsegs);
+	if (ret == -EFAULT)
 		log_eio_once(rr->ino, "media error in its data");
 	return 0;
 }
