@@ -474,6 +474,46 @@ static void test_region_io_through_a_mapping(void)
 	unlink(path);
 }
 
+/* What a write the kernel leaves to us (O_DIRECT) must drop first. */
+static void test_kill_priv_drops_caps_and_setid_bits(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct stat st, a = { .st_mode = 06755 };
+	char v[8];
+
+	CHECK_EQ(fs_mknod(fs, 1, "f", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	uint64_t ino = st.st_ino;
+	CHECK_EQ(fs_kill_priv(fs, ino, false), 0);		/* nothing to drop */
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, &st), 0);
+	CHECK_EQ(fs_setxattr(fs, ino, "user.keep", "1", 1, 0), 0);
+	CHECK_EQ(fs_kill_priv(fs, ino, true), 0);		/* root keeps set-id, no caps */
+	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
+	CHECK_EQ(st.st_mode & 07777, 06755);
+	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0), 0);
+	CHECK_EQ(fs_kill_priv(fs, ino, true), 1);		/* caps go even for root */
+	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
+	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
+	CHECK_EQ(st.st_mode & 07777, 06755);
+	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0), 0);
+	CHECK_EQ(fs_kill_priv(fs, ino, false), 1);		/* both, one transaction */
+	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
+	CHECK_EQ(st.st_mode & 07777, 0755);
+	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
+	CHECK_EQ(fs_getxattr(fs, ino, "user.keep", v, sizeof(v)), 1);
+	a.st_mode = 02745;					/* setgid without g+x: kept */
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, &st), 0);
+	CHECK_EQ(fs_kill_priv(fs, ino, false), 0);
+	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
+	CHECK_EQ(st.st_mode & 07777, 02745);
+	fs_unmount(fs);
+	fs = mount_region();
+	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
+	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
+	CHECK_EQ(st.st_mode & 07777, 02745);
+	fs_unmount(fs);
+}
+
 int main(void)
 {
 	RUN(test_alloc_aligned_runs_and_enospc);
@@ -490,6 +530,7 @@ int main(void)
 	RUN(test_full_metadata_heap_is_enospc_and_recovers);
 	RUN(test_zero_buffer_is_read_only);
 	RUN(test_region_io_through_a_mapping);
+	RUN(test_kill_priv_drops_caps_and_setid_bits);
 	unlink(region);
 	return test_failures ? 1 : 0;
 }
