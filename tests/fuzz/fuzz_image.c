@@ -228,8 +228,9 @@ static void wr64(unsigned char *img, uint64_t off, uint64_t v)
  * its undo recovery, the heap's buckets -- and frees them at close.
  * Through the sanitizer's allocator (a stack trace, redzones, quarantine
  * for each) that was half of an execution, through glibc's a quarter, and
- * it buys nothing: libpmemobj is not instrumented, so its own accesses are
- * never checked.  So they come from this allocator: size classes of powers
+ * it buys little: libpmemobj is not instrumented, so its own accesses are
+ * never checked, only the libc calls it makes (memset, memcpy) against the
+ * redzones.  So they come from this allocator: size classes of powers
  * of two with a free list each, the same sizes every open.  It aborts on a
  * double or foreign free, and an execution must give back every block it
  * takes (the leak check LSan did for them).  pmfuse's own allocations stay
