@@ -46,9 +46,12 @@
  *   changing build_base() reshuffles what old corpus inputs hit (they stay
  *   valid inputs, they just test other bytes).
  *
- * Per-execution cost is kept low: the region is a 32 MiB sparse file on
- * /dev/shm, restored by punching it empty and rewriting only the pages
- * that are non-zero in the base image (about 3 MiB).
+ * Per-execution cost is kept low (PMFUSE_FUZZ_PROFILE=1 prints where it
+ * goes): the region is a 32 MiB sparse file on /dev/shm, restored by
+ * copying back only the base image's pages an execution changed and
+ * punching the ones it added (restore()); libpmemobj's own ~10,000
+ * allocations per open come from a small uninstrumented allocator with a
+ * leak check per execution (pm_malloc()).
  */
 #include "dir.h"
 #include "fs.h"
@@ -72,6 +75,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -141,6 +145,54 @@ static struct {
 	bool verbose;
 } H;
 
+/*
+ * PMFUSE_FUZZ_PROFILE=1: CPU time (user + system) of each phase of an
+ * execution, summed over all executions and printed at exit.
+ */
+enum phase { PH_RESTORE, PH_PATCH, PH_FSCK, PH_MOUNT, PH_WALK, PH_UNMOUNT, PH_REMOUNT, PH_N };
+static const char *const phase_name[PH_N] = {
+	"restore", "patch", "fsck", "mount", "walk+changes", "unmount", "remount+walk"
+};
+static struct {
+	bool on;
+	uint64_t last, ns[PH_N], execs, reruns;
+} P;
+
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The phase that just ended. */
+static void phase(enum phase ph)
+{
+	uint64_t now;
+
+	if (!P.on)
+		return;
+	now = cpu_ns();
+	P.ns[ph] += now - P.last;
+	P.last = now;
+}
+
+static void profile_report(void)
+{
+	uint64_t sum = 0;
+
+	for (int i = 0; i < PH_N; i++)
+		sum += P.ns[i];
+	fprintf(stderr, "fuzz_image: profile of %" PRIu64 " executions, CPU us per execution:\n",
+		P.execs);
+	for (int i = 0; i < PH_N; i++)
+		fprintf(stderr, "  %-14s %8.1f\n", phase_name[i],
+			P.execs ? P.ns[i] / 1e3 / (double)P.execs : 0.0);
+	fprintf(stderr, "  %-14s %8.1f\n", "total", P.execs ? sum / 1e3 / (double)P.execs : 0.0);
+	fprintf(stderr, "  (%" PRIu64 " executions run again: libpmemobj kept more blocks)\n", P.reruns);
+}
+
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
@@ -165,6 +217,118 @@ static uint64_t rd64(const unsigned char *img, uint64_t off)
 static void wr64(unsigned char *img, uint64_t off, uint64_t v)
 {
 	memcpy(img + off, &v, sizeof(v));
+}
+
+/* ------------------------------------------------------------------ */
+/* libpmemobj's own allocations */
+
+/*
+ * libpmemobj mallocs about 10,000 runtime objects (11 MB) at every open --
+ * three log contexts for each of the pool's 1024 lanes and one more for
+ * its undo recovery, the heap's buckets -- and frees them at close.
+ * Through the sanitizer's allocator (a stack trace, redzones, quarantine
+ * for each) that was half of an execution, through glibc's a quarter, and
+ * it buys little: libpmemobj is not instrumented, so its own accesses are
+ * never checked, only the libc calls it makes (memset, memcpy) against the
+ * redzones.  So they come from this allocator: size classes of powers
+ * of two with a free list each, the same sizes every open.  It aborts on a
+ * double or foreign free, and an execution must give back every block it
+ * takes (the leak check LSan did for them).  pmfuse's own allocations stay
+ * with the sanitizer.
+ */
+extern void *__libc_malloc(size_t size);
+extern void __libc_free(void *ptr);
+
+#if defined(__clang__)
+#define PM_ALLOC_FN __attribute__((no_sanitize("address", "undefined", "coverage")))
+#else
+#define PM_ALLOC_FN __attribute__((no_sanitize_address, no_sanitize_undefined))
+#endif
+
+#define PM_MIN_SHIFT	4
+#define PM_NCLASSES	24		/* 16 B .. 128 MiB */
+#define PM_LIVE		0x6c69766570616c6cull	/* header magic of a block in use */
+#define PM_FREE		0x6672656570616c6cull	/* ... and of a free one */
+
+struct pm_hdr {
+	uint64_t magic;
+	uint32_t cls;
+	uint32_t pad;
+};
+
+static struct pm_hdr *pm_freelist[PM_NCLASSES];
+static long pm_live;	/* libpmemobj's blocks not yet freed */
+
+PM_ALLOC_FN static void *pm_malloc(size_t size)
+{
+	unsigned cls = 0;
+	struct pm_hdr *h;
+
+	while (cls < PM_NCLASSES && (1ull << (cls + PM_MIN_SHIFT)) < size)
+		cls++;
+	if (cls == PM_NCLASSES)
+		return NULL;
+	h = pm_freelist[cls];
+	if (h) {
+		pm_freelist[cls] = *(struct pm_hdr **)(h + 1);
+	} else {
+		h = __libc_malloc(sizeof(*h) + (1ull << (cls + PM_MIN_SHIFT)));
+		if (!h)
+			return NULL;
+		h->cls = cls;
+	}
+	h->magic = PM_LIVE;
+	pm_live++;
+	return h + 1;
+}
+
+PM_ALLOC_FN static void pm_free(void *ptr)
+{
+	struct pm_hdr *h = (struct pm_hdr *)ptr - 1;
+
+	if (!ptr)
+		return;
+	if (h->magic != PM_LIVE)
+		die("libpmemobj freed %p, %s", ptr,
+		    h->magic == PM_FREE ? "a block it had freed already" : "not one of its blocks");
+	h->magic = PM_FREE;
+	*(struct pm_hdr **)ptr = pm_freelist[h->cls];
+	pm_freelist[h->cls] = h;
+	pm_live--;
+}
+
+PM_ALLOC_FN static void *pm_realloc(void *ptr, size_t size)
+{
+	struct pm_hdr *h = (struct pm_hdr *)ptr - 1;
+	size_t cap;
+	void *p;
+
+	if (!ptr)
+		return pm_malloc(size);
+	if (h->magic != PM_LIVE)
+		die("libpmemobj reallocated %p, not a block in use", ptr);
+	if (size == 0) {
+		pm_free(ptr);
+		return NULL;
+	}
+	cap = 1ull << (h->cls + PM_MIN_SHIFT);
+	if (size <= cap)
+		return ptr;
+	if (!(p = pm_malloc(size)))
+		return NULL;
+	memcpy(p, ptr, cap);
+	pm_free(ptr);
+	return p;
+}
+
+PM_ALLOC_FN static char *pm_strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = pm_malloc(n);
+
+	if (p)
+		memcpy(p, s, n);
+	return p;
 }
 
 /* ------------------------------------------------------------------ */
@@ -481,14 +645,82 @@ static void find_nonzero_runs(void)
 	}
 }
 
+static void punch(uint64_t off, uint64_t len)
+{
+	if (len && fallocate(H.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len))
+		die("punching %s: %s", H.path, strerror(errno));
+}
+
+/* Punch what of [start, end) lies outside the base image's non-zero runs. */
+static void punch_outside_runs(uint64_t start, uint64_t end)
+{
+	uint64_t cur = start;
+
+	for (size_t i = 0; i < H.nruns && cur < end; i++) {
+		uint64_t ro = H.runs[i].off, re = ro + H.runs[i].len;
+		if (re <= cur)
+			continue;
+		if (ro >= end)
+			break;
+		if (ro > cur)
+			punch(cur, ro - cur);
+		cur = re;
+	}
+	if (cur < end)
+		punch(cur, end - cur);
+}
+
+/*
+ * Does a page differ from the base image's?  Not memcmp(): under ASan and
+ * libFuzzer each call also checks both ranges' shadow and feeds the bytes
+ * compared to the fuzzer's table of compare operands, for 1,300 pages an
+ * execution.
+ */
+#if defined(__clang__)
+__attribute__((no_sanitize("address", "coverage")))
+#else
+__attribute__((no_sanitize_address))
+#endif
+static bool page_differs(const unsigned char *a, const unsigned char *b)
+{
+	typedef uint64_t v2 __attribute__((vector_size(16)));
+	v2 acc = { 0, 0 };
+
+	for (size_t i = 0; i < PAGE; i += 4 * sizeof(v2)) {
+		v2 x[4], y[4];
+		memcpy(x, a + i, sizeof(x));
+		memcpy(y, b + i, sizeof(y));
+		acc |= (x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]);
+	}
+	return (acc[0] | acc[1]) != 0;
+}
+
+/*
+ * Undo what the last execution wrote: an execution changes a few dozen
+ * pages of the base image's ~1300 non-zero ones and adds a few outside
+ * them.  The changed ones are found by comparing with the base image
+ * through the region's mapping, the added ones by asking the (sparse)
+ * region file where its data is: every page outside the non-zero runs
+ * that has any is punched.
+ */
 static void restore(void)
 {
-	if (fallocate(H.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, REGION_SIZE))
-		die("punching %s: %s", H.path, strerror(errno));
+	off_t off = 0, d, h;
+
 	for (size_t i = 0; i < H.nruns; i++)
-		if (pwrite(H.fd, H.base + H.runs[i].off, H.runs[i].len, (off_t)H.runs[i].off) !=
-		    (ssize_t)H.runs[i].len)
-			die("restoring %s: %s", H.path, strerror(errno));
+		for (uint64_t p = H.runs[i].off; p < H.runs[i].off + H.runs[i].len; p += PAGE)
+			if (page_differs(H.img + p, H.base + p))
+				memcpy(H.img + p, H.base + p, PAGE);
+	while ((d = lseek(H.fd, off, SEEK_DATA)) >= 0 && d < (off_t)REGION_SIZE) {
+		if ((h = lseek(H.fd, d, SEEK_HOLE)) < 0)
+			die("SEEK_HOLE in %s: %s", H.path, strerror(errno));
+		if (h > (off_t)REGION_SIZE)
+			h = (off_t)REGION_SIZE;
+		punch_outside_runs((uint64_t)d, (uint64_t)h);
+		off = h;
+	}
+	if (d < 0 && errno != ENXIO)
+		die("SEEK_DATA in %s: %s", H.path, strerror(errno));
 }
 
 /* ------------------------------------------------------------------ */
@@ -605,6 +837,7 @@ struct walk {
 	bool strict;		/* fsck said clean: -EIO is a bug */
 	uint8_t *seen;		/* inodes visited (directories: queued), by ino */
 	uint64_t queue[MAX_ENTS];
+	bool held[MAX_ENTS];	/* queue[i] holds a lookup reference until listed */
 	size_t qhead, qtail;
 	struct ent ents[MAX_ENTS];
 	size_t nents;
@@ -692,10 +925,14 @@ static bool seg_ok(struct fs *fs, const char *p, size_t len)
 /*
  * Load every byte (a word at a time): a segment that is not mapped faults.
  * Without coverage instrumentation: a traced compare per byte read would
- * cost more than the rest of an execution.
+ * cost more than the rest of an execution.  Without ASan's checks: seg_ok()
+ * has already placed the segment in the region's data runs or the zero
+ * buffer, mappings ASan never poisons.
  */
 #if defined(__clang__)
-__attribute__((no_sanitize("coverage")))
+__attribute__((no_sanitize("address", "coverage")))
+#else
+__attribute__((no_sanitize_address))
 #endif
 static uint64_t touch(const unsigned char *p, size_t len)
 {
@@ -802,6 +1039,7 @@ static void visit(struct walk *w, const struct ent *e)
 	struct stat st;
 	char buf[PMFUSE_SYMLINK_MAX + 2];
 	uint64_t ino = e->ino;
+	bool looked_up = false;
 	int ret;
 
 	if (e->nameok) {
@@ -809,11 +1047,19 @@ static void visit(struct walk *w, const struct ent *e)
 		check_ret(w, "lookup", e->dir, ret);
 		if (ret == 0) {
 			ino = st.st_ino;
-			fs_forget(w->fs, ino, 1);
+			looked_up = true;
 		}
 	}
 	ret = fs_getattr(w->fs, ino, &st);
 	check_ret(w, "getattr", ino, ret);
+	/*
+	 * A directory to list keeps its lookup reference until it has been
+	 * (as the kernel keeps it while it looks up the entries): with none,
+	 * the core drops its index, and rebuilds it at each lookup in it.
+	 */
+	if (looked_up && !(ret == 0 && S_ISDIR(st.st_mode) && ino < w->fs->max_inodes &&
+			   !w->seen[ino] && w->qtail < MAX_ENTS))
+		fs_forget(w->fs, ino, 1);
 	/* the rest once per inode: hard links and damaged entries repeat inodes */
 	if (ret || ino >= w->fs->max_inodes || w->seen[ino])
 		return;
@@ -827,6 +1073,7 @@ static void visit(struct walk *w, const struct ent *e)
 	} else if (S_ISREG(st.st_mode)) {
 		read_file(w, ino, (uint64_t)st.st_size);
 	} else if (S_ISDIR(st.st_mode) && w->qtail < MAX_ENTS) {
+		w->held[w->qtail] = looked_up;
 		w->queue[w->qtail++] = ino;
 	}
 }
@@ -842,14 +1089,16 @@ static void walk_tree(struct walk *w)
 	w->queue[w->qtail++] = PMFUSE_ROOT_INO;
 	xattrs(w, PMFUSE_ROOT_INO);
 	while (w->qhead < w->qtail) {
-		size_t first = w->nents;
-		w->dir = w->queue[w->qhead++];
+		size_t first = w->nents, q = w->qhead++;
+		w->dir = w->queue[q];
 		check_ret(w, "readdir", w->dir, fs_readdir(w->fs, w->dir, 0, list_cb, w));
 		/* resuming from an offset: the third entry on */
 		check_ret(w, "readdir", w->dir, fs_readdir(w->fs, w->dir, 5, stop_cb, &left));
 		left = 3;
 		for (size_t i = first; i < w->nents; i++)
 			visit(w, &w->ents[i]);
+		if (w->held[q])
+			fs_forget(w->fs, w->dir, 1);
 	}
 }
 
@@ -966,16 +1215,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		}
 		log_set_level(LOG_CRIT);
 	}
+	pmemobj_set_funcs(pm_malloc, pm_free, pm_realloc, pm_strdup);
 	snprintf(H.path, sizeof(H.path), "%s/pmfuse-fuzz-%d.img", dir ? dir : "/dev/shm",
 		 (int)getpid());
 	build_base();
 	atexit(remove_image);
 	find_nonzero_runs();
 	build_catalog();
+	if ((P.on = getenv("PMFUSE_FUZZ_PROFILE") != NULL))
+		atexit(profile_report);
 	return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int run_one(const uint8_t *data, size_t size)
 {
 	struct fs_opts o = { 0 };
 	struct fs *fs;
@@ -983,14 +1235,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned ops = size > 0 ? data[0] : 0, choice = size > 1 ? data[1] : 0;
 	int rc, ret;
 
-	if (!H.base)
-		LLVMFuzzerInitialize(NULL, NULL);
+	if (P.on) {
+		P.execs++;
+		P.last = cpu_ns();
+	}
 	restore();
+	phase(PH_RESTORE);
 	if (size > 2)
 		apply_patches(data + 2, size - 2);
+	phase(PH_PATCH);
 
 	rc = fsck_check(H.path, false, false);
+	phase(PH_FSCK);
 	ret = fs_mount(&fs, H.path, &o, why, sizeof(why));
+	phase(PH_MOUNT);
 	if (H.verbose)
 		fprintf(stderr, "fuzz_image: fsck %d, mount %d (%s)\n", rc, ret, why);
 	if (ret) {
@@ -1003,12 +1261,49 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rc == 8)
 		die("fsck could not check the image (exit 8), but fs_mount accepted it");
 	run_mounted(fs, rc == 0, ops, choice, true);
+	phase(PH_WALK);
 	fs_unmount(fs);
+	phase(PH_UNMOUNT);
 	if (ops & OP_REMOUNT) {
 		if (fs_mount(&fs, H.path, &o, why, sizeof(why)) == 0) {
 			run_mounted(fs, false, 0, 0, false);
 			fs_unmount(fs);
 		}
+		phase(PH_REMOUNT);
+	}
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static bool warm;
+	long live;
+
+	if (!H.base)
+		LLVMFuzzerInitialize(NULL, NULL);
+	/*
+	 * libpmemobj's process-wide tables (open pools by uuid and address,
+	 * this thread's lanes) keep the nodes they grow for reuse, the removed
+	 * ones after 16 more removals: the first executions grow them (warm-up
+	 * below), a new path may grow them once.  An execution that leaves more
+	 * blocks allocated than it found is run again, and only if that leaves
+	 * more again is it a leak.
+	 */
+	if (!warm) {
+		static const uint8_t unpatched[2] = { OP_REMOUNT, 0 };
+		warm = true;
+		for (int i = 0; i < 16; i++)
+			run_one(unpatched, sizeof(unpatched));
+	}
+	live = pm_live;
+	run_one(data, size);
+	if (pm_live != live) {
+		live = pm_live;
+		P.reruns++;
+		run_one(data, size);
+		if (pm_live != live)
+			die("libpmemobj holds %ld blocks after this execution, %ld before it: a pool"
+			    " left open, or a leak", pm_live, live);
 	}
 	return 0;
 }
