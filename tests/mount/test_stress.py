@@ -14,6 +14,7 @@ whole blocks or zeros; the daemon must unmount cleanly and fsck be clean.
 PMFUSE_DAEMON may name another daemon binary: the ThreadSanitizer build
 (daemon/pmfuse-tsan) runs the same test, and any race report fails it.
 The harness watchdog turns a deadlock into a failure."""
+import mmap
 import multiprocessing
 import os
 import random
@@ -58,6 +59,7 @@ def worker(mnt, w, seed, result_q):
     mine = os.path.join(mnt, "w%d" % w)
     other = os.path.join(mnt, "w%d" % ((w + 1) % WORKERS))
     expect = {}             # name -> content, in my directory
+    rbuf = mmap.mmap(-1, 8 * BLK)   # page-aligned, for O_DIRECT reads
     errors = []
     seq = 0
     n = 0
@@ -108,11 +110,18 @@ def worker(mnt, w, seed, result_q):
                 finally:
                     os.close(fd)
             elif op < 85:                       # shared: read and check
+                # O_DIRECT: the daemon answers it under the inode lock, so it
+                # sees whole writes.  A buffered read may copy a cached page
+                # while a buffered write is copying into it (Linux makes no
+                # promise there, on any filesystem): that tear is the kernel's.
                 fno = rnd.randrange(SHARED)
-                with open(os.path.join(mnt, "shared%d" % fno), "rb") as f:
-                    b0 = rnd.randrange(SHARED_BLOCKS)
-                    f.seek(b0 * BLK)
-                    data = f.read(8 * BLK)
+                b0 = rnd.randrange(SHARED_BLOCKS)
+                fd = os.open(os.path.join(mnt, "shared%d" % fno), os.O_RDONLY | os.O_DIRECT)
+                try:
+                    n = os.preadv(fd, [rbuf], b0 * BLK)
+                    data = bytes(rbuf[:n])
+                finally:
+                    os.close(fd)
                 for i in range(0, len(data) - len(data) % BLK, BLK):
                     why = check_block(data[i:i + BLK], fno, b0 + i // BLK)
                     if why:
