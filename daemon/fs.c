@@ -407,11 +407,8 @@ static int tx_setattr(void *arg)
 		/* as chown(2) does: privileges do not follow the file */
 		bool uid_change = (valid & FS_SET_UID) && a->st_uid != pi->uid;
 		bool gid_change = (valid & FS_SET_GID) && a->st_gid != pi->gid;
-		if ((uid_change || gid_change) && !(valid & FS_SET_MODE)) {
-			pi->mode &= ~S_ISUID;
-			if (pi->mode & S_IXGRP)
-				pi->mode &= ~S_ISGID;
-		}
+		if ((uid_change || gid_change) && !(valid & FS_SET_MODE))
+			pi->mode &= ~inode_setid_to_drop(pi->mode);
 	}
 	if (valid & FS_SET_UID)
 		pi->uid = a->st_uid;

@@ -112,6 +112,19 @@ void inode_tx_init(struct fs *fs, uint64_t ino, mode_t mode, uid_t uid, gid_t gi
 		   dev_t rdev);
 int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed);
 void inode_tx_touch(struct pmfuse_inode *pi, bool atime, bool mtime, bool ctime);
+/*
+ * The set-id bits a change of owner or a write by an unprivileged user
+ * drops (the kernel's should_remove_suid()): setuid always, setgid only
+ * with group execute (without it, setgid marks mandatory locking).
+ */
+static inline mode_t inode_setid_to_drop(mode_t mode)
+{
+	mode_t drop = mode & S_ISUID;
+
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		drop |= S_ISGID;
+	return drop;
+}
 void inode_tx_add(struct pmfuse_inode *pi);
 int inode_load_table(struct fs *fs, char *why, size_t whylen);
 void inode_add_lookup(struct fs *fs, struct inode *in);

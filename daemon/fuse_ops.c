@@ -285,6 +285,19 @@ static void direct_write_end(fuse_req_t req, fuse_ino_t ino, off_t off, size_t n
 		fuse_lowlevel_notify_inval_inode(pm_session, ino, off, (off_t)n);
 }
 
+/* The end of both write handlers: n bytes written at off, or -errno. */
+static void reply_write(fuse_req_t req, fuse_ino_t ino, const struct fuse_file_info *fi,
+			off_t off, ssize_t n)
+{
+	if (n < 0) {
+		reply_err(req, ino, (int)-n);
+		return;
+	}
+	if (is_direct(fi))
+		direct_write_end(req, ino, off, (size_t)n);
+	fuse_reply_write(req, (size_t)n);
+}
+
 static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	int err = fs_open(pm_fs(req), ino, fi->flags);
@@ -387,13 +400,7 @@ static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(pm_fs(req), fi));
-	if (n < 0) {
-		reply_err(req, ino, (int)-n);
-		return;
-	}
-	if (is_direct(fi))
-		direct_write_end(req, ino, off, (size_t)n);
-	fuse_reply_write(req, (size_t)n);
+	reply_write(req, ino, fi, off, n);
 }
 
 /* Reads the next bytes of a write request's buffer (a spliced pipe) into dst. */
@@ -436,13 +443,7 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		n = fs_write_from(pm_fs(req), ino, (uint64_t)off, &src, size,
 				  wants_sync(pm_fs(req), fi));
 	}
-	if (n < 0) {
-		reply_err(req, ino, (int)-n);
-		return;
-	}
-	if (is_direct(fi))
-		direct_write_end(req, ino, off, (size_t)n);
-	fuse_reply_write(req, (size_t)n);
+	reply_write(req, ino, fi, off, n);
 }
 
 /*

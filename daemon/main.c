@@ -112,6 +112,11 @@ static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt, va_list
 	pm_vlog((int)level, fmt, ap);
 }
 
+static double ms_between(const struct timespec *a, const struct timespec *b)
+{
+	return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -199,9 +204,7 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	clock_gettime(CLOCK_MONOTONIC, &t2);
 	log_debug("mounted %.1f ms after main(): region %.1f ms, FUSE mount %.1f ms",
-		  (double)(t2.tv_sec - t0.tv_sec) * 1e3 + (double)(t2.tv_nsec - t0.tv_nsec) / 1e6,
-		  (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
-		  (double)(t2.tv_sec - t1.tv_sec) * 1e3 + (double)(t2.tv_nsec - t1.tv_nsec) / 1e6);
+		  ms_between(&t0, &t2), ms_between(&t0, &t1), ms_between(&t1, &t2));
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	if (!opts.foreground)

@@ -343,16 +343,6 @@ out:
 
 #define CAPS_NAME "security.capability"
 
-/* The set-id bits a write by an unprivileged user drops, as should_remove_suid(). */
-static mode_t setid_to_drop(mode_t mode)
-{
-	mode_t drop = mode & S_ISUID;
-
-	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		drop |= S_ISGID;
-	return drop;
-}
-
 struct mode_args {
 	struct pmfuse_inode *pi;
 	mode_t clear;
@@ -377,12 +367,12 @@ int fs_kill_priv(struct fs *fs, uint64_t ino, bool privileged)
 	if (!in)
 		return -ENOENT;
 	/* the common case, two loads: no set-id bit to drop, no attribute at all */
-	if (!in->pi->xattr_off && (privileged || !setid_to_drop(in->pi->mode))) {
+	if (!in->pi->xattr_off && (privileged || !inode_setid_to_drop(in->pi->mode))) {
 		inode_put(fs, in);
 		return 0;
 	}
 	pthread_rwlock_wrlock(&in->lock);
-	mode_t clear = privileged ? 0 : setid_to_drop(in->pi->mode);
+	mode_t clear = privileged ? 0 : inode_setid_to_drop(in->pi->mode);
 	ret = xattrs_get(fs, in->pi, &x);
 	if (ret == 0 && xattr_find(x, CAPS_NAME, strlen(CAPS_NAME))) {
 		ret = xattr_rewrite(fs, in, x, CAPS_NAME, strlen(CAPS_NAME), NULL, 0, clear);
