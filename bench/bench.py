@@ -649,7 +649,17 @@ def machine():
         "cpu": cpu,
         "kernel": platform.release(),
         "mem_gib": round(meminfo("MemTotal") / GiB, 1),
+        "fuse_uring": fuse_uring(),
     }
+
+
+def fuse_uring():
+    """The fuse module's enable_uring: "Y", "N", or "absent" (kernel < 6.14)."""
+    try:
+        with open("/sys/module/fuse/parameters/enable_uring") as f:
+            return f.read().strip()
+    except OSError:
+        return "absent"
 
 
 def table(ctx, res):
@@ -899,6 +909,9 @@ def main():
         f.write("- date: %s (%.0f s)\n" % (started, elapsed))
         f.write("- machine: %d CPUs (`nproc`), %s, kernel %s, %.1f GiB RAM\n" % (
             m["nproc"], m["cpu"], m["kernel"], m["mem_gib"]))
+        f.write("- FUSE over io_uring (fuse.enable_uring): %s -- pmfuse serves its requests "
+                "through per-CPU rings when it is Y (passthrough_ll of libfuse 3.14 cannot)\n"
+                % m["fuse_uring"])
         f.write("- load average at start / end: %s / %s (other work on the machine "
                 "makes absolute numbers noisy; ratios are of medians from interleaved runs)\n"
                 % (" ".join(load0), " ".join(load1)))

@@ -69,6 +69,8 @@ struct fs {
 	struct alloc alloc;
 	struct fs_opts opts;
 	struct fs_stats stats;
+	/* more "name value" lines for the stats xattr, from the layer above */
+	int (*stats_extra)(char *buf, size_t size);
 	const void *zero;		/* read-only zero buffer */
 	size_t zero_size;
 

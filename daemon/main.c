@@ -13,6 +13,7 @@
 #include "fs.h"
 #include "fuse_ops.h"
 #include "log.h"
+#include "uring.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -30,6 +31,8 @@ struct options {
 	int sync;
 	int nosplice;
 	int nodirect_io;
+	int nouring;
+	int noyield;
 	int show_help;
 	int show_version;
 };
@@ -41,6 +44,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("sync", sync),
 	OPT("nosplice", nosplice),
 	OPT("nodirect_io", nodirect_io),
+	OPT("nouring", nouring),
+	OPT("noyield", noyield),
 	OPT("log_level=%s", log_level),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -97,6 +102,9 @@ static void usage(const char *prog)
 	       "    -o log_level=LEVEL     err, warning, info (default) or debug\n"
 	       "    -o nosplice            never take write data through splice (see pmfuse(8))\n"
 	       "    -o nodirect_io         O_DIRECT opens use the kernel's page-cache path too\n"
+	       "    -o nouring             keep requests on /dev/fuse even where the kernel\n"
+	       "                           offers FUSE over io_uring (see pmfuse(8))\n"
+	       "    -o noyield             io_uring workers keep their priority when replying\n"
 	       "    -h, --help             this help\n"
 	       "    -V, --version          print the version\n"
 	       "Ignored (as passed from fstab): defaults, nofail, _netdev, auto, noauto,\n"
@@ -202,6 +210,10 @@ int main(int argc, char *argv[])
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
 		goto out_signals;
+	if (uring_attach(se, fs, !o.nouring && !opts.singlethread, !o.noyield) != 0) {
+		log_err("cannot install the session's io hooks");
+		goto out_unmount;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t2);
 	log_debug("mounted %.1f ms after main(): region %.1f ms, FUSE mount %.1f ms",
 		  ms_between(&t0, &t2), ms_between(&t0, &t1), ms_between(&t1, &t2));
@@ -231,6 +243,7 @@ int main(int argc, char *argv[])
 	sd_notify(0, "STOPPING=1\nSTATUS=Unmounting");
 out_unmount:
 	fuse_session_unmount(se);
+	uring_detach();		/* the unmount ended the connection the workers wait on */
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:

@@ -75,6 +75,12 @@ int region_copy(struct region *r, void *dst, const void *src, size_t len)
 	return 0;
 }
 
+int region_read(struct region *r, void *dst, const void *src, size_t len)
+{
+	GUARDED(r, memcpy(dst, src, len));
+	return 0;
+}
+
 int region_zero(struct region *r, void *dst, size_t len)
 {
 	GUARDED(r, r->memset_fn(dst, 0, len, PMEM2_F_MEM_NOFLUSH));

@@ -61,6 +61,8 @@ static inline void *region_block(const struct region *r, uint64_t block)
 
 /* Copy / zero without flushing; the caller persists the whole request once. */
 int region_copy(struct region *r, void *dst, const void *src, size_t len);
+/* Copy out of the region into ordinary memory (cached stores): 0 or -EIO. */
+int region_read(struct region *r, void *dst, const void *src, size_t len);
 int region_zero(struct region *r, void *dst, size_t len);
 /* Run read(ctx, dst, len) (a reader storing into the region) under the guard. */
 int region_fill(struct region *r, void *dst, size_t len,

@@ -98,7 +98,7 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 
 	fs_statfs(fs, &sv);
 	data_count_huge(fs, &h2, &h1);
-	return snprintf(buf, size,
+	int n = snprintf(buf, size,
 			"flush_bytes %" PRIu64 "\nflush_calls %" PRIu64 "\ndrains %" PRIu64
 			"\ndirty_pages %" PRId64 "\nzero_bytes_served %" PRIu64
 			"\nsplice_write_bytes %" PRIu64 "\nmedia_errors %" PRIu64
@@ -114,6 +114,12 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			(uint64_t)sv.f_bfree, h2, h1, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
 			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback",
 			fs->pool.sb->last_mount);
+	if (n >= 0 && (size_t)n < size && fs->stats_extra) {
+		int m = fs->stats_extra(buf + n, size - (size_t)n);
+		if (m > 0)
+			n += m;
+	}
+	return n;
 }
 
 static bool reserved(const char *name)
@@ -130,7 +136,7 @@ ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, 
 
 	bool stats = ino == PMFUSE_ROOT_INO && strcmp(name, STATS_NAME) == 0;
 	if (stats || strcmp(name, EXTENTS_NAME) == 0) {
-		char buf[1024];
+		char buf[2048];
 		int n = stats ? stats_text(fs, buf, sizeof(buf))
 			      : data_extents_text(fs, ino, buf, sizeof(buf));
 		if (n < 0)

@@ -406,7 +406,7 @@ static int read_stats(const char *arg, const char *mnt, const char *source, stru
 		else if (e == ENODATA || e == ENOTSUP)
 			fprintf(stderr, "%s: %s is not a pmfuse mount (it has no %s)\n",
 				prog, arg, STATS_XATTR);
-		else if (e == ENOTCONN)
+		else if (e == ENOTCONN || e == ECONNABORTED)
 			fprintf(stderr, "%s: %s: the pmfuse daemon is gone (%s); "
 				"detach it with: fusermount3 -u %s\n", prog, mnt, strerror(e), mnt);
 		else
@@ -440,7 +440,7 @@ static int resolve_mount(const char *arg, char *mnt, char *source)
 
 	source[0] = '\0';
 	if (!realpath(arg, real) || stat(real, &st) != 0) {
-		if (errno == ENOTCONN)
+		if (errno == ENOTCONN || errno == ECONNABORTED)
 			fprintf(stderr, "%s: %s: the pmfuse daemon is gone (%s); detach the"
 				" mount with: fusermount3 -u MOUNTPOINT\n", prog, arg, strerror(errno));
 		else

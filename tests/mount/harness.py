@@ -48,6 +48,8 @@ DAEMON = os.environ.get("PMFUSE_DAEMON") or os.path.join(BUILD, "daemon", "pmfus
 FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
 
 REFERENCE = os.environ.get("PMFUSE_TEST_REFERENCE", "")
+# more -o options for every mount (a suite run again with "nouring")
+EXTRA_OPTS = [o for o in os.environ.get("PMFUSE_TEST_OPTS", "").split(",") if o]
 KEEP = bool(os.environ.get("PMFUSE_TEST_KEEP"))
 
 SHM = "/dev/shm"
@@ -180,6 +182,32 @@ def mkfs(path, *args, timeout=300):
     return run([MKFS] + [str(a) for a in args] + [path], timeout=timeout)
 
 
+# FUSE over io_uring is off unless the fuse module's enable_uring is set (it
+# only lets a daemon ask for it).  The suite runs with it on, so the daemon's
+# ring transport serves most requests; PMFUSE_TEST_URING=0 leaves it off.
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def kernel_has_uring():
+    return os.path.exists(URING_PARAM)
+
+
+def set_kernel_uring(on):
+    """Set fuse.enable_uring; return the previous setting (None: no such knob)."""
+    try:
+        with open(URING_PARAM) as f:
+            old = f.read().strip() == "Y"
+        with open(URING_PARAM, "w") as f:
+            f.write("Y" if on else "N")
+        return old
+    except OSError:
+        return None
+
+
+if not REFERENCE and os.geteuid() == 0 and os.environ.get("PMFUSE_TEST_URING", "1") != "0":
+    set_kernel_uring(True)
+
+
 # Test regions stay sparse (DESIGN §3: real regions are reserved at mkfs).
 os.environ.setdefault("PMEMOBJ_CONF", "fallocate.at_create=0")
 
@@ -250,6 +278,15 @@ def wait_until(pred, timeout, interval=0.02):
         time.sleep(interval)
 
 
+def fs_stats(mnt):
+    """The daemon's counters (the stats xattr on the root), numbers as ints."""
+    out = {}
+    for line in os.getxattr(mnt, "user.pmfuse.stats").decode().splitlines():
+        k, v = line.split(" ", 1)
+        out[k] = int(v) if v.lstrip("-").isdigit() else v
+    return out
+
+
 def statvfs_free_bytes(path):
     st = os.statvfs(path)
     return st.f_bfree * st.f_frsize
@@ -289,8 +326,9 @@ class Mount:
     # -- lifecycle
     def command(self):
         cmd = [DAEMON, self.region, self.mnt, "-f"] + self.args
-        if self.opts:
-            cmd += ["-o", ",".join(self.opts)]
+        opts = self.opts + [o for o in EXTRA_OPTS if o not in self.opts]
+        if opts:
+            cmd += ["-o", ",".join(opts)]
         return cmd
 
     def start(self, timeout=MOUNT_TIMEOUT):

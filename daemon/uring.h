@@ -1,0 +1,34 @@
+/*
+ * FUSE over io_uring: the kernel hands each request to a ring queue of the
+ * CPU it was issued on (Linux >= 6.14, module parameter fuse.enable_uring).
+ * One worker per CPU, pinned there, serves that queue, so a request and its
+ * reply never cross CPUs and no idle CPU has to be woken for either.
+ *
+ * Requests go through libfuse's own dispatcher (fuse_session_process_buf),
+ * and replies come back through a custom-io writev that this file installs
+ * on the session; FORGETs, INTERRUPTs and notifications stay on /dev/fuse.
+ */
+#ifndef PMFUSE_URING_H
+#define PMFUSE_URING_H
+
+#include "fuse_ops.h"
+#include <stdint.h>
+
+struct fs;
+
+/*
+ * Install the custom io on a mounted session.  With want != 0 and a kernel
+ * that offers FUSE_OVER_IO_URING in INIT, the INIT reply asks for it and the
+ * ring workers start once INIT is answered; with yield != 0 they commit
+ * replies as SCHED_IDLE where they can (see commit_fetch()).  Also adds the
+ * uring_* lines to the stats xattr.  Returns 0 or -errno.
+ */
+int uring_attach(struct fuse_session *se, struct fs *fs, int want, int yield);
+
+/* After the session loop ended and the mount is gone: stop and join workers. */
+void uring_detach(void);
+
+/* Number of ring queues running (0 when the classic /dev/fuse path serves all). */
+unsigned uring_queues(void);
+
+#endif
