@@ -484,6 +484,30 @@ static void noop_signal(int sig)
 	(void)sig;
 }
 
+/* The kernel makes a queue per possible CPU (num_possible_cpus()). */
+static unsigned possible_cpus(void)
+{
+	char buf[256];
+	long n = 0;
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+
+	if (f) {
+		if (fgets(buf, sizeof(buf), f)) {
+			/* "0-7" or "0,2-5": the last number is the highest CPU */
+			char *p = buf + strcspn(buf, "\n");
+			while (p > buf && (p[-1] < '0' || p[-1] > '9'))
+				p--;
+			while (p > buf && p[-1] >= '0' && p[-1] <= '9')
+				p--;
+			n = strtol(p, NULL, 10) + 1;
+		}
+		fclose(f);
+	}
+	if (n < 1)
+		n = sysconf(_SC_NPROCESSORS_CONF);
+	return n < 1 ? 1u : (unsigned)n;
+}
+
 /* Called once INIT is answered with FUSE_OVER_IO_URING: set up and start. */
 static void start_workers(const struct k_init_out *init)
 {
@@ -496,10 +520,7 @@ static void start_workers(const struct k_init_out *init)
 		payload = (size_t)init->max_pages * (size_t)pagesize;
 	U.payload = payload;
 
-	long ncpu = sysconf(_SC_NPROCESSORS_CONF);	/* the kernel: num_possible_cpus() */
-	if (ncpu < 1)
-		ncpu = 1;
-	U.nqueues = (unsigned)ncpu;
+	U.nqueues = possible_cpus();
 	U.nworkers = U.nqueues * WORKERS_PER_QUEUE;
 	struct worker *workers = calloc(U.nworkers, sizeof(*workers));
 	if (!workers)
