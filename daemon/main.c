@@ -242,8 +242,9 @@ int main(int argc, char *argv[])
 	ret = ret ? 1 : 0;
 	sd_notify(0, "STOPPING=1\nSTATUS=Unmounting");
 out_unmount:
+	uring_stop();		/* they write to the descriptor the unmount closes */
 	fuse_session_unmount(se);
-	uring_detach();		/* the unmount ended the connection the workers wait on */
+	uring_free();
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:

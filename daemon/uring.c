@@ -123,7 +123,7 @@ struct worker {
 	void *sq_map, *cq_map;
 	size_t sq_map_len, cq_map_len, sqes_len;
 	struct io_uring_sqe *sqes;
-	unsigned *sq_tail, *sq_mask, *sq_array;
+	unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
 	unsigned *cq_head, *cq_tail, *cq_mask;
 	struct io_uring_cqe *cqes;
 	/* the ring entry */
@@ -146,7 +146,7 @@ static struct {
 	struct fs *fs;
 	int dev_fd;
 	int want;
-	int yield;			/* SCHED_IDLE commits allowed and possible */
+	_Atomic int yield;		/* SCHED_IDLE commits allowed and possible */
 	_Atomic uint64_t init_unique;	/* INIT seen, not answered yet */
 	int offered;			/* the kernel offered FUSE_OVER_IO_URING */
 	size_t payload;
@@ -237,6 +237,7 @@ static int ring_init(struct worker *w)
 		return -errno;
 
 	char *sq = w->sq_map, *cq = w->cq_map;
+	w->sq_head = (unsigned *)(sq + p.sq_off.head);
 	w->sq_tail = (unsigned *)(sq + p.sq_off.tail);
 	w->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
 	w->sq_array = (unsigned *)(sq + p.sq_off.array);
@@ -279,22 +280,6 @@ static void ring_queue(struct worker *w, unsigned op, uint64_t commit_id)
 	atomic_store_explicit((_Atomic unsigned *)w->sq_tail, tail + 1, memory_order_release);
 }
 
-/* Hand what ring_queue() put in the SQ to the kernel; wait too if asked. */
-static int ring_submit(struct worker *w, int wait)
-{
-	for (;;) {
-		int n = sys_io_uring_enter(w->ring_fd, 1, wait ? 1 : 0,
-					   wait ? IORING_ENTER_GETEVENTS : 0);
-		if (n >= 0)
-			return 0;
-		if (errno != EINTR)
-			return -errno;
-		if (atomic_load(&U.stopping))
-			return -ESHUTDOWN;
-		/* interrupted: entering again submits whatever is still queued */
-	}
-}
-
 /* The completion of our command: a request in the entry (0) or -errno. */
 static int ring_wait(struct worker *w)
 {
@@ -308,11 +293,32 @@ static int ring_wait(struct worker *w)
 					      memory_order_release);
 			return res;
 		}
+		if (atomic_load(&U.stopping))
+			return -ESHUTDOWN;
 		if (sys_io_uring_enter(w->ring_fd, 0, 1, IORING_ENTER_GETEVENTS) < 0 &&
 		    errno != EINTR)
 			return -errno;
-		if (atomic_load(&U.stopping))
-			return -ESHUTDOWN;
+	}
+}
+
+/*
+ * Hand what ring_queue() put in the SQ to the kernel -- always: stopping
+ * must not leave a reply behind -- and with wait, return the completion (as
+ * ring_wait()), in the same system call where it can.
+ */
+static int ring_submit(struct worker *w, int wait)
+{
+	for (;;) {
+		unsigned queued = *w->sq_tail -
+			atomic_load_explicit((_Atomic unsigned *)w->sq_head, memory_order_acquire);
+		if (!queued)		/* taken before a signal cut the wait short */
+			return wait ? ring_wait(w) : 0;
+		int n = sys_io_uring_enter(w->ring_fd, queued, wait ? 1 : 0,
+					   wait ? IORING_ENTER_GETEVENTS : 0);
+		if (n >= 0)
+			return wait ? ring_wait(w) : 0;
+		if (errno != EINTR)
+			return -errno;
 	}
 }
 
@@ -349,12 +355,12 @@ static int commit_fetch(struct worker *w)
 	int err, yield = 0;
 
 	ring_queue(w, URING_CMD_COMMIT_FETCH, w->unique);
-	if (U.yield) {
+	if (atomic_load_explicit(&U.yield, memory_order_relaxed)) {
 		t0 = now_ns();
 		yield = t0 >= w->yield_after && sched_setscheduler(0, SCHED_IDLE, &sp) == 0;
 	}
 	if (!yield)
-		return ring_submit(w, 1) ?: ring_wait(w);
+		return ring_submit(w, 1);
 
 	err = ring_submit(w, 0);
 	if (sched_setscheduler(0, SCHED_OTHER, &sp) != 0) {
@@ -741,36 +747,53 @@ unsigned uring_queues(void)
 	return U.workers ? U.nqueues : 0;
 }
 
-void uring_detach(void)
+/*
+ * Before the unmount: the unmount closes the session's /dev/fuse descriptor,
+ * which workers write notifications to, so they must be gone first.  A
+ * worker finishes the request in hand and commits it; one waiting for the
+ * next request is interrupted (SIGUSR2, no SA_RESTART).  Requests the kernel
+ * queues on the rings after that wait for the unmount, which aborts them.
+ */
+void uring_stop(void)
 {
-	if (!U.workers)
+	struct worker *workers = U.workers;
+
+	if (!workers)
 		return;
 	atomic_store(&U.stopping, 1);
 	for (unsigned i = 0; i < U.nworkers; i++) {
-		struct worker *w = &U.workers[i];
+		struct worker *w = &workers[i];
 		struct timespec ts;
 
 		if (!w->started)
 			continue;
-		/* the unmount ended the connection: each worker's wait fails */
+		pthread_kill(w->thread, SIGUSR2);
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		while (pthread_timedjoin_np(w->thread, NULL, &ts) == ETIMEDOUT) {
-			pthread_kill(w->thread, SIGUSR2);
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50 * 1000000L;
+		for (;;) {
+			ts.tv_nsec += 20 * 1000000L;
 			if (ts.tv_nsec >= 1000000000L) {
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000L;
 			}
+			if (pthread_timedjoin_np(w->thread, NULL, &ts) != ETIMEDOUT)
+				break;
+			/* it was busy when the signal came and waits again now */
+			pthread_kill(w->thread, SIGUSR2);
 		}
+		w->started = 0;
 	}
-	for (unsigned i = 0; i < U.nworkers; i++)
-		ring_free(&U.workers[i]);
-	free(U.workers);
+}
+
+/* After the unmount: the kernel no longer copies into the entries. */
+void uring_free(void)
+{
+	struct worker *workers = U.workers;
+
+	if (!workers)
+		return;
+	uring_stop();
 	U.workers = NULL;
+	for (unsigned i = 0; i < U.nworkers; i++)
+		ring_free(&workers[i]);
+	free(workers);
 }

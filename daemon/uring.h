@@ -25,8 +25,10 @@ struct fs;
  */
 int uring_attach(struct fuse_session *se, struct fs *fs, int want, int yield);
 
-/* After the session loop ended and the mount is gone: stop and join workers. */
-void uring_detach(void);
+/* After the session loop ended, before the unmount: stop and join the workers. */
+void uring_stop(void);
+/* After the unmount: release the rings and their buffers. */
+void uring_free(void);
 
 /* Number of ring queues running (0 when the classic /dev/fuse path serves all). */
 unsigned uring_queues(void);
