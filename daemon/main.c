@@ -210,7 +210,7 @@ int main(int argc, char *argv[])
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
 		goto out_signals;
-	if (uring_attach(se, fs, !o.nouring && !opts.singlethread, !o.noyield) != 0) {
+	if (uring_attach(se, fs, opts.mountpoint, !o.nouring && !opts.singlethread, !o.noyield) != 0) {
 		log_err("cannot install the session's io hooks");
 		goto out_unmount;
 	}
@@ -242,9 +242,8 @@ int main(int argc, char *argv[])
 	ret = ret ? 1 : 0;
 	sd_notify(0, "STOPPING=1\nSTATUS=Unmounting");
 out_unmount:
-	uring_stop();		/* they write to the descriptor the unmount closes */
 	fuse_session_unmount(se);
-	uring_free();
+	uring_detach();		/* the unmount ended the connection the workers wait on */
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:

@@ -136,6 +136,7 @@ struct worker {
 	int replied;
 	size_t clean_from;		/* the payload is zero from here on */
 	/* yielding on commit (see commit_fetch) */
+	int may_yield, stuck_idle;
 	uint64_t yield_after, yield_backoff;
 	/* counters, read by uring_stats() without a lock */
 	_Atomic uint64_t requests, yields, yield_stalls;
@@ -144,7 +145,9 @@ struct worker {
 static struct {
 	struct fuse_session *se;
 	struct fs *fs;
-	int dev_fd;
+	int session_fd;			/* libfuse's, closed by the unmount */
+	int dev_fd;			/* our dup of it */
+	long conn;			/* fusectl connection number, or -1 */
 	int want;
 	_Atomic int yield;		/* SCHED_IDLE commits allowed and possible */
 	_Atomic uint64_t init_unique;	/* INIT seen, not answered yet */
@@ -155,7 +158,12 @@ static struct {
 	unsigned nworkers;
 	_Atomic int stopping;
 	_Atomic unsigned running;	/* workers that registered */
-} U = { .dev_fd = -1 };
+	/* start-up handshake (start_report) */
+	pthread_mutex_t start_lock;
+	pthread_cond_t start_cond;
+	unsigned start_reported, start_failed;
+	int start_go;
+} U = { .session_fd = -1, .dev_fd = -1, .conn = -1 };
 
 static __thread struct worker *current_worker;
 
@@ -354,8 +362,11 @@ static int commit_fetch(struct worker *w)
 	uint64_t t0 = 0;
 	int err, yield = 0;
 
-	ring_queue(w, URING_CMD_COMMIT_FETCH, w->unique);
-	if (atomic_load_explicit(&U.yield, memory_order_relaxed)) {
+	/* a failed return to SCHED_OTHER is retried before anything else */
+	if (w->stuck_idle && sched_setscheduler(0, SCHED_OTHER, &sp) == 0)
+		w->stuck_idle = 0;
+	ring_queue(w, URING_CMD_COMMIT_FETCH, w->hdr->ring_ent_in_out.commit_id);
+	if (w->may_yield && !w->stuck_idle && atomic_load_explicit(&U.yield, memory_order_relaxed)) {
 		t0 = now_ns();
 		yield = t0 >= w->yield_after && sched_setscheduler(0, SCHED_IDLE, &sp) == 0;
 	}
@@ -364,10 +375,11 @@ static int commit_fetch(struct worker *w)
 
 	err = ring_submit(w, 0);
 	if (sched_setscheduler(0, SCHED_OTHER, &sp) != 0) {
-		/* checked at start; if it ever fails, never yield again */
+		/* possible since the start check: RLIMIT_NICE lowered, or reniced */
 		log_err("io_uring: cannot leave SCHED_IDLE (%s); no longer yielding",
 			strerror(errno));
-		U.yield = 0;
+		atomic_store(&U.yield, 0);
+		w->stuck_idle = 1;
 	}
 	uint64_t t1 = now_ns();
 	w->yields++;
@@ -431,34 +443,68 @@ static void pin_to(unsigned cpu)
 	sched_setaffinity(0, sizeof(one), &one);
 }
 
+static int connection_gone(int res)
+{
+	return res == -ENOTCONN || res == -ECANCELED || res == -ESHUTDOWN || res == -ENODEV ||
+	       res == -ECONNABORTED || atomic_load(&U.stopping);
+}
+
+static int start_report(int err);
+
+/*
+ * A worker: set up its ring (the ring's single issuer is this thread), say
+ * whether that worked, and once INIT is answered register its entry and
+ * serve.  If the entry ever fails otherwise than by the connection going
+ * away, it is registered again: a queue without entries would strand every
+ * request made on its CPU.
+ */
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
-	int res;
+	sigset_t keep;
+	int res, retries = 0, counted = 0;
 
+	/* the launcher's mask is inherited: these must reach this thread */
+	sigemptyset(&keep);
+	sigaddset(&keep, SIGUSR2);
+	sigaddset(&keep, SIGBUS);
+	sigaddset(&keep, SIGSEGV);
+	pthread_sigmask(SIG_UNBLOCK, &keep, NULL);
 	current_worker = w;
 	pin_to(w->qid);
-	/* the ring is made here: its single issuer is this thread */
+	/* yield only from (and back to) the ordinary class */
+	w->may_yield = sched_getscheduler(0) == SCHED_OTHER;
 	res = ring_init(w);
-	if (res) {
-		log_err("io_uring: cannot set up a ring for CPU %u (%s); requests stay on "
-			"/dev/fuse until every CPU has one", w->qid, strerror(-res));
-		return NULL;
-	}
+	if (res)
+		log_err("io_uring: cannot set up a ring for CPU %u: %s", w->qid, strerror(-res));
+	if (start_report(res) != 0)
+		return NULL;	/* INIT went out without io_uring */
+
 	ring_queue(w, URING_CMD_REGISTER, 0);
-	res = ring_submit(w, 0);	/* registered once this returns */
+	res = ring_submit(w, 0);	/* the kernel has the entry once this returns */
 	if (res == 0) {
 		atomic_fetch_add(&U.running, 1);
+		counted = 1;
 		res = ring_wait(w);
 	}
-	while (res == 0) {
-		serve(w);
-		w->requests++;
-		res = commit_fetch(w);
+	for (;;) {
+		if (res == 0) {
+			serve(w);
+			w->requests++;
+			retries = 0;
+			res = commit_fetch(w);
+			continue;
+		}
+		if (connection_gone(res) || ++retries > 3)
+			break;
+		log_err("io_uring worker for CPU %u: %s; registering its entry again", w->qid,
+			strerror(-res));
+		ring_queue(w, URING_CMD_REGISTER, 0);
+		res = ring_submit(w, 1);
 	}
-	/* ENOTCONN/ECANCELED: the connection went away (unmount, abort) */
-	if (res != -ENOTCONN && res != -ECANCELED && res != -ESHUTDOWN && res != -ENODEV &&
-	    !atomic_load(&U.stopping))
+	if (counted)
+		atomic_fetch_sub(&U.running, 1);
+	if (!connection_gone(res))
 		log_err("io_uring worker for CPU %u stopped: %s", w->qid, strerror(-res));
 	return NULL;
 }
@@ -514,23 +560,62 @@ static unsigned possible_cpus(void)
 	return n < 1 ? 1u : (unsigned)n;
 }
 
-/* Called once INIT is answered with FUSE_OVER_IO_URING: set up and start. */
-static void start_workers(const struct k_init_out *init)
+/*
+ * Start-up handshake.  Once the INIT reply asks for io_uring, the kernel
+ * holds every new request until each CPU's queue has an entry, so the rings
+ * must exist before we ask: workers set theirs up and report here, the INIT
+ * reply asks only if all of them could, and then they register (go = 1) or
+ * leave (go = -1).  A REGISTER the kernel refuses turns io_uring off for the
+ * connection, and requests stay on /dev/fuse.
+ */
+static int start_report(int err)
+{
+	int go;
+
+	pthread_mutex_lock(&U.start_lock);
+	if (err)
+		U.start_failed++;
+	U.start_reported++;
+	pthread_cond_broadcast(&U.start_cond);
+	while (!(go = U.start_go))
+		pthread_cond_wait(&U.start_cond, &U.start_lock);
+	pthread_mutex_unlock(&U.start_lock);
+	return go > 0 ? 0 : -1;
+}
+
+static void start_decide(int go)
+{
+	pthread_mutex_lock(&U.start_lock);
+	U.start_go = go;
+	pthread_cond_broadcast(&U.start_cond);
+	pthread_mutex_unlock(&U.start_lock);
+}
+
+static void join_all(struct worker *workers, unsigned n);
+static void free_all(struct worker *workers, unsigned n);
+
+/* Before the INIT reply: a ring for every worker, or none.  1 if ready. */
+static int prepare_workers(const struct k_init_out *init)
 {
 	size_t payload = K_FUSE_MIN_READ_BUFFER;
 	long pagesize = sysconf(_SC_PAGESIZE);
+	struct worker *workers;
+	unsigned started = 0;
 
 	if (init->max_write > payload)
 		payload = init->max_write;
 	if ((size_t)init->max_pages * (size_t)pagesize > payload)
 		payload = (size_t)init->max_pages * (size_t)pagesize;
 	U.payload = payload;
-
 	U.nqueues = possible_cpus();
 	U.nworkers = U.nqueues * WORKERS_PER_QUEUE;
-	struct worker *workers = calloc(U.nworkers, sizeof(*workers));
-	if (!workers)
-		goto fail;
+	workers = aligned_alloc(_Alignof(struct worker), U.nworkers * sizeof(*workers));
+	if (!workers) {
+		log_err("io_uring: out of memory for %u workers; requests stay on /dev/fuse",
+			U.nworkers);
+		return 0;
+	}
+	memset(workers, 0, U.nworkers * sizeof(*workers));
 	if (U.yield && !can_yield()) {
 		U.yield = 0;
 		log_notice("io_uring: workers cannot return from SCHED_IDLE (needs CAP_SYS_NICE "
@@ -542,40 +627,43 @@ static void start_workers(const struct k_init_out *init)
 	sigaction(SIGUSR2, &sa, NULL);
 
 	for (unsigned i = 0; i < U.nworkers; i++) {
-		workers[i].qid = i % U.nqueues;
-		workers[i].ring_fd = -1;
-	}
-	U.workers = workers;
-	for (unsigned i = 0; i < U.nworkers; i++) {
-		struct worker *w = &U.workers[i];
+		struct worker *w = &workers[i];
 		sigset_t term, old;
 
-		/*
-		 * As libfuse's workers: the termination signals go to the main
-		 * loop.  Nothing else is blocked -- a blocked SIGBUS would kill
-		 * the process instead of reaching region.c's media-error guard.
-		 */
+		w->qid = i % U.nqueues;
+		w->ring_fd = -1;
+		/* as libfuse's workers: the termination signals go to the main loop */
 		sigemptyset(&term);
 		sigaddset(&term, SIGTERM);
 		sigaddset(&term, SIGINT);
 		sigaddset(&term, SIGHUP);
 		sigaddset(&term, SIGQUIT);
 		pthread_sigmask(SIG_BLOCK, &term, &old);
-		if (pthread_create(&w->thread, NULL, worker_main, w) == 0)
+		if (pthread_create(&w->thread, NULL, worker_main, w) == 0) {
 			w->started = 1;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (!w->started) {
-			log_err("io_uring: cannot start a worker");
-			return;	/* the ones started serve; /dev/fuse serves the rest */
+			started++;
 		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (!w->started)
+			break;
 	}
-	log_info("requests through io_uring: %u queue(s), %zu KiB per entry%s", U.nqueues,
-		 U.payload / 1024, U.yield ? ", workers yield on reply" : "");
-	return;
-fail:
-	free(U.workers);
-	U.workers = NULL;
-	U.nworkers = U.nqueues = 0;
+
+	pthread_mutex_lock(&U.start_lock);
+	while (U.start_reported < started)
+		pthread_cond_wait(&U.start_cond, &U.start_lock);
+	int ok = started == U.nworkers && U.start_failed == 0;
+	pthread_mutex_unlock(&U.start_lock);
+	if (!ok) {
+		log_err("io_uring: %s; requests stay on /dev/fuse",
+			started < U.nworkers ? "cannot start the workers"
+					     : "a ring could not be set up");
+		start_decide(-1);
+		join_all(workers, U.nworkers);
+		free_all(workers, U.nworkers);
+		return 0;
+	}
+	U.workers = workers;
+	return 1;
 }
 
 /* --- the session's custom io ---------------------------------------------- */
@@ -659,8 +747,10 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		/* a reply to the ring request this worker is serving */
 		size_t total = iov_total(iov, count);
 
-		if (total - iov[0].iov_len > U.payload)
-			return -EINVAL;
+		if (total - iov[0].iov_len > U.payload) {
+			errno = EINVAL;		/* libfuse: -1 and errno, as writev */
+			return -1;
+		}
 		struct k_out_header *ring_out = (struct k_out_header *)w->hdr->in_out;
 
 		*ring_out = *out;
@@ -672,26 +762,43 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 			ring_out->len = sizeof(*out);
 			ring_out->error = -EIO;
 			w->hdr->ring_ent_in_out.payload_sz = 0;
-			return -EFAULT;
+			errno = EFAULT;
+			return -1;
 		}
 		return (ssize_t)total;
 	}
 
+	/* libfuse closes the session descriptor at the unmount: write to our dup */
+	if (fd == U.session_fd && U.dev_fd >= 0)
+		fd = U.dev_fd;
 	uint64_t init = atomic_load(&U.init_unique);
-	int start = 0;
-	if (init && count >= 2 && out->unique == init && out->error == 0 &&
-	    iov[1].iov_len >= sizeof(struct k_init_out)) {
+	int ready = 0;
+	if (init && count >= 2 && iov[0].iov_len >= sizeof(*out) && out->unique == init &&
+	    out->error == 0 && iov[1].iov_len >= sizeof(struct k_init_out)) {
 		struct k_init_out *io = iov[1].iov_base;
 		atomic_store(&U.init_unique, 0);
-		if (U.want && U.offered && io->max_write) {
+		if (U.want && U.offered && io->max_write && prepare_workers(io)) {
 			io->flags |= K_FUSE_INIT_EXT;
 			io->flags2 |= K_FUSE_OVER_IO_URING_HI;
-			start = 1;
+			ready = 1;
 		}
 	}
 	ssize_t n = writev(fd, iov, count);
-	if (start && n >= 0)
-		start_workers(iov[1].iov_base);
+	if (ready) {
+		int err = errno;
+		start_decide(n >= 0 ? 1 : -1);
+		if (n >= 0) {
+			log_info("requests through io_uring: %u queue(s), %zu KiB per entry%s",
+				 U.nqueues, U.payload / 1024,
+				 U.yield ? ", workers yield on reply" : "");
+		} else {
+			struct worker *workers = U.workers;
+			U.workers = NULL;
+			join_all(workers, U.nworkers);
+			free_all(workers, U.nworkers);
+		}
+		errno = err;
+	}
 	return n;
 }
 
@@ -724,7 +831,43 @@ static int stats_lines(char *buf, size_t size)
 			U.workers ? U.nqueues : 0, atomic_load(&U.running), req, yields, stalls);
 }
 
-int uring_attach(struct fuse_session *se, struct fs *fs, int want, int yield)
+/* The FUSE connection's number (fusectl) from our mount's entry in mountinfo. */
+static long connection_of(const char *mountpoint)
+{
+	char *want = realpath(mountpoint, NULL), line[4096];
+	long conn = -1;
+	FILE *f;
+
+	if (!want || !(f = fopen("/proc/self/mountinfo", "re"))) {
+		free(want);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		char mnt[4096], *o = mnt;
+
+		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..." */
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mnt) != 3)
+			continue;
+		for (const char *i = mnt; *i; o++) {	/* \040 and friends */
+			if (i[0] == '\\' && i[1] >= '0' && i[1] <= '3' && i[2] && i[3]) {
+				*o = (char)((i[1] - '0') * 64 + (i[2] - '0') * 8 + (i[3] - '0'));
+				i += 4;
+			} else {
+				*o = *i++;
+			}
+		}
+		*o = 0;
+		if (strcmp(mnt, want) == 0)
+			conn = min;	/* the last one is the topmost */
+	}
+	fclose(f);
+	free(want);
+	return conn;
+}
+
+int uring_attach(struct fuse_session *se, struct fs *fs, const char *mountpoint, int want,
+		 int yield)
 {
 	static const struct fuse_custom_io io = {
 		.writev = io_writev,
@@ -737,9 +880,16 @@ int uring_attach(struct fuse_session *se, struct fs *fs, int want, int yield)
 	U.fs = fs;
 	U.want = want;
 	U.yield = yield;
-	U.dev_fd = fuse_session_fd(se);
+	U.session_fd = fuse_session_fd(se);
+	U.conn = connection_of(mountpoint);
+	/* our own reference to the device: it outlives the unmount's close */
+	U.dev_fd = fcntl(U.session_fd, F_DUPFD_CLOEXEC, 3);
+	if (U.dev_fd < 0)
+		return -errno;
+	pthread_mutex_init(&U.start_lock, NULL);
+	pthread_cond_init(&U.start_cond, NULL);
 	fs->stats_extra = stats_lines;
-	return fuse_session_custom_io(se, &io, U.dev_fd);
+	return fuse_session_custom_io(se, &io, U.session_fd);
 }
 
 unsigned uring_queues(void)
@@ -747,53 +897,94 @@ unsigned uring_queues(void)
 	return U.workers ? U.nqueues : 0;
 }
 
-/*
- * Before the unmount: the unmount closes the session's /dev/fuse descriptor,
- * which workers write notifications to, so they must be gone first.  A
- * worker finishes the request in hand and commits it; one waiting for the
- * next request is interrupted (SIGUSR2, no SA_RESTART).  Requests the kernel
- * queues on the rings after that wait for the unmount, which aborts them.
- */
-void uring_stop(void)
+/* Abort the connection through fusectl: every request pending on it fails. */
+static void abort_connection(void)
 {
-	struct worker *workers = U.workers;
+	char path[64];
+	int fd;
+
+	if (U.conn < 0)
+		return;
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%ld/abort", U.conn);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "1", 1) < 0)
+			log_err("io_uring: cannot abort connection %ld: %s", U.conn, strerror(errno));
+		close(fd);
+	}
+}
+
+static void add_ms(struct timespec *ts, long ms)
+{
+	ts->tv_nsec += ms * 1000000L;
+	while (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/*
+ * Stop and join the workers.  After the unmount each one's wait fails
+ * (ENOTCONN); one that waits anyway -- the mount was detached lazily and
+ * still has open files, or it is a start-up that was called off -- is
+ * interrupted (SIGUSR2, no SA_RESTART) and sees the stop flag.  A worker
+ * inside a handler finishes it first; if that takes seconds, the handler
+ * waits on the kernel for a request nobody serves any more, and aborting
+ * the connection ends it.
+ */
+static void join_all(struct worker *workers, unsigned n)
+{
+	struct timespec deadline;
+	int aborted = 0;
 
 	if (!workers)
 		return;
 	atomic_store(&U.stopping, 1);
-	for (unsigned i = 0; i < U.nworkers; i++) {
+	start_decide(-1);	/* a start-up still waiting for INIT: called off */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	add_ms(&deadline, 2000);
+	for (unsigned i = 0; i < n; i++) {
 		struct worker *w = &workers[i];
 		struct timespec ts;
 
 		if (!w->started)
 			continue;
-		pthread_kill(w->thread, SIGUSR2);
-		clock_gettime(CLOCK_REALTIME, &ts);
 		for (;;) {
-			ts.tv_nsec += 20 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			clock_gettime(CLOCK_REALTIME, &ts);
+			add_ms(&ts, 20);
 			if (pthread_timedjoin_np(w->thread, NULL, &ts) != ETIMEDOUT)
 				break;
-			/* it was busy when the signal came and waits again now */
 			pthread_kill(w->thread, SIGUSR2);
+			if (!aborted && (ts.tv_sec > deadline.tv_sec ||
+					 (ts.tv_sec == deadline.tv_sec && ts.tv_nsec > deadline.tv_nsec))) {
+				log_err("io_uring: a worker is stuck in a request; aborting the "
+					"connection");
+				abort_connection();
+				aborted = 1;
+			}
 		}
 		w->started = 0;
 	}
 }
 
-/* After the unmount: the kernel no longer copies into the entries. */
-void uring_free(void)
+static void free_all(struct worker *workers, unsigned n)
+{
+	if (!workers)
+		return;
+	for (unsigned i = 0; i < n; i++)
+		ring_free(&workers[i]);
+	free(workers);
+}
+
+/* After the unmount: stop the workers, then release the rings and buffers. */
+void uring_detach(void)
 {
 	struct worker *workers = U.workers;
 
-	if (!workers)
-		return;
-	uring_stop();
+	join_all(workers, U.nworkers);
 	U.workers = NULL;
-	for (unsigned i = 0; i < U.nworkers; i++)
-		ring_free(&workers[i]);
-	free(workers);
+	free_all(workers, U.nworkers);
+	if (U.dev_fd >= 0)
+		close(U.dev_fd);
+	U.dev_fd = -1;
 }

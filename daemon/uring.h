@@ -23,12 +23,11 @@ struct fs;
  * replies as SCHED_IDLE where they can (see commit_fetch()).  Also adds the
  * uring_* lines to the stats xattr.  Returns 0 or -errno.
  */
-int uring_attach(struct fuse_session *se, struct fs *fs, int want, int yield);
+int uring_attach(struct fuse_session *se, struct fs *fs, const char *mountpoint, int want,
+		 int yield);
 
-/* After the session loop ended, before the unmount: stop and join the workers. */
-void uring_stop(void);
-/* After the unmount: release the rings and their buffers. */
-void uring_free(void);
+/* After the unmount: stop and join the workers, release the rings. */
+void uring_detach(void);
 
 /* Number of ring queues running (0 when the classic /dev/fuse path serves all). */
 unsigned uring_queues(void);

@@ -234,6 +234,106 @@ class RingTransportTest(UringCase):
             self.assertEqual(len(h.read_file(self.p("w%d" % i))), 3 * MiB + 17)
 
 
+class StartAndStopTest(UringCase):
+
+    def start_with(self, prefix=(), preexec=None):
+        """Remount with the daemon started through prefix (a wrapper command)."""
+        self.unmount()
+        m = h.Mount(self.region, self.mnt, log_dir=self.workdir)
+        cmd = m.command
+        m.command = lambda: list(prefix) + cmd()
+        if preexec:
+            real_popen = h.subprocess.Popen
+
+            def popen(*a, **kw):
+                kw["preexec_fn"] = preexec
+                return real_popen(*a, **kw)
+            h.subprocess.Popen = popen
+            try:
+                m.start()
+            finally:
+                h.subprocess.Popen = real_popen
+        else:
+            m.start()
+        self.mounts.append(m)
+        self.m = m
+        return m
+
+    def test_rings_that_cannot_be_made_leave_requests_on_dev_fuse(self):
+        # io_uring_setup refused (kernel.io_uring_disabled=2, or a seccomp
+        # profile): INIT must not ask for the rings, or every request would
+        # wait for queues that never get an entry
+        knob = "/proc/sys/kernel/io_uring_disabled"
+        try:
+            with open(knob) as f:
+                old = f.read().strip()
+            with open(knob, "w") as f:
+                f.write("2")
+        except OSError:
+            self.skipTest("cannot set " + knob)
+        try:
+            self.start_with()
+            want = os.urandom(MiB + 3)
+            h.write_file(self.p("f"), want, fsync=True)
+            self.assertEqual(h.read_file(self.p("f")), want)
+        finally:
+            with open(knob, "w") as f:
+                f.write(old)
+        s = self.stats()
+        self.assertEqual((s["uring_queues"], s["uring_requests"]), (0, 0), s)
+        self.assertIn("requests stay on /dev/fuse", self.m.log())
+
+    @unittest.skipUnless(os.geteuid() == 0, "drops a capability root has")
+    def test_without_cap_sys_nice_workers_do_not_yield(self):
+        # back from SCHED_IDLE needs CAP_SYS_NICE (or RLIMIT_NICE 20): without
+        # it the workers must never go there, or they would stay
+        self.start_with(prefix=("setpriv", "--bounding-set=-sys_nice", "--"))
+        self.wait_for_rings()
+        h.write_file(self.p("y"), b"y" * 4096)
+        for _ in range(300):
+            h.read_file(self.p("y"))
+        s = self.stats()
+        self.assertGreater(s["uring_requests"], 300, s)
+        self.assertEqual(s["uring_yields"], 0, s)
+        self.assertIn("do not yield on reply", self.m.log())
+
+    def test_a_daemon_started_with_signals_blocked_still_stops(self):
+        # workers unblock what they need (SIGUSR2 to be stopped, SIGBUS for
+        # media errors) whatever mask the daemon inherited
+        import signal as sig
+
+        def block_all_but_term():
+            sig.pthread_sigmask(sig.SIG_BLOCK, set(sig.Signals) -
+                                {sig.SIGKILL, sig.SIGSTOP, sig.SIGTERM, sig.SIGINT})
+        self.start_with(preexec=block_all_but_term)
+        self.wait_for_rings()
+        h.write_file(self.p("z"), b"z" * 10000, fsync=True)
+        self.assertEqual(h.read_file(self.p("z")), b"z" * 10000)
+        self.stop_detached_with_an_open_file("z", b"z" * 10000)
+
+    def stop_detached_with_an_open_file(self, name, want):
+        """Detach the mount lazily with name open, SIGTERM: the daemon exits 0."""
+        fd = os.open(self.p(name), os.O_RDONLY)
+        try:
+            self.assertEqual(h.run(["umount", "-l", self.mnt]).returncode, 0)
+            os.kill(self.m.proc.pid, h.signal.SIGTERM)
+            self.assertEqual(self.m.proc.wait(timeout=20), 0, self.m.log())
+        finally:
+            os.close(fd)
+        self.m.proc = None
+        self.mounts.remove(self.m)
+        self.assertFsckClean()
+        self.m = self.mount()
+        self.assertEqual(h.read_file(self.p(name)), want)
+
+    def test_sigterm_with_a_lazily_detached_mount_and_an_open_file(self):
+        # the connection outlives the detach while a file is open, so the
+        # workers' waits do not fail by themselves: they must be interrupted
+        self.wait_for_rings()
+        h.write_file(self.p("open"), b"o" * 5000, fsync=True)
+        self.stop_detached_with_an_open_file("open", b"o" * 5000)
+
+
 class WithoutRingsTest(UringCase):
 
     def io_and_check(self):
