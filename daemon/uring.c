@@ -10,14 +10,16 @@
  * queue of the CPU the caller runs on, and all queues (one per possible CPU)
  * must have an entry before the kernel switches from /dev/fuse to the ring.
  *
- * Each worker owns one io_uring and one entry per CPU it serves: the
+ * Each worker, pinned to its CPU, owns one io_uring and one entry: the
  * payload sits behind a headroom so that the header and the fixed argument
  * can be put in front of it, giving libfuse the same contiguous message a
  * read(2) of /dev/fuse would.  The reply is captured by the session's
  * custom-io writev (matched by unique id against the worker's current
  * request) into the entry, and committed with the next fetch.  Two workers
  * per CPU, so that a handler that waits on the kernel (a notification that
- * needs a page written back) never waits on its own queue.
+ * needs a page written back) leaves a worker to serve the request it waits
+ * for; only two such handlers at once on one CPU would wait on each other
+ * (at shutdown, join_all() aborts the connection under them).
  *
  * The protocol structures are ABI (include/uapi/linux/fuse.h, 7.42); Debian
  * 12's headers predate them, so they are declared here.
@@ -890,11 +892,6 @@ int uring_attach(struct fuse_session *se, struct fs *fs, const char *mountpoint,
 	pthread_cond_init(&U.start_cond, NULL);
 	fs->stats_extra = stats_lines;
 	return fuse_session_custom_io(se, &io, U.session_fd);
-}
-
-unsigned uring_queues(void)
-{
-	return U.workers ? U.nqueues : 0;
 }
 
 /* Abort the connection through fusectl: every request pending on it fails. */

@@ -1,7 +1,7 @@
 /*
  * FUSE over io_uring: the kernel hands each request to a ring queue of the
  * CPU it was issued on (Linux >= 6.14, module parameter fuse.enable_uring).
- * One worker per CPU, pinned there, serves that queue, so a request and its
+ * Two workers per CPU, pinned there, serve that queue, so a request and its
  * reply never cross CPUs and no idle CPU has to be woken for either.
  *
  * Requests go through libfuse's own dispatcher (fuse_session_process_buf),
@@ -18,8 +18,9 @@ struct fs;
 
 /*
  * Install the custom io on a mounted session.  With want != 0 and a kernel
- * that offers FUSE_OVER_IO_URING in INIT, the INIT reply asks for it and the
- * ring workers start once INIT is answered; with yield != 0 they commit
+ * that offers FUSE_OVER_IO_URING in INIT, the workers set up their rings, the
+ * INIT reply asks for io_uring only if all of them could, and they register
+ * once it is answered; with yield != 0 they commit
  * replies as SCHED_IDLE where they can (see commit_fetch()).  Also adds the
  * uring_* lines to the stats xattr.  Returns 0 or -errno.
  */
@@ -28,8 +29,5 @@ int uring_attach(struct fuse_session *se, struct fs *fs, const char *mountpoint,
 
 /* After the unmount: stop and join the workers, release the rings. */
 void uring_detach(void);
-
-/* Number of ring queues running (0 when the classic /dev/fuse path serves all). */
-unsigned uring_queues(void);
 
 #endif
