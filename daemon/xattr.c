@@ -116,8 +116,11 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			fs->pool.sb->last_mount);
 	if (n >= 0 && (size_t)n < size && fs->stats_extra) {
 		int m = fs->stats_extra(buf + n, size - (size_t)n);
-		if (m > 0)
+		/* a cut-off tail is not counted: the caller copies n bytes of buf */
+		if (m > 0 && (size_t)m < size - (size_t)n)
 			n += m;
+		else
+			buf[n] = 0;
 	}
 	return n;
 }
