@@ -17,6 +17,7 @@
 #define PMFUSE_ALLOC_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -31,6 +32,11 @@ struct alloc {
 	uint64_t free_blocks;		/* protected by lock */
 	uint64_t data_blocks;		/* total data blocks */
 	uint64_t cursor;		/* next-fit start, in blocks */
+	/*
+	 * Huge extents in all files (fmap.h): counted at mount, then moved by
+	 * the deltas of committed map changes.  No lock: atomic adds.
+	 */
+	_Atomic int64_t huge_2m, huge_1g;
 };
 
 struct alloc_run {
@@ -64,5 +70,13 @@ int alloc_blocks_aligned(struct alloc *a, uint64_t n, uint64_t goal, uint64_t fb
 			 struct alloc_run *runs, int maxruns);
 void alloc_free(struct alloc *a, uint64_t phys, uint64_t n);
 uint64_t alloc_free_count(struct alloc *a);
+
+static inline void alloc_huge_add(struct alloc *a, int64_t n2m, int64_t n1g)
+{
+	if (n2m)
+		atomic_fetch_add_explicit(&a->huge_2m, n2m, memory_order_relaxed);
+	if (n1g)
+		atomic_fetch_add_explicit(&a->huge_1g, n1g, memory_order_relaxed);
+}
 
 #endif

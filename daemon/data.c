@@ -193,95 +193,16 @@ static int writeback_index(struct fs *fs, struct index *ix)
 	return f.err;
 }
 
-int data_drop_index(struct fs *fs, struct inode *in)
-{
-	int ret = 0;
-
-	if (!in->ix)
-		return 0;
-	if (in->ix->nr_dirty_pages)	/* stable: writers hold the inode lock exclusively */
-		ret = writeback_index(fs, in->ix);
-	index_destroy(in->ix);
-	free(in->ix);
-	in->ix = NULL;
-	return ret;
-}
-
-/* Extents of a file and how they fall into huge (aligned) runs. */
-struct extent_count {
-	uint64_t fblock, phys, n;	/* the run being joined */
-	uint64_t extents, huge_1g, huge_2m, small;
-};
-
-static void count_run(struct extent_count *c)
-{
-	uint64_t fb = c->fblock, phys = c->phys, n = c->n;
-
-	if (!n)
-		return;
-	c->extents++;
-	while (n) {
-		uint64_t m1 = (1ull << IX_ORDER_1G) - 1, m2 = (1ull << IX_ORDER_2M) - 1, step = 1;
-		if (!(fb & m1) && !(phys & m1) && n > m1)
-			c->huge_1g++, step = m1 + 1;
-		else if (!(fb & m2) && !(phys & m2) && n > m2)
-			c->huge_2m++, step = m2 + 1;
-		else
-			c->small++;
-		fb += step;
-		phys += step;
-		n -= step;
-	}
-}
-
-static int count_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
-{
-	struct extent_count *c = ctx;
-
-	if (c->n && c->fblock + c->n == fblock && c->phys + c->n == phys) {
-		c->n += n;
-		return 0;
-	}
-	count_run(c);
-	c->fblock = fblock;
-	c->phys = phys;
-	c->n = n;
-	return 0;
-}
-
-void data_count_huge(struct fs *fs, uint64_t *huge_2m, uint64_t *huge_1g)
-{
-	*huge_2m = *huge_1g = 0;
-	for (uint64_t ino = 1; ino < fs->max_inodes; ino++) {
-		struct pmfuse_inode *pi = inode_record(fs, ino);
-		struct extent_count c = { 0 };
-		struct inode *in;
-
-		/* skip empty files without taking them in: nothing to count */
-		if (!pi || !S_ISREG(pi->mode) || !pi->blocks || get_file(fs, ino, &in))
-			continue;
-		pthread_rwlock_rdlock(&in->lock);
-		if (fmap_walk(&fs->pool, in->pi, count_leaf, NULL, &c) == 0) {
-			count_run(&c);
-			*huge_2m += c.huge_2m;
-			*huge_1g += c.huge_1g;
-		}
-		pthread_rwlock_unlock(&in->lock);
-		inode_put(fs, in);
-	}
-}
-
 int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
 {
-	struct extent_count c = { 0 };
+	struct fmap_extents c = { 0 };
 	struct inode *in;
 	int ret = get_file(fs, ino, &in);
 
 	if (ret)
 		return ret;
 	pthread_rwlock_rdlock(&in->lock);
-	ret = fmap_walk(&fs->pool, in->pi, count_leaf, NULL, &c);
-	count_run(&c);
+	ret = fmap_count_extents(&fs->pool, in->pi, &c);
 	if (ret == 0)
 		ret = snprintf(buf, size,
 			       "extents %" PRIu64 "\nhuge_1g %" PRIu64 "\nhuge_2m %" PRIu64
@@ -294,6 +215,23 @@ int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
 		ret = -EIO;
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
+	return ret;
+}
+
+int data_drop_index(struct fs *fs, struct inode *in, bool writeback)
+{
+	int ret = 0;
+
+	if (!in->ix)
+		return 0;
+	/* nr_dirty_pages is stable: writers hold the inode lock exclusively */
+	if (writeback && in->ix->nr_dirty_pages)
+		ret = writeback_index(fs, in->ix);
+	else if (in->ix->nr_dirty_pages)
+		atomic_fetch_sub(&fs->stats.dirty_pages, (int64_t)in->ix->nr_dirty_pages);
+	index_destroy(in->ix);
+	free(in->ix);
+	in->ix = NULL;
 	return ret;
 }
 
@@ -606,6 +544,7 @@ struct publish {
 	const struct pieces *ps;
 	uint64_t new_size;		/* grow the file to this, if larger */
 	bool mtime;
+	struct fmap_huge huge;		/* huge extents completed (after commit) */
 };
 
 static int tx_publish(void *arg)
@@ -613,9 +552,10 @@ static int tx_publish(void *arg)
 	struct publish *pb = arg;
 	struct pmfuse_inode *pi = pb->in->pi;
 
+	pb->huge = (struct fmap_huge){ 0 };
 	for (size_t i = 0; i < pb->ps->n; i++) {
 		const struct piece *pc = &pb->ps->p[i];
-		int ret = fmap_map(&pb->fs->pool, pi, pc->fblock, pc->phys, pc->len);
+		int ret = fmap_map(&pb->fs->pool, pi, pc->fblock, pc->phys, pc->len, &pb->huge);
 		if (ret)
 			return ret;
 	}
@@ -625,6 +565,16 @@ static int tx_publish(void *arg)
 	}
 	inode_tx_touch(pi, false, pb->mtime, true);
 	return 0;
+}
+
+/* Run the publishing transaction; count the huge extents it completed. */
+static int publish(struct fs *fs, struct publish *pb)
+{
+	int ret = pool_tx(&fs->pool, tx_publish, pb);
+
+	if (ret == 0)
+		alloc_huge_add(&fs->alloc, pb->huge.n2m, pb->huge.n1g);
+	return ret;
 }
 
 /*
@@ -690,9 +640,9 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 		return 0;
 	}
 	/* data is durable: now publish blocks, size and times in one transaction */
-	struct publish pb = { fs, in, &ps, off + size, true };
+	struct publish pb = { fs, in, &ps, off + size, true, { 0 } };
 	if (ret == 0)
-		ret = pool_tx(&fs->pool, tx_publish, &pb);
+		ret = publish(fs, &pb);
 	/*
 	 * The new blocks are clean and mapped.  A clean index is simply
 	 * dropped -- rebuilt from the map on next use, with merged runs as
@@ -700,11 +650,11 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 	 */
 	if (ret == 0 && ps.n && in->ix) {
 		if (in->ix->nr_dirty_pages == 0) {
-			data_drop_index(fs, in);
+			data_drop_index(fs, in, true);
 		} else {
 			for (size_t i = 0; i < ps.n; i++)
 				if (index_add_run(in->ix, ps.p[i].fblock, ps.p[i].phys, ps.p[i].len)) {
-					data_drop_index(fs, in);	/* flushes, rebuilt on next use */
+					data_drop_index(fs, in, true);	/* flushes, rebuilt on next use */
 					break;
 				}
 		}
@@ -780,7 +730,7 @@ int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fm
 	if (size < pi->size) {
 		uint64_t first = (size + BLK - 1) / BLK;
 		/* blocks are about to go: write back what is dirty, then forget it */
-		ret = data_drop_index(fs, in);
+		ret = data_drop_index(fs, in, true);
 		if (ret)
 			return ret;
 		ret = fmap_unmap(&fs->pool, pi, first, UINT64_MAX / 2 - first, freed);
@@ -920,7 +870,7 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 	pieces_init(&ps);
 	pthread_rwlock_wrlock(&in->lock);
 	/* the map changes under the index: write back what is dirty, then forget it */
-	if ((ret = data_drop_index(fs, in)))
+	if ((ret = data_drop_index(fs, in, true)))
 		goto out;
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = punch(fs, in, off, len, 0);
@@ -951,9 +901,10 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 	}
 	if (!ret && !(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
 		ret = zero_tail(fs, in, in->pi->size, off + len);
-	struct publish pb = { fs, in, &ps, (mode & FALLOC_FL_KEEP_SIZE) ? 0 : off + len, false };
+	struct publish pb = { fs, in, &ps, (mode & FALLOC_FL_KEEP_SIZE) ? 0 : off + len, false,
+			      { 0 } };
 	if (!ret)
-		ret = pool_tx(&fs->pool, tx_publish, &pb);
+		ret = publish(fs, &pb);
 	pieces_release(fs, &ps, ret != 0);
 out:
 	pthread_rwlock_unlock(&in->lock);
@@ -999,7 +950,7 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 		goto out_unlock;
 	if (len > src->pi->size - soff)
 		len = src->pi->size - soff;
-	ret = data_drop_index(fs, dst);	/* the destination's map changes */
+	ret = data_drop_index(fs, dst, true);	/* the destination's map changes */
 	if (ret)
 		goto out_unlock;
 	while (done < len) {

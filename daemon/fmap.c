@@ -134,9 +134,127 @@ static int map_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned 
 	return 0;
 }
 
-int fmap_map(const struct pool *p, struct pmfuse_inode *pi,
-	     uint64_t fblock, uint64_t phys, uint64_t n)
+#define HUGE_2M		((uint64_t)PMFUSE_HUGE_2M_BLOCKS)
+#define HUGE_1G		(HUGE_2M * HUGE_2M)	/* 1 GiB: 512 windows of 2 MiB */
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
 {
+	return a < b ? a : b;
+}
+
+/*
+ * Is the window [w, w + size) a huge extent (fmap.h)?  1, 0, or -EUCLEAN.
+ * It stops at the first hole, misaligned start or discontinuity, so a
+ * window that is not huge costs a lookup or two.
+ */
+static int window_huge(const struct pool *p, const struct pmfuse_inode *pi, uint64_t w,
+		       uint64_t size)
+{
+	uint64_t pos = w, end = w + size, phys, count, expect;
+	int r = fmap_lookup(p, pi, w, &phys, &count);
+
+	if (r <= 0 || (phys & (size - 1)))
+		return r < 0 ? r : 0;
+	for (expect = phys;;) {
+		if (count >= end - pos)
+			return 1;
+		pos += count;
+		expect += count;
+		r = fmap_lookup(p, pi, pos, &phys, &count);
+		if (r <= 0 || phys != expect)
+			return r < 0 ? r : 0;
+	}
+}
+
+/* How many 2 MiB windows of the 1 GiB window at g overlap [lo, hi)? */
+static uint64_t windows_touched(uint64_t g, uint64_t lo, uint64_t hi)
+{
+	uint64_t a = lo > g ? lo : g, b = min_u64(hi, g + HUGE_1G);
+
+	if (a >= b)
+		return 0;
+	return ((b + HUGE_2M - 1) / HUGE_2M) - a / HUGE_2M;
+}
+
+/*
+ * After the hole [fb, end) was mapped: the huge extents it completed.  No
+ * window overlapping it was huge before (each had a hole), so only those
+ * windows can change -- and a 1 GiB window becoming huge absorbs the 2 MiB
+ * ones around the mapping that were counted on their own.
+ */
+static int huge_after_map(const struct pool *p, const struct pmfuse_inode *pi, uint64_t fb,
+			  uint64_t end, struct fmap_huge *h)
+{
+	for (uint64_t g = fb & ~(HUGE_1G - 1); g < end; g += HUGE_1G) {
+		int r = window_huge(p, pi, g, HUGE_1G);
+		if (r < 0)
+			return r;
+		if (r) {
+			h->n1g++;
+			h->n2m -= (int64_t)(HUGE_1G / HUGE_2M - windows_touched(g, fb, end));
+			continue;
+		}
+		uint64_t hi = min_u64(g + HUGE_1G, end);
+		for (uint64_t m = (fb > g ? fb : g) & ~(HUGE_2M - 1); m < hi; m += HUGE_2M) {
+			r = window_huge(p, pi, m, HUGE_2M);
+			if (r < 0)
+				return r;
+			h->n2m += r;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Before [fb, end) is unmapped: the huge extents it will break, found by
+ * visiting only its mapped parts (holes are skipped a map entry at a time).
+ * A broken 1 GiB extent leaves its untouched 2 MiB windows huge on their own.
+ */
+static int huge_before_unmap(const struct pool *p, const struct pmfuse_inode *pi, uint64_t fb,
+			     uint64_t end, struct fmap_huge *h)
+{
+	uint64_t pos = fb, checked_g = UINT64_MAX, phys, count;
+	bool g_huge = false;
+
+	while (pos < end) {
+		int r = fmap_lookup(p, pi, pos, &phys, &count);
+		if (r < 0)
+			return r;
+		if (r == 0) {
+			pos = count > end - pos ? end : pos + count;
+			continue;
+		}
+		uint64_t g = pos & ~(HUGE_1G - 1);
+		if (g != checked_g) {
+			r = window_huge(p, pi, g, HUGE_1G);
+			if (r < 0)
+				return r;
+			checked_g = g;
+			g_huge = r;
+			if (g_huge) {
+				h->n1g--;
+				h->n2m += (int64_t)(HUGE_1G / HUGE_2M - windows_touched(g, fb, end));
+			}
+		}
+		if (g_huge) {
+			pos = g + HUGE_1G;
+			continue;
+		}
+		uint64_t m = pos & ~(HUGE_2M - 1);
+		r = window_huge(p, pi, m, HUGE_2M);
+		if (r < 0)
+			return r;
+		h->n2m -= r;
+		pos = m + HUGE_2M;
+	}
+	return 0;
+}
+
+int fmap_map(const struct pool *p, struct pmfuse_inode *pi,
+	     uint64_t fblock, uint64_t phys, uint64_t n, struct fmap_huge *huge)
+{
+	int ret;
+
 	if (pi->map_height > PMFUSE_MAP_MAX_HEIGHT)
 		return -EUCLEAN;
 	while (fblock + n > fmap_span(pi->map_height)) {
@@ -153,7 +271,10 @@ int fmap_map(const struct pool *p, struct pmfuse_inode *pi,
 	}
 	pmemobj_tx_add_range_direct(&pi->blocks, sizeof(pi->blocks));
 	pi->blocks += n;
-	return map_range(p, &pi->map_root, false, pi->map_height, 0, fblock, phys, n);
+	ret = map_range(p, &pi->map_root, false, pi->map_height, 0, fblock, phys, n);
+	if (ret == 0 && huge)
+		ret = huge_after_map(p, pi, fblock, fblock + n, huge);
+	return ret;
 }
 
 static int freed_add(struct fmap_freed *f, uint64_t phys, uint64_t n)
@@ -249,6 +370,9 @@ int fmap_unmap(const struct pool *p, struct pmfuse_inode *pi,
 		return 0;
 	if (n > span - fblock)
 		n = span - fblock;
+	ret = huge_before_unmap(p, pi, fblock, fblock + n, &freed->huge);
+	if (ret)
+		return ret;
 	ret = unmap_range(p, &pi->map_root, false, pi->map_height, 0, fblock, n, freed, &nfreed);
 	if (ret)
 		return ret;
@@ -267,6 +391,7 @@ void fmap_freed_release(struct alloc *a, struct fmap_freed *f)
 {
 	for (size_t i = 0; i < f->n; i++)
 		alloc_free(a, f->runs[i].phys, f->runs[i].len);
+	alloc_huge_add(a, f->huge.n2m, f->huge.n1g);
 	free(f->runs);
 	memset(f, 0, sizeof(*f));
 }
@@ -303,4 +428,58 @@ int fmap_walk(const struct pool *p, const struct pmfuse_inode *pi,
 	if (pi->map_height > PMFUSE_MAP_MAX_HEIGHT)
 		return -EUCLEAN;
 	return walk(p, pi->map_root, pi->map_height, 0, cb, on_node, ctx);
+}
+
+static void count_run(struct fmap_extents *e)
+{
+	uint64_t fb = e->fblock, phys = e->phys, n = e->n;
+
+	if (!n)
+		return;
+	e->extents++;
+	while (n) {
+		uint64_t step = 1;
+		if (!(fb & (HUGE_1G - 1)) && !(phys & (HUGE_1G - 1)) && n >= HUGE_1G)
+			e->huge_1g++, step = HUGE_1G;
+		else if (!(fb & (HUGE_2M - 1)) && !(phys & (HUGE_2M - 1)) && n >= HUGE_2M)
+			e->huge_2m++, step = HUGE_2M;
+		else
+			e->small++;
+		fb += step;
+		phys += step;
+		n -= step;
+	}
+	e->n = 0;
+}
+
+void fmap_extents_leaf(struct fmap_extents *e, uint64_t fblock, uint64_t phys, uint64_t n)
+{
+	if (e->n && e->fblock + e->n == fblock && e->phys + e->n == phys) {
+		e->n += n;
+		return;
+	}
+	count_run(e);
+	e->fblock = fblock;
+	e->phys = phys;
+	e->n = n;
+}
+
+void fmap_extents_end(struct fmap_extents *e)
+{
+	count_run(e);
+}
+
+static int extents_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+{
+	fmap_extents_leaf(ctx, fblock, phys, n);
+	return 0;
+}
+
+int fmap_count_extents(const struct pool *p, const struct pmfuse_inode *pi,
+		       struct fmap_extents *e)
+{
+	int ret = fmap_walk(p, pi, extents_leaf, NULL, e);
+
+	fmap_extents_end(e);
+	return ret;
 }

@@ -28,21 +28,53 @@ static inline uint64_t fmap_span(unsigned level)
 int fmap_lookup(const struct pool *p, const struct pmfuse_inode *pi,
 		uint64_t fblock, uint64_t *phys, uint64_t *count);
 
+/*
+ * Huge extents.  A 2 MiB (1 GiB) window of file blocks, aligned in the file,
+ * is a huge extent when all of it maps to one physically contiguous run that
+ * starts on a 2 MiB (1 GiB) boundary of the region: what a PMD (PUD) mapping
+ * needs.  A 2 MiB window inside a huge 1 GiB one counts as part of that one
+ * only.  The allocator keeps the region's totals (alloc.h), so a stats read
+ * costs nothing: fmap_map() and fmap_unmap() report how a change moved them,
+ * as a delta to apply once its transaction has committed.
+ */
+struct fmap_huge {
+	int64_t n2m, n1g;
+};
+
 /* Blocks freed by fmap_unmap(), to hand to alloc_free() after commit. */
 struct fmap_freed {
 	struct alloc_run *runs;
 	size_t n, cap;
+	struct fmap_huge huge;		/* huge extents the unmap broke */
 };
 
-/* In a transaction: map the hole [fblock, +n) to [phys, +n). */
+/*
+ * In a transaction: map the hole [fblock, +n) to [phys, +n), adding the huge
+ * extents it completes to *huge (apply with alloc_huge_add() after commit).
+ */
 int fmap_map(const struct pool *p, struct pmfuse_inode *pi,
-	     uint64_t fblock, uint64_t phys, uint64_t n);
+	     uint64_t fblock, uint64_t phys, uint64_t n, struct fmap_huge *huge);
 
 /* In a transaction: unmap [fblock, +n), collecting freed runs. */
 int fmap_unmap(const struct pool *p, struct pmfuse_inode *pi,
 	       uint64_t fblock, uint64_t n, struct fmap_freed *freed);
 
+/* After commit: free the runs, apply the huge-extent delta. */
 void fmap_freed_release(struct alloc *a, struct fmap_freed *f);
+
+/*
+ * A file's extents: its maximal runs (contiguous in the file and in the
+ * region), and how they fall into huge extents and 4 KiB blocks.  Fed leaf
+ * by leaf in file order (fmap_extents_leaf), closed by fmap_extents_end.
+ */
+struct fmap_extents {
+	uint64_t extents, huge_1g, huge_2m, small;
+	uint64_t fblock, phys, n;	/* the run being joined */
+};
+void fmap_extents_leaf(struct fmap_extents *e, uint64_t fblock, uint64_t phys, uint64_t n);
+void fmap_extents_end(struct fmap_extents *e);
+int fmap_count_extents(const struct pool *p, const struct pmfuse_inode *pi,
+		       struct fmap_extents *e);
 
 /*
  * Visit every leaf in file order (validating the whole structure).

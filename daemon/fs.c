@@ -23,13 +23,14 @@ struct claim_ctx {
 	struct alloc *alloc;
 	struct pool_objects *objs;
 	uint64_t nodes_left;	/* a damaged map sharing nodes must not loop for ever */
+	struct fmap_extents ext;	/* of the file being walked: its huge extents */
 };
 
 static int claim_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 {
 	struct claim_ctx *c = ctx;
 
-	(void)fblock;
+	fmap_extents_leaf(&c->ext, fblock, phys, n);
 	return alloc_claim(c->alloc, phys, n);
 }
 
@@ -68,7 +69,8 @@ static int scan_files(struct fs *fs, struct pool_objects *objs, uint64_t **orpha
 		      size_t *norphans, char *why, size_t whylen)
 {
 	/* every node is a distinct object: more visits than fit in the pool is damage */
-	struct claim_ctx c = { &fs->alloc, objs, fs->pool.size / sizeof(struct pmfuse_mapnode) };
+	struct claim_ctx c = { &fs->alloc, objs, fs->pool.size / sizeof(struct pmfuse_mapnode),
+			      { 0 } };
 	size_t cap = 0;
 
 	*orphans = NULL;
@@ -78,12 +80,15 @@ static int scan_files(struct fs *fs, struct pool_objects *objs, uint64_t **orpha
 		if (!pi || pi->mode == 0)
 			continue;
 		if (S_ISREG(pi->mode)) {
+			c.ext = (struct fmap_extents){ 0 };
 			int ret = fmap_walk(&fs->pool, pi, claim_leaf, count_node, &c);
 			if (ret) {
 				snprintf(why, whylen, "inode %" PRIu64 ": file map is damaged, or shares "
 					 "blocks or nodes with another file", ino);
 				return -EUCLEAN;
 			}
+			fmap_extents_end(&c.ext);
+			alloc_huge_add(&fs->alloc, (int64_t)c.ext.huge_2m, (int64_t)c.ext.huge_1g);
 		}
 		if (claim_objects(&fs->pool, objs, pi)) {
 			snprintf(why, whylen, "inode %" PRIu64 ": an xattr, symlink or directory offset "
@@ -173,8 +178,10 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		ret = -ENOMEM;
 		goto out_region;
 	}
-	for (int i = 0; i < 64; i++)
+	for (int i = 0; i < 64; i++) {
 		pthread_mutex_init(&fs->istripe[i], NULL);
+		pthread_cond_init(&fs->istripe_wait[i], NULL);
+	}
 	pthread_mutex_init(&fs->itable_lock, NULL);
 	pthread_mutex_init(&fs->orphan_lock, NULL);
 	pthread_mutex_init(&fs->rename_lock, NULL);
@@ -213,7 +220,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	/* files unlinked while open when the last session ended */
 	for (size_t i = 0; i < norphans; i++) {
 		ret = inode_reclaim(fs, orphans[i], inode_record(fs, orphans[i]));
-		if (ret) {
+		if (ret < 0) {
 			snprintf(why, whylen, "cannot reclaim orphan inode %" PRIu64 ": %s", orphans[i], strerror(-ret));
 			goto out_zero;
 		}
@@ -227,6 +234,16 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		log_notice("%s: %zu orphan inode(s) reclaimed", path, norphans);
 	if ((ret = set_state(fs, PMFUSE_STATE_MOUNTED))) {
 		snprintf(why, whylen, "cannot update the superblock");
+		goto out_zero;
+	}
+	/*
+	 * The kernel holds the root from mount to unmount without a LOOKUP
+	 * for it: that reference is this one, or the root would be evicted
+	 * -- its directory index thrown away -- after every operation on it.
+	 */
+	if (!(fs->root = inode_get(fs, PMFUSE_ROOT_INO))) {
+		snprintf(why, whylen, "out of memory for the root inode");
+		ret = -ENOMEM;
 		goto out_zero;
 	}
 	/* where a slow mount spends its time (pmfuse -o log_level=debug) */
@@ -261,10 +278,11 @@ void fs_unmount(struct fs *fs)
 		struct inode *in = atomic_load(&fs->icache[ino]);
 		if (!in)
 			continue;
+		bool unlinked = in->pi->mode && in->pi->nlink == 0;
 		/* a clean unmount leaves nothing dirty behind */
-		data_drop_index(fs, in);
+		data_drop_index(fs, in, !unlinked);
 		/* unlinked files still open at unmount: reclaimed now */
-		if (in->pi->mode && in->pi->nlink == 0)
+		if (unlinked)
 			inode_reclaim(fs, ino, in->pi);
 		dir_index_free(in);
 		pthread_rwlock_destroy(&in->lock);

@@ -34,16 +34,54 @@
 
 struct dir_index;
 
+/*
+ * An in-memory inode, and its lifetime.
+ *
+ * A struct inode exists for an inode number while anything refers to it:
+ * the kernel (nlookup: LOOKUP and friends add, FORGET subtracts), open files
+ * (nopen), or a core operation in progress (refs: inode_get()/inode_put()).
+ * It is found through fs->icache[ino], under the number's stripe lock
+ * (fs->istripe[ino % 64]), which protects the three counts, the state and
+ * the icache slot itself.
+ *
+ *   LIVE      in icache; inode_get() takes a reference.
+ *   EVICTING  the last count dropped to zero.  The thread that dropped it
+ *             owns the inode now: under its lock (write) it writes back the
+ *             dirty pages, frees the DRAM indexes and, if the inode is
+ *             unlinked, reclaims it (one transaction); only then does it
+ *             clear the icache slot, wake the stripe's waiters and free the
+ *             struct.  The struct stays findable all that time, so
+ *             inode_get() of its number waits (fs->istripe_wait) and then
+ *             sees either the reclaimed, free record (NULL) or a fresh struct
+ *             built from a record nobody else holds: never a second struct
+ *             for one record, so never a second reclaim.  fs_forget() and
+ *             fs_release() ignore an EVICTING inode (it has no counts left).
+ *
+ * Hence inode_put() (and fs_forget(), fs_release()) may run I/O and a
+ * transaction in the caller's thread: call them holding no inode lock.  A
+ * lookup by number (stats, extents, NFS handles, readdirplus) goes through
+ * inode_get() like everything else; walks over all inodes read persistent
+ * records and never create structs.  Reclaim is idempotent besides: it
+ * checks, under fs->orphan_lock in its transaction, that the record is
+ * still an unlinked orphan.
+ */
+enum inode_state {
+	INODE_LIVE,
+	INODE_EVICTING,
+};
+
 struct inode {
 	uint64_t ino;
 	struct pmfuse_inode *pi;	/* persistent record */
 	pthread_rwlock_t lock;
 	/* protected by the icache stripe lock */
+	enum inode_state state;
 	uint64_t nlookup;		/* kernel references */
 	uint32_t nopen;			/* open files */
 	_Atomic uint32_t ncached;	/* of those, opened without O_DIRECT: the
 					 * client may cache their pages */
 	uint32_t refs;			/* transient core references */
+	/* protected by lock */
 	struct dir_index *dir;		/* lazily built, under lock (write) */
 	struct index *ix;		/* mapping index: built under lock (write),
 					 * dropped (flushed first) on eviction and on
@@ -74,10 +112,12 @@ struct fs {
 	const void *zero;		/* read-only zero buffer */
 	size_t zero_size;
 
-	/* inode cache: ino -> struct inode *, pointers read atomically */
+	/* inode cache: ino -> struct inode * (see struct inode for the rules) */
 	_Atomic(struct inode *) *icache;
 	uint64_t max_inodes;
 	pthread_mutex_t istripe[64];
+	pthread_cond_t istripe_wait[64];	/* an EVICTING inode left icache */
+	struct inode *root;		/* the kernel's reference, mount to unmount */
 
 	/* free inode numbers: protected by itable_lock */
 	pthread_mutex_t itable_lock;
@@ -103,7 +143,7 @@ void fs_unmount(struct fs *fs);
 
 /* inode cache (inode.c) */
 struct inode *inode_get(struct fs *fs, uint64_t ino);	/* +1 ref, NULL if free */
-void inode_put(struct fs *fs, struct inode *in);
+void inode_put(struct fs *fs, struct inode *in);	/* may evict: no locks held */
 struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino);
 int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,
 		   char *why, size_t whylen);
@@ -131,6 +171,7 @@ void inode_tx_add(struct pmfuse_inode *pi);
 int inode_load_table(struct fs *fs, char *why, size_t whylen);
 void inode_add_lookup(struct fs *fs, struct inode *in);
 void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
+/* Free an unlinked orphan's record, blocks and number: 1, 0 if it is not one, -errno. */
 int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
 
 /* kernel reference counting */
@@ -202,12 +243,14 @@ struct fs_write_src {
 ssize_t fs_write_from(struct fs *fs, uint64_t ino, uint64_t off, const struct fs_write_src *src,
 		      size_t size, bool sync);
 int fs_fsync(struct fs *fs, uint64_t ino, bool datasync);
-/* 2 MiB- and 1 GiB-aligned runs in use, all files (a walk: for stats reads). */
-void data_count_huge(struct fs *fs, uint64_t *huge_2m, uint64_t *huge_1g);
 /* Text for the user.pmfuse.extents xattr of a regular file. */
 int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size);
-/* Flush a file's dirty ranges and free its index (inode lock held exclusively). */
-int data_drop_index(struct fs *fs, struct inode *in);
+/*
+ * Free a file's mapping index (inode lock held exclusively), flushing its
+ * dirty ranges first if writeback -- not for an unlinked file about to be
+ * reclaimed: nobody can read those bytes again.
+ */
+int data_drop_index(struct fs *fs, struct inode *in, bool writeback);
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len);
 int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence);
 ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t dst_ino,

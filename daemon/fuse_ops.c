@@ -326,8 +326,8 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct stat st;
 	int err = fs_mknod(pm_fs(req), parent, name, S_IFREG | (mode & 07777), 0, &cr, &st);
 
-	if (!err)
-		err = fs_open(pm_fs(req), st.st_ino, fi->flags);
+	if (!err && (err = fs_open(pm_fs(req), st.st_ino, fi->flags)))
+		fs_forget(pm_fs(req), st.st_ino, 1);	/* the kernel never learns of it */
 	if (err) {
 		reply_err(req, parent, -err);
 		return;

@@ -5,6 +5,7 @@
  */
 #include "fs.h"
 #include "dir.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +40,9 @@ struct inode *inode_get(struct fs *fs, uint64_t ino)
 	if (ino == 0 || ino >= fs->max_inodes)
 		return NULL;
 	pthread_mutex_lock(stripe(fs, ino));
-	in = atomic_load(&fs->icache[ino]);
+	/* an inode being evicted is its evictor's until it leaves icache */
+	while ((in = atomic_load(&fs->icache[ino])) && in->state == INODE_EVICTING)
+		pthread_cond_wait(&fs->istripe_wait[ino % 64], stripe(fs, ino));
 	if (!in) {
 		struct pmfuse_inode *pi = inode_record(fs, ino);
 		if (!pi || pi->mode == 0 || !(in = calloc(1, sizeof(*in)))) {
@@ -106,67 +109,92 @@ struct reclaim_args {
 	struct fs *fs;
 	struct inode in;
 	struct fmap_freed *freed;
+	bool reclaimed;
 };
 
 static int tx_reclaim(void *arg)
 {
 	struct reclaim_args *a = arg;
+	struct pmfuse_inode *pi = a->in.pi;
 
+	/* idempotent: only a record that is still an unlinked orphan goes */
+	a->reclaimed = pi->mode != 0 && pi->nlink == 0 && (pi->flags & PMFUSE_IF_ORPHAN);
+	if (!a->reclaimed)
+		return 0;
 	/*
 	 * The whole record is rewritten: snapshot it once, first, so the field
 	 * adds below find it covered (at page granularity every separate
 	 * snapshot is an msync of the undo log, and another at commit).
 	 */
-	pmemobj_tx_add_range_direct(a->in.pi, sizeof(*a->in.pi));
-	orphan_tx_remove(a->fs, a->in.ino, a->in.pi);
-	return inode_tx_destroy(a->fs, &a->in, a->freed);
+	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
+	orphan_tx_remove(a->fs, a->in.ino, pi);
+	int ret = inode_tx_destroy(a->fs, &a->in, a->freed);
+	fault_crash_point(FAULT_CRASH_RECLAIM_TX);
+	return ret;
 }
 
-/* Free an unlinked inode nobody references any more. */
 int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 {
 	struct fmap_freed freed = { 0 };
-	struct reclaim_args a = { fs, { .ino = ino, .pi = pi }, &freed };
+	struct reclaim_args a = { fs, { .ino = ino, .pi = pi }, &freed, false };
 	int ret;
 
 	pthread_mutex_lock(&fs->orphan_lock);
 	ret = pool_tx(&fs->pool, tx_reclaim, &a);
 	pthread_mutex_unlock(&fs->orphan_lock);
-	if (ret) {
+	if (ret || !a.reclaimed) {
 		free(freed.runs);
 		return ret;
 	}
 	fmap_freed_release(&fs->alloc, &freed);
 	inode_release_ino(fs, ino);
-	return 0;
+	return 1;
 }
 
-/* Drop the cached inode if nothing refers to it; reclaim it if unlinked. */
-static void maybe_evict_locked(struct fs *fs, struct inode *in)
+/*
+ * The evictor's work (see struct inode): nobody else can reach the inode,
+ * which stays in icache, EVICTING, until its reclaim has committed.
+ */
+static void evict(struct fs *fs, struct inode *in)
 {
-	bool reclaim;
-
-	if (in->refs || in->nlookup || in->nopen) {
-		pthread_mutex_unlock(stripe(fs, in->ino));
-		return;
-	}
-	atomic_store(&fs->icache[in->ino], NULL);
-	reclaim = in->pi->nlink == 0 && in->pi->mode != 0;
-	pthread_mutex_unlock(stripe(fs, in->ino));
-	/* released when forgotten and clean: write back first */
-	data_drop_index(fs, in);
-	if (reclaim)
-		inode_reclaim(fs, in->ino, in->pi);
+	pthread_rwlock_wrlock(&in->lock);
+	bool unlinked = in->pi->mode != 0 && in->pi->nlink == 0;
+	fault_crash_point(FAULT_CRASH_EVICT);
+	/* forgotten and closed: write back first, unless nobody can read it again */
+	data_drop_index(fs, in, !unlinked);
 	dir_index_free(in);
+	if (unlinked)
+		inode_reclaim(fs, in->ino, in->pi);
+	pthread_rwlock_unlock(&in->lock);
+
+	pthread_mutex_lock(stripe(fs, in->ino));
+	atomic_store(&fs->icache[in->ino], NULL);
+	pthread_cond_broadcast(&fs->istripe_wait[in->ino % 64]);
+	pthread_mutex_unlock(stripe(fs, in->ino));
 	pthread_rwlock_destroy(&in->lock);
 	free(in);
+}
+
+/*
+ * With the stripe lock held: drop it, and evict the inode if no count is
+ * left on it.
+ */
+static void unlock_and_evict_unused(struct fs *fs, struct inode *in)
+{
+	bool unused = in->state == INODE_LIVE && !in->refs && !in->nlookup && !in->nopen;
+
+	if (unused)
+		in->state = INODE_EVICTING;
+	pthread_mutex_unlock(stripe(fs, in->ino));
+	if (unused)
+		evict(fs, in);
 }
 
 void inode_put(struct fs *fs, struct inode *in)
 {
 	pthread_mutex_lock(stripe(fs, in->ino));
 	in->refs--;
-	maybe_evict_locked(fs, in);
+	unlock_and_evict_unused(fs, in);
 }
 
 void inode_add_lookup(struct fs *fs, struct inode *in)
@@ -184,12 +212,12 @@ void fs_forget(struct fs *fs, uint64_t ino, uint64_t n)
 		return;
 	pthread_mutex_lock(stripe(fs, ino));
 	in = atomic_load(&fs->icache[ino]);
-	if (!in) {
+	if (!in || in->state != INODE_LIVE) {
 		pthread_mutex_unlock(stripe(fs, ino));
 		return;
 	}
 	in->nlookup = in->nlookup > n ? in->nlookup - n : 0;
-	maybe_evict_locked(fs, in);
+	unlock_and_evict_unused(fs, in);
 }
 
 int fs_open(struct fs *fs, uint64_t ino, int flags)
@@ -215,24 +243,29 @@ void fs_release(struct fs *fs, uint64_t ino, int flags)
 		return;
 	pthread_mutex_lock(stripe(fs, ino));
 	in = atomic_load(&fs->icache[ino]);
-	if (!in || !in->nopen) {
+	if (!in || in->state != INODE_LIVE || !in->nopen) {
 		pthread_mutex_unlock(stripe(fs, ino));
 		return;
 	}
 	in->nopen--;
 	if (!(flags & O_DIRECT) && atomic_load_explicit(&in->ncached, memory_order_relaxed))
 		atomic_fetch_sub_explicit(&in->ncached, 1, memory_order_relaxed);
-	maybe_evict_locked(fs, in);
+	unlock_and_evict_unused(fs, in);
 }
 
 bool fs_cached_opens(struct fs *fs, uint64_t ino)
 {
 	struct inode *in;
+	bool cached;
 
 	if (ino == 0 || ino >= fs->max_inodes)
 		return false;
+	/* under the stripe lock: the struct cannot be freed while we look */
+	pthread_mutex_lock(stripe(fs, ino));
 	in = atomic_load(&fs->icache[ino]);
-	return in && atomic_load_explicit(&in->ncached, memory_order_relaxed) != 0;
+	cached = in && atomic_load_explicit(&in->ncached, memory_order_relaxed) != 0;
+	pthread_mutex_unlock(stripe(fs, ino));
+	return cached;
 }
 
 int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,

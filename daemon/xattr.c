@@ -93,11 +93,11 @@ static const struct pmfuse_xattr_rec *xattr_find(const struct pmfuse_xattrs *x, 
  */
 static int stats_text(struct fs *fs, char *buf, size_t size)
 {
-	uint64_t h2, h1;
+	uint64_t h2 = (uint64_t)atomic_load(&fs->alloc.huge_2m);
+	uint64_t h1 = (uint64_t)atomic_load(&fs->alloc.huge_1g);
 	struct statvfs sv;
 
 	fs_statfs(fs, &sv);
-	data_count_huge(fs, &h2, &h1);
 	int n = snprintf(buf, size,
 			"flush_bytes %" PRIu64 "\nflush_calls %" PRIu64 "\ndrains %" PRIu64
 			"\ndirty_pages %" PRId64 "\nzero_bytes_served %" PRIu64

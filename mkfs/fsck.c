@@ -1828,8 +1828,10 @@ static void repair_fs_init(void)
 	fs->max_inodes = F.max_inodes;
 	fs->icache = xcalloc(F.max_inodes, sizeof(*fs->icache));
 	fs->ifree = xcalloc(F.max_inodes, sizeof(uint64_t));
-	for (int i = 0; i < 64; i++)
+	for (int i = 0; i < 64; i++) {
 		pthread_mutex_init(&fs->istripe[i], NULL);
+		pthread_cond_init(&fs->istripe_wait[i], NULL);
+	}
 	pthread_mutex_init(&fs->itable_lock, NULL);
 	pthread_mutex_init(&fs->orphan_lock, NULL);
 	pthread_mutex_init(&fs->rename_lock, NULL);
@@ -2014,8 +2016,10 @@ static uint64_t fix_reclaim_orphans(void)
 		snprintf(what, sizeof(what), "inode %" PRIu64 ": reclaim the unlinked %s"
 			 " (%" PRIu64 " bytes, %" PRIu64 " blocks)", ino, type_name(pi->mode),
 			 pi->size, pi->blocks);
-		if (may_fix(true, FX_RECLAIM, ino, what) &&
-		    fix_done(FX_RECLAIM, ino, what, inode_reclaim(R.fs, ino, pi)))
+		if (!may_fix(true, FX_RECLAIM, ino, what))
+			continue;
+		int r = inode_reclaim(R.fs, ino, pi);	/* 1: reclaimed, 0: not an orphan */
+		if (fix_done(FX_RECLAIM, ino, what, r < 0 ? r : r ? 0 : -ESTALE))
 			n++;
 	}
 	return n;

@@ -630,6 +630,21 @@ def wl_unlink_open(b):
     b.op(Close(fd="h"))
 
 
+def wl_reclaim(b):
+    """Power lost anywhere in a reclaim: started by the last close (with
+    dirty pages nobody will write back) and by the kernel's FORGET."""
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=40000, fsync="fsync"))
+    b.op(Open(path="f", fd="h"))
+    b.op(Write(path="f", fd="h", off=4096, len=8192))
+    b.op(Unlink(path="f"))
+    b.op(Close(fd="h"))
+    b.op(Create(path="g"))
+    b.op(Write(path="g", off=0, len=20000, fsync="fsync"))
+    b.op(Unlink(path="g"))
+    b.op(Create(path="k"))
+
+
 def wl_mkdir_rmdir(b):
     b.op(Mkdir(path="a"))
     b.op(Mkdir(path="a/b"))
@@ -742,7 +757,8 @@ WORKLOADS = [
     ("truncate_append", wl_truncate_append), ("punch", wl_punch),
     ("fallocate", wl_fallocate), ("zero_range", wl_zero_range), ("rename", wl_rename),
     ("link", wl_link),
-    ("unlink_open", wl_unlink_open), ("mkdir_rmdir", wl_mkdir_rmdir), ("xattr", wl_xattr),
+    ("unlink_open", wl_unlink_open), ("reclaim", wl_reclaim), ("mkdir_rmdir", wl_mkdir_rmdir),
+    ("xattr", wl_xattr),
     ("symlink", wl_symlink), ("fsync", wl_fsync), ("mixed_replace", wl_mixed_replace),
     ("mixed_tree", wl_mixed_tree),
 ]

@@ -447,6 +447,52 @@ class CrashTest(PmfuseTestCase):
             with open(p, "rb") as f:
                 self.assertEqual(f.read(), d, p)
 
+    def kill_in_the_middle_of_reclaim(self, point, last_reference):
+        """The daemon dies at a crash point of an unlinked file's eviction."""
+        fresh = os.statvfs(self.mnt)
+        keep = os.urandom(300000)
+        with open(self.p("keep"), "wb") as f:
+            f.write(keep)
+            os.fsync(f.fileno())
+        self.unmount()
+        os.environ["PMFUSE_FAULT_CRASH"] = point
+        try:
+            self.m = self.mount()
+        finally:
+            del os.environ["PMFUSE_FAULT_CRASH"]
+        p = self.p("victim")
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        pwrite_all(fd, os.urandom(3 * MiB), 0)
+        pwrite_all(fd, os.urandom(MiB), MiB)    # overwrites: dirty pages
+        os.unlink(p)
+        if last_reference == "close":
+            os.close(fd)                        # RELEASE evicts it
+        else:
+            os.close(fd)
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2")                    # and so does a FORGET
+        died = wait_until(lambda: not self.m.alive(), 10)
+        self.assertTrue(died, "the daemon did not reach crash point %s" % point)
+        self.crash()                            # detach the dead mount
+        self.assertFsckClean()
+        self.m = self.mount()
+        self.assertEqual(os.listdir(self.mnt), ["keep"])
+        with open(self.p("keep"), "rb") as f:
+            self.assertEqual(f.read(), keep)
+        st = os.statvfs(self.mnt)
+        keep_blocks = (len(keep) + st.f_frsize - 1) // st.f_frsize
+        self.assertEqual(st.f_bfree, fresh.f_bfree - keep_blocks, "the victim's blocks")
+        self.assertEqual(st.f_ffree, fresh.f_ffree - 1, "the victim's inode")
+
+    def test_sigkill_as_an_unlinked_file_starts_eviction_leaves_it_to_the_next_mount(self):
+        self.kill_in_the_middle_of_reclaim("evict", "close")
+
+    def test_sigkill_inside_the_reclaim_transaction_leaves_it_to_the_next_mount(self):
+        self.kill_in_the_middle_of_reclaim("reclaim-tx", "close")
+
+    def test_sigkill_inside_a_reclaim_started_by_forget_leaves_it_to_the_next_mount(self):
+        self.kill_in_the_middle_of_reclaim("reclaim-tx", "forget")
+
     def test_sigkill_of_an_idle_daemon_loses_nothing(self):
         os.makedirs(self.p("a", "b"))
         with open(self.p("a", "b", "f"), "wb") as f:

@@ -191,6 +191,189 @@ static void test_punch_splits_leaf_and_returns_space(void)
 	fs_unmount(fs);
 }
 
+/* The region's huge extents, counted from scratch: every file's map. */
+static void recount_huge(struct fs *fs, uint64_t *h2, uint64_t *h1)
+{
+	*h2 = *h1 = 0;
+	for (uint64_t ino = 1; ino < fs->max_inodes; ino++) {
+		struct pmfuse_inode *pi = inode_record(fs, ino);
+		struct fmap_extents e = { 0 };
+		if (!pi || !S_ISREG(pi->mode))
+			continue;
+		CHECK_EQ(fmap_count_extents(&fs->pool, pi, &e), 0);
+		*h2 += e.huge_2m;
+		*h1 += e.huge_1g;
+	}
+}
+
+static bool huge_counters_match(struct fs *fs, const char *after)
+{
+	uint64_t h2, h1;
+
+	recount_huge(fs, &h2, &h1);
+	if ((uint64_t)atomic_load(&fs->alloc.huge_2m) == h2 &&
+	    (uint64_t)atomic_load(&fs->alloc.huge_1g) == h1)
+		return true;
+	fprintf(stderr, "after %s: counters say %lld x 2 MiB, %lld x 1 GiB; the maps %llu, %llu\n",
+		after, (long long)atomic_load(&fs->alloc.huge_2m),
+		(long long)atomic_load(&fs->alloc.huge_1g), (unsigned long long)h2,
+		(unsigned long long)h1);
+	return false;
+}
+
+/*
+ * The stats counters of huge extents move with every map change (write,
+ * fallocate, punch, truncate, reclaim) and always equal a recount of every
+ * file; a remount counts them again from the maps and finds the same.
+ */
+static void test_huge_counters_follow_every_map_change(void)
+{
+	make_region(3ull << 30);
+	struct fs *fs = mount_region();
+	static char buf[4 << 20];
+	uint64_t ino[3], seed = 12345;
+	struct stat st;
+	const uint64_t M = 1 << 20, G = 1 << 30;
+
+	memset(buf, 0x5a, sizeof(buf));
+	for (int i = 0; i < 3; i++) {
+		char name[8] = { 'h', (char)('0' + i) };
+		CHECK_EQ(fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st), 0);
+		ino[i] = st.st_ino;
+	}
+	CHECK_EQ(fs_fallocate(fs, ino[0], 0, 0, G), 0);
+	CHECK_EQ(atomic_load(&fs->alloc.huge_1g), 1);
+	CHECK(huge_counters_match(fs, "a 1 GiB fallocate"));
+	/* a 4 KiB hole breaks the 1 GiB extent into 511 of 2 MiB */
+	CHECK_EQ(fs_fallocate(fs, ino[0], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 * M,
+			      4096), 0);
+	CHECK_EQ(atomic_load(&fs->alloc.huge_1g), 0);
+	CHECK_EQ(atomic_load(&fs->alloc.huge_2m), 511);
+	CHECK(huge_counters_match(fs, "a punch in a 1 GiB extent"));
+	CHECK_EQ(fs_write(fs, ino[0], 5 * M, buf, 8192, false), 8192);
+	CHECK(huge_counters_match(fs, "a write into the hole"));
+	int grew = 0, shrank = 0;	/* steps that completed / broke huge extents */
+	for (int step = 0; step < 160; step++) {
+		int64_t before = atomic_load(&fs->alloc.huge_2m) + atomic_load(&fs->alloc.huge_1g);
+#define DRAW() (seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17, seed)
+		uint64_t f = ino[DRAW() % 3], off = DRAW() % (1200 * M);
+		uint64_t len = DRAW() % (32 * M) + 1, r = DRAW();
+		char what[64];
+		if (r & 2)
+			off &= ~(M - 1);	/* aligned often, so huge extents form */
+		switch (DRAW() % 5) {
+		case 0:
+			if (len > sizeof(buf))
+				len = sizeof(buf);
+			CHECK_EQ(fs_write(fs, f, off, buf, len, false), (ssize_t)len);
+			snprintf(what, sizeof(what), "step %d: write", step);
+			break;
+		case 1:
+			CHECK_EQ(fs_fallocate(fs, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					      off, len), 0);
+			snprintf(what, sizeof(what), "step %d: punch", step);
+			break;
+		case 2:
+			CHECK_EQ(fs_fallocate(fs, f, (r & 1) ? FALLOC_FL_KEEP_SIZE : 0,
+					      off & ~(2 * M - 1), len), 0);
+			snprintf(what, sizeof(what), "step %d: fallocate", step);
+			break;
+		case 3: {
+			struct stat a = { .st_size = (off_t)(off / 2) };
+			CHECK_EQ(fs_setattr(fs, f, &a, FS_SET_SIZE, &st), 0);
+			snprintf(what, sizeof(what), "step %d: truncate", step);
+			break;
+		}
+		default:
+			CHECK_EQ(fs_fallocate(fs, f, FALLOC_FL_ZERO_RANGE, off, len), 0);
+			snprintf(what, sizeof(what), "step %d: zero range", step);
+		}
+		if (!huge_counters_match(fs, what)) {
+			CHECK(!"huge counters drifted");
+			break;
+		}
+		int64_t now = atomic_load(&fs->alloc.huge_2m) + atomic_load(&fs->alloc.huge_1g);
+		grew += now > before;
+		shrank += now < before;
+	}
+	CHECK(grew > 10 && shrank > 10);
+	CHECK(huge_counters_match(fs, "the random steps"));
+	int64_t h2 = atomic_load(&fs->alloc.huge_2m), h1 = atomic_load(&fs->alloc.huge_1g);
+	fs_unmount(fs);
+	fs = mount_region();
+	CHECK_EQ(atomic_load(&fs->alloc.huge_2m), h2);
+	CHECK_EQ(atomic_load(&fs->alloc.huge_1g), h1);
+	/* reclaim gives them all back */
+	for (int i = 0; i < 3; i++) {
+		char name[8] = { 'h', (char)('0' + i) };
+		CHECK_EQ(fs_unlink(fs, 1, name), 0);
+	}
+	CHECK_EQ(atomic_load(&fs->alloc.huge_2m), 0);
+	CHECK_EQ(atomic_load(&fs->alloc.huge_1g), 0);
+	fs_unmount(fs);
+}
+
+/*
+ * Reclaim checks the record: a second reclaim of the same inode (the
+ * reported race ran two) frees nothing and gives the number back once.
+ */
+static void test_reclaim_is_idempotent(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct statvfs before, after;
+	struct stat st;
+	static char buf[70000];
+	uint64_t a, b;
+
+	fs_statfs(fs, &before);
+	CHECK_EQ(fs_mknod(fs, 1, "o", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_open(fs, st.st_ino, O_RDWR), 0);
+	CHECK_EQ(fs_write(fs, st.st_ino, 0, buf, sizeof(buf), false), sizeof(buf));
+	CHECK_EQ(fs_unlink(fs, 1, "o"), 0);
+	struct pmfuse_inode *pi = inode_record(fs, st.st_ino);
+	CHECK_EQ(inode_reclaim(fs, st.st_ino, pi), 1);
+	CHECK_EQ(inode_reclaim(fs, st.st_ino, pi), 0);
+	fs_statfs(fs, &after);
+	CHECK_EQ(after.f_bfree, before.f_bfree);
+	CHECK_EQ(after.f_ffree, before.f_ffree);
+	/* the number was freed once: two new inodes get two numbers */
+	CHECK_EQ(inode_alloc_ino(fs, &a), 0);
+	CHECK_EQ(inode_alloc_ino(fs, &b), 0);
+	CHECK(a != b);
+	inode_release_ino(fs, a);
+	inode_release_ino(fs, b);
+	/* the kernel's last references go: nothing is reclaimed twice */
+	fs_forget(fs, st.st_ino, 1);
+	fs_release(fs, st.st_ino, O_RDWR);
+	fs_statfs(fs, &after);
+	CHECK_EQ(after.f_bfree, before.f_bfree);
+	CHECK_EQ(after.f_ffree, before.f_ffree);
+	fs_unmount(fs);
+}
+
+/* A stats read is O(1): it builds no in-memory inode for any file. */
+static void test_stats_read_instantiates_no_inode(void)
+{
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct stat st;
+	char name[16], text[4096];
+
+	for (int i = 0; i < 200; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		CHECK_EQ(fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st), 0);
+		CHECK_EQ(fs_write(fs, st.st_ino, 0, name, 4, false), 4);
+		fs_forget(fs, st.st_ino, 1);	/* the kernel forgets it */
+	}
+	uint64_t cached = 0;
+	CHECK(fs_getxattr(fs, 1, "user.pmfuse.stats", text, sizeof(text)) > 0);
+	for (uint64_t ino = 2; ino < fs->max_inodes; ino++)
+		cached += atomic_load(&fs->icache[ino]) != NULL;
+	CHECK_EQ(cached, 0);
+	fs_unmount(fs);
+}
+
 static void test_namespace_errors(void)
 {
 	make_region(64 << 20);
@@ -521,6 +704,9 @@ int main(void)
 	RUN(test_hole_read_allocates_nothing);
 	RUN(test_large_write_uses_huge_leaves);
 	RUN(test_punch_splits_leaf_and_returns_space);
+	RUN(test_huge_counters_follow_every_map_change);
+	RUN(test_reclaim_is_idempotent);
+	RUN(test_stats_read_instantiates_no_inode);
 	RUN(test_namespace_errors);
 	RUN(test_readdir_offsets_survive_removal);
 	RUN(test_orphan_reclaimed_at_next_mount);
