@@ -612,7 +612,7 @@ static void touch_in_place(struct fs *fs, struct pmfuse_inode *pi, bool persist_
 	pi->ctime.sec = ts.tv_sec;
 	pi->ctime.nsec = (uint32_t)ts.tv_nsec;
 	if (persist_now)
-		pmemobj_persist(fs->pool.pop, &pi->mtime, 2 * sizeof(pi->mtime));
+		pmemobj_persist(fs->pool.pop, &pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
 }
 
 /* Write with the inode lock held exclusively; 0 or -errno. */
@@ -1034,7 +1034,7 @@ int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
 	pthread_rwlock_rdlock(&in->lock);
 	int ret = in->ix ? writeback_index(fs, in->ix) : 0;
 	/* overwrites store mtime/ctime in place without persisting them */
-	pmemobj_persist(fs->pool.pop, &in->pi->mtime, 2 * sizeof(in->pi->mtime));
+	pmemobj_persist(fs->pool.pop, &in->pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return ret;

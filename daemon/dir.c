@@ -410,7 +410,7 @@ void dir_remove_done(struct inode *dir, uint32_t slot, uint64_t hash, bool commi
 
 void dir_tx_retarget(struct pmfuse_dirent *de, uint64_t ino, unsigned type)
 {
-	pmemobj_tx_add_range_direct(de, 24);
+	pmemobj_tx_add_range_direct(&de->ino, PMFUSE_DIRENT_TARGET_SPAN);
 	de->ino = ino;
 	de->type = (uint8_t)type;
 }

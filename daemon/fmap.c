@@ -260,8 +260,7 @@ int fmap_map(const struct pool *p, struct pmfuse_inode *pi,
 	while (fblock + n > fmap_span(pi->map_height)) {
 		if (pi->map_height == PMFUSE_MAP_MAX_HEIGHT)
 			return -EFBIG;
-		pmemobj_tx_add_range_direct(&pi->map_root, sizeof(pi->map_root) +
-					    sizeof(pi->map_height));
+		pmemobj_tx_add_range_direct(&pi->map_root, PMFUSE_INODE_MAP_SPAN);
 		if (pi->map_root) {
 			uint64_t node = new_node(p);
 			node_at(p, node)->slot[0] = pi->map_root;
@@ -376,8 +375,7 @@ int fmap_unmap(const struct pool *p, struct pmfuse_inode *pi,
 	ret = unmap_range(p, &pi->map_root, false, pi->map_height, 0, fblock, n, freed, &nfreed);
 	if (ret)
 		return ret;
-	pmemobj_tx_add_range_direct(&pi->map_root, sizeof(pi->map_root) + sizeof(pi->map_height) +
-				    sizeof(pi->pad0));
+	pmemobj_tx_add_range_direct(&pi->map_root, PMFUSE_INODE_MAP_SPAN);
 	if (pi->map_root == 0)
 		pi->map_height = 0;
 	if (nfreed) {

@@ -118,7 +118,7 @@ static int tx_set_state(void *arg)
 {
 	struct state_args *a = arg;
 
-	pmemobj_tx_add_range_direct(&a->sb->state, 3 * sizeof(uint64_t));
+	pmemobj_tx_add_range_direct(&a->sb->state, PMFUSE_SB_MOUNT_SPAN);
 	a->sb->state = a->state;
 	if (a->state == PMFUSE_STATE_MOUNTED) {
 		a->sb->last_mount = (uint64_t)time(NULL);

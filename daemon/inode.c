@@ -79,7 +79,7 @@ static void orphan_tx_remove(struct fs *fs, uint64_t ino, struct pmfuse_inode *p
 		next->orphan_prev = pi->orphan_prev;
 	}
 	pmemobj_tx_add_range_direct(&pi->flags, sizeof(pi->flags));
-	pmemobj_tx_add_range_direct(&pi->orphan_next, 2 * sizeof(uint64_t));
+	pmemobj_tx_add_range_direct(&pi->orphan_next, PMFUSE_INODE_ORPHAN_SPAN);
 	pi->flags &= ~PMFUSE_IF_ORPHAN;
 	pi->orphan_next = pi->orphan_prev = 0;
 }
@@ -93,7 +93,7 @@ void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 	if (pi->flags & PMFUSE_IF_ORPHAN)
 		return;
 	pmemobj_tx_add_range_direct(&pi->flags, sizeof(pi->flags));
-	pmemobj_tx_add_range_direct(&pi->orphan_next, 2 * sizeof(uint64_t));
+	pmemobj_tx_add_range_direct(&pi->orphan_next, PMFUSE_INODE_ORPHAN_SPAN);
 	pi->flags |= PMFUSE_IF_ORPHAN;
 	pi->orphan_next = head ? sb->orphan_head : 0;
 	pi->orphan_prev = 0;
@@ -420,7 +420,7 @@ static void now(struct pmfuse_time *t)
 
 void inode_tx_add(struct pmfuse_inode *pi)
 {
-	pmemobj_tx_add_range_direct(pi, offsetof(struct pmfuse_inode, map_root));
+	pmemobj_tx_add_range_direct(&pi->mode, PMFUSE_INODE_ATTR_SPAN);
 }
 
 void inode_tx_touch(struct pmfuse_inode *pi, bool atime, bool mtime, bool ctime)
@@ -428,7 +428,7 @@ void inode_tx_touch(struct pmfuse_inode *pi, bool atime, bool mtime, bool ctime)
 	struct pmfuse_time t;
 
 	now(&t);
-	pmemobj_tx_add_range_direct(&pi->atime, 3 * sizeof(struct pmfuse_time));
+	pmemobj_tx_add_range_direct(&pi->atime, PMFUSE_INODE_TIMES_SPAN);
 	if (atime)
 		pi->atime = t;
 	if (mtime)

@@ -9,6 +9,8 @@
 #ifndef PMFUSE_REGION_H
 #define PMFUSE_REGION_H
 
+#include "pmfuse/format.h"
+
 #include <libpmem2.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -46,7 +48,7 @@ const char *region_granularity_name(const struct region *r);
 
 static inline void *region_block(const struct region *r, uint64_t block)
 {
-	return r->base + (block << 12);
+	return r->base + (block << PMFUSE_BLOCK_SHIFT);
 }
 
 /*

@@ -24,6 +24,7 @@
 #ifndef PMFUSE_FORMAT_H
 #define PMFUSE_FORMAT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define PMFUSE_LAYOUT		"pmfuse"
@@ -218,6 +219,52 @@ static inline uint64_t pmfuse_fnv1a(const void *p, uint64_t n, uint64_t h)
 	return h;
 }
 #define PMFUSE_FNV_INIT 0xcbf29ce484222325ULL
+
+/*
+ * Snapshot ranges.  A transaction that changes several adjacent fields
+ * snapshots them as one range (at page granularity each separate range is
+ * an msync of the undo log).  Each range is named here, from its first
+ * field to its last, and guarded: a reordered field fails the build instead
+ * of silently leaving a change outside the snapshot -- a transaction that
+ * is not atomic.  Use: pmemobj_tx_add_range_direct(&x->FIRST, NAME).
+ */
+#define PMFUSE_SPAN(type, first, last) \
+	(offsetof(type, last) + sizeof(((type *)0)->last) - offsetof(type, first))
+
+/* &sb->state: state, last_mount, mount_count (a mount or unmount) */
+#define PMFUSE_SB_MOUNT_SPAN	PMFUSE_SPAN(struct pmfuse_super, state, mount_count)
+/* pi (&pi->mode): every attribute a setattr may change, mode .. btime */
+#define PMFUSE_INODE_ATTR_SPAN	PMFUSE_SPAN(struct pmfuse_inode, mode, btime)
+/* &pi->atime: atime, mtime, ctime */
+#define PMFUSE_INODE_TIMES_SPAN	PMFUSE_SPAN(struct pmfuse_inode, atime, ctime)
+/* &pi->mtime: mtime, ctime (an overwrite's times, persisted in place) */
+#define PMFUSE_INODE_MCTIME_SPAN PMFUSE_SPAN(struct pmfuse_inode, mtime, ctime)
+/* &pi->map_root: map_root, map_height (and pad0) */
+#define PMFUSE_INODE_MAP_SPAN	PMFUSE_SPAN(struct pmfuse_inode, map_root, pad0)
+/* &pi->orphan_next: orphan_next, orphan_prev */
+#define PMFUSE_INODE_ORPHAN_SPAN PMFUSE_SPAN(struct pmfuse_inode, orphan_next, orphan_prev)
+/* de (&de->ino): what a rename retargets, ino .. type */
+#define PMFUSE_DIRENT_TARGET_SPAN PMFUSE_SPAN(struct pmfuse_dirent, ino, type)
+
+_Static_assert(offsetof(struct pmfuse_super, state) < offsetof(struct pmfuse_super, last_mount) &&
+	       offsetof(struct pmfuse_super, last_mount) < offsetof(struct pmfuse_super, mount_count),
+	       "PMFUSE_SB_MOUNT_SPAN: state, last_mount, mount_count in that order");
+_Static_assert(offsetof(struct pmfuse_inode, mode) == 0 &&
+	       offsetof(struct pmfuse_inode, btime) < offsetof(struct pmfuse_inode, map_root) &&
+	       offsetof(struct pmfuse_inode, rdev) < offsetof(struct pmfuse_inode, atime) &&
+	       offsetof(struct pmfuse_inode, size) < offsetof(struct pmfuse_inode, btime),
+	       "PMFUSE_INODE_ATTR_SPAN: the record opens with its attributes, mode .. btime");
+_Static_assert(offsetof(struct pmfuse_inode, atime) < offsetof(struct pmfuse_inode, mtime) &&
+	       offsetof(struct pmfuse_inode, mtime) < offsetof(struct pmfuse_inode, ctime),
+	       "PMFUSE_INODE_TIMES_SPAN: atime, mtime, ctime in that order");
+_Static_assert(offsetof(struct pmfuse_inode, map_root) < offsetof(struct pmfuse_inode, map_height) &&
+	       offsetof(struct pmfuse_inode, map_height) < offsetof(struct pmfuse_inode, pad0),
+	       "PMFUSE_INODE_MAP_SPAN: map_root, map_height, pad0 in that order");
+_Static_assert(offsetof(struct pmfuse_inode, orphan_next) < offsetof(struct pmfuse_inode, orphan_prev),
+	       "PMFUSE_INODE_ORPHAN_SPAN: orphan_next, orphan_prev in that order");
+_Static_assert(offsetof(struct pmfuse_dirent, ino) == 0 &&
+	       offsetof(struct pmfuse_dirent, type) < offsetof(struct pmfuse_dirent, name_off),
+	       "PMFUSE_DIRENT_TARGET_SPAN: a dirent opens with ino .. type");
 
 _Static_assert(sizeof(struct pmfuse_inode) == 256, "inode is 256 bytes");
 _Static_assert(sizeof(struct pmfuse_dirent) == 64, "dirent is 64 bytes");
