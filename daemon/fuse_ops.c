@@ -6,7 +6,6 @@
  */
 #include "fuse_ops.h"
 #include "fs.h"
-#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,7 +58,17 @@ static void reply_err(fuse_req_t req, fuse_ino_t ino, int err)
 	fuse_reply_err(req, err);
 }
 
-static void reply_entry(fuse_req_t req, fuse_ino_t parent, int err, const struct stat *st)
+static void fill_entry(struct fuse_entry_param *e, const struct fs_attr *a)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = a->st.st_ino;
+	e->generation = a->generation;
+	e->attr = a->st;
+	e->attr_timeout = ATTR_TIMEOUT;
+	e->entry_timeout = ENTRY_TIMEOUT;
+}
+
+static void reply_entry(fuse_req_t req, fuse_ino_t parent, int err, const struct fs_attr *a)
 {
 	struct fuse_entry_param e;
 
@@ -67,21 +76,16 @@ static void reply_entry(fuse_req_t req, fuse_ino_t parent, int err, const struct
 		reply_err(req, parent, -err);
 		return;
 	}
-	memset(&e, 0, sizeof(e));
-	e.ino = st->st_ino;
-	e.generation = inode_record(pm_fs(req), st->st_ino)->generation;
-	e.attr = *st;
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ENTRY_TIMEOUT;
+	fill_entry(&e, a);
 	fuse_reply_entry(req, &e);
 }
 
 static void pm_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct stat st;
-	int err = fs_lookup(pm_fs(req), parent, name, &st);
+	struct fs_attr a;
+	int err = fs_lookup(pm_fs(req), parent, name, &a);
 
-	reply_entry(req, parent, err, &st);
+	reply_entry(req, parent, err, &a);
 }
 
 static void pm_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -99,14 +103,14 @@ static void pm_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void pm_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct stat st;
-	int err = fs_getattr(pm_fs(req), ino, &st);
+	struct fs_attr a;
+	int err = fs_getattr(pm_fs(req), ino, &a);
 
 	(void)fi;
 	if (err)
 		reply_err(req, ino, -err);
 	else
-		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+		fuse_reply_attr(req, &a.st, ATTR_TIMEOUT);
 }
 
 static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -123,7 +127,7 @@ static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		{ FUSE_SET_ATTR_MTIME_NOW, FS_SET_MTIME_NOW },
 		{ FUSE_SET_ATTR_CTIME, FS_SET_CTIME },
 	};
-	struct stat st;
+	struct fs_attr a;
 	int valid = 0, err;
 
 	(void)fi;
@@ -135,16 +139,16 @@ static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		valid &= ~FS_SET_ATIME;
 	if (valid & FS_SET_MTIME_NOW)
 		valid &= ~FS_SET_MTIME;
-	err = fs_setattr(pm_fs(req), ino, attr, valid, &st);
+	err = fs_setattr(pm_fs(req), ino, attr, valid, &a);
 	if (err)
 		reply_err(req, ino, -err);
 	else
-		fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+		fuse_reply_attr(req, &a.st, ATTR_TIMEOUT);
 }
 
 static void pm_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	char buf[PMFUSE_SYMLINK_MAX + 1];
+	char buf[FS_SYMLINK_MAX + 1];
 	int err = fs_readlink(pm_fs(req), ino, buf, sizeof(buf));
 
 	if (err)
@@ -157,33 +161,33 @@ static void pm_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		     dev_t rdev)
 {
 	struct fs_cred cr = pm_cred(req);
-	struct stat st;
+	struct fs_attr a;
 
-	reply_entry(req, parent, fs_mknod(pm_fs(req), parent, name, mode, rdev, &cr, &st), &st);
+	reply_entry(req, parent, fs_mknod(pm_fs(req), parent, name, mode, rdev, &cr, &a), &a);
 }
 
 static void pm_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct fs_cred cr = pm_cred(req);
-	struct stat st;
+	struct fs_attr a;
 
-	reply_entry(req, parent, fs_mknod(pm_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, &cr, &st),
-		    &st);
+	reply_entry(req, parent, fs_mknod(pm_fs(req), parent, name, S_IFDIR | (mode & 07777), 0, &cr, &a),
+		    &a);
 }
 
 static void pm_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	struct fs_cred cr = pm_cred(req);
-	struct stat st;
+	struct fs_attr a;
 
-	reply_entry(req, parent, fs_symlink(pm_fs(req), parent, name, link, &cr, &st), &st);
+	reply_entry(req, parent, fs_symlink(pm_fs(req), parent, name, link, &cr, &a), &a);
 }
 
 static void pm_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	struct stat st;
+	struct fs_attr a;
 
-	reply_entry(req, ino, fs_link(pm_fs(req), ino, newparent, newname, &st), &st);
+	reply_entry(req, ino, fs_link(pm_fs(req), ino, newparent, newname, &a), &a);
 }
 
 static void pm_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -212,9 +216,12 @@ static void pm_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	reply_err(req, parent, -fs_rename(pm_fs(req), parent, name, newparent, newname, f));
 }
 
-static bool wants_sync(struct fs *fs, const struct fuse_file_info *fi)
+/* The mount's -o sync, set at INIT. */
+static bool pm_sync_mount;
+
+static bool wants_sync(const struct fuse_file_info *fi)
 {
-	return fs->opts.sync || (fi->flags & (O_SYNC | O_DSYNC));
+	return pm_sync_mount || (fi->flags & (O_SYNC | O_DSYNC));
 }
 
 /*
@@ -304,8 +311,9 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	/* libfuse negotiates atomic O_TRUNC: the kernel leaves it to us */
 	if (!err && (fi->flags & O_TRUNC)) {
-		struct stat a = { .st_size = 0 }, st;
-		err = fs_setattr(pm_fs(req), ino, &a, FS_SET_SIZE, &st);
+		struct stat size0 = { .st_size = 0 };
+		struct fs_attr a;
+		err = fs_setattr(pm_fs(req), ino, &size0, FS_SET_SIZE, &a);
 		if (err)
 			fs_release(pm_fs(req), ino, fi->flags);
 	}
@@ -323,21 +331,16 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
 	struct fs_cred cr = pm_cred(req);
 	struct fuse_entry_param e;
-	struct stat st;
-	int err = fs_mknod(pm_fs(req), parent, name, S_IFREG | (mode & 07777), 0, &cr, &st);
+	struct fs_attr a;
+	int err = fs_mknod(pm_fs(req), parent, name, S_IFREG | (mode & 07777), 0, &cr, &a);
 
-	if (!err && (err = fs_open(pm_fs(req), st.st_ino, fi->flags)))
-		fs_forget(pm_fs(req), st.st_ino, 1);	/* the kernel never learns of it */
+	if (!err && (err = fs_open(pm_fs(req), a.st.st_ino, fi->flags)))
+		fs_forget(pm_fs(req), a.st.st_ino, 1);	/* the kernel never learns of it */
 	if (err) {
 		reply_err(req, parent, -err);
 		return;
 	}
-	memset(&e, 0, sizeof(e));
-	e.ino = st.st_ino;
-	e.generation = inode_record(pm_fs(req), st.st_ino)->generation;
-	e.attr = st;
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ENTRY_TIMEOUT;
+	fill_entry(&e, &a);
 	set_open_fh(fi);
 	fuse_reply_create(req, &e, fi);
 }
@@ -399,7 +402,7 @@ static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		reply_err(req, ino, (int)-n);
 		return;
 	}
-	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(pm_fs(req), fi));
+	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(fi));
 	reply_write(req, ino, fi, off, n);
 }
 
@@ -437,11 +440,11 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	}
 	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
 		n = fs_write(pm_fs(req), ino, (uint64_t)off, (const char *)in->buf[0].mem + in->off,
-			     size, wants_sync(pm_fs(req), fi));
+			     size, wants_sync(fi));
 	} else {
 		struct fs_write_src src = { copy_from_bufvec, in };
 		n = fs_write_from(pm_fs(req), ino, (uint64_t)off, &src, size,
-				  wants_sync(pm_fs(req), fi));
+				  wants_sync(fi));
 	}
 	reply_write(req, ino, fi, off, n);
 }
@@ -467,10 +470,10 @@ static void pm_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
 static void pm_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct stat st;
-	int err = fs_getattr(pm_fs(req), ino, &st);
+	struct fs_attr a;
+	int err = fs_getattr(pm_fs(req), ino, &a);
 
-	if (!err && !S_ISDIR(st.st_mode))
+	if (!err && !S_ISDIR(a.st.st_mode))
 		err = -ENOTDIR;
 	if (err)
 		reply_err(req, ino, -err);
@@ -491,7 +494,7 @@ static int fill_dirent(void *ctx, const char *name, size_t namelen, uint64_t ino
 		       unsigned type, int64_t next_off)
 {
 	struct dirbuf *b = ctx;
-	char nm[PMFUSE_NAME_MAX + 1];
+	char nm[FS_NAME_MAX + 1];
 	size_t need;
 
 	memcpy(nm, name, namelen);
@@ -505,25 +508,23 @@ static int fill_dirent(void *ctx, const char *name, size_t namelen, uint64_t ino
 		return 0;
 	}
 	struct fuse_entry_param e;
+	struct fs_attr a;
 	bool dots = strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0;
-	memset(&e, 0, sizeof(e));
 	if (dots) {
+		memset(&e, 0, sizeof(e));
 		e.attr.st_ino = ino;
 		e.attr.st_mode = S_IFDIR;
-	} else if (fs_getattr(b->fs, ino, &e.attr)) {
+	} else if (fs_getattr(b->fs, ino, &a)) {
 		return 0;
 	} else {
-		e.ino = ino;
-		e.generation = inode_record(b->fs, ino)->generation;
-		e.attr_timeout = ATTR_TIMEOUT;
-		e.entry_timeout = ENTRY_TIMEOUT;
+		fill_entry(&e, &a);
 	}
 	need = fuse_add_direntry_plus(b->req, b->buf + b->used, b->size - b->used, nm, &e, next_off);
 	if (need > b->size - b->used)
 		return 1;
 	/* the kernel now holds a reference to this entry's inode */
 	if (!dots)
-		fs_ref_ino(b->fs, ino, &e.attr);
+		fs_ref_ino(b->fs, ino, &a);
 	b->used += need;
 	return 0;
 }
@@ -629,42 +630,6 @@ static void pm_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	reply_err(req, ino, -fs_removexattr(pm_fs(req), ino, name));
 }
 
-static void pm_access(fuse_req_t req, fuse_ino_t ino, int mask)
-{
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct stat st;
-	int err = fs_getattr(pm_fs(req), ino, &st);
-	unsigned bits;
-
-	if (err) {
-		reply_err(req, ino, -err);
-		return;
-	}
-	if (mask == F_OK) {
-		fuse_reply_err(req, 0);
-		return;
-	}
-	if (ctx->uid == 0) {
-		/* root may do anything but execute a file nobody may execute */
-		bool x_ok = !(mask & X_OK) || S_ISDIR(st.st_mode) || (st.st_mode & 0111);
-		reply_err(req, ino, x_ok ? 0 : EACCES);
-		return;
-	}
-	if (ctx->uid == st.st_uid)
-		bits = (st.st_mode >> 6) & 7;
-	else if (ctx->gid == st.st_gid)
-		bits = (st.st_mode >> 3) & 7;
-	else {
-		gid_t groups[64];
-		int n = fuse_req_getgroups(req, 64, groups);
-		bits = st.st_mode & 7;
-		for (int i = 0; i < n && i < 64; i++)
-			if (groups[i] == st.st_gid)
-				bits = (st.st_mode >> 3) & 7;
-	}
-	reply_err(req, ino, ((unsigned)mask & ~bits) ? EACCES : 0);
-}
-
 static void pm_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			 struct fuse_file_info *fi)
 {
@@ -736,10 +701,12 @@ static bool pipe_can_hold(unsigned bytes)
 
 static void pm_init(void *userdata, struct fuse_conn_info *conn)
 {
-	struct fs *fs = userdata;
+	struct fs_info info;
 
-	eio_logged_inodes = fs->max_inodes;
-	eio_logged = calloc((fs->max_inodes + 63) / 64, sizeof(*eio_logged));
+	fs_info(userdata, &info);
+	pm_sync_mount = info.sync;
+	eio_logged_inodes = info.max_inodes;
+	eio_logged = calloc((info.max_inodes + 63) / 64, sizeof(*eio_logged));
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
@@ -796,7 +763,6 @@ const struct fuse_lowlevel_ops pm_ops = {
 	.getxattr = pm_getxattr,
 	.listxattr = pm_listxattr,
 	.removexattr = pm_removexattr,
-	.access = pm_access,
 	.fallocate = pm_fallocate,
 	.lseek = pm_lseek,
 	.copy_file_range = pm_copy_file_range,

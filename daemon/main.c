@@ -9,10 +9,8 @@
  * (Type=notify) READY=1 goes out once the mount is live and STOPPING=1 when
  * the loop ends; SIGTERM ends the loop, and the unmount flushes everything.
  */
-#include "fault.h"
 #include "fs.h"
 #include "fuse_ops.h"
-#include "log.h"
 #include "uring.h"
 
 #include <errno.h>
@@ -132,7 +130,7 @@ int main(int argc, char *argv[])
 	struct options o = { 0 };
 	struct fuse_session *se;
 	struct fs *fs = NULL;
-	char why[POOL_WHY];
+	char why[FS_WHY_MAX];
 	char *region = NULL;
 	int ret = 1;
 	struct timespec t0, t1, t2;
@@ -152,7 +150,7 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 	if (o.show_version || opts.show_version) {
-		printf("pmfuse %s (on-media format %u)\n", PMFUSE_VERSION_STRING, PMFUSE_VERSION);
+		printf("pmfuse %s (on-media format %u)\n", PMFUSE_VERSION_STRING, FS_FORMAT_VERSION);
 		fuse_lowlevel_version();
 		ret = 0;
 		goto out_args;
@@ -221,11 +219,13 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!opts.foreground)
 		log_use_syslog();	/* stderr is /dev/null now */
-	fault_arm_from_env();		/* tests only: PMFUSE_FAULT_ALLOC */
-	log_info("mounted %s on %s (%s mode, %s granularity, %" PRIu64 " of %" PRIu64 " blocks free)",
-		 region, opts.mountpoint, fo.sync ? "sync" : "writeback",
-		 region_granularity_name(&fs->region), alloc_free_count(&fs->alloc),
-		 fs->alloc.nblocks);
+	struct fs_info info;
+	struct statvfs sv;
+	fs_info(fs, &info);
+	fs_statfs(fs, &sv);
+	log_info("mounted %s on %s (%s mode, %s granularity, %" PRIu64 " of %" PRIu64
+		 " data blocks free)", region, opts.mountpoint, info.sync ? "sync" : "writeback",
+		 info.granularity, (uint64_t)sv.f_bfree, (uint64_t)sv.f_blocks);
 	sd_notifyf(0, "READY=1\nSTATUS=Mounted %s on %s", region, opts.mountpoint);
 	if (opts.singlethread) {
 		ret = fuse_session_loop(se);

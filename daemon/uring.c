@@ -26,7 +26,6 @@
  */
 #include "uring.h"
 #include "fs.h"
-#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -140,7 +139,7 @@ struct worker {
 	/* yielding on commit (see commit_fetch) */
 	int may_yield, stuck_idle;
 	uint64_t yield_after, yield_backoff;
-	/* counters, read by uring_stats() without a lock */
+	/* counters, read by stats_lines() without a lock */
 	_Atomic uint64_t requests, yields, yield_stalls;
 } __attribute__((aligned(64)));
 
@@ -701,16 +700,9 @@ static size_t iov_total(const struct iovec *iov, int count)
  * fresh mapping is), so zero segments there cost nothing: a 1 MiB read of a
  * hole neither copies nor touches a page.
  */
-static int is_zero_seg(const struct iovec *v)
-{
-	const char *z = U.fs->zero, *p = v->iov_base;
-	return z && p >= z && p + v->iov_len <= z + U.fs->zero_size;
-}
-
 static int put_payload(struct worker *w, const void *first, size_t first_len,
 		       const struct iovec *iov, int count)
 {
-	struct region *r = &U.fs->region;
 	char *p = w->buf + HEADROOM;
 	size_t off = first_len, dirty_to = first_len;
 	int err = 0;
@@ -720,15 +712,11 @@ static int put_payload(struct worker *w, const void *first, size_t first_len,
 		const char *src = iov[i].iov_base;
 		size_t n = iov[i].iov_len;
 
-		if (is_zero_seg(&iov[i])) {
+		if (fs_seg_is_zero(U.fs, src, n)) {
 			if (off < w->clean_from)
 				memset(p + off, 0, w->clean_from - off < n ? w->clean_from - off : n);
 		} else {
-			/* data in the mapping may sit on a bad page: EIO, not SIGBUS */
-			if (src >= r->base && src < r->base + r->size)
-				err = region_read(r, p + off, src, n);
-			else
-				memcpy(p + off, src, n);
+			err = fs_seg_copy(U.fs, p + off, src, n);
 			dirty_to = off + n;
 		}
 		off += n;
@@ -890,7 +878,7 @@ int uring_attach(struct fuse_session *se, struct fs *fs, const char *mountpoint,
 		return -errno;
 	pthread_mutex_init(&U.start_lock, NULL);
 	pthread_cond_init(&U.start_cond, NULL);
-	fs->stats_extra = stats_lines;
+	fs_set_stats_extra(fs, stats_lines);
 	return fuse_session_custom_io(se, &io, U.session_fd);
 }
 

@@ -36,7 +36,7 @@
 #include "fsck.h"
 #include "xattr.h"
 #include "fmap.h"
-#include "fs.h"
+#include "core.h"
 #include "pool.h"
 #include "region.h"
 #include "pmfuse/format.h"
@@ -1882,7 +1882,7 @@ static void repair_fs_fini(void)
 		struct inode *in = atomic_load(&fs->icache[ino]);
 		if (!in)
 			continue;
-		dir_index_free(in);
+		dir_hash_free(in);
 		pthread_rwlock_destroy(&in->lock);
 		free(in);
 	}
@@ -2117,7 +2117,7 @@ static struct inode *lost_found(bool *created)
 {
 	struct fs_cred root = { 0, 0 };
 	struct inode *lf;
-	struct stat st;
+	struct fs_attr st;
 	uint64_t ino = F.lf_ino;
 	const char *what = "/lost+found: create it";
 
@@ -2135,7 +2135,7 @@ static struct inode *lost_found(bool *created)
 		int ret = fs_mknod(R.fs, PMFUSE_ROOT_INO, "lost+found", S_IFDIR | 0700, 0, &root, &st);
 		if (!fix_done(FX_REATTACH, 0, what, ret))
 			return NULL;
-		ino = (uint64_t)st.st_ino;
+		ino = (uint64_t)st.st.st_ino;
 		fs_forget(R.fs, ino, 1);
 		F.lf_ino = ino;
 		*created = true;

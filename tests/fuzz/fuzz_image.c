@@ -54,7 +54,7 @@
  * leak check per execution (pm_malloc()).
  */
 #include "dir.h"
-#include "fs.h"
+#include "core.h"
 #include "fsck.h"
 #include "log.h"
 #include "pool.h"
@@ -341,12 +341,12 @@ static const struct fs_cred root_cred = { 0, 0 };
 
 static uint64_t mk(struct fs *fs, uint64_t dir, const char *name, mode_t mode)
 {
-	struct stat st;
+	struct fs_attr st;
 	int ret = fs_mknod(fs, dir, name, mode, mode & S_IFCHR ? 0x0501 : 0, &root_cred, &st);
 
 	if (ret)
 		die("base image: mknod %s: %s", name, strerror(-ret));
-	return st.st_ino;
+	return st.st.st_ino;
 }
 
 static void put(struct fs *fs, uint64_t ino, uint64_t off, size_t len)
@@ -381,7 +381,7 @@ static void populate(const char *path)
 {
 	struct fs_opts o = { 0 };
 	struct fs *fs;
-	struct stat st;
+	struct fs_attr st;
 	char why[POOL_WHY], name[32];
 	int ret;
 
@@ -1036,7 +1036,7 @@ static void xattrs(struct walk *w, uint64_t ino)
 /* Everything read-only about one inode. */
 static void visit(struct walk *w, const struct ent *e)
 {
-	struct stat st;
+	struct fs_attr st;
 	char buf[PMFUSE_SYMLINK_MAX + 2];
 	uint64_t ino = e->ino;
 	bool looked_up = false;
@@ -1046,7 +1046,7 @@ static void visit(struct walk *w, const struct ent *e)
 		ret = fs_lookup(w->fs, e->dir, e->name, &st);
 		check_ret(w, "lookup", e->dir, ret);
 		if (ret == 0) {
-			ino = st.st_ino;
+			ino = st.st.st_ino;
 			looked_up = true;
 		}
 	}
@@ -1057,7 +1057,7 @@ static void visit(struct walk *w, const struct ent *e)
 	 * (as the kernel keeps it while it looks up the entries): with none,
 	 * the core drops its index, and rebuilds it at each lookup in it.
 	 */
-	if (looked_up && !(ret == 0 && S_ISDIR(st.st_mode) && ino < w->fs->max_inodes &&
+	if (looked_up && !(ret == 0 && S_ISDIR(st.st.st_mode) && ino < w->fs->max_inodes &&
 			   !w->seen[ino] && w->qtail < MAX_ENTS))
 		fs_forget(w->fs, ino, 1);
 	/* the rest once per inode: hard links and damaged entries repeat inodes */
@@ -1065,14 +1065,14 @@ static void visit(struct walk *w, const struct ent *e)
 		return;
 	w->seen[ino] = 1;
 	xattrs(w, ino);
-	if (S_ISLNK(st.st_mode)) {
+	if (S_ISLNK(st.st.st_mode)) {
 		ret = fs_readlink(w->fs, ino, buf, sizeof(buf));
 		check_ret(w, "readlink", ino, ret);
 		if (ret == 0 && strlen(buf) > PMFUSE_SYMLINK_MAX)
 			die("readlink of inode %" PRIu64 " gave %zu bytes", ino, strlen(buf));
-	} else if (S_ISREG(st.st_mode)) {
-		read_file(w, ino, (uint64_t)st.st_size);
-	} else if (S_ISDIR(st.st_mode) && w->qtail < MAX_ENTS) {
+	} else if (S_ISREG(st.st.st_mode)) {
+		read_file(w, ino, (uint64_t)st.st.st_size);
+	} else if (S_ISDIR(st.st.st_mode) && w->qtail < MAX_ENTS) {
 		w->held[w->qtail] = looked_up;
 		w->queue[w->qtail++] = ino;
 	}
@@ -1118,28 +1118,28 @@ static void changes(struct walk *w, unsigned ops, unsigned choice)
 	static char buf[3 * PAGE];
 	const struct ent *f = chosen(w, choice, true), *e = chosen(w, choice, false);
 	struct fs *fs = w->fs;
-	struct stat st;
+	struct fs_attr st;
 	int ret;
 
 	memset(buf, 0x5a, sizeof(buf));
 	/* always: overwrite and extend an existing file, create, write, unlink */
-	if (f && fs_getattr(fs, f->ino, &st) == 0 && S_ISREG(st.st_mode)) {
+	if (f && fs_getattr(fs, f->ino, &st) == 0 && S_ISREG(st.st.st_mode)) {
 		check_ret(w, "write", f->ino, fs_write(fs, f->ino, 100, buf, PAGE, false));
-		check_ret(w, "write", f->ino, fs_write(fs, f->ino, (uint64_t)st.st_size, buf,
+		check_ret(w, "write", f->ino, fs_write(fs, f->ino, (uint64_t)st.st.st_size, buf,
 						       sizeof(buf), choice & 1));
 		check_ret(w, "fsync", f->ino, fs_fsync(fs, f->ino, false));
 	}
 	ret = fs_mknod(fs, PMFUSE_ROOT_INO, "fuzz-new", S_IFREG | 0644, 0, &root_cred, &st);
 	check_ret(w, "create", PMFUSE_ROOT_INO, ret);
 	if (ret == 0) {
-		uint64_t ino = st.st_ino;
+		uint64_t ino = st.st.st_ino;
 		check_ret(w, "write", ino, fs_write(fs, ino, 3 * PAGE + 5, buf, sizeof(buf), false));
 		read_at(w, ino, 0, MAX_READ);
 		check_ret(w, "unlink", PMFUSE_ROOT_INO, fs_unlink(fs, PMFUSE_ROOT_INO, "fuzz-new"));
 		fs_forget(fs, ino, 1);
 	}
 	if ((ops & OP_TRUNCATE) && f && fs_getattr(fs, f->ino, &st) == 0) {
-		struct stat a = { .st_size = st.st_size / 2 };
+		struct stat a = { .st_size = st.st.st_size / 2 };
 		check_ret(w, "truncate", f->ino, fs_setattr(fs, f->ino, &a, FS_SET_SIZE, &st));
 	}
 	if ((ops & OP_PUNCH) && f) {

@@ -27,12 +27,12 @@ fi
 
 out=$top/build-fuzz
 mkdir -p "$out/corpus-new" "$out/artifacts"
-srcs=$(ls daemon/*.c | grep -v -e daemon/main.c -e daemon/fuse_ops.c)
+srcs=$(ls daemon/core/*.c)
 # shellcheck disable=SC2046,SC2086
 clang -g -O1 -fno-omit-frame-pointer -std=gnu11 -Wall -Wextra -Werror \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-D_GNU_SOURCE -DPMFUSE_VERSION_STRING='"fuzz"' -DPMFUSE_FSCK_NO_MAIN \
-	-Iinclude -Idaemon -Imkfs \
+	-Iinclude -Idaemon/core -Imkfs \
 	$srcs mkfs/fsck.c tests/fuzz/fuzz_image.c \
 	$(pkg-config --cflags --libs libpmem2 libpmemobj) -lpthread \
 	-o "$out/fuzz_image"

@@ -4,7 +4,7 @@
  * freshly formatted region by hand and checks the refusal.
  */
 #include "../unit/harness.h"
-#include "fs.h"
+#include "core.h"
 #include "pool.h"
 
 #include <errno.h>
@@ -154,7 +154,7 @@ static void test_misaligned_directory_table_refuses_mount(void)
 {
 	struct fs_opts o = { 0 };
 	struct fs *fs;
-	struct stat st;
+	struct fs_attr st;
 	char why[POOL_WHY];
 
 	make_region();
@@ -173,20 +173,20 @@ static void two_files_with_xattrs(uint64_t *a, uint64_t *b, uint64_t *b_ino)
 {
 	struct fs_opts o = { 0 };
 	struct fs *fs;
-	struct stat st;
+	struct fs_attr st;
 	char why[POOL_WHY];
 
 	make_region();
 	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), 0);
 	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "a", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_setxattr(fs, st.st_ino, "user.a", "1", 1, 0), 0);
-	*a = pool_off(&fs->pool, inode_record(fs, st.st_ino));
+	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.a", "1", 1, 0), 0);
+	*a = pool_off(&fs->pool, inode_record(fs, st.st.st_ino));
 	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "b", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_setxattr(fs, st.st_ino, "user.b", "2", 1, 0), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.b", "2", 1, 0), 0);
 	/* past 64 blocks: the map root becomes a node */
-	CHECK_EQ(fs_write(fs, st.st_ino, 100 * 4096, "x", 1, false), 1);
-	*b = pool_off(&fs->pool, inode_record(fs, st.st_ino));
-	*b_ino = st.st_ino;
+	CHECK_EQ(fs_write(fs, st.st.st_ino, 100 * 4096, "x", 1, false), 1);
+	*b = pool_off(&fs->pool, inode_record(fs, st.st.st_ino));
+	*b_ino = st.st.st_ino;
 	fs_unmount(fs);
 }
 

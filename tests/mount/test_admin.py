@@ -317,7 +317,7 @@ class LogTests(RegionTestCase):
         self.stop(proc, mnt)
         log = read_file(path).decode()
         self.assertRegex(log, r"(?m)^pmfuse: mounted %s on %s \(writeback mode, "
-                         r"\w+ granularity, \d+ of \d+ blocks free\)$" % (re.escape(p), mnt))
+                         r"\w+ granularity, \d+ of \d+ data blocks free\)$" % (re.escape(p), mnt))
         self.assertRegex(log, r"(?m)^pmfuse: unmounted: 0 dirty page\(s\) flushed")
         proc, path = self.run_daemon(p, mnt, "log_level=err")
         self.stop(proc, mnt)

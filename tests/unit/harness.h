@@ -35,7 +35,7 @@ static inline struct fs *unit_mount(const char *path)
 {
 	struct fs_opts o = { 0 };
 	struct fs *fs = NULL;
-	char why[POOL_WHY];
+	char why[FS_WHY_MAX];
 
 	if (fs_mount(&fs, path, &o, why, sizeof(why))) {
 		fprintf(stderr, "mount %s: %s\n", path, why);

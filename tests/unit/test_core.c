@@ -2,7 +2,7 @@
  * Unit tests of the pmfuse core without FUSE: allocator, file map,
  * namespace, data path, orphans and remount, all through the core API.
  */
-#include "fs.h"
+#include "core.h"
 #include "harness.h"
 #include "dir.h"
 
@@ -96,16 +96,16 @@ static void test_write_read_roundtrip_and_remount(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
-	struct stat st;
+	struct fs_attr st;
 	static char buf[300000], out[300000];
 
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (char)(i * 7 + 3);
 	CHECK_EQ(fs_mknod(fs, 1, "f", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	uint64_t ino = st.st_ino;
+	uint64_t ino = st.st.st_ino;
 	CHECK_EQ(fs_write(fs, ino, 1000, buf, sizeof(buf), false), (long long)sizeof(buf));
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
-	CHECK_EQ(st.st_size, 1000 + sizeof(buf));
+	CHECK_EQ(st.st.st_size, 1000 + sizeof(buf));
 	memset(out, 1, sizeof(out));
 	CHECK_EQ(fs_read(fs, ino, 0, 1000, copy_out, out), 0);
 	for (int i = 0; i < 1000; i++)
@@ -114,7 +114,7 @@ static void test_write_read_roundtrip_and_remount(void)
 
 	fs = mount_region();
 	CHECK_EQ(fs_lookup(fs, 1, "f", &st), 0);
-	CHECK_EQ(st.st_ino, ino);
+	CHECK_EQ(st.st.st_ino, ino);
 	CHECK_EQ(fs_read(fs, ino, 1000, sizeof(buf), copy_out, out), 0);
 	CHECK(memcmp(buf, out, sizeof(buf)) == 0);
 	fs_unmount(fs);
@@ -124,18 +124,18 @@ static void test_hole_read_allocates_nothing(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
-	struct stat st;
+	struct fs_attr st;
 	static char out[1 << 20];
 
 	CHECK_EQ(fs_mknod(fs, 1, "sparse", S_IFREG | 0644, 0, &root_cred, &st), 0);
 	struct stat a = { .st_size = 1ll << 40 };
-	CHECK_EQ(fs_setattr(fs, st.st_ino, &a, FS_SET_SIZE, &st), 0);
+	CHECK_EQ(fs_setattr(fs, st.st.st_ino, &a, FS_SET_SIZE, &st), 0);
 	uint64_t free0 = alloc_free_count(&fs->alloc);
 	uint64_t zero0 = fs->stats.zero_bytes_served;
-	CHECK_EQ(fs_read(fs, st.st_ino, 1ull << 39, sizeof(out), copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, st.st.st_ino, 1ull << 39, sizeof(out), copy_out, out), 0);
 	CHECK_EQ(alloc_free_count(&fs->alloc), free0);
 	CHECK_EQ(fs->stats.zero_bytes_served - zero0, sizeof(out));
-	CHECK_EQ(st.st_blocks, 0);
+	CHECK_EQ(st.st.st_blocks, 0);
 	fs_unmount(fs);
 }
 
@@ -143,17 +143,17 @@ static void test_large_write_uses_huge_leaves(void)
 {
 	make_region(128 << 20);
 	struct fs *fs = mount_region();
-	struct stat st;
+	struct fs_attr st;
 	static char buf[1 << 20];
 	struct count_ctx c = { 0 };
 
 	CHECK_EQ(fs_mknod(fs, 1, "big", S_IFREG | 0644, 0, &root_cred, &st), 0);
 	for (int i = 0; i < 32; i++)
-		CHECK_EQ(fs_write(fs, st.st_ino, (uint64_t)i << 20, buf, sizeof(buf), false),
+		CHECK_EQ(fs_write(fs, st.st.st_ino, (uint64_t)i << 20, buf, sizeof(buf), false),
 			 sizeof(buf));
-	fmap_walk(&fs->pool, inode_record(fs, st.st_ino), count_leaf, NULL, &c);
+	fmap_walk(&fs->pool, inode_record(fs, st.st.st_ino), count_leaf, NULL, &c);
 	char text[512];
-	CHECK(data_extents_text(fs, st.st_ino, text, sizeof(text)) > 0);
+	CHECK(data_extents_text(fs, st.st.st_ino, text, sizeof(text)) > 0);
 	/* 32 MiB written from offset 0 in 1 MiB writes: 16 aligned 2 MiB runs */
 	CHECK(strstr(text, "extents 1\n") && strstr(text, "huge_2m 16\n"));
 	CHECK_EQ(c.blocks, 32 * 256);
@@ -167,18 +167,18 @@ static void test_punch_splits_leaf_and_returns_space(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
-	struct stat st;
+	struct fs_attr st;
 	static char buf[1 << 20], out[1 << 20];
 
 	memset(buf, 0xab, sizeof(buf));
 	CHECK_EQ(fs_mknod(fs, 1, "p", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_write(fs, st.st_ino, 0, buf, sizeof(buf), false), sizeof(buf));
+	CHECK_EQ(fs_write(fs, st.st.st_ino, 0, buf, sizeof(buf), false), sizeof(buf));
 	uint64_t free0 = alloc_free_count(&fs->alloc);
-	CHECK_EQ(fs_fallocate(fs, st.st_ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	CHECK_EQ(fs_fallocate(fs, st.st.st_ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			      4096 * 10 + 100, 4096 * 5), 0);
 	/* blocks 11..14 are whole inside the range: 4 blocks come back */
 	CHECK_EQ(alloc_free_count(&fs->alloc), free0 + 4);
-	CHECK_EQ(fs_read(fs, st.st_ino, 0, sizeof(out), copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, st.st.st_ino, 0, sizeof(out), copy_out, out), 0);
 	for (size_t i = 0; i < sizeof(out); i++) {
 		bool hole = i >= 4096 * 10 + 100 && i < 4096 * 15 + 100;
 		if ((out[i] == 0) != hole) {
@@ -186,8 +186,8 @@ static void test_punch_splits_leaf_and_returns_space(void)
 			break;
 		}
 	}
-	CHECK_EQ(fs_lseek(fs, st.st_ino, 4096 * 11, SEEK_DATA), 4096 * 15);
-	CHECK_EQ(fs_lseek(fs, st.st_ino, 0, SEEK_HOLE), 4096 * 11);
+	CHECK_EQ(fs_lseek(fs, st.st.st_ino, 4096 * 11, SEEK_DATA), 4096 * 15);
+	CHECK_EQ(fs_lseek(fs, st.st.st_ino, 0, SEEK_HOLE), 4096 * 11);
 	fs_unmount(fs);
 }
 
@@ -232,14 +232,14 @@ static void test_huge_counters_follow_every_map_change(void)
 	struct fs *fs = mount_region();
 	static char buf[4 << 20];
 	uint64_t ino[3], seed = 12345;
-	struct stat st;
+	struct fs_attr st;
 	const uint64_t M = 1 << 20, G = 1 << 30;
 
 	memset(buf, 0x5a, sizeof(buf));
 	for (int i = 0; i < 3; i++) {
 		char name[8] = { 'h', (char)('0' + i) };
 		CHECK_EQ(fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st), 0);
-		ino[i] = st.st_ino;
+		ino[i] = st.st.st_ino;
 	}
 	CHECK_EQ(fs_fallocate(fs, ino[0], 0, 0, G), 0);
 	CHECK_EQ(atomic_load(&fs->alloc.huge_1g), 1);
@@ -322,18 +322,18 @@ static void test_reclaim_is_idempotent(void)
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
 	struct statvfs before, after;
-	struct stat st;
+	struct fs_attr st;
 	static char buf[70000];
 	uint64_t a, b;
 
 	fs_statfs(fs, &before);
 	CHECK_EQ(fs_mknod(fs, 1, "o", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_open(fs, st.st_ino, O_RDWR), 0);
-	CHECK_EQ(fs_write(fs, st.st_ino, 0, buf, sizeof(buf), false), sizeof(buf));
+	CHECK_EQ(fs_open(fs, st.st.st_ino, O_RDWR), 0);
+	CHECK_EQ(fs_write(fs, st.st.st_ino, 0, buf, sizeof(buf), false), sizeof(buf));
 	CHECK_EQ(fs_unlink(fs, 1, "o"), 0);
-	struct pmfuse_inode *pi = inode_record(fs, st.st_ino);
-	CHECK_EQ(inode_reclaim(fs, st.st_ino, pi), 1);
-	CHECK_EQ(inode_reclaim(fs, st.st_ino, pi), 0);
+	struct pmfuse_inode *pi = inode_record(fs, st.st.st_ino);
+	CHECK_EQ(inode_reclaim(fs, st.st.st_ino, pi), 1);
+	CHECK_EQ(inode_reclaim(fs, st.st.st_ino, pi), 0);
 	fs_statfs(fs, &after);
 	CHECK_EQ(after.f_bfree, before.f_bfree);
 	CHECK_EQ(after.f_ffree, before.f_ffree);
@@ -344,8 +344,8 @@ static void test_reclaim_is_idempotent(void)
 	inode_release_ino(fs, a);
 	inode_release_ino(fs, b);
 	/* the kernel's last references go: nothing is reclaimed twice */
-	fs_forget(fs, st.st_ino, 1);
-	fs_release(fs, st.st_ino, O_RDWR);
+	fs_forget(fs, st.st.st_ino, 1);
+	fs_release(fs, st.st.st_ino, O_RDWR);
 	fs_statfs(fs, &after);
 	CHECK_EQ(after.f_bfree, before.f_bfree);
 	CHECK_EQ(after.f_ffree, before.f_ffree);
@@ -357,14 +357,14 @@ static void test_stats_read_instantiates_no_inode(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
-	struct stat st;
+	struct fs_attr st;
 	char name[16], text[4096];
 
 	for (int i = 0; i < 200; i++) {
 		snprintf(name, sizeof(name), "s%d", i);
 		CHECK_EQ(fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st), 0);
-		CHECK_EQ(fs_write(fs, st.st_ino, 0, name, 4, false), 4);
-		fs_forget(fs, st.st_ino, 1);	/* the kernel forgets it */
+		CHECK_EQ(fs_write(fs, st.st.st_ino, 0, name, 4, false), 4);
+		fs_forget(fs, st.st.st_ino, 1);	/* the kernel forgets it */
 	}
 	uint64_t cached = 0;
 	CHECK(fs_getxattr(fs, 1, "user.pmfuse.stats", text, sizeof(text)) > 0);
@@ -378,7 +378,7 @@ static void test_namespace_errors(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
-	struct stat st, d;
+	struct fs_attr st, d;
 	char longname[300];
 
 	memset(longname, 'x', 256);
@@ -388,21 +388,21 @@ static void test_namespace_errors(void)
 	CHECK_EQ(fs_mknod(fs, 1, longname, S_IFREG | 0644, 0, &root_cred, &st), 0);
 	CHECK_EQ(fs_mknod(fs, 1, longname, S_IFREG | 0644, 0, &root_cred, &st), -EEXIST);
 	CHECK_EQ(fs_mknod(fs, 1, "d", S_IFDIR | 0755, 0, &root_cred, &d), 0);
-	CHECK_EQ(fs_mknod(fs, d.st_ino, "in", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_mknod(fs, d.st.st_ino, "in", S_IFREG | 0644, 0, &root_cred, &st), 0);
 	CHECK_EQ(fs_rmdir(fs, 1, "d"), -ENOTEMPTY);
 	CHECK_EQ(fs_unlink(fs, 1, "d"), -EISDIR);
-	CHECK_EQ(fs_rmdir(fs, d.st_ino, "in"), -ENOTDIR);
-	CHECK_EQ(fs_rename(fs, 1, "d", d.st_ino, "sub", 0), -EINVAL);
-	CHECK_EQ(fs_link(fs, d.st_ino, 1, "dl", &st), -EPERM);
+	CHECK_EQ(fs_rmdir(fs, d.st.st_ino, "in"), -ENOTDIR);
+	CHECK_EQ(fs_rename(fs, 1, "d", d.st.st_ino, "sub", 0), -EINVAL);
+	CHECK_EQ(fs_link(fs, d.st.st_ino, 1, "dl", &st), -EPERM);
 	CHECK_EQ(fs_lookup(fs, 1, "nope", &st), -ENOENT);
 	CHECK_EQ(fs_getattr(fs, 1, &st), 0);
-	CHECK_EQ(st.st_nlink, 3);
-	CHECK_EQ(fs_rename(fs, d.st_ino, "in", 1, "moved", FS_RENAME_NOREPLACE), 0);
+	CHECK_EQ(st.st.st_nlink, 3);
+	CHECK_EQ(fs_rename(fs, d.st.st_ino, "in", 1, "moved", FS_RENAME_NOREPLACE), 0);
 	CHECK_EQ(fs_rename(fs, 1, "moved", 1, longname, FS_RENAME_NOREPLACE), -EEXIST);
 	CHECK_EQ(fs_rename(fs, 1, "moved", 1, longname, FS_RENAME_EXCHANGE), 0);
 	CHECK_EQ(fs_rmdir(fs, 1, "d"), 0);
 	CHECK_EQ(fs_getattr(fs, 1, &st), 0);
-	CHECK_EQ(st.st_nlink, 2);
+	CHECK_EQ(st.st.st_nlink, 2);
 	fs_unmount(fs);
 }
 
@@ -418,7 +418,7 @@ static void test_readdir_offsets_survive_removal(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
-	struct stat st;
+	struct fs_attr st;
 	char name[32];
 	int n = 0;
 
@@ -451,11 +451,11 @@ static void test_orphan_reclaimed_at_next_mount(void)
 	if (pid == 0) {
 		/* a daemon that dies with an unlinked file still open */
 		struct fs *f = mount_region();
-		struct stat st;
+		struct fs_attr st;
 		static char buf[1 << 20];
 		fs_mknod(f, 1, "o", S_IFREG | 0644, 0, &root_cred, &st);
-		fs_open(f, st.st_ino, O_RDWR);
-		fs_write(f, st.st_ino, 0, buf, sizeof(buf), false);
+		fs_open(f, st.st.st_ino, O_RDWR);
+		fs_write(f, st.st.st_ino, 0, buf, sizeof(buf), false);
 		fs_unlink(f, 1, "o");
 		_exit(0);
 	}
@@ -518,7 +518,7 @@ static void test_kills_mid_transaction_do_not_leak_metadata_space(void)
 		pid_t pid = fork();
 		if (pid == 0) {
 			struct fs *f = mount_region();
-			struct stat st;
+			struct fs_attr st;
 			static char b[4096];
 			char name[32];
 			for (int i = 0;; i++) {
@@ -526,7 +526,7 @@ static void test_kills_mid_transaction_do_not_leak_metadata_space(void)
 				if (fs_mknod(f, 1, name, S_IFREG | 0644, 0, &root_cred, &st))
 					_exit(1);
 				for (int k = 0; k < 64; k++)
-					fs_write(f, st.st_ino, (uint64_t)k * 8192, b, sizeof(b), false);
+					fs_write(f, st.st.st_ino, (uint64_t)k * 8192, b, sizeof(b), false);
 				fs_unlink(f, 1, name);
 			}
 		}
@@ -554,7 +554,7 @@ static void test_orphan_flag_on_linked_inode_refuses_mount(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
-	struct stat st;
+	struct fs_attr st;
 	CHECK_EQ(fs_mknod(fs, 1, "keep", S_IFREG | 0644, 0, &root_cred, &st), 0);
 	fs_unmount(fs);
 
@@ -562,8 +562,8 @@ static void test_orphan_flag_on_linked_inode_refuses_mount(void)
 	char why[POOL_WHY];
 	CHECK_EQ(pool_open(&p, region, why, sizeof(why)), 0);
 	struct pmfuse_itable *it = p.itable;
-	struct pmfuse_inode *pi = (struct pmfuse_inode *)pool_ptr(&p, it->chunk[st.st_ino / PMFUSE_INODES_PER_CHUNK]) +
-				  st.st_ino % PMFUSE_INODES_PER_CHUNK;
+	struct pmfuse_inode *pi = (struct pmfuse_inode *)pool_ptr(&p, it->chunk[st.st.st_ino / PMFUSE_INODES_PER_CHUNK]) +
+				  st.st.st_ino % PMFUSE_INODES_PER_CHUNK;
 	pi->flags |= PMFUSE_IF_ORPHAN;	/* one flipped bit */
 	pmemobj_persist(p.pop, &pi->flags, sizeof(pi->flags));
 	pool_close(&p);
@@ -578,7 +578,7 @@ static void test_full_metadata_heap_is_enospc_and_recovers(void)
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
 	static char value[60000];
-	struct stat st;
+	struct fs_attr st;
 	char name[32];
 	int i, ret = 0;
 
@@ -587,8 +587,8 @@ static void test_full_metadata_heap_is_enospc_and_recovers(void)
 		snprintf(name, sizeof(name), "x%d", i);
 		ret = fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st);
 		if (!ret) {
-			ret = fs_setxattr(fs, st.st_ino, "user.big", value, sizeof(value), 0);
-			fs_forget(fs, st.st_ino, 1);	/* as the kernel would */
+			ret = fs_setxattr(fs, st.st.st_ino, "user.big", value, sizeof(value), 0);
+			fs_forget(fs, st.st.st_ino, 1);	/* as the kernel would */
 		}
 	}
 	CHECK_EQ(ret, -ENOSPC);
@@ -598,7 +598,7 @@ static void test_full_metadata_heap_is_enospc_and_recovers(void)
 		fs_unlink(fs, 1, name);
 	}
 	CHECK_EQ(fs_mknod(fs, 1, "after", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_setxattr(fs, st.st_ino, "user.big", value, sizeof(value), 0), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.big", value, sizeof(value), 0), 0);
 	fs_unmount(fs);
 	fs = mount_region();	/* and the image is still valid */
 	CHECK_EQ(fs_lookup(fs, 1, "after", &st), 0);
@@ -662,38 +662,39 @@ static void test_kill_priv_drops_caps_and_setid_bits(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
-	struct stat st, a = { .st_mode = 06755 };
+	struct fs_attr st;
+	struct stat a = { .st_mode = 06755 };
 	char v[8];
 
 	CHECK_EQ(fs_mknod(fs, 1, "f", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	uint64_t ino = st.st_ino;
+	uint64_t ino = st.st.st_ino;
 	CHECK_EQ(fs_kill_priv(fs, ino, false), 0);		/* nothing to drop */
 	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, &st), 0);
 	CHECK_EQ(fs_setxattr(fs, ino, "user.keep", "1", 1, 0), 0);
 	CHECK_EQ(fs_kill_priv(fs, ino, true), 0);		/* root keeps set-id, no caps */
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
-	CHECK_EQ(st.st_mode & 07777, 06755);
+	CHECK_EQ(st.st.st_mode & 07777, 06755);
 	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0), 0);
 	CHECK_EQ(fs_kill_priv(fs, ino, true), 1);		/* caps go even for root */
 	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
-	CHECK_EQ(st.st_mode & 07777, 06755);
+	CHECK_EQ(st.st.st_mode & 07777, 06755);
 	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0), 0);
 	CHECK_EQ(fs_kill_priv(fs, ino, false), 1);		/* both, one transaction */
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
-	CHECK_EQ(st.st_mode & 07777, 0755);
+	CHECK_EQ(st.st.st_mode & 07777, 0755);
 	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
 	CHECK_EQ(fs_getxattr(fs, ino, "user.keep", v, sizeof(v)), 1);
 	a.st_mode = 02745;					/* setgid without g+x: kept */
 	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, &st), 0);
 	CHECK_EQ(fs_kill_priv(fs, ino, false), 0);
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
-	CHECK_EQ(st.st_mode & 07777, 02745);
+	CHECK_EQ(st.st.st_mode & 07777, 02745);
 	fs_unmount(fs);
 	fs = mount_region();
 	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
-	CHECK_EQ(st.st_mode & 07777, 02745);
+	CHECK_EQ(st.st.st_mode & 07777, 02745);
 	fs_unmount(fs);
 }
 

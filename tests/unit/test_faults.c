@@ -13,7 +13,7 @@
  * usage: test_faults FSCK_BINARY
  */
 #include "fault.h"
-#include "fs.h"
+#include "core.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -65,14 +65,14 @@ static char long_target[300];
 
 static uint64_t lookup_ino(struct fs *fs, uint64_t dir, const char *name)
 {
-	struct stat st;
+	struct fs_attr st;
 
-	return fs_lookup(fs, dir, name, &st) ? 0 : st.st_ino;
+	return fs_lookup(fs, dir, name, &st) ? 0 : st.st.st_ino;
 }
 
 static int mkfile(struct fs *fs, uint64_t dir, const char *name)
 {
-	struct stat st;
+	struct fs_attr st;
 
 	return fs_mknod(fs, dir, name, S_IFREG | 0644, 0, &root, &st);
 }
@@ -87,7 +87,7 @@ static int put(struct fs *fs, uint64_t ino, uint64_t off, size_t len)
 /* One step of the workload: 0 or -errno, and it must be all-or-nothing. */
 static int step(struct fs *fs, int i)
 {
-	struct stat st;
+	struct fs_attr st;
 	uint64_t d = lookup_ino(fs, 1, "d");
 	uint64_t f = d ? lookup_ino(fs, d, "f") : 0;
 	char name[32];
@@ -178,7 +178,7 @@ static void describe(struct fs *fs, char *out, size_t size)
 	uint64_t d = lookup_ino(fs, 1, "d"), g = lookup_ino(fs, 1, "g");
 	uint64_t c = lookup_ino(fs, 1, "copy");
 	unsigned long sg = 7, sc = 7;
-	struct stat stg = { 0 }, stc = { 0 };
+	struct fs_attr stg = { 0 }, stc = { 0 };
 	char x[4096], link[400] = "";
 	ssize_t xl = g ? fs_getxattr(fs, g, "user.k", x, sizeof(x)) : -1;
 
@@ -199,8 +199,8 @@ static void describe(struct fs *fs, char *out, size_t size)
 		many += lookup_ino(fs, d, name) != 0;
 	}
 	snprintf(out, size, "d=%d g=%lld/%lu/%lu c=%lld/%lu x=%zd l=%d s=%zu long=%d many=%d",
-		 d != 0, (long long)stg.st_size, (unsigned long)stg.st_nlink, sg,
-		 (long long)stc.st_size, sc, xl, lookup_ino(fs, 1, "l") != 0, strlen(link),
+		 d != 0, (long long)stg.st.st_size, (unsigned long)stg.st.st_nlink, sg,
+		 (long long)stc.st.st_size, sc, xl, lookup_ino(fs, 1, "l") != 0, strlen(link),
 		 d && lookup_ino(fs, d, long_name) != 0, many);
 }
 

@@ -4,9 +4,10 @@
  * user-visible errno, then runs one transaction, then brings DRAM state
  * (directory indexes, inode free list, allocator) in line with the outcome.
  */
-#include "fs.h"
+#include "core.h"
 #include "dir.h"
-#include "log.h"
+#include "fault.h"
+#include "writeback.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -250,6 +251,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	log_debug("mount: pmemobj_open %.1f ms, inode table %.1f ms (%" PRIu64 " slots), "
 		  "objects and file maps %.1f ms, orphans and superblock %.1f ms",
 		  t_pool, t_table - t_pool, fs->max_inodes, t_scan - t_table, ms_since(&t0) - t_scan);
+	fault_arm_from_env();		/* tests only: PMFUSE_FAULT_ALLOC, _CRASH */
 	*out = fs;
 	snprintf(why, whylen, "%zu orphan inode(s) reclaimed", norphans);
 	return 0;
@@ -280,11 +282,11 @@ void fs_unmount(struct fs *fs)
 			continue;
 		bool unlinked = in->pi->mode && in->pi->nlink == 0;
 		/* a clean unmount leaves nothing dirty behind */
-		data_drop_index(fs, in, !unlinked);
+		writeback_drop(fs, in, !unlinked);
 		/* unlinked files still open at unmount: reclaimed now */
 		if (unlinked)
 			inode_reclaim(fs, ino, in->pi);
-		dir_index_free(in);
+		dir_hash_free(in);
 		pthread_rwlock_destroy(&in->lock);
 		free(in);
 	}
@@ -330,14 +332,14 @@ static int get_dir(struct fs *fs, uint64_t ino, struct inode **out)
 	return 0;
 }
 
-static void stat_locked(struct inode *in, struct stat *st)
+static void attr_locked(struct inode *in, struct fs_attr *attr)
 {
 	pthread_rwlock_rdlock(&in->lock);
-	inode_to_stat(in, st);
+	inode_to_attr(in, attr);
 	pthread_rwlock_unlock(&in->lock);
 }
 
-int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *st)
+int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *attr)
 {
 	struct inode *dir, *child = NULL;
 	struct pmfuse_dirent *de;
@@ -361,7 +363,7 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct stat *st)
 	pthread_rwlock_unlock(&dir->lock);
 	if (child) {
 		inode_add_lookup(fs, child);
-		stat_locked(child, st);
+		attr_locked(child, attr);
 		inode_put(fs, child);
 	}
 out:
@@ -369,25 +371,60 @@ out:
 	return ret == -EUCLEAN ? -EIO : ret;
 }
 
-int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
+int fs_readdir(struct fs *fs, uint64_t ino, int64_t off, fs_dirent_fn fn, void *ctx)
+{
+	struct inode *dir;
+	int ret = get_dir(fs, ino, &dir);
+
+	if (ret)
+		return ret;
+	ret = dir_lock_shared(fs, dir);
+	if (ret)
+		goto out;
+	if (off < 1 && fn(ctx, ".", 1, ino, DT_DIR, 1))
+		goto unlock;
+	if (off < 2 && fn(ctx, "..", 2, dir->pi->parent, DT_DIR, 2))
+		goto unlock;
+	/* offsets are slot + 3: a slot never moves while its entry lives */
+	uint64_t nslots = dir_nslots(fs, dir);
+	for (uint64_t s = off > 2 ? (uint64_t)off - 2 : 0; s < nslots; s++) {
+		struct pmfuse_dirent *de = dir_slot(fs, dir, (uint32_t)s);
+		if (!de) {
+			ret = -EIO;
+			break;
+		}
+		if (!de->ino)
+			continue;
+		if (fn(ctx, dir_dirent_name(&fs->pool, de), de->name_len, de->ino, de->type,
+		       (int64_t)s + 3))
+			break;
+	}
+unlock:
+	pthread_rwlock_unlock(&dir->lock);
+out:
+	inode_put(fs, dir);
+	return ret == -EUCLEAN ? -EIO : ret;
+}
+
+int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *attr)
 {
 	struct inode *in = inode_get(fs, ino);
 
 	if (!in)
 		return -ENOENT;
-	stat_locked(in, st);
+	attr_locked(in, attr);
 	inode_put(fs, in);
 	return 0;
 }
 
-int fs_ref_ino(struct fs *fs, uint64_t ino, struct stat *st)
+int fs_ref_ino(struct fs *fs, uint64_t ino, struct fs_attr *attr)
 {
 	struct inode *in = inode_get(fs, ino);
 
 	if (!in)
 		return -ENOENT;
 	inode_add_lookup(fs, in);
-	stat_locked(in, st);
+	attr_locked(in, attr);
 	inode_put(fs, in);
 	return 0;
 }
@@ -415,7 +452,7 @@ static int tx_setattr(void *arg)
 
 	inode_tx_add(pi);
 	if (valid & FS_SET_SIZE) {
-		int r = fs_truncate_locked(sa->fs, sa->in, (uint64_t)a->st_size, sa->freed);
+		int r = data_tx_truncate(sa->fs, sa->in, (uint64_t)a->st_size, sa->freed);
 		if (r)
 			return r;
 	}
@@ -442,7 +479,8 @@ static int tx_setattr(void *arg)
 	return 0;
 }
 
-int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid, struct stat *st)
+int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid,
+	       struct fs_attr *attr)
 {
 	struct inode *in = inode_get(fs, ino);
 	struct fmap_freed freed = { 0 };
@@ -475,7 +513,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid, str
 		fmap_freed_release(&fs->alloc, &freed);
 	else
 		free(freed.runs);
-	inode_to_stat(in, st);
+	inode_to_attr(in, attr);
 out:
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
@@ -533,7 +571,7 @@ static int tx_create(void *arg)
 
 static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t mode,
 		       dev_t rdev, const char *target, const struct fs_cred *cr,
-		       struct stat *st)
+		       struct fs_attr *attr)
 {
 	struct dir_pending pd = { 0 };
 	struct inode *dir, *child;
@@ -585,7 +623,7 @@ static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t 
 			ret = -EIO;
 		} else {
 			inode_add_lookup(fs, child);
-			inode_to_stat(child, st);
+			inode_to_attr(child, attr);
 			inode_put(fs, child);
 		}
 	}
@@ -600,7 +638,7 @@ out_put:
 }
 
 int fs_mknod(struct fs *fs, uint64_t parent, const char *name, mode_t mode, dev_t rdev,
-	     const struct fs_cred *cr, struct stat *st)
+	     const struct fs_cred *cr, struct fs_attr *attr)
 {
 	switch (mode & S_IFMT) {
 	case S_IFREG: case S_IFDIR: case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
@@ -610,13 +648,13 @@ int fs_mknod(struct fs *fs, uint64_t parent, const char *name, mode_t mode, dev_
 	}
 	if (!S_ISCHR(mode) && !S_ISBLK(mode))
 		rdev = 0;
-	return create_node(fs, parent, name, mode, rdev, NULL, cr, st);
+	return create_node(fs, parent, name, mode, rdev, NULL, cr, attr);
 }
 
 int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
-	       const struct fs_cred *cr, struct stat *st)
+	       const struct fs_cred *cr, struct fs_attr *attr)
 {
-	return create_node(fs, parent, name, S_IFLNK | 0777, 0, target, cr, st);
+	return create_node(fs, parent, name, S_IFLNK | 0777, 0, target, cr, attr);
 }
 
 int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)
@@ -671,7 +709,7 @@ static int tx_link(void *arg)
 }
 
 int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
-	    struct stat *st)
+	    struct fs_attr *attr)
 {
 	struct dir_pending pd = { 0 };
 	struct inode *dir, *in;
@@ -715,7 +753,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	dir_insert_done(dir, &pd, ret == 0);
 	if (ret == 0) {
 		inode_add_lookup(fs, in);
-		inode_to_stat(in, st);
+		inode_to_attr(in, attr);
 	}
 out_unlock:
 	pthread_rwlock_unlock(&in->lock);
@@ -1043,6 +1081,18 @@ out:
 		inode_put(fs, d1);
 	pthread_mutex_unlock(&fs->rename_lock);
 	return ret == -EUCLEAN ? -EIO : ret;
+}
+
+void fs_info(const struct fs *fs, struct fs_info *info)
+{
+	info->sync = fs->opts.sync;
+	info->granularity = region_granularity_name(&fs->region);
+	info->max_inodes = fs->max_inodes;
+}
+
+void fs_set_stats_extra(struct fs *fs, int (*fn)(char *buf, size_t size))
+{
+	fs->stats_extra = fn;
 }
 
 int fs_statfs(struct fs *fs, struct statvfs *sv)

@@ -61,6 +61,13 @@ int dir_claim_objects(const struct pool *p, struct pool_objects *po,
 	return 0;
 }
 
+uint64_t dir_nslots(struct fs *fs, const struct inode *dir)
+{
+	struct pmfuse_dirtab *t = dirtab(fs, dir->pi);
+
+	return t ? t->nchunks * PMFUSE_DIRENTS_PER_CHUNK : 0;
+}
+
 struct pmfuse_dirent *dir_slot(struct fs *fs, struct inode *dir, uint32_t slot)
 {
 	struct pmfuse_dirtab *t = dirtab(fs, dir->pi);
@@ -106,111 +113,111 @@ int dir_validate_dirent(const struct pool *p, const struct pmfuse_dirent *de,
 	return 0;
 }
 
-static int index_resize(struct dir_index *ix, size_t cap)
+static int hash_resize(struct dir_hash *dh, size_t cap)
 {
-	uint64_t *oh = ix->hash;
-	uint32_t *os = ix->slot;
-	size_t ocap = ix->cap;
+	uint64_t *oh = dh->hash;
+	uint32_t *os = dh->slot;
+	size_t ocap = dh->cap;
 
-	ix->hash = calloc(cap, sizeof(uint64_t));
-	ix->slot = malloc(cap * sizeof(uint32_t));
-	if (!ix->hash || !ix->slot) {
-		free(ix->hash);
-		free(ix->slot);
-		ix->hash = oh;
-		ix->slot = os;
+	dh->hash = calloc(cap, sizeof(uint64_t));
+	dh->slot = malloc(cap * sizeof(uint32_t));
+	if (!dh->hash || !dh->slot) {
+		free(dh->hash);
+		free(dh->slot);
+		dh->hash = oh;
+		dh->slot = os;
 		return -ENOMEM;
 	}
-	ix->cap = cap;
-	ix->used = ix->tombs = 0;
+	dh->cap = cap;
+	dh->used = dh->tombs = 0;
 	for (size_t i = 0; i < ocap; i++) {
 		if (oh[i] < 2)
 			continue;
 		size_t j = oh[i] & (cap - 1);
-		while (ix->hash[j])
+		while (dh->hash[j])
 			j = (j + 1) & (cap - 1);
-		ix->hash[j] = oh[i];
-		ix->slot[j] = os[i];
-		ix->used++;
+		dh->hash[j] = oh[i];
+		dh->slot[j] = os[i];
+		dh->used++;
 	}
 	free(oh);
 	free(os);
 	return 0;
 }
 
-static int index_add(struct dir_index *ix, uint64_t h, uint32_t slot)
+static int hash_add(struct dir_hash *dh, uint64_t h, uint32_t slot)
 {
-	if ((ix->used + ix->tombs + 1) * 10 > ix->cap * 7) {
-		size_t cap = ix->cap ? ix->cap : 16;
-		while ((ix->used + 1) * 10 > cap * 5)
+	if ((dh->used + dh->tombs + 1) * 10 > dh->cap * 7) {
+		size_t cap = dh->cap ? dh->cap : 16;
+		while ((dh->used + 1) * 10 > cap * 5)
 			cap *= 2;
-		if (index_resize(ix, cap))
+		if (hash_resize(dh, cap))
 			return -ENOMEM;
 	}
-	size_t j = h & (ix->cap - 1);
-	while (ix->hash[j] >= 2)
-		j = (j + 1) & (ix->cap - 1);
-	if (ix->hash[j] == TOMB)
-		ix->tombs--;
-	ix->hash[j] = h;
-	ix->slot[j] = slot;
-	ix->used++;
+	size_t j = h & (dh->cap - 1);
+	while (dh->hash[j] >= 2)
+		j = (j + 1) & (dh->cap - 1);
+	if (dh->hash[j] == TOMB)
+		dh->tombs--;
+	dh->hash[j] = h;
+	dh->slot[j] = slot;
+	dh->used++;
 	return 0;
 }
 
-static void index_del(struct dir_index *ix, uint64_t h, uint32_t slot)
+static void hash_del(struct dir_hash *dh, uint64_t h, uint32_t slot)
 {
-	if (!ix->cap)
+	if (!dh->cap)
 		return;
-	for (size_t j = h & (ix->cap - 1); ix->hash[j]; j = (j + 1) & (ix->cap - 1))
-		if (ix->hash[j] == h && ix->slot[j] == slot) {
-			ix->hash[j] = TOMB;
-			ix->used--;
-			ix->tombs++;
+	for (size_t j = h & (dh->cap - 1); dh->hash[j]; j = (j + 1) & (dh->cap - 1))
+		if (dh->hash[j] == h && dh->slot[j] == slot) {
+			dh->hash[j] = TOMB;
+			dh->used--;
+			dh->tombs++;
 			return;
 		}
 }
 
-static int free_push(struct dir_index *ix, uint32_t slot)
+static int free_push(struct dir_hash *dh, uint32_t slot)
 {
-	if (ix->nfree == ix->free_cap) {
-		size_t cap = ix->free_cap ? ix->free_cap * 2 : 64;
-		uint32_t *n = realloc(ix->free_slots, cap * sizeof(uint32_t));
+	if (dh->nfree == dh->free_cap) {
+		size_t cap = dh->free_cap ? dh->free_cap * 2 : 64;
+		uint32_t *n = realloc(dh->free_slots, cap * sizeof(uint32_t));
 		if (!n)
 			return -ENOMEM;
-		ix->free_slots = n;
-		ix->free_cap = cap;
+		dh->free_slots = n;
+		dh->free_cap = cap;
 	}
-	ix->free_slots[ix->nfree++] = slot;
+	dh->free_slots[dh->nfree++] = slot;
 	return 0;
 }
 
-void dir_index_free(struct inode *in)
+void dir_hash_free(struct inode *in)
 {
-	struct dir_index *ix = in->dir;
+	struct dir_hash *dh = in->dhash;
 
-	if (!ix)
+	if (!dh)
 		return;
-	free(ix->hash);
-	free(ix->slot);
-	free(ix->free_slots);
-	free(ix);
-	in->dir = NULL;
+	free(dh->hash);
+	free(dh->slot);
+	free(dh->free_slots);
+	free(dh);
+	in->dhash = NULL;
 }
 
-int dir_index_build(struct fs *fs, struct inode *dir)
+int dir_hash_build(struct fs *fs, struct inode *dir)
 {
 	struct pmfuse_dirtab *t;
-	struct dir_index *ix;
+	struct dir_hash *dh;
 	char why[POOL_WHY];
 	int ret = 0;
 
-	if (dir->dir)
+	if (dir->dhash)
 		return 0;
 	if (!dir_tab_ok(&fs->pool, dir->pi))
 		return -EUCLEAN;
-	ix = calloc(1, sizeof(*ix));
-	if (!ix)
+	dh = calloc(1, sizeof(*dh));
+	if (!dh)
 		return -ENOMEM;
 	t = dirtab(fs, dir->pi);
 	/* lowest slots are handed out first: push in reverse */
@@ -224,21 +231,21 @@ int dir_index_build(struct fs *fs, struct inode *dir)
 			struct pmfuse_dirent *de = &ch->ent[i];
 			uint32_t slot = (uint32_t)(c * PMFUSE_DIRENTS_PER_CHUNK + i);
 			if (!de->ino) {
-				ret = free_push(ix, slot);
+				ret = free_push(dh, slot);
 			} else {
 				ret = dir_validate_dirent(&fs->pool, de, why, sizeof(why));
 				if (!ret)
-					ret = index_add(ix, de->hash, slot);
+					ret = hash_add(dh, de->hash, slot);
 			}
 			if (ret)
 				goto fail;
 		}
 	}
-	dir->dir = ix;
+	dir->dhash = dh;
 	return 0;
 fail:
-	dir->dir = ix;
-	dir_index_free(dir);
+	dir->dhash = dh;
+	dir_hash_free(dir);
 	return ret;
 }
 
@@ -247,11 +254,11 @@ int dir_lock_shared(struct fs *fs, struct inode *dir)
 	int ret;
 
 	pthread_rwlock_rdlock(&dir->lock);
-	if (dir->dir)
+	if (dir->dhash)
 		return 0;
 	pthread_rwlock_unlock(&dir->lock);
 	pthread_rwlock_wrlock(&dir->lock);
-	ret = dir_index_build(fs, dir);
+	ret = dir_hash_build(fs, dir);
 	pthread_rwlock_unlock(&dir->lock);
 	if (ret)
 		return ret;
@@ -264,7 +271,7 @@ int dir_lock_excl(struct fs *fs, struct inode *dir)
 	int ret;
 
 	pthread_rwlock_wrlock(&dir->lock);
-	ret = dir_index_build(fs, dir);
+	ret = dir_hash_build(fs, dir);
 	if (ret)
 		pthread_rwlock_unlock(&dir->lock);
 	return ret;
@@ -273,22 +280,22 @@ int dir_lock_excl(struct fs *fs, struct inode *dir)
 struct pmfuse_dirent *dir_find(struct fs *fs, struct inode *dir, const char *name,
 			       size_t len, uint32_t *slot, int *err)
 {
-	struct dir_index *ix = dir->dir;
+	struct dir_hash *dh = dir->dhash;
 	uint64_t h = dir_hash(name, len);
 
 	*err = -ENOENT;
-	if (!ix || !ix->cap)
+	if (!dh || !dh->cap)
 		return NULL;
-	for (size_t j = h & (ix->cap - 1); ix->hash[j]; j = (j + 1) & (ix->cap - 1)) {
-		if (ix->hash[j] != h)
+	for (size_t j = h & (dh->cap - 1); dh->hash[j]; j = (j + 1) & (dh->cap - 1)) {
+		if (dh->hash[j] != h)
 			continue;
-		struct pmfuse_dirent *de = dir_slot(fs, dir, ix->slot[j]);
+		struct pmfuse_dirent *de = dir_slot(fs, dir, dh->slot[j]);
 		if (!de) {
 			*err = -EUCLEAN;
 			return NULL;
 		}
 		if (de->name_len == len && memcmp(dir_dirent_name(&fs->pool, de), name, len) == 0) {
-			*slot = ix->slot[j];
+			*slot = dh->slot[j];
 			*err = 0;
 			return de;
 		}
@@ -332,16 +339,16 @@ static int tx_add_chunk(struct fs *fs, struct inode *dir, uint32_t *first_slot)
 int dir_tx_insert(struct fs *fs, struct inode *dir, const char *name, size_t len,
 		  uint64_t ino, unsigned type, struct dir_pending *pd)
 {
-	struct dir_index *ix = dir->dir;
+	struct dir_hash *dh = dir->dhash;
 	struct pmfuse_dirent *de;
 	int ret;
 
 	pd->hash = dir_hash(name, len);
 	pd->new_chunk = false;
 	pd->popped = false;
-	if (ix->nfree) {
+	if (dh->nfree) {
 		/* popped before anything can abort; dir_insert_done() pushes back */
-		pd->slot = ix->free_slots[--ix->nfree];
+		pd->slot = dh->free_slots[--dh->nfree];
 		pd->popped = true;
 	} else {
 		ret = tx_add_chunk(fs, dir, &pd->slot);
@@ -373,18 +380,18 @@ int dir_tx_insert(struct fs *fs, struct inode *dir, const char *name, size_t len
 
 void dir_insert_done(struct inode *dir, struct dir_pending *pd, bool committed)
 {
-	struct dir_index *ix = dir->dir;
+	struct dir_hash *dh = dir->dhash;
 
 	if (!committed) {
 		if (pd->popped)
-			ix->nfree++;	/* the slot is still on top of the stack */
+			dh->nfree++;	/* the slot is still on top of the stack */
 		return;
 	}
 	if (pd->new_chunk)
 		for (uint32_t i = PMFUSE_DIRENTS_PER_CHUNK; i-- > 1;)
-			free_push(ix, pd->slot + i);
-	if (index_add(ix, pd->hash, pd->slot))
-		dir_index_free(dir);	/* out of memory: rebuild on next use */
+			free_push(dh, pd->slot + i);
+	if (hash_add(dh, pd->hash, pd->slot))
+		dir_hash_free(dir);	/* out of memory: rebuild on next use */
 }
 
 void dir_tx_remove(struct fs *fs, struct inode *dir, uint32_t slot)
@@ -401,11 +408,11 @@ void dir_tx_remove(struct fs *fs, struct inode *dir, uint32_t slot)
 
 void dir_remove_done(struct inode *dir, uint32_t slot, uint64_t hash, bool committed)
 {
-	if (!committed || !dir->dir)
+	if (!committed || !dir->dhash)
 		return;
-	index_del(dir->dir, hash, slot);
-	if (free_push(dir->dir, slot))
-		dir_index_free(dir);
+	hash_del(dir->dhash, hash, slot);
+	if (free_push(dir->dhash, slot))
+		dir_hash_free(dir);
 }
 
 void dir_tx_retarget(struct pmfuse_dirent *de, uint64_t ino, unsigned type)
@@ -433,44 +440,4 @@ void dir_tx_destroy(struct fs *fs, struct pmfuse_inode *pi)
 	pmemobj_tx_free(pmemobj_oid(t));
 	pmemobj_tx_add_range_direct(&pi->dir_off, sizeof(pi->dir_off));
 	pi->dir_off = 0;
-}
-
-int fs_readdir(struct fs *fs, uint64_t ino, int64_t off, fs_dirent_fn fn, void *ctx)
-{
-	struct inode *dir = inode_get(fs, ino);
-	struct pmfuse_dirtab *t;
-	int ret = 0;
-
-	if (!dir)
-		return -ENOENT;
-	if (!S_ISDIR(dir->pi->mode)) {
-		inode_put(fs, dir);
-		return -ENOTDIR;
-	}
-	ret = dir_lock_shared(fs, dir);
-	if (ret)
-		goto out;
-	if (off < 1 && fn(ctx, ".", 1, ino, DT_DIR, 1))
-		goto unlock;
-	if (off < 2 && fn(ctx, "..", 2, dir->pi->parent, DT_DIR, 2))
-		goto unlock;
-	t = dirtab(fs, dir->pi);
-	uint64_t nslots = t ? t->nchunks * PMFUSE_DIRENTS_PER_CHUNK : 0;
-	for (uint64_t s = off > 2 ? (uint64_t)off - 2 : 0; s < nslots; s++) {
-		struct pmfuse_dirent *de = dir_slot(fs, dir, (uint32_t)s);
-		if (!de) {
-			ret = -EIO;
-			break;
-		}
-		if (!de->ino)
-			continue;
-		if (fn(ctx, dir_dirent_name(&fs->pool, de), de->name_len, de->ino, de->type,
-		       (int64_t)s + 3))
-			break;
-	}
-unlock:
-	pthread_rwlock_unlock(&dir->lock);
-out:
-	inode_put(fs, dir);
-	return ret;
 }

@@ -3,8 +3,9 @@
  * inode numbers.  An inode number is a slot in the table: stable across
  * mounts, with a generation bumped each time the slot is reused.
  */
-#include "fs.h"
+#include "core.h"
 #include "dir.h"
+#include "writeback.h"
 #include "fault.h"
 
 #include <errno.h>
@@ -161,8 +162,8 @@ static void evict(struct fs *fs, struct inode *in)
 	bool unlinked = in->pi->mode != 0 && in->pi->nlink == 0;
 	fault_crash_point(FAULT_CRASH_EVICT);
 	/* forgotten and closed: write back first, unless nobody can read it again */
-	data_drop_index(fs, in, !unlinked);
-	dir_index_free(in);
+	writeback_drop(fs, in, !unlinked);
+	dir_hash_free(in);
 	if (unlinked)
 		inode_reclaim(fs, in->ino, in->pi);
 	pthread_rwlock_unlock(&in->lock);
@@ -331,11 +332,13 @@ int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode
 	return 0;
 }
 
-void inode_to_stat(const struct inode *in, struct stat *st)
+void inode_to_attr(const struct inode *in, struct fs_attr *attr)
 {
 	const struct pmfuse_inode *pi = in->pi;
+	struct stat *st = &attr->st;
 
-	memset(st, 0, sizeof(*st));
+	memset(attr, 0, sizeof(*attr));
+	attr->generation = pi->generation;
 	st->st_ino = in->ino;
 	st->st_mode = pi->mode;
 	st->st_nlink = pi->nlink;

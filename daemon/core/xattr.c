@@ -6,7 +6,7 @@
  * are generated, never stored -- user.pmfuse.stats on the root (counters)
  * and user.pmfuse.extents on a regular file (its extents and huge runs).
  */
-#include "fs.h"
+#include "core.h"
 #include "xattr.h"
 
 #include <errno.h>

@@ -11,9 +11,9 @@
 #ifndef PMFUSE_DIR_H
 #define PMFUSE_DIR_H
 
-#include "fs.h"
+#include "core.h"
 
-struct dir_index {
+struct dir_hash {
 	uint64_t *hash;			/* 0 = empty, 1 = tombstone (real hashes are >= 2) */
 	uint32_t *slot;
 	size_t cap, used, tombs;
@@ -29,14 +29,16 @@ struct dir_pending {
 	bool popped;
 };
 
-int dir_index_build(struct fs *fs, struct inode *dir);	/* lock held exclusively */
-void dir_index_free(struct inode *in);
+int dir_hash_build(struct fs *fs, struct inode *dir);	/* lock held exclusively */
+void dir_hash_free(struct inode *in);
 uint64_t dir_hash(const char *name, size_t len);
 
 /* Find name; returns the slot's dirent or NULL (-ENOENT) / error in *err. */
 struct pmfuse_dirent *dir_find(struct fs *fs, struct inode *dir, const char *name,
 			       size_t len, uint32_t *slot, int *err);
 struct pmfuse_dirent *dir_slot(struct fs *fs, struct inode *dir, uint32_t slot);
+/* Slots in the directory's table, free ones included (readdir's range). */
+uint64_t dir_nslots(struct fs *fs, const struct inode *dir);
 
 /* In a transaction; DRAM follows with dir_insert_done() after TX_END. */
 int dir_tx_insert(struct fs *fs, struct inode *dir, const char *name, size_t len,

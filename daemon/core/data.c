@@ -18,8 +18,9 @@
  * leaves no marks.  Allocating writes persist their new blocks before the
  * transaction that publishes them in either mode: data before metadata.
  */
-#include "fs.h"
-#include "index.h"
+#include "core.h"
+#include "mapping.h"
+#include "writeback.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -33,13 +34,6 @@
 
 #define BLK PMFUSE_BLOCK_SIZE
 #define BLK_MASK ((uint64_t)BLK - 1)
-
-static int persist(struct fs *fs, const void *p, size_t len)
-{
-	atomic_fetch_add_explicit(&fs->stats.flush_bytes, len, memory_order_relaxed);
-	atomic_fetch_add_explicit(&fs->stats.flush_calls, 1, memory_order_relaxed);
-	return region_persist(&fs->region, p, len);
-}
 
 static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
 {
@@ -60,18 +54,18 @@ static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
  * Index entries for a run of contiguous blocks: the largest orders whose
  * file offset and physical block are both aligned (what a huge page needs).
  */
-static int index_add_run(struct index *ix, uint64_t fblock, uint64_t phys, uint64_t n)
+static int mapping_add_run(struct mapping *map, uint64_t fblock, uint64_t phys, uint64_t n)
 {
 	while (n) {
-		unsigned order = IX_ORDER_4K;
-		for (unsigned o = IX_ORDER_1G; o > IX_ORDER_4K; o = o == IX_ORDER_1G ? IX_ORDER_2M : 0) {
+		unsigned order = DAX_ORDER_4K;
+		for (unsigned o = DAX_ORDER_1G; o > DAX_ORDER_4K; o = o == DAX_ORDER_1G ? DAX_ORDER_2M : 0) {
 			uint64_t m = (1ull << o) - 1;
 			if (!(fblock & m) && !(phys & m) && n > m) {
 				order = o;
 				break;
 			}
 		}
-		int ret = index_insert(ix, fblock, ix_mk_entry(phys, order, 0));
+		int ret = mapping_insert(map, fblock, dax_mk_entry(phys, order, 0));
 		if (ret)
 			return ret;
 		fblock += 1ull << order;
@@ -82,14 +76,14 @@ static int index_add_run(struct index *ix, uint64_t fblock, uint64_t phys, uint6
 }
 
 /* fmap_walk() visits leaves one by one: join the contiguous ones first. */
-struct ix_build {
-	struct index *ix;
+struct mapping_build {
+	struct mapping *map;
 	uint64_t fblock, phys, n;
 };
 
 static int build_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 {
-	struct ix_build *b = ctx;
+	struct mapping_build *b = ctx;
 	int ret = 0;
 
 	if (b->n && b->fblock + b->n == fblock && b->phys + b->n == phys) {
@@ -97,100 +91,31 @@ static int build_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 		return 0;
 	}
 	if (b->n)
-		ret = index_add_run(b->ix, b->fblock, b->phys, b->n);
-	*b = (struct ix_build){ b->ix, fblock, phys, n };
+		ret = mapping_add_run(b->map, b->fblock, b->phys, b->n);
+	*b = (struct mapping_build){ b->map, fblock, phys, n };
 	return ret;
 }
 
-/* The inode's index, built from its file map on first use (lock held exclusively). */
-static struct index *get_index(struct fs *fs, struct inode *in)
+/* The inode's mapping, built from its file map on first use (lock held exclusively). */
+static struct mapping *get_mapping(struct fs *fs, struct inode *in)
 {
-	struct index *ix;
+	struct mapping *map;
 
-	if (in->ix)
-		return in->ix;
-	ix = malloc(sizeof(*ix));
-	if (!ix)
+	if (in->mapping)
+		return in->mapping;
+	map = malloc(sizeof(*map));
+	if (!map)
 		return NULL;
-	index_init(ix);
-	struct ix_build b = { ix, 0, 0, 0 };
+	mapping_init(map);
+	struct mapping_build b = { map, 0, 0, 0 };
 	if (fmap_walk(&fs->pool, in->pi, build_leaf, NULL, &b) ||
-	    (b.n && index_add_run(ix, b.fblock, b.phys, b.n))) {
-		index_destroy(ix);
-		free(ix);
+	    (b.n && mapping_add_run(map, b.fblock, b.phys, b.n))) {
+		mapping_destroy(map);
+		free(map);
 		return NULL;	/* callers fall back to persisting at once */
 	}
-	in->ix = ix;
-	return ix;
-}
-
-/* Writeback of one file: coalesce physically adjacent dirty runs. */
-struct flusher {
-	struct fs *fs;
-	char *start;
-	size_t len;
-	int err;		/* the first media error met */
-};
-
-static void flush_pending(struct flusher *f)
-{
-	if (!f->len)
-		return;
-	int err = region_flush(&f->fs->region, f->start, f->len);
-	if (err && !f->err)
-		f->err = err;
-	atomic_fetch_add_explicit(&f->fs->stats.flush_bytes, f->len, memory_order_relaxed);
-	atomic_fetch_add_explicit(&f->fs->stats.flush_calls, 1, memory_order_relaxed);
-	f->len = 0;
-}
-
-/* Queue [p, p + len) for flushing, joining it to the pending range if adjacent. */
-static void flush_add(struct flusher *f, char *p, size_t len)
-{
-	if (!len)
-		return;
-	if (f->len && f->start + f->len == p) {
-		f->len += len;
-		return;
-	}
-	flush_pending(f);
-	f->start = p;
-	f->len = len;
-}
-
-static void flush_run(void *ctx, uint64_t entry, uint64_t page, uint64_t npages)
-{
-	struct flusher *f = ctx;
-	uint64_t first = page & ~(ix_pages(entry) - 1);
-	flush_add(f, region_block(&f->fs->region, ix_block(entry) + (page - first)), npages * BLK);
-}
-
-/*
- * Flush every dirty page of the index and drain once.  Entries are taken
- * one at a time under their entry lock; the walk snapshots with TOWRITE so
- * pages dirtied meanwhile wait for the next fsync instead of starving this.
- */
-static int writeback_index(struct fs *fs, struct index *ix)
-{
-	struct flusher f = { fs, NULL, 0, 0 };
-	uint64_t cleaned = 0;
-
-	index_tag_towrite(ix, 0, UINT64_MAX);
-	for (uint64_t p = 0; (p = index_find_marked(ix, p, UINT64_MAX, IX_TOWRITE)) != UINT64_MAX;) {
-		uint64_t first, e = index_lock_entry(ix, p);
-		if (!e)
-			break;
-		index_lookup(ix, p, &first);
-		cleaned += index_clean_entry(ix, p, flush_run, &f);
-		index_unlock_entry(ix, p);
-		p = first + ix_pages(e);
-	}
-	flush_pending(&f);
-	if (cleaned)
-		atomic_fetch_sub(&fs->stats.dirty_pages, (int64_t)cleaned);
-	fs->region.drain_fn();
-	atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
-	return f.err;
+	in->mapping = map;
+	return map;
 }
 
 int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
@@ -209,29 +134,12 @@ int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
 			       "\nsmall_blocks %" PRIu64 "\nindex_entries %" PRIu64
 			       "\nindex_loaded %d\n",
 			       c.extents, c.huge_1g, c.huge_2m, c.small,
-			       in->ix ? in->ix->nr_entries : c.huge_1g + c.huge_2m + c.small,
-			       in->ix != NULL);
+			       in->mapping ? in->mapping->nr_entries : c.huge_1g + c.huge_2m + c.small,
+			       in->mapping != NULL);
 	else
 		ret = -EIO;
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
-	return ret;
-}
-
-int data_drop_index(struct fs *fs, struct inode *in, bool writeback)
-{
-	int ret = 0;
-
-	if (!in->ix)
-		return 0;
-	/* nr_dirty_pages is stable: writers hold the inode lock exclusively */
-	if (writeback && in->ix->nr_dirty_pages)
-		ret = writeback_index(fs, in->ix);
-	else if (in->ix->nr_dirty_pages)
-		atomic_fetch_sub(&fs->stats.dirty_pages, (int64_t)in->ix->nr_dirty_pages);
-	index_destroy(in->ix);
-	free(in->ix);
-	in->ix = NULL;
 	return ret;
 }
 
@@ -447,7 +355,7 @@ static int zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t to
 	if (fmap_lookup(&fs->pool, in->pi, from / BLK, &phys, &count) != 1)
 		return 0;
 	char *p = region_block(&fs->region, phys) + (from & BLK_MASK);
-	return region_zero(&fs->region, p, to - from) ?: persist(fs, p, to - from);
+	return region_zero(&fs->region, p, to - from) ?: writeback_persist(fs, p, to - from);
 }
 
 /* A write's bytes: in memory (mem), from a reader (rd), or zeros (neither). */
@@ -467,7 +375,7 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		      uint64_t off, const struct wbytes *src, uint64_t len, uint64_t old_size,
 		      bool writeback)
 {
-	struct index *defer = NULL;
+	struct mapping *defer = NULL;
 	/* one flush per run of adjacent bytes and one drain per request */
 	struct flusher acc = { fs, NULL, 0, 0 };
 
@@ -494,7 +402,7 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		if (fresh && (pos & BLK_MASK)) {
 			/* head of a new block before the write */
 			ret = region_zero(&fs->region, dst - (pos & BLK_MASK), pos & BLK_MASK);
-			flush_add(&acc, dst - (pos & BLK_MASK), pos & BLK_MASK);
+			flusher_add(&acc, dst - (pos & BLK_MASK), pos & BLK_MASK);
 		}
 		if (ret)
 			;
@@ -506,33 +414,32 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			ret = region_zero(&fs->region, dst, n);
 		if (ret) {
 			/* stored bytes of this piece may be partial: persist them all */
-			flush_add(&acc, dst, n);
+			flusher_add(&acc, dst, n);
 			break;
 		}
 		if (writeback && !fresh && !exposed && !defer)
-			defer = get_index(fs, in);	/* NULL (no memory): persist now */
+			defer = get_mapping(fs, in);	/* NULL (no memory): persist now */
 		if (defer && !fresh && !exposed) {
 			/* an overwrite: the data is stored; mark it, flush at fsync */
 			uint64_t first = pos / BLK, last = (pos + n - 1) / BLK;
-			uint64_t added = index_mark_dirty(defer, first, last - first + 1);
+			uint64_t added = mapping_mark_dirty(defer, first, last - first + 1);
 			atomic_fetch_add(&fs->stats.dirty_pages, (int64_t)added);
 		} else {
-			flush_add(&acc, dst, n);
+			flusher_add(&acc, dst, n);
 		}
 		if (fresh && ((pos + n) & BLK_MASK)) {
 			/* tail of a new block after the write */
 			uint64_t t = BLK - ((pos + n) & BLK_MASK);
 			ret = region_zero(&fs->region, dst + n, t);
-			flush_add(&acc, dst + n, t);
+			flusher_add(&acc, dst + n, t);
 			if (ret)
 				break;
 		}
 		pos += n;
 	}
-	flush_pending(&acc);
+	flusher_flush(&acc);
 	if (acc.start) {	/* something was queued, so something was flushed */
-		fs->region.drain_fn();
-		atomic_fetch_add_explicit(&fs->stats.drains, 1, memory_order_relaxed);
+		writeback_drain(fs);
 	}
 	return ret ?: acc.err;
 }
@@ -648,13 +555,13 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 	 * dropped -- rebuilt from the map on next use, with merged runs as
 	 * huge entries; a dirty one learns the new blocks.
 	 */
-	if (ret == 0 && ps.n && in->ix) {
-		if (in->ix->nr_dirty_pages == 0) {
-			data_drop_index(fs, in, true);
+	if (ret == 0 && ps.n && in->mapping) {
+		if (in->mapping->nr_dirty_pages == 0) {
+			writeback_drop(fs, in, true);
 		} else {
 			for (size_t i = 0; i < ps.n; i++)
-				if (index_add_run(in->ix, ps.p[i].fblock, ps.p[i].phys, ps.p[i].len)) {
-					data_drop_index(fs, in, true);	/* flushes, rebuilt on next use */
+				if (mapping_add_run(in->mapping, ps.p[i].fblock, ps.p[i].phys, ps.p[i].len)) {
+					writeback_drop(fs, in, true);	/* flushes, rebuilt on next use */
 					break;
 				}
 		}
@@ -715,14 +622,14 @@ struct grow_args {
 static int tx_grow(void *arg)
 {
 	struct grow_args *g = arg;
-	int ret = fs_truncate_locked(g->fs, g->in, g->size, g->freed);
+	int ret = data_tx_truncate(g->fs, g->in, g->size, g->freed);
 
 	if (!ret)
 		inode_tx_touch(g->in->pi, false, true, true);
 	return ret;
 }
 
-int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fmap_freed *freed)
+int data_tx_truncate(struct fs *fs, struct inode *in, uint64_t size, struct fmap_freed *freed)
 {
 	struct pmfuse_inode *pi = in->pi;
 	int ret;
@@ -730,7 +637,7 @@ int fs_truncate_locked(struct fs *fs, struct inode *in, uint64_t size, struct fm
 	if (size < pi->size) {
 		uint64_t first = (size + BLK - 1) / BLK;
 		/* blocks are about to go: write back what is dirty, then forget it */
-		ret = data_drop_index(fs, in, true);
+		ret = writeback_drop(fs, in, true);
 		if (ret)
 			return ret;
 		ret = fmap_unmap(&fs->pool, pi, first, UINT64_MAX / 2 - first, freed);
@@ -870,7 +777,7 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 	pieces_init(&ps);
 	pthread_rwlock_wrlock(&in->lock);
 	/* the map changes under the index: write back what is dirty, then forget it */
-	if ((ret = data_drop_index(fs, in, true)))
+	if ((ret = writeback_drop(fs, in, true)))
 		goto out;
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = punch(fs, in, off, len, 0);
@@ -897,7 +804,7 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 	for (size_t i = 0; i < ps.n && !ret; i++) {
 		char *p = region_block(&fs->region, ps.p[i].phys);
 		ret = region_zero(&fs->region, p, ps.p[i].len * BLK) ?:
-		      persist(fs, p, ps.p[i].len * BLK);
+		      writeback_persist(fs, p, ps.p[i].len * BLK);
 	}
 	if (!ret && !(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
 		ret = zero_tail(fs, in, in->pi->size, off + len);
@@ -950,7 +857,7 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 		goto out_unlock;
 	if (len > src->pi->size - soff)
 		len = src->pi->size - soff;
-	ret = data_drop_index(fs, dst, true);	/* the destination's map changes */
+	ret = writeback_drop(fs, dst, true);	/* the destination's map changes */
 	if (ret)
 		goto out_unlock;
 	while (done < len) {
@@ -1032,7 +939,7 @@ int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
 	if (!in)
 		return -ENOENT;
 	pthread_rwlock_rdlock(&in->lock);
-	int ret = in->ix ? writeback_index(fs, in->ix) : 0;
+	int ret = in->mapping ? writeback_mapping(fs, in->mapping) : 0;
 	/* overwrites store mtime/ctime in place without persisting them */
 	pmemobj_persist(fs->pool.pop, &in->pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
 	pthread_rwlock_unlock(&in->lock);

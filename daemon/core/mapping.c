@@ -1,8 +1,8 @@
 /*
- * index: the DAX-style mapping index (see index.h for the entry encoding,
+ * mapping: the DAX-style mapping index (see mapping.h for the entry encoding,
  * the marks and the locking rules).
  */
-#include "index.h"
+#include "mapping.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -15,13 +15,13 @@
 
 #define NONE UINT64_MAX
 
-struct ix_node {
-	struct ix_node *parent;
+struct mapping_node {
+	struct mapping_node *parent;
 	uint8_t shift;			/* pages per slot = 1 << shift */
 	uint8_t offset;			/* slot in parent */
 	uint8_t count;			/* non-empty slots, siblings included */
-	uint64_t marks[IX_NR_MARKS];	/* per slot; OR of the subtree for child slots */
-	uint64_t slots[IX_SLOTS];
+	uint64_t marks[DAX_NR_MARKS];	/* per slot; OR of the subtree for child slots */
+	uint64_t slots[DAX_SLOTS];
 	uint64_t **bits;		/* per-slot dirty bitmaps of huge entries, lazily */
 };
 
@@ -40,15 +40,15 @@ struct waitq {
 };
 static struct waitq waitq[1 << WAITQ_BITS];
 
-static struct waitq *waitq_for(const struct index *ix, uint64_t first)
+static struct waitq *waitq_for(const struct mapping *map, uint64_t first)
 {
-	uint64_t h = ((uintptr_t)ix >> 4) * 0x9e3779b97f4a7c15ull ^ first * 0xff51afd7ed558ccdull;
+	uint64_t h = ((uintptr_t)map >> 4) * 0x9e3779b97f4a7c15ull ^ first * 0xff51afd7ed558ccdull;
 	return &waitq[h >> (64 - WAITQ_BITS)];
 }
 
 /*
  * Sleep until the count moves past seen.  The caller registered itself in
- * q->waiters (waitq_prepare) and read seen while holding the index lock
+ * q->waiters (waitq_prepare) and read seen while holding the mapping lock
  * that the waker takes to unlock the entry, so the waker sees it.
  */
 static uint32_t waitq_prepare(struct waitq *q)
@@ -75,38 +75,38 @@ static void waitq_wake(struct waitq *q)
 
 static inline bool is_node(uint64_t s)
 {
-	return s && !(s & IX_VALUE);
+	return s && !(s & DAX_VALUE);
 }
 
-static inline struct ix_node *to_node(uint64_t s)
+static inline struct mapping_node *to_node(uint64_t s)
 {
-	return (struct ix_node *)(uintptr_t)s;
+	return (struct mapping_node *)(uintptr_t)s;
 }
 
 static unsigned order_shift(unsigned order)
 {
-	return order == IX_ORDER_1G ? 18 : order == IX_ORDER_2M ? 6 : 0;
+	return order == DAX_ORDER_1G ? 18 : order == DAX_ORDER_2M ? 6 : 0;
 }
 
 static unsigned order_nslots(unsigned order)
 {
-	return order == IX_ORDER_2M ? 8 : 1;
+	return order == DAX_ORDER_2M ? 8 : 1;
 }
 
 static uint64_t covered(unsigned height)
 {
-	return height >= 11 ? NONE : 1ull << (IX_SHIFT * height);
+	return height >= 11 ? NONE : 1ull << (DAX_SHIFT * height);
 }
 
-void index_init(struct index *ix)
+void mapping_init(struct mapping *map)
 {
-	memset(ix, 0, sizeof(*ix));
-	pthread_mutex_init(&ix->lock, NULL);
+	memset(map, 0, sizeof(*map));
+	pthread_mutex_init(&map->lock, NULL);
 }
 
-static void free_node(struct ix_node *n)
+static void free_node(struct mapping_node *n)
 {
-	for (unsigned i = 0; i < IX_SLOTS; i++) {
+	for (unsigned i = 0; i < DAX_SLOTS; i++) {
 		if (is_node(n->slots[i]))
 			free_node(to_node(n->slots[i]));
 		if (n->bits)
@@ -116,18 +116,18 @@ static void free_node(struct ix_node *n)
 	free(n);
 }
 
-void index_destroy(struct index *ix)
+void mapping_destroy(struct mapping *map)
 {
-	if (ix->root)
-		free_node(ix->root);
-	ix->root = NULL;
-	ix->height = 0;
-	pthread_mutex_destroy(&ix->lock);
+	if (map->root)
+		free_node(map->root);
+	map->root = NULL;
+	map->height = 0;
+	pthread_mutex_destroy(&map->lock);
 }
 
-static struct ix_node *new_node(struct ix_node *parent, unsigned shift, unsigned offset)
+static struct mapping_node *new_node(struct mapping_node *parent, unsigned shift, unsigned offset)
 {
-	struct ix_node *n = calloc(1, sizeof(*n));
+	struct mapping_node *n = calloc(1, sizeof(*n));
 
 	if (n) {
 		n->parent = parent;
@@ -138,48 +138,48 @@ static struct ix_node *new_node(struct ix_node *parent, unsigned shift, unsigned
 }
 
 /* Grow the tree until it covers page idx and has a level of shift. */
-static int extend(struct index *ix, uint64_t idx, unsigned shift)
+static int extend(struct mapping *map, uint64_t idx, unsigned shift)
 {
-	while (idx >= covered(ix->height) || ix->height * IX_SHIFT <= shift) {
-		if (!ix->root) {
-			ix->height++;
+	while (idx >= covered(map->height) || map->height * DAX_SHIFT <= shift) {
+		if (!map->root) {
+			map->height++;
 			continue;
 		}
-		struct ix_node *n = new_node(NULL, ix->height * IX_SHIFT, 0);
+		struct mapping_node *n = new_node(NULL, map->height * DAX_SHIFT, 0);
 		if (!n)
 			return -ENOMEM;
-		n->slots[0] = (uint64_t)(uintptr_t)ix->root;
+		n->slots[0] = (uint64_t)(uintptr_t)map->root;
 		n->count = 1;
-		for (int m = 0; m < IX_NR_MARKS; m++)
-			if (ix->root->marks[m])
+		for (int m = 0; m < DAX_NR_MARKS; m++)
+			if (map->root->marks[m])
 				n->marks[m] = 1;
-		ix->root->parent = n;
-		ix->root->offset = 0;
-		ix->root = n;
-		ix->height++;
+		map->root->parent = n;
+		map->root->offset = 0;
+		map->root = n;
+		map->height++;
 	}
-	if (!ix->root) {
-		ix->root = new_node(NULL, (ix->height - 1) * IX_SHIFT, 0);
-		if (!ix->root)
+	if (!map->root) {
+		map->root = new_node(NULL, (map->height - 1) * DAX_SHIFT, 0);
+		if (!map->root)
 			return -ENOMEM;
 	}
 	return 0;
 }
 
 /* The node at level shift on the path to idx, created on the way if asked. */
-static struct ix_node *walk_to(struct index *ix, uint64_t idx, unsigned shift, bool create)
+static struct mapping_node *walk_to(struct mapping *map, uint64_t idx, unsigned shift, bool create)
 {
-	struct ix_node *n = ix->root;
+	struct mapping_node *n = map->root;
 
-	if (!n || idx >= covered(ix->height))
+	if (!n || idx >= covered(map->height))
 		return NULL;
 	while (n->shift > shift) {
-		unsigned slot = (idx >> n->shift) & (IX_SLOTS - 1);
+		unsigned slot = (idx >> n->shift) & (DAX_SLOTS - 1);
 		uint64_t s = n->slots[slot];
 		if (!s) {
 			if (!create)
 				return NULL;
-			struct ix_node *c = new_node(n, n->shift - IX_SHIFT, slot);
+			struct mapping_node *c = new_node(n, n->shift - DAX_SHIFT, slot);
 			if (!c)
 				return NULL;
 			n->slots[slot] = (uint64_t)(uintptr_t)c;
@@ -194,20 +194,20 @@ static struct ix_node *walk_to(struct index *ix, uint64_t idx, unsigned shift, b
 }
 
 /* Canonical node and slot of the entry covering idx; false if none. */
-static bool find_slot(struct index *ix, uint64_t idx, struct ix_node **np, unsigned *sp)
+static bool find_slot(struct mapping *map, uint64_t idx, struct mapping_node **np, unsigned *sp)
 {
-	struct ix_node *n = ix->root;
+	struct mapping_node *n = map->root;
 
-	if (!n || idx >= covered(ix->height))
+	if (!n || idx >= covered(map->height))
 		return false;
 	for (;;) {
-		unsigned slot = (idx >> n->shift) & (IX_SLOTS - 1);
+		unsigned slot = (idx >> n->shift) & (DAX_SLOTS - 1);
 		uint64_t s = n->slots[slot];
 		if (!s)
 			return false;
-		if (ix_is_value(s)) {
-			if (ix_is_sibling(s))
-				slot = (unsigned)ix_block(s);
+		if (dax_is_value(s)) {
+			if (dax_is_sibling(s))
+				slot = (unsigned)dax_block(s);
 			*np = n;
 			*sp = slot;
 			return true;
@@ -216,9 +216,9 @@ static bool find_slot(struct index *ix, uint64_t idx, struct ix_node **np, unsig
 	}
 }
 
-static uint64_t slot_first(const struct ix_node *n, unsigned slot, uint64_t idx)
+static uint64_t slot_first(const struct mapping_node *n, unsigned slot, uint64_t idx)
 {
-	uint64_t span = (uint64_t)IX_SLOTS << n->shift;
+	uint64_t span = (uint64_t)DAX_SLOTS << n->shift;
 
 	return (idx & ~(span - 1)) | ((uint64_t)slot << n->shift);
 }
@@ -226,7 +226,7 @@ static uint64_t slot_first(const struct ix_node *n, unsigned slot, uint64_t idx)
 /* ------------------------------------------------------------------ */
 /* marks */
 
-static void set_mark(struct ix_node *n, unsigned slot, enum ix_mark m)
+static void set_mark(struct mapping_node *n, unsigned slot, enum dax_mark m)
 {
 	while (n) {
 		if (n->marks[m] & (1ull << slot))
@@ -237,7 +237,7 @@ static void set_mark(struct ix_node *n, unsigned slot, enum ix_mark m)
 	}
 }
 
-static void clear_mark(struct ix_node *n, unsigned slot, enum ix_mark m)
+static void clear_mark(struct mapping_node *n, unsigned slot, enum dax_mark m)
 {
 	while (n) {
 		n->marks[m] &= ~(1ull << slot);
@@ -248,7 +248,7 @@ static void clear_mark(struct ix_node *n, unsigned slot, enum ix_mark m)
 	}
 }
 
-static bool has_mark(const struct ix_node *n, unsigned slot, enum ix_mark m)
+static bool has_mark(const struct mapping_node *n, unsigned slot, enum dax_mark m)
 {
 	return n->marks[m] & (1ull << slot);
 }
@@ -256,20 +256,20 @@ static bool has_mark(const struct ix_node *n, unsigned slot, enum ix_mark m)
 /* Words of a huge entry's dirty bitmap. */
 static size_t bits_words(uint64_t e)
 {
-	return ix_pages(e) / 64;
+	return dax_pages(e) / 64;
 }
 
 /* Dirty pages of the canonical entry at n/slot. */
-static uint64_t entry_dirty_pages(const struct ix_node *n, unsigned slot)
+static uint64_t entry_dirty_pages(const struct mapping_node *n, unsigned slot)
 {
 	uint64_t e = n->slots[slot], c = 0;
 
-	if (!has_mark(n, slot, IX_DIRTY))
+	if (!has_mark(n, slot, DAX_DIRTY))
 		return 0;
-	if (ix_order(e) == IX_ORDER_4K)
+	if (dax_order(e) == DAX_ORDER_4K)
 		return 1;
 	if (!n->bits || !n->bits[slot])
-		return ix_pages(e);	/* DIRTY without a bitmap: all of it */
+		return dax_pages(e);	/* DIRTY without a bitmap: all of it */
 	for (size_t w = 0; w < bits_words(e); w++)
 		c += (uint64_t)__builtin_popcountll(n->bits[slot][w]);
 	return c;
@@ -278,66 +278,66 @@ static uint64_t entry_dirty_pages(const struct ix_node *n, unsigned slot)
 /* ------------------------------------------------------------------ */
 /* insert, lookup, erase */
 
-int index_insert(struct index *ix, uint64_t first, uint64_t entry)
+int mapping_insert(struct mapping *map, uint64_t first, uint64_t entry)
 {
-	unsigned order = ix_order(entry), shift = order_shift(order);
+	unsigned order = dax_order(entry), shift = order_shift(order);
 	unsigned nslots = order_nslots(order), slot;
-	struct ix_node *n;
+	struct mapping_node *n;
 	int ret;
 
 	if (first & ((1ull << order) - 1))
 		return -EINVAL;
-	pthread_mutex_lock(&ix->lock);
-	ret = extend(ix, first + (1ull << order) - 1, shift);
+	pthread_mutex_lock(&map->lock);
+	ret = extend(map, first + (1ull << order) - 1, shift);
 	if (ret)
 		goto out;
-	n = walk_to(ix, first, shift, true);
+	n = walk_to(map, first, shift, true);
 	if (!n) {
-		ret = ix->root ? -EEXIST : -ENOMEM;
+		ret = map->root ? -EEXIST : -ENOMEM;
 		goto out;
 	}
-	slot = (first >> shift) & (IX_SLOTS - 1);
+	slot = (first >> shift) & (DAX_SLOTS - 1);
 	for (unsigned i = 0; i < nslots; i++)
 		if (n->slots[slot + i]) {
 			ret = -EEXIST;
 			goto out;
 		}
-	n->slots[slot] = entry & ~IX_LOCKED;
+	n->slots[slot] = entry & ~DAX_LOCKED;
 	for (unsigned i = 1; i < nslots; i++)
-		n->slots[slot + i] = ((uint64_t)slot << IX_PAYLOAD_SHIFT) | IX_SIBLING | IX_VALUE;
+		n->slots[slot + i] = ((uint64_t)slot << DAX_PAYLOAD_SHIFT) | DAX_SIBLING | DAX_VALUE;
 	n->count += nslots;
-	ix->nr_entries++;
-	if (order != IX_ORDER_4K)
-		ix->nr_huge[order == IX_ORDER_1G]++;
+	map->nr_entries++;
+	if (order != DAX_ORDER_4K)
+		map->nr_huge[order == DAX_ORDER_1G]++;
 out:
-	pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_unlock(&map->lock);
 	return ret;
 }
 
-uint64_t index_lookup(struct index *ix, uint64_t idx, uint64_t *first)
+uint64_t mapping_lookup(struct mapping *map, uint64_t idx, uint64_t *first)
 {
-	struct ix_node *n;
+	struct mapping_node *n;
 	unsigned slot;
 	uint64_t e = 0;
 
-	pthread_mutex_lock(&ix->lock);
-	if (find_slot(ix, idx, &n, &slot)) {
+	pthread_mutex_lock(&map->lock);
+	if (find_slot(map, idx, &n, &slot)) {
 		e = n->slots[slot];
 		if (first)
 			*first = slot_first(n, slot, idx);
 	}
-	pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_unlock(&map->lock);
 	return e;
 }
 
 /* Empty the canonical slot (and siblings) at n/slot; prune empty nodes. */
-static void remove_slot(struct index *ix, struct ix_node *n, unsigned slot)
+static void remove_slot(struct mapping *map, struct mapping_node *n, unsigned slot)
 {
 	uint64_t e = n->slots[slot];
-	unsigned nslots = order_nslots(ix_order(e));
+	unsigned nslots = order_nslots(dax_order(e));
 
-	ix->nr_dirty_pages -= entry_dirty_pages(n, slot);
-	for (int m = 0; m < IX_NR_MARKS; m++)
+	map->nr_dirty_pages -= entry_dirty_pages(n, slot);
+	for (int m = 0; m < DAX_NR_MARKS; m++)
 		clear_mark(n, slot, m);
 	if (n->bits) {
 		free(n->bits[slot]);
@@ -346,16 +346,16 @@ static void remove_slot(struct index *ix, struct ix_node *n, unsigned slot)
 	for (unsigned i = 0; i < nslots; i++)
 		n->slots[slot + i] = 0;
 	n->count -= nslots;
-	ix->nr_entries--;
-	if (ix_order(e) != IX_ORDER_4K)
-		ix->nr_huge[ix_order(e) == IX_ORDER_1G]--;
+	map->nr_entries--;
+	if (dax_order(e) != DAX_ORDER_4K)
+		map->nr_huge[dax_order(e) == DAX_ORDER_1G]--;
 	while (n->count == 0) {
-		struct ix_node *p = n->parent;
+		struct mapping_node *p = n->parent;
 		free(n->bits);
 		if (!p) {
 			free(n);
-			ix->root = NULL;
-			ix->height = 0;
+			map->root = NULL;
+			map->height = 0;
 			return;
 		}
 		p->slots[n->offset] = 0;
@@ -365,37 +365,37 @@ static void remove_slot(struct index *ix, struct ix_node *n, unsigned slot)
 	}
 }
 
-uint64_t index_erase(struct index *ix, uint64_t idx)
+uint64_t mapping_erase(struct mapping *map, uint64_t idx)
 {
-	struct ix_node *n;
+	struct mapping_node *n;
 	unsigned slot;
 	uint64_t e = 0;
 
-	pthread_mutex_lock(&ix->lock);
-	if (find_slot(ix, idx, &n, &slot)) {
+	pthread_mutex_lock(&map->lock);
+	if (find_slot(map, idx, &n, &slot)) {
 		e = n->slots[slot];
-		remove_slot(ix, n, slot);
+		remove_slot(map, n, slot);
 	}
-	pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_unlock(&map->lock);
 	return e;
 }
 
 /* ------------------------------------------------------------------ */
 /* dirtiness */
 
-static uint64_t **bits_array(struct ix_node *n)
+static uint64_t **bits_array(struct mapping_node *n)
 {
 	if (!n->bits)
-		n->bits = calloc(IX_SLOTS, sizeof(uint64_t *));
+		n->bits = calloc(DAX_SLOTS, sizeof(uint64_t *));
 	return n->bits;
 }
 
 /* Mark pages [p, p + cnt) of the huge canonical entry at n/slot dirty. */
-static uint64_t dirty_huge(struct index *ix, struct ix_node *n, unsigned slot, uint64_t off,
+static uint64_t dirty_huge(struct mapping *map, struct mapping_node *n, unsigned slot, uint64_t off,
 			   uint64_t cnt)
 {
 	uint64_t e = n->slots[slot], added = 0;
-	bool was_dirty = has_mark(n, slot, IX_DIRTY);
+	bool was_dirty = has_mark(n, slot, DAX_DIRTY);
 	uint64_t **ba = bits_array(n);
 
 	if (was_dirty && (!ba || !ba[slot]))
@@ -404,7 +404,7 @@ static uint64_t dirty_huge(struct index *ix, struct ix_node *n, unsigned slot, u
 		ba[slot] = calloc(bits_words(e), sizeof(uint64_t));
 	if (!ba || !ba[slot]) {
 		/* no memory for the bitmap: the whole entry counts as dirty */
-		added = ix_pages(e) - entry_dirty_pages(n, slot);
+		added = dax_pages(e) - entry_dirty_pages(n, slot);
 		if (ba && ba[slot]) {
 			free(ba[slot]);
 			ba[slot] = NULL;
@@ -418,57 +418,57 @@ static uint64_t dirty_huge(struct index *ix, struct ix_node *n, unsigned slot, u
 			}
 		}
 	}
-	set_mark(n, slot, IX_DIRTY);
-	ix->nr_dirty_pages += added;
+	set_mark(n, slot, DAX_DIRTY);
+	map->nr_dirty_pages += added;
 	return added;
 }
 
-uint64_t index_mark_dirty(struct index *ix, uint64_t idx, uint64_t cnt)
+uint64_t mapping_mark_dirty(struct mapping *map, uint64_t idx, uint64_t cnt)
 {
 	uint64_t end = idx + cnt, added = 0;
 
-	pthread_mutex_lock(&ix->lock);
+	pthread_mutex_lock(&map->lock);
 	while (idx < end) {
-		struct ix_node *n;
+		struct mapping_node *n;
 		unsigned slot;
-		if (!find_slot(ix, idx, &n, &slot)) {
+		if (!find_slot(map, idx, &n, &slot)) {
 			idx++;
 			continue;
 		}
 		uint64_t first = slot_first(n, slot, idx), e = n->slots[slot];
-		uint64_t stop = first + ix_pages(e) < end ? first + ix_pages(e) : end;
-		if (ix_order(e) == IX_ORDER_4K) {
-			if (!has_mark(n, slot, IX_DIRTY)) {
-				set_mark(n, slot, IX_DIRTY);
-				ix->nr_dirty_pages++;
+		uint64_t stop = first + dax_pages(e) < end ? first + dax_pages(e) : end;
+		if (dax_order(e) == DAX_ORDER_4K) {
+			if (!has_mark(n, slot, DAX_DIRTY)) {
+				set_mark(n, slot, DAX_DIRTY);
+				map->nr_dirty_pages++;
 				added++;
 			}
 		} else {
-			added += dirty_huge(ix, n, slot, idx - first, stop - idx);
+			added += dirty_huge(map, n, slot, idx - first, stop - idx);
 		}
 		idx = stop;
 	}
-	pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_unlock(&map->lock);
 	return added;
 }
 
 /* First page in [start, end) under n (covering base..) whose entry has mark m. */
-static uint64_t find_in(const struct ix_node *n, uint64_t base, uint64_t start, uint64_t end,
-			enum ix_mark m)
+static uint64_t find_in(const struct mapping_node *n, uint64_t base, uint64_t start, uint64_t end,
+			enum dax_mark m)
 {
 	unsigned slot = start > base ? (unsigned)((start - base) >> n->shift) : 0;
 
 	/* starting inside a multi-slot entry: its marks are on the canonical slot */
-	if (slot < IX_SLOTS && ix_is_value(n->slots[slot]) && ix_is_sibling(n->slots[slot]))
-		slot = (unsigned)ix_block(n->slots[slot]);
-	for (; slot < IX_SLOTS; slot++) {
+	if (slot < DAX_SLOTS && dax_is_value(n->slots[slot]) && dax_is_sibling(n->slots[slot]))
+		slot = (unsigned)dax_block(n->slots[slot]);
+	for (; slot < DAX_SLOTS; slot++) {
 		uint64_t sbase = base + ((uint64_t)slot << n->shift);
 		if (sbase >= end)
 			break;
 		if (!has_mark(n, slot, m))
 			continue;
 		uint64_t s = n->slots[slot];
-		if (ix_is_value(s))
+		if (dax_is_value(s))
 			return sbase > start ? sbase : start;
 		uint64_t r = find_in(to_node(s), sbase, start, end, m);
 		if (r != NONE)
@@ -477,35 +477,35 @@ static uint64_t find_in(const struct ix_node *n, uint64_t base, uint64_t start, 
 	return NONE;
 }
 
-uint64_t index_find_marked(struct index *ix, uint64_t start, uint64_t end, enum ix_mark m)
+uint64_t mapping_find_marked(struct mapping *map, uint64_t start, uint64_t end, enum dax_mark m)
 {
 	uint64_t r = NONE;
 
-	pthread_mutex_lock(&ix->lock);
-	if (ix->root && start < covered(ix->height))
-		r = find_in(ix->root, 0, start, end, m);
-	pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_lock(&map->lock);
+	if (map->root && start < covered(map->height))
+		r = find_in(map->root, 0, start, end, m);
+	pthread_mutex_unlock(&map->lock);
 	return r;
 }
 
-void index_tag_towrite(struct index *ix, uint64_t start, uint64_t end)
+void mapping_tag_towrite(struct mapping *map, uint64_t start, uint64_t end)
 {
-	pthread_mutex_lock(&ix->lock);
-	while (ix->root && start < end && start < covered(ix->height)) {
-		struct ix_node *n;
+	pthread_mutex_lock(&map->lock);
+	while (map->root && start < end && start < covered(map->height)) {
+		struct mapping_node *n;
 		unsigned slot;
-		uint64_t p = find_in(ix->root, 0, start, end, IX_DIRTY);
-		if (p == NONE || !find_slot(ix, p, &n, &slot))
+		uint64_t p = find_in(map->root, 0, start, end, DAX_DIRTY);
+		if (p == NONE || !find_slot(map, p, &n, &slot))
 			break;
-		set_mark(n, slot, IX_TOWRITE);
-		start = slot_first(n, slot, p) + ix_pages(n->slots[slot]);
+		set_mark(n, slot, DAX_TOWRITE);
+		start = slot_first(n, slot, p) + dax_pages(n->slots[slot]);
 	}
-	pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_unlock(&map->lock);
 }
 
-uint64_t index_clean_entry(struct index *ix, uint64_t idx, ix_run_fn fn, void *ctx)
+uint64_t mapping_clean_entry(struct mapping *map, uint64_t idx, mapping_run_fn fn, void *ctx)
 {
-	struct ix_node *n;
+	struct mapping_node *n;
 	uint64_t *bits = NULL, e, first, cleaned;
 	unsigned slot;
 
@@ -514,11 +514,11 @@ uint64_t index_clean_entry(struct index *ix, uint64_t idx, ix_run_fn fn, void *c
 	 * lands after this re-marks the page and is flushed next time; one that
 	 * landed before is covered by the flush below, which runs after.
 	 */
-	pthread_mutex_lock(&ix->lock);
-	if (!find_slot(ix, idx, &n, &slot) || !has_mark(n, slot, IX_DIRTY)) {
-		if (ix->root && find_slot(ix, idx, &n, &slot))
-			clear_mark(n, slot, IX_TOWRITE);
-		pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_lock(&map->lock);
+	if (!find_slot(map, idx, &n, &slot) || !has_mark(n, slot, DAX_DIRTY)) {
+		if (map->root && find_slot(map, idx, &n, &slot))
+			clear_mark(n, slot, DAX_TOWRITE);
+		pthread_mutex_unlock(&map->lock);
 		return 0;
 	}
 	e = n->slots[slot];
@@ -528,16 +528,16 @@ uint64_t index_clean_entry(struct index *ix, uint64_t idx, ix_run_fn fn, void *c
 		bits = n->bits[slot];
 		n->bits[slot] = NULL;
 	}
-	clear_mark(n, slot, IX_DIRTY);
-	clear_mark(n, slot, IX_TOWRITE);
-	ix->nr_dirty_pages -= cleaned;
-	pthread_mutex_unlock(&ix->lock);
+	clear_mark(n, slot, DAX_DIRTY);
+	clear_mark(n, slot, DAX_TOWRITE);
+	map->nr_dirty_pages -= cleaned;
+	pthread_mutex_unlock(&map->lock);
 
-	if (ix_order(e) == IX_ORDER_4K || !bits) {
-		fn(ctx, e, first, ix_pages(e));
+	if (dax_order(e) == DAX_ORDER_4K || !bits) {
+		fn(ctx, e, first, dax_pages(e));
 	} else {
 		/* runs of set bits: adjacent dirty pages become one flush */
-		uint64_t pages = ix_pages(e), p = 0;
+		uint64_t pages = dax_pages(e), p = 0;
 		while (p < pages) {
 			while (p < pages && !(bits[p / 64] >> (p % 64) & 1))
 				p++;
@@ -583,38 +583,38 @@ static bool src_dirty(const struct split_src *s, uint64_t pg, uint64_t n)
  * shift covering pages [base, base + 64 << shift), filled down to entries
  * of the new order.  NULL on ENOMEM (nothing left allocated).
  */
-static struct ix_node *build(struct split_src *s, struct ix_node *parent, unsigned offset,
+static struct mapping_node *build(struct split_src *s, struct mapping_node *parent, unsigned offset,
 			     unsigned shift, uint64_t base)
 {
-	struct ix_node *n = new_node(parent, shift, offset);
+	struct mapping_node *n = new_node(parent, shift, offset);
 	unsigned cshift = order_shift(s->corder), step = order_nslots(s->corder);
 
 	if (!n)
 		return NULL;
-	for (unsigned slot = 0; slot < IX_SLOTS; slot += shift == cshift ? step : 1) {
+	for (unsigned slot = 0; slot < DAX_SLOTS; slot += shift == cshift ? step : 1) {
 		uint64_t sbase = base + ((uint64_t)slot << shift);
 		uint64_t pg = sbase - s->first;
 		if (shift > cshift) {
-			struct ix_node *c = build(s, n, slot, shift - IX_SHIFT, sbase);
+			struct mapping_node *c = build(s, n, slot, shift - DAX_SHIFT, sbase);
 			if (!c)
 				goto fail;
 			n->slots[slot] = (uint64_t)(uintptr_t)c;
 			n->count++;
-			for (int m = 0; m < IX_NR_MARKS; m++)
+			for (int m = 0; m < DAX_NR_MARKS; m++)
 				if (c->marks[m])
 					n->marks[m] |= 1ull << slot;
 			continue;
 		}
 		uint64_t pages = 1ull << s->corder, e = s->entry;
-		n->slots[slot] = ix_is_zero(e) ? ix_mk_entry(0, s->corder, IX_ZERO)
-					       : ix_mk_entry(ix_block(e) + pg, s->corder, e & IX_EMPTY);
+		n->slots[slot] = dax_is_zero(e) ? dax_mk_entry(0, s->corder, DAX_ZERO)
+					       : dax_mk_entry(dax_block(e) + pg, s->corder, e & DAX_EMPTY);
 		for (unsigned i = 1; i < step; i++)
-			n->slots[slot + i] = ((uint64_t)slot << IX_PAYLOAD_SHIFT) | IX_SIBLING | IX_VALUE;
+			n->slots[slot + i] = ((uint64_t)slot << DAX_PAYLOAD_SHIFT) | DAX_SIBLING | DAX_VALUE;
 		n->count += step;
 		s->entries++;
 		if (!src_dirty(s, pg, pages))
 			continue;
-		if (s->corder != IX_ORDER_4K && s->bits) {
+		if (s->corder != DAX_ORDER_4K && s->bits) {
 			/* keep page granularity; without memory the entry is wholly dirty */
 			uint64_t *cb = calloc(pages / 64, sizeof(uint64_t));
 			if (cb && bits_array(n)) {
@@ -624,9 +624,9 @@ static struct ix_node *build(struct split_src *s, struct ix_node *parent, unsign
 				free(cb);
 			}
 		}
-		n->marks[IX_DIRTY] |= 1ull << slot;
+		n->marks[DAX_DIRTY] |= 1ull << slot;
 		if (s->towrite)
-			n->marks[IX_TOWRITE] |= 1ull << slot;
+			n->marks[DAX_TOWRITE] |= 1ull << slot;
 	}
 	return n;
 fail:
@@ -634,33 +634,33 @@ fail:
 	return NULL;
 }
 
-static uint64_t subtree_dirty(const struct ix_node *n)
+static uint64_t subtree_dirty(const struct mapping_node *n)
 {
 	uint64_t d = 0;
 
-	for (unsigned s = 0; s < IX_SLOTS; s++) {
+	for (unsigned s = 0; s < DAX_SLOTS; s++) {
 		uint64_t e = n->slots[s];
 		if (is_node(e))
 			d += subtree_dirty(to_node(e));
-		else if (ix_is_value(e) && !ix_is_sibling(e))
+		else if (dax_is_value(e) && !dax_is_sibling(e))
 			d += entry_dirty_pages(n, s);
 	}
 	return d;
 }
 
-int index_split(struct index *ix, uint64_t idx)
+int mapping_split(struct mapping *map, uint64_t idx)
 {
-	struct ix_node *n, *kids[8] = { 0 };
+	struct mapping_node *n, *kids[8] = { 0 };
 	unsigned slot, nslots;
 	int ret = 0;
 
-	pthread_mutex_lock(&ix->lock);
-	if (!find_slot(ix, idx, &n, &slot) || ix_order(n->slots[slot]) == IX_ORDER_4K) {
+	pthread_mutex_lock(&map->lock);
+	if (!find_slot(map, idx, &n, &slot) || dax_order(n->slots[slot]) == DAX_ORDER_4K) {
 		ret = -ENOENT;
 		goto out;
 	}
 	uint64_t e = n->slots[slot];
-	if (ix_is_locked(e)) {
+	if (dax_is_locked(e)) {
 		ret = -EBUSY;
 		goto out;
 	}
@@ -668,14 +668,14 @@ int index_split(struct index *ix, uint64_t idx)
 		.entry = e,
 		.first = slot_first(n, slot, idx),
 		.bits = n->bits ? n->bits[slot] : NULL,
-		.dirty = has_mark(n, slot, IX_DIRTY),
-		.towrite = has_mark(n, slot, IX_TOWRITE),
-		.corder = ix_order(e) == IX_ORDER_1G ? IX_ORDER_2M : IX_ORDER_4K,
+		.dirty = has_mark(n, slot, DAX_DIRTY),
+		.towrite = has_mark(n, slot, DAX_TOWRITE),
+		.corder = dax_order(e) == DAX_ORDER_1G ? DAX_ORDER_2M : DAX_ORDER_4K,
 	};
-	nslots = order_nslots(ix_order(e));
+	nslots = order_nslots(dax_order(e));
 	/* build everything first: on ENOMEM the huge entry stays whole */
 	for (unsigned k = 0; k < nslots; k++) {
-		kids[k] = build(&src, n, slot + k, n->shift - IX_SHIFT,
+		kids[k] = build(&src, n, slot + k, n->shift - DAX_SHIFT,
 				src.first + ((uint64_t)k << n->shift));
 		if (!kids[k]) {
 			for (unsigned j = 0; j < k; j++)
@@ -685,7 +685,7 @@ int index_split(struct index *ix, uint64_t idx)
 		}
 	}
 	uint64_t dirty_before = entry_dirty_pages(n, slot), dirty_after = 0;
-	for (int m = 0; m < IX_NR_MARKS; m++)
+	for (int m = 0; m < DAX_NR_MARKS; m++)
 		clear_mark(n, slot, m);
 	if (n->bits) {
 		free(n->bits[slot]);
@@ -693,62 +693,62 @@ int index_split(struct index *ix, uint64_t idx)
 	}
 	for (unsigned k = 0; k < nslots; k++) {
 		n->slots[slot + k] = (uint64_t)(uintptr_t)kids[k];
-		for (int m = 0; m < IX_NR_MARKS; m++)
+		for (int m = 0; m < DAX_NR_MARKS; m++)
 			if (kids[k]->marks[m])
 				set_mark(n, slot + k, m);
 		dirty_after += subtree_dirty(kids[k]);
 	}
-	ix->nr_entries += src.entries - 1;
-	ix->nr_huge[ix_order(e) == IX_ORDER_1G]--;
-	if (src.corder == IX_ORDER_2M)
-		ix->nr_huge[0] += src.entries;
+	map->nr_entries += src.entries - 1;
+	map->nr_huge[dax_order(e) == DAX_ORDER_1G]--;
+	if (src.corder == DAX_ORDER_2M)
+		map->nr_huge[0] += src.entries;
 	/* a bitmap lost to ENOMEM widens dirtiness, never narrows it */
-	ix->nr_dirty_pages += dirty_after - dirty_before;
+	map->nr_dirty_pages += dirty_after - dirty_before;
 out:
-	pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_unlock(&map->lock);
 	return ret;
 }
 
 /* ------------------------------------------------------------------ */
 /* entry locks */
 
-uint64_t index_lock_entry(struct index *ix, uint64_t idx)
+uint64_t mapping_lock_entry(struct mapping *map, uint64_t idx)
 {
-	struct ix_node *n;
+	struct mapping_node *n;
 	unsigned slot;
 
-	pthread_mutex_lock(&ix->lock);
+	pthread_mutex_lock(&map->lock);
 	for (;;) {
-		if (!find_slot(ix, idx, &n, &slot)) {
-			pthread_mutex_unlock(&ix->lock);
+		if (!find_slot(map, idx, &n, &slot)) {
+			pthread_mutex_unlock(&map->lock);
 			return 0;
 		}
 		uint64_t e = n->slots[slot];
-		if (!ix_is_locked(e)) {
-			n->slots[slot] = e | IX_LOCKED;
-			pthread_mutex_unlock(&ix->lock);
+		if (!dax_is_locked(e)) {
+			n->slots[slot] = e | DAX_LOCKED;
+			pthread_mutex_unlock(&map->lock);
 			return e;
 		}
-		struct waitq *q = waitq_for(ix, slot_first(n, slot, idx));
+		struct waitq *q = waitq_for(map, slot_first(n, slot, idx));
 		uint32_t seen = waitq_prepare(q);
-		pthread_mutex_unlock(&ix->lock);
+		pthread_mutex_unlock(&map->lock);
 		waitq_sleep(q, seen);
-		pthread_mutex_lock(&ix->lock);
+		pthread_mutex_lock(&map->lock);
 	}
 }
 
-void index_unlock_entry(struct index *ix, uint64_t idx)
+void mapping_unlock_entry(struct mapping *map, uint64_t idx)
 {
-	struct ix_node *n;
+	struct mapping_node *n;
 	unsigned slot;
 	struct waitq *q = NULL;
 
-	pthread_mutex_lock(&ix->lock);
-	if (find_slot(ix, idx, &n, &slot)) {
-		n->slots[slot] &= ~IX_LOCKED;
-		q = waitq_for(ix, slot_first(n, slot, idx));
+	pthread_mutex_lock(&map->lock);
+	if (find_slot(map, idx, &n, &slot)) {
+		n->slots[slot] &= ~DAX_LOCKED;
+		q = waitq_for(map, slot_first(n, slot, idx));
 	}
-	pthread_mutex_unlock(&ix->lock);
+	pthread_mutex_unlock(&map->lock);
 	if (q)
 		waitq_wake(q);
 }

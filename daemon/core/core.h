@@ -1,0 +1,212 @@
+/*
+ * core.h: the inside of the pmfuse core (fs.h is its public interface).
+ *
+ * Modules, each its own files, lowest first:
+ *   region     libpmem2: the mapping, store granularity, persistence, media errors
+ *   pool       libpmemobj: superblock, validators, transactions (pool_tx)
+ *   alloc      data blocks (DRAM only, rebuilt at mount) and huge-extent totals
+ *   fmap       a file's persistent map, file block -> region block
+ *   mapping    the DAX-style mapping index of an active file (DRAM)
+ *   writeback  flushing a mapping's dirty ranges
+ *   dir        directory tables (persistent) and their name hashes (DRAM)
+ *   inode      the inode table, the inode cache and inode lifetime
+ *   data       file contents: read, write, punch, fallocate, fsync
+ *   xattr      extended attributes
+ *   fs         mount, unmount and the namespace operations
+ * A module calls only modules above it in this list.  fault (failure
+ * injection) and log (messages) serve them all.
+ *
+ * Lock order (outer first; a thread holds locks only in this order):
+ *   fs->rename_lock          serialises renames: the tree's shape is stable
+ *   directory inode locks    ancestor before descendant; unrelated ones by ino
+ *   other inode locks        by ino (lock_two() in fs.c)
+ *   fs->orphan_lock          sb->orphan_head and every orphan_next/prev
+ *   fs->itable_lock          free inode numbers, used_inodes
+ *   icache stripe locks      fs->istripe[ino % 64]: icache slots, counts, state
+ *   mapping->lock, entry locks   inside one file's mapping index (mapping.h)
+ *   alloc->lock              innermost
+ * An inode's lock (in->lock, a rwlock) protects its persistent record, its
+ * file map, its mapping index and, for a directory, its entries and name
+ * hash.  Hot paths (read, write, getattr, lookup) take only the locks of the
+ * inodes they touch: there is no global lock on them.
+ *
+ * Transactions.  Every metadata change is one pmemobj transaction (pool_tx),
+ * with what it changes snapshotted first (format.h names the multi-field
+ * ranges); DRAM state (allocator, name hashes, free inode numbers, huge
+ * totals) follows only once it has committed, or is rolled back.  One
+ * exception: an overwrite inside a file stores mtime and ctime in place,
+ * without a transaction (each an aligned 8-byte store: a crash leaves an
+ * older time, never damage), persisted with the data by fsync.  Data before
+ * metadata: new blocks are written and persisted before the transaction
+ * that links them commits.
+ *
+ * Errors.  Inside the core -EUCLEAN means "damaged metadata" (a validator
+ * refused what the media holds).  It never leaves the core: public
+ * functions return -EIO in its place, as a filesystem does.
+ *
+ * Names.
+ *   record        struct pmfuse_inode, the persistent inode (in->pi)
+ *   inode         struct inode, its DRAM twin while anything refers to it
+ *   file map      the persistent radix tree of a file's blocks (fmap)
+ *   mapping       the DRAM mapping index of DAX-style entries (mapping.h)
+ *   name hash     a directory's DRAM hash of names to slots (dir.h)
+ *   block         4 KiB of the region, numbered by offset / 4 KiB
+ *   huge extent   a 2 MiB / 1 GiB file window mapped to one aligned run
+ *   orphan        an unlinked inode still referenced; reclaimed at last release
+ */
+#ifndef PMFUSE_CORE_H
+#define PMFUSE_CORE_H
+
+#include "fs.h"
+#include "alloc.h"
+#include "fmap.h"
+#include "pool.h"
+#include "region.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+_Static_assert(FS_NAME_MAX == PMFUSE_NAME_MAX && FS_SYMLINK_MAX == PMFUSE_SYMLINK_MAX &&
+	       FS_FORMAT_VERSION == PMFUSE_VERSION && FS_WHY_MAX >= POOL_WHY,
+	       "fs.h states the format's limits");
+
+struct mapping;
+struct dir_hash;
+
+/*
+ * An in-memory inode, and its lifetime.
+ *
+ * A struct inode exists for an inode number while anything refers to it:
+ * the kernel (nlookup: LOOKUP and friends add, FORGET subtracts), open files
+ * (nopen), or a core operation in progress (refs: inode_get()/inode_put()).
+ * It is found through fs->icache[ino], under the number's stripe lock
+ * (fs->istripe[ino % 64]), which protects the three counts, the state and
+ * the icache slot itself.
+ *
+ *   LIVE      in icache; inode_get() takes a reference.
+ *   EVICTING  the last count dropped to zero.  The thread that dropped it
+ *             owns the inode now: under its lock (write) it writes back the
+ *             dirty pages, frees the DRAM indexes and, if the inode is
+ *             unlinked, reclaims it (one transaction); only then does it
+ *             clear the icache slot, wake the stripe's waiters and free the
+ *             struct.  The struct stays findable all that time, so
+ *             inode_get() of its number waits (fs->istripe_wait) and then
+ *             sees either the reclaimed, free record (NULL) or a fresh struct
+ *             built from a record nobody else holds: never a second struct
+ *             for one record, so never a second reclaim.  fs_forget() and
+ *             fs_release() ignore an EVICTING inode (it has no counts left).
+ *
+ * Hence inode_put() (and fs_forget(), fs_release()) may run I/O and a
+ * transaction in the caller's thread: call them holding no inode lock.  A
+ * lookup by number (stats, extents, NFS handles, readdirplus) goes through
+ * inode_get() like everything else; walks over all inodes read persistent
+ * records and never create structs.  Reclaim is idempotent besides: it
+ * checks, under fs->orphan_lock in its transaction, that the record is
+ * still an unlinked orphan.
+ */
+enum inode_state {
+	INODE_LIVE,
+	INODE_EVICTING,
+};
+
+struct inode {
+	uint64_t ino;
+	struct pmfuse_inode *pi;	/* persistent record */
+	pthread_rwlock_t lock;
+	/* protected by the icache stripe lock */
+	enum inode_state state;
+	uint64_t nlookup;		/* kernel references */
+	uint32_t nopen;			/* open files */
+	_Atomic uint32_t ncached;	/* of those, opened without O_DIRECT: the
+					 * client may cache their pages */
+	uint32_t refs;			/* transient core references */
+	/* protected by lock */
+	struct dir_hash *dhash;		/* lazily built, under lock (write) */
+	struct mapping *mapping;	/* mapping index: built under lock (write),
+					 * dropped (flushed first) on eviction and on
+					 * punch/truncate; used under lock (any) */
+};
+
+struct fs_stats {
+	_Atomic uint64_t flush_bytes;
+	_Atomic uint64_t flush_calls;
+	_Atomic uint64_t drains;
+	_Atomic int64_t dirty_pages;	/* pages marked DIRTY, all files */
+	_Atomic uint64_t zero_bytes_served;
+	_Atomic uint64_t splice_write_bytes;	/* written by fs_write_from() */
+};
+
+struct fs {
+	struct pool pool;
+	struct region region;
+	struct alloc alloc;
+	struct fs_opts opts;
+	struct fs_stats stats;
+	/* more "name value" lines for the stats xattr, from the layer above */
+	int (*stats_extra)(char *buf, size_t size);
+	const void *zero;		/* read-only zero buffer */
+	size_t zero_size;
+
+	/* inode cache: ino -> struct inode * (see struct inode for the rules) */
+	_Atomic(struct inode *) *icache;
+	uint64_t max_inodes;
+	pthread_mutex_t istripe[64];
+	pthread_cond_t istripe_wait[64];	/* an EVICTING inode left icache */
+	struct inode *root;		/* the kernel's reference, mount to unmount */
+
+	/* free inode numbers: protected by itable_lock */
+	pthread_mutex_t itable_lock;
+	uint64_t *ifree;
+	uint64_t nifree;
+	uint64_t next_chunk;		/* first never-allocated itable chunk */
+	uint64_t used_inodes;
+
+	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */
+	pthread_mutex_t rename_lock;
+};
+
+/* inode table, cache and lifetime (inode.c); see struct inode */
+struct inode *inode_get(struct fs *fs, uint64_t ino);	/* +1 ref, NULL if free */
+void inode_put(struct fs *fs, struct inode *in);	/* may evict: no locks held */
+void inode_add_lookup(struct fs *fs, struct inode *in);
+struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino);
+int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,
+		   char *why, size_t whylen);
+void inode_to_attr(const struct inode *in, struct fs_attr *attr);
+int inode_load_table(struct fs *fs, char *why, size_t whylen);
+int inode_alloc_ino(struct fs *fs, uint64_t *ino);	/* before the tx */
+void inode_release_ino(struct fs *fs, uint64_t ino);	/* after abort or free */
+/* In a transaction: */
+void inode_tx_init(struct fs *fs, uint64_t ino, mode_t mode, uid_t uid, gid_t gid,
+		   dev_t rdev);
+int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed);
+void inode_tx_add(struct pmfuse_inode *pi);	/* snapshot the attributes */
+void inode_tx_touch(struct pmfuse_inode *pi, bool atime, bool mtime, bool ctime);
+void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
+/* Free an unlinked orphan's record, blocks and number: 1, 0 if it is not one, -errno. */
+int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
+/*
+ * The set-id bits a change of owner or a write by an unprivileged user
+ * drops (the kernel's should_remove_suid()): setuid always, setgid only
+ * with group execute (without it, setgid marks mandatory locking).
+ */
+static inline mode_t inode_setid_to_drop(mode_t mode)
+{
+	mode_t drop = mode & S_ISUID;
+
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		drop |= S_ISGID;
+	return drop;
+}
+
+/* file contents (data.c) */
+/* Text for the user.pmfuse.extents xattr of a regular file. */
+int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size);
+/* In a transaction, inode lock held exclusively: set the size, unmapping what goes. */
+int data_tx_truncate(struct fs *fs, struct inode *in, uint64_t size, struct fmap_freed *freed);
+
+/* the shared zero buffer (zero.c) */
+int zero_init(struct fs *fs);
+void zero_fini(struct fs *fs);
+
+#endif

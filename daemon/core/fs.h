@@ -1,0 +1,168 @@
+/*
+ * fs.h: the public interface of the pmfuse core -- a POSIX filesystem over
+ * one persistent-memory region, with no knowledge of FUSE.  The FUSE layer
+ * (the .c files of daemon/) includes this header and nothing else of the
+ * core; the core itself is described in core.h.
+ *
+ * Conventions.  Inodes are named by number (a struct fs_attr carries the
+ * number and its generation, which together name one file for ever).
+ * Every function returns 0 (or a count) on success and a negative errno on
+ * failure; damaged metadata is -EIO.  Metadata changes are durable when
+ * the function returns; written data when fs_fsync() returns (at once with
+ * sync).  Any function may be called from any number of threads at once.
+ */
+#ifndef PMFUSE_FS_H
+#define PMFUSE_FS_H
+
+#include "log.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+struct fs;	/* a mounted region */
+
+#define FS_NAME_MAX	255		/* bytes of a name */
+#define FS_SYMLINK_MAX	4095		/* bytes of a symlink's target */
+#define FS_FORMAT_VERSION 1		/* the on-media format this core reads */
+#define FS_WHY_MAX	512		/* room for a refusal's reason */
+
+struct fs_opts {
+	bool sync;			/* -o sync: persist data before replying */
+};
+
+/* Caller identity for permission-relevant decisions (owner, group). */
+struct fs_cred {
+	uid_t uid;
+	gid_t gid;
+};
+
+/* An inode's attributes, and the generation of its number. */
+struct fs_attr {
+	struct stat st;
+	uint64_t generation;
+};
+
+/* mount/unmount: why gets a one-line reason for a refusal */
+int fs_mount(struct fs **out, const char *region, const struct fs_opts *o,
+	     char *why, size_t whylen);
+void fs_unmount(struct fs *fs);
+
+/* What the mount is, for messages and for sizing the layer's own tables. */
+struct fs_info {
+	bool sync;			/* -o sync */
+	const char *granularity;	/* "byte", "cache_line" or "page" */
+	uint64_t max_inodes;		/* inode numbers are below this */
+};
+void fs_info(const struct fs *fs, struct fs_info *info);
+
+/*
+ * More "name value" lines for the stats xattr, from the layer above: fn
+ * writes at most size bytes and returns their count (or >= size if cut off).
+ */
+void fs_set_stats_extra(struct fs *fs, int (*fn)(char *buf, size_t size));
+
+/* kernel reference counting */
+void fs_forget(struct fs *fs, uint64_t ino, uint64_t n);
+
+/* namespace */
+int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *attr);
+int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *attr);
+int fs_ref_ino(struct fs *fs, uint64_t ino, struct fs_attr *attr);	/* readdirplus */
+
+#define FS_SET_MODE	(1 << 0)
+#define FS_SET_UID	(1 << 1)
+#define FS_SET_GID	(1 << 2)
+#define FS_SET_SIZE	(1 << 3)
+#define FS_SET_ATIME	(1 << 4)
+#define FS_SET_MTIME	(1 << 5)
+#define FS_SET_ATIME_NOW (1 << 6)
+#define FS_SET_MTIME_NOW (1 << 7)
+#define FS_SET_CTIME	(1 << 8)
+int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *set, int valid,
+	       struct fs_attr *attr);
+int fs_mknod(struct fs *fs, uint64_t parent, const char *name, mode_t mode, dev_t rdev,
+	     const struct fs_cred *cr, struct fs_attr *attr);
+int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
+	       const struct fs_cred *cr, struct fs_attr *attr);
+int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
+	    struct fs_attr *attr);
+int fs_unlink(struct fs *fs, uint64_t parent, const char *name);
+int fs_rmdir(struct fs *fs, uint64_t parent, const char *name);
+#define FS_RENAME_NOREPLACE 1
+#define FS_RENAME_EXCHANGE  2
+int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags);
+int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size);
+
+/* open files */
+/* flags: the open(2) flags; release gets the same ones */
+int fs_open(struct fs *fs, uint64_t ino, int flags);
+void fs_release(struct fs *fs, uint64_t ino, int flags);
+/* Is the file open without O_DIRECT somewhere (pages of it may be cached)? */
+bool fs_cached_opens(struct fs *fs, uint64_t ino);
+
+/* directories */
+typedef int (*fs_dirent_fn)(void *ctx, const char *name, size_t namelen, uint64_t ino,
+			    unsigned type, int64_t next_off);
+int fs_readdir(struct fs *fs, uint64_t ino, int64_t off, fs_dirent_fn fn, void *ctx);
+
+/* data: a read gives segments into the region or into the zero buffer */
+struct fs_seg {
+	const void *ptr;
+	size_t len;
+};
+#define FS_READ_MAXSEGS 320
+/* fn runs with the inode locked shared: the segments stay valid until it returns */
+typedef int (*fs_read_fn)(void *ctx, const struct fs_seg *segs, int nsegs, size_t total);
+int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx);
+ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
+		 bool sync);
+/*
+ * Where a write's bytes come from when they are not in memory (a spliced
+ * pipe): read(ctx, dst, len) stores the next len bytes at dst -- straight
+ * into the region, the only copy -- and returns 0 or -errno.  The bytes are
+ * consumed once, in file order.
+ */
+struct fs_write_src {
+	int (*read)(void *ctx, void *dst, size_t len);
+	void *ctx;
+};
+ssize_t fs_write_from(struct fs *fs, uint64_t ino, uint64_t off, const struct fs_write_src *src,
+		      size_t size, bool sync);
+int fs_fsync(struct fs *fs, uint64_t ino, bool datasync);
+int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len);
+int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence);
+ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t dst_ino,
+		      uint64_t doff, uint64_t len);
+
+int fs_statfs(struct fs *fs, struct statvfs *sv);
+
+/* extended attributes; user.pmfuse.stats (root) and .extents are generated */
+int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
+		size_t size, int flags);
+ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size);
+ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size);
+int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
+/*
+ * Before a write the kernel does not prepare (files opened O_DIRECT): what
+ * its file_remove_privs() would do -- drop security.capability, and setuid
+ * (and setgid with group execute) unless the writer is privileged.  One
+ * transaction when there is something to drop; two loads when not.
+ * 1 if something was dropped, 0 if not, or -errno.
+ */
+int fs_kill_priv(struct fs *fs, uint64_t ino, bool privileged);
+
+/*
+ * For a transport that copies read segments itself: is [p, p + n) inside
+ * the shared zero buffer (a hole: no need to copy zeros)?  And copy a
+ * segment out, with a bad page of the region (a media error) an -EIO, not
+ * a SIGBUS.
+ */
+bool fs_seg_is_zero(const struct fs *fs, const void *p, size_t n);
+int fs_seg_copy(struct fs *fs, void *dst, const void *src, size_t n);
+
+#endif
