@@ -487,14 +487,16 @@ static void check_super(void)
 	else
 		ref_add(pg->itable_off, it_len, K_ITABLE, 0);
 
-	/* the backup geometry: first block of run 0 (the geometry checked it is in the pool) */
-	memcpy(&b, pool_ptr(p, pg->runs[0].off), sizeof(b));
-	if (b.magic != PMFUSE_BACKUP_MAGIC) {
-		problem("backup superblock (offset %" PRIu64 "): bad magic %#" PRIx64,
-			pg->runs[0].off, b.magic);
-	} else if (b.checksum != pool_geometry_checksum(&b)) {
-		problem("backup superblock (offset %" PRIu64 "): checksum mismatch", pg->runs[0].off);
-	} else {
+	/* the backup geometry (pool.h; the geometry check put it inside the pool) */
+	memcpy(&b, pool_ptr(p, pool_backup_off(pg)), sizeof(b));
+	switch (pool_backup_check(pg, &b)) {
+	case POOL_BACKUP_OK:
+		break;
+	case POOL_BACKUP_DAMAGED:
+		problem("backup superblock (offset %" PRIu64 "): %s", pool_backup_off(pg),
+			b.magic != PMFUSE_BACKUP_MAGIC ? "bad magic" : "checksum mismatch");
+		break;
+	case POOL_BACKUP_DIFFERS: {
 		char diff[256] = "";
 		size_t n = 0;
 #define CMP(f) do { if (memcmp(&pg->f, &b.f, sizeof(b.f))) \
@@ -504,8 +506,8 @@ static void check_super(void)
 		CMP(created); CMP(itable_off); CMP(max_inodes); CMP(meta_reserve);
 		CMP(nruns); CMP(pad); CMP(runs);
 #undef CMP
-		if (n)
-			problem("backup superblock differs from the primary in: %s", diff);
+		problem("backup superblock differs from the primary in: %s", diff);
+	}
 	}
 	if (p->sb->state != PMFUSE_STATE_CLEAN && p->sb->state != PMFUSE_STATE_MOUNTED) {
 		problem("superblock: unknown state %u", p->sb->state);
@@ -1429,6 +1431,8 @@ static bool is_char_device(const char *path)
 	return stat(path, &st) == 0 && S_ISCHR(st.st_mode);
 }
 
+static struct pmfuse_super backup_sb;	/* the superblock fsck checks with */
+
 /*
  * pool_open() refused the region.  If it is nevertheless a pmfuse pool
  * whose superblock carries the pmfuse magic, the superblock is damaged:
@@ -1437,69 +1441,33 @@ static bool is_char_device(const char *path)
  * pool of another layout, a superblock mkfs never finished) cannot be
  * checked (8).  Returns an exit code, or -1 to go on checking.
  */
-static struct pmfuse_super backup_sb;
-
-/*
- * May pmemobj_open() be given the region at all?  Not if the pmemobj
- * header or descriptor is damaged: libpmemobj trusts them and can crash.
- */
-static bool pool_header_ok(uint64_t size)
-{
-	unsigned char page[POOL_HEADER_SIZE];
-	char why[POOL_WHY];
-	uint64_t root_off;
-	int fd = open(F.region, O_RDONLY | O_CLOEXEC);
-	bool ok;
-
-	if (fd < 0)
-		return false;
-	ok = region_pread(fd, page, sizeof(page), 0) == 0 &&	/* devdax: no pread */
-	     pool_check_header(page, size, F.region, &root_off, why, sizeof(why)) == 0;
-	close(fd);
-	return ok;
-}
 
 static int open_damaged(const char *why_open)
 {
 	char why[POOL_WHY];
-	int64_t size = pool_region_size(F.region, why, sizeof(why));
-	PMEMobjpool *pop;
-	PMEMoid root;
 	const struct pmfuse_super *sb;
-	const struct pmfuse_geometry *b = NULL;
 	struct pmfuse_geometry g;
+	int ret;
 
-	/* pmemobj_open() must not see a pool whose own structures are damaged */
-	if (size < (int64_t)PMFUSE_MIN_REGION || !pool_header_ok((uint64_t)size))
-		goto not_pmfuse;
+	/* a sound pmemobj header and the pmfuse magic, or it cannot be checked */
 	in_pmemobj = 1;
 	if (F.guarded)
 		alarm(OPEN_WATCHDOG_SEC);
-	pop = pmemobj_open(F.region, PMFUSE_LAYOUT);
+	ret = pool_open_damaged(&F.pool, F.region, why, sizeof(why));
 	if (F.guarded)
 		alarm(0);
 	in_pmemobj = 0;
-	if (!pop)
-		goto not_pmfuse;
-	/* as pool_open(): pmemobj_root() would reallocate a root of another size */
-	if (pmemobj_root_size(pop) != sizeof(struct pmfuse_super) ||
-	    OID_IS_NULL(root = pmemobj_root(pop, sizeof(struct pmfuse_super))) ||
-	    root.off < 4096 || root.off > (uint64_t)size ||
-	    (uint64_t)size - root.off < sizeof(struct pmfuse_super))
-		goto close;
-	sb = (const struct pmfuse_super *)((const char *)pop + root.off);
-	if (sb->geo.magic != PMFUSE_MAGIC)
-		goto close;
-
-	F.sb_off = root.off;
-	F.pool.pop = pop;
-	F.pool.base = (char *)pop;
-	F.pool.size = (uint64_t)size;
+	if (ret) {
+		fprintf(stderr, "fsck.pmfuse: %s\n", why_open);
+		return FSCK_OPERATIONAL;
+	}
+	sb = F.pool.sb;
+	F.sb_off = pool_off(&F.pool, sb);
 	F.opened = true;
 	if (mprotect(F.pool.base, F.pool.size, PROT_READ) == 0)
 		F.protected = true;
 	g = sb->geo;
-	if (pool_check_geometry(&g, (uint64_t)size, why, sizeof(why)) == 0) {
+	if (pool_check_geometry(&g, F.pool.size, why, sizeof(why)) == 0) {
 		/* the geometry is fine: pool_open() objected to the inode table (below) */
 		backup_sb = *sb;
 		if (((const struct pmfuse_itable *)(F.pool.base + g.itable_off))->nchunks ==
@@ -1507,30 +1475,15 @@ static int open_damaged(const char *why_open)
 			problem("superblock: %s", why_open);	/* whatever it was */
 	} else {
 		problem("%s%s", strncmp(why_open, "superblock", 10) ? "superblock: " : "", why_open);
-		/* the backup sits in the first block of its own run 0, at a 2 MiB boundary */
-		for (uint64_t off = PMFUSE_HUGE_2M_BLOCKS * PMFUSE_BLOCK_SIZE;
-		     off + PMFUSE_BLOCK_SIZE <= (uint64_t)size;
-		     off += PMFUSE_HUGE_2M_BLOCKS * PMFUSE_BLOCK_SIZE) {
-			const struct pmfuse_geometry *c = (const void *)(F.pool.base + off);
-			if (c->magic != PMFUSE_BACKUP_MAGIC || c->checksum != pool_geometry_checksum(c))
-				continue;
-			g = *c;
-			g.magic = PMFUSE_MAGIC;
-			g.checksum = pool_geometry_checksum(&g);
-			if (g.runs[0].off == off &&
-			    !pool_check_geometry(&g, (uint64_t)size, why, sizeof(why))) {
-				b = c;
-				break;
-			}
-		}
-		if (!b) {
+		int64_t off = pool_backup_find(F.pool.base, F.pool.size, &g);
+		if (off < 0) {
 			problem("superblock: no intact backup superblock found; nothing more can be checked");
 			return FSCK_UNCORRECTED;
 		}
 		backup_sb = *sb;	/* the mutable part (state, orphan list) */
 		backup_sb.geo = g;
-		printf("%s: the backup superblock at offset %" PRIu64 " is intact; checking with it\n",
-		       F.region, pool_off(&F.pool, b));
+		printf("%s: the backup superblock at offset %" PRId64 " is intact; checking with it\n",
+		       F.region, off);
 		F.used_backup = true;
 	}
 	F.pool.sb = &backup_sb;
@@ -1542,11 +1495,6 @@ static int open_damaged(const char *why_open)
 			"; checking %" PRIu64, F.pool.itable->nchunks,
 			g.max_inodes / PMFUSE_INODES_PER_CHUNK, g.max_inodes / PMFUSE_INODES_PER_CHUNK);
 	return -1;
-close:
-	pmemobj_close(pop);
-not_pmfuse:
-	fprintf(stderr, "fsck.pmfuse: %s\n", why_open);
-	return FSCK_OPERATIONAL;
 }
 
 /* Open the region read-only; returns an exit code, or -1 to go on checking. */
@@ -1815,29 +1763,16 @@ static bool fix_done(enum fix kind, uint64_t id, const char *what, int ret)
 }
 
 /*
- * The core (struct fs) over the region opened for repair, without the
- * daemon's mount: no data mapping, no orphan reclaim, no state change.  Its
- * allocator and free inode numbers come from the check, so the core's own
- * functions keep them right as they free and allocate.
+ * The core (struct fs, fs_attach()) over the region opened for repair,
+ * without the daemon's mount: no data mapping, no orphan reclaim, no state
+ * change.  Its allocator and free inode numbers come from the check, so the
+ * core's own functions keep them right as they free and allocate.
  */
-static void repair_fs_init(void)
-{
-	struct fs *fs = xcalloc(1, sizeof(*fs));
 
-	fs->pool = F.pool;
-	fs->max_inodes = F.max_inodes;
-	fs->icache = xcalloc(F.max_inodes, sizeof(*fs->icache));
-	fs->ifree = xcalloc(F.max_inodes, sizeof(uint64_t));
-	for (int i = 0; i < 64; i++) {
-		pthread_mutex_init(&fs->istripe[i], NULL);
-		pthread_cond_init(&fs->istripe_wait[i], NULL);
-	}
-	pthread_mutex_init(&fs->itable_lock, NULL);
-	pthread_mutex_init(&fs->orphan_lock, NULL);
-	pthread_mutex_init(&fs->rename_lock, NULL);
-	if (alloc_init(&fs->alloc, &fs->pool))
-		fatal("out of memory for the block allocator");
-	/* blocks in use: the check's bitmap, run by run (blocks claimed twice once) */
+/* The blocks in use, run by run (claimed twice: once). */
+static int claim_checked_blocks(void *ctx, struct alloc *a)
+{
+	(void)ctx;
 	for (uint64_t b = 0; b < F.nblocks;) {
 		if (!(F.bmap[b >> 6] >> (b & 63) & 1)) {
 			b++;
@@ -1846,50 +1781,31 @@ static void repair_fs_init(void)
 		uint64_t e = b;
 		while (e < F.nblocks && (F.bmap[e >> 6] >> (e & 63) & 1))
 			e++;
-		alloc_claim(&fs->alloc, b, e - b);
+		alloc_claim(a, b, e - b);
 		b = e;
 	}
-	/* free inode numbers, as inode_load_table() lists them; damaged chunks give none */
-	fs->next_chunk = F.nchunks;
-	for (uint64_t c = 0; c < F.nchunks; c++) {
-		if (!F.p->itable->chunk[c]) {
-			if (fs->next_chunk == F.nchunks)
-				fs->next_chunk = c;
-			continue;
-		}
-		if (!F.chunk_ok[c])
-			continue;
-		for (uint64_t i = PMFUSE_INODES_PER_CHUNK; i-- > 0;) {
-			uint64_t ino = c * PMFUSE_INODES_PER_CHUNK + i;
-			if (ino == 0)
-				continue;
-			if (rec(ino)->mode == 0)
-				fs->ifree[fs->nifree++] = ino;
-			else
-				fs->used_inodes++;
-		}
-	}
-	R.fs = fs;
+	return 0;
+}
+
+/* Damaged inode chunks give no free numbers. */
+static bool chunk_checked_ok(void *ctx, uint64_t c)
+{
+	(void)ctx;
+	return F.chunk_ok[c];
+}
+
+static void repair_fs_init(void)
+{
+	char why[POOL_WHY];
+
+	if (fs_attach(&R.fs, &F.pool, claim_checked_blocks, chunk_checked_ok, NULL, why,
+		      sizeof(why)))
+		fatal("%s", why);
 }
 
 static void repair_fs_fini(void)
 {
-	struct fs *fs = R.fs;
-
-	if (!fs)
-		return;
-	for (uint64_t ino = 0; ino < fs->max_inodes; ino++) {
-		struct inode *in = atomic_load(&fs->icache[ino]);
-		if (!in)
-			continue;
-		dir_hash_free(in);
-		pthread_rwlock_destroy(&in->lock);
-		free(in);
-	}
-	alloc_destroy(&fs->alloc);
-	free(fs->icache);
-	free(fs->ifree);
-	free(fs);
+	fs_detach(R.fs);
 	R.fs = NULL;
 }
 

@@ -117,11 +117,8 @@ static const char *existing_signature(const char *path)
 	close(fd);
 	if (err)
 		return NULL;
-	if (n >= 8 && memcmp(buf, "PMEMOBJ", 8) == 0) {
-		if (memmem(buf + 4096, (size_t)n > 8192 ? 4096 : 0, PMFUSE_LAYOUT, sizeof(PMFUSE_LAYOUT)))
-			return "a pmfuse filesystem";
-		return "a pmemobj pool";
-	}
+	if (pool_has_pmemobj_signature(buf))
+		return pool_has_pmfuse_layout(buf) ? "a pmfuse filesystem" : "a pmemobj pool";
 	if (n >= 8 && memcmp(buf, "PMEM", 4) == 0)
 		return "a PMDK pool";
 	if (n >= 1082 && buf[1080] == 0x53 && buf[1081] == 0xef)

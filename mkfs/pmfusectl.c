@@ -807,29 +807,16 @@ static bool image_in_use(const struct image *im, int how)
 	return flock(im->fd, how | LOCK_NB) != 0 && errno == EWOULDBLOCK;
 }
 
-enum backup_state { BACKUP_OK, BACKUP_DIFFERS, BACKUP_DAMAGED };
-
-static const char *const backup_names[] = { "ok", "differs", "damaged" };
-
-/* The backup geometry in the first block of run 0, against the primary. */
-static enum backup_state check_backup(const struct pmfuse_geometry *g,
-				      const struct pmfuse_geometry *b)
-{
-	struct pmfuse_geometry want = *g;
-
-	if (b->magic != PMFUSE_BACKUP_MAGIC || b->checksum != pool_geometry_checksum(b))
-		return BACKUP_DAMAGED;
-	want.magic = PMFUSE_BACKUP_MAGIC;
-	want.checksum = pool_geometry_checksum(&want);
-	return memcmp(&want, b, sizeof(want)) == 0 ? BACKUP_OK : BACKUP_DIFFERS;
-}
+static const char *const backup_names[] = {
+	[POOL_BACKUP_OK] = "ok", [POOL_BACKUP_DIFFERS] = "differs", [POOL_BACKUP_DAMAGED] = "damaged",
+};
 
 /*
  * Read and validate the superblock and the backup geometry.  0, or an
  * exit status with the message printed.
  */
 static int read_super(const struct image *im, struct pmfuse_super *sb,
-		      enum backup_state *backup)
+		      enum pool_backup *backup)
 {
 	unsigned char *head = malloc(POOL_HEADER_SIZE);
 	struct pmfuse_geometry b;
@@ -859,10 +846,10 @@ static int read_super(const struct image *im, struct pmfuse_super *sb,
 		goto out;
 	}
 	/* pool_check_geometry() made sure run 0 lies inside the region */
-	if (image_read(im, &b, sizeof(b), sb->geo.runs[0].off))
-		*backup = BACKUP_DAMAGED;
+	if (image_read(im, &b, sizeof(b), pool_backup_off(&sb->geo)))
+		*backup = POOL_BACKUP_DAMAGED;
 	else
-		*backup = check_backup(&sb->geo, &b);
+		*backup = pool_backup_check(&sb->geo, &b);
 	ret = 0;
 out:
 	free(head);
@@ -893,7 +880,7 @@ static const char *state_text(const struct pmfuse_super *sb, bool in_use)
 }
 
 static void print_info_table(const struct image *im, const struct pmfuse_super *sb,
-			     enum backup_state backup, bool in_use, const struct region_mounts *rm)
+			     enum pool_backup backup, bool in_use, const struct region_mounts *rm)
 {
 	const struct pmfuse_geometry *g = &sb->geo;
 	uint64_t data = 0;
@@ -932,13 +919,13 @@ static void print_info_table(const struct image *im, const struct pmfuse_super *
 	printf("  %-20s %s\n", "orphan list", sb->orphan_head ? "not empty (reclaimed at the next mount)"
 							      : "empty");
 	printf("  %-20s %s\n", "backup superblock",
-	       backup == BACKUP_OK ? "ok (matches the primary)" :
-	       backup == BACKUP_DIFFERS ? "DIFFERS from the primary (run fsck.pmfuse)" :
+	       backup == POOL_BACKUP_OK ? "ok (matches the primary)" :
+	       backup == POOL_BACKUP_DIFFERS ? "DIFFERS from the primary (run fsck.pmfuse)" :
 	       "DAMAGED (run fsck.pmfuse)");
 }
 
 static void print_info_json(const struct image *im, const struct pmfuse_super *sb,
-			    enum backup_state backup, bool in_use, const struct region_mounts *rm)
+			    enum pool_backup backup, bool in_use, const struct region_mounts *rm)
 {
 	const struct pmfuse_geometry *g = &sb->geo;
 	uint64_t data = 0;
@@ -980,7 +967,7 @@ static int cmd_info(int argc, char **argv)
 	};
 	struct region_mounts *rm = NULL;
 	struct pmfuse_super sb;
-	enum backup_state backup;
+	enum pool_backup backup;
 	struct image im;
 	bool json = false, in_use;
 	int c, ret;
@@ -1048,7 +1035,7 @@ static int tx_set_label(void *arg)
 {
 	struct label_args *a = arg;
 	struct pmfuse_geometry *g = &a->pool->sb->geo;
-	struct pmfuse_geometry *b = pool_ptr(a->pool, g->runs[0].off);
+	struct pmfuse_geometry *b = pool_ptr(a->pool, pool_backup_off(g));
 
 	pmemobj_tx_add_range_direct(g, sizeof(*g));
 	pmemobj_tx_add_range_direct(b, sizeof(*b));
@@ -1056,9 +1043,7 @@ static int tx_set_label(void *arg)
 	memset(g->label, 0, sizeof(g->label));
 	memcpy(g->label, a->label, strlen(a->label));
 	g->checksum = pool_geometry_checksum(g);
-	*b = *g;
-	b->magic = PMFUSE_BACKUP_MAGIC;
-	b->checksum = pool_geometry_checksum(b);
+	pool_backup_make(g, b);
 	return 0;
 }
 
@@ -1076,7 +1061,7 @@ static int cmd_label(int argc, char **argv)
 {
 	struct region_mounts *rm;
 	struct pmfuse_super sb;
-	enum backup_state backup;
+	enum pool_backup backup;
 	struct image im;
 	struct pool p;
 	char why[POOL_WHY], old[PMFUSE_LABEL_MAX];
@@ -1122,9 +1107,9 @@ static int cmd_label(int argc, char **argv)
 	}
 	if (ret)
 		goto out;
-	if (backup != BACKUP_OK) {
+	if (backup != POOL_BACKUP_OK) {
 		fprintf(stderr, "%s: %s: the backup superblock %s; run fsck.pmfuse first\n", prog,
-			path, backup == BACKUP_DAMAGED ? "is damaged" : "differs from the primary");
+			path, backup == POOL_BACKUP_DAMAGED ? "is damaged" : "differs from the primary");
 		ret = EXIT_FAILURE;
 		goto out;
 	}
@@ -1158,7 +1143,7 @@ static int cmd_label(int argc, char **argv)
 		ret = read_super(&im, &sb, &backup);
 		image_close(&im);
 	}
-	if (!ret && (strcmp(sb.geo.label, label) != 0 || backup != BACKUP_OK)) {
+	if (!ret && (strcmp(sb.geo.label, label) != 0 || backup != POOL_BACKUP_OK)) {
 		fprintf(stderr, "%s: %s: the label did not read back as written\n", prog, path);
 		ret = EXIT_FAILURE;
 	}

@@ -165,6 +165,17 @@ struct fs {
 	pthread_mutex_t rename_lock;
 };
 
+/*
+ * For fsck's repairs: a struct fs over a pool fsck opened and checked, with
+ * no region mapping and no mount scan -- fsck did its own: claim() marks
+ * the blocks in use in the allocator, and free inode numbers come from the
+ * inode chunks usable() accepts.  Only namespace operations and reclaim may
+ * run on it.  fs_detach() frees it and leaves the pool open.
+ */
+int fs_attach(struct fs **out, const struct pool *pool, int (*claim)(void *ctx, struct alloc *a),
+	      bool (*usable)(void *ctx, uint64_t chunk), void *ctx, char *why, size_t whylen);
+void fs_detach(struct fs *fs);
+
 /* inode table, cache and lifetime (inode.c); see struct inode */
 struct inode *inode_get(struct fs *fs, uint64_t ino);	/* +1 ref, NULL if free */
 void inode_put(struct fs *fs, struct inode *in);	/* may evict: no locks held */
@@ -173,7 +184,13 @@ struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino);
 int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,
 		   char *why, size_t whylen);
 void inode_to_attr(const struct inode *in, struct fs_attr *attr);
-int inode_load_table(struct fs *fs, char *why, size_t whylen);
+/*
+ * List the free inode numbers (and count the used ones) of the table.  With
+ * usable NULL every record is validated (a mount); otherwise chunks it
+ * refuses are skipped and records are trusted (fsck checked them).
+ */
+int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), void *ctx,
+		     char *why, size_t whylen);
 int inode_alloc_ino(struct fs *fs, uint64_t *ino);	/* before the tx */
 void inode_release_ino(struct fs *fs, uint64_t ino);	/* after abort or free */
 /* In a transaction: */

@@ -143,11 +143,103 @@ static double ms_since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
+/* The DRAM side of a struct fs over fs->pool: the inode cache and its locks. */
+static int cache_init(struct fs *fs, char *why, size_t whylen)
+{
+	fs->max_inodes = fs->pool.sb->geo.max_inodes;
+	fs->icache = calloc(fs->max_inodes, sizeof(*fs->icache));
+	fs->ifree = malloc(fs->max_inodes * sizeof(uint64_t));
+	if (!fs->icache || !fs->ifree) {
+		snprintf(why, whylen, "out of memory for %" PRIu64 " inodes", fs->max_inodes);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < 64; i++) {
+		pthread_mutex_init(&fs->istripe[i], NULL);
+		pthread_cond_init(&fs->istripe_wait[i], NULL);
+	}
+	pthread_mutex_init(&fs->itable_lock, NULL);
+	pthread_mutex_init(&fs->orphan_lock, NULL);
+	pthread_mutex_init(&fs->rename_lock, NULL);
+	return 0;
+}
+
+/*
+ * Free every cached inode, with nothing running any more.  At unmount
+ * (reclaim) each is written back first, and unlinked ones still open are
+ * reclaimed now; fsck's detach only frees.
+ */
+static void cache_fini(struct fs *fs, bool reclaim)
+{
+	for (uint64_t ino = 0; fs->icache && ino < fs->max_inodes; ino++) {
+		struct inode *in = atomic_load(&fs->icache[ino]);
+		if (!in)
+			continue;
+		if (reclaim) {
+			bool unlinked = in->pi->mode && in->pi->nlink == 0;
+			writeback_drop(fs, in, !unlinked);
+			if (unlinked)
+				inode_reclaim(fs, ino, in->pi);
+		}
+		dir_hash_free(in);
+		pthread_rwlock_destroy(&in->lock);
+		free(in);
+	}
+	free(fs->icache);
+	free(fs->ifree);
+}
+
+/*
+ * What a mount checks and builds from the media: the inode table, the root,
+ * the allocator, and one walk of every file map and object (blocks and
+ * objects claimed once, huge extents counted, orphans listed).
+ */
+static int load(struct fs *fs, uint64_t **orphans, size_t *norphans, char *why, size_t whylen)
+{
+	struct pool_objects objs;
+	int ret = inode_load_table(fs, NULL, NULL, why, whylen);
+
+	if (ret)
+		return ret;
+	struct pmfuse_inode *root = inode_record(fs, PMFUSE_ROOT_INO);
+	if (!root || !S_ISDIR(root->mode)) {
+		snprintf(why, whylen, "root inode is missing or not a directory");
+		return -EUCLEAN;
+	}
+	ret = alloc_init(&fs->alloc, &fs->pool);
+	if (ret) {
+		snprintf(why, whylen, "out of memory for the block allocator");
+		return ret;
+	}
+	ret = pool_objects_load(&fs->pool, &objs);
+	if (ret) {
+		snprintf(why, whylen, "cannot list the pmemobj heap's objects: %s", strerror(-ret));
+		return ret;
+	}
+	ret = scan_files(fs, &objs, orphans, norphans, why, whylen);
+	pool_objects_free(&objs);
+	return ret;
+}
+
+/* Files unlinked while open when the last session ended go now. */
+static int reclaim_orphans(struct fs *fs, const uint64_t *orphans, size_t n, char *why,
+			   size_t whylen)
+{
+	for (size_t i = 0; i < n; i++) {
+		int ret = inode_reclaim(fs, orphans[i], inode_record(fs, orphans[i]));
+		if (ret < 0) {
+			snprintf(why, whylen, "cannot reclaim orphan inode %" PRIu64 ": %s",
+				 orphans[i], strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
 int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	     char *why, size_t whylen)
 {
 	struct timespec t0;
-	double t_pool, t_table, t_scan;
+	double t_pool, t_scan;
 	struct fs *fs = calloc(1, sizeof(*fs));
 	uint64_t *orphans = NULL;
 	size_t norphans = 0;
@@ -171,63 +263,16 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		ret = -EINVAL;
 		goto out_region;
 	}
-	fs->max_inodes = fs->pool.sb->geo.max_inodes;
-	fs->icache = calloc(fs->max_inodes, sizeof(*fs->icache));
-	fs->ifree = malloc(fs->max_inodes * sizeof(uint64_t));
-	if (!fs->icache || !fs->ifree) {
-		snprintf(why, whylen, "out of memory for %" PRIu64 " inodes", fs->max_inodes);
-		ret = -ENOMEM;
-		goto out_region;
-	}
-	for (int i = 0; i < 64; i++) {
-		pthread_mutex_init(&fs->istripe[i], NULL);
-		pthread_cond_init(&fs->istripe_wait[i], NULL);
-	}
-	pthread_mutex_init(&fs->itable_lock, NULL);
-	pthread_mutex_init(&fs->orphan_lock, NULL);
-	pthread_mutex_init(&fs->rename_lock, NULL);
-
-	ret = inode_load_table(fs, why, whylen);
-	if (ret)
-		goto out_region;
-	t_table = ms_since(&t0);
-	struct pmfuse_inode *root = inode_record(fs, PMFUSE_ROOT_INO);
-	if (!root || !S_ISDIR(root->mode)) {
-		snprintf(why, whylen, "root inode is missing or not a directory");
-		ret = -EUCLEAN;
-		goto out_region;
-	}
-	ret = alloc_init(&fs->alloc, &fs->pool);
-	if (ret) {
-		snprintf(why, whylen, "out of memory for the block allocator");
-		goto out_region;
-	}
-	struct pool_objects objs;
-	ret = pool_objects_load(&fs->pool, &objs);
-	if (ret) {
-		snprintf(why, whylen, "cannot list the pmemobj heap's objects: %s", strerror(-ret));
-		goto out_alloc;
-	}
-	ret = scan_files(fs, &objs, &orphans, &norphans, why, whylen);
-	pool_objects_free(&objs);
-	if (ret)
-		goto out_alloc;
+	if ((ret = cache_init(fs, why, whylen)) || (ret = load(fs, &orphans, &norphans, why, whylen)))
+		goto out_cache;
 	t_scan = ms_since(&t0);
 	ret = zero_init(fs);
 	if (ret) {
 		snprintf(why, whylen, "cannot map the zero buffer");
-		goto out_alloc;
+		goto out_cache;
 	}
-	/* files unlinked while open when the last session ended */
-	for (size_t i = 0; i < norphans; i++) {
-		ret = inode_reclaim(fs, orphans[i], inode_record(fs, orphans[i]));
-		if (ret < 0) {
-			snprintf(why, whylen, "cannot reclaim orphan inode %" PRIu64 ": %s", orphans[i], strerror(-ret));
-			goto out_zero;
-		}
-	}
-	free(orphans);
-	orphans = NULL;
+	if ((ret = reclaim_orphans(fs, orphans, norphans, why, whylen)))
+		goto out_zero;
 	if (unclean)
 		log_notice("%s was not cleanly unmounted: pool recovered, %zu orphan inode(s) reclaimed",
 			   path, norphans);
@@ -240,7 +285,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	/*
 	 * The kernel holds the root from mount to unmount without a LOOKUP
 	 * for it: that reference is this one, or the root would be evicted
-	 * -- its directory index thrown away -- after every operation on it.
+	 * -- its name hash thrown away -- after every operation on it.
 	 */
 	if (!(fs->root = inode_get(fs, PMFUSE_ROOT_INO))) {
 		snprintf(why, whylen, "out of memory for the root inode");
@@ -248,22 +293,22 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		goto out_zero;
 	}
 	/* where a slow mount spends its time (pmfuse -o log_level=debug) */
-	log_debug("mount: pmemobj_open %.1f ms, inode table %.1f ms (%" PRIu64 " slots), "
-		  "objects and file maps %.1f ms, orphans and superblock %.1f ms",
-		  t_pool, t_table - t_pool, fs->max_inodes, t_scan - t_table, ms_since(&t0) - t_scan);
+	log_debug("mount: pmemobj_open %.1f ms, inode table, objects and file maps %.1f ms "
+		  "(%" PRIu64 " inode slots), orphans and superblock %.1f ms",
+		  t_pool, t_scan - t_pool, fs->max_inodes, ms_since(&t0) - t_scan);
 	fault_arm_from_env();		/* tests only: PMFUSE_FAULT_ALLOC, _CRASH */
+	free(orphans);
 	*out = fs;
 	snprintf(why, whylen, "%zu orphan inode(s) reclaimed", norphans);
 	return 0;
 
 out_zero:
 	zero_fini(fs);
-out_alloc:
+out_cache:
 	alloc_destroy(&fs->alloc);
-out_region:
+	cache_fini(fs, false);
 	free(orphans);
-	free(fs->icache);
-	free(fs->ifree);
+out_region:
 	region_close(&fs->region);
 out_pool:
 	pool_close(&fs->pool);
@@ -276,29 +321,54 @@ void fs_unmount(struct fs *fs)
 {
 	int64_t dirty = atomic_load(&fs->stats.dirty_pages);
 
-	for (uint64_t ino = 0; ino < fs->max_inodes; ino++) {
-		struct inode *in = atomic_load(&fs->icache[ino]);
-		if (!in)
-			continue;
-		bool unlinked = in->pi->mode && in->pi->nlink == 0;
-		/* a clean unmount leaves nothing dirty behind */
-		writeback_drop(fs, in, !unlinked);
-		/* unlinked files still open at unmount: reclaimed now */
-		if (unlinked)
-			inode_reclaim(fs, ino, in->pi);
-		dir_hash_free(in);
-		pthread_rwlock_destroy(&in->lock);
-		free(in);
-	}
+	/* a clean unmount leaves nothing dirty, and no orphan, behind */
+	cache_fini(fs, true);
 	if (set_state(fs, PMFUSE_STATE_CLEAN))
 		log_err("cannot mark the superblock clean; the next mount will recover");
 	log_info("unmounted: %" PRId64 " dirty page(s) flushed, superblock marked clean", dirty);
 	zero_fini(fs);
 	alloc_destroy(&fs->alloc);
-	free(fs->icache);
-	free(fs->ifree);
 	region_close(&fs->region);
 	pool_close(&fs->pool);
+	free(fs);
+}
+
+int fs_attach(struct fs **out, const struct pool *pool, int (*claim)(void *ctx, struct alloc *a),
+	      bool (*usable)(void *ctx, uint64_t chunk), void *ctx, char *why, size_t whylen)
+{
+	struct fs *fs = calloc(1, sizeof(*fs));
+	int ret;
+
+	if (!fs)
+		return -ENOMEM;
+	fs->pool = *pool;
+	ret = cache_init(fs, why, whylen);
+	if (ret)
+		goto fail;
+	ret = alloc_init(&fs->alloc, &fs->pool);
+	if (ret) {
+		snprintf(why, whylen, "out of memory for the block allocator");
+		goto fail;
+	}
+	if ((ret = claim(ctx, &fs->alloc)) ||
+	    (ret = inode_load_table(fs, usable, ctx, why, whylen))) {
+		alloc_destroy(&fs->alloc);
+		goto fail;
+	}
+	*out = fs;
+	return 0;
+fail:
+	cache_fini(fs, false);
+	free(fs);
+	return ret;
+}
+
+void fs_detach(struct fs *fs)
+{
+	if (!fs)
+		return;
+	cache_fini(fs, false);
+	alloc_destroy(&fs->alloc);
 	free(fs);
 }
 

@@ -479,10 +479,12 @@ int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed)
 	return 0;
 }
 
-int inode_load_table(struct fs *fs, char *why, size_t whylen)
+int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), void *ctx,
+		     char *why, size_t whylen)
 {
 	struct pool *p = &fs->pool;
-	uint64_t nchunks = p->itable->nchunks;
+	/* what the geometry says (a mount checked the table holds as many) */
+	uint64_t nchunks = fs->max_inodes / PMFUSE_INODES_PER_CHUNK;
 	bool seen_hole = false;
 
 	fs->next_chunk = nchunks;
@@ -494,7 +496,9 @@ int inode_load_table(struct fs *fs, char *why, size_t whylen)
 			seen_hole = true;
 			continue;
 		}
-		if (!pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
+		if (usable ? !usable(ctx, c) : !pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
+			if (usable)
+				continue;	/* damaged: none of its numbers is handed out */
 			snprintf(why, whylen, "inode table chunk %" PRIu64 " points outside metadata", c);
 			return -EUCLEAN;
 		}
@@ -507,9 +511,11 @@ int inode_load_table(struct fs *fs, char *why, size_t whylen)
 				fs->ifree[fs->nifree++] = ino;
 				continue;
 			}
-			int ret = inode_validate(p, ino, pi, why, whylen);
-			if (ret)
-				return ret;
+			if (!usable) {
+				int ret = inode_validate(p, ino, pi, why, whylen);
+				if (ret)
+					return ret;
+			}
 			fs->used_inodes++;
 		}
 	}

@@ -170,6 +170,7 @@ bool pool_has_pmemobj_signature(const void *first_page)
 	return memcmp(first_page, "PMEMOBJ", 8) == 0;
 }
 
+
 bool pool_meta_range_ok(const struct pool *p, uint64_t off, uint64_t len)
 {
 	const struct pmfuse_geometry *g = &p->sb->geo;
@@ -452,10 +453,9 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 	pmemobj_persist(pop, rooti, sizeof(*rooti));
 
 	/* Backup of the geometry in the first block of run 0. */
-	void *backup = (char *)pop + g.runs[0].off;
-	struct pmfuse_geometry bg = g;
-	bg.magic = PMFUSE_BACKUP_MAGIC;
-	bg.checksum = pool_geometry_checksum(&bg);
+	void *backup = (char *)pop + pool_backup_off(&g);
+	struct pmfuse_geometry bg;
+	pool_backup_make(&g, &bg);
 	pmemobj_memset_persist(pop, backup, 0, PMFUSE_BLOCK_SIZE);
 	pmemobj_memcpy_persist(pop, backup, &bg, sizeof(bg));
 
@@ -495,6 +495,12 @@ out:
 #define OBJ_NLANES_MAX		1024
 #define OBJ_LANE_SIZE		3072	/* struct lane_layout */
 
+bool pool_has_pmfuse_layout(const void *header)
+{
+	return memcmp((const char *)header + OBJ_LAYOUT_OFF, PMFUSE_LAYOUT,
+		      sizeof(PMFUSE_LAYOUT)) == 0;
+}
+
 static bool obj_layout_ok(const unsigned char *page, uint64_t size, uint64_t root_off)
 {
 	uint64_t lanes_off, nlanes, heap_off;
@@ -524,7 +530,7 @@ int pool_check_header(const void *head, uint64_t size, const char *path,
 			 path, major, OBJ_FORMAT_MAJOR);
 		return -EPROTONOSUPPORT;
 	}
-	if (memcmp(page + OBJ_LAYOUT_OFF, PMFUSE_LAYOUT, sizeof(PMFUSE_LAYOUT)) != 0) {
+	if (!pool_has_pmfuse_layout(page)) {
 		snprintf(why, whylen, "%s is a pmemobj pool of another layout, not a pmfuse region", path);
 		return -EINVAL;
 	}
@@ -544,7 +550,11 @@ int pool_check_header(const void *head, uint64_t size, const char *path,
 	return 0;
 }
 
-static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
+/*
+ * Before pmemobj_open() sees the region: its header (libpmemobj trusts it
+ * and can crash on a damaged one) and, with geometry, the superblock's.
+ */
+static int precheck(const char *path, uint64_t size, bool geometry, char *why, size_t whylen)
 {
 	unsigned char page[POOL_HEADER_SIZE];
 	struct pmfuse_super sb;
@@ -562,7 +572,7 @@ static int precheck(const char *path, uint64_t size, char *why, size_t whylen)
 		goto out;
 	}
 	ret = pool_check_header(page, size, path, &root_off, why, whylen);
-	if (ret)
+	if (ret || !geometry)
 		goto out;
 	if (region_pread(fd, &sb, sizeof(sb), root_off)) {
 		snprintf(why, whylen, "%s: cannot read the superblock", path);
@@ -575,22 +585,21 @@ out:
 	return ret;
 }
 
-int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
+/* Size first: pmemobj_open() dies with SIGBUS on an empty file. */
+static int64_t open_size(const char *path, char *why, size_t whylen)
 {
-	int64_t size;
-	int ret;
+	int64_t size = pool_region_size(path, why, whylen);
 
-	memset(p, 0, sizeof(*p));
-	size = pool_region_size(path, why, whylen);
-	if (size < 0)
-		return (int)size;
-	if ((uint64_t)size < PMFUSE_MIN_REGION) {
+	if (size >= 0 && (uint64_t)size < PMFUSE_MIN_REGION) {
 		snprintf(why, whylen, "%s is %" PRId64 " bytes: too small to be a pmfuse region", path, size);
 		return -EINVAL;
 	}
-	ret = precheck(path, (uint64_t)size, why, whylen);
-	if (ret)
-		return ret;
+	return size;
+}
+
+/* pmemobj_open() and the root object, once the header was found sound. */
+static int open_pmemobj(struct pool *p, const char *path, uint64_t size, char *why, size_t whylen)
+{
 	p->pop = pmemobj_open(path, PMFUSE_LAYOUT);
 	int e = errno;
 	if (!p->pop) {
@@ -606,10 +615,9 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	p->base = (char *)p->pop;
-	p->size = (uint64_t)size;
+	p->size = size;
 	if (pmemobj_root_size(p->pop) != sizeof(struct pmfuse_super)) {
 		snprintf(why, whylen, "%s: pool has no pmfuse superblock", path);
-		ret = -EINVAL;
 		goto fail;
 	}
 	/* pmemobj_root() would reallocate on a size mismatch; we checked it */
@@ -617,10 +625,27 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 	if (OID_IS_NULL(root) || root.off < 4096 || root.off > p->size ||
 	    p->size - root.off < sizeof(struct pmfuse_super)) {
 		snprintf(why, whylen, "%s: superblock pointer is out of range: damaged pool", path);
-		ret = -EINVAL;
 		goto fail;
 	}
 	p->sb = (struct pmfuse_super *)(p->base + root.off);
+	return 0;
+fail:
+	pool_close(p);
+	return -EINVAL;
+}
+
+int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
+{
+	int64_t size;
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	size = open_size(path, why, whylen);
+	if (size < 0)
+		return (int)size;
+	ret = precheck(path, (uint64_t)size, true, why, whylen);
+	if (ret || (ret = open_pmemobj(p, path, (uint64_t)size, why, whylen)))
+		return ret;
 	ret = pool_check_geometry(&p->sb->geo, p->size, why, whylen);
 	if (ret)
 		goto fail;
@@ -632,9 +657,65 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 	}
 	return 0;
 fail:
-	pmemobj_close(p->pop);
-	p->pop = NULL;
+	pool_close(p);
 	return ret;
+}
+
+int pool_open_damaged(struct pool *p, const char *path, char *why, size_t whylen)
+{
+	int64_t size;
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	size = open_size(path, why, whylen);
+	if (size < 0)
+		return (int)size;
+	ret = precheck(path, (uint64_t)size, false, why, whylen);
+	if (ret || (ret = open_pmemobj(p, path, (uint64_t)size, why, whylen)))
+		return ret;
+	if (p->sb->geo.magic != PMFUSE_MAGIC) {
+		snprintf(why, whylen, "%s: no pmfuse superblock (bad magic)", path);
+		pool_close(p);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void pool_backup_make(const struct pmfuse_geometry *g, struct pmfuse_geometry *b)
+{
+	*b = *g;
+	b->magic = PMFUSE_BACKUP_MAGIC;
+	b->checksum = pool_geometry_checksum(b);
+}
+
+enum pool_backup pool_backup_check(const struct pmfuse_geometry *g,
+				   const struct pmfuse_geometry *b)
+{
+	struct pmfuse_geometry want;
+
+	if (b->magic != PMFUSE_BACKUP_MAGIC || b->checksum != pool_geometry_checksum(b))
+		return POOL_BACKUP_DAMAGED;
+	pool_backup_make(g, &want);
+	return memcmp(&want, b, sizeof(want)) == 0 ? POOL_BACKUP_OK : POOL_BACKUP_DIFFERS;
+}
+
+int64_t pool_backup_find(const char *base, uint64_t size, struct pmfuse_geometry *g)
+{
+	char why[POOL_WHY];
+
+	for (uint64_t off = PMFUSE_HUGE_2M_BLOCKS * PMFUSE_BLOCK_SIZE;
+	     off + PMFUSE_BLOCK_SIZE <= size; off += PMFUSE_HUGE_2M_BLOCKS * PMFUSE_BLOCK_SIZE) {
+		const struct pmfuse_geometry *c = (const void *)(base + off);
+		if (c->magic != PMFUSE_BACKUP_MAGIC || c->checksum != pool_geometry_checksum(c))
+			continue;
+		*g = *c;
+		g->magic = PMFUSE_MAGIC;
+		g->checksum = pool_geometry_checksum(g);
+		/* it must be where the geometry it describes puts it */
+		if (pool_backup_off(g) == off && !pool_check_geometry(g, size, why, sizeof(why)))
+			return (int64_t)off;
+	}
+	return -1;
 }
 
 void pool_close(struct pool *p)

@@ -56,10 +56,18 @@ int pool_format(const char *path, const struct pool_format_opts *o,
  * damaged; -EPROTONOSUPPORT: unknown format version.
  */
 int pool_open(struct pool *p, const char *path, char *why, size_t whylen);
+/*
+ * For fsck, after pool_open() refused: open a pool whose pmemobj header is
+ * sound and whose superblock carries the pmfuse magic, but whose geometry
+ * or inode table may be damaged (p->itable is not set).  0 or -errno.
+ */
+int pool_open_damaged(struct pool *p, const char *path, char *why, size_t whylen);
 void pool_close(struct pool *p);
 
 /* Is this a pmemobj pool signature at the start of the region? */
 bool pool_has_pmemobj_signature(const void *first_page);
+/* And is the pool (POOL_HEADER_SIZE bytes of its header) of pmfuse's layout? */
+bool pool_has_pmfuse_layout(const void *header);
 
 /*
  * Judge a region of size bytes by its first POOL_HEADER_SIZE bytes (the
@@ -131,11 +139,36 @@ int pool_objects_load(const struct pool *p, struct pool_objects *po);
 bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len);
 void pool_objects_free(struct pool_objects *po);
 
-/* The block holding the backup superblock (never given to files). */
+/*
+ * The backup superblock, the one rule mkfs, fsck, pmfusectl and the daemon
+ * share: a copy of the geometry with magic PMFUSE_BACKUP_MAGIC and its own
+ * checksum, in the first block of data run 0 -- on a 2 MiB boundary, where
+ * fsck finds it without the root pointer -- and never given to a file.
+ */
+static inline uint64_t pool_backup_off(const struct pmfuse_geometry *g)
+{
+	return g->runs[0].off;
+}
+
 static inline uint64_t pool_backup_block(const struct pool *p)
 {
-	return p->sb->geo.runs[0].off >> PMFUSE_BLOCK_SHIFT;
+	return pool_backup_off(&p->sb->geo) >> PMFUSE_BLOCK_SHIFT;
 }
+
+/* The backup image of geometry g. */
+void pool_backup_make(const struct pmfuse_geometry *g, struct pmfuse_geometry *b);
+
+enum pool_backup { POOL_BACKUP_OK, POOL_BACKUP_DIFFERS, POOL_BACKUP_DAMAGED };
+/* Does b, read from pool_backup_off(g), back up g? */
+enum pool_backup pool_backup_check(const struct pmfuse_geometry *g,
+				   const struct pmfuse_geometry *b);
+
+/*
+ * With the primary superblock damaged: search the region mapped at base
+ * for an intact backup that lies where the geometry it holds says; its
+ * offset (*g: that geometry, as a primary), or -1.
+ */
+int64_t pool_backup_find(const char *base, uint64_t size, struct pmfuse_geometry *g);
 
 /*
  * Run fn(arg) as one transaction.  fn returns 0 to commit or -errno to
