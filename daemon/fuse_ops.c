@@ -292,6 +292,16 @@ static void direct_write_end(fuse_req_t req, fuse_ino_t ino, off_t off, size_t n
 		fuse_lowlevel_notify_inval_inode(pm_session, ino, off, (off_t)n);
 }
 
+/* The start of both write handlers: false if it has replied (an error). */
+static bool write_begin(fuse_req_t req, fuse_ino_t ino, off_t off, const struct fuse_file_info *fi)
+{
+	int err = off < 0 ? -EINVAL : is_direct(fi) ? direct_write_begin(req, ino) : 0;
+
+	if (err)
+		reply_err(req, ino, -err);
+	return err == 0;
+}
+
 /* The end of both write handlers: n bytes written at off, or -errno. */
 static void reply_write(fuse_req_t req, fuse_ino_t ino, const struct fuse_file_info *fi,
 			off_t off, ssize_t n)
@@ -394,14 +404,8 @@ static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
 	ssize_t n;
 
-	if (off < 0) {
-		reply_err(req, ino, EINVAL);
+	if (!write_begin(req, ino, off, fi))
 		return;
-	}
-	if (is_direct(fi) && (n = direct_write_begin(req, ino)) < 0) {
-		reply_err(req, ino, (int)-n);
-		return;
-	}
 	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(fi));
 	reply_write(req, ino, fi, off, n);
 }
@@ -430,14 +434,8 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	size_t size = fuse_buf_size(in);
 	ssize_t n;
 
-	if (off < 0) {
-		reply_err(req, ino, EINVAL);
+	if (!write_begin(req, ino, off, fi))
 		return;
-	}
-	if (is_direct(fi) && (n = direct_write_begin(req, ino)) < 0) {
-		reply_err(req, ino, (int)-n);
-		return;
-	}
 	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
 		n = fs_write(pm_fs(req), ino, (uint64_t)off, (const char *)in->buf[0].mem + in->off,
 			     size, wants_sync(fi));

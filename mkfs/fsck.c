@@ -339,38 +339,29 @@ static const char *kind_name(uint8_t kind)
 	}
 }
 
-/* "inode 5: directory chunk", the subject of a problem line */
-static const char *subject(const struct ref *r, char *buf, size_t len)
+/*
+ * A metadata structure in words: as the subject of a problem line
+ * ("inode 5: directory chunk") or as its owner ("a directory chunk of
+ * inode 5").
+ */
+static const char *describe(const struct ref *r, bool as_owner, char *buf, size_t len)
 {
-	switch (r->kind) {
-	case K_SUPER: case K_ITABLE:
-		snprintf(buf, len, "%s", kind_name(r->kind));
-		break;
-	case K_ICHUNK:
-		snprintf(buf, len, "inode table chunk %" PRIu64, r->owner);
-		break;
-	default:
-		snprintf(buf, len, "inode %" PRIu64 ": %s", r->owner, kind_name(r->kind));
-		break;
-	}
-	return buf;
-}
+	const char *kind = kind_name(r->kind);
 
-/* "a directory chunk of inode 5" */
-static const char *owner_desc(const struct ref *r, char *buf, size_t len)
-{
 	switch (r->kind) {
 	case K_SUPER: case K_ITABLE:
-		snprintf(buf, len, "the %s", kind_name(r->kind));
+		snprintf(buf, len, "%s%s", as_owner ? "the " : "", kind);
 		break;
 	case K_ICHUNK:
 		snprintf(buf, len, "inode table chunk %" PRIu64, r->owner);
 		break;
-	case K_NAME:
-		snprintf(buf, len, "an entry name in directory %" PRIu64, r->owner);
-		break;
 	default:
-		snprintf(buf, len, "a %s of inode %" PRIu64, kind_name(r->kind), r->owner);
+		if (!as_owner)
+			snprintf(buf, len, "inode %" PRIu64 ": %s", r->owner, kind);
+		else if (r->kind == K_NAME)
+			snprintf(buf, len, "an entry name in directory %" PRIu64, r->owner);
+		else
+			snprintf(buf, len, "a %s of inode %" PRIu64, kind, r->owner);
 		break;
 	}
 	return buf;
@@ -427,8 +418,8 @@ static bool ref_add(uint64_t off, uint64_t len, uint8_t kind, uint64_t owner)
 			continue;
 		struct ref mine = { off, len, owner, kind };
 		char a[128], b[128];
-		problem("%s at offset %" PRIu64 " is also used as %s", subject(&mine, a, sizeof(a)),
-			off, owner_desc(&F.refs[j], b, sizeof(b)));
+		problem("%s at offset %" PRIu64 " is also used as %s", describe(&mine, false, a, sizeof(a)),
+			off, describe(&F.refs[j], true, b, sizeof(b)));
 		sicken(ref_inode(&mine));
 		sicken(ref_inode(&F.refs[j]));
 		F.incomplete = true;
@@ -1296,7 +1287,7 @@ static void check_objects(void)
 		if (!r->off || r->kind == K_SUPER)	/* the root object is not iterated */
 			continue;
 		size_t k = obj_find(o, n, r->off);
-		subject(r, d, sizeof(d));
+		describe(r, false, d, sizeof(d));
 		if (k == SIZE_MAX || o[k].off != r->off) {
 			problem("%s at offset %" PRIu64 " is not an allocated object", d, r->off);
 			sicken(ref_inode(r));

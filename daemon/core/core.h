@@ -180,6 +180,13 @@ void fs_detach(struct fs *fs);
 struct inode *inode_get(struct fs *fs, uint64_t ino);	/* +1 ref, NULL if free */
 void inode_put(struct fs *fs, struct inode *in);	/* may evict: no locks held */
 void inode_add_lookup(struct fs *fs, struct inode *in);
+/*
+ * Lock two inodes that are not directories of one another, in the one
+ * order (by number); b may be NULL or a (locked once, exclusively if either
+ * asks).  Shared or exclusive each.
+ */
+void inode_lock_two(struct inode *a, bool a_shared, struct inode *b, bool b_shared);
+void inode_unlock_two(struct inode *a, struct inode *b);
 struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino);
 int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,
 		   char *why, size_t whylen);

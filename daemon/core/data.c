@@ -843,16 +843,7 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 		ret = -EINVAL;	/* overlapping ranges of one file, as Linux */
 		goto out_put;
 	}
-	/* one lock per inode, taken in inode order */
-	if (src == dst) {
-		pthread_rwlock_wrlock(&dst->lock);
-	} else if (src->ino < dst->ino) {
-		pthread_rwlock_rdlock(&src->lock);
-		pthread_rwlock_wrlock(&dst->lock);
-	} else {
-		pthread_rwlock_wrlock(&dst->lock);
-		pthread_rwlock_rdlock(&src->lock);
-	}
+	inode_lock_two(src, true, dst, false);
 	if (soff >= src->pi->size)
 		goto out_unlock;
 	if (len > src->pi->size - soff)
@@ -885,9 +876,7 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 		done += n;
 	}
 out_unlock:
-	pthread_rwlock_unlock(&dst->lock);
-	if (src != dst)
-		pthread_rwlock_unlock(&src->lock);
+	inode_unlock_two(src, dst);
 out_put:
 	inode_put(fs, dst);
 	inode_put(fs, src);

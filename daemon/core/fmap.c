@@ -29,6 +29,18 @@ static struct pmfuse_mapnode *node_at(const struct pool *p, uint64_t e)
 	return pool_ptr(p, e);
 }
 
+/* What an entry at level is, once checked against the pool. */
+enum entry_kind { HOLE, LEAF, NODE };
+
+static int entry_kind(const struct pool *p, uint64_t e, unsigned level)
+{
+	if (e == 0)
+		return HOLE;
+	if (pmfuse_map_is_leaf(e))
+		return leaf_ok(p, e, level) ? LEAF : -EUCLEAN;
+	return level > 0 && node_ok(p, e) ? NODE : -EUCLEAN;
+}
+
 int fmap_lookup(const struct pool *p, const struct pmfuse_inode *pi,
 		uint64_t fblock, uint64_t *phys, uint64_t *count)
 {
@@ -42,25 +54,36 @@ int fmap_lookup(const struct pool *p, const struct pmfuse_inode *pi,
 		return 0;
 	}
 	for (;;) {
-		uint64_t span = fmap_span(level);
-		if (e == 0) {
-			*count = base + span - fblock;
-			return 0;
+		int kind = entry_kind(p, e, level);
+		if (kind < 0)
+			return kind;
+		if (kind != NODE) {
+			*count = base + fmap_span(level) - fblock;
+			if (kind == LEAF)
+				*phys = pmfuse_map_phys(e) + (fblock - base);
+			return kind == LEAF;
 		}
-		if (pmfuse_map_is_leaf(e)) {
-			if (!leaf_ok(p, e, level))
-				return -EUCLEAN;
-			*phys = pmfuse_map_phys(e) + (fblock - base);
-			*count = base + span - fblock;
-			return 1;
-		}
-		if (level == 0 || !node_ok(p, e))
-			return -EUCLEAN;
 		level--;
 		uint64_t idx = (fblock - base) >> (PMFUSE_MAP_SHIFT * level);
 		base += idx << (PMFUSE_MAP_SHIFT * level);
 		e = node_at(p, e)->slot[idx];
 	}
+}
+
+/*
+ * The part of [fblock, +n) that falls in one child of a node at base whose
+ * children span cspan blocks each: the child (*idx, starting at *cbase) and
+ * how many blocks.
+ */
+static uint64_t child_part(uint64_t base, uint64_t cspan, uint64_t fblock, uint64_t n,
+			   uint64_t *idx, uint64_t *cbase)
+{
+	uint64_t len;
+
+	*idx = (fblock - base) / cspan;
+	*cbase = base + *idx * cspan;
+	len = *cbase + cspan - fblock;
+	return len < n ? len : n;
 }
 
 /* Snapshot an entry unless it lives in a node allocated by this transaction. */
@@ -113,11 +136,7 @@ static int map_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned 
 	struct pmfuse_mapnode *node = node_at(p, e);
 	uint64_t cspan = fmap_span(level - 1);
 	while (n) {
-		uint64_t idx = (fblock - base) / cspan;
-		uint64_t cbase = base + idx * cspan;
-		uint64_t len = cbase + cspan - fblock;
-		if (len > n)
-			len = n;
+		uint64_t idx, cbase, len = child_part(base, cspan, fblock, n, &idx, &cbase);
 		int ret = map_range(p, &node->slot[idx], node_fresh, level - 1, cbase,
 				    fblock, phys, len);
 		if (ret)
@@ -308,13 +327,11 @@ static int unmap_range(const struct pool *p, uint64_t *slot, bool fresh, unsigne
 {
 	uint64_t span = fmap_span(level), e = *slot;
 	bool node_fresh = false;
-	int ret;
+	int ret = entry_kind(p, e, level);
 
-	if (e == 0)
-		return 0;
-	if (pmfuse_map_is_leaf(e)) {
-		if (!leaf_ok(p, e, level))
-			return -EUCLEAN;
+	if (ret <= HOLE)
+		return ret;
+	if (ret == LEAF) {
 		if (fblock == base && n == span) {
 			ret = freed_add(freed, pmfuse_map_phys(e), span);
 			if (ret)
@@ -331,17 +348,11 @@ static int unmap_range(const struct pool *p, uint64_t *slot, bool fresh, unsigne
 		entry_set(slot, node, fresh);
 		e = node;
 		node_fresh = true;
-	} else if (level == 0 || !node_ok(p, e)) {
-		return -EUCLEAN;
 	}
 	struct pmfuse_mapnode *node = node_at(p, e);
 	uint64_t cspan = fmap_span(level - 1);
 	while (n) {
-		uint64_t idx = (fblock - base) / cspan;
-		uint64_t cbase = base + idx * cspan;
-		uint64_t len = cbase + cspan - fblock;
-		if (len > n)
-			len = n;
+		uint64_t idx, cbase, len = child_part(base, cspan, fblock, n, &idx, &cbase);
 		ret = unmap_range(p, &node->slot[idx], node_fresh, level - 1, cbase, fblock, len,
 				  freed, nfreed);
 		if (ret)
@@ -397,17 +408,12 @@ void fmap_freed_release(struct alloc *a, struct fmap_freed *f)
 static int walk(const struct pool *p, uint64_t e, unsigned level, uint64_t base,
 		fmap_leaf_fn cb, fmap_node_fn on_node, void *ctx)
 {
-	int ret;
+	int ret = entry_kind(p, e, level);
 
-	if (e == 0)
-		return 0;
-	if (pmfuse_map_is_leaf(e)) {
-		if (!leaf_ok(p, e, level))
-			return -EUCLEAN;
+	if (ret <= HOLE)
+		return ret;
+	if (ret == LEAF)
 		return cb ? cb(ctx, base, pmfuse_map_phys(e), fmap_span(level)) : 0;
-	}
-	if (level == 0 || !node_ok(p, e))
-		return -EUCLEAN;
 	if (on_node && (ret = on_node(ctx, e)))
 		return ret;
 	const struct pmfuse_mapnode *node = node_at(p, e);

@@ -402,6 +402,31 @@ static int get_dir(struct fs *fs, uint64_t ino, struct inode **out)
 	return 0;
 }
 
+/*
+ * What every operation on a name begins with: check the name, take the
+ * directory and lock it -- shared to read, exclusive to change -- with its
+ * name hash built.  On success the caller holds the reference and the
+ * lock; on failure neither.
+ */
+static int lock_parent(struct fs *fs, uint64_t parent, const char *name, bool excl,
+		       struct inode **dir, size_t *len)
+{
+	int ret = check_name(name, len);
+
+	if (ret || (ret = get_dir(fs, parent, dir)))
+		return ret;
+	ret = excl ? dir_lock_excl(fs, *dir) : dir_lock_shared(fs, *dir);
+	if (ret)
+		inode_put(fs, *dir);
+	return ret;
+}
+
+static void unlock_parent(struct fs *fs, struct inode *dir)
+{
+	pthread_rwlock_unlock(&dir->lock);
+	inode_put(fs, dir);
+}
+
 static void attr_locked(struct inode *in, struct fs_attr *attr)
 {
 	pthread_rwlock_rdlock(&in->lock);
@@ -415,29 +440,20 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 	struct pmfuse_dirent *de;
 	uint32_t slot;
 	size_t len;
-	int ret;
+	int ret = lock_parent(fs, parent, name, false, &dir, &len);
 
-	ret = check_name(name, &len);
 	if (ret)
-		return ret;
-	ret = get_dir(fs, parent, &dir);
-	if (ret)
-		return ret;
-	ret = dir_lock_shared(fs, dir);
-	if (ret)
-		goto out;
+		return ret == -EUCLEAN ? -EIO : ret;
 	de = dir_find(fs, dir, name, len, &slot, &ret);
 	/* take the child before dropping the directory lock: it cannot be freed */
 	if (de && !(child = inode_get(fs, de->ino)))
 		ret = -EIO;
-	pthread_rwlock_unlock(&dir->lock);
+	unlock_parent(fs, dir);
 	if (child) {
 		inode_add_lookup(fs, child);
 		attr_locked(child, attr);
 		inode_put(fs, child);
 	}
-out:
-	inode_put(fs, dir);
 	return ret == -EUCLEAN ? -EIO : ret;
 }
 
@@ -476,27 +492,27 @@ out:
 	return ret == -EUCLEAN ? -EIO : ret;
 }
 
-int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *attr)
+static int attr_of(struct fs *fs, uint64_t ino, bool add_lookup, struct fs_attr *attr)
 {
 	struct inode *in = inode_get(fs, ino);
 
 	if (!in)
 		return -ENOENT;
+	if (add_lookup)
+		inode_add_lookup(fs, in);
 	attr_locked(in, attr);
 	inode_put(fs, in);
 	return 0;
 }
 
+int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *attr)
+{
+	return attr_of(fs, ino, false, attr);
+}
+
 int fs_ref_ino(struct fs *fs, uint64_t ino, struct fs_attr *attr)
 {
-	struct inode *in = inode_get(fs, ino);
-
-	if (!in)
-		return -ENOENT;
-	inode_add_lookup(fs, in);
-	attr_locked(in, attr);
-	inode_put(fs, in);
-	return 0;
+	return attr_of(fs, ino, true, attr);
 }
 
 static void set_time(struct pmfuse_time *t, const struct timespec *ts)
@@ -651,20 +667,19 @@ static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t 
 	size_t len, tlen = target ? strlen(target) : 0;
 	gid_t gid = cr->gid;
 
-	ret = check_name(name, &len);
-	if (ret)
+	if ((ret = check_name(name, &len)))
 		return ret;
 	if (target && (tlen == 0 || tlen > PMFUSE_SYMLINK_MAX))
 		return tlen ? -ENAMETOOLONG : -ENOENT;
-	ret = get_dir(fs, parent, &dir);
-	if (ret)
-		return ret;
+	/* before the directory lock: a new inode chunk is a transaction */
 	ret = inode_alloc_ino(fs, &ino);
 	if (ret)
-		goto out_put;
-	ret = dir_lock_excl(fs, dir);
-	if (ret)
-		goto out_ino;
+		return ret;
+	ret = lock_parent(fs, parent, name, true, &dir, &len);
+	if (ret) {
+		inode_release_ino(fs, ino);
+		return ret == -EUCLEAN ? -EIO : ret;
+	}
 	if (dir->pi->nlink == 0) {
 		ret = -ENOENT;
 		goto out_unlock;
@@ -698,12 +713,9 @@ static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t 
 		}
 	}
 out_unlock:
-	pthread_rwlock_unlock(&dir->lock);
-out_ino:
+	unlock_parent(fs, dir);
 	if (ret && ret != -EIO)
 		inode_release_ino(fs, ino);
-out_put:
-	inode_put(fs, dir);
 	return ret == -EUCLEAN ? -EIO : ret;
 }
 
@@ -787,8 +799,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	uint32_t slot;
 	size_t len;
 
-	ret = check_name(newname, &len);
-	if (ret)
+	if ((ret = check_name(newname, &len)))
 		return ret;
 	in = inode_get(fs, ino);
 	if (!in)
@@ -797,14 +808,11 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 		inode_put(fs, in);
 		return -EPERM;
 	}
-	ret = get_dir(fs, newparent, &dir);
+	ret = lock_parent(fs, newparent, newname, true, &dir, &len);
 	if (ret) {
 		inode_put(fs, in);
-		return ret;
+		return ret == -EUCLEAN ? -EIO : ret;
 	}
-	ret = dir_lock_excl(fs, dir);
-	if (ret)
-		goto out_put;
 	pthread_rwlock_wrlock(&in->lock);
 	if (dir->pi->nlink == 0 || in->pi->nlink == 0) {
 		ret = -ENOENT;
@@ -827,9 +835,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	}
 out_unlock:
 	pthread_rwlock_unlock(&in->lock);
-	pthread_rwlock_unlock(&dir->lock);
-out_put:
-	inode_put(fs, dir);
+	unlock_parent(fs, dir);
 	inode_put(fs, in);
 	return ret == -EUCLEAN ? -EIO : ret;
 }
@@ -884,15 +890,9 @@ static int remove_entry(struct fs *fs, uint64_t parent, const char *name, bool w
 	size_t len;
 	bool last;
 
-	ret = check_name(name, &len);
+	ret = lock_parent(fs, parent, name, true, &dir, &len);
 	if (ret)
-		return ret;
-	ret = get_dir(fs, parent, &dir);
-	if (ret)
-		return ret;
-	ret = dir_lock_excl(fs, dir);
-	if (ret)
-		goto out_put;
+		return ret == -EUCLEAN ? -EIO : ret;
 	de = dir_find(fs, dir, name, len, &slot, &ret);
 	if (!de)
 		goto out_unlock;
@@ -921,13 +921,11 @@ static int remove_entry(struct fs *fs, uint64_t parent, const char *name, bool w
 	dir_remove_done(dir, slot, hash, ret == 0);
 out_child:
 	pthread_rwlock_unlock(&child->lock);
-	pthread_rwlock_unlock(&dir->lock);
+	unlock_parent(fs, dir);
 	inode_put(fs, child);	/* may reclaim it now if nobody else holds it */
-	goto out_put;
+	return ret == -EUCLEAN ? -EIO : ret;
 out_unlock:
-	pthread_rwlock_unlock(&dir->lock);
-out_put:
-	inode_put(fs, dir);
+	unlock_parent(fs, dir);
 	return ret == -EUCLEAN ? -EIO : ret;
 }
 
@@ -955,26 +953,6 @@ static int is_ancestor(struct fs *fs, uint64_t ancestor, uint64_t ino)
 		ino = pi->parent;
 	}
 	return -EIO;
-}
-
-static void lock_two(struct inode *a, struct inode *b)
-{
-	if (!b || a == b) {
-		pthread_rwlock_wrlock(&a->lock);
-	} else if (a->ino < b->ino) {
-		pthread_rwlock_wrlock(&a->lock);
-		pthread_rwlock_wrlock(&b->lock);
-	} else {
-		pthread_rwlock_wrlock(&b->lock);
-		pthread_rwlock_wrlock(&a->lock);
-	}
-}
-
-static void unlock_two(struct inode *a, struct inode *b)
-{
-	pthread_rwlock_unlock(&a->lock);
-	if (b && b != a)
-		pthread_rwlock_unlock(&b->lock);
 }
 
 /* Move directory s from d1 to d2 (in a transaction): its ".." and link counts. */
@@ -1109,7 +1087,7 @@ int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const cha
 		ret = -EINVAL;
 		goto out_unlock;
 	}
-	lock_two(s, t);
+	inode_lock_two(s, false, t, false);
 	if (t && !(flags & FS_RENAME_EXCHANGE)) {
 		if (S_ISDIR(s->pi->mode) && !S_ISDIR(t->pi->mode))
 			ret = -ENOTDIR;
@@ -1135,7 +1113,7 @@ int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const cha
 	if (!(flags & FS_RENAME_EXCHANGE))
 		dir_remove_done(d1, sslot, shash, ret == 0);
 out_unlock_children:
-	unlock_two(s, t);
+	inode_unlock_two(s, t);
 out_unlock:
 	pthread_rwlock_unlock(&d1->lock);
 	if (d2 != d1)

@@ -198,6 +198,34 @@ void inode_put(struct fs *fs, struct inode *in)
 	unlock_and_evict_unused(fs, in);
 }
 
+static void lock_one(struct inode *in, bool shared)
+{
+	if (shared)
+		pthread_rwlock_rdlock(&in->lock);
+	else
+		pthread_rwlock_wrlock(&in->lock);
+}
+
+void inode_lock_two(struct inode *a, bool a_shared, struct inode *b, bool b_shared)
+{
+	if (!b || a == b) {
+		lock_one(a, a_shared && (!b || b_shared));
+	} else if (a->ino < b->ino) {
+		lock_one(a, a_shared);
+		lock_one(b, b_shared);
+	} else {
+		lock_one(b, b_shared);
+		lock_one(a, a_shared);
+	}
+}
+
+void inode_unlock_two(struct inode *a, struct inode *b)
+{
+	pthread_rwlock_unlock(&a->lock);
+	if (b && b != a)
+		pthread_rwlock_unlock(&b->lock);
+}
+
 void inode_add_lookup(struct fs *fs, struct inode *in)
 {
 	pthread_mutex_lock(stripe(fs, in->ino));

@@ -634,7 +634,8 @@ fail:
 	return -EINVAL;
 }
 
-int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
+/* Size, header (and geometry), pmemobj_open() and the root object. */
+static int open_pool(struct pool *p, const char *path, bool geometry, char *why, size_t whylen)
 {
 	int64_t size;
 	int ret;
@@ -643,8 +644,15 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 	size = open_size(path, why, whylen);
 	if (size < 0)
 		return (int)size;
-	ret = precheck(path, (uint64_t)size, true, why, whylen);
-	if (ret || (ret = open_pmemobj(p, path, (uint64_t)size, why, whylen)))
+	ret = precheck(path, (uint64_t)size, geometry, why, whylen);
+	return ret ? ret : open_pmemobj(p, path, (uint64_t)size, why, whylen);
+}
+
+int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
+{
+	int ret = open_pool(p, path, true, why, whylen);
+
+	if (ret)
 		return ret;
 	ret = pool_check_geometry(&p->sb->geo, p->size, why, whylen);
 	if (ret)
@@ -663,15 +671,9 @@ fail:
 
 int pool_open_damaged(struct pool *p, const char *path, char *why, size_t whylen)
 {
-	int64_t size;
-	int ret;
+	int ret = open_pool(p, path, false, why, whylen);
 
-	memset(p, 0, sizeof(*p));
-	size = open_size(path, why, whylen);
-	if (size < 0)
-		return (int)size;
-	ret = precheck(path, (uint64_t)size, false, why, whylen);
-	if (ret || (ret = open_pmemobj(p, path, (uint64_t)size, why, whylen)))
+	if (ret)
 		return ret;
 	if (p->sb->geo.magic != PMFUSE_MAGIC) {
 		snprintf(why, whylen, "%s: no pmfuse superblock (bad magic)", path);

@@ -130,12 +130,61 @@ static bool reserved(const char *name)
 	return strncmp(name, RESERVED_PREFIX, sizeof(RESERVED_PREFIX) - 1) == 0;
 }
 
-ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size)
+/*
+ * The skeleton of every attribute operation: op runs with the inode locked
+ * (exclusively to change its set) and its attribute set validated.
+ */
+typedef ssize_t (*xattr_op)(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
+			    void *arg);
+
+static ssize_t with_xattrs(struct fs *fs, uint64_t ino, bool change, xattr_op op, void *arg)
 {
 	const struct pmfuse_xattrs *x;
-	const struct pmfuse_xattr_rec *r;
-	struct inode *in;
+	struct inode *in = inode_get(fs, ino);
 	ssize_t ret;
+
+	if (!in)
+		return -ENOENT;
+	if (change)
+		pthread_rwlock_wrlock(&in->lock);
+	else
+		pthread_rwlock_rdlock(&in->lock);
+	ret = xattrs_get(fs, in->pi, &x);
+	if (ret == 0)
+		ret = op(fs, in, x, arg);
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
+/* A name and a buffer: what get and list hand their op. */
+struct xattr_buf {
+	const char *name;
+	char *buf;
+	size_t size;			/* 0: only say how much is needed */
+};
+
+static ssize_t get_value(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
+			 void *arg)
+{
+	struct xattr_buf *b = arg;
+	const struct pmfuse_xattr_rec *r = xattr_find(x, b->name, strlen(b->name));
+
+	(void)fs;
+	(void)in;
+	if (!r)
+		return -ENODATA;
+	if (b->size == 0)
+		return r->value_len;
+	if (r->value_len > b->size)
+		return -ERANGE;
+	memcpy(b->buf, (const char *)(r + 1) + r->name_len, r->value_len);
+	return r->value_len;
+}
+
+ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size)
+{
+	struct xattr_buf g = { name, value, size };
 
 	bool stats = ino == PMFUSE_ROOT_INO && strcmp(name, STATS_NAME) == 0;
 	if (stats || strcmp(name, EXTENTS_NAME) == 0) {
@@ -151,61 +200,36 @@ ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, 
 		memcpy(value, buf, (size_t)n);
 		return n;
 	}
-	in = inode_get(fs, ino);
-	if (!in)
-		return -ENOENT;
-	pthread_rwlock_rdlock(&in->lock);
-	ret = xattrs_get(fs, in->pi, &x);
-	if (ret)
-		goto out;
-	r = xattr_find(x, name, strlen(name));
-	if (!r)
-		ret = -ENODATA;
-	else if (size == 0)
-		ret = r->value_len;
-	else if (r->value_len > size)
-		ret = -ERANGE;
-	else {
-		memcpy(value, (const char *)(r + 1) + r->name_len, r->value_len);
-		ret = r->value_len;
-	}
-out:
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
-	return ret;
+	return with_xattrs(fs, ino, false, get_value, &g);
 }
 
-ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
+static ssize_t list_names(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
+			  void *arg)
 {
-	const struct pmfuse_xattrs *x;
-	struct inode *in = inode_get(fs, ino);
+	struct xattr_buf *b = arg;
 	size_t need = 0, pos = 0;
-	ssize_t ret;
 
-	if (!in)
-		return -ENOENT;
-	pthread_rwlock_rdlock(&in->lock);
-	ret = xattrs_get(fs, in->pi, &x);
-	if (ret)
-		goto out;
+	(void)fs;
+	(void)in;
 	for (uint32_t i = 0; x && i < x->count; i++) {
 		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
-		if (size) {
-			if (need + r->name_len + 1 > size) {
-				ret = -ERANGE;
-				goto out;
-			}
-			memcpy(list + need, r + 1, r->name_len);
-			list[need + r->name_len] = '\0';
+		if (b->size) {
+			if (need + r->name_len + 1 > b->size)
+				return -ERANGE;
+			memcpy(b->buf + need, r + 1, r->name_len);
+			b->buf[need + r->name_len] = '\0';
 		}
 		need += r->name_len + 1;
 		pos += xattr_rec_size(r);
 	}
-	ret = (ssize_t)need;
-out:
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
-	return ret;
+	return (ssize_t)need;
+}
+
+ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
+{
+	struct xattr_buf b = { NULL, list, size };
+
+	return with_xattrs(fs, ino, false, list_names, &b);
 }
 
 struct swap_args {
@@ -290,64 +314,49 @@ static int xattr_rewrite(struct fs *fs, struct inode *in, const struct pmfuse_xa
 	return ret;
 }
 
+/* A change of one attribute: value NULL removes it. */
+struct xattr_change {
+	const char *name;
+	size_t nlen;
+	const void *value;
+	size_t size;
+	int flags;			/* XATTR_CREATE, XATTR_REPLACE */
+};
+
+static ssize_t change_value(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
+			    void *arg)
+{
+	struct xattr_change *c = arg;
+	bool exists = xattr_find(x, c->name, c->nlen) != NULL;
+
+	if ((c->flags & XATTR_CREATE) && exists)
+		return -EEXIST;
+	if (((c->flags & XATTR_REPLACE) || !c->value) && !exists)
+		return -ENODATA;
+	return xattr_rewrite(fs, in, x, c->name, c->nlen, c->value, c->size, 0);
+}
+
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
 		size_t size, int flags)
 {
-	const struct pmfuse_xattrs *x;
-	struct inode *in;
-	size_t nlen = strlen(name);
-	int ret;
+	struct xattr_change c = { name, strlen(name), value ? value : "", size, flags };
 
 	if (reserved(name))
 		return -EPERM;
-	if (nlen == 0 || nlen > 255)
+	if (c.nlen == 0 || c.nlen > 255)
 		return -ERANGE;
 	if (size > XATTR_VALUE_MAX)
 		return -E2BIG;
-	in = inode_get(fs, ino);
-	if (!in)
-		return -ENOENT;
-	pthread_rwlock_wrlock(&in->lock);
-	ret = xattrs_get(fs, in->pi, &x);
-	if (ret)
-		goto out;
-	bool exists = xattr_find(x, name, nlen) != NULL;
-	if ((flags & XATTR_CREATE) && exists)
-		ret = -EEXIST;
-	else if ((flags & XATTR_REPLACE) && !exists)
-		ret = -ENODATA;
-	else
-		ret = xattr_rewrite(fs, in, x, name, nlen, value ? value : "", size, 0);
-out:
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
-	return ret;
+	return (int)with_xattrs(fs, ino, true, change_value, &c);
 }
 
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 {
-	const struct pmfuse_xattrs *x;
-	struct inode *in;
-	size_t nlen = strlen(name);
-	int ret;
+	struct xattr_change c = { name, strlen(name), NULL, 0, 0 };
 
 	if (reserved(name))
 		return -EPERM;
-	in = inode_get(fs, ino);
-	if (!in)
-		return -ENOENT;
-	pthread_rwlock_wrlock(&in->lock);
-	ret = xattrs_get(fs, in->pi, &x);
-	if (ret)
-		goto out;
-	if (!xattr_find(x, name, nlen))
-		ret = -ENODATA;
-	else
-		ret = xattr_rewrite(fs, in, x, name, nlen, NULL, 0, 0);
-out:
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
-	return ret;
+	return (int)with_xattrs(fs, ino, true, change_value, &c);
 }
 
 #define CAPS_NAME "security.capability"

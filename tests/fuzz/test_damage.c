@@ -3,9 +3,9 @@
  * regressions has the fuzz inputs themselves): each damages one field of a
  * freshly formatted region by hand and checks the refusal.
  */
-#include "../unit/harness.h"
 #include "core.h"
 #include "pool.h"
+#include "../unit/harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,22 +22,28 @@ static const struct fs_cred root_cred = { 0, 0 };
 
 static void make_region(void)
 {
-	struct pool_format_opts o = { .sparse = true, .label = "damage" };
-	char why[POOL_WHY];
-	int fd;
-
 	snprintf(region, sizeof(region), "/dev/shm/pmfuse-damage-%d", getpid());
-	unlink(region);
-	fd = open(region, O_RDWR | O_CREAT, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)PMFUSE_MIN_REGION)) {
-		perror(region);
-		exit(2);
-	}
-	close(fd);
-	if (pool_format(region, &o, why, sizeof(why))) {
-		fprintf(stderr, "format: %s\n", why);
-		exit(2);
-	}
+	unit_make_region(region, PMFUSE_MIN_REGION, "damage");
+}
+
+/* A fresh region, mounted. */
+static struct fs *mount_fresh(void)
+{
+	make_region();
+	return unit_mount(region);
+}
+
+/* The damaged region must refuse to mount, with why naming the damage. */
+static void check_refused(const char *because)
+{
+	struct fs_opts o = { 0 };
+	struct fs *fs;
+	char why[FS_WHY_MAX];
+
+	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
+	if (!strstr(why, because))
+		fprintf(stderr, "refused because \"%s\", not \"%s\"\n", why, because);
+	CHECK(strstr(why, because) != NULL);
 }
 
 static uint64_t peek64(uint64_t off)
@@ -152,32 +158,23 @@ static void test_struct_offsets_must_be_aligned(void)
 
 static void test_misaligned_directory_table_refuses_mount(void)
 {
-	struct fs_opts o = { 0 };
-	struct fs *fs;
+	struct fs *fs = mount_fresh();
 	struct fs_attr st;
-	char why[POOL_WHY];
 
-	make_region();
-	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), 0);
 	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "f", S_IFREG | 0644, 0, &root_cred, &st), 0);
 	uint64_t at = pool_off(&fs->pool, inode_record(fs, PMFUSE_ROOT_INO)) +
 		      offsetof(struct pmfuse_inode, dir_off);
 	fs_unmount(fs);
 	poke64(at, peek64(at) + 4);
-	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
-	CHECK(strstr(why, "directory table") != NULL);
+	check_refused("directory table");
 }
 
 /* Two files, each with an xattr set; returns the offsets of their inode records. */
 static void two_files_with_xattrs(uint64_t *a, uint64_t *b, uint64_t *b_ino)
 {
-	struct fs_opts o = { 0 };
-	struct fs *fs;
+	struct fs *fs = mount_fresh();
 	struct fs_attr st;
-	char why[POOL_WHY];
 
-	make_region();
-	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), 0);
 	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "a", S_IFREG | 0644, 0, &root_cred, &st), 0);
 	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.a", "1", 1, 0), 0);
 	*a = pool_off(&fs->pool, inode_record(fs, st.st.st_ino));
@@ -192,24 +189,17 @@ static void two_files_with_xattrs(uint64_t *a, uint64_t *b, uint64_t *b_ino)
 
 static void test_xattr_set_shared_by_two_inodes_refuses_mount(void)
 {
-	struct fs_opts o = { 0 };
-	struct fs *fs;
-	char why[POOL_WHY];
 	uint64_t a, b, ino;
 	const uint64_t x = offsetof(struct pmfuse_inode, xattr_off);
 
 	two_files_with_xattrs(&a, &b, &ino);
 	/* deleting one would free the set the other still uses */
 	poke64(b + x, peek64(a + x));
-	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
-	CHECK(strstr(why, "not an allocated object of its own") != NULL);
+	check_refused("not an allocated object of its own");
 }
 
 static void test_map_node_that_is_not_an_object_refuses_mount(void)
 {
-	struct fs_opts o = { 0 };
-	struct fs *fs;
-	char why[POOL_WHY];
 	uint64_t a, b, ino;
 	const uint64_t m = offsetof(struct pmfuse_inode, map_root);
 
@@ -221,8 +211,7 @@ static void test_map_node_that_is_not_an_object_refuses_mount(void)
 	 * would hand libpmemobj an offset inside the inode chunk to free.
 	 */
 	poke64(b + m, b - (ino % PMFUSE_INODES_PER_CHUNK) * 256 + 10 * 256);
-	CHECK_EQ(fs_mount(&fs, region, &o, why, sizeof(why)), -EUCLEAN);
-	CHECK(strstr(why, "file map") != NULL);
+	check_refused("file map");
 }
 
 int main(void)

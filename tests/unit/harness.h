@@ -29,7 +29,30 @@ static int test_failures;
 	printf("%s %s\n", test_failures == _before ? "ok  " : "FAIL", #t); \
 } while (0)
 
-#ifdef PMFUSE_FS_H
+#ifdef PMFUSE_CORE_H
+#include <fcntl.h>
+#include <unistd.h>
+
+/* Create (afresh) and format a sparse region file of size bytes, or end the program. */
+static inline void unit_make_region(const char *path, uint64_t size, const char *label)
+{
+	struct pool_format_opts o = { .sparse = true, .label = label };
+	char why[FS_WHY_MAX];
+	int fd;
+
+	unlink(path);
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)size)) {
+		perror(path);
+		exit(2);
+	}
+	close(fd);
+	if (pool_format(path, &o, why, sizeof(why))) {
+		fprintf(stderr, "format %s: %s\n", path, why);
+		exit(2);
+	}
+}
+
 /* Mount a region through the core, or end the test program. */
 static inline struct fs *unit_mount(const char *path)
 {

@@ -22,22 +22,8 @@ static const struct fs_cred root_cred = { 0, 0 };
 
 static void make_region(uint64_t size)
 {
-	struct pool_format_opts o = { .sparse = true, .label = "unit" };
-	char why[POOL_WHY];
-	int fd;
-
 	snprintf(region, sizeof(region), "/dev/shm/pmfuse-unit-%d", getpid());
-	unlink(region);
-	fd = open(region, O_RDWR | O_CREAT, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)size)) {
-		perror(region);
-		exit(2);
-	}
-	close(fd);
-	if (pool_format(region, &o, why, sizeof(why))) {
-		fprintf(stderr, "format: %s\n", why);
-		exit(2);
-	}
+	unit_make_region(region, size, "unit");
 }
 
 static struct fs *mount_region(void)
