@@ -123,62 +123,113 @@ static double ms_between(const struct timespec *a, const struct timespec *b)
 	return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
 }
 
+/*
+ * The command line: -1 to go on, or the exit status (help, version, a
+ * missing argument, an unknown log level).  region gets the region's
+ * absolute path: it names the region in mountinfo and in our messages.
+ */
+static int parse_command_line(struct fuse_args *args, struct options *o,
+			      struct fuse_cmdline_opts *opts, const char *prog, char **region)
+{
+	if (fuse_opt_parse(args, o, option_spec, opt_proc) == -1 ||
+	    fuse_parse_cmdline(args, opts) != 0)
+		return 1;
+	if (o->show_help || opts->show_help) {
+		usage(prog);
+		printf("FUSE options:\n");
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		return 0;
+	}
+	if (o->show_version || opts->show_version) {
+		printf("pmfuse %s (on-media format %u)\n", PMFUSE_VERSION_STRING, FS_FORMAT_VERSION);
+		fuse_lowlevel_version();
+		return 0;
+	}
+	if (!o->region || !opts->mountpoint) {
+		fprintf(stderr, "%s: need a REGION and a MOUNTPOINT (see --help)\n", prog);
+		return 2;
+	}
+	if (o->log_level) {
+		int level = log_parse_level(o->log_level);
+		if (level < 0) {
+			log_err("unknown log_level '%s' (err, warning, info or debug)", o->log_level);
+			return 2;
+		}
+		log_set_level(level);
+	}
+	if (opts->debug)
+		log_set_level(LOG_DEBUG);
+	*region = realpath(o->region, NULL);
+	if (!*region) {
+		log_err("cannot mount %s: %s", o->region, strerror(errno));
+		return 1;
+	}
+	return -1;
+}
+
+/* Permission checks by the kernel; show up as fuse.pmfuse in mountinfo. */
+static int add_mount_options(struct fuse_args *args, const char *region)
+{
+	char fsname[PATH_MAX + 16], *mopts = NULL;
+	int ret;
+
+	snprintf(fsname, sizeof(fsname), "fsname=%s", region);
+	ret = fuse_opt_add_opt_escaped(&mopts, fsname) ||	/* a ',' in the path */
+	      fuse_opt_add_opt(&mopts, "subtype=pmfuse,default_permissions") ||
+	      fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, mopts);
+	free(mopts);
+	return ret;
+}
+
+static void log_mounted(struct fs *fs, const char *region, const char *mountpoint)
+{
+	struct fs_info info;
+	struct statvfs sv;
+
+	fs_info(fs, &info);
+	fs_statfs(fs, &sv);
+	log_info("mounted %s on %s (%s mode, %s granularity, %" PRIu64 " of %" PRIu64
+		 " data blocks free)", region, mountpoint, info.sync ? "sync" : "writeback",
+		 info.granularity, (uint64_t)sv.f_bfree, (uint64_t)sv.f_blocks);
+}
+
+/* Serve requests until unmounted or signalled: 0 for a clean stop. */
+static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
+{
+	int ret;
+
+	if (opts->singlethread) {
+		ret = fuse_session_loop(se);
+	} else {
+		struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(cfg, opts->clone_fd);
+		fuse_loop_cfg_set_max_threads(cfg, opts->max_threads);
+		ret = fuse_session_loop_mt(se, cfg);
+		fuse_loop_cfg_destroy(cfg);
+	}
+	/* a signal ends the loop with its number; that is a clean stop */
+	return ret > 0 ? 0 : ret ? 1 : 0;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct fuse_cmdline_opts opts;
+	struct fuse_cmdline_opts opts = { 0 };
 	struct options o = { 0 };
 	struct fuse_session *se;
 	struct fs *fs = NULL;
 	char why[FS_WHY_MAX];
 	char *region = NULL;
-	int ret = 1;
+	int ret;
 	struct timespec t0, t1, t2;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	fuse_set_log_func(fuse_log_to_ours);
-	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
-		return 1;
-	if (fuse_parse_cmdline(&args, &opts) != 0)
-		return 1;
-	if (o.show_help || opts.show_help) {
-		usage(argv[0]);
-		printf("FUSE options:\n");
-		fuse_cmdline_help();
-		fuse_lowlevel_help();
-		ret = 0;
+	ret = parse_command_line(&args, &o, &opts, argv[0], &region);
+	if (ret >= 0)
 		goto out_args;
-	}
-	if (o.show_version || opts.show_version) {
-		printf("pmfuse %s (on-media format %u)\n", PMFUSE_VERSION_STRING, FS_FORMAT_VERSION);
-		fuse_lowlevel_version();
-		ret = 0;
-		goto out_args;
-	}
-	if (!o.region || !opts.mountpoint) {
-		fprintf(stderr, "%s: need a REGION and a MOUNTPOINT (see --help)\n", argv[0]);
-		ret = 2;
-		goto out_args;
-	}
-
-	if (o.log_level) {
-		int level = log_parse_level(o.log_level);
-		if (level < 0) {
-			log_err("unknown log_level '%s' (err, warning, info or debug)", o.log_level);
-			ret = 2;
-			goto out_args;
-		}
-		log_set_level(level);
-	}
-	if (opts.debug)
-		log_set_level(LOG_DEBUG);
-	/* the absolute path names the region in mountinfo and in our messages */
-	region = realpath(o.region, NULL);
-	if (!region) {
-		log_err("cannot mount %s: %s", o.region, strerror(errno));
-		goto out_args;
-	}
-
+	ret = 1;
 	pm_opt_splice = !o.nosplice;
 	pm_opt_direct_io = !o.nodirect_io && !opts.singlethread;
 	struct fs_opts fo = { .sync = o.sync != 0 };
@@ -187,18 +238,8 @@ int main(int argc, char *argv[])
 		log_err("cannot mount %s: %s", region, why);
 		goto out_args;
 	}
-
-	/* permission checks by the kernel; show up as fuse.pmfuse in mountinfo */
-	char fsname[PATH_MAX + 16], *mopts = NULL;
-	snprintf(fsname, sizeof(fsname), "fsname=%s", region);
-	if (fuse_opt_add_opt_escaped(&mopts, fsname) ||	/* a ',' in the path */
-	    fuse_opt_add_opt(&mopts, "subtype=pmfuse,default_permissions") ||
-	    fuse_opt_add_arg(&args, "-o") || fuse_opt_add_arg(&args, mopts)) {
-		free(mopts);
+	if (add_mount_options(&args, region))
 		goto out_fs;
-	}
-	free(mopts);
-
 	se = fuse_session_new(&args, &pm_ops, sizeof(pm_ops), fs);
 	if (!se)
 		goto out_fs;
@@ -219,27 +260,9 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!opts.foreground)
 		log_use_syslog();	/* stderr is /dev/null now */
-	struct fs_info info;
-	struct statvfs sv;
-	fs_info(fs, &info);
-	fs_statfs(fs, &sv);
-	log_info("mounted %s on %s (%s mode, %s granularity, %" PRIu64 " of %" PRIu64
-		 " data blocks free)", region, opts.mountpoint, info.sync ? "sync" : "writeback",
-		 info.granularity, (uint64_t)sv.f_bfree, (uint64_t)sv.f_blocks);
+	log_mounted(fs, region, opts.mountpoint);
 	sd_notifyf(0, "READY=1\nSTATUS=Mounted %s on %s", region, opts.mountpoint);
-	if (opts.singlethread) {
-		ret = fuse_session_loop(se);
-	} else {
-		struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-		fuse_loop_cfg_set_clone_fd(cfg, opts.clone_fd);
-		fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
-		ret = fuse_session_loop_mt(se, cfg);
-		fuse_loop_cfg_destroy(cfg);
-	}
-	/* a signal ends the loop with its number; that is a clean stop */
-	if (ret > 0)
-		ret = 0;
-	ret = ret ? 1 : 0;
+	ret = serve(se, &opts);
 	sd_notify(0, "STOPPING=1\nSTATUS=Unmounting");
 out_unmount:
 	fuse_session_unmount(se);

@@ -160,45 +160,43 @@ static int wipe_header(const char *path, char *why, size_t whylen)
 	return ret;
 }
 
-int main(int argc, char **argv)
-{
-	struct pool_format_opts o = { 0 };
-	struct pool_plan plan;
-	bool force = false, dry = false, quiet = false, have_uuid = false, is_dev = false;
-	uint64_t size = 0;
-	char why[POOL_WHY], ustr[40];
+/* What the command line asks for. */
+struct mkfs_args {
+	struct pool_format_opts o;
+	bool force, dry, quiet, have_uuid;
+	uint64_t size;			/* -s, 0 if not given */
 	const char *path;
-	struct stat st;
+};
+
+/* Parse the command line: -1 to go on, or the exit status. */
+static int parse_args(int argc, char **argv, struct mkfs_args *a)
+{
 	int c;
 
 	while ((c = getopt(argc, argv, "fnqL:U:s:i:Vh")) != -1) {
 		switch (c) {
-		case 'f': force = true; break;
-		case 'n': dry = true; break;
-		case 'q': quiet = true; break;
+		case 'f': a->force = true; break;
+		case 'n': a->dry = true; break;
+		case 'q': a->quiet = true; break;
 		case 'L':
 			if (strlen(optarg) >= PMFUSE_LABEL_MAX) {
 				fprintf(stderr, "mkfs.pmfuse: label is longer than %d bytes\n",
 					PMFUSE_LABEL_MAX - 1);
 				return 1;
 			}
-			o.label = optarg;
+			a->o.label = optarg;
 			break;
 		case 'U':
-			if (parse_uuid(optarg, o.uuid)) {
+			if (parse_uuid(optarg, a->o.uuid)) {
 				fprintf(stderr, "mkfs.pmfuse: '%s' is not a UUID\n", optarg);
 				return 1;
 			}
-			have_uuid = true;
+			a->have_uuid = true;
 			break;
 		case 's':
-			if (parse_size(optarg, &size) || size == 0) {
-				fprintf(stderr, "mkfs.pmfuse: '%s' is not a size\n", optarg);
-				return 1;
-			}
-			break;
 		case 'i':
-			if (parse_size(optarg, &o.bytes_per_inode)) {
+			if (parse_size(optarg, c == 's' ? &a->size : &a->o.bytes_per_inode) ||
+			    (c == 's' && a->size == 0)) {
 				fprintf(stderr, "mkfs.pmfuse: '%s' is not a size\n", optarg);
 				return 1;
 			}
@@ -219,107 +217,150 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
-	path = argv[optind];
-	if (!have_uuid && random_uuid(o.uuid)) {
+	a->path = argv[optind];
+	return -1;
+}
+
+/*
+ * What is at the path now: a devdax device, a file (refused if it holds a
+ * filesystem or pool and -f was not given), or nothing (-s says how big).
+ * Sets a->size; 0, or 1 with the reason printed.
+ */
+static int examine_target(struct mkfs_args *a, bool *is_dev)
+{
+	char why[POOL_WHY];
+	struct stat st;
+
+	*is_dev = false;
+	if (stat(a->path, &st) != 0) {
+		if (errno != ENOENT) {
+			fprintf(stderr, "mkfs.pmfuse: %s: %s\n", a->path, strerror(errno));
+			return 1;
+		}
+		if (!a->size) {
+			fprintf(stderr, "mkfs.pmfuse: %s does not exist; give its size with -s\n",
+				a->path);
+			return 1;
+		}
+		return 0;
+	}
+	*is_dev = S_ISCHR(st.st_mode);
+	if (!*is_dev && !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "mkfs.pmfuse: %s is neither a file nor a devdax device\n", a->path);
+		return 1;
+	}
+	if (*is_dev && a->size) {
+		fprintf(stderr, "mkfs.pmfuse: -s applies to file regions only\n");
+		return 1;
+	}
+	const char *sig = existing_signature(a->path);
+	if (sig && !a->force) {
+		fprintf(stderr, "mkfs.pmfuse: %s already holds %s; use -f to overwrite it\n",
+			a->path, sig);
+		return 1;
+	}
+	if (!a->size) {
+		int64_t s = pool_region_size(a->path, why, sizeof(why));
+		if (s < 0) {
+			fprintf(stderr, "mkfs.pmfuse: %s\n", why);
+			return 1;
+		}
+		a->size = (uint64_t)s;
+	}
+	return 0;
+}
+
+/* A file region: created or resized, and every block of it reserved. */
+static int prepare_file(const char *path, uint64_t size)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+	if (fd < 0 || ftruncate(fd, (off_t)size)) {
+		fprintf(stderr, "mkfs.pmfuse: %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	/*
+	 * Reserve every block now, as pmemobj_create does for files it
+	 * creates: a store into a hole of a file on a full filesystem is
+	 * a SIGBUS, not an error.  PMEMOBJ_CONF=fallocate.at_create=0
+	 * (tests) keeps the file sparse.
+	 */
+	int at_create = 1;
+	pmemobj_ctl_get(NULL, "fallocate.at_create", &at_create);
+	if (at_create && (errno = posix_fallocate(fd, 0, (off_t)size))) {
+		fprintf(stderr, "mkfs.pmfuse: cannot reserve %" PRIu64 " bytes for %s: %s\n",
+			size, path, strerror(errno));
+		close(fd);
+		return 1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* What was made, read back from the region. */
+static int report(const char *path, uint64_t size, const char *ustr)
+{
+	char why[POOL_WHY];
+	struct pool p;
+
+	if (pool_open(&p, path, why, sizeof(why))) {
+		fprintf(stderr, "mkfs.pmfuse: formatted, but cannot reopen: %s\n", why);
+		return 1;
+	}
+	printf("%s: pmfuse filesystem, format %u\n"
+	       "  size           %" PRIu64 " bytes (%" PRIu64 " MiB)\n"
+	       "  data capacity  %" PRIu64 " bytes (%" PRIu64 " MiB) in %u run(s)\n"
+	       "  block size     %u\n"
+	       "  inodes         %" PRIu64 "\n"
+	       "  label          %s\n"
+	       "  UUID           %s\n",
+	       path, PMFUSE_VERSION, size, size >> 20,
+	       pool_data_blocks(&p) * PMFUSE_BLOCK_SIZE,
+	       (pool_data_blocks(&p) * PMFUSE_BLOCK_SIZE) >> 20, p.sb->geo.nruns,
+	       PMFUSE_BLOCK_SIZE, p.sb->geo.max_inodes - 1,
+	       p.sb->geo.label[0] ? p.sb->geo.label : "(none)", ustr);
+	pool_close(&p);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct mkfs_args a = { 0 };
+	struct pool_plan plan;
+	char why[POOL_WHY], ustr[40];
+	bool is_dev;
+	int ret = parse_args(argc, argv, &a);
+
+	if (ret >= 0)
+		return ret;
+	if (!a.have_uuid && random_uuid(a.o.uuid)) {
 		fprintf(stderr, "mkfs.pmfuse: cannot read /dev/urandom\n");
 		return 1;
 	}
-	o.root_uid = getuid();
-	o.root_gid = getgid();
-
-	if (stat(path, &st) == 0) {
-		is_dev = S_ISCHR(st.st_mode);
-		if (!is_dev && !S_ISREG(st.st_mode)) {
-			fprintf(stderr, "mkfs.pmfuse: %s is neither a file nor a devdax device\n", path);
-			return 1;
-		}
-		if (is_dev && size) {
-			fprintf(stderr, "mkfs.pmfuse: -s applies to file regions only\n");
-			return 1;
-		}
-		const char *sig = existing_signature(path);
-		if (sig && !force) {
-			fprintf(stderr, "mkfs.pmfuse: %s already holds %s; use -f to overwrite it\n",
-				path, sig);
-			return 1;
-		}
-		if (!size) {
-			int64_t s = pool_region_size(path, why, sizeof(why));
-			if (s < 0) {
-				fprintf(stderr, "mkfs.pmfuse: %s\n", why);
-				return 1;
-			}
-			size = (uint64_t)s;
-		}
-	} else if (errno != ENOENT) {
-		fprintf(stderr, "mkfs.pmfuse: %s: %s\n", path, strerror(errno));
+	a.o.root_uid = getuid();
+	a.o.root_gid = getgid();
+	if (examine_target(&a, &is_dev))
 		return 1;
-	} else if (!size) {
-		fprintf(stderr, "mkfs.pmfuse: %s does not exist; give its size with -s\n", path);
-		return 1;
-	}
-	size &= ~(uint64_t)(PMFUSE_BLOCK_SIZE - 1);
-	if (pool_plan(size, o.bytes_per_inode, &plan, why, sizeof(why))) {
+	a.size &= ~(uint64_t)(PMFUSE_BLOCK_SIZE - 1);
+	if (pool_plan(a.size, a.o.bytes_per_inode, &plan, why, sizeof(why))) {
 		fprintf(stderr, "mkfs.pmfuse: %s\n", why);
 		return 1;
 	}
-	format_uuid(o.uuid, ustr);
-	if (dry) {
+	format_uuid(a.o.uuid, ustr);
+	if (a.dry) {
 		printf("would format %s: %" PRIu64 " bytes, about %" PRIu64 " MiB for data, "
 		       "%" PRIu64 " inodes, block size %u, label '%s', UUID %s\n",
-		       path, size, (size - plan.meta_reserve) >> 20, plan.max_inodes,
-		       PMFUSE_BLOCK_SIZE, o.label ? o.label : "", ustr);
+		       a.path, a.size, (a.size - plan.meta_reserve) >> 20, plan.max_inodes,
+		       PMFUSE_BLOCK_SIZE, a.o.label ? a.o.label : "", ustr);
 		return 0;
 	}
-	if (!is_dev) {
-		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-		if (fd < 0 || ftruncate(fd, (off_t)size)) {
-			fprintf(stderr, "mkfs.pmfuse: %s: %s\n", path, strerror(errno));
-			return 1;
-		}
-		/*
-		 * Reserve every block now, as pmemobj_create does for files it
-		 * creates: a store into a hole of a file on a full filesystem is
-		 * a SIGBUS, not an error.  PMEMOBJ_CONF=fallocate.at_create=0
-		 * (tests) keeps the file sparse.
-		 */
-		int at_create = 1;
-		pmemobj_ctl_get(NULL, "fallocate.at_create", &at_create);
-		if (at_create && (errno = posix_fallocate(fd, 0, (off_t)size))) {
-			fprintf(stderr, "mkfs.pmfuse: cannot reserve %" PRIu64 " bytes for %s: %s\n",
-				size, path, strerror(errno));
-			close(fd);
-			return 1;
-		}
-		close(fd);
-	}
-	if (wipe_header(path, why, sizeof(why))) {
+	if (!is_dev && prepare_file(a.path, a.size))
+		return 1;
+	if (wipe_header(a.path, why, sizeof(why)) || pool_format(a.path, &a.o, why, sizeof(why))) {
 		fprintf(stderr, "mkfs.pmfuse: %s\n", why);
 		return 1;
 	}
-	if (pool_format(path, &o, why, sizeof(why))) {
-		fprintf(stderr, "mkfs.pmfuse: %s\n", why);
-		return 1;
-	}
-	if (!quiet) {
-		struct pool p;
-		if (pool_open(&p, path, why, sizeof(why))) {
-			fprintf(stderr, "mkfs.pmfuse: formatted, but cannot reopen: %s\n", why);
-			return 1;
-		}
-		printf("%s: pmfuse filesystem, format %u\n"
-		       "  size           %" PRIu64 " bytes (%" PRIu64 " MiB)\n"
-		       "  data capacity  %" PRIu64 " bytes (%" PRIu64 " MiB) in %u run(s)\n"
-		       "  block size     %u\n"
-		       "  inodes         %" PRIu64 "\n"
-		       "  label          %s\n"
-		       "  UUID           %s\n",
-		       path, PMFUSE_VERSION, size, size >> 20,
-		       pool_data_blocks(&p) * PMFUSE_BLOCK_SIZE,
-		       (pool_data_blocks(&p) * PMFUSE_BLOCK_SIZE) >> 20, p.sb->geo.nruns,
-		       PMFUSE_BLOCK_SIZE, p.sb->geo.max_inodes - 1,
-		       p.sb->geo.label[0] ? p.sb->geo.label : "(none)", ustr);
-		pool_close(&p);
-	}
-	return 0;
+	return a.quiet ? 0 : report(a.path, a.size, ustr);
 }

@@ -1016,6 +1016,70 @@ static int tx_rename(void *arg)
 	return 0;
 }
 
+/*
+ * Lock a rename's two directories: the ancestor first, as every
+ * parent-then-child path locks; two unrelated ones in inode order.
+ * rename_lock already keeps renames from deadlocking each other, but one
+ * order per pair keeps lock-order checkers (ThreadSanitizer) able to prove it.
+ */
+static int lock_rename_dirs(struct fs *fs, struct inode *d1, struct inode *d2)
+{
+	bool d1_first;
+	int ret;
+
+	if (d1 == d2 || is_ancestor(fs, d1->ino, d2->ino) == 1)
+		d1_first = true;
+	else if (is_ancestor(fs, d2->ino, d1->ino) == 1)
+		d1_first = false;
+	else
+		d1_first = d1->ino < d2->ino;
+	if ((ret = dir_lock_excl(fs, d1_first ? d1 : d2)))
+		return ret;
+	if (d1 != d2 && (ret = dir_lock_excl(fs, d1_first ? d2 : d1)))
+		pthread_rwlock_unlock(&(d1_first ? d1 : d2)->lock);
+	return ret;
+}
+
+/* What forbids moving s from d1 to d2 (over t, if any), by the flags and the tree. */
+static int rename_allowed(struct fs *fs, struct inode *d1, struct inode *d2, struct inode *s,
+			  struct inode *t, unsigned flags)
+{
+	if ((flags & FS_RENAME_EXCHANGE) && !t)
+		return -ENOENT;
+	if ((flags & FS_RENAME_NOREPLACE) && t)
+		return -EEXIST;
+	/* a directory may not move below itself */
+	if (S_ISDIR(s->pi->mode) && d1 != d2 && is_ancestor(fs, s->ino, d2->ino))
+		return -EINVAL;
+	if (t && (flags & FS_RENAME_EXCHANGE) && S_ISDIR(t->pi->mode) && d1 != d2 &&
+	    is_ancestor(fs, t->ino, d1->ino))
+		return -EINVAL;
+	return 0;
+}
+
+/* What forbids it by the files themselves (their locks held). */
+static int replace_allowed(struct inode *d1, struct inode *d2, struct inode *s,
+			   struct inode *t, unsigned flags)
+{
+	if (t && !(flags & FS_RENAME_EXCHANGE)) {
+		if (S_ISDIR(s->pi->mode) && !S_ISDIR(t->pi->mode))
+			return -ENOTDIR;
+		if (!S_ISDIR(s->pi->mode) && S_ISDIR(t->pi->mode))
+			return -EISDIR;
+		if (S_ISDIR(t->pi->mode) && t->pi->nentries)
+			return -ENOTEMPTY;
+	}
+	if (S_ISDIR(s->pi->mode) && d1 != d2 && !t && d2->pi->nlink >= PMFUSE_LINK_MAX)
+		return -EMLINK;
+	return 0;
+}
+
+static void put_if(struct fs *fs, struct inode *in)
+{
+	if (in)
+		inode_put(fs, in);
+}
+
 int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const char *n2,
 	      unsigned flags)
 {
@@ -1025,7 +1089,7 @@ int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const cha
 	uint32_t sslot, tslot;
 	size_t l1, l2;
 	int ret, err;
-	bool orphan_locked = false, d1_first;
+	bool orphan_locked = false;
 	uint64_t shash;
 
 	if ((ret = check_name(n1, &l1)) || (ret = check_name(n2, &l2)))
@@ -1033,26 +1097,9 @@ int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const cha
 	if ((flags & FS_RENAME_EXCHANGE) && (flags & FS_RENAME_NOREPLACE))
 		return -EINVAL;
 	pthread_mutex_lock(&fs->rename_lock);
-	if ((ret = get_dir(fs, p1, &d1)) || (ret = get_dir(fs, p2, &d2)))
+	if ((ret = get_dir(fs, p1, &d1)) || (ret = get_dir(fs, p2, &d2)) ||
+	    (ret = lock_rename_dirs(fs, d1, d2)))
 		goto out;
-	/*
-	 * Ancestor first, as every parent-then-child path locks; two unrelated
-	 * directories in inode order.  rename_lock already keeps renames from
-	 * deadlocking each other, but one order per pair keeps lock-order
-	 * checkers (ThreadSanitizer) able to prove it.
-	 */
-	if (d1 == d2 || is_ancestor(fs, p1, p2) == 1)
-		d1_first = true;
-	else if (is_ancestor(fs, p2, p1) == 1)
-		d1_first = false;
-	else
-		d1_first = p1 < p2;
-	if ((ret = dir_lock_excl(fs, d1_first ? d1 : d2)))
-		goto out;
-	if (d1 != d2 && (ret = dir_lock_excl(fs, d1_first ? d2 : d1))) {
-		pthread_rwlock_unlock(&(d1_first ? d1 : d2)->lock);
-		goto out;
-	}
 	sde = dir_find(fs, d1, n1, l1, &sslot, &ret);
 	if (!sde)
 		goto out_unlock;
@@ -1067,38 +1114,10 @@ int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const cha
 		ret = -EIO;
 		goto out_unlock;
 	}
-	if (t == s)
-		goto out_unlock;	/* same file: nothing to do */
-	if ((flags & FS_RENAME_EXCHANGE) && !t) {
-		ret = -ENOENT;
-		goto out_unlock;
-	}
-	if ((flags & FS_RENAME_NOREPLACE) && t) {
-		ret = -EEXIST;
-		goto out_unlock;
-	}
-	/* a directory may not move below itself */
-	if (S_ISDIR(s->pi->mode) && d1 != d2 && is_ancestor(fs, s->ino, p2)) {
-		ret = -EINVAL;
-		goto out_unlock;
-	}
-	if (t && (flags & FS_RENAME_EXCHANGE) && S_ISDIR(t->pi->mode) && d1 != d2 &&
-	    is_ancestor(fs, t->ino, p1)) {
-		ret = -EINVAL;
-		goto out_unlock;
-	}
+	if (t == s || (ret = rename_allowed(fs, d1, d2, s, t, flags)))
+		goto out_unlock;	/* t == s: the same file, nothing to do */
 	inode_lock_two(s, false, t, false);
-	if (t && !(flags & FS_RENAME_EXCHANGE)) {
-		if (S_ISDIR(s->pi->mode) && !S_ISDIR(t->pi->mode))
-			ret = -ENOTDIR;
-		else if (!S_ISDIR(s->pi->mode) && S_ISDIR(t->pi->mode))
-			ret = -EISDIR;
-		else if (S_ISDIR(t->pi->mode) && t->pi->nentries)
-			ret = -ENOTEMPTY;
-	}
-	if (!ret && S_ISDIR(s->pi->mode) && d1 != d2 && !t && d2->pi->nlink >= PMFUSE_LINK_MAX)
-		ret = -EMLINK;
-	if (ret)
+	if ((ret = replace_allowed(d1, d2, s, t, flags)))
 		goto out_unlock_children;
 	if (t && !(flags & FS_RENAME_EXCHANGE) && (S_ISDIR(t->pi->mode) || t->pi->nlink == 1)) {
 		pthread_mutex_lock(&fs->orphan_lock);
@@ -1119,14 +1138,10 @@ out_unlock:
 	if (d2 != d1)
 		pthread_rwlock_unlock(&d2->lock);
 out:
-	if (t)
-		inode_put(fs, t);
-	if (s)
-		inode_put(fs, s);
-	if (d2)
-		inode_put(fs, d2);
-	if (d1)
-		inode_put(fs, d1);
+	put_if(fs, t);
+	put_if(fs, s);
+	put_if(fs, d2);
+	put_if(fs, d1);
 	pthread_mutex_unlock(&fs->rename_lock);
 	return ret == -EUCLEAN ? -EIO : ret;
 }

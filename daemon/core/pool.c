@@ -340,13 +340,90 @@ static void now_time(struct pmfuse_time *t)
 	t->pad = 0;
 }
 
+/* The inode table, sized by the plan, with no chunk yet. */
+static struct pmfuse_itable *format_itable(PMEMobjpool *pop, const struct pool_plan *plan,
+					   struct pmfuse_geometry *g)
+{
+	PMEMoid it;
+	size_t size = sizeof(struct pmfuse_itable) +
+		      plan->max_inodes / PMFUSE_INODES_PER_CHUNK * sizeof(uint64_t);
+
+	if (pmemobj_zalloc(pop, &it, size, 0))
+		return NULL;
+	struct pmfuse_itable *itable = pmemobj_direct(it);
+	itable->nchunks = plan->max_inodes / PMFUSE_INODES_PER_CHUNK;
+	pmemobj_persist(pop, itable, sizeof(*itable));
+	g->itable_off = it.off;
+	return itable;
+}
+
+/*
+ * The data area: the rest of the heap, minus the metadata reserve, as a few
+ * huge allocations trimmed to 2 MiB boundaries, sorted by offset (the
+ * validators want them so).  0 or -ENOSPC.
+ */
+static int format_data_runs(PMEMobjpool *pop, uint64_t want, struct pmfuse_geometry *g)
+{
+	uint64_t have = 0;
+
+	while (have + 4 * HUGE_2M <= want && g->nruns < PMFUSE_MAX_RUNS) {
+		PMEMoid run;
+		uint64_t got, start, end, ask = want - have;
+		if (ask > MAX_RUN_ALLOC)
+			ask = MAX_RUN_ALLOC;
+		if (alloc_largest(pop, ask, &run, &got))
+			break;
+		start = (run.off + HUGE_2M - 1) & ~(HUGE_2M - 1);
+		end = (run.off + got) & ~(HUGE_2M - 1);
+		have += got;
+		if (end > start) {
+			g->runs[g->nruns].off = start;
+			g->runs[g->nruns].len = end - start;
+			g->nruns++;
+		}
+	}
+	if (g->nruns == 0)
+		return -ENOSPC;
+	for (uint32_t i = 1; i < g->nruns; i++)
+		for (uint32_t j = i; j > 0 && g->runs[j].off < g->runs[j - 1].off; j--) {
+			struct pmfuse_run t = g->runs[j];
+			g->runs[j] = g->runs[j - 1];
+			g->runs[j - 1] = t;
+		}
+	return 0;
+}
+
+/* The root directory: inode 1, in the first inode chunk. */
+static int format_root(PMEMobjpool *pop, struct pmfuse_itable *itable,
+		       const struct pool_format_opts *o)
+{
+	PMEMoid chunk;
+
+	if (pmemobj_zalloc(pop, &chunk, PMFUSE_ICHUNK_SIZE, 0))
+		return -ENOSPC;
+	itable->chunk[0] = chunk.off;
+	pmemobj_persist(pop, &itable->chunk[0], sizeof(uint64_t));
+	struct pmfuse_inode *rooti = (struct pmfuse_inode *)((char *)pop + chunk.off) + PMFUSE_ROOT_INO;
+	memset(rooti, 0, sizeof(*rooti));
+	rooti->mode = 040755;
+	rooti->nlink = 2;
+	rooti->uid = o->root_uid;
+	rooti->gid = o->root_gid;
+	rooti->generation = 1;
+	rooti->parent = PMFUSE_ROOT_INO;
+	now_time(&rooti->atime);
+	rooti->mtime = rooti->ctime = rooti->btime = rooti->atime;
+	pmemobj_persist(pop, rooti, sizeof(*rooti));
+	return 0;
+}
+
 int pool_format(const char *path, const struct pool_format_opts *o,
 		char *why, size_t whylen)
 {
 	struct pool_plan plan;
-	PMEMobjpool *pop;
-	struct pmfuse_super *sb;
+	struct pmfuse_itable *itable;
 	struct pmfuse_geometry g;
+	PMEMobjpool *pop;
 	int64_t size;
 	int ret, zero = 0;
 
@@ -364,7 +441,6 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 		snprintf(why, whylen, "cannot create pool on %s: %s", path, pmemobj_errormsg());
 		return errno > 0 ? -errno : -EIO;
 	}
-
 	memset(&g, 0, sizeof(g));
 	g.magic = PMFUSE_MAGIC;
 	g.version = PMFUSE_VERSION;
@@ -376,83 +452,25 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 	g.max_inodes = plan.max_inodes;
 	g.meta_reserve = plan.meta_reserve;
 
+	ret = -ENOSPC;
 	PMEMoid root = pmemobj_root(pop, sizeof(struct pmfuse_super));
 	if (OID_IS_NULL(root)) {
 		snprintf(why, whylen, "cannot allocate superblock: %s", pmemobj_errormsg());
-		ret = -ENOSPC;
 		goto out;
 	}
-	sb = pmemobj_direct(root);
-
-	PMEMoid it;
-	size_t itsize = sizeof(struct pmfuse_itable) +
-			plan.max_inodes / PMFUSE_INODES_PER_CHUNK * sizeof(uint64_t);
-	if (pmemobj_zalloc(pop, &it, itsize, 0)) {
+	if (!(itable = format_itable(pop, &plan, &g))) {
 		snprintf(why, whylen, "cannot allocate inode table");
-		ret = -ENOSPC;
 		goto out;
 	}
-	struct pmfuse_itable *itable = pmemobj_direct(it);
-	itable->nchunks = plan.max_inodes / PMFUSE_INODES_PER_CHUNK;
-	pmemobj_persist(pop, itable, sizeof(*itable));
-	g.itable_off = it.off;
-
-	/* The data area: the rest of the heap, minus the metadata reserve. */
-	uint64_t want = (uint64_t)size - plan.meta_reserve;
-	uint64_t have = 0;
-	while (have + 4 * HUGE_2M <= want && g.nruns < PMFUSE_MAX_RUNS) {
-		PMEMoid run;
-		uint64_t got, start, end;
-		uint64_t ask = want - have;
-		if (ask > MAX_RUN_ALLOC)
-			ask = MAX_RUN_ALLOC;
-		if (alloc_largest(pop, ask, &run, &got))
-			break;
-		start = (run.off + HUGE_2M - 1) & ~(HUGE_2M - 1);
-		end = (run.off + got) & ~(HUGE_2M - 1);
-		have += got;
-		if (end > start) {
-			g.runs[g.nruns].off = start;
-			g.runs[g.nruns].len = end - start;
-			g.nruns++;
-		}
-	}
-	if (g.nruns == 0) {
+	if (format_data_runs(pop, (uint64_t)size - plan.meta_reserve, &g)) {
 		snprintf(why, whylen, "no room for a data area (region too small)");
-		ret = -ENOSPC;
 		goto out;
 	}
-	/* runs must be sorted by offset for the validators */
-	for (uint32_t i = 1; i < g.nruns; i++)
-		for (uint32_t j = i; j > 0 && g.runs[j].off < g.runs[j - 1].off; j--) {
-			struct pmfuse_run t = g.runs[j];
-			g.runs[j] = g.runs[j - 1];
-			g.runs[j - 1] = t;
-		}
 	g.checksum = pool_geometry_checksum(&g);
-
-	/* Root directory: first inode chunk, inode 1. */
-	PMEMoid chunk;
-	if (pmemobj_zalloc(pop, &chunk, PMFUSE_ICHUNK_SIZE, 0)) {
+	if (format_root(pop, itable, o)) {
 		snprintf(why, whylen, "cannot allocate the first inode chunk");
-		ret = -ENOSPC;
 		goto out;
 	}
-	itable->chunk[0] = chunk.off;
-	pmemobj_persist(pop, &itable->chunk[0], sizeof(uint64_t));
-	struct pmfuse_inode *rooti = (struct pmfuse_inode *)((char *)pop + chunk.off) + PMFUSE_ROOT_INO;
-	memset(rooti, 0, sizeof(*rooti));
-	rooti->mode = 040755;
-	rooti->nlink = 2;
-	rooti->uid = o->root_uid;
-	rooti->gid = o->root_gid;
-	rooti->generation = 1;
-	rooti->parent = PMFUSE_ROOT_INO;
-	now_time(&rooti->atime);
-	rooti->mtime = rooti->ctime = rooti->btime = rooti->atime;
-	pmemobj_persist(pop, rooti, sizeof(*rooti));
-
-	/* Backup of the geometry in the first block of run 0. */
 	void *backup = (char *)pop + pool_backup_off(&g);
 	struct pmfuse_geometry bg;
 	pool_backup_make(&g, &bg);
@@ -460,6 +478,7 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 	pmemobj_memcpy_persist(pop, backup, &bg, sizeof(bg));
 
 	/* The superblock goes last: until it is valid, this is not pmfuse. */
+	struct pmfuse_super *sb = pmemobj_direct(root);
 	memset(sb, 0, sizeof(*sb));
 	sb->state = PMFUSE_STATE_CLEAN;
 	sb->geo = g;
