@@ -122,7 +122,21 @@ struct dangling {
 /* -n, ask on a terminal, -p/-a, -y */
 enum mode { M_CHECK, M_ASK, M_PREEN, M_YES };
 
-static struct fsck {
+enum fix { FX_ORPHANS = 1, FX_DANGLING, FX_RECLAIM, FX_REATTACH, FX_COUNTS, FX_LEAK, FX_STATE };
+
+#define MAX_ROUNDS 12	/* each round: check, then repair what that check justifies */
+
+struct fsck_repair {
+	enum mode mode;
+	bool force;
+	bool all_yes;		/* "a" answered on the terminal */
+	uint64_t fixed;		/* repairs committed */
+	uint64_t *declined;	/* keys (fix << 56 | id) not to offer again; 0 = empty */
+	size_t dcap, dn;
+	struct fs *fs;		/* the core over the region opened for repair */
+};
+
+struct fsck {
 	const char *region;
 	bool verbose;
 	struct pool pool;
@@ -175,18 +189,38 @@ static struct fsck {
 	uint64_t lf_ino;	/* root entry "lost+found", 0 = none */
 	struct dangling *dang;
 	size_t ndang, dangcap;
-} F;
+	/*
+	 * What one check learnt ends here: check_free() clears everything
+	 * above.  Below, what outlives it: the owners of blocks claimed twice
+	 * (pass 5, freed by it), the heap walk, the superblock checked with,
+	 * and the repair.
+	 */
+	struct dup_ent *dups;
+	size_t dupcap;
+	/* pass 6: the pmemobj heap's objects; the walk is guarded (heap_walk()) */
+	struct obj *heap_objs;
+	volatile size_t heap_n, heap_seen;
+	bool heap_broken;	/* libpmemobj may be mid-update: never call it again */
+	struct pmfuse_super backup_sb;	/* with a damaged primary: what is checked */
+	struct fsck_repair r;
+};
+
+/*
+ * The check running in this process, for what cannot be handed it: the
+ * signal handlers (the heap walk's watchdog, a cancel) and fatal exits.
+ */
+static struct fsck *active;
 
 /* ------------------------------------------------------------------ */
 /* output and failure */
 
-static void problem(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void problem(const char *fmt, ...)
+static void problem(struct fsck *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct fsck *f, const char *fmt, ...)
 {
 	va_list ap;
 
-	F.problems++;
-	if (F.quiet)
+	f->problems++;
+	if (f->quiet)
 		return;
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
@@ -199,18 +233,15 @@ static void problem(const char *fmt, ...)
 
 /* the walk of the pmemobj heap (pass 6), guarded against damage */
 static sigjmp_buf heap_jmp;
-static struct obj *heap_objs;
-static volatile size_t heap_n, heap_seen;
-static bool heap_broken;
 
-static void cleanup(void)
+static void cleanup(struct fsck *f)
 {
-	if (F.protected)
-		mprotect(F.pool.base, F.pool.size, PROT_READ | PROT_WRITE);
-	F.protected = false;
-	if (F.opened && !heap_broken)
-		pool_close(&F.pool);	/* else exit() drops the mapping and the lock */
-	F.opened = false;
+	if (f->protected)
+		mprotect(f->pool.base, f->pool.size, PROT_READ | PROT_WRITE);
+	f->protected = false;
+	if (f->opened && !f->heap_broken)
+		pool_close(&f->pool);	/* else exit() drops the mapping and the lock */
+	f->opened = false;
 }
 
 static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -224,7 +255,8 @@ static void fatal(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	cleanup();
+	if (active)
+		cleanup(active);
 	exit(FSCK_OPERATIONAL);
 }
 
@@ -302,22 +334,22 @@ static const char *type_name(uint32_t mode)
 /* ------------------------------------------------------------------ */
 /* inode records */
 
-static struct pmfuse_inode *rec(uint64_t ino)
+static struct pmfuse_inode *rec(struct fsck *f, uint64_t ino)
 {
 	uint64_t c = ino / PMFUSE_INODES_PER_CHUNK;
 
-	if (ino == 0 || ino >= F.max_inodes || !F.chunk_ok[c])
+	if (ino == 0 || ino >= f->max_inodes || !f->chunk_ok[c])
 		return NULL;
-	return (struct pmfuse_inode *)pool_ptr(F.p, F.p->itable->chunk[c]) +
+	return (struct pmfuse_inode *)pool_ptr(f->p, f->p->itable->chunk[c]) +
 	       ino % PMFUSE_INODES_PER_CHUNK;
 }
 
 /* A used inode whose structures may be read. */
-static struct pmfuse_inode *good(uint64_t ino)
+static struct pmfuse_inode *good(struct fsck *f, uint64_t ino)
 {
-	struct pmfuse_inode *pi = rec(ino);
+	struct pmfuse_inode *pi = rec(f, ino);
 
-	return pi && (F.st[ino] & (I_USED | I_BAD)) == I_USED ? pi : NULL;
+	return pi && (f->st[ino] & (I_USED | I_BAD)) == I_USED ? pi : NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -374,10 +406,10 @@ static uint64_t ref_inode(const struct ref *r)
 }
 
 /* Something of ino is damaged or shared with another owner: repairs never free it. */
-static void sicken(uint64_t ino)
+static void sicken(struct fsck *f, uint64_t ino)
 {
-	if (ino && ino < F.max_inodes)
-		F.st[ino] |= I_SICK;
+	if (ino && ino < f->max_inodes)
+		f->st[ino] |= I_SICK;
 }
 
 static size_t ref_hash(uint64_t off, size_t cap)
@@ -385,20 +417,20 @@ static size_t ref_hash(uint64_t off, size_t cap)
 	return (size_t)((off >> 3) * 0x9e3779b97f4a7c15ULL) & (cap - 1);
 }
 
-static void ref_grow(void)
+static void ref_grow(struct fsck *f)
 {
-	struct ref *old = F.refs;
-	size_t ocap = F.refcap, cap = ocap ? ocap * 2 : 4096;
+	struct ref *old = f->refs;
+	size_t ocap = f->refcap, cap = ocap ? ocap * 2 : 4096;
 
-	F.refs = xcalloc(cap, sizeof(*F.refs));
-	F.refcap = cap;
+	f->refs = xcalloc(cap, sizeof(*f->refs));
+	f->refcap = cap;
 	for (size_t i = 0; i < ocap; i++) {
 		if (!old[i].off)
 			continue;
 		size_t j = ref_hash(old[i].off, cap);
-		while (F.refs[j].off)
+		while (f->refs[j].off)
 			j = (j + 1) & (cap - 1);
-		F.refs[j] = old[i];
+		f->refs[j] = old[i];
 	}
 	free(old);
 }
@@ -407,26 +439,26 @@ static void ref_grow(void)
  * Record that owner uses [off, +len) as kind.  Returns false (and reports)
  * if something else already uses the same offset.
  */
-static bool ref_add(uint64_t off, uint64_t len, uint8_t kind, uint64_t owner)
+static bool ref_add(struct fsck *f, uint64_t off, uint64_t len, uint8_t kind, uint64_t owner)
 {
 	size_t j;
 
-	if ((F.nrefs + 1) * 2 > F.refcap)
-		ref_grow();
-	for (j = ref_hash(off, F.refcap); F.refs[j].off; j = (j + 1) & (F.refcap - 1)) {
-		if (F.refs[j].off != off)
+	if ((f->nrefs + 1) * 2 > f->refcap)
+		ref_grow(f);
+	for (j = ref_hash(off, f->refcap); f->refs[j].off; j = (j + 1) & (f->refcap - 1)) {
+		if (f->refs[j].off != off)
 			continue;
 		struct ref mine = { off, len, owner, kind };
 		char a[128], b[128];
-		problem("%s at offset %" PRIu64 " is also used as %s", describe(&mine, false, a, sizeof(a)),
-			off, describe(&F.refs[j], true, b, sizeof(b)));
-		sicken(ref_inode(&mine));
-		sicken(ref_inode(&F.refs[j]));
-		F.incomplete = true;
+		problem(f, "%s at offset %" PRIu64 " is also used as %s", describe(&mine, false, a, sizeof(a)),
+			off, describe(&f->refs[j], true, b, sizeof(b)));
+		sicken(f, ref_inode(&mine));
+		sicken(f, ref_inode(&f->refs[j]));
+		f->incomplete = true;
 		return false;
 	}
-	F.refs[j] = (struct ref){ off, len, owner, kind };
-	F.nrefs++;
+	f->refs[j] = (struct ref){ off, len, owner, kind };
+	f->nrefs++;
 	return true;
 }
 
@@ -439,20 +471,20 @@ static uint64_t popcount(uint64_t w)
 }
 
 /* Mark blocks [phys, +n) used; blocks already used go to the dup map. */
-static void mark_blocks(uint64_t phys, uint64_t n)
+static void mark_blocks(struct fsck *f, uint64_t phys, uint64_t n)
 {
-	if (phys >= F.nblocks || n > F.nblocks - phys)
+	if (phys >= f->nblocks || n > f->nblocks - phys)
 		return;		/* pool_block_range_ok() rules this out */
 	while (n) {
 		uint64_t w = phys >> 6, bit = phys & 63;
 		uint64_t k = 64 - bit < n ? 64 - bit : n;
 		uint64_t mask = (k == 64 ? ~0ULL : ((1ULL << k) - 1)) << bit;
-		uint64_t dup = F.bmap[w] & mask;
+		uint64_t dup = f->bmap[w] & mask;
 		if (dup) {
-			F.ndup += popcount(dup & ~F.dmap[w]);
-			F.dmap[w] |= dup;
+			f->ndup += popcount(dup & ~f->dmap[w]);
+			f->dmap[w] |= dup;
 		}
-		F.bmap[w] |= mask;
+		f->bmap[w] |= mask;
 		phys += k;
 		n -= k;
 	}
@@ -461,22 +493,22 @@ static void mark_blocks(uint64_t phys, uint64_t n)
 /* ------------------------------------------------------------------ */
 /* pass 1: superblock */
 
-static void check_super(void)
+static void check_super(struct fsck *f)
 {
-	struct pool *p = F.p;
+	struct pool *p = f->p;
 	const struct pmfuse_geometry *pg = &p->sb->geo;
 	struct pmfuse_geometry b;
-	uint64_t sb_off = F.sb_off;
-	uint64_t it_len = sizeof(struct pmfuse_itable) + F.nchunks * sizeof(uint64_t);
+	uint64_t sb_off = f->sb_off;
+	uint64_t it_len = sizeof(struct pmfuse_itable) + f->nchunks * sizeof(uint64_t);
 
-	ref_add(sb_off, sizeof(struct pmfuse_super), K_SUPER, 0);
+	ref_add(f, sb_off, sizeof(struct pmfuse_super), K_SUPER, 0);
 	if (!pool_meta_range_ok(p, sb_off, sizeof(struct pmfuse_super)))
-		problem("superblock: at offset %" PRIu64 ", inside the data area", sb_off);
+		problem(f, "superblock: at offset %" PRIu64 ", inside the data area", sb_off);
 	if (!pool_meta_range_ok(p, pg->itable_off, it_len))
-		problem("inode table: [%" PRIu64 ", +%" PRIu64 ") overlaps the data area",
+		problem(f, "inode table: [%" PRIu64 ", +%" PRIu64 ") overlaps the data area",
 			pg->itable_off, it_len);
 	else
-		ref_add(pg->itable_off, it_len, K_ITABLE, 0);
+		ref_add(f, pg->itable_off, it_len, K_ITABLE, 0);
 
 	/* the backup geometry (pool.h; the geometry check put it inside the pool) */
 	memcpy(&b, pool_ptr(p, pool_backup_off(pg)), sizeof(b));
@@ -484,7 +516,7 @@ static void check_super(void)
 	case POOL_BACKUP_OK:
 		break;
 	case POOL_BACKUP_DAMAGED:
-		problem("backup superblock (offset %" PRIu64 "): %s", pool_backup_off(pg),
+		problem(f, "backup superblock (offset %" PRIu64 "): %s", pool_backup_off(pg),
 			b.magic != PMFUSE_BACKUP_MAGIC ? "bad magic" : "checksum mismatch");
 		break;
 	case POOL_BACKUP_DIFFERS: {
@@ -497,12 +529,12 @@ static void check_super(void)
 		CMP(created); CMP(itable_off); CMP(max_inodes); CMP(meta_reserve);
 		CMP(nruns); CMP(pad); CMP(runs);
 #undef CMP
-		problem("backup superblock differs from the primary in: %s", diff);
+		problem(f, "backup superblock differs from the primary in: %s", diff);
 	}
 	}
 	if (p->sb->state != PMFUSE_STATE_CLEAN && p->sb->state != PMFUSE_STATE_MOUNTED) {
-		problem("superblock: unknown state %u", p->sb->state);
-		F.state_bad = true;
+		problem(f, "superblock: unknown state %u", p->sb->state);
+		f->state_bad = true;
 	}
 }
 
@@ -524,57 +556,57 @@ static bool only_links_bad(const struct pool *p, uint64_t ino, const struct pmfu
 	return inode_validate(p, ino, &t, why, sizeof(why)) == 0;
 }
 
-static void check_itable(void)
+static void check_itable(struct fsck *f)
 {
-	struct pool *p = F.p;
+	struct pool *p = f->p;
 	char why[POOL_WHY];
 
-	for (uint64_t c = 0; c < F.nchunks; c++) {
+	for (uint64_t c = 0; c < f->nchunks; c++) {
 		uint64_t off = p->itable->chunk[c];
 		if (!off)
 			continue;
 		if (!pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
-			problem("inode table chunk %" PRIu64 " (inodes %" PRIu64 "-%" PRIu64
+			problem(f, "inode table chunk %" PRIu64 " (inodes %" PRIu64 "-%" PRIu64
 				"): offset %" PRIu64 " is out of range", c,
 				c * PMFUSE_INODES_PER_CHUNK, c * PMFUSE_INODES_PER_CHUNK + 63, off);
-			F.incomplete = true;
+			f->incomplete = true;
 			continue;
 		}
-		if (!ref_add(off, PMFUSE_ICHUNK_SIZE, K_ICHUNK, c))
+		if (!ref_add(f, off, PMFUSE_ICHUNK_SIZE, K_ICHUNK, c))
 			continue;	/* shared with something: its records are not trusted */
-		F.chunk_ok[c] = 1;
+		f->chunk_ok[c] = 1;
 		for (unsigned i = 0; i < PMFUSE_INODES_PER_CHUNK; i++) {
 			uint64_t ino = c * PMFUSE_INODES_PER_CHUNK + i;
 			const struct pmfuse_inode *pi = (const struct pmfuse_inode *)pool_ptr(p, off) + i;
 			if (pi->mode == 0)
 				continue;
 			if (ino == 0) {
-				problem("inode 0: in use (mode %o), but inode 0 is reserved", pi->mode);
+				problem(f, "inode 0: in use (mode %o), but inode 0 is reserved", pi->mode);
 				continue;
 			}
-			F.st[ino] |= I_USED;
-			F.n_used++;
+			f->st[ino] |= I_USED;
+			f->n_used++;
 			if (inode_validate(p, ino, pi, why, sizeof(why))) {
-				problem("%s", why);
-				F.st[ino] |= I_BAD;
-				F.n_bad++;
-				F.incomplete = true;
+				problem(f, "%s", why);
+				f->st[ino] |= I_BAD;
+				f->n_bad++;
+				f->incomplete = true;
 				if (only_links_bad(p, ino, pi))
-					F.st[ino] |= I_LINKBAD;
+					f->st[ino] |= I_LINKBAD;
 			}
 		}
 	}
-	if (!F.chunk_ok[0] || !(F.st[PMFUSE_ROOT_INO] & I_USED)) {
-		problem("inode 1: the root directory is missing");
-	} else if (!S_ISDIR(rec(PMFUSE_ROOT_INO)->mode)) {
-		problem("inode 1: the root is a %s, not a directory", type_name(rec(PMFUSE_ROOT_INO)->mode));
-	} else if (F.st[PMFUSE_ROOT_INO] & I_BAD) {
+	if (!f->chunk_ok[0] || !(f->st[PMFUSE_ROOT_INO] & I_USED)) {
+		problem(f, "inode 1: the root directory is missing");
+	} else if (!S_ISDIR(rec(f, PMFUSE_ROOT_INO)->mode)) {
+		problem(f, "inode 1: the root is a %s, not a directory", type_name(rec(f, PMFUSE_ROOT_INO)->mode));
+	} else if (f->st[PMFUSE_ROOT_INO] & I_BAD) {
 		/* already reported */
 	} else {
-		F.root_ok = true;
-		if (rec(PMFUSE_ROOT_INO)->parent != PMFUSE_ROOT_INO)
-			problem("inode 1: the root directory's parent is %" PRIu64 ", not 1",
-				rec(PMFUSE_ROOT_INO)->parent);
+		f->root_ok = true;
+		if (rec(f, PMFUSE_ROOT_INO)->parent != PMFUSE_ROOT_INO)
+			problem(f, "inode 1: the root directory's parent is %" PRIu64 ", not 1",
+				rec(f, PMFUSE_ROOT_INO)->parent);
 	}
 }
 
@@ -582,6 +614,7 @@ static void check_itable(void)
 /* pass 3a: regular files */
 
 struct file_ctx {
+	struct fsck *f;
 	uint64_t ino;
 	uint64_t blocks;
 	bool beyond_max;
@@ -590,61 +623,63 @@ struct file_ctx {
 static int node_cb(void *ctx, uint64_t node_off)
 {
 	struct file_ctx *fc = ctx;
+	struct fsck *f = fc->f;
 
 	/* a node seen before (shared, or a DAG inside this map) stops the walk */
-	if (!ref_add(node_off, sizeof(struct pmfuse_mapnode), K_MAPNODE, fc->ino))
+	if (!ref_add(f, node_off, sizeof(struct pmfuse_mapnode), K_MAPNODE, fc->ino))
 		return 1;
-	F.n_mapnodes++;
+	f->n_mapnodes++;
 	return 0;
 }
 
 static int leaf_cb(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 {
 	struct file_ctx *fc = ctx;
+	struct fsck *f = fc->f;
 
 	if (fblock + n > (PMFUSE_MAX_FILE_SIZE >> PMFUSE_BLOCK_SHIFT))
 		fc->beyond_max = true;
 	fc->blocks += n;
-	mark_blocks(phys, n);
+	mark_blocks(f, phys, n);
 	return 0;
 }
 
-static void check_file(uint64_t ino, const struct pmfuse_inode *pi)
+static void check_file(struct fsck *f, uint64_t ino, const struct pmfuse_inode *pi)
 {
-	struct file_ctx fc = { ino, 0, false };
+	struct file_ctx fc = { f, ino, 0, false };
 	int r;
 
 	/* first pass: structure only, each node claimed once (bounds the walk) */
-	r = fmap_walk(F.p, pi, NULL, node_cb, &fc);
+	r = fmap_walk(f->p, pi, NULL, node_cb, &fc);
 	if (r < 0) {
-		problem("inode %" PRIu64 ": file map damaged (height %u, root entry %#" PRIx64 ")",
+		problem(f, "inode %" PRIu64 ": file map damaged (height %u, root entry %#" PRIx64 ")",
 			ino, pi->map_height, pi->map_root);
-		sicken(ino);
-		F.incomplete = true;
+		sicken(f, ino);
+		f->incomplete = true;
 		return;
 	}
 	if (r > 0)
 		return;		/* shared node, reported by ref_add */
-	r = fmap_walk(F.p, pi, leaf_cb, NULL, &fc);
+	r = fmap_walk(f->p, pi, leaf_cb, NULL, &fc);
 	if (r) {
-		problem("inode %" PRIu64 ": file map damaged", ino);
-		sicken(ino);
-		F.incomplete = true;
+		problem(f, "inode %" PRIu64 ": file map damaged", ino);
+		sicken(f, ino);
+		f->incomplete = true;
 		return;
 	}
-	F.st[ino] |= I_MAPOK;
-	F.aux[ino].mapped = fc.blocks;
+	f->st[ino] |= I_MAPOK;
+	f->aux[ino].mapped = fc.blocks;
 	if (fc.blocks != pi->blocks)
-		problem("inode %" PRIu64 ": %" PRIu64 " blocks mapped, but the inode says %" PRIu64,
+		problem(f, "inode %" PRIu64 ": %" PRIu64 " blocks mapped, but the inode says %" PRIu64,
 			ino, fc.blocks, pi->blocks);
 	if (fc.beyond_max)
-		problem("inode %" PRIu64 ": blocks mapped beyond the maximum file size", ino);
+		problem(f, "inode %" PRIu64 ": blocks mapped beyond the maximum file size", ino);
 }
 
 /* ------------------------------------------------------------------ */
 /* pass 3b: symlinks and xattrs */
 
-static void check_symlink(uint64_t ino, const struct pmfuse_inode *pi)
+static void check_symlink(struct fsck *f, uint64_t ino, const struct pmfuse_inode *pi)
 {
 	const char *target;
 
@@ -652,14 +687,14 @@ static void check_symlink(uint64_t ino, const struct pmfuse_inode *pi)
 	if (pi->size <= PMFUSE_INLINE_SYMLINK) {
 		target = pi->symlink;
 		if (pi->dir_off)
-			problem("inode %" PRIu64 ": short symlink has a target pointer (%" PRIu64 ")",
+			problem(f, "inode %" PRIu64 ": short symlink has a target pointer (%" PRIu64 ")",
 				ino, pi->dir_off);
 	} else {
-		target = pool_ptr(F.p, pi->dir_off);
-		ref_add(pi->dir_off, pi->size, K_SYMLINK, ino);
+		target = pool_ptr(f->p, pi->dir_off);
+		ref_add(f, pi->dir_off, pi->size, K_SYMLINK, ino);
 	}
 	if (memchr(target, '\0', pi->size))
-		problem("inode %" PRIu64 ": symlink target contains a NUL byte", ino);
+		problem(f, "inode %" PRIu64 ": symlink target contains a NUL byte", ino);
 }
 
 struct xname {
@@ -676,7 +711,7 @@ static int xname_cmp(const void *a, const void *b)
 	return memcmp(x->name, y->name, x->len);
 }
 
-static void check_xattrs(uint64_t ino, const struct pmfuse_inode *pi)
+static void check_xattrs(struct fsck *f, uint64_t ino, const struct pmfuse_inode *pi)
 {
 	const struct pmfuse_xattrs *x;
 	struct xname *names;
@@ -686,14 +721,14 @@ static void check_xattrs(uint64_t ino, const struct pmfuse_inode *pi)
 
 	if (!pi->xattr_off)
 		return;
-	if (xattr_set_validate(F.p, pi->xattr_off, why, sizeof(why))) {
-		problem("inode %" PRIu64 ": %s", ino, why);
-		sicken(ino);
-		F.incomplete = true;
+	if (xattr_set_validate(f->p, pi->xattr_off, why, sizeof(why))) {
+		problem(f, "inode %" PRIu64 ": %s", ino, why);
+		sicken(f, ino);
+		f->incomplete = true;
 		return;
 	}
-	x = pool_ptr(F.p, pi->xattr_off);
-	if (!ref_add(pi->xattr_off, sizeof(*x) + x->used, K_XATTR, ino))
+	x = pool_ptr(f->p, pi->xattr_off);
+	if (!ref_add(f, pi->xattr_off, sizeof(*x) + x->used, K_XATTR, ino))
 		return;
 	/* the records are whole (validated); what remains is duplicate names */
 	names = xcalloc(x->count + 1, sizeof(*names));
@@ -706,7 +741,7 @@ static void check_xattrs(uint64_t ino, const struct pmfuse_inode *pi)
 	for (i = 1; i < n; i++)
 		if (!xname_cmp(&names[i - 1], &names[i])) {
 			char e[ESC_MAX];
-			problem("inode %" PRIu64 ": xattr \"%s\" is stored twice", ino,
+			problem(f, "inode %" PRIu64 ": xattr \"%s\" is stored twice", ino,
 				esc(names[i].name, names[i].len, e, sizeof(e)));
 		}
 	free(names);
@@ -723,10 +758,10 @@ typedef void (*dirent_fn)(void *ctx, uint64_t slot, const struct pmfuse_dirent *
  * without (the reachability walk), damage is skipped silently.  Returns
  * false if some part could not be read.
  */
-static bool dir_foreach(uint64_t dino, const struct pmfuse_inode *dpi, bool check,
+static bool dir_foreach(struct fsck *f, uint64_t dino, const struct pmfuse_inode *dpi, bool check,
 			dirent_fn fn, void *ctx)
 {
-	struct pool *p = F.p;
+	struct pool *p = f->p;
 	const struct pmfuse_dirtab *t;
 	char why[POOL_WHY];
 	bool ok = true;
@@ -736,23 +771,23 @@ static bool dir_foreach(uint64_t dino, const struct pmfuse_inode *dpi, bool chec
 	t = pool_ptr(p, dpi->dir_off);
 	if (!dir_tab_ok(p, dpi)) {
 		if (check)
-			problem("inode %" PRIu64 ": directory table at offset %" PRIu64
+			problem(f, "inode %" PRIu64 ": directory table at offset %" PRIu64
 				" is damaged (%" PRIu64 " chunks, capacity %" PRIu64 ")",
 				dino, dpi->dir_off, t->nchunks, t->cap);
 		return false;
 	}
-	if (check && !ref_add(dpi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t), K_DIRTAB, dino))
+	if (check && !ref_add(f, dpi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t), K_DIRTAB, dino))
 		return false;
 	for (uint64_t c = 0; c < t->nchunks; c++) {
 		uint64_t off = t->chunk[c];
 		if (!pool_struct_ok(p, off, sizeof(struct pmfuse_dirchunk))) {
 			if (check)
-				problem("inode %" PRIu64 ": directory chunk %" PRIu64 " at offset %" PRIu64
+				problem(f, "inode %" PRIu64 ": directory chunk %" PRIu64 " at offset %" PRIu64
 					" is out of range", dino, c, off);
 			ok = false;
 			continue;
 		}
-		if (check && !ref_add(off, sizeof(struct pmfuse_dirchunk), K_DIRCHUNK, dino)) {
+		if (check && !ref_add(f, off, sizeof(struct pmfuse_dirchunk), K_DIRCHUNK, dino)) {
 			ok = false;
 			continue;
 		}
@@ -764,12 +799,12 @@ static bool dir_foreach(uint64_t dino, const struct pmfuse_inode *dpi, bool chec
 				continue;
 			if (dir_validate_dirent(p, de, why, sizeof(why))) {
 				if (check)
-					problem("inode %" PRIu64 ": slot %" PRIu64 ": %s", dino, slot, why);
+					problem(f, "inode %" PRIu64 ": slot %" PRIu64 ": %s", dino, slot, why);
 				ok = false;
 				continue;
 			}
 			if (check && de->name_len > PMFUSE_INLINE_NAME)
-				ref_add(de->name_off, de->name_len, K_NAME, dino);
+				ref_add(f, de->name_off, de->name_len, K_NAME, dino);
 			fn(ctx, slot, de);
 		}
 	}
@@ -781,149 +816,151 @@ static size_t name_slot(uint64_t h, size_t cap)
 	return (size_t)(h * 0x9e3779b97f4a7c15ULL >> 17) & (cap - 1);
 }
 
-static void names_insert(uint64_t h, const struct pmfuse_dirent *de, uint64_t slot)
+static void names_insert(struct fsck *f, uint64_t h, const struct pmfuse_dirent *de, uint64_t slot)
 {
-	size_t j = name_slot(h, F.namecap);
+	size_t j = name_slot(h, f->namecap);
 
-	while (F.names[j].gen == F.namegen)
-		j = (j + 1) & (F.namecap - 1);
-	F.names[j] = (struct name_ent){ h, de, slot, F.namegen };
-	F.nnames++;
+	while (f->names[j].gen == f->namegen)
+		j = (j + 1) & (f->namecap - 1);
+	f->names[j] = (struct name_ent){ h, de, slot, f->namegen };
+	f->nnames++;
 }
 
 /* Returns the slot of an earlier entry with de's name, or UINT64_MAX; adds de. */
-static uint64_t names_check(const struct pmfuse_dirent *de, uint64_t slot)
+static uint64_t names_check(struct fsck *f, const struct pmfuse_dirent *de, uint64_t slot)
 {
-	const char *n = dir_dirent_name(F.p, de);
+	const char *n = dir_dirent_name(f->p, de);
 
-	if ((F.nnames + 1) * 2 > F.namecap) {
-		struct name_ent *old = F.names;
-		size_t ocap = F.namecap;
-		F.namecap = ocap ? ocap * 2 : 1024;
-		F.names = xcalloc(F.namecap, sizeof(*F.names));
-		F.nnames = 0;
+	if ((f->nnames + 1) * 2 > f->namecap) {
+		struct name_ent *old = f->names;
+		size_t ocap = f->namecap;
+		f->namecap = ocap ? ocap * 2 : 1024;
+		f->names = xcalloc(f->namecap, sizeof(*f->names));
+		f->nnames = 0;
 		for (size_t i = 0; i < ocap; i++)
-			if (old[i].gen == F.namegen)
-				names_insert(old[i].hash, old[i].de, old[i].slot);
+			if (old[i].gen == f->namegen)
+				names_insert(f, old[i].hash, old[i].de, old[i].slot);
 		free(old);
 	}
-	for (size_t j = name_slot(de->hash, F.namecap); F.names[j].gen == F.namegen;
-	     j = (j + 1) & (F.namecap - 1)) {
-		const struct pmfuse_dirent *o = F.names[j].de;
-		if (F.names[j].hash == de->hash && o->name_len == de->name_len &&
-		    !memcmp(dir_dirent_name(F.p, o), n, de->name_len))
-			return F.names[j].slot;
+	for (size_t j = name_slot(de->hash, f->namecap); f->names[j].gen == f->namegen;
+	     j = (j + 1) & (f->namecap - 1)) {
+		const struct pmfuse_dirent *o = f->names[j].de;
+		if (f->names[j].hash == de->hash && o->name_len == de->name_len &&
+		    !memcmp(dir_dirent_name(f->p, o), n, de->name_len))
+			return f->names[j].slot;
 	}
-	names_insert(de->hash, de, slot);
+	names_insert(f, de->hash, de, slot);
 	return UINT64_MAX;
 }
 
-static void names_reset(void)
+static void names_reset(struct fsck *f)
 {
-	F.nnames = 0;
-	if (++F.namegen == 0) {		/* wrapped: stale generations must go */
-		memset(F.names, 0, F.namecap * sizeof(*F.names));
-		F.namegen = 1;
+	f->nnames = 0;
+	if (++f->namegen == 0) {		/* wrapped: stale generations must go */
+		memset(f->names, 0, f->namecap * sizeof(*f->names));
+		f->namegen = 1;
 	}
 }
 
 struct dir_ctx {
+	struct fsck *f;
 	uint64_t dino;
 	uint64_t live, nsub;
 };
 
-static void dangling_add(uint64_t dino, uint64_t slot, uint64_t ino)
+static void dangling_add(struct fsck *f, uint64_t dino, uint64_t slot, uint64_t ino)
 {
-	if (F.ndang == F.dangcap) {
-		size_t cap = F.dangcap ? F.dangcap * 2 : 64;
-		struct dangling *d = realloc(F.dang, cap * sizeof(*d));
+	if (f->ndang == f->dangcap) {
+		size_t cap = f->dangcap ? f->dangcap * 2 : 64;
+		struct dangling *d = realloc(f->dang, cap * sizeof(*d));
 		if (!d)
 			fatal("out of memory");
-		F.dang = d;
-		F.dangcap = cap;
+		f->dang = d;
+		f->dangcap = cap;
 	}
-	F.dang[F.ndang++] = (struct dangling){ dino, slot, ino };
+	f->dang[f->ndang++] = (struct dangling){ dino, slot, ino };
 }
 
 static void dir_check_entry(void *ctx, uint64_t slot, const struct pmfuse_dirent *de)
 {
 	struct dir_ctx *dc = ctx;
+	struct fsck *f = dc->f;
 	uint64_t x = de->ino, other;
-	const struct pmfuse_inode *px = rec(x);
+	const struct pmfuse_inode *px = rec(f, x);
 	char e[ESC_MAX];
-	const char *name = esc(dir_dirent_name(F.p, de), de->name_len, e, sizeof(e));
+	const char *name = esc(dir_dirent_name(f->p, de), de->name_len, e, sizeof(e));
 
 	dc->live++;
-	other = names_check(de, slot);
+	other = names_check(f, de, slot);
 	if (other != UINT64_MAX)
-		problem("inode %" PRIu64 ": entry \"%s\" appears twice (slots %" PRIu64 " and %" PRIu64 ")",
+		problem(f, "inode %" PRIu64 ": entry \"%s\" appears twice (slots %" PRIu64 " and %" PRIu64 ")",
 			dc->dino, name, other, slot);
-	if (!px || !(F.st[x] & I_USED)) {
-		problem("inode %" PRIu64 ": entry \"%s\" refers to %s inode %" PRIu64, dc->dino, name,
+	if (!px || !(f->st[x] & I_USED)) {
+		problem(f, "inode %" PRIu64 ": entry \"%s\" refers to %s inode %" PRIu64, dc->dino, name,
 			px ? "free" : "unallocated", x);
-		dangling_add(dc->dino, slot, x);
+		dangling_add(f, dc->dino, slot, x);
 		return;
 	}
-	if (F.nref[x] != UINT32_MAX)
-		F.nref[x]++;
-	F.aux[x].named_by = dc->dino;
+	if (f->nref[x] != UINT32_MAX)
+		f->nref[x]++;
+	f->aux[x].named_by = dc->dino;
 	if (dc->dino == PMFUSE_ROOT_INO && de->name_len == 10 &&
-	    !memcmp(dir_dirent_name(F.p, de), "lost+found", 10))
-		F.lf_ino = x;
+	    !memcmp(dir_dirent_name(f->p, de), "lost+found", 10))
+		f->lf_ino = x;
 	if (S_ISDIR(px->mode))
 		dc->nsub++;
 	if (x == PMFUSE_ROOT_INO)
-		problem("inode 1: the root directory is listed as \"%s\" in directory %" PRIu64,
+		problem(f, "inode 1: the root directory is listed as \"%s\" in directory %" PRIu64,
 			name, dc->dino);
-	if (F.st[x] & I_BAD)
+	if (f->st[x] & I_BAD)
 		return;
 	if (de->type != (px->mode & S_IFMT) >> 12)
-		problem("inode %" PRIu64 ": entry \"%s\" has type %u (%s), but inode %" PRIu64 " is a %s",
+		problem(f, "inode %" PRIu64 ": entry \"%s\" has type %u (%s), but inode %" PRIu64 " is a %s",
 			dc->dino, name, de->type, type_name((uint32_t)de->type << 12), x,
 			type_name(px->mode));
 	if (S_ISDIR(px->mode) && x != PMFUSE_ROOT_INO && px->parent != dc->dino)
-		problem("inode %" PRIu64 ": parent is %" PRIu64 ", but it is listed as \"%s\" in directory %"
+		problem(f, "inode %" PRIu64 ": parent is %" PRIu64 ", but it is listed as \"%s\" in directory %"
 			PRIu64, x, px->parent, name, dc->dino);
 }
 
-static void check_dir(uint64_t ino, const struct pmfuse_inode *pi)
+static void check_dir(struct fsck *f, uint64_t ino, const struct pmfuse_inode *pi)
 {
-	struct dir_ctx dc = { ino, 0, 0 };
+	struct dir_ctx dc = { f, ino, 0, 0 };
 	bool orphan = pi->nlink == 0 && (pi->flags & PMFUSE_IF_ORPHAN);
 
-	names_reset();
-	if (!dir_foreach(ino, pi, true, dir_check_entry, &dc)) {
-		sicken(ino);
-		F.incomplete = true;
+	names_reset(f);
+	if (!dir_foreach(f, ino, pi, true, dir_check_entry, &dc)) {
+		sicken(f, ino);
+		f->incomplete = true;
 		return;		/* counts are meaningless with entries missing */
 	}
-	F.st[ino] |= I_DIROK;
-	F.aux[ino].live = dc.live;
-	F.aux[ino].nsub = dc.nsub;
+	f->st[ino] |= I_DIROK;
+	f->aux[ino].live = dc.live;
+	f->aux[ino].nsub = dc.nsub;
 	if (pi->nentries != dc.live)
-		problem("inode %" PRIu64 ": entry count is %" PRIu64 ", but it has %" PRIu64 " entries",
+		problem(f, "inode %" PRIu64 ": entry count is %" PRIu64 ", but it has %" PRIu64 " entries",
 			ino, pi->nentries, dc.live);
 	if (orphan) {
 		if (dc.live)
-			problem("inode %" PRIu64 ": removed directory (orphan) still has %" PRIu64 " entries",
+			problem(f, "inode %" PRIu64 ": removed directory (orphan) still has %" PRIu64 " entries",
 				ino, dc.live);
 	} else if (pi->nlink != 2 + dc.nsub) {
-		problem("inode %" PRIu64 ": link count %u, but it has %" PRIu64
+		problem(f, "inode %" PRIu64 ": link count %u, but it has %" PRIu64
 			" subdirectories (expected %" PRIu64 ")", ino, pi->nlink, dc.nsub, 2 + dc.nsub);
 	}
 }
 
-static void check_inodes(void)
+static void check_inodes(struct fsck *f)
 {
-	for (uint64_t ino = 1; ino < F.max_inodes; ino++) {
-		const struct pmfuse_inode *pi = good(ino);
+	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+		const struct pmfuse_inode *pi = good(f, ino);
 		if (!pi)
 			continue;
-		check_xattrs(ino, pi);
+		check_xattrs(f, ino, pi);
 		switch (pi->mode & S_IFMT) {
-		case S_IFREG: check_file(ino, pi); break;
-		case S_IFDIR: check_dir(ino, pi); break;
-		case S_IFLNK: check_symlink(ino, pi); break;
+		case S_IFREG: check_file(f, ino, pi); break;
+		case S_IFDIR: check_dir(f, ino, pi); break;
+		case S_IFLNK: check_symlink(f, ino, pi); break;
 		default: break;
 		}
 	}
@@ -932,132 +969,132 @@ static void check_inodes(void)
 /* ------------------------------------------------------------------ */
 /* pass 4: orphan list, reachability, link counts */
 
-static void check_orphan_list(void)
+static void check_orphan_list(struct fsck *f)
 {
-	uint64_t cur = F.p->sb->orphan_head, prev = 0, steps = 0;
-	uint64_t problems = F.problems;
+	uint64_t cur = f->p->sb->orphan_head, prev = 0, steps = 0;
+	uint64_t problems = f->problems;
 
 	while (cur) {
-		struct pmfuse_inode *pi = rec(cur);
-		if (++steps > F.max_inodes) {
-			problem("orphan list: longer than the inode table (a cycle?)");
+		struct pmfuse_inode *pi = rec(f, cur);
+		if (++steps > f->max_inodes) {
+			problem(f, "orphan list: longer than the inode table (a cycle?)");
 			break;
 		}
-		if (!pi || !(F.st[cur] & I_USED)) {
+		if (!pi || !(f->st[cur] & I_USED)) {
 			if (prev)
-				problem("inode %" PRIu64 ": next orphan is %" PRIu64 ", which is not in use",
+				problem(f, "inode %" PRIu64 ": next orphan is %" PRIu64 ", which is not in use",
 					prev, cur);
 			else
-				problem("superblock: orphan list head %" PRIu64 " is not in use", cur);
+				problem(f, "superblock: orphan list head %" PRIu64 " is not in use", cur);
 			break;
 		}
-		if (F.st[cur] & I_ONLIST) {
-			problem("orphan list: cycle at inode %" PRIu64 " (reached again from inode %" PRIu64 ")",
+		if (f->st[cur] & I_ONLIST) {
+			problem(f, "orphan list: cycle at inode %" PRIu64 " (reached again from inode %" PRIu64 ")",
 				cur, prev);
 			break;
 		}
-		F.st[cur] |= I_ONLIST;
+		f->st[cur] |= I_ONLIST;
 		if (!(pi->flags & PMFUSE_IF_ORPHAN))
-			problem("inode %" PRIu64 ": on the orphan list but not flagged as an orphan", cur);
+			problem(f, "inode %" PRIu64 ": on the orphan list but not flagged as an orphan", cur);
 		if (pi->orphan_prev != prev)
-			problem("inode %" PRIu64 ": previous orphan is %" PRIu64 ", expected %" PRIu64,
+			problem(f, "inode %" PRIu64 ": previous orphan is %" PRIu64 ", expected %" PRIu64,
 				cur, pi->orphan_prev, prev);
 		prev = cur;
 		cur = pi->orphan_next;
 	}
-	if (F.problems != problems)
-		F.orphan_bad = true;
+	if (f->problems != problems)
+		f->orphan_bad = true;
 }
 
-static void push(uint64_t ino)
+static void push(struct fsck *f, uint64_t ino)
 {
-	if (F.qtail == F.qcap) {
-		size_t cap = F.qcap ? F.qcap * 2 : 1024;
-		uint64_t *q = realloc(F.queue, cap * sizeof(*q));
+	if (f->qtail == f->qcap) {
+		size_t cap = f->qcap ? f->qcap * 2 : 1024;
+		uint64_t *q = realloc(f->queue, cap * sizeof(*q));
 		if (!q)
 			fatal("out of memory");
-		F.queue = q;
-		F.qcap = cap;
+		f->queue = q;
+		f->qcap = cap;
 	}
-	F.queue[F.qtail++] = ino;
+	f->queue[f->qtail++] = ino;
 }
 
 static void reach_entry(void *ctx, uint64_t slot, const struct pmfuse_dirent *de)
 {
-	const struct pmfuse_inode *px = good(de->ino);
+	struct fsck *f = ctx;
+	const struct pmfuse_inode *px = good(f, de->ino);
 
-	(void)ctx;
 	(void)slot;
-	if (!rec(de->ino) || !(F.st[de->ino] & I_USED) || (F.st[de->ino] & I_REACHED))
+	if (!rec(f, de->ino) || !(f->st[de->ino] & I_USED) || (f->st[de->ino] & I_REACHED))
 		return;
-	F.st[de->ino] |= I_REACHED;
+	f->st[de->ino] |= I_REACHED;
 	if (px && S_ISDIR(px->mode))
-		push(de->ino);
+		push(f, de->ino);
 }
 
-static void check_reachability(void)
+static void check_reachability(struct fsck *f)
 {
-	if (!F.root_ok)
+	if (!f->root_ok)
 		return;
-	F.st[PMFUSE_ROOT_INO] |= I_REACHED;
-	push(PMFUSE_ROOT_INO);
+	f->st[PMFUSE_ROOT_INO] |= I_REACHED;
+	push(f, PMFUSE_ROOT_INO);
 	/* each directory is queued at most once (I_REACHED): bounded by max_inodes */
-	while (F.qhead < F.qtail) {
-		uint64_t d = F.queue[F.qhead++];
-		dir_foreach(d, rec(d), false, reach_entry, NULL);
+	while (f->qhead < f->qtail) {
+		uint64_t d = f->queue[f->qhead++];
+		dir_foreach(f, d, rec(f, d), false, reach_entry, f);
 	}
 }
 
-static void check_links(void)
+static void check_links(struct fsck *f)
 {
-	for (uint64_t ino = 1; ino < F.max_inodes; ino++) {
-		const struct pmfuse_inode *pi = good(ino);
-		if (!(F.st[ino] & I_USED))
+	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+		const struct pmfuse_inode *pi = good(f, ino);
+		if (!(f->st[ino] & I_USED))
 			continue;
 		if (!pi) {
 			/* damaged: counted, not judged */
-			const struct pmfuse_inode *r = rec(ino);
+			const struct pmfuse_inode *r = rec(f, ino);
 			if (r && (r->flags & PMFUSE_IF_ORPHAN) && r->nlink == 0)
-				F.n_orphan++;
+				f->n_orphan++;
 			continue;
 		}
-		uint32_t refs = F.nref[ino];
+		uint32_t refs = f->nref[ino];
 		bool dir = S_ISDIR(pi->mode);
 
 		switch (pi->mode & S_IFMT) {
-		case S_IFDIR: F.n_dir++; break;
-		case S_IFREG: F.n_reg++; break;
-		case S_IFLNK: F.n_lnk++; break;
-		default: F.n_other++; break;
+		case S_IFDIR: f->n_dir++; break;
+		case S_IFREG: f->n_reg++; break;
+		case S_IFLNK: f->n_lnk++; break;
+		default: f->n_other++; break;
 		}
 		if (pi->flags & PMFUSE_IF_ORPHAN) {
-			if (!(F.st[ino] & I_ONLIST)) {
-				problem("inode %" PRIu64 ": flagged as an orphan but not on the orphan list", ino);
-				F.orphan_bad = true;
+			if (!(f->st[ino] & I_ONLIST)) {
+				problem(f, "inode %" PRIu64 ": flagged as an orphan but not on the orphan list", ino);
+				f->orphan_bad = true;
 			}
 			if (pi->nlink == 0) {
-				F.n_orphan++;
+				f->n_orphan++;
 				if (refs)
-					problem("inode %" PRIu64 ": orphan (link count 0), but %u names refer to it",
+					problem(f, "inode %" PRIu64 ": orphan (link count 0), but %u names refer to it",
 						ino, refs);
 				continue;
 			}
-			problem("inode %" PRIu64 ": flagged as an orphan, but its link count is %u"
+			problem(f, "inode %" PRIu64 ": flagged as an orphan, but its link count is %u"
 				" (it would be deleted at the next mount)", ino, pi->nlink);
-			F.orphan_bad = true;
+			f->orphan_bad = true;
 		} else if (pi->orphan_next || pi->orphan_prev) {
-			problem("inode %" PRIu64 ": not an orphan, but has orphan list links (next %" PRIu64
+			problem(f, "inode %" PRIu64 ": not an orphan, but has orphan list links (next %" PRIu64
 				", previous %" PRIu64 ")", ino, pi->orphan_next, pi->orphan_prev);
-			F.orphan_bad = true;
+			f->orphan_bad = true;
 		}
-		if (F.root_ok && !(F.st[ino] & I_REACHED)) {
+		if (f->root_ok && !(f->st[ino] & I_REACHED)) {
 			if (dir) {
-				problem("inode %" PRIu64 ": directory is not connected to the root"
+				problem(f, "inode %" PRIu64 ": directory is not connected to the root"
 					" (%u names refer to it)", ino, refs);
 				continue;
 			}
 			if (refs == 0) {
-				problem("inode %" PRIu64 ": %s is not in any directory (link count %u)",
+				problem(f, "inode %" PRIu64 ": %s is not in any directory (link count %u)",
 					ino, type_name(pi->mode), pi->nlink);
 				continue;
 			}
@@ -1065,10 +1102,10 @@ static void check_links(void)
 		}
 		if (dir) {
 			if (ino != PMFUSE_ROOT_INO && refs > 1)
-				problem("inode %" PRIu64 ": directory has %u names (directories cannot be"
+				problem(f, "inode %" PRIu64 ": directory has %u names (directories cannot be"
 					" hard-linked)", ino, refs);
 		} else if (pi->nlink != refs) {
-			problem("inode %" PRIu64 ": link count %u, but %u names refer to it",
+			problem(f, "inode %" PRIu64 ": link count %u, but %u names refer to it",
 				ino, pi->nlink, refs);
 		}
 	}
@@ -1079,10 +1116,9 @@ static void check_links(void)
 
 #define DUP_NAME_MAX (8u << 20)	/* dup blocks whose first owner is remembered */
 
-static struct dup_ent *dups;
-static size_t dupcap;
 
 struct dup_ctx {
+	struct fsck *f;
 	uint64_t ino;
 	uint64_t shared, first, other;
 	bool many;
@@ -1090,27 +1126,28 @@ struct dup_ctx {
 };
 
 /* First owner of a shared block; records ino if none yet. */
-static uint64_t dup_owner(uint64_t block, uint64_t ino)
+static uint64_t dup_owner(struct fsck *f, uint64_t block, uint64_t ino)
 {
-	size_t j = (size_t)((block * 0x9e3779b97f4a7c15ULL) >> 20) & (dupcap - 1);
+	size_t j = (size_t)((block * 0x9e3779b97f4a7c15ULL) >> 20) & (f->dupcap - 1);
 
-	for (; dups[j].block; j = (j + 1) & (dupcap - 1))
-		if (dups[j].block == block + 1)
-			return dups[j].ino;
-	dups[j] = (struct dup_ent){ block + 1, ino };
+	for (; f->dups[j].block; j = (j + 1) & (f->dupcap - 1))
+		if (f->dups[j].block == block + 1)
+			return f->dups[j].ino;
+	f->dups[j] = (struct dup_ent){ block + 1, ino };
 	return 0;
 }
 
 static int dup_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 {
 	struct dup_ctx *dc = ctx;
+	struct fsck *f = dc->f;
 	uint64_t end = phys + n;
 
 	(void)fblock;
-	if (phys >= F.nblocks || n > F.nblocks - phys)
+	if (phys >= f->nblocks || n > f->nblocks - phys)
 		return 0;
 	for (uint64_t b = phys; b < end;) {
-		uint64_t w = F.dmap[b >> 6] >> (b & 63);
+		uint64_t w = f->dmap[b >> 6] >> (b & 63);
 		if (!w) {
 			b = (b | 63) + 1;
 			continue;
@@ -1118,11 +1155,11 @@ static int dup_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 		b += (uint64_t)__builtin_ctzll(w);
 		if (b >= end)
 			break;
-		if (!dups) {
+		if (!f->dups) {
 			if (!dc->shared++)
 				dc->first = b;
 		} else {
-			uint64_t o = dup_owner(b, dc->ino);
+			uint64_t o = dup_owner(f, b, dc->ino);
 			if (o == dc->ino) {
 				if (!dc->self++)
 					dc->self_first = b;
@@ -1140,35 +1177,35 @@ static int dup_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
 	return 0;
 }
 
-static void check_dups(void)
+static void check_dups(struct fsck *f)
 {
-	if (!F.ndup)
+	if (!f->ndup)
 		return;
-	if (F.ndup <= DUP_NAME_MAX) {
-		dupcap = 1;
-		while (dupcap < 2 * F.ndup)
-			dupcap *= 2;
-		dups = calloc(dupcap, sizeof(*dups));	/* without it: unnamed owners */
+	if (f->ndup <= DUP_NAME_MAX) {
+		f->dupcap = 1;
+		while (f->dupcap < 2 * f->ndup)
+			f->dupcap *= 2;
+		f->dups = calloc(f->dupcap, sizeof(*f->dups));	/* without it: unnamed owners */
 	}
-	for (uint64_t ino = 1; ino < F.max_inodes; ino++) {
-		const struct pmfuse_inode *pi = good(ino);
-		struct dup_ctx dc = { .ino = ino };
-		if (!pi || !(F.st[ino] & I_MAPOK))
+	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+		const struct pmfuse_inode *pi = good(f, ino);
+		struct dup_ctx dc = { .f = f, .ino = ino };
+		if (!pi || !(f->st[ino] & I_MAPOK))
 			continue;
-		fmap_walk(F.p, pi, dup_leaf, NULL, &dc);
-		if (dc.shared && dups)
-			problem("inode %" PRIu64 ": %" PRIu64 " block(s) also used by inode %" PRIu64
+		fmap_walk(f->p, pi, dup_leaf, NULL, &dc);
+		if (dc.shared && f->dups)
+			problem(f, "inode %" PRIu64 ": %" PRIu64 " block(s) also used by inode %" PRIu64
 				"%s (first shared block %" PRIu64 ")", ino, dc.shared, dc.other,
 				dc.many ? " and others" : "", dc.first);
 		else if (dc.shared)
-			problem("inode %" PRIu64 ": %" PRIu64 " block(s) also used by another file"
+			problem(f, "inode %" PRIu64 ": %" PRIu64 " block(s) also used by another file"
 				" (first shared block %" PRIu64 ")", ino, dc.shared, dc.first);
 		if (dc.self)
-			problem("inode %" PRIu64 ": %" PRIu64 " block(s) mapped more than once in the file"
+			problem(f, "inode %" PRIu64 ": %" PRIu64 " block(s) mapped more than once in the file"
 				" (first: block %" PRIu64 ")", ino, dc.self, dc.self_first);
 	}
-	free(dups);
-	dups = NULL;
+	free(f->dups);
+	f->dups = NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1213,90 +1250,90 @@ static void on_alarm(int sig)
 		    " structures (lanes or heap) of the region are probably damaged\n");
 		_exit(FSCK_OPERATIONAL);
 	}
-	if (in_pmemobj == 2 && heap_n == heap_seen)
+	if (in_pmemobj == 2 && active->heap_n == active->heap_seen)
 		siglongjmp(heap_jmp, SIGALRM);
-	heap_seen = heap_n;
+	active->heap_seen = active->heap_n;
 }
 
-static bool heap_walk(void)
+static bool heap_walk(struct fsck *f)
 {
 	volatile size_t cap = 0;
-	size_t limit = (size_t)(F.p->size / 64);
+	size_t limit = (size_t)(f->p->size / 64);
 	struct itimerval tick = { { HEAP_WATCHDOG_SEC, 0 }, { HEAP_WATCHDOG_SEC, 0 } };
 	struct itimerval off = { { 0, 0 }, { 0, 0 } };
 	struct sigaction sa = { .sa_handler = on_alarm };
 	int sig;
 
-	heap_n = 0;
-	heap_seen = SIZE_MAX;
-	if (F.guarded)
+	f->heap_n = 0;
+	f->heap_seen = SIZE_MAX;
+	if (f->guarded)
 		sigaction(SIGALRM, &sa, NULL);
 	if ((sig = sigsetjmp(heap_jmp, 1)) != 0) {
 		in_pmemobj = 0;
-		if (F.guarded)
+		if (f->guarded)
 			setitimer(ITIMER_REAL, &off, NULL);
-		heap_broken = true;	/* libpmemobj may be mid-update: never call it again */
-		problem("pmemobj heap: walking the allocated objects %s (damaged heap); object checks skipped",
+		f->heap_broken = true;	/* libpmemobj may be mid-update: never call it again */
+		problem(f, "pmemobj heap: walking the allocated objects %s (damaged heap); object checks skipped",
 			sig == SIGALRM ? "does not finish" : "crashes");
 		return false;
 	}
-	if (F.guarded)
+	if (f->guarded)
 		setitimer(ITIMER_REAL, &tick, NULL);
 	in_pmemobj = 2;
-	for (PMEMoid oid = pmemobj_first(F.p->pop); !OID_IS_NULL(oid); oid = pmemobj_next(oid)) {
-		if (heap_n == limit) {
+	for (PMEMoid oid = pmemobj_first(f->p->pop); !OID_IS_NULL(oid); oid = pmemobj_next(oid)) {
+		if (f->heap_n == limit) {
 			in_pmemobj = 0;
-			if (F.guarded)
+			if (f->guarded)
 				setitimer(ITIMER_REAL, &off, NULL);
-			problem("pmemobj heap: more objects than the region can hold (damaged heap?)");
+			problem(f, "pmemobj heap: more objects than the region can hold (damaged heap?)");
 			return false;
 		}
-		if (heap_n == cap) {
+		if (f->heap_n == cap) {
 			cap = cap ? cap * 2 : 4096;
-			struct obj *m = realloc(heap_objs, cap * sizeof(*m));
+			struct obj *m = realloc(f->heap_objs, cap * sizeof(*m));
 			if (!m)
 				fatal("out of memory");
-			heap_objs = m;
+			f->heap_objs = m;
 		}
-		heap_objs[heap_n] = (struct obj){ oid.off, pmemobj_alloc_usable_size(oid), 0 };
-		heap_n = heap_n + 1;
+		f->heap_objs[f->heap_n] = (struct obj){ oid.off, pmemobj_alloc_usable_size(oid), 0 };
+		f->heap_n = f->heap_n + 1;
 	}
 	in_pmemobj = 0;
-	if (F.guarded)
+	if (f->guarded)
 		setitimer(ITIMER_REAL, &off, NULL);
 	return true;
 }
 
-static void check_objects(void)
+static void check_objects(struct fsck *f)
 {
-	const struct pmfuse_geometry *g = &F.p->sb->geo;
+	const struct pmfuse_geometry *g = &f->p->sb->geo;
 	struct obj *o;
 	size_t n;
 	char d[128];
 
-	if (!heap_walk())
+	if (!heap_walk(f))
 		return;
-	o = heap_objs;
-	n = heap_n;
-	F.n_objects = n;
+	o = f->heap_objs;
+	n = f->heap_n;
+	f->n_objects = n;
 	qsort(o, n, sizeof(*o), obj_cmp);
 
 	/* every referenced offset starts an object big enough for it */
-	for (size_t i = 0; i < F.refcap; i++) {
-		const struct ref *r = &F.refs[i];
+	for (size_t i = 0; i < f->refcap; i++) {
+		const struct ref *r = &f->refs[i];
 		if (!r->off || r->kind == K_SUPER)	/* the root object is not iterated */
 			continue;
 		size_t k = obj_find(o, n, r->off);
 		describe(r, false, d, sizeof(d));
 		if (k == SIZE_MAX || o[k].off != r->off) {
-			problem("%s at offset %" PRIu64 " is not an allocated object", d, r->off);
-			sicken(ref_inode(r));
+			problem(f, "%s at offset %" PRIu64 " is not an allocated object", d, r->off);
+			sicken(f, ref_inode(r));
 			continue;
 		}
 		if (o[k].size < r->len) {
-			problem("%s at offset %" PRIu64 " (%" PRIu64 " bytes) is larger than its"
+			problem(f, "%s at offset %" PRIu64 " (%" PRIu64 " bytes) is larger than its"
 				" allocation (%" PRIu64 " bytes)", d, r->off, r->len, o[k].size);
-			sicken(ref_inode(r));
+			sicken(f, ref_inode(r));
 		}
 		o[k].used = 1;
 	}
@@ -1305,30 +1342,30 @@ static void check_objects(void)
 		size_t k = obj_find(o, n, g->runs[i].off);
 		if (k == SIZE_MAX || o[k].size < g->runs[i].off - o[k].off ||
 		    o[k].size - (g->runs[i].off - o[k].off) < g->runs[i].len) {
-			problem("data run %u [%" PRIu64 ", +%" PRIu64 ") is not inside an allocated object",
+			problem(f, "data run %u [%" PRIu64 ", +%" PRIu64 ") is not inside an allocated object",
 				i, g->runs[i].off, g->runs[i].len);
 			continue;
 		}
 		if (o[k].used == 1)
-			problem("data run %u [%" PRIu64 ", +%" PRIu64 ") overlaps referenced metadata",
+			problem(f, "data run %u [%" PRIu64 ", +%" PRIu64 ") overlaps referenced metadata",
 				i, g->runs[i].off, g->runs[i].len);
 		o[k].used = 2;
 	}
 	for (size_t k = 0; k < n; k++)
 		if (o[k].used != 2)
-			F.meta_bytes += o[k].size;
+			f->meta_bytes += o[k].size;
 	/* leaks: meaningful only if every structure could be followed */
-	if (!F.incomplete) {
-		F.leak_checked = true;
+	if (!f->incomplete) {
+		f->leak_checked = true;
 		for (size_t k = 0; k < n; k++) {
 			if (o[k].used)
 				continue;
-			if (F.n_leaks++ < LEAKS_SHOWN)
-				problem("metadata: object at offset %" PRIu64 " (%" PRIu64 " bytes) is allocated"
+			if (f->n_leaks++ < LEAKS_SHOWN)
+				problem(f, "metadata: object at offset %" PRIu64 " (%" PRIu64 " bytes) is allocated"
 					" but not referenced", o[k].off, o[k].size);
 		}
-		if (F.n_leaks > LEAKS_SHOWN)
-			problem("metadata: %" PRIu64 " more unreferenced objects", F.n_leaks - LEAKS_SHOWN);
+		if (f->n_leaks > LEAKS_SHOWN)
+			problem(f, "metadata: %" PRIu64 " more unreferenced objects", f->n_leaks - LEAKS_SHOWN);
 	}
 }
 
@@ -1346,15 +1383,15 @@ static void print_time(const char *what, uint64_t t)
 		printf("%snever", what);
 }
 
-static void summary(uint64_t used_blocks, uint64_t capacity)
+static void summary(struct fsck *f, uint64_t used_blocks, uint64_t capacity)
 {
-	const struct pmfuse_super *sb = F.p->sb;
+	const struct pmfuse_super *sb = f->p->sb;
 	const struct pmfuse_geometry *g = &sb->geo;
 	const uint8_t *u = g->uuid;
 
 	printf("%s: pmfuse version %u, label \"%s\", uuid "
 	       "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\n",
-	       F.region, g->version, g->label, u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7],
+	       f->region, g->version, g->label, u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7],
 	       u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
 	printf("  region %" PRIu64 " bytes, %u data run(s),", g->region_size, g->nruns);
 	print_time(" created ", g->created);
@@ -1366,30 +1403,30 @@ static void summary(uint64_t used_blocks, uint64_t capacity)
 	print_time(" last ", sb->last_mount);
 	printf("\n  inodes: %" PRIu64 " used of %" PRIu64 ": %" PRIu64 " directories, %" PRIu64
 	       " regular files, %" PRIu64 " symlinks, %" PRIu64 " other, %" PRIu64 " damaged\n",
-	       F.n_used, F.max_inodes - 1, F.n_dir, F.n_reg, F.n_lnk, F.n_other, F.n_bad);
+	       f->n_used, f->max_inodes - 1, f->n_dir, f->n_reg, f->n_lnk, f->n_other, f->n_bad);
 	printf("  orphans: %" PRIu64 " (deleted files still open at the last session's end;"
-	       " reclaimed at the next mount)\n", F.n_orphan);
+	       " reclaimed at the next mount)\n", f->n_orphan);
 	printf("  blocks (4 KiB): %" PRIu64 " used, %" PRIu64 " free, %" PRIu64 " total;"
 	       " %" PRIu64 " claimed more than once\n", used_blocks,
-	       capacity > used_blocks ? capacity - used_blocks : 0, capacity, F.ndup);
+	       capacity > used_blocks ? capacity - used_blocks : 0, capacity, f->ndup);
 	printf("  metadata: %" PRIu64 " objects referenced (%" PRIu64 " file map nodes)",
-	       (uint64_t)F.nrefs, F.n_mapnodes);
-	if (heap_broken || !F.n_objects)
+	       (uint64_t)f->nrefs, f->n_mapnodes);
+	if (f->heap_broken || !f->n_objects)
 		printf("; pmemobj heap not walked\n");
-	else if (F.leak_checked)
-		printf(", %" PRIu64 " allocated, %" PRIu64 " unreferenced\n", F.n_objects, F.n_leaks);
+	else if (f->leak_checked)
+		printf(", %" PRIu64 " allocated, %" PRIu64 " unreferenced\n", f->n_objects, f->n_leaks);
 	else
 		printf(", %" PRIu64 " allocated; leak check skipped (damaged structures)\n",
-		       F.n_objects);
-	if (!heap_broken && F.n_objects)
+		       f->n_objects);
+	if (!f->heap_broken && f->n_objects)
 		printf("  metadata space: %" PRIu64 " KiB in objects outside the data runs"
-		       " (reserve at mkfs: %" PRIu64 " KiB)\n", F.meta_bytes >> 10,
+		       " (reserve at mkfs: %" PRIu64 " KiB)\n", f->meta_bytes >> 10,
 		       g->meta_reserve >> 10);
-	if (!F.root_ok)
+	if (!f->root_ok)
 		printf("  reachability not checked: no valid root directory\n");
-	if (F.used_backup)
+	if (f->used_backup)
 		printf("  checked with the backup superblock: the primary is damaged\n");
-	if (F.shared_open)
+	if (f->shared_open)
 		printf("  opened without copy-on-write (device DAX, or an old libpmemobj): libpmemobj"
 		       " updated its own open bookkeeping (run id, lanes) in the region\n");
 }
@@ -1398,18 +1435,18 @@ static void summary(uint64_t used_blocks, uint64_t capacity)
 /* opening */
 
 /* pmemobj_open() replays logs and boots the heap: slow on a big pool, endless on a bad one */
-static int guarded_pool_open(char *why, size_t whylen)
+static int guarded_pool_open(struct fsck *f, char *why, size_t whylen)
 {
 	struct sigaction al = { .sa_handler = on_alarm };
 	int ret;
 
-	if (F.guarded) {
+	if (f->guarded) {
 		sigaction(SIGALRM, &al, NULL);
 		alarm(OPEN_WATCHDOG_SEC);
 	}
 	in_pmemobj = 1;
-	ret = pool_open(&F.pool, F.region, why, whylen);
-	if (F.guarded)
+	ret = pool_open(&f->pool, f->region, why, whylen);
+	if (f->guarded)
 		alarm(0);
 	in_pmemobj = 0;
 	return ret;
@@ -1422,7 +1459,6 @@ static bool is_char_device(const char *path)
 	return stat(path, &st) == 0 && S_ISCHR(st.st_mode);
 }
 
-static struct pmfuse_super backup_sb;	/* the superblock fsck checks with */
 
 /*
  * pool_open() refused the region.  If it is nevertheless a pmfuse pool
@@ -1433,7 +1469,7 @@ static struct pmfuse_super backup_sb;	/* the superblock fsck checks with */
  * checked (8).  Returns an exit code, or -1 to go on checking.
  */
 
-static int open_damaged(const char *why_open)
+static int open_damaged(struct fsck *f, const char *why_open)
 {
 	char why[POOL_WHY];
 	const struct pmfuse_super *sb;
@@ -1442,54 +1478,54 @@ static int open_damaged(const char *why_open)
 
 	/* a sound pmemobj header and the pmfuse magic, or it cannot be checked */
 	in_pmemobj = 1;
-	if (F.guarded)
+	if (f->guarded)
 		alarm(OPEN_WATCHDOG_SEC);
-	ret = pool_open_damaged(&F.pool, F.region, why, sizeof(why));
-	if (F.guarded)
+	ret = pool_open_damaged(&f->pool, f->region, why, sizeof(why));
+	if (f->guarded)
 		alarm(0);
 	in_pmemobj = 0;
 	if (ret) {
 		fprintf(stderr, "fsck.pmfuse: %s\n", why_open);
 		return FSCK_OPERATIONAL;
 	}
-	sb = F.pool.sb;
-	F.sb_off = pool_off(&F.pool, sb);
-	F.opened = true;
-	if (mprotect(F.pool.base, F.pool.size, PROT_READ) == 0)
-		F.protected = true;
+	sb = f->pool.sb;
+	f->sb_off = pool_off(&f->pool, sb);
+	f->opened = true;
+	if (mprotect(f->pool.base, f->pool.size, PROT_READ) == 0)
+		f->protected = true;
 	g = sb->geo;
-	if (pool_check_geometry(&g, F.pool.size, why, sizeof(why)) == 0) {
+	if (pool_check_geometry(&g, f->pool.size, why, sizeof(why)) == 0) {
 		/* the geometry is fine: pool_open() objected to the inode table (below) */
-		backup_sb = *sb;
-		if (((const struct pmfuse_itable *)(F.pool.base + g.itable_off))->nchunks ==
+		f->backup_sb = *sb;
+		if (((const struct pmfuse_itable *)(f->pool.base + g.itable_off))->nchunks ==
 		    g.max_inodes / PMFUSE_INODES_PER_CHUNK)
-			problem("superblock: %s", why_open);	/* whatever it was */
+			problem(f, "superblock: %s", why_open);	/* whatever it was */
 	} else {
-		problem("%s%s", strncmp(why_open, "superblock", 10) ? "superblock: " : "", why_open);
-		int64_t off = pool_backup_find(F.pool.base, F.pool.size, &g);
+		problem(f, "%s%s", strncmp(why_open, "superblock", 10) ? "superblock: " : "", why_open);
+		int64_t off = pool_backup_find(f->pool.base, f->pool.size, &g);
 		if (off < 0) {
-			problem("superblock: no intact backup superblock found; nothing more can be checked");
+			problem(f, "superblock: no intact backup superblock found; nothing more can be checked");
 			return FSCK_UNCORRECTED;
 		}
-		backup_sb = *sb;	/* the mutable part (state, orphan list) */
-		backup_sb.geo = g;
+		f->backup_sb = *sb;	/* the mutable part (state, orphan list) */
+		f->backup_sb.geo = g;
 		printf("%s: the backup superblock at offset %" PRId64 " is intact; checking with it\n",
-		       F.region, off);
-		F.used_backup = true;
+		       f->region, off);
+		f->used_backup = true;
 	}
-	F.pool.sb = &backup_sb;
-	F.pool.itable = (struct pmfuse_itable *)(F.pool.base + g.itable_off);
-	F.degraded = true;
+	f->pool.sb = &f->backup_sb;
+	f->pool.itable = (struct pmfuse_itable *)(f->pool.base + g.itable_off);
+	f->degraded = true;
 	/* pool_check_geometry() made sure the pool holds max_inodes / 64 chunk offsets */
-	if (F.pool.itable->nchunks != g.max_inodes / PMFUSE_INODES_PER_CHUNK)
-		problem("inode table: holds %" PRIu64 " chunks, but the superblock says %" PRIu64
-			"; checking %" PRIu64, F.pool.itable->nchunks,
+	if (f->pool.itable->nchunks != g.max_inodes / PMFUSE_INODES_PER_CHUNK)
+		problem(f, "inode table: holds %" PRIu64 " chunks, but the superblock says %" PRIu64
+			"; checking %" PRIu64, f->pool.itable->nchunks,
 			g.max_inodes / PMFUSE_INODES_PER_CHUNK, g.max_inodes / PMFUSE_INODES_PER_CHUNK);
 	return -1;
 }
 
 /* Open the region read-only; returns an exit code, or -1 to go on checking. */
-static int open_region(void)
+static int open_region(struct fsck *f)
 {
 	char why[POOL_WHY];
 	int one = 1, zero = 0, ret;
@@ -1502,108 +1538,110 @@ static int open_region(void)
 	 * mapped read-only below).
 	 */
 	if (pmemobj_ctl_set(NULL, "copy_on_write.at_open", &one))
-		F.shared_open = true;	/* an old libpmemobj */
-	ret = guarded_pool_open(why, sizeof(why));
-	if (ret && ret != -EAGAIN && is_char_device(F.region)) {
+		f->shared_open = true;	/* an old libpmemobj */
+	ret = guarded_pool_open(f, why, sizeof(why));
+	if (ret && ret != -EAGAIN && is_char_device(f->region)) {
 		pmemobj_ctl_set(NULL, "copy_on_write.at_open", &zero);
-		F.shared_open = true;
-		ret = guarded_pool_open(why, sizeof(why));
+		f->shared_open = true;
+		ret = guarded_pool_open(f, why, sizeof(why));
 	}
 	if (ret == -EAGAIN) {
-		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", F.region);
+		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", f->region);
 		return FSCK_OPERATIONAL;
 	}
 	if (ret == -EINVAL) {
-		ret = open_damaged(why);
+		ret = open_damaged(f, why);
 		if (ret >= 0)
 			return ret;
 	} else if (ret) {
 		fprintf(stderr, "fsck.pmfuse: %s\n", why);
 		return FSCK_OPERATIONAL;
 	} else {
-		F.opened = true;
-		F.sb_off = pool_off(&F.pool, F.pool.sb);
+		f->opened = true;
+		f->sb_off = pool_off(&f->pool, f->pool.sb);
 		/* from here on nothing may write the image: make sure nothing can */
-		if (mprotect(F.pool.base, F.pool.size, PROT_READ) == 0)
-			F.protected = true;
+		if (mprotect(f->pool.base, f->pool.size, PROT_READ) == 0)
+			f->protected = true;
 	}
-	F.p = &F.pool;
+	f->p = &f->pool;
 	return -1;
 }
 
 /* ------------------------------------------------------------------ */
 /* one check of the open region */
 
-static void protect(bool read_only)
+static void protect(struct fsck *f, bool read_only)
 {
-	if (read_only && !F.protected) {
-		if (mprotect(F.pool.base, F.pool.size, PROT_READ) == 0)
-			F.protected = true;
-	} else if (!read_only && F.protected) {
-		mprotect(F.pool.base, F.pool.size, PROT_READ | PROT_WRITE);
-		F.protected = false;
+	if (read_only && !f->protected) {
+		if (mprotect(f->pool.base, f->pool.size, PROT_READ) == 0)
+			f->protected = true;
+	} else if (!read_only && f->protected) {
+		mprotect(f->pool.base, f->pool.size, PROT_READ | PROT_WRITE);
+		f->protected = false;
 	}
 }
 
 /* Forget what a check learnt; the region stays open. */
-static void check_free(void)
+static void check_free(struct fsck *f)
 {
-	struct fsck keep = F;
+	struct fsck keep = *f;
 
-	free(F.chunk_ok);
-	free(F.st);
-	free(F.nref);
-	free(F.aux);
-	free(F.bmap);
-	free(F.dmap);
-	free(F.refs);
-	free(F.names);
-	free(F.queue);
-	free(F.dang);
-	memset(&F, 0, sizeof(F));
-	F.region = keep.region;
-	F.verbose = keep.verbose;
-	F.quiet = keep.quiet;
-	F.pool = keep.pool;
-	F.p = keep.p ? &F.pool : NULL;
-	F.opened = keep.opened;
-	F.protected = keep.protected;
-	F.used_backup = keep.used_backup;
-	F.degraded = keep.degraded;
-	F.sb_off = keep.sb_off;
-	F.shared_open = keep.shared_open;
-	F.guarded = keep.guarded;
+	free(f->chunk_ok);
+	free(f->st);
+	free(f->nref);
+	free(f->aux);
+	free(f->bmap);
+	free(f->dmap);
+	free(f->refs);
+	free(f->names);
+	free(f->queue);
+	free(f->dang);
+	/* everything but what outlives one check: the region, the repair, the heap walk */
+	memset(f, 0, offsetof(struct fsck, dups));
+	f->dups = NULL;
+	f->region = keep.region;
+	f->verbose = keep.verbose;
+	f->quiet = keep.quiet;
+	f->pool = keep.pool;
+	f->p = keep.p ? &f->pool : NULL;
+	f->opened = keep.opened;
+	f->protected = keep.protected;
+	f->used_backup = keep.used_backup;
+	f->degraded = keep.degraded;
+	f->sb_off = keep.sb_off;
+	f->shared_open = keep.shared_open;
+	f->guarded = keep.guarded;
 }
 
-static void run_check(void)
+static void run_check(struct fsck *f)
 {
-	F.max_inodes = F.p->sb->geo.max_inodes;
-	F.nchunks = F.max_inodes / PMFUSE_INODES_PER_CHUNK;	/* == itable->nchunks, or reported */
-	F.chunk_ok = xcalloc(F.nchunks, 1);
-	F.st = xcalloc(F.max_inodes, 1);
-	F.nref = xcalloc(F.max_inodes, sizeof(uint32_t));
-	F.aux = xcalloc(F.max_inodes, sizeof(struct aux));
-	F.nblocks = F.p->size >> PMFUSE_BLOCK_SHIFT;
-	F.nwords = (F.nblocks + 63) / 64;
-	F.bmap = xcalloc(F.nwords, sizeof(uint64_t));
-	F.dmap = xcalloc(F.nwords, sizeof(uint64_t));
-	F.namegen = 1;
+	f->max_inodes = f->p->sb->geo.max_inodes;
+	f->nchunks = f->max_inodes / PMFUSE_INODES_PER_CHUNK;	/* == itable->nchunks, or reported */
+	f->chunk_ok = xcalloc(f->nchunks, 1);
+	f->st = xcalloc(f->max_inodes, 1);
+	f->nref = xcalloc(f->max_inodes, sizeof(uint32_t));
+	f->aux = xcalloc(f->max_inodes, sizeof(struct aux));
+	f->nblocks = f->p->size >> PMFUSE_BLOCK_SHIFT;
+	f->nwords = (f->nblocks + 63) / 64;
+	f->bmap = xcalloc(f->nwords, sizeof(uint64_t));
+	f->dmap = xcalloc(f->nwords, sizeof(uint64_t));
+	f->namegen = 1;
 
-	check_super();
-	check_itable();
-	check_inodes();
-	check_orphan_list();
-	check_reachability();
-	check_links();
-	check_dups();
-	check_objects();
+	check_super(f);
+	check_itable(f);
+	check_inodes(f);
+	check_orphan_list(f);
+	check_reachability(f);
+	check_links(f);
+	check_dups(f);
+	check_objects(f);
 
-	for (uint64_t w = 0; w < F.nwords; w++)
-		F.used_blocks += popcount(F.bmap[w]);
-	F.capacity = pool_data_blocks(F.p) - 1;	/* the backup block */
-	if (F.used_blocks > F.capacity)
-		problem("blocks: %" PRIu64 " in use, but the data area holds only %" PRIu64,
-			F.used_blocks, F.capacity);
+	for (uint64_t w = 0; w < f->nwords; w++)
+		f->used_blocks += popcount(f->bmap[w]);
+	f->capacity = pool_data_blocks(f->p) - 1;	/* the backup block */
+	if (f->used_blocks > f->capacity)
+		problem(f, "blocks: %" PRIu64 " in use, but the data area holds only %" PRIu64,
+			f->used_blocks, f->capacity);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1626,20 +1664,6 @@ static void run_check(void)
  * records, file maps, directory tables or entries, xattr objects; blocks or
  * objects claimed twice; directory cycles; a damaged pmemobj heap.
  */
-enum fix { FX_ORPHANS = 1, FX_DANGLING, FX_RECLAIM, FX_REATTACH, FX_COUNTS, FX_LEAK, FX_STATE };
-
-#define MAX_ROUNDS 12	/* each round: check, then repair what that check justifies */
-
-static struct {
-	enum mode mode;
-	bool force;
-	bool all_yes;		/* "a" answered on the terminal */
-	uint64_t fixed;		/* repairs committed */
-	uint64_t *declined;	/* keys (fix << 56 | id) not to offer again; 0 = empty */
-	size_t dcap, dn;
-	struct fs *fs;		/* the core over the region opened for repair */
-} R;
-
 static volatile sig_atomic_t cancel_requested, repairing, asking, changed;
 
 static void on_cancel(int sig)
@@ -1658,35 +1682,35 @@ static void on_cancel(int sig)
 	cancel_requested = 1;	/* stop between two transactions */
 }
 
-static size_t declined_slot(uint64_t key)
+static size_t declined_slot(struct fsck *f, uint64_t key)
 {
-	size_t j = (size_t)(key * 0x9e3779b97f4a7c15ULL >> 20) & (R.dcap - 1);
+	size_t j = (size_t)(key * 0x9e3779b97f4a7c15ULL >> 20) & (f->r.dcap - 1);
 
-	while (R.declined[j] && R.declined[j] != key)
-		j = (j + 1) & (R.dcap - 1);
+	while (f->r.declined[j] && f->r.declined[j] != key)
+		j = (j + 1) & (f->r.dcap - 1);
 	return j;
 }
 
-static bool declined_has(uint64_t key)
+static bool declined_has(struct fsck *f, uint64_t key)
 {
-	return R.dcap && R.declined[declined_slot(key)] == key;
+	return f->r.dcap && f->r.declined[declined_slot(f, key)] == key;
 }
 
-static void declined_add(uint64_t key)
+static void declined_add(struct fsck *f, uint64_t key)
 {
-	if ((R.dn + 1) * 2 > R.dcap) {
-		uint64_t *old = R.declined;
-		size_t ocap = R.dcap;
-		R.dcap = ocap ? ocap * 2 : 256;
-		R.declined = xcalloc(R.dcap, sizeof(uint64_t));
+	if ((f->r.dn + 1) * 2 > f->r.dcap) {
+		uint64_t *old = f->r.declined;
+		size_t ocap = f->r.dcap;
+		f->r.dcap = ocap ? ocap * 2 : 256;
+		f->r.declined = xcalloc(f->r.dcap, sizeof(uint64_t));
 		for (size_t i = 0; i < ocap; i++)
 			if (old[i])
-				R.declined[declined_slot(old[i])] = old[i];
+				f->r.declined[declined_slot(f, old[i])] = old[i];
 		free(old);
 	}
-	if (!R.declined[declined_slot(key)]) {
-		R.declined[declined_slot(key)] = key;
-		R.dn++;
+	if (!f->r.declined[declined_slot(f, key)]) {
+		f->r.declined[declined_slot(f, key)] = key;
+		f->r.dn++;
 	}
 }
 
@@ -1695,14 +1719,14 @@ static void declined_add(uint64_t key)
  * others need -y or a "yes" on the terminal.  A repair refused once is not
  * offered again in a later round.
  */
-static bool may_fix(bool safe, enum fix kind, uint64_t id, const char *what)
+static bool may_fix(struct fsck *f, bool safe, enum fix kind, uint64_t id, const char *what)
 {
 	uint64_t key = (uint64_t)kind << 56 | (id & ((1ULL << 56) - 1));
 	char line[64];
 
-	if (declined_has(key))
+	if (declined_has(f, key))
 		return false;
-	switch (R.mode) {
+	switch (f->r.mode) {
 	case M_YES:
 		return true;
 	case M_PREEN:
@@ -1711,7 +1735,7 @@ static bool may_fix(bool safe, enum fix kind, uint64_t id, const char *what)
 		printf("%s: not done by -p (needs -y)\n", what);
 		break;
 	case M_ASK:
-		if (R.all_yes)
+		if (f->r.all_yes)
 			return true;
 		/* from here a SIGINT exits at once; one that came before is seen below */
 		asking = 1;
@@ -1725,8 +1749,8 @@ static bool may_fix(bool safe, enum fix kind, uint64_t id, const char *what)
 		asking = 0;
 		if (answered) {
 			if (line[0] == 'a' || line[0] == 'A')
-				R.all_yes = true;
-			if (line[0] == 'y' || line[0] == 'Y' || R.all_yes)
+				f->r.all_yes = true;
+			if (line[0] == 'y' || line[0] == 'Y' || f->r.all_yes)
 				return true;
 		} else {
 			putchar('\n');
@@ -1735,20 +1759,20 @@ static bool may_fix(bool safe, enum fix kind, uint64_t id, const char *what)
 	case M_CHECK:
 		break;
 	}
-	declined_add(key);
+	declined_add(f, key);
 	return false;
 }
 
 /* Report a repair's outcome; a failed one is not tried again. */
-static bool fix_done(enum fix kind, uint64_t id, const char *what, int ret)
+static bool fix_done(struct fsck *f, enum fix kind, uint64_t id, const char *what, int ret)
 {
 	if (ret) {
 		printf("%s: FAILED: %s\n", what, strerror(-ret));
-		declined_add((uint64_t)kind << 56 | (id & ((1ULL << 56) - 1)));
+		declined_add(f, (uint64_t)kind << 56 | (id & ((1ULL << 56) - 1)));
 		return false;
 	}
 	printf("%s: done\n", what);
-	R.fixed++;
+	f->r.fixed++;
 	changed = 1;
 	return true;
 }
@@ -1763,14 +1787,15 @@ static bool fix_done(enum fix kind, uint64_t id, const char *what, int ret)
 /* The blocks in use, run by run (claimed twice: once). */
 static int claim_checked_blocks(void *ctx, struct alloc *a)
 {
-	(void)ctx;
-	for (uint64_t b = 0; b < F.nblocks;) {
-		if (!(F.bmap[b >> 6] >> (b & 63) & 1)) {
+	struct fsck *f = ctx;
+
+	for (uint64_t b = 0; b < f->nblocks;) {
+		if (!(f->bmap[b >> 6] >> (b & 63) & 1)) {
 			b++;
 			continue;
 		}
 		uint64_t e = b;
-		while (e < F.nblocks && (F.bmap[e >> 6] >> (e & 63) & 1))
+		while (e < f->nblocks && (f->bmap[e >> 6] >> (e & 63) & 1))
 			e++;
 		alloc_claim(a, b, e - b);
 		b = e;
@@ -1781,47 +1806,49 @@ static int claim_checked_blocks(void *ctx, struct alloc *a)
 /* Damaged inode chunks give no free numbers. */
 static bool chunk_checked_ok(void *ctx, uint64_t c)
 {
-	(void)ctx;
-	return F.chunk_ok[c];
+	const struct fsck *f = ctx;
+
+	return f->chunk_ok[c];
 }
 
-static void repair_fs_init(void)
+static void repair_fs_init(struct fsck *f)
 {
 	char why[POOL_WHY];
 
-	if (fs_attach(&R.fs, &F.pool, claim_checked_blocks, chunk_checked_ok, NULL, why,
+	if (fs_attach(&f->r.fs, &f->pool, claim_checked_blocks, chunk_checked_ok, f, why,
 		      sizeof(why)))
 		fatal("%s", why);
 }
 
-static void repair_fs_fini(void)
+static void repair_fs_fini(struct fsck *f)
 {
-	fs_detach(R.fs);
-	R.fs = NULL;
+	fs_detach(f->r.fs);
+	f->r.fs = NULL;
 }
 
 /* May the link count and orphan fields of ino be rewritten (record otherwise sound)? */
-static bool links_fixable(uint64_t ino)
+static bool links_fixable(struct fsck *f, uint64_t ino)
 {
-	uint8_t s = F.st[ino];
+	uint8_t s = f->st[ino];
 
-	return rec(ino) && (s & I_USED) && (!(s & I_BAD) || (s & I_LINKBAD));
+	return rec(f, ino) && (s & I_USED) && (!(s & I_BAD) || (s & I_LINKBAD));
 }
 
 /* Should ino be on the orphan list: unlinked (link count 0) and named nowhere? */
-static bool wants_orphan(uint64_t ino)
+static bool wants_orphan(struct fsck *f, uint64_t ino)
 {
-	return links_fixable(ino) && rec(ino)->nlink == 0 && F.nref[ino] == 0;
+	return links_fixable(f, ino) && rec(f, ino)->nlink == 0 && f->nref[ino] == 0;
 }
 
-static bool is_listed_orphan(uint64_t ino)
+static bool is_listed_orphan(struct fsck *f, uint64_t ino)
 {
-	const struct pmfuse_inode *pi = rec(ino);
+	const struct pmfuse_inode *pi = rec(f, ino);
 
-	return (F.st[ino] & I_ONLIST) && (pi->flags & PMFUSE_IF_ORPHAN) && pi->nlink == 0;
+	return (f->st[ino] & I_ONLIST) && (pi->flags & PMFUSE_IF_ORPHAN) && pi->nlink == 0;
 }
 
 struct orphans_args {
+	struct fsck *f;
 	const uint64_t *list;
 	size_t n;
 };
@@ -1829,13 +1856,14 @@ struct orphans_args {
 static int tx_rebuild_orphans(void *arg)
 {
 	struct orphans_args *a = arg;
-	struct pmfuse_super *sb = F.p->sb;
+	struct fsck *f = a->f;
+	struct pmfuse_super *sb = f->p->sb;
 	size_t pos = 0;
 
-	for (uint64_t ino = 1; ino < F.max_inodes; ino++) {
-		struct pmfuse_inode *pi = rec(ino);
+	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+		struct pmfuse_inode *pi = rec(f, ino);
 		struct pmfuse_inode want;
-		if (!links_fixable(ino))
+		if (!links_fixable(f, ino))
 			continue;
 		want = *pi;
 		if (pos < a->n && a->list[pos] == ino) {
@@ -1848,7 +1876,7 @@ static int tx_rebuild_orphans(void *arg)
 			want.orphan_prev = want.orphan_next = 0;
 			/* unlinked, yet named: the names win (the counts pass refines it) */
 			if (want.nlink == 0)
-				want.nlink = S_ISDIR(want.mode) ? 2 : F.nref[ino];
+				want.nlink = S_ISDIR(want.mode) ? 2 : f->nref[ino];
 		}
 		if (memcmp(&want, pi, sizeof(want))) {
 			pmemobj_tx_add_range_direct(pi, sizeof(*pi));
@@ -1865,19 +1893,19 @@ static int tx_rebuild_orphans(void *arg)
  * entry names.  If it is not (damaged links, an unlinked inode left off it,
  * a named one on it), rebuild it in one transaction, in inode order.
  */
-static uint64_t fix_orphan_list(void)
+static uint64_t fix_orphan_list(struct fsck *f)
 {
-	bool needed = F.orphan_bad;
+	bool needed = f->orphan_bad;
 	uint64_t *list = NULL;
 	size_t n = 0, cap = 0;
 	char what[160];
 
-	for (uint64_t ino = 1; ino < F.max_inodes; ino++) {
-		if (!links_fixable(ino))
+	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+		if (!links_fixable(f, ino))
 			continue;
-		bool want = wants_orphan(ino);
-		if ((F.st[ino] & I_LINKBAD) || want != is_listed_orphan(ino) ||
-		    (!want && (rec(ino)->flags & PMFUSE_IF_ORPHAN)))
+		bool want = wants_orphan(f, ino);
+		if ((f->st[ino] & I_LINKBAD) || want != is_listed_orphan(f, ino) ||
+		    (!want && (rec(f, ino)->flags & PMFUSE_IF_ORPHAN)))
 			needed = true;
 		if (!want)
 			continue;
@@ -1896,37 +1924,37 @@ static uint64_t fix_orphan_list(void)
 	}
 	snprintf(what, sizeof(what), "orphan list: rebuild it from the link counts and entries"
 		 " (%zu unlinked inode(s) no entry names; named ones keep their names)", n);
-	struct orphans_args a = { list, n };
-	bool ok = may_fix(true, FX_ORPHANS, 0, what) &&
-		  fix_done(FX_ORPHANS, 0, what, pool_tx(F.p, tx_rebuild_orphans, &a));
+	struct orphans_args a = { f, list, n };
+	bool ok = may_fix(f, true, FX_ORPHANS, 0, what) &&
+		  fix_done(f, FX_ORPHANS, 0, what, pool_tx(f->p, tx_rebuild_orphans, &a));
 	free(list);
 	return ok;
 }
 
 /* Reclaim the orphans on a sound list, as the next mount would: inode_reclaim(). */
-static uint64_t fix_reclaim_orphans(void)
+static uint64_t fix_reclaim_orphans(struct fsck *f)
 {
 	uint64_t n = 0;
 	char what[160];
 
-	if (F.orphan_bad)
+	if (f->orphan_bad)
 		return 0;	/* rebuilt first */
-	for (uint64_t ino = 1; ino < F.max_inodes && !cancel_requested; ino++) {
-		struct pmfuse_inode *pi = good(ino);
-		if (!pi || !is_listed_orphan(ino) || F.nref[ino] || (F.st[ino] & I_SICK))
+	for (uint64_t ino = 1; ino < f->max_inodes && !cancel_requested; ino++) {
+		struct pmfuse_inode *pi = good(f, ino);
+		if (!pi || !is_listed_orphan(f, ino) || f->nref[ino] || (f->st[ino] & I_SICK))
 			continue;
 		/* everything it owns was found allocated and unshared: freeing it is safe */
-		if (S_ISREG(pi->mode) && !(F.st[ino] & I_MAPOK))
+		if (S_ISREG(pi->mode) && !(f->st[ino] & I_MAPOK))
 			continue;
-		if (S_ISDIR(pi->mode) && (!(F.st[ino] & I_DIROK) || F.aux[ino].live))
+		if (S_ISDIR(pi->mode) && (!(f->st[ino] & I_DIROK) || f->aux[ino].live))
 			continue;	/* a removed directory with entries: reported, left alone */
 		snprintf(what, sizeof(what), "inode %" PRIu64 ": reclaim the unlinked %s"
 			 " (%" PRIu64 " bytes, %" PRIu64 " blocks)", ino, type_name(pi->mode),
 			 pi->size, pi->blocks);
-		if (!may_fix(true, FX_RECLAIM, ino, what))
+		if (!may_fix(f, true, FX_RECLAIM, ino, what))
 			continue;
-		int r = inode_reclaim(R.fs, ino, pi);	/* 1: reclaimed, 0: not an orphan */
-		if (fix_done(FX_RECLAIM, ino, what, r < 0 ? r : r ? 0 : -ESTALE))
+		int r = inode_reclaim(f->r.fs, ino, pi);	/* 1: reclaimed, 0: not an orphan */
+		if (fix_done(f, FX_RECLAIM, ino, what, r < 0 ? r : r ? 0 : -ESTALE))
 			n++;
 	}
 	return n;
@@ -1947,43 +1975,43 @@ static int tx_drop_dirent(void *arg)
 }
 
 /* Remove the entries that name free or unallocated inodes. */
-static uint64_t fix_dangling(void)
+static uint64_t fix_dangling(struct fsck *f)
 {
 	uint64_t n = 0;
 	char what[160 + ESC_MAX], e[ESC_MAX];
 
-	for (size_t i = 0; i < F.ndang && !cancel_requested; i++) {
-		const struct dangling *d = &F.dang[i];
-		const struct pmfuse_inode *dpi = good(d->dino);
+	for (size_t i = 0; i < f->ndang && !cancel_requested; i++) {
+		const struct dangling *d = &f->dang[i];
+		const struct pmfuse_inode *dpi = good(f, d->dino);
 		struct inode *dir;
 		struct pmfuse_dirent *de;
 		int ret;
 
 		/* a directory being removed is left to the orphan repairs */
-		if (!dpi || !(F.st[d->dino] & I_DIROK) || (F.st[d->dino] & I_SICK) || dpi->nlink == 0)
+		if (!dpi || !(f->st[d->dino] & I_DIROK) || (f->st[d->dino] & I_SICK) || dpi->nlink == 0)
 			continue;
-		if (!(dir = inode_get(R.fs, d->dino)))
+		if (!(dir = inode_get(f->r.fs, d->dino)))
 			continue;
-		if (dir_lock_excl(R.fs, dir)) {
-			inode_put(R.fs, dir);
+		if (dir_lock_excl(f->r.fs, dir)) {
+			inode_put(f->r.fs, dir);
 			continue;
 		}
-		de = dir_slot(R.fs, dir, (uint32_t)d->slot);
+		de = dir_slot(f->r.fs, dir, (uint32_t)d->slot);
 		if (de && de->ino == d->ino) {
 			uint64_t hash = de->hash;
 			snprintf(what, sizeof(what), "inode %" PRIu64 ": remove entry \"%s\" (names %s"
 				 " inode %" PRIu64 ")", d->dino,
-				 esc(dir_dirent_name(F.p, de), de->name_len, e, sizeof(e)),
-				 rec(d->ino) ? "free" : "unallocated", d->ino);
-			if (may_fix(true, FX_DANGLING, d->dino << 24 ^ d->slot, what)) {
-				struct drop_args a = { R.fs, dir, (uint32_t)d->slot };
-				ret = pool_tx(F.p, tx_drop_dirent, &a);
+				 esc(dir_dirent_name(f->p, de), de->name_len, e, sizeof(e)),
+				 rec(f, d->ino) ? "free" : "unallocated", d->ino);
+			if (may_fix(f, true, FX_DANGLING, d->dino << 24 ^ d->slot, what)) {
+				struct drop_args a = { f->r.fs, dir, (uint32_t)d->slot };
+				ret = pool_tx(f->p, tx_drop_dirent, &a);
 				dir_remove_done(dir, (uint32_t)d->slot, hash, ret == 0);
-				n += fix_done(FX_DANGLING, d->dino << 24 ^ d->slot, what, ret);
+				n += fix_done(f, FX_DANGLING, d->dino << 24 ^ d->slot, what, ret);
 			}
 		}
 		pthread_rwlock_unlock(&dir->lock);
-		inode_put(R.fs, dir);
+		inode_put(f->r.fs, dir);
 	}
 	return n;
 }
@@ -2020,37 +2048,37 @@ static int tx_reattach(void *arg)
 }
 
 /* /lost+found as a locked directory of the core, created if missing; NULL if unusable. */
-static struct inode *lost_found(bool *created)
+static struct inode *lost_found(struct fsck *f, bool *created)
 {
 	struct fs_cred root = { 0, 0 };
 	struct inode *lf;
 	struct fs_attr st;
-	uint64_t ino = F.lf_ino;
+	uint64_t ino = f->lf_ino;
 	const char *what = "/lost+found: create it";
 
 	*created = false;
 	if (ino) {
-		const struct pmfuse_inode *pi = good(ino);
-		if (!pi || !S_ISDIR(pi->mode) || !(F.st[ino] & I_REACHED) || (F.st[ino] & I_SICK) ||
-		    !(F.st[ino] & I_DIROK) || pi->nlink == 0 || F.nref[ino] != 1) {
-			if (!declined_has((uint64_t)FX_REATTACH << 56))
+		const struct pmfuse_inode *pi = good(f, ino);
+		if (!pi || !S_ISDIR(pi->mode) || !(f->st[ino] & I_REACHED) || (f->st[ino] & I_SICK) ||
+		    !(f->st[ino] & I_DIROK) || pi->nlink == 0 || f->nref[ino] != 1) {
+			if (!declined_has(f, (uint64_t)FX_REATTACH << 56))
 				printf("/lost+found is not a sound directory: nothing can be reattached\n");
-			declined_add((uint64_t)FX_REATTACH << 56);
+			declined_add(f, (uint64_t)FX_REATTACH << 56);
 			return NULL;
 		}
 	} else {
-		int ret = fs_mknod(R.fs, PMFUSE_ROOT_INO, "lost+found", S_IFDIR | 0700, 0, &root, &st);
-		if (!fix_done(FX_REATTACH, 0, what, ret))
+		int ret = fs_mknod(f->r.fs, PMFUSE_ROOT_INO, "lost+found", S_IFDIR | 0700, 0, &root, &st);
+		if (!fix_done(f, FX_REATTACH, 0, what, ret))
 			return NULL;
 		ino = (uint64_t)st.st.st_ino;
-		fs_forget(R.fs, ino, 1);
-		F.lf_ino = ino;
+		fs_forget(f->r.fs, ino, 1);
+		f->lf_ino = ino;
 		*created = true;
 	}
-	if (!(lf = inode_get(R.fs, ino)))
+	if (!(lf = inode_get(f->r.fs, ino)))
 		return NULL;
-	if (dir_lock_excl(R.fs, lf)) {
-		inode_put(R.fs, lf);
+	if (dir_lock_excl(f->r.fs, lf)) {
+		inode_put(f->r.fs, lf);
 		return NULL;
 	}
 	return lf;
@@ -2066,32 +2094,32 @@ static const char *size_text(uint64_t size)
 }
 
 /* Unreachable inodes no entry names: under /lost+found as "#INO" (needs -y). */
-static uint64_t fix_reattach(void)
+static uint64_t fix_reattach(struct fsck *f)
 {
 	struct inode *lf = NULL;
 	uint64_t n = 0;
 	bool created;
 	char what[200], name[40];
 
-	if (!F.root_ok || F.orphan_bad)
+	if (!f->root_ok || f->orphan_bad)
 		return 0;
-	for (uint64_t ino = 2; ino < F.max_inodes && !cancel_requested; ino++) {
-		const struct pmfuse_inode *pi = good(ino);
+	for (uint64_t ino = 2; ino < f->max_inodes && !cancel_requested; ino++) {
+		const struct pmfuse_inode *pi = good(f, ino);
 		struct dir_pending pd = { 0 };
 		uint32_t slot;
 		int err, ret;
 		size_t len = 0;
 
-		if (!pi || (F.st[ino] & I_REACHED) || F.nref[ino] || pi->nlink == 0 ||
-		    (pi->flags & PMFUSE_IF_ORPHAN) || ino == F.lf_ino)
+		if (!pi || (f->st[ino] & I_REACHED) || f->nref[ino] || pi->nlink == 0 ||
+		    (pi->flags & PMFUSE_IF_ORPHAN) || ino == f->lf_ino)
 			continue;
 		snprintf(what, sizeof(what), "inode %" PRIu64 ": %s%s is in no directory: reattach it"
 			 " as /lost+found/#%" PRIu64, ino, type_name(pi->mode),
 			 S_ISREG(pi->mode) ? size_text(pi->size) : "", ino);
-		if (!may_fix(false, FX_REATTACH, ino, what))
+		if (!may_fix(f, false, FX_REATTACH, ino, what))
 			continue;
 		if (!lf) {
-			lf = lost_found(&created);
+			lf = lost_found(f, &created);
 			if (!lf)
 				break;
 			n += created;
@@ -2100,22 +2128,22 @@ static uint64_t fix_reattach(void)
 		for (unsigned k = 0; k < 10; k++) {
 			len = (size_t)(k ? snprintf(name, sizeof(name), "#%" PRIu64 ".%u", ino, k)
 					 : snprintf(name, sizeof(name), "#%" PRIu64, ino));
-			if (!dir_find(R.fs, lf, name, len, &slot, &err) && err == -ENOENT)
+			if (!dir_find(f->r.fs, lf, name, len, &slot, &err) && err == -ENOENT)
 				break;
 			len = 0;
 		}
 		if (!len) {
-			fix_done(FX_REATTACH, ino, what, -EEXIST);
+			fix_done(f, FX_REATTACH, ino, what, -EEXIST);
 			continue;
 		}
-		struct reattach_args a = { R.fs, lf, ino, name, len, &pd };
-		ret = pool_tx(F.p, tx_reattach, &a);
+		struct reattach_args a = { f->r.fs, lf, ino, name, len, &pd };
+		ret = pool_tx(f->p, tx_reattach, &a);
 		dir_insert_done(lf, &pd, ret == 0);
-		n += fix_done(FX_REATTACH, ino, what, ret);
+		n += fix_done(f, FX_REATTACH, ino, what, ret);
 	}
 	if (lf) {
 		pthread_rwlock_unlock(&lf->lock);
-		inode_put(R.fs, lf);
+		inode_put(f->r.fs, lf);
 	}
 	return n;
 }
@@ -2142,33 +2170,33 @@ static void say_set(char *buf, size_t len, size_t *n, const char *field, uint64_
 }
 
 /* Link counts, entry counts, parents and block counts from what the check counted. */
-static uint64_t fix_counts(void)
+static uint64_t fix_counts(struct fsck *f)
 {
 	uint64_t n = 0;
 	char what[400], d[300];
 
-	for (uint64_t ino = 1; ino < F.max_inodes && !cancel_requested; ino++) {
-		struct pmfuse_inode *pi = good(ino);
+	for (uint64_t ino = 1; ino < f->max_inodes && !cancel_requested; ino++) {
+		struct pmfuse_inode *pi = good(f, ino);
 		struct pmfuse_inode want;
 		size_t dn = 0;
 
-		if (!pi || (F.st[ino] & I_SICK) || (pi->flags & PMFUSE_IF_ORPHAN))
+		if (!pi || (f->st[ino] & I_SICK) || (pi->flags & PMFUSE_IF_ORPHAN))
 			continue;
 		want = *pi;
 		if (S_ISDIR(pi->mode)) {
-			if (F.st[ino] & I_DIROK) {
-				want.nlink = (uint32_t)(2 + F.aux[ino].nsub);
-				want.nentries = F.aux[ino].live;
+			if (f->st[ino] & I_DIROK) {
+				want.nlink = (uint32_t)(2 + f->aux[ino].nsub);
+				want.nentries = f->aux[ino].live;
 			}
 			if (ino == PMFUSE_ROOT_INO)
 				want.parent = PMFUSE_ROOT_INO;
-			else if (F.nref[ino] == 1)
-				want.parent = F.aux[ino].named_by;
-		} else if (F.nref[ino] && F.nref[ino] != UINT32_MAX) {
-			want.nlink = F.nref[ino];
+			else if (f->nref[ino] == 1)
+				want.parent = f->aux[ino].named_by;
+		} else if (f->nref[ino] && f->nref[ino] != UINT32_MAX) {
+			want.nlink = f->nref[ino];
 		}
-		if (S_ISREG(pi->mode) && (F.st[ino] & I_MAPOK))
-			want.blocks = F.aux[ino].mapped;
+		if (S_ISREG(pi->mode) && (f->st[ino] & I_MAPOK))
+			want.blocks = f->aux[ino].mapped;
 		if (want.nlink != pi->nlink)
 			say_set(d, sizeof(d), &dn, "link count", pi->nlink, want.nlink);
 		if (want.nentries != pi->nentries)
@@ -2181,8 +2209,8 @@ static uint64_t fix_counts(void)
 			continue;
 		snprintf(what, sizeof(what), "inode %" PRIu64 ": set%s", ino, d);
 		struct counts_args a = { pi, want };
-		if (may_fix(true, FX_COUNTS, ino, what) &&
-		    fix_done(FX_COUNTS, ino, what, pool_tx(F.p, tx_set_counts, &a)))
+		if (may_fix(f, true, FX_COUNTS, ino, what) &&
+		    fix_done(f, FX_COUNTS, ino, what, pool_tx(f->p, tx_set_counts, &a)))
 			n++;
 	}
 	return n;
@@ -2190,28 +2218,26 @@ static uint64_t fix_counts(void)
 
 static int tx_free_object(void *arg)
 {
-	const struct obj *o = arg;
-
-	pmemobj_tx_free(pmemobj_oid(pool_ptr(F.p, o->off)));
+	pmemobj_tx_free(pmemobj_oid(arg));
 	return 0;
 }
 
 /* Objects nothing references (only when every structure could be followed). */
-static uint64_t fix_leaks(void)
+static uint64_t fix_leaks(struct fsck *f)
 {
 	uint64_t n = 0;
 	char what[160];
 
-	if (!F.leak_checked)
+	if (!f->leak_checked)
 		return 0;
-	for (size_t k = 0; k < heap_n && !cancel_requested; k++) {
-		if (heap_objs[k].used)
+	for (size_t k = 0; k < f->heap_n && !cancel_requested; k++) {
+		if (f->heap_objs[k].used)
 			continue;
 		snprintf(what, sizeof(what), "metadata: free the unreferenced object at offset %"
-			 PRIu64 " (%" PRIu64 " bytes)", heap_objs[k].off, heap_objs[k].size);
-		if (may_fix(true, FX_LEAK, heap_objs[k].off, what) &&
-		    fix_done(FX_LEAK, heap_objs[k].off, what,
-			     pool_tx(F.p, tx_free_object, &heap_objs[k])))
+			 PRIu64 " (%" PRIu64 " bytes)", f->heap_objs[k].off, f->heap_objs[k].size);
+		if (may_fix(f, true, FX_LEAK, f->heap_objs[k].off, what) &&
+		    fix_done(f, FX_LEAK, f->heap_objs[k].off, what,
+			     pool_tx(f->p, tx_free_object, pool_ptr(f->p, f->heap_objs[k].off))))
 			n++;
 	}
 	return n;
@@ -2223,17 +2249,17 @@ static uint64_t fix_leaks(void)
  * a check made after the last of those (the next round), so no repair acts
  * on numbers an earlier one made stale.
  */
-static uint64_t repair_round(void)
+static uint64_t repair_round(struct fsck *f)
 {
-	uint64_t n = fix_orphan_list();
+	uint64_t n = fix_orphan_list(f);
 
-	n += fix_dangling();
-	n += fix_reclaim_orphans();
-	n += fix_reattach();
+	n += fix_dangling(f);
+	n += fix_reclaim_orphans(f);
+	n += fix_reattach(f);
 	if (n || cancel_requested)
 		return n;
-	n += fix_counts();
-	n += fix_leaks();
+	n += fix_counts(f);
+	n += fix_leaks(f);
 	return n;
 }
 
@@ -2251,7 +2277,7 @@ static int tx_mark_clean(void *arg)
  * a check finds nothing more it may repair.  A region found wholly clean is
  * recorded as cleanly unmounted.  Returns an exit code, or -1 to go on.
  */
-static int repair(void)
+static int repair(struct fsck *f)
 {
 	char why[POOL_WHY];
 	int zero = 0, ret;
@@ -2259,51 +2285,51 @@ static int repair(void)
 
 	repairing = 1;
 	pmemobj_ctl_set(NULL, "copy_on_write.at_open", &zero);
-	F.shared_open = false;
-	ret = guarded_pool_open(why, sizeof(why));
+	f->shared_open = false;
+	ret = guarded_pool_open(f, why, sizeof(why));
 	if (ret == -EAGAIN) {
-		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", F.region);
+		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", f->region);
 		return FSCK_OPERATIONAL;
 	}
 	if (ret) {
 		fprintf(stderr, "fsck.pmfuse: %s\n", why);
 		return FSCK_OPERATIONAL;
 	}
-	F.opened = true;
-	F.p = &F.pool;
-	F.sb_off = pool_off(&F.pool, F.pool.sb);
-	F.quiet = true;
+	f->opened = true;
+	f->p = &f->pool;
+	f->sb_off = pool_off(&f->pool, f->pool.sb);
+	f->quiet = true;
 	for (int round = 0; round < MAX_ROUNDS && !cancel_requested; round++) {
-		check_free();
-		protect(true);		/* the check never writes */
-		run_check();
-		protect(false);
-		if (heap_broken) {
-			printf("%s: the pmemobj heap is damaged: no repairs\n", F.region);
+		check_free(f);
+		protect(f, true);		/* the check never writes */
+		run_check(f);
+		protect(f, false);
+		if (f->heap_broken) {
+			printf("%s: the pmemobj heap is damaged: no repairs\n", f->region);
 			break;
 		}
-		if (!R.fs)
-			repair_fs_init();
-		if (repair_round() == 0) {
+		if (!f->r.fs)
+			repair_fs_init(f);
+		if (repair_round(f) == 0) {
 			settled = true;
 			break;
 		}
 	}
 	/* the unknown state is the one problem this repairs */
-	if (settled && !cancel_requested && F.problems == F.state_bad && !F.n_orphan &&
-	    F.p->sb->state != PMFUSE_STATE_CLEAN) {
-		bool unknown = F.p->sb->state != PMFUSE_STATE_MOUNTED;
-		ret = pool_tx(F.p, tx_mark_clean, F.p->sb);
+	if (settled && !cancel_requested && f->problems == f->state_bad && !f->n_orphan &&
+	    f->p->sb->state != PMFUSE_STATE_CLEAN) {
+		bool unknown = f->p->sb->state != PMFUSE_STATE_MOUNTED;
+		ret = pool_tx(f->p, tx_mark_clean, f->p->sb);
 		if (unknown)
-			fix_done(FX_STATE, 0, "superblock: set the unknown state to clean", ret);
+			fix_done(f, FX_STATE, 0, "superblock: set the unknown state to clean", ret);
 		else if (!ret)
-			printf("%s: recorded as clean\n", F.region);
+			printf("%s: recorded as clean\n", f->region);
 	}
-	repair_fs_fini();
-	F.quiet = false;
+	repair_fs_fini(f);
+	f->quiet = false;
 	fflush(stdout);
-	cleanup();
-	check_free();
+	cleanup(f);
+	check_free(f);
 	return cancel_requested ? FSCK_CANCELLED : -1;
 }
 
@@ -2343,44 +2369,53 @@ static void usage(FILE *f)
 		"  8 operational error (e.g. the region is in use), 16 usage error, 32 cancelled\n");
 }
 
-static void report(void)
+static void report(struct fsck *f)
 {
-	if (F.problems)
-		printf("%s: %" PRIu64 " problem(s) %s\n", F.region, F.problems,
-		       R.mode == M_CHECK ? "found, not repaired" : "left uncorrected");
+	if (f->problems)
+		printf("%s: %" PRIu64 " problem(s) %s\n", f->region, f->problems,
+		       f->r.mode == M_CHECK ? "found, not repaired" : "left uncorrected");
 	else
 		printf("%s: clean, %" PRIu64 "/%" PRIu64 " inodes, %" PRIu64 "/%" PRIu64 " blocks\n",
-		       F.region, F.n_used, F.max_inodes - 1, F.used_blocks, F.capacity);
+		       f->region, f->n_used, f->max_inodes - 1, f->used_blocks, f->capacity);
 }
 
 /* Everything a check leaves behind, so the next one (in-process) starts afresh. */
-static void reset_state(void)
+static void reset_state(struct fsck *f)
 {
 	int zero = 0;
 
-	check_free();
-	free(heap_objs);
-	free(R.declined);
-	memset(&F, 0, sizeof(F));
-	memset(&R, 0, sizeof(R));
-	heap_objs = NULL;
-	heap_n = 0;
-	heap_broken = false;
-	memset(&backup_sb, 0, sizeof(backup_sb));
+	check_free(f);
+	free(f->heap_objs);
+	free(f->r.declined);
+	memset(f, 0, sizeof(*f));
 	in_pmemobj = 0;
 	/* open_region() turned it on for every later open in this process */
 	pmemobj_ctl_set(NULL, "copy_on_write.at_open", &zero);
 }
 
+/* A check's context; the one this process runs is active. */
+static struct fsck *fsck_new(void)
+{
+	active = xcalloc(1, sizeof(*active));
+	return active;
+}
+
+static void fsck_free(struct fsck *f)
+{
+	reset_state(f);
+	active = NULL;
+	free(f);
+}
+
 int fsck_check(const char *region, bool verbose, bool guarded)
 {
+	struct fsck *f = fsck_new();
 	int ret;
 
-	reset_state();
-	F.region = region;
-	F.verbose = verbose;
-	F.guarded = guarded;
-	R.mode = M_CHECK;
+	f->region = region;
+	f->verbose = verbose;
+	f->guarded = guarded;
+	f->r.mode = M_CHECK;
 	if (guarded) {
 		/* libpmemobj crashing on its own damaged structures: an operational error */
 		struct sigaction sa = { .sa_handler = on_fault };
@@ -2390,23 +2425,23 @@ int fsck_check(const char *region, bool verbose, bool guarded)
 		sigaction(SIGFPE, &sa, NULL);
 		sigaction(SIGILL, &sa, NULL);
 	}
-	ret = open_region();
+	ret = open_region(f);
 	if (ret >= 0) {
 		if (ret == FSCK_UNCORRECTED)
-			printf("%s: %" PRIu64 " problem(s) found, not repaired\n", F.region, F.problems);
+			printf("%s: %" PRIu64 " problem(s) found, not repaired\n", f->region, f->problems);
 		fflush(stdout);
-		cleanup();
-		reset_state();
+		cleanup(f);
+		fsck_free(f);
 		return ret;
 	}
-	run_check();
-	if (F.verbose)
-		summary(F.used_blocks, F.capacity);
-	report();
+	run_check(f);
+	if (f->verbose)
+		summary(f, f->used_blocks, f->capacity);
+	report(f);
 	fflush(stdout);
-	cleanup();
-	ret = F.problems ? FSCK_UNCORRECTED : FSCK_OK;
-	reset_state();
+	cleanup(f);
+	ret = f->problems ? FSCK_UNCORRECTED : FSCK_OK;
+	fsck_free(f);
 	return ret;
 }
 
@@ -2427,16 +2462,17 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct fsck *f = fsck_new();
 	int c, ret, modes = 0;
 	bool mode_set = false;
 
 	while ((c = getopt_long(argc, argv, "nvfypahV", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'n': R.mode = M_CHECK; modes |= 1; mode_set = true; break;
-		case 'p': case 'a': R.mode = M_PREEN; modes |= 2; mode_set = true; break;
-		case 'y': R.mode = M_YES; modes |= 4; mode_set = true; break;
-		case 'f': R.force = true; break;
-		case 'v': F.verbose = true; break;
+		case 'n': f->r.mode = M_CHECK; modes |= 1; mode_set = true; break;
+		case 'p': case 'a': f->r.mode = M_PREEN; modes |= 2; mode_set = true; break;
+		case 'y': f->r.mode = M_YES; modes |= 4; mode_set = true; break;
+		case 'f': f->r.force = true; break;
+		case 'v': f->verbose = true; break;
 		case 'h': usage(stdout); return FSCK_OK;
 		case 'V': printf("fsck.pmfuse %s\n", PMFUSE_VERSION_STRING); return FSCK_OK;
 		default: usage(stderr); return FSCK_USAGE;
@@ -2453,10 +2489,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return FSCK_USAGE;
 	}
-	F.region = argv[optind];
-	F.guarded = true;	/* watchdogs on libpmemobj's open and heap walk */
+	f->region = argv[optind];
+	f->guarded = true;	/* watchdogs on libpmemobj's open and heap walk */
 	if (!mode_set)
-		R.mode = isatty(STDIN_FILENO) ? M_ASK : M_CHECK;
+		f->r.mode = isatty(STDIN_FILENO) ? M_ASK : M_CHECK;
 
 	struct sigaction sa = { .sa_handler = on_fault };
 	sigaction(SIGBUS, &sa, NULL);
@@ -2469,20 +2505,20 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &ca, NULL);
 
 	/* pmemobj's lock says "mounted" before anything else can say something obscure */
-	if (region_in_use(F.region)) {
-		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", F.region);
+	if (region_in_use(f->region)) {
+		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", f->region);
 		return FSCK_OPERATIONAL;
 	}
-	ret = open_region();
+	ret = open_region(f);
 	if (ret >= 0) {
 		if (ret == FSCK_UNCORRECTED) {
-			printf("%s: %" PRIu64 " problem(s) found, not repaired\n", F.region, F.problems);
-			if (R.mode != M_CHECK)
+			printf("%s: %" PRIu64 " problem(s) found, not repaired\n", f->region, f->problems);
+			if (f->r.mode != M_CHECK)
 				printf("%s: a damaged superblock is not repaired by this version\n",
-				       F.region);
+				       f->region);
 		}
 		fflush(stdout);
-		cleanup();
+		cleanup(f);
 		return ret;
 	}
 
@@ -2493,62 +2529,62 @@ int main(int argc, char **argv)
 	 * one with an empty orphan list needs nothing.  Only the preen mode --
 	 * what boot runs -- trusts that; -n, -y and the questions always check.
 	 */
-	if (R.mode == M_PREEN && !R.force && !F.degraded &&
-	    F.p->sb->state == PMFUSE_STATE_CLEAN && F.p->sb->orphan_head == 0) {
-		printf("%s: clean (cleanly unmounted; -f forces a check)\n", F.region);
-		cleanup();
+	if (f->r.mode == M_PREEN && !f->r.force && !f->degraded &&
+	    f->p->sb->state == PMFUSE_STATE_CLEAN && f->p->sb->orphan_head == 0) {
+		printf("%s: clean (cleanly unmounted; -f forces a check)\n", f->region);
+		cleanup(f);
 		return FSCK_OK;
 	}
 
-	run_check();
-	if (R.mode == M_CHECK || F.degraded ||
-	    (!F.problems && !F.n_orphan && F.p->sb->state == PMFUSE_STATE_CLEAN)) {
-		if (F.verbose)
-			summary(F.used_blocks, F.capacity);
-		if (F.problems && F.degraded && R.mode != M_CHECK)
+	run_check(f);
+	if (f->r.mode == M_CHECK || f->degraded ||
+	    (!f->problems && !f->n_orphan && f->p->sb->state == PMFUSE_STATE_CLEAN)) {
+		if (f->verbose)
+			summary(f, f->used_blocks, f->capacity);
+		if (f->problems && f->degraded && f->r.mode != M_CHECK)
 			printf("%s: a damaged superblock or inode table is not repaired by this"
-			       " version\n", F.region);
-		report();
+			       " version\n", f->region);
+		report(f);
 		fflush(stdout);
-		cleanup();
-		ret = F.problems ? FSCK_UNCORRECTED : FSCK_OK;
-		check_free();
-		free(heap_objs);
+		cleanup(f);
+		ret = f->problems ? FSCK_UNCORRECTED : FSCK_OK;
+		check_free(f);
+		free(f->heap_objs);
 		return ret;
 	}
-	if (F.problems)
-		printf("%s: %" PRIu64 " problem(s) found; repairing\n", F.region, F.problems);
+	if (f->problems)
+		printf("%s: %" PRIu64 " problem(s) found; repairing\n", f->region, f->problems);
 	fflush(stdout);
-	cleanup();
-	check_free();
+	cleanup(f);
+	check_free(f);
 
-	int rret = repair();
+	int rret = repair(f);
 	if (rret == FSCK_OPERATIONAL)
-		return rret | (R.fixed ? FSCK_CORRECTED : 0);
+		return rret | (f->r.fixed ? FSCK_CORRECTED : 0);
 
 	/* the verdict: a fresh copy-on-write check, as -n would make it */
 	repairing = 0;
 	if (cancel_requested) {
 		fprintf(stderr, "fsck.pmfuse: cancelled\n");
-		return FSCK_CANCELLED | (R.fixed ? FSCK_CORRECTED : 0);
+		return FSCK_CANCELLED | (f->r.fixed ? FSCK_CORRECTED : 0);
 	}
-	ret = open_region();
+	ret = open_region(f);
 	if (ret >= 0)
-		return ret | (R.fixed ? FSCK_CORRECTED : 0);
-	run_check();
-	if (F.verbose)
-		summary(F.used_blocks, F.capacity);
-	if (R.fixed)
-		printf("%s: %" PRIu64 " repair(s) made\n", F.region, R.fixed);
-	report();
-	if (F.problems && R.mode == M_PREEN)
+		return ret | (f->r.fixed ? FSCK_CORRECTED : 0);
+	run_check(f);
+	if (f->verbose)
+		summary(f, f->used_blocks, f->capacity);
+	if (f->r.fixed)
+		printf("%s: %" PRIu64 " repair(s) made\n", f->region, f->r.fixed);
+	report(f);
+	if (f->problems && f->r.mode == M_PREEN)
 		printf("%s: UNEXPECTED INCONSISTENCY: run fsck.pmfuse -y (or on a terminal, without"
-		       " -p/-a) to repair the rest\n", F.region);
+		       " -p/-a) to repair the rest\n", f->region);
 	fflush(stdout);
-	cleanup();
-	ret = (F.problems ? FSCK_UNCORRECTED : FSCK_OK) | (R.fixed ? FSCK_CORRECTED : 0);
-	check_free();
-	free(heap_objs);
-	free(R.declined);
+	cleanup(f);
+	ret = (f->problems ? FSCK_UNCORRECTED : FSCK_OK) | (f->r.fixed ? FSCK_CORRECTED : 0);
+	check_free(f);
+	free(f->heap_objs);
+	free(f->r.declined);
 	return ret;
 }
