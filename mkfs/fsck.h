@@ -1,7 +1,7 @@
 /*
  * fsck.pmfuse's checker as a function, for in-process callers (the fuzz
- * target in tests/fuzz).  Compiled with -DPMFUSE_FSCK_NO_MAIN, fsck.c
- * renames its main() so the caller can have its own.
+ * target in tests/fuzz links the checker's library, mkfs/fsck/ without
+ * main.c).
  */
 #ifndef PMFUSE_FSCK_H
 #define PMFUSE_FSCK_H

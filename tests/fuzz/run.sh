@@ -31,9 +31,9 @@ srcs=$(ls daemon/core/*.c)
 # shellcheck disable=SC2046,SC2086
 clang -g -O1 -fno-omit-frame-pointer -std=gnu11 -Wall -Wextra -Werror \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	-D_GNU_SOURCE -DPMFUSE_VERSION_STRING='"fuzz"' -DPMFUSE_FSCK_NO_MAIN \
+	-D_GNU_SOURCE -DPMFUSE_VERSION_STRING='"fuzz"' \
 	-Iinclude -Idaemon/core -Imkfs \
-	$srcs mkfs/fsck.c tests/fuzz/fuzz_image.c \
+	$srcs $(ls mkfs/fsck/*.c | grep -v main.c) tests/fuzz/fuzz_image.c \
 	$(pkg-config --cflags --libs libpmem2 libpmemobj) -lpthread \
 	-o "$out/fuzz_image"
 
