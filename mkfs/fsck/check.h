@@ -218,6 +218,10 @@ void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn))
 struct pmfuse_inode *good(struct fsck *f, uint64_t ino);
 void mark_blocks(struct fsck *f, uint64_t phys, uint64_t n);
 void on_fault(int sig);
+/* on_fault() for every fault signal: libpmemobj's crashes become exit code 8. */
+void install_fault_handlers(void);
+/* "REGION is in use": the exit code for it. */
+int refuse_in_use(const struct fsck *f);
 uint64_t popcount(uint64_t w);
 void problem(struct fsck *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 struct pmfuse_inode *rec(struct fsck *f, uint64_t ino);

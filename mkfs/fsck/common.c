@@ -89,6 +89,23 @@ void on_fault(int sig)
 	signal(sig, SIG_DFL);	/* returning re-faults: an honest crash */
 }
 
+void install_fault_handlers(void)
+{
+	struct sigaction sa = { .sa_handler = on_fault };
+
+	sigaction(SIGBUS, &sa, NULL);
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGABRT, &sa, NULL);
+	sigaction(SIGFPE, &sa, NULL);
+	sigaction(SIGILL, &sa, NULL);
+}
+
+int refuse_in_use(const struct fsck *f)
+{
+	fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", f->region);
+	return FSCK_OPERATIONAL;
+}
+
 /* A name for messages: printable ASCII as is, the rest as \xNN. */
 const char *esc(const char *s, size_t n, char *out, size_t outlen)
 {

@@ -113,14 +113,9 @@ static int parse_args(struct fsck *f, int argc, char **argv)
 
 static void install_handlers(void)
 {
-	struct sigaction sa = { .sa_handler = on_fault };
 	struct sigaction ca = { .sa_handler = on_cancel };
 
-	sigaction(SIGBUS, &sa, NULL);
-	sigaction(SIGSEGV, &sa, NULL);
-	sigaction(SIGABRT, &sa, NULL);
-	sigaction(SIGFPE, &sa, NULL);
-	sigaction(SIGILL, &sa, NULL);
+	install_fault_handlers();
 	sigaction(SIGINT, &ca, NULL);
 	sigaction(SIGTERM, &ca, NULL);
 }
@@ -217,10 +212,8 @@ int main(int argc, char **argv)
 		return ret;
 	install_handlers();
 	/* pmemobj's lock says "mounted" before anything else can say something obscure */
-	if (region_in_use(f->region)) {
-		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", f->region);
-		return FSCK_OPERATIONAL;
-	}
+	if (region_in_use(f->region))
+		return refuse_in_use(f);
 	ret = first_check(f);
 	if (ret < 0) {
 		ret = repair(f);

@@ -117,10 +117,8 @@ int open_region(struct fsck *f)
 		f->shared_open = true;
 		ret = guarded_pool_open(f, why, sizeof(why));
 	}
-	if (ret == -EAGAIN) {
-		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", f->region);
-		return FSCK_OPERATIONAL;
-	}
+	if (ret == -EAGAIN)
+		return refuse_in_use(f);
 	if (ret == -EINVAL) {
 		ret = open_damaged(f, why);
 		if (ret >= 0)
@@ -263,15 +261,8 @@ int fsck_check(const char *region, bool verbose, bool guarded)
 	f->verbose = verbose;
 	f->guarded = guarded;
 	f->r.mode = M_CHECK;
-	if (guarded) {
-		/* libpmemobj crashing on its own damaged structures: an operational error */
-		struct sigaction sa = { .sa_handler = on_fault };
-		sigaction(SIGBUS, &sa, NULL);
-		sigaction(SIGSEGV, &sa, NULL);
-		sigaction(SIGABRT, &sa, NULL);
-		sigaction(SIGFPE, &sa, NULL);
-		sigaction(SIGILL, &sa, NULL);
-	}
+	if (guarded)
+		install_fault_handlers();
 	ret = open_region(f);
 	if (ret >= 0) {
 		if (ret == FSCK_UNCORRECTED)

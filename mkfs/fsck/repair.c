@@ -645,10 +645,8 @@ int repair(struct fsck *f)
 	pmemobj_ctl_set(NULL, "copy_on_write.at_open", &zero);
 	f->shared_open = false;
 	ret = guarded_pool_open(f, why, sizeof(why));
-	if (ret == -EAGAIN) {
-		fprintf(stderr, "fsck.pmfuse: %s is in use (mounted?)\n", f->region);
-		return FSCK_OPERATIONAL;
-	}
+	if (ret == -EAGAIN)
+		return refuse_in_use(f);
 	if (ret) {
 		fprintf(stderr, "fsck.pmfuse: %s\n", why);
 		return FSCK_OPERATIONAL;
