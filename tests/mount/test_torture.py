@@ -25,7 +25,7 @@ import harness as h  # noqa: E402
 from harness import main  # noqa: E402
 
 DRIVER = os.path.join(h.BUILD, "tests", "torture", "torture")
-SECONDS = os.environ.get("PMFUSE_TORTURE_SECONDS", "30")
+SECONDS = os.environ.get("PMFUSE_TORTURE_SECONDS", "20")
 THREADS = os.environ.get("PMFUSE_TORTURE_THREADS", "10")
 SEED = os.environ.get("PMFUSE_TORTURE_SEED", str(int.from_bytes(os.urandom(4), "little")))
 
