@@ -210,6 +210,14 @@ void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
 /* Free an unlinked orphan's record, blocks and number: 1, 0 if it is not one, -errno. */
 int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
 /*
+ * How an inode nobody refers to leaves DRAM, whether evicted or at unmount:
+ * inode_retire() writes it back (unless unlinked: nobody can read it again)
+ * and reclaims it if unlinked, with its lock held exclusively or nothing
+ * else running; inode_free() frees its name hash and the struct.
+ */
+void inode_retire(struct fs *fs, struct inode *in);
+void inode_free(struct inode *in);
+/*
  * The set-id bits a change of owner or a write by an unprivileged user
  * drops (the kernel's should_remove_suid()): setuid always, setgid only
  * with group execute (without it, setgid marks mandatory locking).

@@ -7,7 +7,6 @@
 #include "core.h"
 #include "dir.h"
 #include "fault.h"
-#include "writeback.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -174,15 +173,9 @@ static void cache_fini(struct fs *fs, bool reclaim)
 		struct inode *in = atomic_load(&fs->icache[ino]);
 		if (!in)
 			continue;
-		if (reclaim) {
-			bool unlinked = in->pi->mode && in->pi->nlink == 0;
-			writeback_drop(fs, in, !unlinked);
-			if (unlinked)
-				inode_reclaim(fs, ino, in->pi);
-		}
-		dir_hash_free(in);
-		pthread_rwlock_destroy(&in->lock);
-		free(in);
+		if (reclaim)
+			inode_retire(fs, in);
+		inode_free(in);
 	}
 	free(fs->icache);
 	free(fs->ifree);

@@ -152,6 +152,23 @@ int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 	return 1;
 }
 
+void inode_retire(struct fs *fs, struct inode *in)
+{
+	bool unlinked = in->pi->mode != 0 && in->pi->nlink == 0;
+
+	/* write back first, unless nobody can read it again */
+	writeback_drop(fs, in, !unlinked);
+	if (unlinked)
+		inode_reclaim(fs, in->ino, in->pi);
+}
+
+void inode_free(struct inode *in)
+{
+	dir_hash_free(in);
+	pthread_rwlock_destroy(&in->lock);
+	free(in);
+}
+
 /*
  * The evictor's work (see struct inode): nobody else can reach the inode,
  * which stays in icache, EVICTING, until its reclaim has committed.
@@ -159,21 +176,15 @@ int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 static void evict(struct fs *fs, struct inode *in)
 {
 	pthread_rwlock_wrlock(&in->lock);
-	bool unlinked = in->pi->mode != 0 && in->pi->nlink == 0;
 	fault_crash_point(FAULT_CRASH_EVICT);
-	/* forgotten and closed: write back first, unless nobody can read it again */
-	writeback_drop(fs, in, !unlinked);
-	dir_hash_free(in);
-	if (unlinked)
-		inode_reclaim(fs, in->ino, in->pi);
+	inode_retire(fs, in);
 	pthread_rwlock_unlock(&in->lock);
 
 	pthread_mutex_lock(stripe(fs, in->ino));
 	atomic_store(&fs->icache[in->ino], NULL);
 	pthread_cond_broadcast(&fs->istripe_wait[in->ino % 64]);
 	pthread_mutex_unlock(stripe(fs, in->ino));
-	pthread_rwlock_destroy(&in->lock);
-	free(in);
+	inode_free(in);
 }
 
 /*
