@@ -309,17 +309,16 @@ static int report(const char *path, uint64_t size, const char *ustr)
 		fprintf(stderr, "mkfs.pmfuse: formatted, but cannot reopen: %s\n", why);
 		return 1;
 	}
+	uint64_t cap = pool_capacity_blocks(p.size, p.sb->geo.max_inodes);
 	printf("%s: pmfuse filesystem, format %u\n"
 	       "  size           %" PRIu64 " bytes (%" PRIu64 " MiB)\n"
-	       "  data capacity  %" PRIu64 " bytes (%" PRIu64 " MiB) in %u run(s)\n"
+	       "  capacity       %" PRIu64 " blocks (%" PRIu64 " MiB), shared by data and metadata\n"
 	       "  block size     %u\n"
 	       "  inodes         %" PRIu64 "\n"
 	       "  label          %s\n"
 	       "  UUID           %s\n",
 	       path, PMFUSE_VERSION, size, size >> 20,
-	       pool_data_blocks(&p) * PMFUSE_BLOCK_SIZE,
-	       (pool_data_blocks(&p) * PMFUSE_BLOCK_SIZE) >> 20, p.sb->geo.nruns,
-	       PMFUSE_BLOCK_SIZE, p.sb->geo.max_inodes - 1,
+	       cap, (cap * PMFUSE_BLOCK_SIZE) >> 20, PMFUSE_BLOCK_SIZE, p.sb->geo.max_inodes - 1,
 	       p.sb->geo.label[0] ? p.sb->geo.label : "(none)", ustr);
 	pool_close(&p);
 	return 0;
@@ -350,9 +349,11 @@ int main(int argc, char **argv)
 	}
 	format_uuid(a.o.uuid, ustr);
 	if (a.dry) {
-		printf("would format %s: %" PRIu64 " bytes, about %" PRIu64 " MiB for data, "
-		       "%" PRIu64 " inodes, block size %u, label '%s', UUID %s\n",
-		       a.path, a.size, (a.size - plan.meta_reserve) >> 20, plan.max_inodes,
+		printf("would format %s: %" PRIu64 " bytes, capacity %" PRIu64 " blocks (%" PRIu64
+		       " MiB) shared by data and metadata, %" PRIu64 " inodes, block size %u, "
+		       "label '%s', UUID %s\n",
+		       a.path, a.size, plan.capacity_blocks,
+		       (plan.capacity_blocks * PMFUSE_BLOCK_SIZE) >> 20, plan.max_inodes - 1,
 		       PMFUSE_BLOCK_SIZE, a.o.label ? a.o.label : "", ustr);
 		return 0;
 	}

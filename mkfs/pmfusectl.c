@@ -905,9 +905,13 @@ static void print_info_table(const struct image *im, const struct pmfuse_super *
 	printf("  %-20s %" PRIu64 "\n", "maximum inodes", g->max_inodes - 1);
 	printf("  %-20s offset %" PRIu64 " (%#" PRIx64 ")\n", "inode table", g->itable_off,
 	       g->itable_off);
-	printf("  %-20s %" PRIu64 " bytes (%s)\n", "metadata reserve", g->meta_reserve,
+	printf("  %-20s %" PRIu64 " blocks (statfs's size: data and metadata share it)\n",
+	       "capacity", pool_capacity_blocks(g->region_size, g->max_inodes));
+	printf("  %-20s %" PRIu64 " bytes (%s)\n",
+	       g->version < 2 ? "metadata reserve" : "metadata headroom", g->meta_reserve,
 	       human(g->meta_reserve, h, sizeof(h)));
-	printf("  %-20s %u, %" PRIu64 " bytes (%s)\n", "data runs", g->nruns, data,
+	printf("  %-20s %u, %" PRIu64 " bytes (%s)\n",
+	       g->version < 2 ? "data runs" : "permanent data runs", g->nruns, data,
 	       human(data, h, sizeof(h)));
 	for (uint32_t i = 0; i < g->nruns; i++)
 		printf("    run %-2u             offset %#14" PRIx64 "  length %#14" PRIx64 "  (%s)\n",
@@ -945,9 +949,10 @@ static void print_info_json(const struct image *im, const struct pmfuse_super *s
 	json_string(g->label);
 	printf(",\n  \"region_size\": %" PRIu64 ",\n  \"block_size\": %u,\n"
 	       "  \"max_inodes\": %" PRIu64 ",\n  \"itable_offset\": %" PRIu64 ",\n"
-	       "  \"meta_reserve\": %" PRIu64 ",\n  \"data_bytes\": %" PRIu64 ",\n  \"data_runs\": [",
+	       "  \"meta_reserve\": %" PRIu64 ",\n  \"capacity_blocks\": %" PRIu64 ",\n"
+	       "  \"data_bytes\": %" PRIu64 ",\n  \"data_runs\": [",
 	       g->region_size, g->block_size, g->max_inodes - 1, g->itable_off, g->meta_reserve,
-	       data);
+	       pool_capacity_blocks(g->region_size, g->max_inodes), data);
 	for (uint32_t i = 0; i < g->nruns; i++)
 		printf("%s{\"offset\": %" PRIu64 ", \"length\": %" PRIu64 "}", i ? ", " : "",
 		       g->runs[i].off, g->runs[i].len);

@@ -5,9 +5,11 @@
  */
 #include "alloc.h"
 #include "fault.h"
+#include "log.h"
 #include "pool.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,15 +21,44 @@ static inline bool bit_test(const uint64_t *bm, uint64_t b)
 	return (bm[b / 64] >> (b % 64)) & 1;
 }
 
+/* Make room in pfree for piece id; false without memory. */
+static bool pfree_fit(struct alloc *a, uint32_t id)
+{
+	if (id < a->pfree_cap)
+		return true;
+	uint32_t cap = a->pfree_cap ? a->pfree_cap : 64;
+	while (cap <= id)
+		cap *= 2;
+	uint64_t *n = realloc(a->pfree, cap * sizeof(*n));
+	if (!n)
+		return false;
+	memset(n + a->pfree_cap, 0, (cap - a->pfree_cap) * sizeof(*n));
+	a->pfree = n;
+	a->pfree_cap = cap;
+	return true;
+}
+
+/* A range is always inside one piece (pieces never touch: pieces.c). */
 static void mark_range(struct alloc *a, uint64_t phys, uint64_t n, bool used)
 {
+	uint32_t id = pool_piece_of(a->pool, phys);
+
+	if (id && id < a->pfree_cap) {
+		if (used)
+			a->pfree[id] -= n;
+		else
+			a->pfree[id] += n;
+	}
 	for (uint64_t b = phys; b < phys + n; b++) {
+		uint16_t *gf = &a->group_free[b / GROUP_BLOCKS];
 		if (used) {
 			a->used[b / 64] |= 1ull << (b % 64);
-			a->group_free[b / GROUP_BLOCKS]--;
+			a->free_groups -= *gf == GROUP_BLOCKS;
+			--*gf;
 		} else {
 			a->used[b / 64] &= ~(1ull << (b % 64));
-			a->group_free[b / GROUP_BLOCKS]++;
+			++*gf;
+			a->free_groups += *gf == GROUP_BLOCKS;
 		}
 	}
 	if (used)
@@ -36,12 +67,25 @@ static void mark_range(struct alloc *a, uint64_t phys, uint64_t n, bool used)
 		a->free_blocks += n;
 }
 
-int alloc_init(struct alloc *a, const struct pool *p)
+/* The blocks of piece id become allocatable. */
+static int piece_attach(struct alloc *a, uint32_t id)
 {
-	const struct pmfuse_geometry *g = &p->sb->geo;
+	const struct pool_piece *pc = pool_piece(a->pool, id);
 
+	if (!pfree_fit(a, id))
+		return -ENOMEM;
+	a->pfree[id] = 0;
+	mark_range(a, pc->off >> PMFUSE_BLOCK_SHIFT, pc->len >> PMFUSE_BLOCK_SHIFT, false);
+	a->data_blocks += pc->len >> PMFUSE_BLOCK_SHIFT;
+	return 0;
+}
+
+int alloc_init(struct alloc *a, struct pool *p)
+{
 	memset(a, 0, sizeof(*a));
 	pthread_mutex_init(&a->lock, NULL);
+	a->pool = p;
+	a->piece_default = pool_piece_default(p->size);
 	a->nblocks = p->size >> PMFUSE_BLOCK_SHIFT;
 	a->ngroups = (a->nblocks + GROUP_BLOCKS - 1) / GROUP_BLOCKS;
 	a->used = malloc(a->ngroups * WORDS_PER_GROUP * sizeof(uint64_t));
@@ -50,16 +94,15 @@ int alloc_init(struct alloc *a, const struct pool *p)
 		alloc_destroy(a);
 		return -ENOMEM;
 	}
+	/* everything starts used; a piece's blocks become free */
 	memset(a->used, 0xff, a->ngroups * WORDS_PER_GROUP * sizeof(uint64_t));
-	for (uint32_t i = 0; i < g->nruns; i++) {
-		uint64_t first = g->runs[i].off >> PMFUSE_BLOCK_SHIFT;
-		uint64_t n = g->runs[i].len >> PMFUSE_BLOCK_SHIFT;
-		/* everything starts used; a run's blocks become free */
-		mark_range(a, first, n, false);
-		a->data_blocks += n;
-	}
+	for (uint32_t id = 1; id <= p->npiece; id++)
+		if (pool_piece(p, id)->live && piece_attach(a, id)) {
+			alloc_destroy(a);
+			return -ENOMEM;
+		}
 	alloc_claim(a, pool_backup_block(p), 1);
-	a->cursor = g->runs[0].off >> PMFUSE_BLOCK_SHIFT;
+	a->cursor = pool_backup_block(p);
 	return 0;
 }
 
@@ -67,8 +110,10 @@ void alloc_destroy(struct alloc *a)
 {
 	free(a->used);
 	free(a->group_free);
+	free(a->pfree);
 	a->used = NULL;
 	a->group_free = NULL;
+	a->pfree = NULL;
 	pthread_mutex_destroy(&a->lock);
 }
 
@@ -156,6 +201,82 @@ static uint64_t next_free_1g(struct alloc *a)
 	return UINT64_MAX;
 }
 
+/*
+ * Add pieces until n blocks are free: each as large as a growth asks for,
+ * or as n needs (a gigabyte more when it wants a 1 GiB-aligned gigabyte,
+ * so one lies inside), as the heap allows.  False if the heap has no more.
+ */
+static bool grow(struct alloc *a, uint64_t n, bool want_1g)
+{
+	while (a->free_blocks < n || n == 0) {
+		uint64_t need = n > a->free_blocks ? (n - a->free_blocks) << PMFUSE_BLOCK_SHIFT : 0;
+		uint64_t want = need + (want_1g ? (1ull << 30) : (4ull << 20));
+		uint32_t id;
+		if (want < a->piece_default)
+			want = a->piece_default;
+		if (want > (15ull << 30))
+			want = 15ull << 30;
+		if (pool_piece_add(a->pool, want, 4ull << 20, &id))
+			return false;
+		if (piece_attach(a, id)) {
+			pool_piece_remove(a->pool, id);
+			return false;
+		}
+		a->pieces_added++;
+		a->cursor = pool_piece(a->pool, id)->off >> PMFUSE_BLOCK_SHIFT;
+		if (n == 0)
+			n = 1;		/* one piece was asked for */
+		log_debug("data area: piece %u added at %" PRIu64 ", %" PRIu64 " KiB (asked %" PRIu64
+			  " KiB)", id, pool_piece(a->pool, id)->off, pool_piece(a->pool, id)->len >> 10,
+			  want >> 10);
+	}
+	return true;
+}
+
+/* Give piece id back to the heap if it holds no data and may go. */
+static void maybe_shrink(struct alloc *a, uint32_t id)
+{
+	const struct pool_piece *pc;
+
+	if (!id || id >= a->pfree_cap)
+		return;
+	pc = pool_piece(a->pool, id);
+	if (pc->slot < 0 || a->pfree[id] != pc->len >> PMFUSE_BLOCK_SHIFT)
+		return;
+	uint64_t first = pc->off >> PMFUSE_BLOCK_SHIFT, n = pc->len >> PMFUSE_BLOCK_SHIFT;
+	int r = pool_piece_remove(a->pool, id);
+	if (r) {
+		/* not now (in a transaction, or no log space): a later free retries */
+		log_debug("data area: piece %u stays for now: %s", id, strerror(-r));
+		return;
+	}
+	/* its blocks (all free) are no data any more: used, and not counted */
+	for (uint64_t b = first; b < first + n; b++) {
+		a->used[b / 64] |= 1ull << (b % 64);
+		a->free_groups -= a->group_free[b / GROUP_BLOCKS] == GROUP_BLOCKS;
+		a->group_free[b / GROUP_BLOCKS]--;
+	}
+	a->free_blocks -= n;
+	a->data_blocks -= n;
+	a->pfree[id] = 0;
+	a->pieces_removed++;
+	log_debug("data area: piece %u given back, %" PRIu64 " KiB", id, n << 2);
+}
+
+static void trim_locked(struct alloc *a)
+{
+	for (uint32_t id = 1; id <= a->pool->npiece; id++)
+		if (pool_piece(a->pool, id)->live)
+			maybe_shrink(a, id);
+}
+
+void alloc_trim(struct alloc *a)
+{
+	pthread_mutex_lock(&a->lock);
+	trim_locked(a);
+	pthread_mutex_unlock(&a->lock);
+}
+
 static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t align_fblock,
 			struct alloc_run *runs, int maxruns)
 {
@@ -164,8 +285,23 @@ static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t ali
 
 	if (n == 0)
 		return 0;
-	if (a->free_blocks < n)
+	if (a->free_blocks < n &&
+	    !grow(a, n, align_fblock != UINT64_MAX && align_fblock % (1ull << 18) == 0 &&
+		  n >= (1ull << 18))) {
+		/* what this growth added goes back: nothing reserved, nothing kept */
+		trim_locked(a);
 		return -ENOSPC;
+	}
+	/*
+	 * A request from a 2 MiB boundary of the file that no free group can
+	 * take would end in scattered blocks (partial groups at the ends of
+	 * pieces): a new piece is better, if the heap has one (asked again
+	 * only once a piece went back).
+	 */
+	if (align_fblock != UINT64_MAX && align_fblock % GROUP_BLOCKS == 0 &&
+	    n >= 16 && a->free_groups == 0 &&
+	    a->grow_failed != a->pieces_removed + 1 && !grow(a, 0, false))
+		a->grow_failed = a->pieces_removed + 1;
 	/*
 	 * At a 2 MiB boundary of the file, alignment wins over a misaligned
 	 * predecessor: the file's first 2 MiB may be small blocks, the rest
@@ -251,6 +387,7 @@ void alloc_free(struct alloc *a, uint64_t phys, uint64_t n)
 {
 	pthread_mutex_lock(&a->lock);
 	mark_range(a, phys, n, false);
+	maybe_shrink(a, pool_piece_of(a->pool, phys));
 	pthread_mutex_unlock(&a->lock);
 }
 
@@ -262,4 +399,29 @@ uint64_t alloc_free_count(struct alloc *a)
 	n = a->free_blocks;
 	pthread_mutex_unlock(&a->lock);
 	return n;
+}
+
+uint64_t alloc_used_blocks(struct alloc *a)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&a->lock);
+	n = a->data_blocks - a->free_blocks;
+	pthread_mutex_unlock(&a->lock);
+	return n;
+}
+
+void alloc_area(struct alloc *a, uint64_t *blocks, uint64_t *pieces, uint64_t *added,
+		uint64_t *removed)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&a->lock);
+	for (uint32_t id = 1; id <= a->pool->npiece; id++)
+		n += pool_piece(a->pool, id)->live;
+	*blocks = a->data_blocks;
+	*pieces = n;
+	*added = a->pieces_added;
+	*removed = a->pieces_removed;
+	pthread_mutex_unlock(&a->lock);
 }

@@ -1,9 +1,15 @@
 /*
  * alloc: the data-block allocator.  Its state lives in DRAM only: a bitmap
- * over every 4 KiB block of the region (metadata blocks permanently "used")
- * and a free count per 2 MiB group, rebuilt at mount from the file maps of
- * live inodes.  Persistent truth is the file maps themselves, so a crash can
- * neither leak a block nor hand one out twice.
+ * over every 4 KiB block of the region (blocks outside data pieces
+ * permanently "used"), a free count per 2 MiB group and per piece, rebuilt
+ * at mount from the file maps of live inodes.  Persistent truth is the file
+ * maps themselves, so a crash can neither leak a block nor hand one out
+ * twice.
+ *
+ * The data area follows demand (pool.h, pieces): when a request finds too
+ * few free blocks the allocator adds a piece, and a piece that alloc_free()
+ * leaves empty goes back to the heap for metadata (not inside a
+ * transaction: then it stays until the next alloc_free() outside one).
  *
  * Callers follow one protocol around a metadata transaction:
  *   alloc_blocks()      reserve before the transaction;
@@ -25,6 +31,13 @@ struct pool;
 
 struct alloc {
 	pthread_mutex_t lock;
+	struct pool *pool;
+	uint64_t *pfree;		/* free blocks per piece id */
+	uint32_t pfree_cap;
+	uint64_t piece_default;		/* bytes a growth asks for */
+	uint64_t pieces_added, pieces_removed;	/* counters, under lock */
+	uint64_t free_groups;		/* wholly free 2 MiB groups */
+	uint64_t grow_failed;		/* pieces_removed when an optional growth failed, +1 */
 	uint64_t nblocks;		/* blocks in the region (bitmap bits) */
 	uint64_t *used;			/* bit set = block not free */
 	uint16_t *group_free;		/* free blocks per 512-block group */
@@ -44,7 +57,7 @@ struct alloc_run {
 	uint64_t len;
 };
 
-int alloc_init(struct alloc *a, const struct pool *p);
+int alloc_init(struct alloc *a, struct pool *p);
 void alloc_destroy(struct alloc *a);
 
 /* Mount scan: claim blocks referenced by a file; -EUCLEAN if already claimed. */
@@ -69,7 +82,17 @@ int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
 int alloc_blocks_aligned(struct alloc *a, uint64_t n, uint64_t goal, uint64_t fblock,
 			 struct alloc_run *runs, int maxruns);
 void alloc_free(struct alloc *a, uint64_t phys, uint64_t n);
+/*
+ * Give every empty piece back (mount: a crash can leave a piece added
+ * whose data never got committed).
+ */
+void alloc_trim(struct alloc *a);
 uint64_t alloc_free_count(struct alloc *a);
+/* The data area: its blocks, live pieces (runs too), pieces added and given back. */
+void alloc_area(struct alloc *a, uint64_t *blocks, uint64_t *pieces, uint64_t *added,
+		uint64_t *removed);
+/* Blocks in use by files (data blocks of the pieces, less the free ones). */
+uint64_t alloc_used_blocks(struct alloc *a);
 
 static inline void alloc_huge_add(struct alloc *a, int64_t n2m, int64_t n1g)
 {

@@ -320,7 +320,7 @@ static int tx_add_chunk(struct fs *fs, struct inode *dir, uint32_t *first_slot)
 		if (t) {
 			nt->nchunks = t->nchunks;
 			memcpy(nt->chunk, t->chunk, t->nchunks * sizeof(uint64_t));
-			pmemobj_tx_free(pmemobj_oid(t));
+			pool_tx_free(pmemobj_oid(t));
 		}
 		pmemobj_tx_add_range_direct(&pi->dir_off, sizeof(pi->dir_off));
 		pi->dir_off = oid.off;
@@ -400,7 +400,7 @@ void dir_tx_remove(struct fs *fs, struct inode *dir, uint32_t slot)
 
 	pmemobj_tx_add_range_direct(de, sizeof(*de));
 	if (de->name_len > PMFUSE_INLINE_NAME)
-		pmemobj_tx_free(pmemobj_oid(pool_ptr(&fs->pool, de->name_off)));
+		pool_tx_free(pmemobj_oid(pool_ptr(&fs->pool, de->name_off)));
 	memset(de, 0, sizeof(*de));
 	pmemobj_tx_add_range_direct(&dir->pi->nentries, sizeof(dir->pi->nentries));
 	dir->pi->nentries--;
@@ -434,10 +434,10 @@ void dir_tx_destroy(struct fs *fs, struct pmfuse_inode *pi)
 		struct pmfuse_dirchunk *ch = pool_ptr(&fs->pool, t->chunk[c]);
 		for (unsigned i = 0; i < PMFUSE_DIRENTS_PER_CHUNK; i++)
 			if (ch->ent[i].ino && ch->ent[i].name_len > PMFUSE_INLINE_NAME)
-				pmemobj_tx_free(pmemobj_oid(pool_ptr(&fs->pool, ch->ent[i].name_off)));
-		pmemobj_tx_free(pmemobj_oid(ch));
+				pool_tx_free(pmemobj_oid(pool_ptr(&fs->pool, ch->ent[i].name_off)));
+		pool_tx_free(pmemobj_oid(ch));
 	}
-	pmemobj_tx_free(pmemobj_oid(t));
+	pool_tx_free(pmemobj_oid(t));
 	pmemobj_tx_add_range_direct(&pi->dir_off, sizeof(pi->dir_off));
 	pi->dir_off = 0;
 }

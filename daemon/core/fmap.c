@@ -147,7 +147,7 @@ static int map_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned 
 	}
 	if (node_collapsible(node, cspan)) {
 		uint64_t leaf = node->slot[0];
-		pmemobj_tx_free(pmemobj_oid(node));
+		pool_tx_free(pmemobj_oid(node));
 		entry_set(slot, leaf, fresh);
 	}
 	return 0;
@@ -361,7 +361,7 @@ static int unmap_range(const struct pool *p, uint64_t *slot, bool fresh, unsigne
 		n -= len;
 	}
 	if (node_empty(node)) {
-		pmemobj_tx_free(pmemobj_oid(node));
+		pool_tx_free(pmemobj_oid(node));
 		entry_set(slot, 0, fresh);
 	}
 	return 0;

@@ -208,7 +208,12 @@ static int load(struct fs *fs, uint64_t **orphans, size_t *norphans, char *why, 
 		snprintf(why, whylen, "cannot list the pmemobj heap's objects: %s", strerror(-ret));
 		return ret;
 	}
-	ret = scan_files(fs, &objs, orphans, norphans, why, whylen);
+	if (pool_pieces_claim(&fs->pool, &objs)) {
+		snprintf(why, whylen, "a data piece is not an allocated object of its own");
+		ret = -EUCLEAN;
+	} else {
+		ret = scan_files(fs, &objs, orphans, norphans, why, whylen);
+	}
 	pool_objects_free(&objs);
 	return ret;
 }
@@ -266,6 +271,13 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	}
 	if ((ret = reclaim_orphans(fs, orphans, norphans, why, whylen)))
 		goto out_zero;
+	if (fs->pool.sb->geo.version < PMFUSE_VERSION) {
+		if ((ret = pool_upgrade(&fs->pool, why, whylen)))
+			goto out_zero;
+		log_notice("%s: upgraded from on-media format 1 to %u (data and metadata now "
+			   "share the region)", path, PMFUSE_VERSION);
+	}
+	alloc_trim(&fs->alloc);
 	if (unclean)
 		log_notice("%s was not cleanly unmounted: pool recovered, %zu orphan inode(s) reclaimed",
 			   path, norphans);
@@ -1156,8 +1168,17 @@ int fs_statfs(struct fs *fs, struct statvfs *sv)
 	memset(sv, 0, sizeof(*sv));
 	sv->f_bsize = PMFUSE_BLOCK_SIZE;
 	sv->f_frsize = PMFUSE_BLOCK_SIZE;
-	sv->f_blocks = fs->alloc.data_blocks;
-	sv->f_bfree = alloc_free_count(&fs->alloc);
+	/*
+	 * Data and metadata share the heap.  The size is what the region could
+	 * hold as data; growth always leaves meta_reserve of heap to metadata,
+	 * so metadata costs data space only beyond that.
+	 */
+	uint64_t cap = pool_capacity_blocks(fs->pool.size, fs->max_inodes);
+	uint64_t used = alloc_used_blocks(&fs->alloc);
+	int64_t meta = atomic_load(&fs->pool.meta_bytes) - (int64_t)fs->pool.sb->geo.meta_reserve;
+	uint64_t meta_blocks = meta > 0 ? ((uint64_t)meta + PMFUSE_BLOCK_SIZE - 1) >> PMFUSE_BLOCK_SHIFT : 0;
+	sv->f_blocks = cap;
+	sv->f_bfree = cap > used + meta_blocks ? cap - used - meta_blocks : 0;
 	sv->f_bavail = sv->f_bfree;
 	pthread_mutex_lock(&fs->itable_lock);
 	sv->f_files = fs->max_inodes - 1;

@@ -506,11 +506,11 @@ int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed)
 	if (ret)
 		return ret;
 	if (pi->xattr_off)
-		pmemobj_tx_free(pmemobj_oid(pool_ptr(&fs->pool, pi->xattr_off)));
+		pool_tx_free(pmemobj_oid(pool_ptr(&fs->pool, pi->xattr_off)));
 	if (S_ISDIR(pi->mode))
 		dir_tx_destroy(fs, pi);
 	else if (S_ISLNK(pi->mode) && pi->size > PMFUSE_INLINE_SYMLINK && pi->dir_off)
-		pmemobj_tx_free(pmemobj_oid(pool_ptr(&fs->pool, pi->dir_off)));
+		pool_tx_free(pmemobj_oid(pool_ptr(&fs->pool, pi->dir_off)));
 	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
 	uint32_t gen = pi->generation;
 	memset(pi, 0, sizeof(*pi));

@@ -25,8 +25,6 @@
 #define MiB (1ull << 20)
 #define GiB (1ull << 30)
 #define HUGE_2M (2 * MiB)
-/* a single pmemobj allocation cannot exceed one heap zone (~16 GiB) */
-#define MAX_RUN_ALLOC (15 * GiB)
 #define DEFAULT_BYTES_PER_INODE (16 * 1024ull)
 /* pmemobj's own needs (lanes, heap headers, run metadata) plus headroom */
 #define META_SLACK (12 * MiB)
@@ -65,10 +63,70 @@ int64_t pool_region_size(const char *path, char *why, size_t whylen)
 	return (int64_t)size;
 }
 
+/*
+ * libpmemobj 1.12's heap as pmemobj_create() lays it out: lanes from 8 KiB
+ * (1024 of 3 KiB), the heap from the next page, a 1 KiB heap header, then
+ * zones of a 512 KiB header and up to 65528 chunks of 256 KiB each.  A huge
+ * allocation is whole chunks inside one zone.
+ */
+#define OBJ_HEAP_START	(8192ull + 1024 * 3072)
+#define OBJ_HEAP_HDR	1024ull
+#define OBJ_ZONE_HDR	(512ull << 10)
+#define OBJ_CHUNK	(256ull << 10)
+#define OBJ_ZONE_CHUNKS	65528ull
+
+/* Bytes of chunks the heap of a pool of size bytes has; *zones: how many zones. */
+static uint64_t heap_chunk_bytes(uint64_t size, uint64_t *zones)
+{
+	uint64_t heap = size > OBJ_HEAP_START + OBJ_HEAP_HDR ? size - OBJ_HEAP_START - OBJ_HEAP_HDR : 0;
+	uint64_t chunks = 0;
+
+	*zones = 0;
+	while (heap > OBJ_ZONE_HDR + OBJ_CHUNK) {
+		uint64_t z = heap < OBJ_ZONE_HDR + OBJ_ZONE_CHUNKS * OBJ_CHUNK ?
+			     heap : OBJ_ZONE_HDR + OBJ_ZONE_CHUNKS * OBJ_CHUNK;
+		chunks += (z - OBJ_ZONE_HDR) / OBJ_CHUNK;
+		heap -= z;
+		(*zones)++;
+	}
+	return chunks * OBJ_CHUNK;
+}
+
+uint64_t pool_meta_reserve(uint64_t size)
+{
+	uint64_t reserve = size / 512;
+
+	reserve = reserve < 2 * MiB ? 2 * MiB : reserve > 256 * MiB ? 256 * MiB : reserve;
+	return (reserve + HUGE_2M - 1) & ~(HUGE_2M - 1);
+}
+
+/*
+ * What statfs calls the size: the heap less the metadata reserve, the inode
+ * table, and a 2 MiB trim for a piece per zone and one more; 0 if that
+ * leaves less than 8 MiB.
+ */
+uint64_t pool_capacity_blocks(uint64_t size, uint64_t max_inodes)
+{
+	uint64_t zones, heap = heap_chunk_bytes(size, &zones);
+	uint64_t itable = max_inodes / PMFUSE_INODES_PER_CHUNK * sizeof(uint64_t);
+	uint64_t overhead = pool_meta_reserve(size) + (zones + 1) * HUGE_2M +
+			    ((itable + OBJ_CHUNK - 1) & ~(OBJ_CHUNK - 1));
+
+	return heap < overhead + 4 * HUGE_2M ? 0 : (heap - overhead) >> PMFUSE_BLOCK_SHIFT;
+}
+
+uint64_t pool_piece_default(uint64_t size)
+{
+	uint64_t piece = size / 16;
+
+	piece = piece < 64 * MiB ? 64 * MiB : piece > 8 * GiB ? 8 * GiB : piece;
+	return (piece + HUGE_2M - 1) & ~(HUGE_2M - 1);
+}
+
 int pool_plan(uint64_t size, uint64_t bytes_per_inode, struct pool_plan *plan,
 	      char *why, size_t whylen)
 {
-	uint64_t inodes, reserve;
+	uint64_t inodes, first, capacity;
 
 	if (size < PMFUSE_MIN_REGION) {
 		snprintf(why, whylen, "region of %" PRIu64 " bytes is too small: the minimum is %llu MiB",
@@ -86,18 +144,32 @@ int pool_plan(uint64_t size, uint64_t bytes_per_inode, struct pool_plan *plan,
 		inodes = 256;
 	inodes = (inodes + PMFUSE_INODES_PER_CHUNK - 1) / PMFUSE_INODES_PER_CHUNK *
 		 PMFUSE_INODES_PER_CHUNK;
-	/* file maps: one 512-byte node per 256 KiB of data, worst case */
-	reserve = META_SLACK + inodes * META_PER_INODE + size / 512;
-	reserve = (reserve + HUGE_2M - 1) & ~(HUGE_2M - 1);
-	if (reserve + 4 * HUGE_2M > size) {
+	/*
+	 * Metadata is not set aside: it shares the heap with data, which only
+	 * always leaves it the reserve, so a filesystem full of data can still
+	 * create and rename.
+	 */
+	capacity = pool_capacity_blocks(size, inodes);
+	if (!capacity) {
 		snprintf(why, whylen, "region of %" PRIu64 " bytes is too small for %" PRIu64
 			 " inodes: the minimum is %llu MiB", size, inodes,
 			 PMFUSE_MIN_REGION >> 20);
 		return -EINVAL;
 	}
+	/*
+	 * Run 0, which mkfs makes and which holds the backup superblock: it
+	 * never goes back to the heap, so it is small (1/64, 4 to 64 MiB).
+	 */
+	first = size / 64;
+	first = first < 4 * MiB ? 4 * MiB : first > 64 * MiB ? 64 * MiB : first;
+	first = (first + HUGE_2M - 1) & ~(HUGE_2M - 1);
+	if (first > (capacity << PMFUSE_BLOCK_SHIFT) / 2)
+		first = ((capacity << PMFUSE_BLOCK_SHIFT) / 2) & ~(HUGE_2M - 1);
 	plan->region_size = size;
-	plan->meta_reserve = reserve;
+	plan->meta_reserve = pool_meta_reserve(size);
 	plan->max_inodes = inodes;
+	plan->first_run = first;
+	plan->capacity_blocks = capacity;
 	return 0;
 }
 
@@ -119,9 +191,9 @@ int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
 		snprintf(why, whylen, "superblock checksum mismatch: the superblock is damaged");
 		return -EINVAL;
 	}
-	if (g->version != PMFUSE_VERSION) {
-		snprintf(why, whylen, "unsupported format version %u (this build knows %u)",
-			 g->version, PMFUSE_VERSION);
+	if (g->version < PMFUSE_VERSION_MIN || g->version > PMFUSE_VERSION) {
+		snprintf(why, whylen, "unsupported format version %u (this build knows %u to %u)",
+			 g->version, PMFUSE_VERSION_MIN, PMFUSE_VERSION);
 		return -EPROTONOSUPPORT;
 	}
 	if (g->block_size != PMFUSE_BLOCK_SIZE) {
@@ -177,36 +249,26 @@ bool pool_meta_range_ok(const struct pool *p, uint64_t off, uint64_t len)
 
 	if (off < 8192 || off > p->size || len > p->size - off)
 		return false;
-	for (uint32_t i = 0; i < g->nruns; i++)
-		if (off < g->runs[i].off + g->runs[i].len && off + len > g->runs[i].off)
-			return false;
-	return true;
+	if (!p->gstart) {
+		/* fsck of a damaged region: the permanent runs are all it knows */
+		for (uint32_t i = 0; i < g->nruns && i < PMFUSE_MAX_RUNS; i++)
+			if (off < g->runs[i].off + g->runs[i].len && off + len > g->runs[i].off)
+				return false;
+		return true;
+	}
+	return !pool_pieces_overlap(p, off, len);
 }
 
 bool pool_block_range_ok(const struct pool *p, uint64_t phys, uint64_t n)
 {
-	const struct pmfuse_geometry *g = &p->sb->geo;
-	uint64_t first = 0, last = 0;
+	uint64_t backup = pool_backup_block(p);
 
-	if (n == 0 || phys > UINT64_MAX / PMFUSE_BLOCK_SIZE - n)
+	if (n == 0 || phys >= p->size >> PMFUSE_BLOCK_SHIFT ||
+	    n > (p->size >> PMFUSE_BLOCK_SHIFT) - phys)
 		return false;
-	for (uint32_t i = 0; i < g->nruns; i++) {
-		first = g->runs[i].off >> PMFUSE_BLOCK_SHIFT;
-		last = first + (g->runs[i].len >> PMFUSE_BLOCK_SHIFT);
-		if (phys >= first && phys + n <= last)
-			return phys != pool_backup_block(p) &&
-			       !(phys < pool_backup_block(p) && phys + n > pool_backup_block(p));
-	}
-	return false;
-}
-
-uint64_t pool_data_blocks(const struct pool *p)
-{
-	uint64_t n = 0;
-
-	for (uint32_t i = 0; i < p->sb->geo.nruns; i++)
-		n += p->sb->geo.runs[i].len >> PMFUSE_BLOCK_SHIFT;
-	return n;
+	uint32_t id = pool_piece_of(p, phys);
+	return id && id == pool_piece_of(p, phys + n - 1) &&
+	       !(phys <= backup && phys + n > backup);
 }
 
 static int obj_cmp(const void *a, const void *b)
@@ -268,10 +330,16 @@ void pool_objects_free(struct pool_objects *po)
 	po->n = 0;
 }
 
+/* metadata bytes the running transaction of this thread allocated, less freed */
+static __thread int64_t tx_meta_delta;
+
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 {
 	volatile int ret = 0, own = 0;
+	bool outer = pmemobj_tx_stage() == TX_STAGE_NONE;
 
+	if (outer)
+		tx_meta_delta = 0;
 	TX_BEGIN(p->pop) {
 		int r = fn(arg);
 		if (r) {
@@ -290,7 +358,21 @@ int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 		else
 			ret = e == ENOMEM || e <= 0 ? -ENOSPC : -e;
 	} TX_END
+	if (outer && ret == 0 && tx_meta_delta)
+		atomic_fetch_add(&((struct pool *)p)->meta_bytes, tx_meta_delta);
 	return ret;
+}
+
+/* What an object costs the heap: its usable size and its 16-byte header. */
+static int64_t obj_cost(PMEMoid oid)
+{
+	return OID_IS_NULL(oid) ? 0 : (int64_t)pmemobj_alloc_usable_size(oid) + 16;
+}
+
+void pool_tx_free(PMEMoid oid)
+{
+	tx_meta_delta -= obj_cost(oid);
+	pmemobj_tx_free(oid);
 }
 
 /* Every allocation in a transaction comes here: one place to fail them. */
@@ -298,14 +380,18 @@ PMEMoid pool_tx_alloc(size_t size)
 {
 	if (fault_alloc())
 		pmemobj_tx_abort(ENOMEM);	/* as pmemobj does when the heap is full */
-	return pmemobj_tx_alloc(size, 0);
+	PMEMoid oid = pmemobj_tx_alloc(size, 0);
+	tx_meta_delta += obj_cost(oid);
+	return oid;
 }
 
 PMEMoid pool_tx_zalloc(size_t size)
 {
 	if (fault_alloc())
 		pmemobj_tx_abort(ENOMEM);
-	return pmemobj_tx_zalloc(size, 0);
+	PMEMoid oid = pmemobj_tx_zalloc(size, 0);
+	tx_meta_delta += obj_cost(oid);
+	return oid;
 }
 
 /* Allocate the largest block of at most want bytes the heap can give. */
@@ -358,39 +444,38 @@ static struct pmfuse_itable *format_itable(PMEMobjpool *pop, const struct pool_p
 }
 
 /*
- * The data area: the rest of the heap, minus the metadata reserve, as a few
- * huge allocations trimmed to 2 MiB boundaries, sorted by offset (the
- * validators want them so).  0 or -ENOSPC.
+ * Run 0, the one permanent piece: as much of want as the heap gives
+ * (data grows from there on demand), trimmed to 2 MiB boundaries.  Its
+ * first block holds the backup superblock.  0 or -ENOSPC.
  */
-static int format_data_runs(PMEMobjpool *pop, uint64_t want, struct pmfuse_geometry *g)
+static int format_first_run(PMEMobjpool *pop, uint64_t want, struct pmfuse_geometry *g)
 {
-	uint64_t have = 0;
+	PMEMoid run;
+	uint64_t got, start, end;
 
-	while (have + 4 * HUGE_2M <= want && g->nruns < PMFUSE_MAX_RUNS) {
-		PMEMoid run;
-		uint64_t got, start, end, ask = want - have;
-		if (ask > MAX_RUN_ALLOC)
-			ask = MAX_RUN_ALLOC;
-		if (alloc_largest(pop, ask, &run, &got))
-			break;
-		start = (run.off + HUGE_2M - 1) & ~(HUGE_2M - 1);
-		end = (run.off + got) & ~(HUGE_2M - 1);
-		have += got;
-		if (end > start) {
-			g->runs[g->nruns].off = start;
-			g->runs[g->nruns].len = end - start;
-			g->nruns++;
-		}
-	}
-	if (g->nruns == 0)
+	if (alloc_largest(pop, want, &run, &got))
 		return -ENOSPC;
-	for (uint32_t i = 1; i < g->nruns; i++)
-		for (uint32_t j = i; j > 0 && g->runs[j].off < g->runs[j - 1].off; j--) {
-			struct pmfuse_run t = g->runs[j];
-			g->runs[j] = g->runs[j - 1];
-			g->runs[j - 1] = t;
-		}
+	start = (run.off + HUGE_2M - 1) & ~(HUGE_2M - 1);
+	end = (run.off + got) & ~(HUGE_2M - 1);
+	if (end <= start)
+		return -ENOSPC;
+	g->runs[0].off = start;
+	g->runs[0].len = end - start;
+	g->nruns = 1;
 	return 0;
+}
+
+/* The piece table the daemon grows the data area with: empty. */
+static uint64_t format_piece_table(PMEMobjpool *pop)
+{
+	PMEMoid t;
+
+	if (pmemobj_zalloc(pop, &t, sizeof(struct pmfuse_pieces) + 16 * sizeof(struct pmfuse_piece), 0))
+		return 0;
+	struct pmfuse_pieces *pt = pmemobj_direct(t);
+	pt->cap = 16;
+	pmemobj_persist(pop, pt, sizeof(*pt));
+	return t.off;
 }
 
 /* The root directory: inode 1, in the first inode chunk. */
@@ -462,7 +547,8 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 		snprintf(why, whylen, "cannot allocate inode table");
 		goto out;
 	}
-	if (format_data_runs(pop, (uint64_t)size - plan.meta_reserve, &g)) {
+	uint64_t ptab = format_piece_table(pop);
+	if (!ptab || format_first_run(pop, plan.first_run, &g)) {
 		snprintf(why, whylen, "no room for a data area (region too small)");
 		goto out;
 	}
@@ -481,6 +567,7 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 	struct pmfuse_super *sb = pmemobj_direct(root);
 	memset(sb, 0, sizeof(*sb));
 	sb->state = PMFUSE_STATE_CLEAN;
+	sb->pieces_off = ptab;
 	sb->geo = g;
 	pmemobj_persist(pop, sb, sizeof(*sb));
 	ret = 0;
@@ -682,6 +769,9 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen)
 		ret = -EINVAL;
 		goto fail;
 	}
+	ret = pool_pieces_load(p, why, whylen);
+	if (ret)
+		goto fail;
 	return 0;
 fail:
 	pool_close(p);
@@ -698,6 +788,13 @@ int pool_open_damaged(struct pool *p, const char *path, char *why, size_t whylen
 		snprintf(why, whylen, "%s: no pmfuse superblock (bad magic)", path);
 		pool_close(p);
 		return -EINVAL;
+	}
+	/* the data area as far as it can be known: pieces, or the runs alone */
+	char ignore[POOL_WHY];
+	if (!pool_check_geometry(&p->sb->geo, p->size, ignore, sizeof(ignore)) &&
+	    pool_pieces_load(p, ignore, sizeof(ignore))) {
+		pool_pieces_free(p);
+		pool_pieces_load_runs(p);
 	}
 	return 0;
 }
@@ -741,6 +838,7 @@ int64_t pool_backup_find(const char *base, uint64_t size, struct pmfuse_geometry
 
 void pool_close(struct pool *p)
 {
+	pool_pieces_free(p);
 	if (p->pop)
 		pmemobj_close(p->pop);
 	p->pop = NULL;

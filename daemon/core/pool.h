@@ -10,9 +10,21 @@
 #include "pmfuse/format.h"
 
 #include <libpmemobj.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* A piece of the data area in DRAM (pieces.c); its id is its index + 1. */
+struct pool_piece {
+	uint64_t obj;			/* pmemobj allocation (0: a permanent run's) */
+	_Atomic uint64_t off, len;	/* data, whole blocks; len 0 while not live */
+	int64_t slot;			/* in the piece table; -1: a permanent run */
+	bool live;
+};
+
+/* Pieces a pool can have (each is 4 MiB or more; growth asks for much more). */
+#define POOL_MAX_PIECES 65536u
 
 struct pool {
 	PMEMobjpool *pop;
@@ -20,6 +32,22 @@ struct pool {
 	uint64_t size;
 	struct pmfuse_super *sb;
 	struct pmfuse_itable *itable;
+	/*
+	 * The data area (pieces.c).  A piece is 4 MiB or more, so a 2 MiB group
+	 * holds parts of at most two: gstart[g] names the piece that holds the
+	 * group's first block, gnext[g] one that starts inside it (0: none).
+	 * Validators read them and piece[] without a lock; piece[] never moves
+	 * (allocated whole).  They change only by pool_piece_add() and
+	 * pool_piece_remove(), which their caller serializes (the allocator's
+	 * lock).
+	 */
+	struct pmfuse_pieces *ptab;	/* NULL: format 1, not yet upgraded */
+	_Atomic uint32_t *gstart, *gnext;
+	uint64_t ngroups;
+	struct pool_piece *piece;	/* POOL_MAX_PIECES entries */
+	uint32_t npiece;		/* entries ever used */
+	/* bytes of metadata objects (headers included): statfs's estimate */
+	_Atomic int64_t meta_bytes;
 };
 
 struct pool_format_opts {
@@ -33,14 +61,25 @@ struct pool_format_opts {
 
 struct pool_plan {
 	uint64_t region_size;
-	uint64_t meta_reserve;
+	uint64_t meta_reserve;		/* heap data growth leaves to metadata */
 	uint64_t max_inodes;
+	uint64_t first_run;		/* bytes asked for permanent run 0 */
+	uint64_t capacity_blocks;	/* what statfs reports as f_blocks */
 };
 
 #define POOL_WHY 512
 
 /* Size of a region file or devdax device; -errno on failure. */
 int64_t pool_region_size(const char *path, char *why, size_t whylen);
+
+/*
+ * Sizes of format 2 for a region of size bytes: the heap bytes data growth
+ * leaves to metadata; the blocks statfs reports (what mkfs -n prints); the
+ * size of a data piece the daemon adds (and of run 0).
+ */
+uint64_t pool_meta_reserve(uint64_t size);
+uint64_t pool_capacity_blocks(uint64_t size, uint64_t max_inodes);
+uint64_t pool_piece_default(uint64_t size);
 
 /* What a region of this size would get; -EINVAL (why set) if too small. */
 int pool_plan(uint64_t size, uint64_t bytes_per_inode, struct pool_plan *plan,
@@ -111,11 +150,59 @@ static inline bool pool_struct_ok(const struct pool *p, uint64_t off, uint64_t l
 	return off % sizeof(uint64_t) == 0 && pool_meta_range_ok(p, off, len);
 }
 
-/* Are blocks [phys, phys+n) all inside one data run? */
+/* Are blocks [phys, phys+n) all inside one data piece (and not the backup)? */
 bool pool_block_range_ok(const struct pool *p, uint64_t phys, uint64_t n);
 
-/* Total data blocks in all runs. */
+/* Total data blocks in all pieces. */
 uint64_t pool_data_blocks(const struct pool *p);
+
+static inline bool pool_piece_has(const struct pool *p, uint32_t id, uint64_t phys)
+{
+	const struct pool_piece *pc = &p->piece[id - 1];
+	uint64_t off = atomic_load_explicit(&pc->off, memory_order_acquire) >> PMFUSE_BLOCK_SHIFT;
+	uint64_t len = atomic_load_explicit(&pc->len, memory_order_acquire) >> PMFUSE_BLOCK_SHIFT;
+
+	return phys >= off && phys - off < len;
+}
+
+/* Id of the piece holding block phys, 0 if it is not a data block. */
+static inline uint32_t pool_piece_of(const struct pool *p, uint64_t phys)
+{
+	uint64_t g = phys / PMFUSE_HUGE_2M_BLOCKS;
+	uint32_t id;
+
+	if (g >= p->ngroups)
+		return 0;
+	id = atomic_load_explicit(&p->gstart[g], memory_order_acquire);
+	if (id && pool_piece_has(p, id, phys))
+		return id;
+	id = atomic_load_explicit(&p->gnext[g], memory_order_acquire);
+	return id && pool_piece_has(p, id, phys) ? id : 0;
+}
+
+/*
+ * Pieces (pieces.c).  pool_pieces_load() builds the DRAM view from the
+ * geometry's runs and the piece table, validating both (pool_open() calls
+ * it).  pool_piece_add() reserves a piece of at most want bytes (at least
+ * min), leaving geo.meta_reserve of heap free, and commits it to the table
+ * in one transaction: 0 with its id, or -ENOSPC.  pool_piece_remove() gives
+ * an empty, non-permanent piece back to the heap in one transaction.
+ * Neither may run inside a transaction.  pool_upgrade() turns a format 1
+ * region into format 2 (an empty piece table, version 2).
+ */
+int pool_pieces_load(struct pool *p, char *why, size_t whylen);
+/* Does [off, off + len) (bytes) meet a piece's data? */
+bool pool_pieces_overlap(const struct pool *p, uint64_t off, uint64_t len);
+/* fsck, when the table is damaged: the geometry's runs alone. */
+void pool_pieces_load_runs(struct pool *p);
+void pool_pieces_free(struct pool *p);
+int pool_piece_add(struct pool *p, uint64_t want, uint64_t min, uint32_t *id);
+int pool_piece_remove(struct pool *p, uint32_t id);
+int pool_upgrade(struct pool *p, char *why, size_t whylen);
+static inline const struct pool_piece *pool_piece(const struct pool *p, uint32_t id)
+{
+	return &p->piece[id - 1];
+}
 
 /*
  * The allocated pmemobj objects, sorted by offset, for the mount to check
@@ -138,6 +225,11 @@ int pool_objects_load(const struct pool *p, struct pool_objects *po);
 /* Is off the start of an object of at least len bytes that nothing claimed yet?  Claims it. */
 bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len);
 void pool_objects_free(struct pool_objects *po);
+/*
+ * Mount: claim the objects of the table's pieces (-EUCLEAN if one is not an
+ * allocation that holds its piece) and set meta_bytes from the rest.
+ */
+int pool_pieces_claim(struct pool *p, struct pool_objects *objs);
 
 /*
  * The backup superblock, the one rule mkfs, fsck, pmfusectl and the daemon
@@ -179,8 +271,13 @@ int64_t pool_backup_find(const char *base, uint64_t size, struct pmfuse_geometry
 typedef int (*pool_tx_fn)(void *arg);
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg);
 
-/* Zeroed allocation inside a transaction (aborts it on failure). */
+/*
+ * Allocation and freeing of metadata inside a transaction (an allocation
+ * failure aborts it).  They count p->meta_bytes, applied when the
+ * transaction commits.
+ */
 PMEMoid pool_tx_alloc(size_t size);
 PMEMoid pool_tx_zalloc(size_t size);
+void pool_tx_free(PMEMoid oid);
 
 #endif

@@ -96,8 +96,10 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 	uint64_t h2 = (uint64_t)atomic_load(&fs->alloc.huge_2m);
 	uint64_t h1 = (uint64_t)atomic_load(&fs->alloc.huge_1g);
 	struct statvfs sv;
+	uint64_t pieces, added, removed, data;
 
 	fs_statfs(fs, &sv);
+	alloc_area(&fs->alloc, &data, &pieces, &added, &removed);
 	int n = snprintf(buf, size,
 			"flush_bytes %" PRIu64 "\nflush_calls %" PRIu64 "\ndrains %" PRIu64
 			"\ndirty_pages %" PRId64 "\nzero_bytes_served %" PRIu64
@@ -105,7 +107,10 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			"\nblocks_total %" PRIu64 "\nblocks_free %" PRIu64
 			"\nhuge_2m_extents %" PRIu64 "\nhuge_1g_extents %" PRIu64
 			"\ninodes_total %" PRIu64 "\ninodes_free %" PRIu64
-			"\ngranularity %s\nmode %s\nmounted_at %" PRIu64 "\n",
+			"\ngranularity %s\nmode %s\nmounted_at %" PRIu64
+			"\ndata_area_blocks %" PRIu64 "\ndata_pieces %" PRIu64
+			"\npieces_added %" PRIu64 "\npieces_removed %" PRIu64
+			"\nmetadata_bytes %" PRId64 "\n",
 			atomic_load(&fs->stats.flush_bytes), atomic_load(&fs->stats.flush_calls),
 			atomic_load(&fs->stats.drains), atomic_load(&fs->stats.dirty_pages),
 			atomic_load(&fs->stats.zero_bytes_served),
@@ -113,7 +118,8 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			atomic_load(&fs->region.media_errors), (uint64_t)sv.f_blocks,
 			(uint64_t)sv.f_bfree, h2, h1, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
 			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback",
-			fs->pool.sb->last_mount);
+			fs->pool.sb->last_mount, data, pieces, added, removed,
+			atomic_load(&fs->pool.meta_bytes));
 	if (n >= 0 && (size_t)n < size && fs->stats_extra) {
 		int m = fs->stats_extra(buf + n, size - (size_t)n);
 		/* a cut-off tail is not counted: the caller copies n bytes of buf */
@@ -257,7 +263,7 @@ static int tx_swap(void *arg)
 		off = oid.off;
 	}
 	if (pi->xattr_off)
-		pmemobj_tx_free(pmemobj_oid(pool_ptr(&a->fs->pool, pi->xattr_off)));
+		pool_tx_free(pmemobj_oid(pool_ptr(&a->fs->pool, pi->xattr_off)));
 	pmemobj_tx_add_range_direct(&pi->xattr_off, sizeof(pi->xattr_off));
 	pi->xattr_off = off;
 	if (a->mode_clear) {

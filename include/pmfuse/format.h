@@ -10,11 +10,18 @@
  *
  * Data blocks are 4 KiB.  A block's number is its pool offset / 4096, so a
  * 2 MiB-aligned block number is a 2 MiB-aligned region offset (what a devdax
- * huge page needs).  Block 0 holds the pool header: 0 never names data.  The
- * data area is a few huge pmemobj allocations ("runs"), each trimmed by mkfs
- * to 2 MiB boundaries and recorded in the superblock.  The first block of run
- * 0 holds a backup of the superblock's immutable part (fsck finds it without
- * the root pointer).
+ * huge page needs).  Block 0 holds the pool header: 0 never names data.
+ *
+ * Data and metadata share the heap (format 2).  Data lives in "pieces":
+ * huge pmemobj allocations trimmed to 2 MiB boundaries.  The runs of the
+ * geometry are permanent pieces (mkfs makes one; format 1 had up to 32 and a
+ * fixed metadata reserve).  The daemon adds pieces to the piece table when
+ * data needs room, always leaving geo.meta_reserve bytes of heap to
+ * metadata, and gives a piece back to the heap as soon as it holds no data,
+ * so metadata can grow into what data no longer uses.  Adding or removing
+ * a piece is one transaction with its table entry.  The first block of run
+ * 0 holds a backup of the superblock's immutable part (fsck finds it
+ * without the root pointer).
  *
  * Which data blocks are in use is not stored: it is exactly the set of blocks
  * reachable from the file maps of live inodes.  The daemon rebuilds its
@@ -30,7 +37,9 @@
 #define PMFUSE_LAYOUT		"pmfuse"
 #define PMFUSE_MAGIC		0x3145535546504d50ULL	/* "PMFUSE1" LE */
 #define PMFUSE_BACKUP_MAGIC	0x4b43425355464d50ULL	/* "PMFUSBCK" LE */
-#define PMFUSE_VERSION		1
+#define PMFUSE_VERSION		2
+/* format 1 (fixed data runs, no piece table) mounts, and is upgraded to 2 */
+#define PMFUSE_VERSION_MIN	1
 
 #define PMFUSE_BLOCK_SHIFT	12
 #define PMFUSE_BLOCK_SIZE	(1u << PMFUSE_BLOCK_SHIFT)
@@ -64,8 +73,9 @@ struct pmfuse_geometry {
 	uint64_t created;		/* seconds since the epoch */
 	uint64_t itable_off;		/* struct pmfuse_itable */
 	uint64_t max_inodes;		/* itable capacity, inode 0 unused */
-	uint64_t meta_reserve;		/* bytes left to pmemobj for metadata */
-	uint32_t nruns;
+	uint64_t meta_reserve;		/* v1: bytes left to pmemobj for metadata;
+					 * v2: heap bytes data growth always leaves free */
+	uint32_t nruns;			/* permanent data runs */
 	uint32_t pad;
 	struct pmfuse_run runs[PMFUSE_MAX_RUNS];
 	uint64_t checksum;		/* FNV-1a 64 of everything above */
@@ -80,8 +90,29 @@ struct pmfuse_super {
 	uint64_t last_mount;		/* seconds */
 	uint64_t mount_count;
 	uint64_t orphan_head;		/* ino of first orphan, 0 = none */
-	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 32];
+	uint64_t pieces_off;		/* v2: struct pmfuse_pieces (never 0) */
+	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 40];
 };
+
+/*
+ * The pieces the daemon added to the data area (format 2).  Live entries
+ * are [0, count); removing one moves the last into its place.  The table
+ * is replaced by a bigger copy when full.  obj is the pmemobj allocation
+ * (what is freed); [off, off + len) the 2 MiB-aligned data inside it.
+ */
+struct pmfuse_piece {
+	uint64_t obj;
+	uint64_t off;
+	uint64_t len;
+	uint64_t pad;
+};
+
+struct pmfuse_pieces {
+	uint64_t count;
+	uint64_t cap;
+	struct pmfuse_piece p[];
+};
+#define PMFUSE_PIECE_TYPE	0x50494543u	/* pmemobj type number of a piece */
 
 /*
  * Inode table: a fixed directory (sized at mkfs) of chunk offsets; chunks

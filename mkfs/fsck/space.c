@@ -196,6 +196,43 @@ static bool heap_walk(struct fsck *f)
 	return true;
 }
 
+/*
+ * Format 2: the piece table is an object of its own, and each piece is the
+ * allocation it names, holding its data (pool_pieces_load() checked the
+ * entries' shape and that pieces do not overlap).
+ */
+static void check_piece_objects(struct fsck *f, struct obj *o, size_t n)
+{
+	const struct pmfuse_pieces *t = f->p->ptab;
+	size_t k;
+
+	if (!t)
+		return;
+	k = obj_find(o, n, f->p->sb->pieces_off);
+	if (k == SIZE_MAX || o[k].off != f->p->sb->pieces_off ||
+	    o[k].size < sizeof(*t) + t->cap * sizeof(t->p[0]))
+		problem(f, "piece table at offset %" PRIu64 " is not an allocated object of its size",
+			f->p->sb->pieces_off);
+	else if (o[k].used)
+		problem(f, "piece table at offset %" PRIu64 " is also referenced as other metadata",
+			f->p->sb->pieces_off);
+	else
+		o[k].used = 1;
+	for (uint64_t i = 0; i < t->count; i++) {
+		const struct pmfuse_piece *e = &t->p[i];
+		k = obj_find(o, n, e->obj);
+		if (k == SIZE_MAX || o[k].off != e->obj || o[k].size < e->off + e->len - e->obj) {
+			problem(f, "data piece %" PRIu64 " [%" PRIu64 ", +%" PRIu64 ") is not an allocated"
+				" object that holds it", i, e->off, e->len);
+			continue;
+		}
+		if (o[k].used)
+			problem(f, "data piece %" PRIu64 " [%" PRIu64 ", +%" PRIu64 ") overlaps referenced"
+				" metadata", i, e->off, e->len);
+		o[k].used = 2;
+	}
+}
+
 void check_objects(struct fsck *f)
 {
 	const struct pmfuse_geometry *g = &f->p->sb->geo;
@@ -243,6 +280,7 @@ void check_objects(struct fsck *f)
 				i, g->runs[i].off, g->runs[i].len);
 		o[k].used = 2;
 	}
+	check_piece_objects(f, o, n);
 	for (size_t k = 0; k < n; k++)
 		if (o[k].used != 2)
 			f->meta_bytes += o[k].size;
@@ -285,7 +323,8 @@ void summary(struct fsck *f, uint64_t used_blocks, uint64_t capacity)
 	       "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\n",
 	       f->region, g->version, g->label, u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7],
 	       u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
-	printf("  region %" PRIu64 " bytes, %u data run(s),", g->region_size, g->nruns);
+	printf("  region %" PRIu64 " bytes, %u permanent data run(s), %" PRIu64 " data piece(s),",
+	       g->region_size, g->nruns, f->p->ptab ? f->p->ptab->count : 0);
 	print_time(" created ", g->created);
 	printf("\n  state: %s, mounted %" PRIu64 " time(s),",
 	       sb->state == PMFUSE_STATE_CLEAN ? "cleanly unmounted" :
@@ -311,8 +350,9 @@ void summary(struct fsck *f, uint64_t used_blocks, uint64_t capacity)
 		printf(", %" PRIu64 " allocated; leak check skipped (damaged structures)\n",
 		       f->n_objects);
 	if (!f->heap_broken && f->n_objects)
-		printf("  metadata space: %" PRIu64 " KiB in objects outside the data runs"
-		       " (reserve at mkfs: %" PRIu64 " KiB)\n", f->meta_bytes >> 10,
+		printf("  metadata space: %" PRIu64 " KiB in objects outside the data area"
+		       " (%s: %" PRIu64 " KiB)\n", f->meta_bytes >> 10,
+		       g->version < 2 ? "reserve at mkfs" : "headroom data growth leaves",
 		       g->meta_reserve >> 10);
 	if (!f->root_ok)
 		printf("  reachability not checked: no valid root directory\n");

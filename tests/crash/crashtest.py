@@ -645,6 +645,18 @@ def wl_reclaim(b):
     b.op(Create(path="k"))
 
 
+def wl_grow_shrink(b):
+    """More data than run 0 holds (2 MiB of the 32 MiB region): the data
+    area grows by a piece (its allocation and table entry, one transaction)
+    and gives it back when the file goes (format.h)."""
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=3 << 20, fsync="fsync"))
+    b.op(Create(path="g"))
+    b.op(Write(path="g", off=0, len=20000, fsync="fsync"))
+    b.op(Unlink(path="f"))
+    b.op(Write(path="g", off=20000, len=8192, fsync="fsync"))
+
+
 def wl_mkdir_rmdir(b):
     b.op(Mkdir(path="a"))
     b.op(Mkdir(path="a/b"))
@@ -757,7 +769,8 @@ WORKLOADS = [
     ("truncate_append", wl_truncate_append), ("punch", wl_punch),
     ("fallocate", wl_fallocate), ("zero_range", wl_zero_range), ("rename", wl_rename),
     ("link", wl_link),
-    ("unlink_open", wl_unlink_open), ("reclaim", wl_reclaim), ("mkdir_rmdir", wl_mkdir_rmdir),
+    ("unlink_open", wl_unlink_open), ("reclaim", wl_reclaim), ("grow_shrink", wl_grow_shrink),
+    ("mkdir_rmdir", wl_mkdir_rmdir),
     ("xattr", wl_xattr),
     ("symlink", wl_symlink), ("fsync", wl_fsync), ("mixed_replace", wl_mixed_replace),
     ("mixed_tree", wl_mixed_tree),

@@ -14,7 +14,7 @@
  *   3. if it mounted: a scripted walk through the core -- readdir of every
  *      reachable directory, lookup/getattr/readlink/listxattr/getxattr of
  *      every entry, reads of every regular file (each byte of each segment
- *      touched, each segment checked to lie in a data run or the zero
+ *      touched, each segment checked to lie in a data piece or the zero
  *      buffer), a write, a create + write + unlink, more changes chosen by
  *      the input -- and fs_unmount(), optionally a second mount and walk.
  * A crash, a sanitizer report, a hang (libFuzzer's -timeout) or a failed
@@ -24,7 +24,7 @@
  * Oracles besides "no crash":
  *   - fsck says clean (0)        => fs_mount succeeds and no op gives -EIO;
  *   - fs_mount succeeds          => fsck did not give up on the region (8);
- *   - read segments point into a data run (not the backup block) or the
+ *   - read segments point into a data piece (not the backup block) or the
  *     zero buffer, and add up to what fs_read reports.
  *
  * Input format (all little-endian):
@@ -903,30 +903,26 @@ struct read_ctx {
 	uint64_t ino;
 };
 
-/* Every segment lies in a data run (not the backup block) or the zero buffer. */
+/* Every segment lies in one data piece (not the backup block) or the zero buffer. */
 static bool seg_ok(struct fs *fs, const char *p, size_t len)
 {
-	const struct pmfuse_geometry *g = &fs->pool.sb->geo;
 	const char *z = fs->zero;
 
 	if (p >= z && p <= z + fs->zero_size && len <= (size_t)(z + fs->zero_size - p))
 		return true;
-	for (uint32_t i = 0; i < g->nruns; i++) {
-		const char *start = fs->region.base + g->runs[i].off;
-		const char *end = start + g->runs[i].len;
-		if (p >= start && p <= end && len <= (size_t)(end - p)) {
-			const char *bk = fs->region.base + g->runs[0].off;
-			return p + len <= bk || p >= bk + PMFUSE_BLOCK_SIZE;
-		}
-	}
-	return false;
+	if (p < fs->region.base || len == 0 || (uint64_t)(p - fs->region.base) >= fs->pool.size ||
+	    len > fs->pool.size - (uint64_t)(p - fs->region.base))
+		return false;
+	uint64_t off = (uint64_t)(p - fs->region.base);
+	uint64_t first = off >> PMFUSE_BLOCK_SHIFT, last = (off + len - 1) >> PMFUSE_BLOCK_SHIFT;
+	return pool_block_range_ok(&fs->pool, first, last - first + 1);
 }
 
 /*
  * Load every byte (a word at a time): a segment that is not mapped faults.
  * Without coverage instrumentation: a traced compare per byte read would
  * cost more than the rest of an execution.  Without ASan's checks: seg_ok()
- * has already placed the segment in the region's data runs or the zero
+ * has already placed the segment in the region's data pieces or the zero
  * buffer, mappings ASan never poisons.
  */
 #if defined(__clang__)
@@ -960,7 +956,7 @@ static int read_cb(void *ctx, const struct fs_seg *segs, int n, size_t total)
 		const unsigned char *p = segs[i].ptr;
 		if (!seg_ok(rc->w->fs, segs[i].ptr, segs[i].len))
 			die("fs_read of inode %" PRIu64 ": segment %d (%zu bytes at %p) is outside the"
-			    " data runs and the zero buffer", rc->ino, i, segs[i].len, segs[i].ptr);
+			    " data pieces and the zero buffer", rc->ino, i, segs[i].len, segs[i].ptr);
 		acc += touch(p, segs[i].len);
 		sum += segs[i].len;
 	}

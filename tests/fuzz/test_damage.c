@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -214,6 +215,95 @@ static void test_map_node_that_is_not_an_object_refuses_mount(void)
 	check_refused("file map");
 }
 
+/*
+ * A region whose data area grew by a piece (more data than run 0 holds),
+ * unmounted: *tab is the piece table's offset.
+ */
+static void region_with_a_piece(uint64_t *tab)
+{
+	static char buf[1 << 20];
+	struct fs *fs = mount_fresh();
+	struct fs_attr st;
+
+	memset(buf, 'p', sizeof(buf));
+	CHECK_EQ(fs_mknod(fs, 1, "big", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	CHECK_EQ(fs_open(fs, st.st.st_ino, O_RDWR), 0);
+	uint64_t run0 = fs->pool.sb->geo.runs[0].len;
+	for (uint64_t off = 0; off < run0 + (2 << 20); off += sizeof(buf))
+		CHECK_EQ(fs_write(fs, st.st.st_ino, off, buf, sizeof(buf), false), sizeof(buf));
+	fs_release(fs, st.st.st_ino, O_RDWR);
+	CHECK_EQ(fs->pool.ptab->count, 1);
+	*tab = fs->pool.sb->pieces_off;
+	fs_unmount(fs);
+}
+
+/* pool_open() (mount, fsck, pmfusectl) refuses; why names the damage. */
+static void check_open_refused(const char *because)
+{
+	char why[POOL_WHY];
+
+	why[0] = 0;
+	int ret = open_refusal(why, sizeof(why));
+	if (ret != -EINVAL || !strstr(why, because))
+		fprintf(stderr, "%d, refused because \"%s\", not \"%s\"\n", ret, why, because);
+	CHECK_EQ(ret, -EINVAL);
+	CHECK(strstr(why, because) != NULL);
+}
+
+#define PIECE(i, field) (tab + offsetof(struct pmfuse_pieces, p) + \
+			 (i) * sizeof(struct pmfuse_piece) + offsetof(struct pmfuse_piece, field))
+
+static void test_damaged_piece_table_refuses_mount(void)
+{
+	uint64_t tab;
+
+	region_with_a_piece(&tab);
+	char why[POOL_WHY];
+	CHECK_EQ(open_refusal(why, sizeof(why)), 0);
+	uint64_t off = peek64(PIECE(0, off)), len = peek64(PIECE(0, len));
+
+	/* a piece over run 0 (where the backup superblock is) */
+	poke64(PIECE(0, len), off + len);
+	poke64(PIECE(0, off), 8192);
+	check_open_refused("data piece 0");
+	poke64(PIECE(0, off), off);
+	/* running off the end of the region */
+	poke64(PIECE(0, len), UINT64_MAX - 4095);
+	check_open_refused("data piece 0");
+	/* not whole blocks */
+	poke64(PIECE(0, len), len - 100);
+	check_open_refused("data piece 0");
+	poke64(PIECE(0, len), len);
+	/* more entries than the table holds */
+	poke64(tab + offsetof(struct pmfuse_pieces, count), peek64(tab + offsetof(struct pmfuse_pieces, cap)) + 1);
+	check_open_refused("piece table");
+	poke64(tab + offsetof(struct pmfuse_pieces, count), 1);
+	/* the table itself inside a piece */
+	poke64(offsetof(struct pmfuse_super, pieces_off) + peek64(OBJ_ROOT_OFFSET_OFF), off + 4096);
+	check_open_refused("piece table");
+	poke64(offsetof(struct pmfuse_super, pieces_off) + peek64(OBJ_ROOT_OFFSET_OFF), tab);
+	CHECK_EQ(open_refusal(why, sizeof(why)), 0);
+	struct fs *fs = unit_mount(region);
+	fs_unmount(fs);
+}
+
+/*
+ * A piece that names no allocation of its own (here: the space of the
+ * allocation before it, shifted) would let libpmemobj hand its blocks out
+ * as metadata.  The mount checks it against the heap.
+ */
+static void test_piece_that_is_not_an_allocation_refuses_mount(void)
+{
+	uint64_t tab;
+
+	region_with_a_piece(&tab);
+	uint64_t obj = peek64(PIECE(0, obj));
+	poke64(PIECE(0, obj), obj + 4096);
+	poke64(PIECE(0, off), peek64(PIECE(0, off)) + 4096);
+	poke64(PIECE(0, len), peek64(PIECE(0, len)) - 4096);
+	check_refused("data piece is not an allocated object");
+}
+
 int main(void)
 {
 	RUN(test_fresh_region_opens);
@@ -223,6 +313,8 @@ int main(void)
 	RUN(test_misaligned_directory_table_refuses_mount);
 	RUN(test_xattr_set_shared_by_two_inodes_refuses_mount);
 	RUN(test_map_node_that_is_not_an_object_refuses_mount);
+	RUN(test_damaged_piece_table_refuses_mount);
+	RUN(test_piece_that_is_not_an_allocation_refuses_mount);
 	unlink(region);
 	return test_failures ? 1 : 0;
 }

@@ -229,7 +229,7 @@ class InfoTest(CtlCase):
         j = self.info_json()
         self.assertFalse(j["in_use"])
         self.assertEqual(j["mountpoints"], [])
-        self.assertEqual(j["version"], 1)
+        self.assertEqual(j["version"], 2)
         self.assertEqual(j["uuid"], UUID)
         self.assertEqual(j["label"], LABEL)
         self.assertEqual(j["region_size"], os.path.getsize(self.region))
@@ -248,7 +248,8 @@ class InfoTest(CtlCase):
         # the same numbers as the mounted filesystem reports
         self.m = self.mount()
         raw = xattr_stats(self.mnt)
-        self.assertEqual(raw["blocks_total"], j["data_bytes"] // 4096)
+        self.assertEqual(raw["blocks_total"], j["capacity_blocks"])
+        self.assertGreater(j["capacity_blocks"], j["data_bytes"] // 4096)
         self.assertEqual(raw["inodes_total"], j["max_inodes"])
 
     def test_info_reads_the_region_without_writing_it(self):
@@ -412,7 +413,7 @@ class CommandLineTest(unittest.TestCase):
         for opt in ("-V", "--version"):
             r = ctl(opt)
             self.assertEqual(r.returncode, 0)
-            self.assertRegex(r.stdout, r"^pmfusectl \S+ \(on-media format 1\)\n$")
+            self.assertRegex(r.stdout, r"^pmfusectl \S+ \(on-media format 2\)\n$")
         self.assertEqual(ctl().returncode, 2)
         r = ctl("frobnicate")
         self.assertEqual(r.returncode, 2)

@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""pmfuse mount tests: capacity.
+
+Format 2 has no data/metadata split fixed at mkfs: data lives in pieces the
+daemon adds to the heap on demand and gives back when they empty.  These
+tests check what a user sees of that: statfs of 1 TiB and 4 TiB sparse
+regions (never more than a few hundred MiB written), mkfs -n printing what
+the mount reports, a region filled by small files and then by one file,
+metadata created when data is full, and a region made by the previous
+release (format 1) mounting with its files intact and upgraded in place.
+"""
+import errno
+import lzma
+import os
+import re
+import shutil
+import sys
+import unittest
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (FSCK_OK, REPO, Mount, fs_stats, fsck, main, mkfs, sha256_file,  # noqa: E402
+                     wait_until)
+from test_badimage import RegionTestCase  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+TiB = 1 << 40
+
+
+def write_until_enospc(path, chunk, limit):
+    """Append chunk to path until ENOSPC; the bytes written."""
+    n = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        while n < limit:
+            try:
+                w = os.write(fd, chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                break
+            n += w
+            if w < len(chunk):
+                break
+    finally:
+        os.close(fd)
+    return n
+
+
+class CapacityTest(RegionTestCase):
+
+    def assertClean(self, region):
+        rc, out = fsck(region, "-n")
+        self.assertEqual(rc, FSCK_OK, out[-3000:])
+
+    def dry_capacity(self, region):
+        r = mkfs(region, "-n", "-f")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = re.search(r"capacity (\d+) blocks", r.stdout)
+        self.assertIsNotNone(m, r.stdout)
+        return int(m.group(1))
+
+    def check_sparse(self, size):
+        region = self.region_path("big")
+        with open(region, "wb") as f:
+            f.truncate(size)
+        want = self.dry_capacity(region)
+        r = mkfs(region, "-q")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # a mount still walks the whole inode table (ASan, a loaded machine)
+        m = Mount(region, self.mountpoint(), log_dir=self.workdir)
+        self.mounts.append(m)
+        m.start(timeout=120)
+        st = os.statvfs(m.mnt)
+        # mkfs -n said exactly what the mount reports, and it is the region
+        self.assertEqual(st.f_blocks, want)
+        self.assertGreaterEqual(st.f_blocks * st.f_frsize, 0.97 * size)
+        self.assertGreaterEqual(st.f_bfree, 0.97 * st.f_blocks)
+        s0 = fs_stats(m.mnt)
+        # more than run 0 holds: the data area grows by a piece, and shrinks back
+        path = os.path.join(m.mnt, "f")
+        data = os.urandom(MiB)
+        length = s0["data_area_blocks"] * 4096 + 16 * MiB
+        self.assertLess(length, 256 * MiB, "run 0 is small: growth is on demand")
+        with open(path, "wb") as f:
+            for i in range(length // MiB):
+                f.write(data)
+            os.fsync(f.fileno())
+        s1 = fs_stats(m.mnt)
+        self.assertGreaterEqual(s1["pieces_added"], 1, s1)
+        self.assertGreater(s1["data_area_blocks"], s0["data_area_blocks"])
+        with open(path, "rb") as f:
+            f.seek(length - MiB)
+            self.assertEqual(f.read(), data)
+        used = st.f_bfree - os.statvfs(m.mnt).f_bfree
+        self.assertGreaterEqual(used, length // 4096)
+        os.unlink(path)
+        # the kernel's RELEASE and FORGET come after unlink returns
+        wait_until(lambda: fs_stats(m.mnt)["pieces_removed"] == s1["pieces_added"], 10)
+        s2 = fs_stats(m.mnt)
+        self.assertEqual(s2["pieces_removed"], s1["pieces_added"], s2)
+        self.assertEqual(s2["data_area_blocks"], s0["data_area_blocks"])
+        self.assertEqual(os.statvfs(m.mnt).f_bfree, st.f_bfree)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+
+    def test_one_tib_sparse_region(self):
+        self.check_sparse(TiB)
+
+    def test_four_tib_sparse_region(self):
+        self.check_sparse(4 * TiB)
+
+    def test_mkfs_dry_run_prints_what_the_mount_reports(self):
+        for size in (64 * MiB, 300 * MiB, GiB + 12345 * 4096):
+            region = self.region_path("dry")
+            with open(region, "wb") as f:
+                f.truncate(size)
+            want = self.dry_capacity(region)
+            self.assertEqual(mkfs(region, "-q").returncode, 0)
+            m = self.mount(region)
+            self.assertEqual(os.statvfs(m.mnt).f_blocks, want, size)
+            self.assertEqual(m.unmount(), 0)
+
+    def test_small_files_then_one_file_fill_the_region(self):
+        size = GiB
+        region = self.formatted("1G")
+        m = self.mount(region)
+        d = m.mnt
+        chunk = b"s" * (64 << 10)
+        n = 0
+        while True:
+            try:
+                with open(os.path.join(d, "f%06d" % n), "wb") as f:
+                    f.write(chunk)
+            except OSError as e:
+                self.assertEqual(e.errno, errno.ENOSPC)
+                break
+            n += 1
+        self.assertGreaterEqual(n * len(chunk), 0.95 * size, "small files filled %d" % n)
+        # full of data, metadata still has room: new names, renames
+        for i in range(200):
+            open(os.path.join(d, "empty%d" % i), "w").close()
+        os.rename(os.path.join(d, "empty0"), os.path.join(d, "renamed"))
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+        m = self.mount(region)
+        d = m.mnt
+        with open(os.path.join(d, "f%06d" % (n - 1)), "rb") as f:
+            self.assertEqual(f.read(), chunk)
+        for i in range(n):
+            os.unlink(os.path.join(d, "f%06d" % i))
+        s = fs_stats(d)
+        self.assertGreater(s["pieces_removed"], 0, s)
+        one = write_until_enospc(os.path.join(d, "one"), b"o" * MiB, 2 * size)
+        self.assertGreaterEqual(one, 0.97 * size, "one file after the small ones: %d" % one)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+        m = self.mount(region)
+        d = m.mnt
+        self.assertEqual(os.stat(os.path.join(d, "one")).st_size, one)
+        with open(os.path.join(d, "one"), "rb") as f:
+            f.seek(one - MiB)
+            self.assertEqual(f.read(), b"o" * MiB)
+        os.unlink(os.path.join(d, "one"))
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+
+    def test_metadata_fills_what_data_gave_back(self):
+        """A region filled with one file, emptied, then filled with names."""
+        region = self.formatted("128M")
+        m = self.mount(region)
+        d = m.mnt
+        one = write_until_enospc(os.path.join(d, "one"), b"o" * MiB, GiB)
+        self.assertGreater(one, 100 * MiB)
+        os.unlink(os.path.join(d, "one"))
+        # far more metadata than the reserve (2 MiB) holds: big xattrs
+        sub = os.path.join(d, "meta")
+        os.mkdir(sub)
+        value = b"x" * 60000
+        n = 0
+        try:
+            while n < 5000:
+                p = os.path.join(sub, "f%05d" % n)
+                open(p, "w").close()
+                os.setxattr(p, "user.big", value)
+                n += 1
+        except OSError as e:
+            self.assertEqual(e.errno, errno.ENOSPC)
+        # more than half the region went to metadata the data gave back
+        self.assertGreater(n * len(value), 64 * MiB, n)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+        m = self.mount(region)
+        shutil.rmtree(os.path.join(m.mnt, "meta"))
+        # and data takes the space back
+        one = write_until_enospc(os.path.join(m.mnt, "one"), b"o" * MiB, GiB)
+        self.assertGreater(one, 100 * MiB)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+
+
+class FormatOneTest(RegionTestCase):
+    """A region made by the previous release's mkfs (format 1) mounts."""
+
+    IMAGE = os.path.join(REPO, "tests", "data", "v1-region.img.xz")
+    MANIFEST = os.path.join(REPO, "tests", "data", "v1-manifest.txt")
+
+    def v1_region(self):
+        region = self.region_path("v1")
+        with lzma.open(self.IMAGE) as src, open(region, "wb") as dst:
+            while True:
+                b = src.read(MiB)
+                if not b:
+                    break
+                if b.count(0) == len(b):
+                    dst.seek(len(b), os.SEEK_CUR)
+                else:
+                    dst.write(b)
+            dst.truncate()
+        return region
+
+    def check_manifest(self, mnt):
+        with open(self.MANIFEST) as f:
+            for line in f:
+                kind, what, rel = line.rstrip("\n").split(" ", 2)
+                p = os.path.join(mnt, rel)
+                if kind == "L":
+                    self.assertEqual(os.readlink(p), what, rel)
+                else:
+                    self.assertEqual(sha256_file(p), what, rel)
+        self.assertEqual(os.getxattr(os.path.join(mnt, "small.txt"), "user.note"), b"v1 xattr")
+        self.assertEqual(os.stat(os.path.join(mnt, "small.txt")).st_nlink, 2)
+        self.assertTrue(os.path.exists(os.path.join(mnt, "fifo")))
+
+    def test_format_one_region_mounts_upgrades_and_keeps_its_files(self):
+        region = self.v1_region()
+        rc, out = fsck(region, "-n", "-v")
+        self.assertEqual(rc, FSCK_OK, out)
+        self.assertIn("pmfuse version 1", out)
+        m = self.mount(region)
+        self.check_manifest(m.mnt)
+        self.assertIn("upgraded from on-media format 1", m.log())
+        # format 1 set a metadata reserve aside; now data may use it
+        st = os.statvfs(m.mnt)
+        free = st.f_bfree * st.f_frsize
+        self.assertGreater(free, 25 * MiB)
+        data = os.urandom(MiB) * 25
+        with open(os.path.join(m.mnt, "new.bin"), "wb") as f:
+            f.write(data)
+        self.assertEqual(m.unmount(), 0)
+        rc, out = fsck(region, "-n", "-v")
+        self.assertEqual(rc, FSCK_OK, out)
+        self.assertIn("pmfuse version 2", out)
+        m = self.mount(region)
+        self.check_manifest(m.mnt)
+        with open(os.path.join(m.mnt, "new.bin"), "rb") as f:
+            self.assertEqual(f.read(), data)
+        self.assertNotIn("upgraded", m.log())
+        self.assertEqual(m.unmount(), 0)
+        self.assertEqual(fsck(region, "-n")[0], FSCK_OK)
+
+    def test_fsck_of_format_one_is_clean_and_read_only(self):
+        region = self.v1_region()
+        before = sha256_file(region)
+        rc, out = fsck(region, "-n")
+        self.assertEqual(rc, FSCK_OK, out)
+        self.assertEqual(sha256_file(region), before)
+
+
+if __name__ == "__main__":
+    main()
