@@ -50,15 +50,12 @@ static void mark_range(struct alloc *a, uint64_t phys, uint64_t n, bool used)
 			a->pfree[id] += n;
 	}
 	for (uint64_t b = phys; b < phys + n; b++) {
-		uint16_t *gf = &a->group_free[b / GROUP_BLOCKS];
 		if (used) {
 			a->used[b / 64] |= 1ull << (b % 64);
-			a->free_groups -= *gf == GROUP_BLOCKS;
-			--*gf;
+			a->group_free[b / GROUP_BLOCKS]--;
 		} else {
 			a->used[b / 64] &= ~(1ull << (b % 64));
-			++*gf;
-			a->free_groups += *gf == GROUP_BLOCKS;
+			a->group_free[b / GROUP_BLOCKS]++;
 		}
 	}
 	if (used)
@@ -208,7 +205,7 @@ static uint64_t next_free_1g(struct alloc *a)
  */
 static bool grow(struct alloc *a, uint64_t n, bool want_1g)
 {
-	while (a->free_blocks < n || n == 0) {
+	while (a->free_blocks < n) {
 		uint64_t need = n > a->free_blocks ? (n - a->free_blocks) << PMFUSE_BLOCK_SHIFT : 0;
 		uint64_t want = need + (want_1g ? (1ull << 30) : (4ull << 20));
 		uint32_t id;
@@ -224,8 +221,6 @@ static bool grow(struct alloc *a, uint64_t n, bool want_1g)
 		}
 		a->pieces_added++;
 		a->cursor = pool_piece(a->pool, id)->off >> PMFUSE_BLOCK_SHIFT;
-		if (n == 0)
-			n = 1;		/* one piece was asked for */
 		log_debug("data area: piece %u added at %" PRIu64 ", %" PRIu64 " KiB (asked %" PRIu64
 			  " KiB)", id, pool_piece(a->pool, id)->off, pool_piece(a->pool, id)->len >> 10,
 			  want >> 10);
@@ -253,7 +248,6 @@ static void maybe_shrink(struct alloc *a, uint32_t id)
 	/* its blocks (all free) are no data any more: used, and not counted */
 	for (uint64_t b = first; b < first + n; b++) {
 		a->used[b / 64] |= 1ull << (b % 64);
-		a->free_groups -= a->group_free[b / GROUP_BLOCKS] == GROUP_BLOCKS;
 		a->group_free[b / GROUP_BLOCKS]--;
 	}
 	a->free_blocks -= n;
@@ -292,16 +286,6 @@ static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t ali
 		trim_locked(a);
 		return -ENOSPC;
 	}
-	/*
-	 * A request from a 2 MiB boundary of the file that no free group can
-	 * take would end in scattered blocks (partial groups at the ends of
-	 * pieces): a new piece is better, if the heap has one (asked again
-	 * only once a piece went back).
-	 */
-	if (align_fblock != UINT64_MAX && align_fblock % GROUP_BLOCKS == 0 &&
-	    n >= 16 && a->free_groups == 0 &&
-	    a->grow_failed != a->pieces_removed + 1 && !grow(a, 0, false))
-		a->grow_failed = a->pieces_removed + 1;
 	/*
 	 * At a 2 MiB boundary of the file, alignment wins over a misaligned
 	 * predecessor: the file's first 2 MiB may be small blocks, the rest

@@ -36,8 +36,6 @@ struct alloc {
 	uint32_t pfree_cap;
 	uint64_t piece_default;		/* bytes a growth asks for */
 	uint64_t pieces_added, pieces_removed;	/* counters, under lock */
-	uint64_t free_groups;		/* wholly free 2 MiB groups */
-	uint64_t grow_failed;		/* pieces_removed when an optional growth failed, +1 */
 	uint64_t nblocks;		/* blocks in the region (bitmap bits) */
 	uint64_t *used;			/* bit set = block not free */
 	uint16_t *group_free;		/* free blocks per 512-block group */

@@ -150,8 +150,11 @@ class CapacityTest(RegionTestCase):
             self.assertEqual(f.read(), chunk)
         for i in range(n):
             os.unlink(os.path.join(d, "f%06d" % i))
+        # the kernel's FORGETs (which free the blocks) come after unlink returns
+        wait_until(lambda: fs_stats(d)["data_pieces"] == 1, 30)
         s = fs_stats(d)
         self.assertGreater(s["pieces_removed"], 0, s)
+        self.assertEqual(s["data_pieces"], 1, s)
         one = write_until_enospc(os.path.join(d, "one"), b"o" * MiB, 2 * size)
         self.assertGreaterEqual(one, 0.97 * size, "one file after the small ones: %d" % one)
         self.assertEqual(m.unmount(), 0)
@@ -174,6 +177,8 @@ class CapacityTest(RegionTestCase):
         one = write_until_enospc(os.path.join(d, "one"), b"o" * MiB, GiB)
         self.assertGreater(one, 100 * MiB)
         os.unlink(os.path.join(d, "one"))
+        wait_until(lambda: fs_stats(d)["data_pieces"] == 1, 30)
+        self.assertEqual(fs_stats(d)["data_pieces"], 1)
         # far more metadata than the reserve (2 MiB) holds: big xattrs
         sub = os.path.join(d, "meta")
         os.mkdir(sub)
@@ -193,6 +198,7 @@ class CapacityTest(RegionTestCase):
         self.assertClean(region)
         m = self.mount(region)
         shutil.rmtree(os.path.join(m.mnt, "meta"))
+        wait_until(lambda: fs_stats(m.mnt)["metadata_bytes"] < 8 * MiB, 30)
         # and data takes the space back
         one = write_until_enospc(os.path.join(m.mnt, "one"), b"o" * MiB, GiB)
         self.assertGreater(one, 100 * MiB)
