@@ -81,11 +81,13 @@ struct mapping_build {
 	uint64_t fblock, phys, n;
 };
 
-static int build_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+static int build_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n, bool unwritten)
 {
 	struct mapping_build *b = ctx;
 	int ret = 0;
 
+	if (unwritten)		/* reads as a hole; a write converts it */
+		return 0;
 	if (b->n && b->fblock + b->n == fblock && b->phys + b->n == phys) {
 		b->n += n;
 		return 0;
@@ -131,9 +133,9 @@ int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
 	if (ret == 0)
 		ret = snprintf(buf, size,
 			       "extents %" PRIu64 "\nhuge_1g %" PRIu64 "\nhuge_2m %" PRIu64
-			       "\nsmall_blocks %" PRIu64 "\nindex_entries %" PRIu64
-			       "\nindex_loaded %d\n",
-			       c.extents, c.huge_1g, c.huge_2m, c.small,
+			       "\nsmall_blocks %" PRIu64 "\nunwritten_blocks %" PRIu64
+			       "\nindex_entries %" PRIu64 "\nindex_loaded %d\n",
+			       c.extents, c.huge_1g, c.huge_2m, c.small, c.unwritten,
 			       in->mapping ? in->mapping->nr_entries : c.huge_1g + c.huge_2m + c.small,
 			       in->mapping != NULL);
 	else
@@ -145,8 +147,9 @@ int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
 
 /*
  * The file bytes at pos, as one map lookup answers them: 1 (data, at *addr)
- * or 0 (a hole) for the next *len bytes, never past end; -EIO if the map is
- * damaged.  A hole past the last map entry is endless: *len stays in range.
+ * or 0 (a hole, or unwritten blocks: zeros) for the next *len bytes, never
+ * past end; -EIO if the map is damaged.  A hole past the last map entry is
+ * endless: *len stays in range.
  */
 static int lookup_segment(struct fs *fs, const struct pmfuse_inode *pi, uint64_t pos,
 			  uint64_t end, char **addr, uint64_t *len)
@@ -159,8 +162,12 @@ static int lookup_segment(struct fs *fs, const struct pmfuse_inode *pi, uint64_t
 	*len = count > left / BLK + 1 ? left : count * BLK - (pos & BLK_MASK);
 	if (*len > left)
 		*len = left;
-	*addr = r ? region_block(&fs->region, phys) + (pos & BLK_MASK) : NULL;
-	return r;
+	if (r != FMAP_DATA) {
+		*addr = NULL;
+		return 0;
+	}
+	*addr = region_block(&fs->region, phys) + (pos & BLK_MASK);
+	return 1;
 }
 
 int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx)
@@ -211,9 +218,14 @@ out:
 	return ret;
 }
 
-/* A run of newly reserved blocks destined for file blocks [fblock, +len). */
+/*
+ * A run of blocks a write fills before they become the file's data for file
+ * blocks [fblock, +len): newly reserved, or (convert) the file's own
+ * unwritten blocks, whose transaction then marks them written.
+ */
 struct piece {
 	uint64_t fblock, phys, len;
+	bool convert;
 };
 
 struct pieces {
@@ -222,8 +234,16 @@ struct pieces {
 	struct piece inline_p[8];
 };
 
-static int pieces_add(struct pieces *ps, uint64_t fblock, uint64_t phys, uint64_t len)
+static int pieces_add(struct pieces *ps, uint64_t fblock, uint64_t phys, uint64_t len,
+		      bool convert)
 {
+	struct piece *last = ps->n ? &ps->p[ps->n - 1] : NULL;
+
+	if (last && last->convert == convert && last->fblock + last->len == fblock &&
+	    last->phys + last->len == phys) {
+		last->len += len;
+		return 0;
+	}
 	if (ps->n == ps->cap) {
 		size_t cap = ps->cap * 2;
 		struct piece *np = malloc(cap * sizeof(*np));
@@ -235,7 +255,7 @@ static int pieces_add(struct pieces *ps, uint64_t fblock, uint64_t phys, uint64_
 		ps->p = np;
 		ps->cap = cap;
 	}
-	ps->p[ps->n++] = (struct piece){ fblock, phys, len };
+	ps->p[ps->n++] = (struct piece){ fblock, phys, len, convert };
 	return 0;
 }
 
@@ -251,25 +271,27 @@ static void pieces_release(struct fs *fs, struct pieces *ps, bool free_blocks)
 {
 	if (free_blocks)
 		for (size_t i = 0; i < ps->n; i++)
-			alloc_free(&fs->alloc, ps->p[i].phys, ps->p[i].len);
+			if (!ps->p[i].convert)
+				alloc_free(&fs->alloc, ps->p[i].phys, ps->p[i].len);
 	if (ps->p != ps->inline_p)
 		free(ps->p);
 	pieces_init(ps);
 }
 
 /*
- * Reserve blocks for every hole in file blocks [fb, fb + nb).  All or
- * nothing: -ENOSPC leaves nothing reserved.
+ * Reserve blocks for every hole in file blocks [fb, fb + nb); with convert,
+ * unwritten blocks become pieces too (a write fills them).  All or nothing:
+ * -ENOSPC leaves nothing reserved.
  */
 static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t nb,
-			 struct pieces *ps)
+			 bool convert, struct pieces *ps)
 {
 	uint64_t end = fb + nb, prev_phys = 0, phys0, cnt0;
 	struct alloc_run runs[16];
 	int ret;
 
 	/* goal: right after the block before the range, so appends stay contiguous */
-	if (fb && fmap_lookup(&fs->pool, in->pi, fb - 1, &phys0, &cnt0) == 1)
+	if (fb && fmap_lookup(&fs->pool, in->pi, fb - 1, &phys0, &cnt0) > 0)
 		prev_phys = phys0 + 1;
 
 	while (fb < end) {
@@ -279,7 +301,14 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 			goto fail;
 		if (count > end - fb)
 			count = end - fb;
-		if (ret == 1) {
+		if (ret == FMAP_UNWRITTEN && convert) {
+			int r = pieces_add(ps, fb, phys, count, true);
+			if (r) {
+				ret = r;
+				goto fail;
+			}
+		}
+		if (ret != FMAP_HOLE) {
 			prev_phys = phys + count;
 			fb += count;
 			continue;
@@ -305,7 +334,7 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 				goto fail;
 			}
 			for (int i = 0; i < nr; i++) {
-				ret = pieces_add(ps, fb, runs[i].phys, runs[i].len);
+				ret = pieces_add(ps, fb, runs[i].phys, runs[i].len, false);
 				if (ret) {
 					for (int j = i; j < nr; j++)
 						alloc_free(&fs->alloc, runs[j].phys, runs[j].len);
@@ -336,7 +365,7 @@ static char *addr_of(struct fs *fs, struct inode *in, const struct pieces *ps, u
 			return region_block(&fs->region, ps->p[i].phys + fb - ps->p[i].fblock) +
 			       (pos & BLK_MASK);
 		}
-	if (fmap_lookup(&fs->pool, in->pi, fb, &phys, &count) != 1)
+	if (fmap_lookup(&fs->pool, in->pi, fb, &phys, &count) != FMAP_DATA)
 		return NULL;
 	*avail = count * BLK - (pos & BLK_MASK);
 	*fresh = false;
@@ -352,8 +381,8 @@ static int zero_tail(struct fs *fs, struct inode *in, uint64_t from, uint64_t to
 		return 0;
 	if (to > lim)
 		to = lim;
-	if (fmap_lookup(&fs->pool, in->pi, from / BLK, &phys, &count) != 1)
-		return 0;
+	if (fmap_lookup(&fs->pool, in->pi, from / BLK, &phys, &count) != FMAP_DATA)
+		return 0;	/* a hole or unwritten: reads as zeros already */
 	char *p = region_block(&fs->region, phys) + (from & BLK_MASK);
 	return region_zero(&fs->region, p, to - from) ?: writeback_persist(fs, p, to - from);
 }
@@ -451,6 +480,7 @@ struct publish {
 	const struct pieces *ps;
 	uint64_t new_size;		/* grow the file to this, if larger */
 	bool mtime;
+	bool unwritten;			/* map new pieces unwritten (fallocate) */
 	struct fmap_huge huge;		/* huge extents completed (after commit) */
 };
 
@@ -462,7 +492,9 @@ static int tx_publish(void *arg)
 	pb->huge = (struct fmap_huge){ 0 };
 	for (size_t i = 0; i < pb->ps->n; i++) {
 		const struct piece *pc = &pb->ps->p[i];
-		int ret = fmap_map(&pb->fs->pool, pi, pc->fblock, pc->phys, pc->len, &pb->huge);
+		int ret = pc->convert ? fmap_convert(&pb->fs->pool, pi, pc->fblock, pc->len)
+				      : fmap_map(&pb->fs->pool, pi, pc->fblock, pc->phys, pc->len,
+						 pb->unwritten, &pb->huge);
 		if (ret)
 			return ret;
 	}
@@ -531,7 +563,7 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 	int ret;
 
 	pieces_init(&ps);
-	ret = reserve_holes(fs, in, off / BLK, (off + size - 1) / BLK - off / BLK + 1, &ps);
+	ret = reserve_holes(fs, in, off / BLK, (off + size - 1) / BLK - off / BLK + 1, true, &ps);
 	if (ret)
 		return ret;
 	/* bytes between the old end of file and the write must read as zeros */
@@ -547,7 +579,7 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 		return 0;
 	}
 	/* data is durable: now publish blocks, size and times in one transaction */
-	struct publish pb = { fs, in, &ps, off + size, true, { 0 } };
+	struct publish pb = { fs, in, &ps, off + size, true, false, { 0 } };
 	if (ret == 0)
 		ret = publish(fs, &pb);
 	/*
@@ -671,8 +703,8 @@ static int tx_zero_partial(struct fs *fs, struct inode *in, uint64_t pos, uint64
 	int r = fmap_lookup(&fs->pool, in->pi, pos / BLK, &phys, &count);
 	char *p;
 
-	if (r <= 0)
-		return r < 0 ? -EIO : 0;
+	if (r != FMAP_DATA)
+		return r < 0 ? -EIO : 0;	/* reads as zeros already */
 	p = fs->pool.base + (phys << PMFUSE_BLOCK_SHIFT) + (pos & BLK_MASK);
 	pmemobj_tx_add_range_direct(p, stop - pos);
 	memset(p, 0, stop - pos);
@@ -743,7 +775,7 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len,
 	uint64_t edge[2][2];
 	for (int i = punch_edges(off, end, edge) - 1; i >= 0; i--) {
 		uint64_t phys, count;
-		if (fmap_lookup(&fs->pool, in->pi, edge[i][0] / BLK, &phys, &count) == 1 &&
+		if (fmap_lookup(&fs->pool, in->pi, edge[i][0] / BLK, &phys, &count) == FMAP_DATA &&
 		    (ret = region_probe(&fs->region, region_block(&fs->region, phys) +
 					(edge[i][0] & BLK_MASK), edge[i][1] - edge[i][0])))
 			return ret;
@@ -788,7 +820,7 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 		 * All the zeros appear at once: the range is punched -- edges
 		 * and whole blocks in one transaction, which also grows the
 		 * file -- and a hole reads as zeros; the blocks are allocated
-		 * again, zeroed, below.  Past the old end of file the last
+		 * again, unwritten, below.  Past the old end of file the last
 		 * block is zeroed first: growing the file must show no stale
 		 * bytes there.
 		 */
@@ -797,19 +829,20 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 		    (ret = punch(fs, in, off, len, grow)))
 			goto out;
 	}
-	ret = reserve_holes(fs, in, off / BLK, (off + len - 1) / BLK - off / BLK + 1, &ps);
+	/*
+	 * The new blocks are mapped unwritten: nothing is stored in them (an
+	 * 8 GiB preallocation is one transaction, not 8 GiB of zeros).  They
+	 * read as zeros, and a write stores its data, zeros the rest of each
+	 * block it touches, persists, and only then marks them written: the
+	 * blocks' old contents are never reachable.
+	 */
+	ret = reserve_holes(fs, in, off / BLK, (off + len - 1) / BLK - off / BLK + 1, false, &ps);
 	if (ret)
 		goto out;
-	/* fresh blocks are zeroed and persisted before they are published */
-	for (size_t i = 0; i < ps.n && !ret; i++) {
-		char *p = region_block(&fs->region, ps.p[i].phys);
-		ret = region_zero(&fs->region, p, ps.p[i].len * BLK) ?:
-		      writeback_persist(fs, p, ps.p[i].len * BLK);
-	}
-	if (!ret && !(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > in->pi->size)
 		ret = zero_tail(fs, in, in->pi->size, off + len);
 	struct publish pb = { fs, in, &ps, (mode & FALLOC_FL_KEEP_SIZE) ? 0 : off + len, false,
-			      { 0 } };
+			      true, { 0 } };
 	if (!ret)
 		ret = publish(fs, &pb);
 	pieces_release(fs, &ps, ret != 0);
@@ -906,7 +939,7 @@ int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence)
 			ret = -EIO;
 			break;
 		}
-		if ((r == 1) == (whence == SEEK_DATA)) {
+		if ((r == FMAP_DATA) == (whence == SEEK_DATA)) {
 			ret = (int64_t)pos;
 			break;
 		}

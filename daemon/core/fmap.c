@@ -5,7 +5,9 @@
  * down.  Leaves can sit at any level, so a 2 MiB- or 1 GiB-sized extent is
  * a handful of entries, never 512 or 262144 of them.  Unmapping part of a
  * leaf splits it into a node of 64 smaller leaves first -- the persistent
- * twin of splitting a PMD entry.
+ * twin of splitting a PMD entry -- and so does converting part of an
+ * unwritten leaf to written; 64 leaves that are contiguous again, in the
+ * same state, fold back into one.
  */
 #include "fmap.h"
 
@@ -59,9 +61,10 @@ int fmap_lookup(const struct pool *p, const struct pmfuse_inode *pi,
 			return kind;
 		if (kind != NODE) {
 			*count = base + fmap_span(level) - fblock;
-			if (kind == LEAF)
-				*phys = pmfuse_map_phys(e) + (fblock - base);
-			return kind == LEAF;
+			if (kind == HOLE)
+				return FMAP_HOLE;
+			*phys = pmfuse_map_phys(e) + (fblock - base);
+			return pmfuse_map_is_unwritten(e) ? FMAP_UNWRITTEN : FMAP_DATA;
 		}
 		level--;
 		uint64_t idx = (fblock - base) >> (PMFUSE_MAP_SHIFT * level);
@@ -101,7 +104,16 @@ static uint64_t new_node(const struct pool *p)
 	return oid.off;	/* the transaction aborts (longjmp) on failure */
 }
 
-/* 64 leaves mapping one contiguous physical run: one leaf a level up does it. */
+/* The leaf for phys in the state (written or unwritten) of leaf e. */
+static uint64_t leaf_like(uint64_t e, uint64_t phys)
+{
+	return pmfuse_map_leaf(phys) | (e & PMFUSE_MAP_UNWRITTEN);
+}
+
+/*
+ * 64 leaves mapping one contiguous physical run, all in one state: one leaf
+ * a level up does it.
+ */
 static bool node_collapsible(const struct pmfuse_mapnode *node, uint64_t cspan)
 {
 	uint64_t first = node->slot[0];
@@ -109,19 +121,41 @@ static bool node_collapsible(const struct pmfuse_mapnode *node, uint64_t cspan)
 	if (!pmfuse_map_is_leaf(first))
 		return false;
 	for (unsigned i = 1; i < PMFUSE_MAP_SLOTS; i++)
-		if (node->slot[i] != pmfuse_map_leaf(pmfuse_map_phys(first) + i * cspan))
+		if (node->slot[i] != leaf_like(first, pmfuse_map_phys(first) + i * cspan))
 			return false;
 	return true;
 }
 
+/* Fold the node at *slot into one leaf if it can be. */
+static void try_collapse(uint64_t *slot, bool fresh, struct pmfuse_mapnode *node, uint64_t cspan)
+{
+	if (node_collapsible(node, cspan)) {
+		uint64_t leaf = node->slot[0];
+		pool_tx_free(pmemobj_oid(node));
+		entry_set(slot, leaf, fresh);
+	}
+}
+
+/* Replace the leaf at *slot (level >= 1) by a new node of 64 leaves one level down. */
+static uint64_t split_leaf(const struct pool *p, uint64_t *slot, bool fresh, unsigned level)
+{
+	uint64_t e = *slot, node = new_node(p), cspan = fmap_span(level - 1);
+	struct pmfuse_mapnode *nn = node_at(p, node);
+
+	for (unsigned i = 0; i < PMFUSE_MAP_SLOTS; i++)
+		nn->slot[i] = leaf_like(e, pmfuse_map_phys(e) + i * cspan);
+	entry_set(slot, node, fresh);
+	return node;
+}
+
 static int map_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned level,
-		     uint64_t base, uint64_t fblock, uint64_t phys, uint64_t n)
+		     uint64_t base, uint64_t fblock, uint64_t phys, uint64_t n, uint64_t flag)
 {
 	uint64_t span = fmap_span(level), e = *slot;
 	bool node_fresh = false;
 
 	if (e == 0 && fblock == base && n == span) {
-		entry_set(slot, pmfuse_map_leaf(phys), fresh);
+		entry_set(slot, pmfuse_map_leaf(phys) | flag, fresh);
 		return 0;
 	}
 	if (pmfuse_map_is_leaf(e) || level == 0)
@@ -138,18 +172,14 @@ static int map_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned 
 	while (n) {
 		uint64_t idx, cbase, len = child_part(base, cspan, fblock, n, &idx, &cbase);
 		int ret = map_range(p, &node->slot[idx], node_fresh, level - 1, cbase,
-				    fblock, phys, len);
+				    fblock, phys, len, flag);
 		if (ret)
 			return ret;
 		fblock += len;
 		phys += len;
 		n -= len;
 	}
-	if (node_collapsible(node, cspan)) {
-		uint64_t leaf = node->slot[0];
-		pool_tx_free(pmemobj_oid(node));
-		entry_set(slot, leaf, fresh);
-	}
+	try_collapse(slot, fresh, node, cspan);
 	return 0;
 }
 
@@ -270,7 +300,7 @@ static int huge_before_unmap(const struct pool *p, const struct pmfuse_inode *pi
 }
 
 int fmap_map(const struct pool *p, struct pmfuse_inode *pi,
-	     uint64_t fblock, uint64_t phys, uint64_t n, struct fmap_huge *huge)
+	     uint64_t fblock, uint64_t phys, uint64_t n, bool unwritten, struct fmap_huge *huge)
 {
 	int ret;
 
@@ -289,7 +319,8 @@ int fmap_map(const struct pool *p, struct pmfuse_inode *pi,
 	}
 	pmemobj_tx_add_range_direct(&pi->blocks, sizeof(pi->blocks));
 	pi->blocks += n;
-	ret = map_range(p, &pi->map_root, false, pi->map_height, 0, fblock, phys, n);
+	ret = map_range(p, &pi->map_root, false, pi->map_height, 0, fblock, phys, n,
+			unwritten ? PMFUSE_MAP_UNWRITTEN : 0);
 	if (ret == 0 && huge)
 		ret = huge_after_map(p, pi, fblock, fblock + n, huge);
 	return ret;
@@ -341,12 +372,7 @@ static int unmap_range(const struct pool *p, uint64_t *slot, bool fresh, unsigne
 			return 0;
 		}
 		/* partial: split the leaf into 64 leaves one level down */
-		uint64_t node = new_node(p), cspan = fmap_span(level - 1);
-		struct pmfuse_mapnode *nn = node_at(p, node);
-		for (unsigned i = 0; i < PMFUSE_MAP_SLOTS; i++)
-			nn->slot[i] = pmfuse_map_leaf(pmfuse_map_phys(e) + i * cspan);
-		entry_set(slot, node, fresh);
-		e = node;
+		e = split_leaf(p, slot, fresh, level);
 		node_fresh = true;
 	}
 	struct pmfuse_mapnode *node = node_at(p, e);
@@ -396,6 +422,51 @@ int fmap_unmap(const struct pool *p, struct pmfuse_inode *pi,
 	return 0;
 }
 
+static int convert_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned level,
+			 uint64_t base, uint64_t fblock, uint64_t n)
+{
+	uint64_t e = *slot;
+	bool node_fresh = false;
+	int ret = entry_kind(p, e, level);
+
+	if (ret <= HOLE || (ret == LEAF && !pmfuse_map_is_unwritten(e)))
+		return ret;
+	if (ret == LEAF) {
+		if (fblock == base && n == fmap_span(level)) {
+			entry_set(slot, e & ~PMFUSE_MAP_UNWRITTEN, fresh);
+			return 0;
+		}
+		e = split_leaf(p, slot, fresh, level);
+		node_fresh = true;
+	}
+	struct pmfuse_mapnode *node = node_at(p, e);
+	uint64_t cspan = fmap_span(level - 1);
+	while (n) {
+		uint64_t idx, cbase, len = child_part(base, cspan, fblock, n, &idx, &cbase);
+		ret = convert_range(p, &node->slot[idx], node_fresh, level - 1, cbase, fblock, len);
+		if (ret)
+			return ret;
+		fblock += len;
+		n -= len;
+	}
+	try_collapse(slot, fresh, node, cspan);
+	return 0;
+}
+
+int fmap_convert(const struct pool *p, struct pmfuse_inode *pi, uint64_t fblock, uint64_t n)
+{
+	uint64_t span;
+
+	if (pi->map_height > PMFUSE_MAP_MAX_HEIGHT)
+		return -EUCLEAN;
+	span = fmap_span(pi->map_height);
+	if (fblock >= span || n == 0)
+		return 0;
+	if (n > span - fblock)
+		n = span - fblock;
+	return convert_range(p, &pi->map_root, false, pi->map_height, 0, fblock, n);
+}
+
 void fmap_freed_release(struct alloc *a, struct fmap_freed *f)
 {
 	for (size_t i = 0; i < f->n; i++)
@@ -413,7 +484,8 @@ static int walk(const struct pool *p, uint64_t e, unsigned level, uint64_t base,
 	if (ret <= HOLE)
 		return ret;
 	if (ret == LEAF)
-		return cb ? cb(ctx, base, pmfuse_map_phys(e), fmap_span(level)) : 0;
+		return cb ? cb(ctx, base, pmfuse_map_phys(e), fmap_span(level),
+			       pmfuse_map_is_unwritten(e)) : 0;
 	if (on_node && (ret = on_node(ctx, e)))
 		return ret;
 	const struct pmfuse_mapnode *node = node_at(p, e);
@@ -456,8 +528,11 @@ static void count_run(struct fmap_extents *e)
 	e->n = 0;
 }
 
-void fmap_extents_leaf(struct fmap_extents *e, uint64_t fblock, uint64_t phys, uint64_t n)
+void fmap_extents_leaf(struct fmap_extents *e, uint64_t fblock, uint64_t phys, uint64_t n,
+		       bool unwritten)
 {
+	if (unwritten)
+		e->unwritten += n;
 	if (e->n && e->fblock + e->n == fblock && e->phys + e->n == phys) {
 		e->n += n;
 		return;
@@ -473,9 +548,9 @@ void fmap_extents_end(struct fmap_extents *e)
 	count_run(e);
 }
 
-static int extents_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+static int extents_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n, bool unwritten)
 {
-	fmap_extents_leaf(ctx, fblock, phys, n);
+	fmap_extents_leaf(ctx, fblock, phys, n, unwritten);
 	return 0;
 }
 

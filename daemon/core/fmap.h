@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "pool.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 static inline uint64_t fmap_span(unsigned level)
@@ -21,10 +22,12 @@ static inline uint64_t fmap_span(unsigned level)
 }
 
 /*
- * Where does file block fblock live?  Returns 1 (mapped at *phys) or 0
- * (hole), with *count the number of following blocks in the same state
- * (contiguous physically, or hole), or -EUCLEAN.
+ * Where does file block fblock live?  Returns FMAP_DATA (mapped at *phys),
+ * FMAP_UNWRITTEN (allocated at *phys, reads as zeros) or FMAP_HOLE, with
+ * *count the number of following blocks in the same state (contiguous
+ * physically, or hole), or -EUCLEAN.
  */
+enum { FMAP_HOLE = 0, FMAP_DATA = 1, FMAP_UNWRITTEN = 2 };
 int fmap_lookup(const struct pool *p, const struct pmfuse_inode *pi,
 		uint64_t fblock, uint64_t *phys, uint64_t *count);
 
@@ -49,11 +52,20 @@ struct fmap_freed {
 };
 
 /*
- * In a transaction: map the hole [fblock, +n) to [phys, +n), adding the huge
- * extents it completes to *huge (apply with alloc_huge_add() after commit).
+ * In a transaction: map the hole [fblock, +n) to [phys, +n), written or
+ * unwritten, adding the huge extents it completes to *huge (apply with
+ * alloc_huge_add() after commit).  Huge extents are physical layout: an
+ * unwritten extent counts as one, and converting it changes nothing.
  */
 int fmap_map(const struct pool *p, struct pmfuse_inode *pi,
-	     uint64_t fblock, uint64_t phys, uint64_t n, struct fmap_huge *huge);
+	     uint64_t fblock, uint64_t phys, uint64_t n, bool unwritten, struct fmap_huge *huge);
+
+/*
+ * In a transaction: mark the unwritten blocks of [fblock, +n) written (the
+ * caller has stored and persisted their contents).  Holes and written blocks
+ * in the range are left as they are.
+ */
+int fmap_convert(const struct pool *p, struct pmfuse_inode *pi, uint64_t fblock, uint64_t n);
 
 /* In a transaction: unmap [fblock, +n), collecting freed runs. */
 int fmap_unmap(const struct pool *p, struct pmfuse_inode *pi,
@@ -69,9 +81,11 @@ void fmap_freed_release(struct alloc *a, struct fmap_freed *f);
  */
 struct fmap_extents {
 	uint64_t extents, huge_1g, huge_2m, small;
+	uint64_t unwritten;		/* blocks allocated but never written */
 	uint64_t fblock, phys, n;	/* the run being joined */
 };
-void fmap_extents_leaf(struct fmap_extents *e, uint64_t fblock, uint64_t phys, uint64_t n);
+void fmap_extents_leaf(struct fmap_extents *e, uint64_t fblock, uint64_t phys, uint64_t n,
+		       bool unwritten);
 void fmap_extents_end(struct fmap_extents *e);
 int fmap_count_extents(const struct pool *p, const struct pmfuse_inode *pi,
 		       struct fmap_extents *e);
@@ -81,7 +95,8 @@ int fmap_count_extents(const struct pool *p, const struct pmfuse_inode *pi,
  * cb returns non-zero to stop; that value is returned.  on_node, if set,
  * sees every node offset (fsck accounts metadata).
  */
-typedef int (*fmap_leaf_fn)(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n);
+typedef int (*fmap_leaf_fn)(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n,
+			    bool unwritten);
 typedef int (*fmap_node_fn)(void *ctx, uint64_t node_off);
 int fmap_walk(const struct pool *p, const struct pmfuse_inode *pi,
 	      fmap_leaf_fn cb, fmap_node_fn on_node, void *ctx);

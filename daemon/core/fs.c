@@ -26,11 +26,11 @@ struct claim_ctx {
 	struct fmap_extents ext;	/* of the file being walked: its huge extents */
 };
 
-static int claim_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+static int claim_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n, bool unwritten)
 {
 	struct claim_ctx *c = ctx;
 
-	fmap_extents_leaf(&c->ext, fblock, phys, n);
+	fmap_extents_leaf(&c->ext, fblock, phys, n, unwritten);
 	return alloc_claim(c->alloc, phys, n);
 }
 
@@ -272,10 +272,12 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	if ((ret = reclaim_orphans(fs, orphans, norphans, why, whylen)))
 		goto out_zero;
 	if (fs->pool.sb->geo.version < PMFUSE_VERSION) {
+		unsigned from = fs->pool.sb->geo.version;
 		if ((ret = pool_upgrade(&fs->pool, why, whylen)))
 			goto out_zero;
-		log_notice("%s: upgraded from on-media format 1 to %u (data and metadata now "
-			   "share the region)", path, PMFUSE_VERSION);
+		log_notice("%s: upgraded from on-media format %u to %u (%s)", path, from,
+			   PMFUSE_VERSION, from < 2 ? "data and metadata now share the region; "
+			   "fallocate reserves unwritten extents" : "fallocate reserves unwritten extents");
 	}
 	alloc_trim(&fs->alloc);
 	if (unclean)

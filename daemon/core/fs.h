@@ -27,7 +27,7 @@ struct fs;	/* a mounted region */
 
 #define FS_NAME_MAX	255		/* bytes of a name */
 #define FS_SYMLINK_MAX	4095		/* bytes of a symlink's target */
-#define FS_FORMAT_VERSION 2		/* the on-media format this core writes (reads 1 too) */
+#define FS_FORMAT_VERSION 3		/* the on-media format this core writes (reads 1 and 2 too) */
 #define FS_WHY_MAX	512		/* room for a refusal's reason */
 
 struct fs_opts {

@@ -390,17 +390,22 @@ static int tx_upgrade(void *arg)
 {
 	struct upgrade_args *a = arg;
 	struct pmfuse_super *sb = a->p->sb;
-	PMEMoid t = pool_tx_zalloc(sizeof(struct pmfuse_pieces) + 16 * sizeof(struct pmfuse_piece));
-	struct pmfuse_pieces *pt = pmemobj_direct(t);
 
-	pt->cap = 16;
 	pmemobj_tx_add_range_direct(sb, sizeof(*sb));
-	sb->pieces_off = t.off;
+	if (sb->geo.version < 2) {
+		PMEMoid t = pool_tx_zalloc(sizeof(struct pmfuse_pieces) +
+					   16 * sizeof(struct pmfuse_piece));
+		struct pmfuse_pieces *pt = pmemobj_direct(t);
+
+		pt->cap = 16;
+		sb->pieces_off = t.off;
+		/* format 1 kept a worst-case reserve out of the data area: now it is shared */
+		sb->geo.meta_reserve = pool_meta_reserve(sb->geo.region_size);
+		a->tab = t.off;
+	}
+	/* format 3 only adds a leaf flag (unwritten extents) that format 2 never set */
 	sb->geo.version = PMFUSE_VERSION;
-	/* format 1 kept a worst-case reserve out of the data area: now it is shared */
-	sb->geo.meta_reserve = pool_meta_reserve(sb->geo.region_size);
 	sb->geo.checksum = pool_geometry_checksum(&sb->geo);
-	a->tab = t.off;
 	return 0;
 }
 
@@ -417,7 +422,8 @@ int pool_upgrade(struct pool *p, char *why, size_t whylen)
 			 strerror(-ret));
 		return ret;
 	}
-	p->ptab = pool_ptr(p, a.tab);
+	if (a.tab)
+		p->ptab = pool_ptr(p, a.tab);
 	/* the backup follows; until it does, fsck reports it stale (and mends it) */
 	pool_backup_make(&p->sb->geo, &bg);
 	pmemobj_memcpy_persist(p->pop, pool_ptr(p, pool_backup_off(&p->sb->geo)), &bg, sizeof(bg));

@@ -37,8 +37,11 @@
 #define PMFUSE_LAYOUT		"pmfuse"
 #define PMFUSE_MAGIC		0x3145535546504d50ULL	/* "PMFUSE1" LE */
 #define PMFUSE_BACKUP_MAGIC	0x4b43425355464d50ULL	/* "PMFUSBCK" LE */
-#define PMFUSE_VERSION		2
-/* format 1 (fixed data runs, no piece table) mounts, and is upgraded to 2 */
+#define PMFUSE_VERSION		3
+/*
+ * format 1 (fixed data runs, no piece table) and format 2 (no unwritten
+ * extents) mount, and are upgraded to 3 in place
+ */
 #define PMFUSE_VERSION_MIN	1
 
 #define PMFUSE_BLOCK_SHIFT	12
@@ -169,6 +172,12 @@ struct pmfuse_inode {
  *   0                      a hole;
  *   (phys << 1) | 1        a leaf: the 64^L blocks map to the contiguous
  *                          physical blocks phys .. phys + 64^L - 1;
+ *   UNWRITTEN | (phys << 1) | 1
+ *                          (format 3) an unwritten leaf: the blocks are
+ *                          allocated (fallocate) but read as zeros and were
+ *                          never written; the first write to a block stores
+ *                          its data, zeros the rest of it, persists, and
+ *                          only then clears the bit in a transaction;
  *   node offset (even)     (L >= 1 only) a struct pmfuse_mapnode whose 64
  *                          entries are at level L - 1.
  * The root entry (level map_height) lives in the inode.  Nodes are 512 bytes
@@ -184,9 +193,15 @@ struct pmfuse_mapnode {
 	uint64_t slot[PMFUSE_MAP_SLOTS];
 };
 
+#define PMFUSE_MAP_UNWRITTEN	(1ull << 63)
+
 static inline int pmfuse_map_is_leaf(uint64_t e) { return (e & 1) != 0; }
 static inline uint64_t pmfuse_map_leaf(uint64_t phys) { return (phys << 1) | 1; }
-static inline uint64_t pmfuse_map_phys(uint64_t e) { return e >> 1; }
+static inline uint64_t pmfuse_map_phys(uint64_t e) { return (e & ~PMFUSE_MAP_UNWRITTEN) >> 1; }
+static inline int pmfuse_map_is_unwritten(uint64_t e)
+{
+	return pmfuse_map_is_leaf(e) && (e & PMFUSE_MAP_UNWRITTEN) != 0;
+}
 
 /*
  * Directory: a table of chunk offsets (grown by reallocation) and chunks

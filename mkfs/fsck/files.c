@@ -25,11 +25,12 @@ static int node_cb(void *ctx, uint64_t node_off)
 	return 0;
 }
 
-static int leaf_cb(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+static int leaf_cb(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n, bool unwritten)
 {
 	struct file_ctx *fc = ctx;
 	struct fsck *f = fc->f;
 
+	(void)unwritten;	/* allocated all the same */
 	if (fblock + n > (PMFUSE_MAX_FILE_SIZE >> PMFUSE_BLOCK_SHIFT))
 		fc->beyond_max = true;
 	fc->blocks += n;

@@ -29,13 +29,15 @@ static uint64_t dup_owner(struct fsck *f, uint64_t block, uint64_t ino)
 	return 0;
 }
 
-static int dup_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n)
+static int dup_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n,
+		    bool unwritten)
 {
 	struct dup_ctx *dc = ctx;
 	struct fsck *f = dc->f;
 	uint64_t end = phys + n;
 
 	(void)fblock;
+	(void)unwritten;
 	if (phys >= f->nblocks || n > f->nblocks - phys)
 		return 0;
 	for (uint64_t b = phys; b < end;) {

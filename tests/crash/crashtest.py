@@ -588,6 +588,20 @@ def wl_fallocate(b):
     b.op(Fallocate(path="f", mode=0, off=100000, len=5000))
 
 
+def wl_unwritten(b):
+    """Unwritten blocks that held this file's old data (ZERO_RANGE frees the
+    blocks and reserves the same ones again, unwritten): a write into them,
+    fsync'd or not, must never let the old bytes show; nor may the blocks
+    another file gave back that a preallocation picks up."""
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=96 << 10, fsync="fsync"))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_ZERO_RANGE, off=8192, len=90000 - 8192))
+    b.op(Write(path="f", off=20000, len=3000))
+    b.op(Write(path="f", off=70000, len=9000, fsync="fsync"))
+    b.op(Fallocate(path="f", mode=FALLOC_FL_KEEP_SIZE, off=96 << 10, len=64 << 10))
+    b.op(Write(path="f", off=130000, len=100, fsync="fsync"))
+
+
 def wl_zero_range(b):
     b.op(Create(path="f"))
     b.op(Write(path="f", off=0, len=32 << 10, fsync="fsync"))
@@ -767,7 +781,8 @@ WORKLOADS = [
     ("write_unaligned", wl_write_unaligned), ("append", wl_append),
     ("overwrite", wl_overwrite), ("truncate", wl_truncate),
     ("truncate_append", wl_truncate_append), ("punch", wl_punch),
-    ("fallocate", wl_fallocate), ("zero_range", wl_zero_range), ("rename", wl_rename),
+    ("fallocate", wl_fallocate), ("unwritten", wl_unwritten), ("zero_range", wl_zero_range),
+    ("rename", wl_rename),
     ("link", wl_link),
     ("unlink_open", wl_unlink_open), ("reclaim", wl_reclaim), ("mkdir_rmdir", wl_mkdir_rmdir),
     ("xattr", wl_xattr),

@@ -419,6 +419,11 @@ static void populate(const char *path)
 			die("base image: link %s: %s", name, strerror(-ret));
 	}
 	put(fs, many, 0, 10);
+	/* preallocated: unwritten leaves (a 2 MiB one, split around a written block) */
+	uint64_t pre = mk(fs, d1, "prealloc", S_IFREG | 0644);
+	if ((ret = fs_fallocate(fs, pre, 0, 0, 4u << 20)))
+		die("base image: fallocate: %s", strerror(-ret));
+	put(fs, pre, (2u << 20) + 5 * PAGE + 10, 100);
 	/* two orphans: unlinked while open when the "crash" comes */
 	for (int i = 0; i < 2; i++) {
 		snprintf(name, sizeof(name), "orphan%d", i);

@@ -7,7 +7,7 @@ tests check what a user sees of that: statfs of 1 TiB and 4 TiB sparse
 regions (never more than a few hundred MiB written), mkfs -n printing what
 the mount reports, a region filled by small files and then by one file,
 metadata created when data is full, and a region made by the previous
-release (format 1) mounting with its files intact and upgraded in place.
+release (format 1, format 2) mounting with its files intact and upgraded in place.
 """
 import errno
 import lzma
@@ -48,11 +48,14 @@ def write_until_enospc(path, chunk, limit):
     return n
 
 
-class CapacityTest(RegionTestCase):
+class CheckedRegionCase(RegionTestCase):
 
     def assertClean(self, region):
         rc, out = fsck(region, "-n")
         self.assertEqual(rc, FSCK_OK, out[-3000:])
+
+
+class CapacityTest(CheckedRegionCase):
 
     def dry_capacity(self, region):
         r = mkfs(region, "-n", "-f")
@@ -206,15 +209,75 @@ class CapacityTest(RegionTestCase):
         self.assertClean(region)
 
 
-class FormatOneTest(RegionTestCase):
-    """A region made by the previous release's mkfs (format 1) mounts."""
+class UnwrittenTest(CheckedRegionCase):
+    """fallocate reserves unwritten extents: nothing is stored in the region
+    until a write, which persists its block before marking it written."""
 
-    IMAGE = os.path.join(REPO, "tests", "data", "v1-region.img.xz")
-    MANIFEST = os.path.join(REPO, "tests", "data", "v1-manifest.txt")
+    def test_fallocate_8gib_writes_nothing_and_reads_zeros(self):
+        region = self.region_path("unwritten")
+        with open(region, "wb") as f:
+            f.truncate(16 * GiB)
+        self.assertEqual(mkfs(region, "-q").returncode, 0)
+        m = Mount(region, self.mountpoint(), log_dir=self.workdir)
+        self.mounts.append(m)
+        m.start(timeout=120)
+        st0 = os.statvfs(m.mnt)
+        disk0 = os.stat(region).st_blocks * 512
+        path = os.path.join(m.mnt, "vm.img")
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, 8 * GiB)
+            self.assertEqual(os.fstat(fd).st_size, 8 * GiB)
+            self.assertGreaterEqual(os.fstat(fd).st_blocks * 512, 8 * GiB)
+            # the space is taken ...
+            st1 = os.statvfs(m.mnt)
+            self.assertGreaterEqual((st0.f_bfree - st1.f_bfree) * st1.f_frsize, 8 * GiB)
+            # ... but nothing was written to the region: no 8 GiB of zeros
+            grown = os.stat(region).st_blocks * 512 - disk0
+            self.assertLess(grown, 64 * MiB, "fallocate stored %d bytes" % grown)
+            e = os.getxattr(path, "user.pmfuse.extents").decode()
+            self.assertIn("unwritten_blocks %d\n" % (8 * GiB // 4096), e)
+            for off in (0, 3 * GiB + 12345, 8 * GiB - 4096):
+                self.assertEqual(os.pread(fd, 4096, off), bytes(4096))
+            # unwritten space is a hole to SEEK_DATA (as ext4 and XFS report it)
+            with self.assertRaises(OSError) as cm:
+                os.lseek(fd, 0, os.SEEK_DATA)
+            self.assertEqual(cm.exception.errno, errno.ENXIO)
+            # a write stores one block; its neighbours still read as zeros
+            os.pwrite(fd, b"hello", 5 * GiB + 3)
+            self.assertEqual(os.lseek(fd, 0, os.SEEK_DATA), 5 * GiB)
+            self.assertEqual(os.lseek(fd, 5 * GiB, os.SEEK_HOLE), 5 * GiB + 4096)
+            e = os.getxattr(path, "user.pmfuse.extents").decode()
+            self.assertIn("unwritten_blocks %d\n" % (8 * GiB // 4096 - 1), e)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+        m = self.mount(region)
+        with open(path.replace(os.path.dirname(path), m.mnt), "rb") as f:
+            f.seek(5 * GiB - 4)
+            self.assertEqual(f.read(16), bytes(7) + b"hello" + bytes(4))
+        before = os.statvfs(m.mnt).f_bfree
+        os.unlink(os.path.join(m.mnt, "vm.img"))
+        self.assertTrue(wait_until(
+            lambda: os.statvfs(m.mnt).f_bfree - before >= 8 * GiB // 4096, 10),
+            "unwritten blocks not given back after unlink")
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
 
-    def v1_region(self):
-        region = self.region_path("v1")
-        with lzma.open(self.IMAGE) as src, open(region, "wb") as dst:
+
+class OlderFormatTest(RegionTestCase):
+    """Regions made by previous releases' mkfs (format 1: fixed data runs;
+    format 2: no unwritten extents) mount, keep every file, and are upgraded
+    in place to the current format (3)."""
+
+    def image(self, version):
+        return os.path.join(REPO, "tests", "data", "v%d-region.img.xz" % version)
+
+    def v_region(self, version):
+        region = self.region_path("v%d" % version)
+        with lzma.open(self.image(version)) as src, open(region, "wb") as dst:
             while True:
                 b = src.read(MiB)
                 if not b:
@@ -226,8 +289,11 @@ class FormatOneTest(RegionTestCase):
             dst.truncate()
         return region
 
-    def check_manifest(self, mnt):
-        with open(self.MANIFEST) as f:
+    def v1_region(self):
+        return self.v_region(1)
+
+    def check_manifest(self, mnt, version=1):
+        with open(os.path.join(REPO, "tests", "data", "v%d-manifest.txt" % version)) as f:
             for line in f:
                 kind, what, rel = line.rstrip("\n").split(" ", 2)
                 p = os.path.join(mnt, rel)
@@ -235,36 +301,50 @@ class FormatOneTest(RegionTestCase):
                     self.assertEqual(os.readlink(p), what, rel)
                 else:
                     self.assertEqual(sha256_file(p), what, rel)
-        self.assertEqual(os.getxattr(os.path.join(mnt, "small.txt"), "user.note"), b"v1 xattr")
+        self.assertEqual(os.getxattr(os.path.join(mnt, "small.txt"), "user.note"),
+                         b"v%d xattr" % version)
         self.assertEqual(os.stat(os.path.join(mnt, "small.txt")).st_nlink, 2)
         self.assertTrue(os.path.exists(os.path.join(mnt, "fifo")))
 
-    def test_format_one_region_mounts_upgrades_and_keeps_its_files(self):
-        region = self.v1_region()
+    def upgrade(self, version):
+        region = self.v_region(version)
         rc, out = fsck(region, "-n", "-v")
         self.assertEqual(rc, FSCK_OK, out)
-        self.assertIn("pmfuse version 1", out)
+        self.assertIn("pmfuse version %d" % version, out)
         m = self.mount(region)
-        self.check_manifest(m.mnt)
-        self.assertIn("upgraded from on-media format 1", m.log())
+        self.check_manifest(m.mnt, version)
+        self.assertIn("upgraded from on-media format %d to 3" % version, m.log())
         # format 1 set a metadata reserve aside; now data may use it
         st = os.statvfs(m.mnt)
         free = st.f_bfree * st.f_frsize
-        self.assertGreater(free, 25 * MiB)
-        data = os.urandom(MiB) * 25
+        self.assertGreater(free, 22 * MiB)
+        data = os.urandom(MiB) * 20
         with open(os.path.join(m.mnt, "new.bin"), "wb") as f:
             f.write(data)
+        # what format 3 adds: preallocated space is unwritten, not zeroed
+        fd = os.open(os.path.join(m.mnt, "pre"), os.O_CREAT | os.O_RDWR, 0o644)
+        os.posix_fallocate(fd, 0, MiB)
+        os.pwrite(fd, b"x", 5000)
+        os.close(fd)
         self.assertEqual(m.unmount(), 0)
         rc, out = fsck(region, "-n", "-v")
         self.assertEqual(rc, FSCK_OK, out)
-        self.assertIn("pmfuse version 2", out)
+        self.assertIn("pmfuse version 3", out)
         m = self.mount(region)
-        self.check_manifest(m.mnt)
+        self.check_manifest(m.mnt, version)
         with open(os.path.join(m.mnt, "new.bin"), "rb") as f:
             self.assertEqual(f.read(), data)
+        with open(os.path.join(m.mnt, "pre"), "rb") as f:
+            self.assertEqual(f.read(), bytes(5000) + b"x" + bytes(MiB - 5001))
         self.assertNotIn("upgraded", m.log())
         self.assertEqual(m.unmount(), 0)
         self.assertEqual(fsck(region, "-n")[0], FSCK_OK)
+
+    def test_format_one_region_mounts_upgrades_and_keeps_its_files(self):
+        self.upgrade(1)
+
+    def test_format_two_region_mounts_upgrades_and_keeps_its_files(self):
+        self.upgrade(2)
 
     def test_fsck_of_format_one_is_clean_and_read_only(self):
         region = self.v1_region()

@@ -341,6 +341,81 @@ class FileDataTest(PmfuseTestCase):
         finally:
             os.close(fd)
 
+    def extents(self, p):
+        raw = os.getxattr(p, "user.pmfuse.extents").decode()
+        return {k: int(v) for k, v in (line.split() for line in raw.splitlines())}
+
+    @pmfuse_only
+    def test_writes_into_unwritten_blocks_never_show_their_old_bytes(self):
+        # ZERO_RANGE frees the range and reserves blocks again, unwritten:
+        # the same blocks, still holding "A"s.  Partial writes into them must
+        # bring zeros around them, in the page cache and in the region.
+        p = self.p("reuse")
+        write_file(p, b"A" * (96 * KiB), fsync=True)
+        fd = os.open(p, os.O_RDWR)
+        try:
+            fallocate(fd, 0x10, 8192, 90000 - 8192)	# FALLOC_FL_ZERO_RANGE
+            self.assertEqual(self.extents(p)["unwritten_blocks"], 19)	# blocks 2..20
+            pwrite_all(fd, b"x" * 3000, 20000)
+            pwrite_all(fd, b"y" * 9000, 70000)
+            self.assertEqual(self.extents(p)["unwritten_blocks"], 19 - 2 - 3)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        want = bytearray(b"A" * (96 * KiB))
+        want[8192:90000] = bytes(90000 - 8192)
+        want[20000:23000] = b"x" * 3000
+        want[70000:79000] = b"y" * 9000
+        self.assertEqual(read_file(p), bytes(want))
+        self.remount()
+        self.assertEqual(read_file(p), bytes(want))
+
+    def test_keep_size_preallocation_past_eof_then_writes_extend_the_file(self):
+        p = self.p("keep")
+        write_file(p, b"head")
+        fd = os.open(p, os.O_RDWR)
+        try:
+            fallocate(fd, 0x01, 0, 4 * MiB)		# FALLOC_FL_KEEP_SIZE
+            st = os.fstat(fd)
+            self.assertEqual(st.st_size, 4)
+            self.assertGreaterEqual(st.st_blocks * 512, 4 * MiB)
+            self.assertEqual(os.lseek(fd, 0, os.SEEK_END), 4)
+            pwrite_all(fd, b"tail", 3 * MiB)
+            self.assertEqual(os.fstat(fd).st_size, 3 * MiB + 4)
+            self.assertEqual(pread_all(fd, 3 * MiB + 4, 0),
+                             b"head" + bytes(3 * MiB - 4) + b"tail")
+            # growing by truncate shows zeros from the unwritten blocks too
+            os.ftruncate(fd, 4 * MiB)
+            self.assertEqual(pread_all(fd, MiB - 4, 3 * MiB + 4), bytes(MiB - 4))
+        finally:
+            os.close(fd)
+        self.remount()
+        self.assertEqual(read_file(p), b"head" + bytes(3 * MiB - 4) + b"tail" + bytes(MiB - 4))
+
+    @pmfuse_only
+    def test_punch_and_truncate_give_unwritten_blocks_back(self):
+        p = self.p("give-back")
+        before = os.statvfs(self.mnt).f_bfree
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fallocate(fd, 0, 0, 8 * MiB)
+            pwrite_all(fd, b"z" * 10000, MiB + 5)
+            fallocate(fd, 0x03, 2 * MiB, 2 * MiB)	# PUNCH_HOLE | KEEP_SIZE
+            e = self.extents(p)
+            self.assertEqual(e["unwritten_blocks"], 6 * MiB // 4096 - 3, e)
+            self.assertEqual(os.fstat(fd).st_blocks * 512, 6 * MiB)
+            self.assertEqual(pread_all(fd, 3 * MiB, MiB),
+                             bytes(5) + b"z" * 10000 + bytes(3 * MiB - 10005))
+            os.ftruncate(fd, MiB + 4096)
+            e = self.extents(p)
+            self.assertEqual(e["unwritten_blocks"], MiB // 4096, e)
+            self.assertEqual(pread_all(fd, 4096, MiB), bytes(5) + b"z" * 4091)
+        finally:
+            os.close(fd)
+        os.unlink(p)
+        self.assertTrue(wait_until(lambda: os.statvfs(self.mnt).f_bfree >= before, 5),
+                        "unwritten blocks not given back")
+
     def test_statvfs_free_blocks_drop_after_write_and_return_after_unlink(self):
         before = os.statvfs(self.mnt)
         self.assertGreater(before.f_blocks, 0)

@@ -278,11 +278,27 @@ class HugeExtentTest(EngineCase):
         self.assertEqual((e["extents"], e["huge_1g"], e["huge_2m"], e["small_blocks"]),
                          (1, 1, 0, 0), e)
         self.assertEqual(self.stats()["huge_1g_extents"], 1)
-        os.pwrite(fd, b"!", 123456789)	# a 1 GiB entry in the index
-        self.assertEqual(extents(self.p("g"))["index_entries"], 1)
+        self.assertEqual(e["unwritten_blocks"], (1 << 30) // PAGE, e)
+        # the first write into an unwritten block stores it, zeros the rest
+        # of the block and persists it before the block is marked written
         a = self.stats()
+        os.pwrite(fd, b"!", 123456789)
+        b = self.stats()
+        self.assertEqual(b["flush_bytes"] - a["flush_bytes"], PAGE)
+        e = extents(self.p("g"))
+        self.assertEqual(e["unwritten_blocks"], (1 << 30) // PAGE - 1, e)
+        # still one physically contiguous, 1 GiB-aligned run
+        self.assertEqual((e["extents"], e["huge_1g"]), (1, 1), e)
+        self.assertEqual(self.stats()["huge_1g_extents"], 1)
+        self.assertEqual(e["index_entries"], 1, e)	# the written block
         os.fsync(fd)
-        self.assertEqual(self.stats()["flush_bytes"] - a["flush_bytes"], PAGE)
+        self.assertEqual(self.stats()["flush_bytes"] - b["flush_bytes"], 0)
+        # an overwrite of it is DIRTY, flushed by fsync: one page
+        os.pwrite(fd, b"?", 123456790)
+        c = self.stats()
+        os.fsync(fd)
+        self.assertEqual(self.stats()["flush_bytes"] - c["flush_bytes"], PAGE)
+        self.assertEqual(os.pread(fd, 4, 123456788), b"\0!?\0")
 
 
 class FragmentationTest(EngineCase):

@@ -125,12 +125,13 @@ static void test_data_area_grows_and_shrinks(void)
 }
 
 struct count_ctx {
-	uint64_t leaves, blocks;
+	uint64_t leaves, blocks, unwritten;
 };
 
-static int count_leaf(void *ctx, uint64_t fb, uint64_t phys, uint64_t n)
+static int count_leaf(void *ctx, uint64_t fb, uint64_t phys, uint64_t n, bool unwritten)
 {
 	struct count_ctx *c = ctx;
+	c->unwritten += unwritten ? n : 0;
 	c->leaves++;
 	c->blocks += n;
 	(void)fb;
@@ -235,6 +236,81 @@ static void test_punch_splits_leaf_and_returns_space(void)
 	}
 	CHECK_EQ(fs_lseek(fs, st.st.st_ino, 4096 * 11, SEEK_DATA), 4096 * 15);
 	CHECK_EQ(fs_lseek(fs, st.st.st_ino, 0, SEEK_HOLE), 4096 * 11);
+	fs_unmount(fs);
+}
+
+/*
+ * fallocate maps unwritten leaves; writes convert exactly the blocks they
+ * touch (splitting a leaf), and a leaf whose blocks are all written again
+ * folds back into one.  Huge extents are physical layout: unchanged.
+ */
+static void test_unwritten_leaves_split_convert_and_fold(void)
+{
+	make_region(256 << 20);
+	struct fs *fs = mount_region();
+	struct fs_attr st;
+	static char buf[2 << 20], out[2 << 20];
+	struct count_ctx c = { 0 };
+	char text[512];
+
+	CHECK_EQ(fs_mknod(fs, 1, "u", S_IFREG | 0644, 0, &root_cred, &st), 0);
+	uint64_t ino = st.st.st_ino, used0 = alloc_used_blocks(&fs->alloc);
+	CHECK_EQ(fs_fallocate(fs, ino, 0, 0, 2 << 20), 0);
+	CHECK_EQ(alloc_used_blocks(&fs->alloc), used0 + 512);
+	fmap_walk(&fs->pool, inode_record(fs, ino), count_leaf, NULL, &c);
+	CHECK_EQ(c.leaves, 8);		/* 2 MiB: eight level-1 leaves */
+	CHECK_EQ(c.unwritten, 512);
+	CHECK(data_extents_text(fs, ino, text, sizeof(text)) > 0);
+	CHECK(strstr(text, "huge_2m 1\n") && strstr(text, "unwritten_blocks 512\n"));
+	CHECK_EQ(fs_read(fs, ino, 0, sizeof(out), copy_out, out), 0);
+	for (size_t i = 0; i < sizeof(out); i++)
+		if (out[i]) {
+			CHECK(!"an unwritten block reads non-zero");
+			break;
+		}
+	CHECK_EQ(fs_lseek(fs, ino, 0, SEEK_DATA), -ENXIO);
+
+	/* one byte in block 100: that block only becomes written */
+	memset(buf, 0x5a, sizeof(buf));
+	CHECK_EQ(fs_write(fs, ino, 100 * 4096 + 7, buf, 1, false), 1);
+	c = (struct count_ctx){ 0 };
+	fmap_walk(&fs->pool, inode_record(fs, ino), count_leaf, NULL, &c);
+	CHECK_EQ(c.unwritten, 511);
+	CHECK(c.leaves > 8);		/* a level-1 leaf split down to blocks */
+	CHECK_EQ(c.blocks, 512);
+	CHECK_EQ(alloc_used_blocks(&fs->alloc), used0 + 512);
+	CHECK_EQ(fs_read(fs, ino, 100 * 4096, 4096, copy_out, out), 0);
+	CHECK(out[7] == 0x5a && out[6] == 0 && out[8] == 0 && out[4095] == 0);
+	CHECK_EQ(fs_lseek(fs, ino, 0, SEEK_DATA), 100 * 4096);
+	CHECK_EQ(fs_lseek(fs, ino, 100 * 4096, SEEK_HOLE), 101 * 4096);
+
+	/* writing all of it converts the rest: one written leaf again */
+	CHECK_EQ(fs_write(fs, ino, 0, buf, sizeof(buf), false), (ssize_t)sizeof(buf));
+	c = (struct count_ctx){ 0 };
+	fmap_walk(&fs->pool, inode_record(fs, ino), count_leaf, NULL, &c);
+	CHECK_EQ(c.unwritten, 0);
+	CHECK_EQ(c.leaves, 8);
+	CHECK(data_extents_text(fs, ino, text, sizeof(text)) > 0);
+	CHECK(strstr(text, "huge_2m 1\n") && strstr(text, "unwritten_blocks 0\n"));
+	CHECK_EQ(alloc_used_blocks(&fs->alloc), used0 + 512);
+
+	/* fallocate over written data leaves it written; past it, unwritten */
+	CHECK_EQ(fs_fallocate(fs, ino, FALLOC_FL_KEEP_SIZE, 0, 3 << 20), 0);
+	c = (struct count_ctx){ 0 };
+	fmap_walk(&fs->pool, inode_record(fs, ino), count_leaf, NULL, &c);
+	CHECK_EQ(c.unwritten, 256);
+	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
+	CHECK_EQ(st.st.st_size, 2 << 20);
+	fs_unmount(fs);
+
+	/* it all survives a remount, and the mount scan claims unwritten blocks */
+	fs = mount_region();
+	c = (struct count_ctx){ 0 };
+	fmap_walk(&fs->pool, inode_record(fs, ino), count_leaf, NULL, &c);
+	CHECK_EQ(c.unwritten, 256);
+	CHECK_EQ(alloc_used_blocks(&fs->alloc), used0 + 768);
+	CHECK_EQ(fs_read(fs, ino, 0, sizeof(out), copy_out, out), 0);
+	CHECK(out[0] == 0x5a && out[sizeof(out) - 1] == 0x5a);
 	fs_unmount(fs);
 }
 
@@ -784,6 +860,7 @@ int main(void)
 	RUN(test_hole_read_allocates_nothing);
 	RUN(test_large_write_uses_huge_leaves);
 	RUN(test_punch_splits_leaf_and_returns_space);
+	RUN(test_unwritten_leaves_split_convert_and_fold);
 	RUN(test_huge_counters_follow_every_map_change);
 	RUN(test_reclaim_is_idempotent);
 	RUN(test_stats_read_instantiates_no_inode);
