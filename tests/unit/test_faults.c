@@ -136,10 +136,15 @@ static int step(struct fs *fs, int i)
 		return 0;
 	}
 	case 15: return fs_unlink(fs, 1, "l");
+	/* unwritten blocks past the end, then writes that convert some (leaf splits) */
+	case 16: return fs_fallocate(fs, lookup_ino(fs, 1, "g"), FALLOC_FL_KEEP_SIZE,
+				      4 << 20, 2 << 20);
+	case 17: return put(fs, lookup_ino(fs, 1, "g"), (1 << 20) + 100, 20000);
+	case 18: return put(fs, lookup_ino(fs, 1, "g"), (5 << 20) - 10, 8300);
 	}
 	return 1;	/* no such step */
 }
-#define NSTEPS 16
+#define NSTEPS 19
 
 /* The whole workload; a failed step is checked and run again. */
 static int run_workload(struct fs *fs, int *failures)
