@@ -1,7 +1,9 @@
 /*
  * alloc: a next-fit bitmap allocator with per-2 MiB-group free counts so
  * full groups are skipped in one step and whole free groups (huge extents)
- * are found without scanning bits.
+ * are found without scanning bits.  A set bit is a free block: the bitmap
+ * covers the whole region (128 MiB for 4 TiB) but starts as untouched zero
+ * pages, and only the data pieces' parts of it are ever written.
  */
 #include "alloc.h"
 #include "fault.h"
@@ -51,10 +53,10 @@ static void mark_range(struct alloc *a, uint64_t phys, uint64_t n, bool used)
 	}
 	for (uint64_t b = phys; b < phys + n; b++) {
 		if (used) {
-			a->used[b / 64] |= 1ull << (b % 64);
+			a->free[b / 64] &= ~(1ull << (b % 64));
 			a->group_free[b / GROUP_BLOCKS]--;
 		} else {
-			a->used[b / 64] &= ~(1ull << (b % 64));
+			a->free[b / 64] |= 1ull << (b % 64);
 			a->group_free[b / GROUP_BLOCKS]++;
 		}
 	}
@@ -85,14 +87,13 @@ int alloc_init(struct alloc *a, struct pool *p)
 	a->piece_default = pool_piece_default(p->size);
 	a->nblocks = p->size >> PMFUSE_BLOCK_SHIFT;
 	a->ngroups = (a->nblocks + GROUP_BLOCKS - 1) / GROUP_BLOCKS;
-	a->used = malloc(a->ngroups * WORDS_PER_GROUP * sizeof(uint64_t));
+	/* everything starts used (clear bits); a piece's blocks become free */
+	a->free = calloc(a->ngroups * WORDS_PER_GROUP, sizeof(uint64_t));
 	a->group_free = calloc(a->ngroups, sizeof(uint16_t));
-	if (!a->used || !a->group_free) {
+	if (!a->free || !a->group_free) {
 		alloc_destroy(a);
 		return -ENOMEM;
 	}
-	/* everything starts used; a piece's blocks become free */
-	memset(a->used, 0xff, a->ngroups * WORDS_PER_GROUP * sizeof(uint64_t));
 	for (uint32_t id = 1; id <= p->npiece; id++)
 		if (pool_piece(p, id)->live && piece_attach(a, id)) {
 			alloc_destroy(a);
@@ -105,10 +106,10 @@ int alloc_init(struct alloc *a, struct pool *p)
 
 void alloc_destroy(struct alloc *a)
 {
-	free(a->used);
+	free(a->free);
 	free(a->group_free);
 	free(a->pfree);
-	a->used = NULL;
+	a->free = NULL;
 	a->group_free = NULL;
 	a->pfree = NULL;
 	pthread_mutex_destroy(&a->lock);
@@ -124,7 +125,7 @@ int alloc_claim(struct alloc *a, uint64_t phys, uint64_t n)
 		goto out;
 	}
 	for (uint64_t b = phys; b < phys + n; b++)
-		if (bit_test(a->used, b)) {
+		if (!bit_test(a->free, b)) {
 			ret = -EUCLEAN;
 			goto out;
 		}
@@ -139,9 +140,9 @@ static uint64_t free_run_at(struct alloc *a, uint64_t b, uint64_t max)
 {
 	uint64_t n = 0;
 
-	while (n < max && b + n < a->nblocks && !bit_test(a->used, b + n)) {
+	while (n < max && b + n < a->nblocks && bit_test(a->free, b + n)) {
 		if ((b + n) % 64 == 0 && max - n >= 64 && b + n + 64 <= a->nblocks &&
-		    a->used[(b + n) / 64] == 0) {
+		    a->free[(b + n) / 64] == UINT64_MAX) {
 			n += 64;
 			continue;
 		}
@@ -162,9 +163,9 @@ static uint64_t next_free(struct alloc *a, uint64_t from)
 				b = (g + 1) * GROUP_BLOCKS;
 				continue;
 			}
-			uint64_t w = a->used[b / 64] | ((1ull << (b % 64)) - 1);
-			if (w != UINT64_MAX)
-				return b / 64 * 64 + (uint64_t)__builtin_ctzll(~w);
+			uint64_t w = a->free[b / 64] & ~((1ull << (b % 64)) - 1);
+			if (w)
+				return b / 64 * 64 + (uint64_t)__builtin_ctzll(w);
 			b = (b / 64 + 1) * 64;
 		}
 	}
@@ -247,7 +248,7 @@ static void maybe_shrink(struct alloc *a, uint32_t id)
 	}
 	/* its blocks (all free) are no data any more: used, and not counted */
 	for (uint64_t b = first; b < first + n; b++) {
-		a->used[b / 64] |= 1ull << (b % 64);
+		a->free[b / 64] &= ~(1ull << (b % 64));
 		a->group_free[b / GROUP_BLOCKS]--;
 	}
 	a->free_blocks -= n;
@@ -294,7 +295,7 @@ static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t ali
 	if (align_fblock != UINT64_MAX && align_fblock % GROUP_BLOCKS == 0 &&
 	    goal % GROUP_BLOCKS != 0)
 		goal = 0;
-	if (goal && goal < a->nblocks && !bit_test(a->used, goal)) {
+	if (goal && goal < a->nblocks && bit_test(a->free, goal)) {
 		uint64_t len = free_run_at(a, goal, left);
 		runs[nr++] = (struct alloc_run){ goal, len };
 		mark_range(a, goal, len, true);

@@ -37,7 +37,7 @@ struct alloc {
 	uint64_t piece_default;		/* bytes a growth asks for */
 	uint64_t pieces_added, pieces_removed;	/* counters, under lock */
 	uint64_t nblocks;		/* blocks in the region (bitmap bits) */
-	uint64_t *used;			/* bit set = block not free */
+	uint64_t *free;			/* bit set = free block */
 	uint16_t *group_free;		/* free blocks per 512-block group */
 	uint64_t ngroups;
 	uint64_t free_blocks;		/* protected by lock */

@@ -62,6 +62,18 @@ static int claim_objects(const struct pool *p, struct pool_objects *objs,
 }
 
 /*
+ * Walking inode numbers: at the first of a chunk that was never allocated,
+ * step *ino to its last and say so (a big region's table is mostly those).
+ */
+static bool skip_absent_chunk(struct fs *fs, uint64_t *ino)
+{
+	if (*ino % PMFUSE_INODES_PER_CHUNK || fs->pool.itable->chunk[*ino / PMFUSE_INODES_PER_CHUNK])
+		return false;
+	*ino += PMFUSE_INODES_PER_CHUNK - 1;
+	return true;
+}
+
+/*
  * Claim every block reachable from a live file and every metadata object
  * a live inode owns; collect orphans to reclaim.
  */
@@ -75,7 +87,10 @@ static int scan_files(struct fs *fs, struct pool_objects *objs, uint64_t **orpha
 
 	*orphans = NULL;
 	*norphans = 0;
+	/* chunk by chunk: a big region's table is mostly chunks never allocated */
 	for (uint64_t ino = 1; ino < fs->max_inodes; ino++) {
+		if (skip_absent_chunk(fs, &ino))
+			continue;
 		struct pmfuse_inode *pi = inode_record(fs, ino);
 		if (!pi || pi->mode == 0)
 			continue;
@@ -170,6 +185,13 @@ static int cache_init(struct fs *fs, char *why, size_t whylen)
 static void cache_fini(struct fs *fs, bool reclaim)
 {
 	for (uint64_t ino = 0; fs->icache && ino < fs->max_inodes; ino++) {
+		/*
+		 * An inode is cached only if its chunk exists: skip the rest
+		 * unread (on a 4 TiB region the array is 2 GiB of untouched
+		 * zero pages, and reading them took seconds at unmount).
+		 */
+		if (skip_absent_chunk(fs, &ino))
+			continue;
 		struct inode *in = atomic_load(&fs->icache[ino]);
 		if (!in)
 			continue;
