@@ -140,7 +140,8 @@ static int wipe_header(const char *path, char *why, size_t whylen)
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	int ret = 0;
 
-	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 &&
+	    (!pool_wait_closing(path) || flock(fd, LOCK_EX | LOCK_NB) < 0)) {
 		snprintf(why, whylen, "%s is in use (mounted?): not formatting it", path);
 		close(fd);
 		return -1;

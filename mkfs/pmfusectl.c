@@ -1101,7 +1101,8 @@ static int cmd_label(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	find_region_mounts(rm, im.real, &im.st);
-	in_use = image_in_use(&im, LOCK_EX) || rm->n > 0;
+	/* just unmounted: its daemon may still be closing the region */
+	in_use = rm->n > 0 || (image_in_use(&im, LOCK_EX) && !pool_wait_closing(path));
 	if (!in_use)
 		ret = read_super(&im, &sb, &backup);
 	image_close(&im);	/* our own lock would make pool_open() fail */

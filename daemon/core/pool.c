@@ -18,7 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <limits.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -703,11 +707,201 @@ static int64_t open_size(const char *path, char *why, size_t whylen)
 	return size;
 }
 
+/* ------------------------------------------------------------ in use */
+
+/* Can the region be locked now?  (The probe's own lock goes with the fd.) */
+static bool lock_free(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool free_now;
+
+	if (fd < 0)
+		return true;	/* the caller's own open says why */
+	free_now = flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK;
+	close(fd);
+	return free_now;
+}
+
+/* Is pid a pmfuse daemon (pmfuse, or a build of it: pmfuse-tsan)? */
+static bool is_daemon(pid_t pid)
+{
+	char path[64], comm[32] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	if (!(f = fopen(path, "re")))
+		return false;
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = 0;
+	fclose(f);
+	comm[strcspn(comm, "\n")] = 0;
+	return strcmp(comm, "pmfuse") == 0 || strncmp(comm, "pmfuse-", 7) == 0;
+}
+
+/*
+ * Does the process (its /proc directory open as pid_dir) have the file open?
+ * Descriptors are compared by the path their link names, never stat()ed:
+ * following them would reach into other filesystems -- a FUSE mount being
+ * unmounted (EBUSY), a hung NFS server.
+ */
+static bool has_open(int pid_dir, const char *real)
+{
+	int fdd = openat(pid_dir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fdd < 0 ? NULL : fdopendir(fdd);
+	struct dirent *e;
+	char target[PATH_MAX];
+	bool found = false;
+
+	if (!d) {
+		if (fdd >= 0)
+			close(fdd);
+		return false;
+	}
+	while (!found && (e = readdir(d))) {
+		ssize_t n = e->d_name[0] == '.' ? -1 :
+			    readlinkat(dirfd(d), e->d_name, target, sizeof(target) - 1);
+		if (n > 0) {
+			target[n] = 0;
+			found = strcmp(target, real) == 0;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/* Does it map the file?  (libpmemobj closes its descriptor: the map keeps the lock.) */
+static bool has_mapped(int pid_dir, const struct stat *st)
+{
+	int mfd = openat(pid_dir, "maps", O_RDONLY | O_CLOEXEC);
+	FILE *f = mfd < 0 ? NULL : fdopen(mfd, "re");
+	char line[512];
+	unsigned maj, min;
+	unsigned long ino;
+	bool found = false;
+
+	if (!f) {
+		if (mfd >= 0)
+			close(mfd);
+		return false;
+	}
+	while (!found && fgets(line, sizeof(line), f))
+		found = sscanf(line, "%*s %*s %*s %x:%x %lu", &maj, &min, &ino) == 3 &&
+			ino == st->st_ino && maj == major(st->st_dev) && min == minor(st->st_dev);
+	fclose(f);
+	return found;
+}
+
+/*
+ * Who else has the region open or mapped?  The lock belongs to an open
+ * file, and /proc/locks names the process that took it -- the daemon's
+ * parent, gone once it daemonized -- so look at every process's
+ * descriptors and maps.  *pid gets one of them; false if one is not a
+ * pmfuse daemon.  Nobody at all is an exiting daemon: its maps and
+ * descriptors are gone, the file's last reference (and the lock) not yet.
+ */
+static bool only_daemons_hold(const char *real, const struct stat *st, pid_t *pid)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *e;
+	bool only = true;
+
+	*pid = 0;
+	if (!proc)
+		return false;
+	while (only && (e = readdir(proc))) {
+		char *end;
+		long v = strtol(e->d_name, &end, 10);
+		if (*end || v <= 0 || v == getpid())
+			continue;
+		int dfd = openat(dirfd(proc), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			continue;
+		if (has_open(dfd, real) || has_mapped(dfd, st)) {
+			*pid = (pid_t)v;
+			only = is_daemon((pid_t)v);
+		}
+		close(dfd);
+	}
+	closedir(proc);
+	return only;
+}
+
+/* mountinfo escapes blanks and backslashes as \ooo: undo it in place. */
+static void unescape_octal(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++, o++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o = *s;
+		}
+	}
+	*o = 0;
+}
+
+/* Is real (an absolute, resolved path) the source of a fuse.pmfuse mount? */
+static bool region_mounted(const char *real)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && getline(&line, &cap, f) > 0) {
+		char *sep = strstr(line, " - "), type[64], src[4096];
+		if (!sep || sscanf(sep + 3, "%63s %4095s", type, src) != 2)
+			continue;
+		unescape_octal(src);
+		found = strcmp(type, "fuse.pmfuse") == 0 && strcmp(src, real) == 0;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+bool pool_wait_closing(const char *path)
+{
+	char real[PATH_MAX];
+	struct stat st;
+	bool said = false;
+	pid_t pid = 0;
+
+	if (!realpath(path, real) || stat(real, &st))
+		return false;
+	for (int waited = 0; waited <= POOL_CLOSE_WAIT_MS; waited += 10) {
+		if (lock_free(real))
+			return true;
+		/* a daemon still starting has the lock and no mount yet: wait for either */
+		if (waited % 100 == 0 && (region_mounted(real) || !only_daemons_hold(real, &st, &pid)))
+			return false;
+		if (!said) {
+			char who[48] = "an exiting pmfuse daemon";
+			if (pid)
+				snprintf(who, sizeof(who), "pmfuse daemon %d", (int)pid);
+			fprintf(stderr, "%s: still held by %s, whose mount is gone: waiting up to %d s "
+				"for it to finish closing\n", path, who, POOL_CLOSE_WAIT_MS / 1000);
+			said = true;
+		}
+		usleep(10000);
+	}
+	return false;
+}
+
 /* pmemobj_open() and the root object, once the header was found sound. */
 static int open_pmemobj(struct pool *p, const char *path, uint64_t size, char *why, size_t whylen)
 {
 	p->pop = pmemobj_open(path, PMFUSE_LAYOUT);
 	int e = errno;
+	if (!p->pop && (e == EAGAIN || e == EWOULDBLOCK) && pool_wait_closing(path)) {
+		p->pop = pmemobj_open(path, PMFUSE_LAYOUT);
+		e = errno;
+	}
 	if (!p->pop) {
 		if (e == EAGAIN || e == EWOULDBLOCK) {
 			snprintf(why, whylen, "%s is in use (mounted by another pmfuse daemon, or being checked)", path);

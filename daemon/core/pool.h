@@ -103,6 +103,19 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen);
 int pool_open_damaged(struct pool *p, const char *path, char *why, size_t whylen);
 void pool_close(struct pool *p);
 
+/*
+ * umount returns once the kernel has detached the mount, while the daemon
+ * may still be writing back and closing the pool -- holding the region's
+ * lock (libpmemobj's flock) a moment longer.  Called when the region was
+ * found locked: if the holder is a pmfuse daemon whose mount is gone,
+ * wait for it to let go (saying so once on stderr), up to
+ * POOL_CLOSE_WAIT_MS.  True if the lock is free now; false at once if the
+ * region is mounted or held by anything else (fsck, mkfs, pmfusectl), or
+ * after the wait.
+ */
+#define POOL_CLOSE_WAIT_MS 30000
+bool pool_wait_closing(const char *path);
+
 /* Is this a pmemobj pool signature at the start of the region? */
 bool pool_has_pmemobj_signature(const void *first_page);
 /* And is the pool (POOL_HEADER_SIZE bytes of its header) of pmfuse's layout? */

@@ -46,7 +46,8 @@ static bool region_in_use(const char *path)
 		return false;	/* open_region() says why */
 	busy = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
 	close(fd);		/* drops our lock, if we got it */
-	return busy;
+	/* just unmounted: its daemon may still be closing the region */
+	return busy && !pool_wait_closing(path);
 }
 
 static void usage(FILE *f)

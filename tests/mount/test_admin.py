@@ -19,7 +19,7 @@ import time
 import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (BUILD, DAEMON, FSCK, FUSERMOUNT, MKFS, REPO, Mount,  # noqa: E402
+from harness import (BUILD, DAEMON, FSCK, FSCK_OK, FUSERMOUNT, MKFS, REPO, Mount,  # noqa: E402
                      daemon_pids_for, fsck, is_mounted, main, mount_entry,
                      read_file, run, wait_until, write_file)
 from test_badimage import RegionTestCase  # noqa: E402
@@ -291,6 +291,78 @@ class FstabTests(RegionTestCase):
         write_file(os.path.join(m.mnt, "f"), b"comma")
         self.unmount_clean(m)
         self.assertFsckClean(p)
+
+
+class UnmountRemountTests(RegionTestCase):
+    """umount returns once the kernel has detached the mount, while the
+    daemon is still closing the region (and holds its lock) for a moment:
+    a mount, fsck or mkfs right after it waits for that daemon instead of
+    failing "in use" -- and a region really in use is still refused."""
+
+    CYCLES = 100
+
+    def cli_mount(self, region, mnt):
+        return subprocess.run([DAEMON, region, mnt], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=120)
+
+    def test_umount_then_mount_or_fsck_at_once_never_fails(self):
+        p = self.formatted("64M")
+        mnt = self.mountpoint()
+        self.addCleanup(lambda: is_mounted(mnt) and run(["umount", "-l", mnt]))
+        r = self.cli_mount(p, mnt)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        waits = 0
+        for i in range(self.CYCLES):
+            # something to write back at each unmount
+            write_file(os.path.join(mnt, "f%d" % (i % 10)), b"cycle %d" % i)
+            self.assertEqual(run(["umount", mnt]).returncode, 0)
+            r = self.cli_mount(p, mnt)
+            self.assertEqual(r.returncode, 0, "mount %d right after umount: %s" % (i, r.stderr))
+            waits += "waiting" in r.stderr
+        for i in range(self.CYCLES):
+            self.assertEqual(run(["umount", mnt]).returncode, 0)
+            rc, out = fsck(p, "-n")
+            self.assertEqual(rc, FSCK_OK, "fsck %d right after umount: %s" % (i, out))
+            waits += "waiting" in out
+            r = self.cli_mount(p, mnt)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        # the race was there to lose: the wait is what won it
+        self.assertGreater(waits, 0, "no run found the region still held")
+        for i in range(10):
+            self.assertEqual(read_file(os.path.join(mnt, "f%d" % i)),
+                             b"cycle %d" % (self.CYCLES - 10 + i))
+
+        # mounted: refused at once, by the daemon, fsck and mkfs alike
+        other = self.mountpoint()
+        r = self.cli_mount(p, other)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("in use", r.stderr)
+        self.assertNotIn("waiting", r.stderr)
+        rc, out = fsck(p, "-n")
+        self.assertEqual(rc, 8, out)
+        self.assertIn("in use", out)
+        self.assertNotIn("waiting", out)
+        r = run([MKFS, "-f", "-q", p])
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("in use", r.stderr)
+        self.assertNotIn("waiting", r.stderr)
+        pids = daemon_pids_for(p)
+        self.assertEqual(run(["umount", mnt]).returncode, 0)
+        self.assertTrue(wait_until(lambda: all(pid_gone(x) for x in pids), 20))
+        self.assertFsckClean(p)
+
+    def test_a_region_locked_by_another_program_is_refused_at_once(self):
+        import fcntl
+        p = self.formatted("64M")
+        with open(p, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)	# as fsck or mkfs would hold it
+            r = self.cli_mount(p, self.mountpoint())
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("in use", r.stderr)
+            self.assertNotIn("waiting", r.stderr)
+            rc, out = fsck(p, "-n")
+            self.assertEqual(rc, 8, out)
+            self.assertNotIn("waiting", out)
 
 
 class LogTests(RegionTestCase):
