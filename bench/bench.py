@@ -549,6 +549,172 @@ def run_meta(ctx, t, res, prof):
     res.add("unlink", t.name, mb("unlink", n))
 
 
+# ------------------------------------------------------------------ scale
+
+SCALE_FULL = dict(regions=[64 * GiB, 1 << 40, 4 << 40], files=[100_000, 1_000_000],
+                  falloc=8 * GiB)
+SCALE_QUICK = dict(regions=[64 * GiB, 1 << 40], files=[100_000], falloc=2 * GiB)
+
+
+def rss_anon_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+class ScaleRegion:
+    """A sparse region file on /dev/shm, mounted by the daemonizing CLI (what a
+    user runs), with timings of mkfs, mount, unclean mount and fsck."""
+
+    def __init__(self, ctx, size):
+        self.ctx = ctx
+        self.size = size
+        self.path = "/dev/shm/pmfuse-bench-scale.%d.img" % os.getpid()
+        self.mnt = os.path.join(ctx.base, "scale")
+        os.makedirs(self.mnt, exist_ok=True)
+        self.env = dict(os.environ, PMEMOBJ_CONF="fallocate.at_create=0")
+        _cleanup.append(self.remove)
+
+    def timed(self, cmd, timeout=3600):
+        t0 = time.monotonic()
+        sh(cmd, env=self.env, timeout=timeout)
+        return (time.monotonic() - t0) * 1000
+
+    def mkfs(self):
+        self.remove()
+        with open(self.path, "wb") as f:
+            f.truncate(self.size)
+        return self.timed([self.ctx.mkfs, "-q", "-f", self.path])
+
+    def mount(self):
+        """ms from exec to a live mount (the CLI returns once mounted)."""
+        return self.timed([self.ctx.daemon, self.path, self.mnt])
+
+    def pid(self):
+        r = sh(["pgrep", "-f", "^%s %s %s" % (self.ctx.daemon, self.path, self.mnt)],
+               check=False)
+        return int(r.stdout.split()[0]) if r.stdout.split() else None
+
+    def umount(self):
+        if is_mounted(self.mnt):
+            sh(["umount", self.mnt], check=False)
+        self.wait_free()
+
+    def kill9(self):
+        pid = self.pid()
+        os.kill(pid, signal.SIGKILL)
+        sh(["umount", "-l", self.mnt], check=False)
+        self.wait_free()
+
+    def wait_free(self):
+        """The region's lock goes with the old daemon's last reference."""
+        import fcntl
+        for _ in range(3000):
+            with open(self.path, "rb") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except OSError:
+                    time.sleep(0.01)
+        raise RuntimeError("region still locked 30 s after unmount")
+
+    def fsck(self):
+        return self.timed([os.path.join(os.path.dirname(self.ctx.mkfs), "fsck.pmfuse"), "-n",
+                           self.path])
+
+    def remove(self):
+        if is_mounted(self.mnt):
+            sh(["umount", "-l", self.mnt], check=False)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def run_scale(ctx, quick):
+    """Capacity and mount cost (issue 15): rows of (figure, value, unit)."""
+    cfg = SCALE_QUICK if quick else SCALE_FULL
+    rows = []
+
+    def row(fig, v, unit):
+        rows.append((fig, v, unit))
+        log("  scale: %-48s %10.1f %s" % (fig, v, unit))
+
+    for size in cfg["regions"]:
+        r = ScaleRegion(ctx, size)
+        tag = "%d GiB" % (size >> 30) if size < (1 << 40) else "%d TiB" % (size >> 40)
+        row("mkfs, %s sparse region" % tag, r.mkfs(), "ms")
+        row("mount, empty %s region" % tag, r.mount(), "ms")
+        pid = r.pid()
+        row("daemon RssAnon, empty %s region" % tag, rss_anon_kib(pid) / 1024, "MiB")
+        st = os.statvfs(r.mnt)
+        row("statfs size / region, %s" % tag, 100.0 * st.f_blocks * st.f_frsize / size, "%")
+        if size == cfg["regions"][0]:
+            t0 = time.monotonic()
+            fd = os.open(os.path.join(r.mnt, "prealloc"), os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, cfg["falloc"])
+            finally:
+                os.close(fd)
+            row("fallocate, per GiB (%d GiB file)" % (cfg["falloc"] >> 30),
+                (time.monotonic() - t0) * 1000 / (cfg["falloc"] >> 30), "ms")
+            os.unlink(os.path.join(r.mnt, "prealloc"))
+        r.kill9()
+        row("mount after kill -9, empty %s region" % tag, r.mount(), "ms")
+        r.umount()
+        row("fsck -n, empty %s region" % tag, r.fsck(), "ms")
+        r.remove()
+
+    for n in cfg["files"]:
+        r = ScaleRegion(ctx, 64 * GiB)
+        r.mkfs()
+        r.mount()
+        per_dir = 100_000
+        for k in range(0, n, per_dir):
+            d = os.path.join(r.mnt, "d%d" % (k // per_dir))
+            os.mkdir(d)
+            sh([ctx.metabench, "create", d, str(min(per_dir, n - k))], timeout=7200)
+        r.umount()
+        tag = "%dk files" % (n // 1000)
+        row("mount, %s (clean)" % tag, r.mount(), "ms")
+        pid = r.pid()
+        a0 = rss_anon_kib(pid)
+        sh([ctx.metabench, "stat", os.path.join(r.mnt, "d0"), str(min(per_dir, n))])
+        row("daemon RssAnon per 100k cached inodes, %s" % tag,
+            (rss_anon_kib(pid) - a0) / 1024 * 100_000 / min(per_dir, n), "MiB")
+        r.kill9()
+        row("mount after kill -9, %s" % tag, r.mount(), "ms")
+        r.umount()
+        row("fsck -n, %s" % tag, r.fsck(), "ms")
+        r.remove()
+    return rows
+
+
+def write_scale(ctx, rows, quick, out):
+    """Replace (or add) the '## Scale' section of the markdown report."""
+    m = machine()
+    text = open(out).read() if os.path.exists(out) else "# pmfuse benchmark\n"
+    i = text.find("\n## Scale")
+    if i >= 0:
+        text = text[:i]
+    sec = ["", "## Scale (`bench/run --only scale%s`)" % (" --quick" if quick else ""), "",
+           "- date: %s; pmfuse commit %s; %d CPUs, kernel %s; load %s" % (
+               time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+               sh(["git", "-C", REPO, "describe", "--always", "--dirty"],
+                  check=False).stdout.strip(), m["nproc"], m["kernel"],
+               " ".join(open("/proc/loadavg").read().split()[:3])),
+           "- sparse regions on /dev/shm (`PMEMOBJ_CONF=fallocate.at_create=0`), the "
+           "daemonizing CLI timed from exec to a live mount; files made with metabench "
+           "(100,000 per directory) on a 64 GiB region; one run each", "",
+           "| figure | value | unit |", "|---|---:|---|"]
+    sec += ["| %s | %s | %s |" % (f, ("%.2f" if u == "%" else "%.1f") % v, u) for f, v, u in rows]
+    with open(out, "w") as f:
+        f.write(text.rstrip("\n") + "\n" + "\n".join(sec) + "\n")
+    print("written: %s (## Scale)" % out)
+
+
 RUNNERS = {"data": run_data, "mt": run_mt, "hole": run_hole, "meta": run_meta}
 
 
@@ -723,7 +889,8 @@ def main():
     ap.add_argument("--tools", required=True)
     ap.add_argument("--quick", action="store_true", help="1 repetition, small sizes")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
-    ap.add_argument("--only", help="comma-separated phases: data,mt,hole,meta")
+    ap.add_argument("--only", help="comma-separated phases: data,mt,hole,meta; or scale "
+                    "(alone: mkfs/mount/fsck of big sparse regions and many files)")
     ap.add_argument("--targets", help="comma-separated targets (default all)")
     ap.add_argument("--profile", metavar="FIGURE",
                     help="perf record the pmfuse daemon during FIGURE (%s)" %
@@ -777,8 +944,10 @@ def main():
             if t == "pmfuse-cl" and "pmfuse" in ts and t not in ts:
                 ts.append(t)
     for p in phases:
-        if p not in RUNNERS:
+        if p not in RUNNERS and p != "scale":
             sys.exit("unknown phase %s" % p)
+    if "scale" in phases and phases != ["scale"]:
+        sys.exit("--only scale runs alone (it writes the '## Scale' section of the report)")
 
     ctx.daemon = os.path.join(a.build, "daemon", "pmfuse")
     ctx.alt_daemon = os.path.abspath(a.alt) if a.alt else None
@@ -818,6 +987,15 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     atexit.register(cleanup_all)
+
+    if phases == ["scale"]:
+        log("pmfuse bench: scale phase (%s)" % ("quick" if a.quick else "full"))
+        rows = run_scale(ctx, a.quick)
+        print()
+        for fig, v, unit in rows:
+            print("%-56s %12.1f %s" % (fig, v, unit))
+        write_scale(ctx, rows, a.quick, a.out or os.path.join(HERE, "last-run.md"))
+        return 0
 
     res = Results()
     failures = []

@@ -370,6 +370,26 @@ class FileDataTest(PmfuseTestCase):
         self.remount()
         self.assertEqual(read_file(p), bytes(want))
 
+    def test_copy_file_range_from_unwritten_blocks_copies_zeros(self):
+        src, dst = self.p("cfr-src"), self.p("cfr-dst")
+        fd = os.open(src, os.O_RDWR | os.O_CREAT, 0o644)
+        out = os.open(dst, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fallocate(fd, 0, 0, MiB)
+            pwrite_all(fd, b"written", 300000)
+            pwrite_all(out, b"D" * MiB, 0)		# old data the copy must replace
+            done = 0
+            while done < MiB:
+                n = os.copy_file_range(fd, out, MiB - done, done, done)
+                self.assertGreater(n, 0)
+                done += n
+            want = bytes(300000) + b"written" + bytes(MiB - 300007)
+            self.assertEqual(pread_all(out, MiB, 0), want)
+            self.assertEqual(pread_all(fd, MiB, 0), want)
+        finally:
+            os.close(fd)
+            os.close(out)
+
     def test_keep_size_preallocation_past_eof_then_writes_extend_the_file(self):
         p = self.p("keep")
         write_file(p, b"head")
