@@ -159,6 +159,7 @@ struct fsck {
 	uint64_t n_mapnodes, n_objects, n_leaks;
 	uint64_t meta_bytes;	/* allocated outside the data runs */
 	uint64_t used_blocks, capacity;
+	uint64_t fs_blocks;	/* what statfs reports (formats 2, 3: grows into the region) */
 	bool leak_checked;
 	bool used_backup;	/* the primary geometry was damaged */
 	bool degraded;		/* pool_open() refused it: checked, never repaired */
@@ -216,6 +217,7 @@ const char *describe(const struct ref *r, bool as_owner, char *buf, size_t len);
 const char *esc(const char *s, size_t n, char *out, size_t outlen);
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 struct pmfuse_inode *good(struct fsck *f, uint64_t ino);
+uint64_t next_ino(const struct fsck *f, uint64_t ino);
 void mark_blocks(struct fsck *f, uint64_t phys, uint64_t n);
 void on_fault(int sig);
 /* on_fault() for every fault signal: libpmemobj's crashes become exit code 8. */

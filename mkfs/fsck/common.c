@@ -150,6 +150,20 @@ struct pmfuse_inode *rec(struct fsck *f, uint64_t ino)
 	       ino % PMFUSE_INODES_PER_CHUNK;
 }
 
+/*
+ * The inode number after ino whose chunk holds records: the passes skip
+ * chunks never allocated (or not trusted) whole -- a 4 TiB region has 2^28
+ * numbers, almost all of them in chunks that do not exist.
+ */
+uint64_t next_ino(const struct fsck *f, uint64_t ino)
+{
+	for (ino++; ino < f->max_inodes; ino = (ino / PMFUSE_INODES_PER_CHUNK + 1) *
+					       PMFUSE_INODES_PER_CHUNK)
+		if (f->chunk_ok[ino / PMFUSE_INODES_PER_CHUNK])
+			return ino;
+	return f->max_inodes;
+}
+
 /* A used inode whose structures may be read. */
 struct pmfuse_inode *good(struct fsck *f, uint64_t ino)
 {

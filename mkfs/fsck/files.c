@@ -344,7 +344,7 @@ static void check_dir(struct fsck *f, uint64_t ino, const struct pmfuse_inode *p
 
 void check_inodes(struct fsck *f)
 {
-	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+	for (uint64_t ino = next_ino(f, 0); ino < f->max_inodes; ino = next_ino(f, ino)) {
 		const struct pmfuse_inode *pi = good(f, ino);
 		if (!pi)
 			continue;

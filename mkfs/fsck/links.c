@@ -84,7 +84,7 @@ void check_reachability(struct fsck *f)
 
 void check_links(struct fsck *f)
 {
-	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+	for (uint64_t ino = next_ino(f, 0); ino < f->max_inodes; ino = next_ino(f, ino)) {
 		const struct pmfuse_inode *pi = good(f, ino);
 		if (!(f->st[ino] & I_USED))
 			continue;

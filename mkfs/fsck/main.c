@@ -157,7 +157,7 @@ static int first_check(struct fsck *f)
 	if (f->r.mode == M_CHECK || f->degraded ||
 	    (!f->problems && !f->n_orphan && f->p->sb->state == PMFUSE_STATE_CLEAN)) {
 		if (f->verbose)
-			summary(f, f->used_blocks, f->capacity);
+			summary(f, f->used_blocks, f->fs_blocks);
 		if (f->problems && f->degraded && f->r.mode != M_CHECK)
 			printf("%s: a damaged superblock or inode table is not repaired by this"
 			       " version\n", f->region);
@@ -192,7 +192,7 @@ static int final_check(struct fsck *f)
 		return ret | fixed;
 	run_check(f);
 	if (f->verbose)
-		summary(f, f->used_blocks, f->capacity);
+		summary(f, f->used_blocks, f->fs_blocks);
 	if (f->r.fixed)
 		printf("%s: %" PRIu64 " repair(s) made\n", f->region, f->r.fixed);
 	report(f);

@@ -209,6 +209,9 @@ void run_check(struct fsck *f)
 	for (uint64_t w = 0; w < f->nwords; w++)
 		f->used_blocks += popcount(f->bmap[w]);
 	f->capacity = pool_data_blocks(f->p) - 1;	/* the backup block */
+	/* formats 2 and 3 add data pieces on demand: the size is the region's */
+	f->fs_blocks = f->p->sb->geo.version >= 2 ?
+		       pool_capacity_blocks(f->p->size, f->max_inodes) : f->capacity;
 	if (f->used_blocks > f->capacity)
 		problem(f, "blocks: %" PRIu64 " in use, but the data area holds only %" PRIu64,
 			f->used_blocks, f->capacity);
@@ -221,7 +224,7 @@ void report(struct fsck *f)
 		       f->r.mode == M_CHECK ? "found, not repaired" : "left uncorrected");
 	else
 		printf("%s: clean, %" PRIu64 "/%" PRIu64 " inodes, %" PRIu64 "/%" PRIu64 " blocks\n",
-		       f->region, f->n_used, f->max_inodes - 1, f->used_blocks, f->capacity);
+		       f->region, f->n_used, f->max_inodes - 1, f->used_blocks, f->fs_blocks);
 }
 
 /* Everything a check leaves behind, so the next one (in-process) starts afresh. */
@@ -274,7 +277,7 @@ int fsck_check(const char *region, bool verbose, bool guarded)
 	}
 	run_check(f);
 	if (f->verbose)
-		summary(f, f->used_blocks, f->capacity);
+		summary(f, f->used_blocks, f->fs_blocks);
 	report(f);
 	fflush(stdout);
 	cleanup(f);

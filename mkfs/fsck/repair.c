@@ -218,7 +218,7 @@ static int tx_rebuild_orphans(void *arg)
 	struct pmfuse_super *sb = f->p->sb;
 	size_t pos = 0;
 
-	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+	for (uint64_t ino = next_ino(f, 0); ino < f->max_inodes; ino = next_ino(f, ino)) {
 		struct pmfuse_inode *pi = rec(f, ino);
 		struct pmfuse_inode want;
 		if (!links_fixable(f, ino))
@@ -258,7 +258,7 @@ static uint64_t fix_orphan_list(struct fsck *f)
 	size_t n = 0, cap = 0;
 	char what[160];
 
-	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+	for (uint64_t ino = next_ino(f, 0); ino < f->max_inodes; ino = next_ino(f, ino)) {
 		if (!links_fixable(f, ino))
 			continue;
 		bool want = wants_orphan(f, ino);
@@ -297,7 +297,8 @@ static uint64_t fix_reclaim_orphans(struct fsck *f)
 
 	if (f->orphan_bad)
 		return 0;	/* rebuilt first */
-	for (uint64_t ino = 1; ino < f->max_inodes && !cancel_requested; ino++) {
+	for (uint64_t ino = next_ino(f, 0); ino < f->max_inodes && !cancel_requested;
+	     ino = next_ino(f, ino)) {
 		struct pmfuse_inode *pi = good(f, ino);
 		if (!pi || !is_listed_orphan(f, ino) || f->nref[ino] || (f->st[ino] & I_SICK))
 			continue;
@@ -461,7 +462,8 @@ static uint64_t fix_reattach(struct fsck *f)
 
 	if (!f->root_ok || f->orphan_bad)
 		return 0;
-	for (uint64_t ino = 2; ino < f->max_inodes && !cancel_requested; ino++) {
+	for (uint64_t ino = next_ino(f, 1); ino < f->max_inodes && !cancel_requested;
+	     ino = next_ino(f, ino)) {
 		const struct pmfuse_inode *pi = good(f, ino);
 		struct dir_pending pd = { 0 };
 		uint32_t slot;
@@ -533,7 +535,8 @@ static uint64_t fix_counts(struct fsck *f)
 	uint64_t n = 0;
 	char what[400], d[300];
 
-	for (uint64_t ino = 1; ino < f->max_inodes && !cancel_requested; ino++) {
+	for (uint64_t ino = next_ino(f, 0); ino < f->max_inodes && !cancel_requested;
+	     ino = next_ino(f, ino)) {
 		struct pmfuse_inode *pi = good(f, ino);
 		struct pmfuse_inode want;
 		size_t dn = 0;

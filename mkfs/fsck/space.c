@@ -81,7 +81,7 @@ void check_dups(struct fsck *f)
 			f->dupcap *= 2;
 		f->dups = calloc(f->dupcap, sizeof(*f->dups));	/* without it: unnamed owners */
 	}
-	for (uint64_t ino = 1; ino < f->max_inodes; ino++) {
+	for (uint64_t ino = next_ino(f, 0); ino < f->max_inodes; ino = next_ino(f, ino)) {
 		const struct pmfuse_inode *pi = good(f, ino);
 		struct dup_ctx dc = { .f = f, .ino = ino };
 		if (!pi || !(f->st[ino] & I_MAPOK))
