@@ -159,6 +159,12 @@ struct fs {
 	uint64_t *ifree;
 	uint64_t nifree;
 	uint64_t next_chunk;		/* first never-allocated itable chunk */
+	/*
+	 * Chunks [0, ichunk_limit) may hold inodes (sb->ichunk_hwm in format 3;
+	 * the whole table before): a record past it does not exist, whatever
+	 * the table says.  Grows under itable_lock; read without it.
+	 */
+	_Atomic uint64_t ichunk_limit;
 	uint64_t used_inodes;
 
 	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */

@@ -61,6 +61,14 @@ static int claim_objects(const struct pool *p, struct pool_objects *objs,
 	return 0;
 }
 
+/* Inode numbers past this have no record (core.h: ichunk_limit). */
+static uint64_t inode_limit(struct fs *fs)
+{
+	uint64_t n = atomic_load(&fs->ichunk_limit) * PMFUSE_INODES_PER_CHUNK;
+
+	return n < fs->max_inodes ? n : fs->max_inodes;
+}
+
 /*
  * Walking inode numbers: at the first of a chunk that was never allocated,
  * step *ino to its last and say so (a big region's table is mostly those).
@@ -88,7 +96,7 @@ static int scan_files(struct fs *fs, struct pool_objects *objs, uint64_t **orpha
 	*orphans = NULL;
 	*norphans = 0;
 	/* chunk by chunk: a big region's table is mostly chunks never allocated */
-	for (uint64_t ino = 1; ino < fs->max_inodes; ino++) {
+	for (uint64_t ino = 1; ino < inode_limit(fs); ino++) {
 		if (skip_absent_chunk(fs, &ino))
 			continue;
 		struct pmfuse_inode *pi = inode_record(fs, ino);
@@ -184,7 +192,7 @@ static int cache_init(struct fs *fs, char *why, size_t whylen)
  */
 static void cache_fini(struct fs *fs, bool reclaim)
 {
-	for (uint64_t ino = 0; fs->icache && ino < fs->max_inodes; ino++) {
+	for (uint64_t ino = 0; fs->icache && ino < inode_limit(fs); ino++) {
 		/*
 		 * An inode is cached only if its chunk exists: skip the rest
 		 * unread (on a 4 TiB region the array is 2 GiB of untouched

@@ -21,7 +21,8 @@ struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino)
 	struct pool *p = &fs->pool;
 	uint64_t chunk = ino / PMFUSE_INODES_PER_CHUNK, off;
 
-	if (ino == 0 || ino >= fs->max_inodes)
+	if (ino == 0 || ino >= fs->max_inodes ||
+	    chunk >= atomic_load_explicit(&fs->ichunk_limit, memory_order_acquire))
 		return NULL;
 	off = p->itable->chunk[chunk];
 	if (!off || !pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE))
@@ -407,6 +408,10 @@ static int tx_add_ichunk(void *arg)
 
 	pmemobj_tx_add_range_direct(&a->p->itable->chunk[a->c], sizeof(uint64_t));
 	a->p->itable->chunk[a->c] = oid.off;
+	if (a->p->sb->geo.version >= 3 && a->c >= a->p->sb->ichunk_hwm) {
+		pmemobj_tx_add_range_direct(&a->p->sb->ichunk_hwm, sizeof(uint64_t));
+		a->p->sb->ichunk_hwm = a->c + 1;
+	}
 	return 0;
 }
 
@@ -428,6 +433,8 @@ int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 			ret = -ENOSPC;
 			goto out;
 		}
+		if (c >= atomic_load(&fs->ichunk_limit))
+			atomic_store_explicit(&fs->ichunk_limit, c + 1, memory_order_release);
 		for (uint64_t i = PMFUSE_INODES_PER_CHUNK; i-- > 0;) {
 			uint64_t n = c * PMFUSE_INODES_PER_CHUNK + i;
 			if (n != 0)
@@ -526,6 +533,22 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 	uint64_t nchunks = fs->max_inodes / PMFUSE_INODES_PER_CHUNK;
 	bool seen_hole = false;
 
+	/*
+	 * Format 3: only chunks below the high-water mark are read (or exist).
+	 * Chunks are taken in order and never freed, so the mark sits just
+	 * past the last one: a damaged mark cannot hide inodes (or their
+	 * blocks, which would then look free).  fsck (usable) sees it all.
+	 */
+	if (p->sb->geo.version >= 3 && !usable) {	/* fsck's view is the whole table */
+		if (!pool_ichunk_hwm_ok(p)) {
+			snprintf(why, whylen, "superblock: inode table high-water mark %" PRIu64
+				 " does not sit just past the table's last chunk (of %" PRIu64 "); "
+				 "fsck.pmfuse -p repairs it", p->sb->ichunk_hwm, nchunks);
+			return -EUCLEAN;
+		}
+		nchunks = p->sb->ichunk_hwm;
+	}
+	atomic_store(&fs->ichunk_limit, nchunks);
 	fs->next_chunk = nchunks;
 	for (uint64_t c = 0; c < nchunks; c++) {
 		uint64_t off = p->itable->chunk[c];

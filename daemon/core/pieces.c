@@ -403,7 +403,14 @@ static int tx_upgrade(void *arg)
 		sb->geo.meta_reserve = pool_meta_reserve(sb->geo.region_size);
 		a->tab = t.off;
 	}
-	/* format 3 only adds a leaf flag (unwritten extents) that format 2 never set */
+	/*
+	 * format 3 adds a leaf flag (unwritten extents) that format 2 never
+	 * set, and the inode table's high-water mark
+	 */
+	uint64_t hwm = a->p->itable->nchunks;
+	while (hwm > 1 && !a->p->itable->chunk[hwm - 1])
+		hwm--;
+	sb->ichunk_hwm = hwm;
 	sb->geo.version = PMFUSE_VERSION;
 	sb->geo.checksum = pool_geometry_checksum(&sb->geo);
 	return 0;

@@ -572,6 +572,7 @@ int pool_format(const char *path, const struct pool_format_opts *o,
 	memset(sb, 0, sizeof(*sb));
 	sb->state = PMFUSE_STATE_CLEAN;
 	sb->pieces_off = ptab;
+	sb->ichunk_hwm = 1;		/* the root's chunk */
 	sb->geo = g;
 	pmemobj_persist(pop, sb, sizeof(*sb));
 	ret = 0;
@@ -705,6 +706,15 @@ static int64_t open_size(const char *path, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	return size;
+}
+
+bool pool_ichunk_hwm_ok(const struct pool *p)
+{
+	uint64_t hwm = p->sb->ichunk_hwm, n = p->itable->nchunks;
+
+	if (p->sb->geo.version < 3)
+		return true;
+	return hwm && hwm <= n && p->itable->chunk[hwm - 1] && (hwm == n || !p->itable->chunk[hwm]);
 }
 
 /* ------------------------------------------------------------ in use */

@@ -116,6 +116,12 @@ void pool_close(struct pool *p);
 #define POOL_CLOSE_WAIT_MS 30000
 bool pool_wait_closing(const char *path);
 
+/*
+ * Format 3: does sb->ichunk_hwm sit just past the inode table's last chunk
+ * (chunks are taken in order and never freed)?  True for older formats.
+ */
+bool pool_ichunk_hwm_ok(const struct pool *p);
+
 /* Is this a pmemobj pool signature at the start of the region? */
 bool pool_has_pmemobj_signature(const void *first_page);
 /* And is the pool (POOL_HEADER_SIZE bytes of its header) of pmfuse's layout? */

@@ -94,7 +94,12 @@ struct pmfuse_super {
 	uint64_t mount_count;
 	uint64_t orphan_head;		/* ino of first orphan, 0 = none */
 	uint64_t pieces_off;		/* v2: struct pmfuse_pieces (never 0) */
-	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 40];
+	/*
+	 * v3: inode table chunks [0, ichunk_hwm) may be allocated, those past
+	 * it are not (chunks are never freed): a mount reads only what is used
+	 */
+	uint64_t ichunk_hwm;
+	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 48];
 };
 
 /*

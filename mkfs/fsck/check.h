@@ -105,7 +105,8 @@ struct dangling {
 /* -n, ask on a terminal, -p/-a, -y */
 enum mode { M_CHECK, M_ASK, M_PREEN, M_YES };
 
-enum fix { FX_ORPHANS = 1, FX_DANGLING, FX_RECLAIM, FX_REATTACH, FX_COUNTS, FX_LEAK, FX_STATE };
+enum fix { FX_ORPHANS = 1, FX_DANGLING, FX_RECLAIM, FX_REATTACH, FX_COUNTS, FX_LEAK, FX_STATE,
+	   FX_HWM };
 
 #define MAX_ROUNDS 12	/* each round: check, then repair what that check justifies */
 
@@ -170,6 +171,8 @@ struct fsck {
 	/* for the repairs */
 	bool orphan_bad;	/* the orphan list is not exactly the set of orphans */
 	bool state_bad;		/* superblock state neither CLEAN nor MOUNTED */
+	uint64_t hwm_want;	/* format 3: the inode table high-water mark it should have,
+				 * when it has another (0: right) */
 	uint64_t lf_ino;	/* root entry "lost+found", 0 = none */
 	struct dangling *dang;
 	size_t ndang, dangcap;

@@ -148,7 +148,8 @@ static int first_check(struct fsck *f)
 	 * what boot runs -- trusts that; -n, -y and the questions always check.
 	 */
 	if (f->r.mode == M_PREEN && !f->r.force && !f->degraded &&
-	    f->p->sb->state == PMFUSE_STATE_CLEAN && f->p->sb->orphan_head == 0) {
+	    f->p->sb->state == PMFUSE_STATE_CLEAN && f->p->sb->orphan_head == 0 &&
+	    pool_ichunk_hwm_ok(f->p)) {
 		printf("%s: clean (cleanly unmounted; -f forces a check)\n", f->region);
 		cleanup(f);
 		return FSCK_OK;

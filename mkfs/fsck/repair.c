@@ -604,6 +604,28 @@ static uint64_t fix_leaks(struct fsck *f)
 	return n;
 }
 
+static int tx_set_hwm(void *arg)
+{
+	struct fsck *f = arg;
+
+	pmemobj_tx_add_range_direct(&f->p->sb->ichunk_hwm, sizeof(uint64_t));
+	f->p->sb->ichunk_hwm = f->hwm_want;
+	return 0;
+}
+
+/* The inode table's high-water mark, set to just past its last chunk. */
+static uint64_t fix_hwm(struct fsck *f)
+{
+	char what[160];
+
+	if (!f->hwm_want)
+		return 0;
+	snprintf(what, sizeof(what), "superblock: set the inode table high-water mark to %"
+		 PRIu64, f->hwm_want);
+	return may_fix(f, true, FX_HWM, 0, what) &&
+	       fix_done(f, FX_HWM, 0, what, pool_tx(f->p, tx_set_hwm, f));
+}
+
 /*
  * One round of repairs from one check.  Repairs that change the shape of
  * the namespace or the orphan list come first; counts and leaks only from
@@ -612,7 +634,11 @@ static uint64_t fix_leaks(struct fsck *f)
  */
 static uint64_t repair_round(struct fsck *f)
 {
-	uint64_t n = fix_orphan_list(f);
+	uint64_t n = fix_hwm(f);
+
+	if (n)
+		return n;	/* the core reads the table below it: check again first */
+	n = fix_orphan_list(f);
 
 	n += fix_dangling(f);
 	n += fix_reclaim_orphans(f);

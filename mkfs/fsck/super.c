@@ -69,6 +69,34 @@ static bool only_links_bad(const struct pool *p, uint64_t ino, const struct pmfu
 	return inode_validate(p, ino, &t, why, sizeof(why)) == 0;
 }
 
+/*
+ * Format 3: no chunk past the superblock's high-water mark (the daemon reads
+ * only below it, and treats inodes past it as nonexistent).
+ */
+static void check_hwm(struct fsck *f)
+{
+	const struct pool *p = f->p;
+	uint64_t hwm = p->sb->ichunk_hwm, last = f->nchunks;
+
+	f->hwm_want = 0;
+	if (p->sb->geo.version < 3)
+		return;
+	while (last > 1 && !p->itable->chunk[last - 1])
+		last--;
+	if (hwm == 0 || hwm > f->nchunks)
+		problem(f, "superblock: inode table high-water mark %" PRIu64 " is out of range "
+			"(1 to %" PRIu64 ")", hwm, f->nchunks);
+	else if (last > hwm)
+		problem(f, "inode table: chunk %" PRIu64 " lies past the superblock's high-water "
+			"mark %" PRIu64 " (its inodes are unreachable)", last - 1, hwm);
+	else if (last < hwm)
+		problem(f, "superblock: inode table high-water mark %" PRIu64 " is past the last "
+			"chunk (%" PRIu64 ")", hwm, last - 1);
+	else
+		return;
+	f->hwm_want = last;
+}
+
 void check_itable(struct fsck *f)
 {
 	struct pool *p = f->p;
@@ -109,6 +137,7 @@ void check_itable(struct fsck *f)
 			}
 		}
 	}
+	check_hwm(f);
 	if (!f->chunk_ok[0] || !(f->st[PMFUSE_ROOT_INO] & I_USED)) {
 		problem(f, "inode 1: the root directory is missing");
 	} else if (!S_ISDIR(rec(f, PMFUSE_ROOT_INO)->mode)) {

@@ -21,7 +21,7 @@ import unittest
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (BUILD, FSCK, FSCK_ERRORS, FSCK_OK, FSCK_OPERATIONAL,  # noqa: E402
+from harness import (BUILD, DAEMON, FSCK, FSCK_ERRORS, FSCK_OK, FSCK_OPERATIONAL,  # noqa: E402
                      FSCK_USAGE, PmfuseTestCase, fsck, main, pmfuse_only, read_file, run,
                      sha256_file, write_file)
 
@@ -114,6 +114,31 @@ class FsckRepairTest(PmfuseTestCase):
         self.assertFalse(os.path.exists(self.p("top")))
         os.rename(self.p("d", "sub"), self.p("sub"))
         self.assertEqual(os.stat(self.p("d")).st_nlink, 2)
+
+    # -- the inode table's high-water mark (format 3, -p)
+    def test_a_wrong_inode_table_high_water_mark_is_refused_and_set_by_p(self):
+        os.mkdir(self.p("many"))
+        for i in range(200):		# inodes 1..201: chunks 0..3
+            write_file(self.p("many", "f%03d" % i), b"%d" % i)
+        self.unmount()
+        for bad, words in ((2, "chunk 3 lies past"), (9, "past the last chunk")):
+            self.corrupt("hwm", bad)
+            # the daemon would take the inodes past a low mark (and their
+            # blocks) for free ones: it refuses, and says why
+            r = run([DAEMON, self.region, self.mnt, "-f"], timeout=60)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("high-water mark %d" % bad, r.stderr)
+            self.check_only_reports(words)
+            out = self.repair_and_recheck("-p")
+            self.assertIn("set the inode table high-water mark to 4", out)
+        self.m = self.mount()
+        for i in range(200):
+            self.assertEqual(read_file(self.p("many", "f%03d" % i)), b"%d" % i)
+        # a new chunk moves the mark, and the next mount reads it
+        for i in range(200, 300):
+            write_file(self.p("many", "f%03d" % i), b"%d" % i)
+        self.remount()
+        self.assertEqual(len(os.listdir(self.p("many"))), 300)
 
     # -- orphans (-p)
     def test_unlinked_inode_off_the_orphan_list_is_reclaimed_by_p(self):

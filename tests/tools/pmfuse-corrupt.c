@@ -18,6 +18,7 @@
  *                               map nodes, xattrs and directory chunks behind
  *   leak-object SIZE            allocate an object nothing references
  *   state N                     set the superblock state
+ *   hwm N                       set the inode table high-water mark (format 3)
  *
  * Exit 0 done, 1 failure (message on stderr), 2 usage.
  */
@@ -166,6 +167,9 @@ static int tx_corrupt(void *arg)
 	} else if (!strcmp(x->cmd, "state")) {
 		add(&P.sb->state, sizeof(P.sb->state));
 		P.sb->state = (uint32_t)x->a;
+	} else if (!strcmp(x->cmd, "hwm")) {
+		add(&P.sb->ichunk_hwm, sizeof(P.sb->ichunk_hwm));
+		P.sb->ichunk_hwm = x->a;
 	} else {
 		return -EOPNOTSUPP;
 	}
