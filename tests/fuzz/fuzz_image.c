@@ -122,6 +122,7 @@ enum kind {
 	K_XATTR,	/* xattr set */
 	K_SYMLINK,	/* long symlink target */
 	K_MAPNODE,	/* file map node */
+	K_PIECES,	/* the data piece table (format 2 and later) */
 	K_NKINDS
 };
 
@@ -595,6 +596,8 @@ static void build_catalog(void)
 	cat_add(K_SUPER, sb_off, sizeof(*sb), 0);
 	cat_add(K_BACKUP, sb->geo.runs[0].off, sizeof(struct pmfuse_geometry), 0);
 	cat_add(K_ITABLE, sb->geo.itable_off, sizeof(*it) + it->nchunks * sizeof(uint64_t), 0);
+	const struct pmfuse_pieces *pt = (const void *)(img + sb->pieces_off);
+	cat_add(K_PIECES, sb->pieces_off, sizeof(*pt) + pt->cap * sizeof(struct pmfuse_piece), 0);
 	for (uint64_t c = 0; c < it->nchunks; c++) {
 		if (!it->chunk[c])
 			continue;

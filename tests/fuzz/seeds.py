@@ -16,7 +16,7 @@ import sys
 
 # enum kind in fuzz_image.c
 (K_POOLHDR, K_POOLDESC, K_SUPER, K_BACKUP, K_ITABLE, K_ICHUNK, K_INODE, K_DIRTAB,
- K_DIRCHUNK, K_DIRENT, K_NAME, K_XATTR, K_SYMLINK, K_MAPNODE) = range(14)
+ K_DIRCHUNK, K_DIRENT, K_NAME, K_XATTR, K_SYMLINK, K_MAPNODE, K_PIECES) = range(15)
 PATCH_SET, PATCH_XOR, PATCH_ADD, PATCH_POINTER = range(4)
 
 GEOMETRY = [(0, 8), (8, 4), (12, 4), (16, 16), (32, 64), (96, 8), (104, 8), (112, 8),
@@ -32,7 +32,8 @@ FIELDS = {
     # descriptor: layout, lanes_offset, nlanes, heap_offset, root_offset, run_id, root_size
     K_POOLDESC: [(0, 8), (1024, 8), (1032, 8), (1040, 8), (1048, 8), (2048, 8), (2056, 8),
                  (2064, 8)],
-    K_SUPER: GEOMETRY + [(664, 4), (672, 8), (680, 8), (688, 8)],
+    # state, last_mount, mount_count, orphan_head, pieces_off, ichunk_hwm
+    K_SUPER: GEOMETRY + [(664, 4), (672, 8), (680, 8), (688, 8), (696, 8), (704, 8)],
     K_BACKUP: GEOMETRY,
     K_ITABLE: [(0, 8), (8, 8), (16, 8)],
     K_ICHUNK: [(256 * i + o, n) for i in (0, 1, 5, 63) for o, n in INODE[:8]],
@@ -43,7 +44,10 @@ FIELDS = {
     K_NAME: [(0, 1), (5, 1), (31, 2)],
     K_XATTR: [(0, 4), (4, 4), (8, 2), (10, 2), (12, 4), (16, 4), (24, 8)],
     K_SYMLINK: [(0, 1), (40, 2), (80, 8)],
-    K_MAPNODE: [(0, 8), (8, 8), (16, 8), (24, 8), (504, 8)],
+    # slots; byte 7 of a slot holds the unwritten flag of a leaf (bit 63)
+    K_MAPNODE: [(0, 8), (8, 8), (16, 8), (24, 8), (504, 8), (7, 1), (15, 1)],
+    # piece table: count, cap, then (obj, off, len, pad) per piece
+    K_PIECES: [(0, 8), (8, 8), (16, 8), (24, 8), (32, 8)],
 }
 FIXABLE = {K_POOLHDR, K_POOLDESC, K_SUPER, K_BACKUP, K_DIRCHUNK, K_DIRENT, K_NAME}
 BOUNDARY = [0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0xfff, 0x1000, 0x2000, 0xffff, 0x10000,
@@ -66,7 +70,7 @@ def variants(rng, kind, off, size):
         d = rng.choice(DELTAS)
         yield record(kind, rng.randrange(16), PATCH_ADD, fix, off, struct.pack('<q', d))
     if size == 8:
-        target = rng.randrange(14)
+        target = rng.randrange(15)
         delta = rng.choice([0, 0, 16, -16, 8])
         yield record(kind, rng.randrange(16), PATCH_POINTER, fix, off,
                      bytes([target, rng.randrange(16)]) + struct.pack('<h', delta))
