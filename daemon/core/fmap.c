@@ -352,25 +352,34 @@ static bool node_empty(const struct pmfuse_mapnode *node)
 	return true;
 }
 
-static int unmap_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned level,
-		       uint64_t base, uint64_t fblock, uint64_t n,
-		       struct fmap_freed *freed, uint64_t *nfreed)
+/*
+ * A change to the leaves of a range that never adds blocks: unmap (leaves
+ * go, their runs are collected) or convert (unwritten leaves become
+ * written).  A leaf the range covers wholly is handed to whole_leaf; one it
+ * covers in part is split first.  Afterwards a node left empty goes, and a
+ * node whose 64 leaves are contiguous again in one state folds into one.
+ */
+struct range_change {
+	/* the range covers leaf e at *slot, of span blocks, wholly */
+	int (*whole_leaf)(struct range_change *c, uint64_t *slot, bool fresh, uint64_t e,
+			  uint64_t span);
+	bool (*leaf_untouched)(uint64_t e);	/* leave this leaf (and its blocks) as is */
+	struct fmap_freed *freed;		/* unmap */
+	uint64_t nfreed;
+};
+
+static int change_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned level,
+			uint64_t base, uint64_t fblock, uint64_t n, struct range_change *c)
 {
 	uint64_t span = fmap_span(level), e = *slot;
 	bool node_fresh = false;
 	int ret = entry_kind(p, e, level);
 
-	if (ret <= HOLE)
+	if (ret <= HOLE || (ret == LEAF && c->leaf_untouched && c->leaf_untouched(e)))
 		return ret;
 	if (ret == LEAF) {
-		if (fblock == base && n == span) {
-			ret = freed_add(freed, pmfuse_map_phys(e), span);
-			if (ret)
-				return ret;
-			*nfreed += span;
-			entry_set(slot, 0, fresh);
-			return 0;
-		}
+		if (fblock == base && n == span)
+			return c->whole_leaf(c, slot, fresh, e, span);
 		/* partial: split the leaf into 64 leaves one level down */
 		e = split_leaf(p, slot, fresh, level);
 		node_fresh = true;
@@ -379,8 +388,7 @@ static int unmap_range(const struct pool *p, uint64_t *slot, bool fresh, unsigne
 	uint64_t cspan = fmap_span(level - 1);
 	while (n) {
 		uint64_t idx, cbase, len = child_part(base, cspan, fblock, n, &idx, &cbase);
-		ret = unmap_range(p, &node->slot[idx], node_fresh, level - 1, cbase, fblock, len,
-				  freed, nfreed);
+		ret = change_range(p, &node->slot[idx], node_fresh, level - 1, cbase, fblock, len, c);
 		if (ret)
 			return ret;
 		fblock += len;
@@ -389,82 +397,84 @@ static int unmap_range(const struct pool *p, uint64_t *slot, bool fresh, unsigne
 	if (node_empty(node)) {
 		pool_tx_free(pmemobj_oid(node));
 		entry_set(slot, 0, fresh);
+	} else {
+		try_collapse(slot, fresh, node, cspan);
 	}
 	return 0;
 }
 
-int fmap_unmap(const struct pool *p, struct pmfuse_inode *pi,
-	       uint64_t fblock, uint64_t n, struct fmap_freed *freed)
-{
-	uint64_t nfreed = 0, span;
-	int ret;
-
-	if (pi->map_height > PMFUSE_MAP_MAX_HEIGHT)
-		return -EUCLEAN;
-	span = fmap_span(pi->map_height);
-	if (fblock >= span || n == 0)
-		return 0;
-	if (n > span - fblock)
-		n = span - fblock;
-	ret = huge_before_unmap(p, pi, fblock, fblock + n, &freed->huge);
-	if (ret)
-		return ret;
-	ret = unmap_range(p, &pi->map_root, false, pi->map_height, 0, fblock, n, freed, &nfreed);
-	if (ret)
-		return ret;
-	pmemobj_tx_add_range_direct(&pi->map_root, PMFUSE_INODE_MAP_SPAN);
-	if (pi->map_root == 0)
-		pi->map_height = 0;
-	if (nfreed) {
-		pmemobj_tx_add_range_direct(&pi->blocks, sizeof(pi->blocks));
-		pi->blocks = pi->blocks >= nfreed ? pi->blocks - nfreed : 0;
-	}
-	return 0;
-}
-
-static int convert_range(const struct pool *p, uint64_t *slot, bool fresh, unsigned level,
-			 uint64_t base, uint64_t fblock, uint64_t n)
-{
-	uint64_t e = *slot;
-	bool node_fresh = false;
-	int ret = entry_kind(p, e, level);
-
-	if (ret <= HOLE || (ret == LEAF && !pmfuse_map_is_unwritten(e)))
-		return ret;
-	if (ret == LEAF) {
-		if (fblock == base && n == fmap_span(level)) {
-			entry_set(slot, e & ~PMFUSE_MAP_UNWRITTEN, fresh);
-			return 0;
-		}
-		e = split_leaf(p, slot, fresh, level);
-		node_fresh = true;
-	}
-	struct pmfuse_mapnode *node = node_at(p, e);
-	uint64_t cspan = fmap_span(level - 1);
-	while (n) {
-		uint64_t idx, cbase, len = child_part(base, cspan, fblock, n, &idx, &cbase);
-		ret = convert_range(p, &node->slot[idx], node_fresh, level - 1, cbase, fblock, len);
-		if (ret)
-			return ret;
-		fblock += len;
-		n -= len;
-	}
-	try_collapse(slot, fresh, node, cspan);
-	return 0;
-}
-
-int fmap_convert(const struct pool *p, struct pmfuse_inode *pi, uint64_t fblock, uint64_t n)
+/* Clip [*fblock, +*n) to what the map covers: 1 if anything is left, 0, or -EUCLEAN. */
+static int clip_range(const struct pmfuse_inode *pi, uint64_t fblock, uint64_t *n)
 {
 	uint64_t span;
 
 	if (pi->map_height > PMFUSE_MAP_MAX_HEIGHT)
 		return -EUCLEAN;
 	span = fmap_span(pi->map_height);
-	if (fblock >= span || n == 0)
+	if (fblock >= span || *n == 0)
 		return 0;
-	if (n > span - fblock)
-		n = span - fblock;
-	return convert_range(p, &pi->map_root, false, pi->map_height, 0, fblock, n);
+	if (*n > span - fblock)
+		*n = span - fblock;
+	return 1;
+}
+
+static int unmap_leaf(struct range_change *c, uint64_t *slot, bool fresh, uint64_t e,
+		      uint64_t span)
+{
+	int ret = freed_add(c->freed, pmfuse_map_phys(e), span);
+
+	if (ret)
+		return ret;
+	c->nfreed += span;
+	entry_set(slot, 0, fresh);
+	return 0;
+}
+
+int fmap_unmap(const struct pool *p, struct pmfuse_inode *pi,
+	       uint64_t fblock, uint64_t n, struct fmap_freed *freed)
+{
+	struct range_change c = { .whole_leaf = unmap_leaf, .freed = freed };
+	int ret = clip_range(pi, fblock, &n);
+
+	if (ret <= 0)
+		return ret;
+	ret = huge_before_unmap(p, pi, fblock, fblock + n, &freed->huge);
+	if (ret)
+		return ret;
+	ret = change_range(p, &pi->map_root, false, pi->map_height, 0, fblock, n, &c);
+	if (ret)
+		return ret;
+	pmemobj_tx_add_range_direct(&pi->map_root, PMFUSE_INODE_MAP_SPAN);
+	if (pi->map_root == 0)
+		pi->map_height = 0;
+	if (c.nfreed) {
+		pmemobj_tx_add_range_direct(&pi->blocks, sizeof(pi->blocks));
+		pi->blocks = pi->blocks >= c.nfreed ? pi->blocks - c.nfreed : 0;
+	}
+	return 0;
+}
+
+static bool is_written(uint64_t e)
+{
+	return !pmfuse_map_is_unwritten(e);
+}
+
+static int convert_leaf(struct range_change *c, uint64_t *slot, bool fresh, uint64_t e,
+			uint64_t span)
+{
+	(void)c;
+	(void)span;
+	entry_set(slot, e & ~PMFUSE_MAP_UNWRITTEN, fresh);
+	return 0;
+}
+
+int fmap_convert(const struct pool *p, struct pmfuse_inode *pi, uint64_t fblock, uint64_t n)
+{
+	struct range_change c = { .whole_leaf = convert_leaf, .leaf_untouched = is_written };
+	int ret = clip_range(pi, fblock, &n);
+
+	return ret <= 0 ? ret : change_range(p, &pi->map_root, false, pi->map_height, 0, fblock,
+					       n, &c);
 }
 
 void fmap_freed_release(struct alloc *a, struct fmap_freed *f)
