@@ -145,10 +145,11 @@ def is_mounted(path):
         return any(line.split()[4] == path for line in f)
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
+    """A KiB line of /proc/PID/status: VmRSS, or RssAnon (not the mapped region)."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -556,14 +557,6 @@ SCALE_FULL = dict(regions=[64 * GiB, 1 << 40, 4 << 40], files=[100_000, 1_000_00
 SCALE_QUICK = dict(regions=[64 * GiB, 1 << 40], files=[100_000], falloc=2 * GiB)
 
 
-def rss_anon_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    return 0
-
-
 class ScaleRegion:
     """A sparse region file on /dev/shm, mounted by the daemonizing CLI (what a
     user runs), with timings of mkfs, mount, unclean mount and fsck."""
@@ -648,7 +641,7 @@ def run_scale(ctx, quick):
         row("mkfs, %s sparse region" % tag, r.mkfs(), "ms")
         row("mount, empty %s region" % tag, r.mount(), "ms")
         pid = r.pid()
-        row("daemon RssAnon, empty %s region" % tag, rss_anon_kib(pid) / 1024, "MiB")
+        row("daemon RssAnon, empty %s region" % tag, rss_kib(pid, "RssAnon") / 1024, "MiB")
         st = os.statvfs(r.mnt)
         row("statfs size / region, %s" % tag, 100.0 * st.f_blocks * st.f_frsize / size, "%")
         if size == cfg["regions"][0]:
@@ -680,10 +673,10 @@ def run_scale(ctx, quick):
         tag = "%dk files" % (n // 1000)
         row("mount, %s (clean)" % tag, r.mount(), "ms")
         pid = r.pid()
-        a0 = rss_anon_kib(pid)
+        a0 = rss_kib(pid, "RssAnon")
         sh([ctx.metabench, "stat", os.path.join(r.mnt, "d0"), str(min(per_dir, n))])
         row("daemon RssAnon per 100k cached inodes, %s" % tag,
-            (rss_anon_kib(pid) - a0) / 1024 * 100_000 / min(per_dir, n), "MiB")
+            (rss_kib(pid, "RssAnon") - a0) / 1024 * 100_000 / min(per_dir, n), "MiB")
         r.kill9()
         row("mount after kill -9, %s" % tag, r.mount(), "ms")
         r.umount()
