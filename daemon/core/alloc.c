@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,7 +80,7 @@ static int piece_attach(struct alloc *a, uint32_t id)
 	return 0;
 }
 
-int alloc_init(struct alloc *a, struct pool *p)
+int alloc_init(struct alloc *a, struct pool *p, bool attach)
 {
 	memset(a, 0, sizeof(*a));
 	pthread_mutex_init(&a->lock, NULL);
@@ -94,14 +95,226 @@ int alloc_init(struct alloc *a, struct pool *p)
 		alloc_destroy(a);
 		return -ENOMEM;
 	}
+	a->cursor = pool_backup_block(p);
+	if (!attach)
+		return 0;	/* alloc_decode() fills it */
 	for (uint32_t id = 1; id <= p->npiece; id++)
 		if (pool_piece(p, id)->live && piece_attach(a, id)) {
 			alloc_destroy(a);
 			return -ENOMEM;
 		}
 	alloc_claim(a, pool_backup_block(p), 1);
-	a->cursor = pool_backup_block(p);
 	return 0;
+}
+
+/* ------------------------------------------------- the clean-unmount record */
+
+/*
+ * A piece need not start on a 2 MiB boundary (run 0 of format 2 does not),
+ * so the record describes each piece in segments of 512 blocks from its own
+ * first block: a free count per segment, and the segment's bits (bit set =
+ * free) only when it is neither wholly free nor wholly used.
+ */
+#define SEG_BLOCKS 512u
+#define SEG_WORDS (SEG_BLOCKS / 64)
+
+/* 64 bits of the bitmap from block b on (past nblocks: 0). */
+static uint64_t get_bits(const struct alloc *a, uint64_t b)
+{
+	uint64_t i = b / 64, s = b % 64, nw = a->ngroups * WORDS_PER_GROUP;
+	uint64_t w = i < nw ? a->free[i] : 0;
+
+	if (!s)
+		return w;
+	return w >> s | (i + 1 < nw ? a->free[i + 1] << (64 - s) : 0);
+}
+
+/* OR bits (the low n of w) into the bitmap from block b on. */
+static void put_bits(struct alloc *a, uint64_t b, uint64_t w)
+{
+	uint64_t i = b / 64, s = b % 64;
+
+	a->free[i] |= w << s;
+	if (s && w >> (64 - s))
+		a->free[i + 1] |= w >> (64 - s);
+}
+
+/* The low n bits set (n <= 64). */
+static uint64_t low_bits(uint64_t n)
+{
+	return n >= 64 ? UINT64_MAX : (1ull << n) - 1;
+}
+
+/* One piece's part of the record, into out (NULL: count); its length in words. */
+static uint64_t encode_piece(const struct alloc *a, const struct pool_piece *pc, uint64_t *out)
+{
+	uint64_t b0 = pc->off >> PMFUSE_BLOCK_SHIFT, nb = pc->len >> PMFUSE_BLOCK_SHIFT;
+	uint64_t nseg = (nb + SEG_BLOCKS - 1) / SEG_BLOCKS, n = 2 + (nseg + 3) / 4;
+
+	if (out) {
+		out[0] = pc->off;
+		out[1] = pc->len;
+		memset(out + 2, 0, (nseg + 3) / 4 * sizeof(uint64_t));
+	}
+	for (uint64_t k = 0; k < nseg; k++) {
+		uint64_t len = nb - k * SEG_BLOCKS < SEG_BLOCKS ? nb - k * SEG_BLOCKS : SEG_BLOCKS;
+		uint64_t w[SEG_WORDS] = { 0 }, c = 0;
+		for (unsigned j = 0; j * 64 < len; j++) {
+			w[j] = get_bits(a, b0 + k * SEG_BLOCKS + j * 64) & low_bits(len - j * 64);
+			c += (uint64_t)__builtin_popcountll(w[j]);
+		}
+		if (out)
+			out[2 + k / 4] |= c << (16 * (k % 4));
+		if (c == 0 || c == len)
+			continue;
+		if (out)
+			memcpy(out + n, w, sizeof(w));
+		n += SEG_WORDS;
+	}
+	return n;
+}
+
+uint64_t alloc_encode(struct alloc *a, uint64_t *out, uint64_t *npieces)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&a->lock);
+	*npieces = 0;
+	for (uint32_t id = 1; id <= a->pool->npiece; id++) {
+		const struct pool_piece *pc = pool_piece(a->pool, id);
+		if (!pc->live)
+			continue;
+		n += encode_piece(a, pc, out ? out + n : NULL);
+		++*npieces;
+	}
+	pthread_mutex_unlock(&a->lock);
+	return n;
+}
+
+static int bad(char *why, size_t whylen, const char *what, uint64_t v)
+{
+	snprintf(why, whylen, "%s (%" PRIu64 ")", what, v);
+	return -EUCLEAN;
+}
+
+/*
+ * One piece's part of the record: its bits into the allocator (whose
+ * bitmap starts all used), or (compare) checked against the allocator's
+ * own encoding of the piece.
+ */
+static int decode_piece(struct alloc *a, const uint64_t *in, uint64_t avail, bool compare,
+			uint8_t *seen, uint64_t *used, char *why, size_t whylen)
+{
+	if (avail < 2)
+		return bad(why, whylen, "record ends inside a piece", avail);
+	uint64_t off = in[0], len = in[1];
+	uint32_t id = off % PMFUSE_BLOCK_SIZE || !len ? 0 :
+		      pool_piece_of(a->pool, off >> PMFUSE_BLOCK_SHIFT);
+	const struct pool_piece *pc = id ? pool_piece(a->pool, id) : NULL;
+
+	if (!pc || !pc->live || pc->off != off || pc->len != len || seen[id - 1])
+		return bad(why, whylen, "record names a data piece the pool does not have, at", off);
+	seen[id - 1] = 1;
+	uint64_t b0 = off >> PMFUSE_BLOCK_SHIFT, nb = len >> PMFUSE_BLOCK_SHIFT;
+	uint64_t nseg = (nb + SEG_BLOCKS - 1) / SEG_BLOCKS, n = 2 + (nseg + 3) / 4;
+	if (avail < n)
+		return bad(why, whylen, "record ends inside a piece", off);
+	for (uint64_t k = 0, w = n; k < nseg; k++) {
+		uint64_t c = in[2 + k / 4] >> (16 * (k % 4)) & 0xffff;
+		uint64_t slen = nb - k * SEG_BLOCKS < SEG_BLOCKS ? nb - k * SEG_BLOCKS : SEG_BLOCKS;
+		if (c == 0 || c == slen)
+			continue;
+		if (c > slen || avail < w + SEG_WORDS)
+			return bad(why, whylen, "record: a segment's free count is out of range, at",
+				   off);
+		n = w += SEG_WORDS;
+	}
+	if (compare) {
+		uint64_t *mine = malloc(n * sizeof(uint64_t));
+		if (!mine)
+			return -ENOMEM;
+		bool same = encode_piece(a, pc, mine) == n && !memcmp(mine, in, n * sizeof(uint64_t));
+		free(mine);
+		if (!same)
+			return bad(why, whylen, "record: free blocks differ from the file maps' in the "
+				   "data piece at", off);
+		*used = n;
+		return 0;
+	}
+	if (!pfree_fit(a, id))
+		return -ENOMEM;
+	a->pfree[id] = 0;
+	a->data_blocks += nb;
+	for (uint64_t k = 0, w = 2 + (nseg + 3) / 4; k < nseg; k++) {
+		uint64_t c = in[2 + k / 4] >> (16 * (k % 4)) & 0xffff, pop = 0;
+		uint64_t slen = nb - k * SEG_BLOCKS < SEG_BLOCKS ? nb - k * SEG_BLOCKS : SEG_BLOCKS;
+		for (unsigned j = 0; j * 64 < slen; j++) {
+			uint64_t bits = c == 0 ? 0 : c == slen ? UINT64_MAX : in[w + j];
+			bits &= low_bits(slen - j * 64);
+			pop += (uint64_t)__builtin_popcountll(bits);
+			put_bits(a, b0 + k * SEG_BLOCKS + j * 64, bits);
+		}
+		if (c != 0 && c != slen)
+			w += SEG_WORDS;
+		if (pop != c)
+			return bad(why, whylen, "record: a segment's count and bits disagree, at block",
+				   b0 + k * SEG_BLOCKS);
+		a->pfree[id] += c;
+		a->free_blocks += c;
+	}
+	*used = n;
+	return 0;
+}
+
+int alloc_decode(struct alloc *a, const uint64_t *in, uint64_t n, uint64_t npieces, bool compare,
+		 char *why, size_t whylen)
+{
+	struct pool *p = a->pool;
+	uint8_t *seen = calloc(p->npiece ? p->npiece : 1, 1);
+	uint64_t at = 0, live = 0;
+	int ret = 0;
+
+	if (!seen)
+		return -ENOMEM;
+	pthread_mutex_lock(&a->lock);
+	for (uint64_t k = 0; k < npieces && !ret; k++) {
+		uint64_t used;
+		ret = decode_piece(a, in + at, n - at, compare, seen, &used, why, whylen);
+		at += ret ? 0 : used;
+	}
+	for (uint32_t id = 1; id <= p->npiece; id++)
+		live += pool_piece(p, id)->live;
+	if (!ret && (live != npieces || at != n))
+		ret = bad(why, whylen, "record: data pieces or length differ from the pool's", live);
+	if (!ret && bit_test(a->free, pool_backup_block(p)))
+		ret = bad(why, whylen, "record: the backup superblock's block is free", 0);
+	/* a group's count is its bits, whichever pieces they came from */
+	for (uint32_t id = 1; !ret && !compare && id <= p->npiece; id++) {
+		const struct pool_piece *pc = pool_piece(p, id);
+		if (!pc->live)
+			continue;
+		uint64_t b0 = pc->off >> PMFUSE_BLOCK_SHIFT, b1 = b0 + (pc->len >> PMFUSE_BLOCK_SHIFT);
+		for (uint64_t g = b0 / GROUP_BLOCKS; g * GROUP_BLOCKS < b1; g++) {
+			uint64_t c = 0;
+			for (unsigned k = 0; k < WORDS_PER_GROUP; k++)
+				c += (uint64_t)__builtin_popcountll(a->free[g * WORDS_PER_GROUP + k]);
+			a->group_free[g] = (uint16_t)c;
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+	free(seen);
+	return ret;
+}
+
+bool alloc_is_used(struct alloc *a, uint64_t phys, uint64_t n)
+{
+	bool ok = phys < a->nblocks && n <= a->nblocks - phys;
+
+	pthread_mutex_lock(&a->lock);
+	for (uint64_t b = phys; ok && b < phys + n; b++)
+		ok = !bit_test(a->free, b);
+	pthread_mutex_unlock(&a->lock);
+	return ok;
 }
 
 void alloc_destroy(struct alloc *a)

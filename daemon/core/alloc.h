@@ -55,7 +55,8 @@ struct alloc_run {
 	uint64_t len;
 };
 
-int alloc_init(struct alloc *a, struct pool *p);
+/* attach: every live piece's blocks free (a rebuild claims what files use) */
+int alloc_init(struct alloc *a, struct pool *p, bool attach);
 void alloc_destroy(struct alloc *a);
 
 /* Mount scan: claim blocks referenced by a file; -EUCLEAN if already claimed. */
@@ -91,6 +92,19 @@ void alloc_area(struct alloc *a, uint64_t *blocks, uint64_t *pieces, uint64_t *a
 		uint64_t *removed);
 /* Blocks in use by files (data blocks of the pieces, less the free ones). */
 uint64_t alloc_used_blocks(struct alloc *a);
+
+/*
+ * The clean-unmount record's part (format.h, struct pmfuse_record): encode
+ * the live pieces' free space into out (NULL: only count), returning the
+ * words and the pieces; decode it into an allocator made with attach false,
+ * or (compare) check it against a rebuilt one.  -EUCLEAN with why set when
+ * the record does not fit the pool or disagrees.
+ */
+uint64_t alloc_encode(struct alloc *a, uint64_t *out, uint64_t *npieces);
+int alloc_decode(struct alloc *a, const uint64_t *in, uint64_t n, uint64_t npieces, bool compare,
+		 char *why, size_t whylen);
+/* Are blocks [phys, +n) all in use (a file's, by the lazy check of its map)? */
+bool alloc_is_used(struct alloc *a, uint64_t phys, uint64_t n);
 
 static inline void alloc_huge_add(struct alloc *a, int64_t n2m, int64_t n1g)
 {

@@ -167,6 +167,15 @@ struct fs {
 	_Atomic uint64_t ichunk_limit;
 	uint64_t used_inodes;
 
+	/*
+	 * Mounted from the clean-unmount record (record.c): no inode was read
+	 * at mount, so each is validated on its first inode_get() -- ivalid
+	 * bit set once it passed, ibad once it failed (reported once).
+	 */
+	bool lazy;
+	_Atomic uint64_t *ivalid, *ibad;
+	const char *mount_state;	/* "record", "verified" or "rebuilt" */
+
 	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */
 	pthread_mutex_t rename_lock;
 };
@@ -181,6 +190,28 @@ struct fs {
 int fs_attach(struct fs **out, const struct pool *pool, int (*claim)(void *ctx, struct alloc *a),
 	      bool (*usable)(void *ctx, uint64_t chunk), void *ctx, char *why, size_t whylen);
 void fs_detach(struct fs *fs);
+
+/*
+ * The clean-unmount record (record.c, format.h struct pmfuse_record).
+ * record_write(): at unmount, with nothing cached, write the record and
+ * mark the superblock clean in one transaction (-errno: nothing written).
+ * record_load(): at mount, before anything else reads the table: 1 if the
+ * record was sound and fs's inode numbers, allocator and counters came from
+ * it; 0 if the mount must rebuild (why says why, "" when there was none).
+ * record_check(): compare the record with fs's state as rebuilt from the
+ * inodes and maps (counters too when counters): 0 agree, -EUCLEAN (why) it
+ * is damaged or disagrees, -ENOENT there is none the mount would use (and
+ * it is not damaged: the region's state makes the mount rebuild anyway).  record_drop(): free it, in its own transaction
+ * (a mount's first change to the region); object says the offset is known
+ * to be an allocated object.
+ */
+int record_write(struct fs *fs);
+/* The checks a mount from the record defers to an inode's first use (fs.c). */
+int fs_check_inode(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi, char *why,
+		   size_t whylen);
+int record_load(struct fs *fs, char *why, size_t whylen);
+int record_check(struct fs *fs, bool counters, char *why, size_t whylen);
+int record_drop(struct pool *p, bool object);
 
 /* inode table, cache and lifetime (inode.c); see struct inode */
 struct inode *inode_get(struct fs *fs, uint64_t ino);	/* +1 ref, NULL if free */
@@ -200,10 +231,11 @@ void inode_to_attr(const struct inode *in, struct fs_attr *attr);
 /*
  * List the free inode numbers (and count the used ones) of the table.  With
  * usable NULL every record is validated (a mount); otherwise chunks it
- * refuses are skipped and records are trusted (fsck checked them).
+ * refuses are skipped and records are trusted (fsck checked them).  With
+ * used (a clean-unmount record's masks, record.c) no record is read.
  */
 int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), void *ctx,
-		     char *why, size_t whylen);
+		     const uint64_t *used, char *why, size_t whylen);
 int inode_alloc_ino(struct fs *fs, uint64_t *ino);	/* before the tx */
 void inode_release_ino(struct fs *fs, uint64_t ino);	/* after abort or free */
 /* In a transaction: */

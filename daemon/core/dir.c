@@ -42,19 +42,19 @@ int dir_claim_objects(const struct pool *p, struct pool_objects *po,
 	if (!pi->dir_off)
 		return 0;
 	if (!dir_tab_ok(p, pi) ||
-	    !pool_objects_claim(po, pi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t)))
+	    !pool_object_ok(p, po, pi->dir_off, sizeof(*t) + t->cap * sizeof(uint64_t)))
 		return -EUCLEAN;
 	for (uint64_t c = 0; c < t->nchunks; c++) {
 		const struct pmfuse_dirchunk *ch;
 		/* no pointer to it before it is known to be in the pool */
 		if (!pool_struct_ok(p, t->chunk[c], sizeof(*ch)) ||
-		    !pool_objects_claim(po, t->chunk[c], sizeof(*ch)))
+		    !pool_object_ok(p, po, t->chunk[c], sizeof(*ch)))
 			return -EUCLEAN;
 		ch = pool_ptr(p, t->chunk[c]);
 		for (unsigned i = 0; i < PMFUSE_DIRENTS_PER_CHUNK; i++) {
 			const struct pmfuse_dirent *de = &ch->ent[i];
 			if (de->ino && de->name_len > PMFUSE_INLINE_NAME &&
-			    !pool_objects_claim(po, de->name_off, de->name_len))
+			    !pool_object_ok(p, po, de->name_off, de->name_len))
 				return -EUCLEAN;
 		}
 	}

@@ -49,8 +49,9 @@ void dir_remove_done(struct inode *dir, uint32_t slot, uint64_t hash, bool commi
 void dir_tx_retarget(struct pmfuse_dirent *de, uint64_t ino, unsigned type);
 void dir_tx_destroy(struct fs *fs, struct pmfuse_inode *pi);
 /*
- * Claim (pool_objects_claim) every object a directory's removal could free:
- * its table, its chunks, the long names of its live entries.  0 or -EUCLEAN.
+ * Claim (pool_object_ok: with po NULL, range-check) every object a
+ * directory's removal could free: its table, its chunks, the long names of
+ * its live entries.  0 or -EUCLEAN.
  */
 int dir_claim_objects(const struct pool *p, struct pool_objects *po,
 		      const struct pmfuse_inode *pi);

@@ -51,13 +51,65 @@ static int count_node(void *ctx, uint64_t off)
 static int claim_objects(const struct pool *p, struct pool_objects *objs,
 			 const struct pmfuse_inode *pi)
 {
-	if (pi->xattr_off && !pool_objects_claim(objs, pi->xattr_off, sizeof(struct pmfuse_xattrs)))
+	if (pi->xattr_off && !pool_object_ok(p, objs, pi->xattr_off, sizeof(struct pmfuse_xattrs)))
 		return -EUCLEAN;
 	if (S_ISLNK(pi->mode) && pi->size > PMFUSE_INLINE_SYMLINK &&
-	    !pool_objects_claim(objs, pi->dir_off, pi->size))
+	    !pool_object_ok(p, objs, pi->dir_off, pi->size))
 		return -EUCLEAN;
 	if (S_ISDIR(pi->mode))
 		return dir_claim_objects(p, objs, pi);
+	return 0;
+}
+
+/* The lazy check of a file map (fs_check_inode): each block in use, each node in range. */
+struct used_ctx {
+	struct fs *fs;
+	uint64_t nodes_left;	/* a damaged map sharing nodes must not loop for ever */
+};
+
+static int used_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n, bool unwritten)
+{
+	struct used_ctx *c = ctx;
+
+	(void)fblock;
+	(void)unwritten;
+	return alloc_is_used(&c->fs->alloc, phys, n) ? 0 : -EUCLEAN;
+}
+
+static int used_node(void *ctx, uint64_t off)
+{
+	struct used_ctx *c = ctx;
+
+	if (!pool_struct_ok(&c->fs->pool, off, sizeof(struct pmfuse_mapnode)))
+		return -EUCLEAN;
+	return c->nodes_left-- ? 0 : -EUCLEAN;
+}
+
+int fs_check_inode(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi, char *why,
+		   size_t whylen)
+{
+	int ret = inode_validate(&fs->pool, ino, pi, why, whylen);
+
+	if (ret)
+		return ret;
+	/* a clean record lists no orphan: a flag on one is damage here */
+	if (pi->flags & PMFUSE_IF_ORPHAN) {
+		snprintf(why, whylen, "inode %" PRIu64 ": an orphan that no list holds", ino);
+		return -EUCLEAN;
+	}
+	if (S_ISREG(pi->mode)) {
+		struct used_ctx c = { fs, fs->pool.size / sizeof(struct pmfuse_mapnode) };
+		if (fmap_walk(&fs->pool, pi, used_leaf, used_node, &c)) {
+			snprintf(why, whylen, "inode %" PRIu64 ": its file map is damaged, or names "
+				 "blocks the allocator has free", ino);
+			return -EUCLEAN;
+		}
+	}
+	if (claim_objects(&fs->pool, NULL, pi)) {
+		snprintf(why, whylen, "inode %" PRIu64 ": an xattr, symlink or directory offset "
+			 "is out of range", ino);
+		return -EUCLEAN;
+	}
 	return 0;
 }
 
@@ -190,7 +242,7 @@ static int cache_init(struct fs *fs, char *why, size_t whylen)
  * (reclaim) each is written back first, and unlinked ones still open are
  * reclaimed now; fsck's detach only frees.
  */
-static void cache_fini(struct fs *fs, bool reclaim)
+static void cache_retire(struct fs *fs, bool reclaim)
 {
 	for (uint64_t ino = 0; fs->icache && ino < inode_limit(fs); ino++) {
 		/*
@@ -206,29 +258,36 @@ static void cache_fini(struct fs *fs, bool reclaim)
 		if (reclaim)
 			inode_retire(fs, in);
 		inode_free(in);
+		atomic_store(&fs->icache[ino], NULL);
 	}
+}
+
+/* ... and the cache itself. */
+static void cache_fini(struct fs *fs, bool reclaim)
+{
+	cache_retire(fs, reclaim);
 	free(fs->icache);
 	free(fs->ifree);
+	free(fs->ivalid);
+	free(fs->ibad);
 }
 
 /*
- * What a mount checks and builds from the media: the inode table, the root,
- * the allocator, and one walk of every file map and object (blocks and
- * objects claimed once, huge extents counted, orphans listed).
+ * What a mount checks and builds from the media without a record: the
+ * inode table, the allocator, and one walk of every file map and object
+ * (blocks and objects claimed once, huge extents counted, orphans listed).
+ * *record_obj: the superblock's record offset is an allocated object.
  */
-static int load(struct fs *fs, uint64_t **orphans, size_t *norphans, char *why, size_t whylen)
+static int rebuild(struct fs *fs, uint64_t **orphans, size_t *norphans, bool *record_obj,
+		   char *why, size_t whylen)
 {
 	struct pool_objects objs;
-	int ret = inode_load_table(fs, NULL, NULL, why, whylen);
+	uint64_t roff = fs->pool.sb->record_off;
+	int ret = inode_load_table(fs, NULL, NULL, NULL, why, whylen);
 
 	if (ret)
 		return ret;
-	struct pmfuse_inode *root = inode_record(fs, PMFUSE_ROOT_INO);
-	if (!root || !S_ISDIR(root->mode)) {
-		snprintf(why, whylen, "root inode is missing or not a directory");
-		return -EUCLEAN;
-	}
-	ret = alloc_init(&fs->alloc, &fs->pool);
+	ret = alloc_init(&fs->alloc, &fs->pool, true);
 	if (ret) {
 		snprintf(why, whylen, "out of memory for the block allocator");
 		return ret;
@@ -244,8 +303,86 @@ static int load(struct fs *fs, uint64_t **orphans, size_t *norphans, char *why, 
 	} else {
 		ret = scan_files(fs, &objs, orphans, norphans, why, whylen);
 	}
+	/* after the files: an offset a file claimed is not the record's to free */
+	if (!ret && roff)
+		*record_obj = pool_objects_claim(&objs, roff, sizeof(struct pmfuse_record));
 	pool_objects_free(&objs);
 	return ret;
+}
+
+/*
+ * Tests (PMFUSE_VERIFY_RECORD=1): a mount that took the clean-unmount
+ * record also rebuilds, into a struct fs of its own, and refuses to mount
+ * unless the two agree in every inode number, block and counter.
+ */
+static int verify_record(struct fs *fs, char *why, size_t whylen)
+{
+	struct fs *t = calloc(1, sizeof(*t));
+	uint64_t *orphans = NULL;
+	size_t norphans = 0;
+	bool obj = false;
+	char rwhy[POOL_WHY];
+	int ret;
+
+	if (!t)
+		return -ENOMEM;
+	t->pool = fs->pool;
+	ret = cache_init(t, why, whylen);
+	if (!ret) {
+		ret = rebuild(t, &orphans, &norphans, &obj, rwhy, sizeof(rwhy));
+		if (!ret && (ret = record_check(t, true, rwhy, sizeof(rwhy))) == -ENOENT)
+			snprintf(rwhy, sizeof(rwhy), "it was used, then found unusable");
+		if (!ret && (norphans || !obj))
+			ret = -EUCLEAN, snprintf(rwhy, sizeof(rwhy), "orphans, or not an object");
+		if (ret)
+			snprintf(why, whylen, "the clean-unmount record disagrees with a rebuild: %s",
+				 rwhy);
+		alloc_destroy(&t->alloc);
+	}
+	cache_fini(t, false);
+	free(orphans);
+	free(t);
+	return ret ? -EUCLEAN : 0;
+}
+
+/*
+ * What a mount builds from the media: after a clean unmount from its
+ * record (record.c), otherwise by rebuild(); then checks the root.
+ */
+static int load(struct fs *fs, uint64_t **orphans, size_t *norphans, bool *record_obj,
+		char *why, size_t whylen)
+{
+	struct pmfuse_super *sb = fs->pool.sb;
+	const char *v = getenv("PMFUSE_VERIFY_RECORD");
+	char rwhy[POOL_WHY];
+	int ret = record_load(fs, rwhy, sizeof(rwhy));
+
+	*record_obj = ret == 1;
+	if (ret < 0) {
+		snprintf(why, whylen, "out of memory for the clean-unmount record");
+		return ret;
+	}
+	if (ret == 1) {
+		fs->mount_state = "record";
+		if (v && *v == '1') {
+			if ((ret = verify_record(fs, why, whylen)))
+				return ret;
+			fs->mount_state = "verified";
+		}
+	} else {
+		if (sb->record_off && sb->state == PMFUSE_STATE_CLEAN)
+			log_notice("clean-unmount record not used (%s): rebuilding from the inodes",
+				   rwhy);
+		fs->mount_state = "rebuilt";
+		if ((ret = rebuild(fs, orphans, norphans, record_obj, why, whylen)))
+			return ret;
+	}
+	struct pmfuse_inode *root = inode_record(fs, PMFUSE_ROOT_INO);
+	if (!root || !S_ISDIR(root->mode)) {
+		snprintf(why, whylen, "root inode is missing or not a directory");
+		return -EUCLEAN;
+	}
+	return 0;
 }
 
 /* Files unlinked while open when the last session ended go now. */
@@ -291,8 +428,15 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		ret = -EINVAL;
 		goto out_region;
 	}
-	if ((ret = cache_init(fs, why, whylen)) || (ret = load(fs, &orphans, &norphans, why, whylen)))
+	bool record_obj;
+	if ((ret = cache_init(fs, why, whylen)) ||
+	    (ret = load(fs, &orphans, &norphans, &record_obj, why, whylen)))
 		goto out_cache;
+	/* the first change to the region: a record never outlives what it describes */
+	if ((ret = record_drop(&fs->pool, record_obj))) {
+		snprintf(why, whylen, "cannot drop the clean-unmount record");
+		goto out_cache;
+	}
 	t_scan = ms_since(&t0);
 	ret = zero_init(fs);
 	if (ret) {
@@ -311,8 +455,8 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	}
 	alloc_trim(&fs->alloc);
 	if (unclean)
-		log_notice("%s was not cleanly unmounted: pool recovered, %zu orphan inode(s) reclaimed",
-			   path, norphans);
+		log_notice("%s was not cleanly unmounted: pool recovered, free space and inodes "
+			   "rebuilt from the file maps, %zu orphan inode(s) reclaimed", path, norphans);
 	else if (norphans)
 		log_notice("%s: %zu orphan inode(s) reclaimed", path, norphans);
 	if ((ret = set_state(fs, PMFUSE_STATE_MOUNTED))) {
@@ -325,14 +469,15 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	 * -- its name hash thrown away -- after every operation on it.
 	 */
 	if (!(fs->root = inode_get(fs, PMFUSE_ROOT_INO))) {
-		snprintf(why, whylen, "out of memory for the root inode");
+		snprintf(why, whylen, "the root inode is damaged (see the log), or no memory for it");
 		ret = -ENOMEM;
 		goto out_zero;
 	}
 	/* where a slow mount spends its time (pmfuse -o log_level=debug) */
 	log_debug("mount: pmemobj_open %.1f ms, inode table, objects and file maps %.1f ms "
-		  "(%" PRIu64 " inode slots), orphans and superblock %.1f ms",
-		  t_pool, t_scan - t_pool, fs->max_inodes, ms_since(&t0) - t_scan);
+		  "(%" PRIu64 " inode slots, %s), orphans and superblock %.1f ms",
+		  t_pool, t_scan - t_pool, fs->max_inodes, fs->mount_state,
+		  ms_since(&t0) - t_scan);
 	fault_arm_from_env();		/* tests only: PMFUSE_FAULT_ALLOC, _CRASH */
 	free(orphans);
 	*out = fs;
@@ -363,19 +508,26 @@ void fs_unmount(struct fs *fs)
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	/* a clean unmount leaves nothing dirty, and no orphan, behind */
-	cache_fini(fs, true);
+	cache_retire(fs, true);
 	t_cache = ms_since(&t0);
-	if (set_state(fs, PMFUSE_STATE_CLEAN))
+	/* the record and the clean state are one transaction; without it, the next mount rebuilds */
+	int rec = record_write(fs);
+	if (rec)
+		log_info("no clean-unmount record written (%s): the next mount rebuilds",
+			 strerror(-rec));
+	if (rec && set_state(fs, PMFUSE_STATE_CLEAN))
 		log_err("cannot mark the superblock clean; the next mount will recover");
 	t_state = ms_since(&t0);
-	log_info("unmounted: %" PRId64 " dirty page(s) flushed, superblock marked clean", dirty);
+	cache_fini(fs, false);
+	log_info("unmounted: %" PRId64 " dirty page(s) flushed, superblock marked clean%s", dirty,
+		 rec ? "" : ", clean-unmount record written");
 	zero_fini(fs);
 	alloc_destroy(&fs->alloc);
 	region_close(&fs->region);
 	t_region = ms_since(&t0);
 	pool_close(&fs->pool);
 	/* the region stays locked until here: a mount waiting for it waits this long */
-	log_debug("unmount: inodes %.1f ms, superblock %.1f ms, allocator and region %.1f ms, "
+	log_debug("unmount: inodes %.1f ms, record and superblock %.1f ms, allocator and region %.1f ms, "
 		  "pmemobj_close %.1f ms", t_cache, t_state - t_cache, t_region - t_state,
 		  ms_since(&t0) - t_region);
 	free(fs);
@@ -393,13 +545,13 @@ int fs_attach(struct fs **out, const struct pool *pool, int (*claim)(void *ctx, 
 	ret = cache_init(fs, why, whylen);
 	if (ret)
 		goto fail;
-	ret = alloc_init(&fs->alloc, &fs->pool);
+	ret = alloc_init(&fs->alloc, &fs->pool, true);
 	if (ret) {
 		snprintf(why, whylen, "out of memory for the block allocator");
 		goto fail;
 	}
 	if ((ret = claim(ctx, &fs->alloc)) ||
-	    (ret = inode_load_table(fs, usable, ctx, why, whylen))) {
+	    (ret = inode_load_table(fs, usable, ctx, NULL, why, whylen))) {
 		alloc_destroy(&fs->alloc);
 		goto fail;
 	}

@@ -35,6 +35,38 @@ static pthread_mutex_t *stripe(struct fs *fs, uint64_t ino)
 	return &fs->istripe[ino % 64];
 }
 
+static bool bit_get(_Atomic uint64_t *bm, uint64_t ino)
+{
+	return atomic_load_explicit(&bm[ino / 64], memory_order_relaxed) >> (ino % 64) & 1;
+}
+
+static void bit_set(_Atomic uint64_t *bm, uint64_t ino)
+{
+	atomic_fetch_or_explicit(&bm[ino / 64], 1ull << (ino % 64), memory_order_relaxed);
+}
+
+/*
+ * Mounted from the clean-unmount record, no inode was read at mount: each
+ * gets the mount's checks the first time it is instantiated (under its
+ * stripe lock, so once).  A damaged one is reported once and never served.
+ */
+static bool lazy_valid(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi)
+{
+	char why[POOL_WHY];
+
+	if (!fs->lazy || bit_get(fs->ivalid, ino))
+		return true;
+	if (bit_get(fs->ibad, ino))
+		return false;
+	if (fs_check_inode(fs, ino, pi, why, sizeof(why))) {
+		bit_set(fs->ibad, ino);
+		log_err("%s; the inode is not served: run fsck.pmfuse", why);
+		return false;
+	}
+	bit_set(fs->ivalid, ino);
+	return true;
+}
+
 struct inode *inode_get(struct fs *fs, uint64_t ino)
 {
 	struct inode *in;
@@ -47,7 +79,8 @@ struct inode *inode_get(struct fs *fs, uint64_t ino)
 		pthread_cond_wait(&fs->istripe_wait[ino % 64], stripe(fs, ino));
 	if (!in) {
 		struct pmfuse_inode *pi = inode_record(fs, ino);
-		if (!pi || pi->mode == 0 || !(in = calloc(1, sizeof(*in)))) {
+		if (!pi || pi->mode == 0 || !lazy_valid(fs, ino, pi) ||
+		    !(in = calloc(1, sizeof(*in)))) {
 			pthread_mutex_unlock(stripe(fs, ino));
 			return NULL;
 		}
@@ -445,6 +478,16 @@ int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 	}
 	*ino = fs->ifree[--fs->nifree];
 	fs->used_inodes++;
+	/*
+	 * Free numbers from a clean-unmount record were not read at mount:
+	 * a slot in use (the record lied) is never handed out.
+	 */
+	if (fs->lazy && inode_record(fs, *ino) && inode_record(fs, *ino)->mode) {
+		log_err("inode %" PRIu64 " is in use but the clean-unmount record listed it "
+			"free; run fsck.pmfuse", *ino);
+		pthread_mutex_unlock(&fs->itable_lock);
+		return inode_alloc_ino(fs, ino);
+	}
 out:
 	pthread_mutex_unlock(&fs->itable_lock);
 	return ret;
@@ -526,7 +569,7 @@ int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed)
 }
 
 int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), void *ctx,
-		     char *why, size_t whylen)
+		     const uint64_t *used, char *why, size_t whylen)
 {
 	struct pool *p = &fs->pool;
 	/* what the geometry says (a mount checked the table holds as many) */
@@ -553,6 +596,11 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 	for (uint64_t c = 0; c < nchunks; c++) {
 		uint64_t off = p->itable->chunk[c];
 		if (!off) {
+			if (used && used[c]) {
+				snprintf(why, whylen, "record: inode chunk %" PRIu64 " does not exist "
+					 "but has inodes in use", c);
+				return -EUCLEAN;
+			}
 			if (!seen_hole)
 				fs->next_chunk = c;
 			seen_hole = true;
@@ -569,6 +617,13 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 			struct pmfuse_inode *pi = (struct pmfuse_inode *)pool_ptr(p, off) + i;
 			if (ino == 0)
 				continue;
+			if (used) {	/* the clean-unmount record: no record is read */
+				if (used[c] >> i & 1)
+					fs->used_inodes++;
+				else
+					fs->ifree[fs->nifree++] = ino;
+				continue;
+			}
 			if (pi->mode == 0) {
 				fs->ifree[fs->nifree++] = ino;
 				continue;

@@ -327,6 +327,11 @@ bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len)
 	return true;
 }
 
+bool pool_object_ok(const struct pool *p, struct pool_objects *po, uint64_t off, uint64_t len)
+{
+	return po ? pool_objects_claim(po, off, len) : pool_meta_range_ok(p, off, len);
+}
+
 void pool_objects_free(struct pool_objects *po)
 {
 	free(po->o);

@@ -243,6 +243,12 @@ struct pool_objects {
 int pool_objects_load(const struct pool *p, struct pool_objects *po);
 /* Is off the start of an object of at least len bytes that nothing claimed yet?  Claims it. */
 bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len);
+/*
+ * The check a metadata offset of an inode gets: claimed from po (a mount
+ * that listed the heap), or, with po NULL (an inode validated on first
+ * use), only in range.
+ */
+bool pool_object_ok(const struct pool *p, struct pool_objects *po, uint64_t off, uint64_t len);
 void pool_objects_free(struct pool_objects *po);
 /*
  * Mount: claim the objects of the table's pieces (-EUCLEAN if one is not an

@@ -110,7 +110,7 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			"\ngranularity %s\nmode %s\nmounted_at %" PRIu64
 			"\ndata_area_blocks %" PRIu64 "\ndata_pieces %" PRIu64
 			"\npieces_added %" PRIu64 "\npieces_removed %" PRIu64
-			"\nmetadata_bytes %" PRId64 "\n",
+			"\nmetadata_bytes %" PRId64 "\nmount_state %s\n",
 			atomic_load(&fs->stats.flush_bytes), atomic_load(&fs->stats.flush_calls),
 			atomic_load(&fs->stats.drains), atomic_load(&fs->stats.dirty_pages),
 			atomic_load(&fs->stats.zero_bytes_served),
@@ -119,7 +119,7 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			(uint64_t)sv.f_bfree, h2, h1, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
 			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback",
 			fs->pool.sb->last_mount, data, pieces, added, removed,
-			atomic_load(&fs->pool.meta_bytes));
+			atomic_load(&fs->pool.meta_bytes), fs->mount_state ? fs->mount_state : "-");
 	if (n >= 0 && (size_t)n < size && fs->stats_extra) {
 		int m = fs->stats_extra(buf + n, size - (size_t)n);
 		/* a cut-off tail is not counted: the caller copies n bytes of buf */

@@ -99,7 +99,42 @@ struct pmfuse_super {
 	 * it are not (chunks are never freed): a mount reads only what is used
 	 */
 	uint64_t ichunk_hwm;
-	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 48];
+	/*
+	 * v3: the clean-unmount record (struct pmfuse_record), 0 = none.  Set
+	 * only in the transaction that marks the region clean, dropped by a
+	 * mount before it changes anything: a record that exists is never
+	 * older than the state it describes.
+	 */
+	uint64_t record_off;
+	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 56];
+};
+
+/*
+ * The clean-unmount record: what a mount would otherwise rebuild by reading
+ * every inode and file map (as NOVA saves its allocator at unmount).  It is
+ * trusted only when the superblock says clean, its stamp equals
+ * sb->mount_count, and its checksum holds; otherwise the mount rebuilds.
+ * data[] holds, in order:
+ *   ichunks words: per inode chunk, bit i set = inode chunk*64+i in use;
+ *   per live data piece (any order): its off and len (bytes); then, for
+ *   its blocks in segments of 512 from its first (a piece need not start
+ *   on a 2 MiB boundary), each segment's free-block count, four u16 to a
+ *   word; then the 8 bitmap words (bit set = free) of each segment that is
+ *   neither wholly free nor wholly used, in order.
+ */
+#define PMFUSE_RECORD_MAGIC	0x44524f4345524d50ULL	/* "PMRECORD" LE */
+
+struct pmfuse_record {
+	uint64_t magic;
+	uint64_t words;			/* of data[] */
+	uint64_t mount_count;		/* sb->mount_count when written */
+	uint64_t ichunks;		/* inode chunk masks: sb->ichunk_hwm */
+	uint64_t used_inodes;
+	int64_t huge_2m, huge_1g;	/* huge extents in all files */
+	int64_t meta_bytes;		/* metadata objects, this record excluded */
+	uint64_t npieces;		/* live data pieces described */
+	uint64_t checksum;		/* pmfuse_record_sum() */
+	uint64_t data[];
 };
 
 /*
@@ -270,6 +305,23 @@ static inline uint64_t pmfuse_fnv1a(const void *p, uint64_t n, uint64_t h)
 	return h;
 }
 #define PMFUSE_FNV_INIT 0xcbf29ce484222325ULL
+
+/* FNV-1a over 64-bit words: the record's checksum (megabytes at each mount) */
+static inline uint64_t pmfuse_fnv1a_words(const uint64_t *w, uint64_t n, uint64_t h)
+{
+	while (n--)
+		h = (h ^ *w++) * 0x100000001b3ULL;
+	return h;
+}
+
+/* The record's header up to its checksum, then data[]. */
+static inline uint64_t pmfuse_record_sum(const struct pmfuse_record *r)
+{
+	uint64_t h = pmfuse_fnv1a_words(&r->magic, offsetof(struct pmfuse_record, checksum) / 8,
+					PMFUSE_FNV_INIT);
+
+	return pmfuse_fnv1a_words(r->data, r->words, h);
+}
 
 /*
  * Snapshot ranges.  A transaction that changes several adjacent fields

@@ -106,7 +106,7 @@ struct dangling {
 enum mode { M_CHECK, M_ASK, M_PREEN, M_YES };
 
 enum fix { FX_ORPHANS = 1, FX_DANGLING, FX_RECLAIM, FX_REATTACH, FX_COUNTS, FX_LEAK, FX_STATE,
-	   FX_HWM };
+	   FX_HWM, FX_RECORD };
 
 #define MAX_ROUNDS 12	/* each round: check, then repair what that check justifies */
 
@@ -174,6 +174,8 @@ struct fsck {
 	uint64_t hwm_want;	/* format 3: the inode table high-water mark it should have,
 				 * when it has another (0: right) */
 	uint64_t lf_ino;	/* root entry "lost+found", 0 = none */
+	bool record_obj;	/* sb->record_off is an allocated object, the record's alone */
+	bool record_bad;	/* the clean-unmount record is unusable or disagrees */
 	struct dangling *dang;
 	size_t ndang, dangcap;
 	/*
@@ -253,6 +255,10 @@ void check_reachability(struct fsck *f);
 /* space.c: passes 5 and 6 */
 void check_dups(struct fsck *f);
 void check_objects(struct fsck *f);
+void check_record(struct fsck *f);
+/* for fs_attach(): the blocks the check found in use, the inode chunks it could read */
+int claim_checked_blocks(void *ctx, struct alloc *a);
+bool chunk_checked_ok(void *ctx, uint64_t c);
 void on_alarm(int sig);
 void summary(struct fsck *f, uint64_t used_blocks, uint64_t capacity);
 

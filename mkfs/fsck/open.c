@@ -205,6 +205,7 @@ void run_check(struct fsck *f)
 	check_links(f);
 	check_dups(f);
 	check_objects(f);
+	check_record(f);
 
 	for (uint64_t w = 0; w < f->nwords; w++)
 		f->used_blocks += popcount(f->bmap[w]);

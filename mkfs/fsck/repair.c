@@ -77,7 +77,25 @@ static void declined_add(struct fsck *f, uint64_t key)
  * others need -y or a "yes" on the terminal.  A repair refused once is not
  * offered again in a later round.
  */
+static bool ask_fix(struct fsck *f, bool safe, enum fix kind, uint64_t id, const char *what);
+
+/*
+ * ... and before the first repair is made, the clean-unmount record goes:
+ * it describes the region as it was (derived data, like a cache: dropping
+ * it is not a repair of its own, the next mount rebuilds).
+ */
 static bool may_fix(struct fsck *f, bool safe, enum fix kind, uint64_t id, const char *what)
+{
+	if (!ask_fix(f, safe, kind, id, what))
+		return false;
+	if (kind != FX_RECORD && f->p->sb->record_off && record_drop(f->p, f->record_obj)) {
+		printf("%s: cannot drop the clean-unmount record: no repairs\n", f->region);
+		return false;
+	}
+	return true;
+}
+
+static bool ask_fix(struct fsck *f, bool safe, enum fix kind, uint64_t id, const char *what)
 {
 	uint64_t key = (uint64_t)kind << 56 | (id & ((1ULL << 56) - 1));
 	char line[64];
@@ -143,7 +161,7 @@ static bool fix_done(struct fsck *f, enum fix kind, uint64_t id, const char *wha
  */
 
 /* The blocks in use, run by run (claimed twice: once). */
-static int claim_checked_blocks(void *ctx, struct alloc *a)
+int claim_checked_blocks(void *ctx, struct alloc *a)
 {
 	struct fsck *f = ctx;
 
@@ -162,7 +180,7 @@ static int claim_checked_blocks(void *ctx, struct alloc *a)
 }
 
 /* Damaged inode chunks give no free numbers. */
-static bool chunk_checked_ok(void *ctx, uint64_t c)
+bool chunk_checked_ok(void *ctx, uint64_t c)
 {
 	const struct fsck *f = ctx;
 
@@ -627,6 +645,21 @@ static uint64_t fix_hwm(struct fsck *f)
 }
 
 /*
+ * A clean-unmount record that is damaged or disagrees with the file maps
+ * is dropped: the next mount rebuilds.  Freed only when the check found it
+ * an object of its own.
+ */
+static uint64_t fix_record(struct fsck *f)
+{
+	const char *what = "superblock: drop the clean-unmount record (the next mount rebuilds)";
+
+	if (!f->p->sb->record_off || !f->record_bad)
+		return 0;
+	return may_fix(f, true, FX_RECORD, 0, what) &&
+	       fix_done(f, FX_RECORD, 0, what, record_drop(f->p, f->record_obj));
+}
+
+/*
  * One round of repairs from one check.  Repairs that change the shape of
  * the namespace or the orphan list come first; counts and leaks only from
  * a check made after the last of those (the next round), so no repair acts
@@ -634,8 +667,9 @@ static uint64_t fix_hwm(struct fsck *f)
  */
 static uint64_t repair_round(struct fsck *f)
 {
-	uint64_t n = fix_hwm(f);
+	uint64_t n = fix_record(f);
 
+	n += fix_hwm(f);
 	if (n)
 		return n;	/* the core reads the table below it: check again first */
 	n = fix_orphan_list(f);

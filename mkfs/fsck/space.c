@@ -235,6 +235,57 @@ static void check_piece_objects(struct fsck *f, struct obj *o, size_t n)
 	}
 }
 
+/* The clean-unmount record (format 3) is an object of its own. */
+static void check_record_object(struct fsck *f, struct obj *o, size_t n)
+{
+	uint64_t off = f->p->sb->record_off;
+	size_t k;
+
+	if (!off)
+		return;
+	k = obj_find(o, n, off);
+	if (k == SIZE_MAX || o[k].off != off || o[k].size < sizeof(struct pmfuse_record)) {
+		problem(f, "clean-unmount record at offset %" PRIu64 " is not an allocated object",
+			off);
+		f->record_bad = true;
+	} else if (o[k].used) {
+		problem(f, "clean-unmount record at offset %" PRIu64 " is also referenced as other "
+			"metadata", off);
+		f->record_bad = true;
+	} else {
+		o[k].used = 1;
+		f->record_obj = true;
+	}
+}
+
+/*
+ * The record against what this check found: inode numbers in use and the
+ * blocks of the data pieces, exactly (record.c's comparison, over the core
+ * attached to this check's findings).  Only when everything else is sound:
+ * a repair drops the record anyway.
+ */
+void check_record(struct fsck *f)
+{
+	char why[POOL_WHY];
+	struct fs *fs;
+	int ret;
+
+	if (!f->p->sb->record_off || f->record_bad || f->problems || f->incomplete)
+		return;
+	if (fs_attach(&fs, f->p, claim_checked_blocks, chunk_checked_ok, f, why, sizeof(why))) {
+		problem(f, "clean-unmount record: cannot compare it (%s)", why);
+		f->record_bad = true;
+		return;
+	}
+	ret = record_check(fs, false, why, sizeof(why));
+	fs_detach(fs);
+	/* -ENOENT: unused (the mount rebuilds and drops it), not damaged */
+	if (ret == -EUCLEAN)
+		problem(f, "clean-unmount record is damaged or disagrees with the file maps: %s",
+			why);
+	f->record_bad = ret == -EUCLEAN;
+}
+
 void check_objects(struct fsck *f)
 {
 	const struct pmfuse_geometry *g = &f->p->sb->geo;
@@ -283,6 +334,7 @@ void check_objects(struct fsck *f)
 		o[k].used = 2;
 	}
 	check_piece_objects(f, o, n);
+	check_record_object(f, o, n);
 	for (size_t k = 0; k < n; k++)
 		if (o[k].used != 2)
 			f->meta_bytes += o[k].size;

@@ -210,6 +210,9 @@ if not REFERENCE and os.geteuid() == 0 and os.environ.get("PMFUSE_TEST_URING", "
 
 # Test regions stay sparse (DESIGN §3: real regions are reserved at mkfs).
 os.environ.setdefault("PMEMOBJ_CONF", "fallocate.at_create=0")
+# Every mount that takes the clean-unmount record also rebuilds and compares
+# (record.c), refusing to mount if they differ: each test checks the record.
+os.environ.setdefault("PMFUSE_VERIFY_RECORD", "1")
 
 
 def make_region(size="256M", *args, tag="region"):

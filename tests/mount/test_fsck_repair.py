@@ -10,6 +10,7 @@ content, reattached inodes under /lost+found with theirs, and the space of
 reclaimed files back in statfs.  tearDown's unmount + fsck -n adds the
 last check."""
 
+import errno
 import os
 import pty
 import select
@@ -22,8 +23,8 @@ import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (BUILD, DAEMON, FSCK, FSCK_ERRORS, FSCK_OK, FSCK_OPERATIONAL,  # noqa: E402
-                     FSCK_USAGE, PmfuseTestCase, fsck, main, pmfuse_only, read_file, run,
-                     sha256_file, write_file)
+                     FSCK_USAGE, PmfuseTestCase, fs_stats, fsck, main, pmfuse_only, read_file,
+                     run, sha256_file, write_file)
 
 CORRUPT = os.path.join(BUILD, "tests", "pmfuse-corrupt")
 FSCK_CORRECTED = 1
@@ -139,6 +140,147 @@ class FsckRepairTest(PmfuseTestCase):
             write_file(self.p("many", "f%03d" % i), b"%d" % i)
         self.remount()
         self.assertEqual(len(os.listdir(self.p("many"))), 300)
+
+    # -- the clean-unmount record (record.c)
+    COUNTERS = ("blocks_free", "inodes_free", "huge_2m_extents", "huge_1g_extents",
+                "metadata_bytes", "data_area_blocks", "data_pieces")
+
+    def counters(self):
+        st = fs_stats(self.mnt)
+        return {k: st[k] for k in self.COUNTERS}
+
+    def mount_trusting(self):
+        """A mount that takes the record without the tests' rebuild-and-compare."""
+        os.environ["PMFUSE_VERIFY_RECORD"] = "0"
+        try:
+            return self.mount()
+        finally:
+            os.environ["PMFUSE_VERIFY_RECORD"] = "1"
+
+    def make_varied(self):
+        files = self.make_files()
+        big = os.urandom(6 << 20)               # huge extents
+        write_file(self.p("big"), big)
+        files["big"] = big
+        os.setxattr(self.p("top"), "user.k", b"v" * 300)
+        for i in range(150):                    # a few inode chunks, some freed
+            write_file(self.p("d", "s%d" % i), b"%d" % i)
+            files["d/s%d" % i] = b"%d" % i
+        for i in range(0, 150, 3):
+            os.unlink(self.p("d", "s%d" % i))
+            del files["d/s%d" % i]
+        return files
+
+    def test_clean_unmount_record_is_used_and_agrees_with_a_rebuild(self):
+        files = self.make_varied()
+        self.unmount()
+        # the record is taken as is, and allocation from it works (inode
+        # numbers and blocks it said free)
+        self.m = self.mount_trusting()
+        self.assertEqual(fs_stats(self.mnt)["mount_state"], "record")
+        self.assertGreater(self.counters()["huge_2m_extents"], 0)
+        self.assertFiles(files)
+        for i in range(150, 260):
+            write_file(self.p("d", "s%d" % i), os.urandom(i * 100))
+            files["d/s%d" % i] = read_file(self.p("d", "s%d" % i))
+        for i in range(150, 260, 2):
+            os.unlink(self.p("d", "s%d" % i))
+            del files["d/s%d" % i]
+        self.unmount()
+        self.fsck_expect(FSCK_OK, "-n")
+        # what the next record says is what a rebuild of the same region finds
+        self.m = self.mount_trusting()
+        self.assertEqual(fs_stats(self.mnt)["mount_state"], "record")
+        from_record = self.counters()
+        self.unmount()
+        self.corrupt("record-flip", 3)
+        self.m = self.mount()
+        self.assertEqual(fs_stats(self.mnt)["mount_state"], "rebuilt")
+        self.assertEqual(self.counters(), from_record)
+        self.assertFiles(files)
+        # the tests' mounts rebuild too and refuse a difference: it agrees
+        self.unmount()
+        self.m = self.mount()
+        self.assertEqual(fs_stats(self.mnt)["mount_state"], "verified")
+        self.assertEqual(self.counters(), from_record)
+        # after kill -9 there is no record: the mount rebuilds, and says so
+        self.crash()
+        self.m = self.mount()
+        self.assertEqual(fs_stats(self.mnt)["mount_state"], "rebuilt")
+        self.assertIn("not cleanly unmounted", self.m.log())
+        self.assertEqual(self.counters(), from_record)
+
+    def test_damaged_record_is_not_trusted_the_mount_rebuilds(self):
+        files = self.make_varied()
+        self.unmount()
+        self.m = self.mount_trusting()
+        want = self.counters()
+        self.unmount()
+        self.corrupt("record-flip", 70)
+        self.check_only_reports("clean-unmount record is damaged", "checksum mismatch")
+        self.m = self.mount_trusting()
+        self.assertEqual(fs_stats(self.mnt)["mount_state"], "rebuilt")
+        self.assertIn("clean-unmount record not used (checksum mismatch)", self.m.log())
+        self.assertEqual(self.counters(), want)
+        self.assertFiles(files)
+        # the mount dropped it; the unmount writes a good one
+        self.unmount()
+        self.fsck_expect(FSCK_OK, "-n")
+        self.m = self.mount()
+        self.assertEqual(fs_stats(self.mnt)["mount_state"], "verified")
+
+    def test_record_that_lies_about_an_inode_is_caught(self):
+        files = self.make_varied()
+        ino = os.stat(self.p("keep")).st_ino
+        self.unmount()
+        self.corrupt("record-lie-inode", ino)     # "free", with a good checksum
+        self.check_only_reports("disagrees with the file maps", "inode %d is free" % ino)
+        r = run([DAEMON, self.region, self.mnt, "-f"], timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("clean-unmount record disagrees with a rebuild", r.stderr)
+        # trusted anyway, the slot in use is never handed out again
+        self.m = self.mount_trusting()
+        for i in range(200):
+            write_file(self.p("n%d" % i), b"new %d" % i)
+        self.assertFiles(files)
+        self.assertIn("inode %d is in use but the clean-unmount record listed it free" % ino,
+                      self.m.log())
+        for i in range(200):
+            self.assertEqual(read_file(self.p("n%d" % i)), b"new %d" % i)
+
+    def test_record_that_frees_a_used_block_is_caught(self):
+        files = self.make_varied()
+        files["last"] = os.urandom(3 * BLOCK)    # in a partly used segment
+        write_file(self.p("last"), files["last"])
+        ino = os.stat(self.p("last")).st_ino
+        self.unmount()
+        self.corrupt("record-free-block", ino)
+        self.check_only_reports("disagrees with the file maps", "free blocks differ")
+        # trusted anyway: the file is checked on first use and not served
+        self.m = self.mount_trusting()
+        with self.assertRaises(OSError) as cm:
+            read_file(self.p("last"))
+        self.assertEqual(cm.exception.errno, errno.EIO)
+        self.assertIn("names blocks the allocator has free", self.m.log())
+        self.assertEqual(read_file(self.p("top")), files["top"])
+        self.m.kill()
+        # fsck finds the file sound (the record is gone with the mount)
+        self.fsck_expect(FSCK_OK, "-n")
+        self.m = self.mount()
+        self.assertFiles(files)
+
+    def test_fsck_drops_a_lying_record(self):
+        files = self.make_varied()
+        files["last"] = os.urandom(3 * BLOCK)
+        write_file(self.p("last"), files["last"])
+        ino = os.stat(self.p("last")).st_ino
+        self.unmount()
+        self.corrupt("record-free-block", ino)
+        out = self.repair_and_recheck("-p", "-f")
+        self.assertIn("drop the clean-unmount record", out)
+        self.m = self.mount()
+        self.assertEqual(fs_stats(self.mnt)["mount_state"], "rebuilt")
+        self.assertFiles(files)
 
     # -- orphans (-p)
     def test_unlinked_inode_off_the_orphan_list_is_reclaimed_by_p(self):

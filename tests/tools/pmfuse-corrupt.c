@@ -19,22 +19,85 @@
  *   leak-object SIZE            allocate an object nothing references
  *   state N                     set the superblock state
  *   hwm N                       set the inode table high-water mark (format 3)
+ *   record-flip BIT             flip bit BIT of the clean-unmount record's data,
+ *                               leaving its checksum (media damage)
+ *   record-lie-inode INO        toggle INO's bit in the record's inode masks and
+ *                               fix the checksum (a record that lies well)
+ *   record-free-block INO       mark a data block of INO free in the record (one
+ *                               in a segment the record keeps bits of: partly
+ *                               used) and fix the checksum
  *
  * Exit 0 done, 1 failure (message on stderr), 2 usage.
  */
 #include "dir.h"
+#include "fmap.h"
 #include "pool.h"
 #include "pmfuse/format.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 static struct pool P;
+
+static uint64_t *record_seg_words(struct pmfuse_record *r, uint64_t b, uint64_t **count_word,
+				  unsigned *shift, uint64_t *seg_start);
+
+/* A block of a file whose record segment has its bits (neither wholly free nor used). */
+struct pick {
+	struct pmfuse_record *r;
+	uint64_t b;
+};
+
+static int pick_leaf(void *ctx, uint64_t fblock, uint64_t phys, uint64_t n, bool unwritten)
+{
+	struct pick *k = ctx;
+	uint64_t *cw, s0;
+	unsigned sh;
+
+	(void)fblock, (void)unwritten;
+	for (uint64_t b = phys; b < phys + n; b++)
+		if (record_seg_words(k->r, b, &cw, &sh, &s0)) {
+			k->b = b;
+			return 1;	/* stop the walk */
+		}
+	return 0;
+}
+
+/*
+ * The record's bitmap words of the 512-block segment holding block b (NULL:
+ * the segment is wholly free or used, so has none); its count's word and
+ * shift.  Bit b is then words[(b - seg start) / 64] bit (b - seg start) % 64.
+ */
+static uint64_t *record_seg_words(struct pmfuse_record *r, uint64_t b, uint64_t **count_word,
+				  unsigned *shift, uint64_t *seg_start)
+{
+	uint64_t at = r->ichunks;
+
+	for (uint64_t k = 0; k < r->npieces; k++) {
+		uint64_t b0 = r->data[at] >> 12, nb = r->data[at + 1] >> 12, nseg = (nb + 511) / 512;
+		uint64_t *counts = &r->data[at + 2], words = at + 2 + (nseg + 3) / 4;
+		for (uint64_t g = 0; g < nseg; g++) {
+			uint64_t c = counts[g / 4] >> (16 * (g % 4)) & 0xffff;
+			uint64_t len = nb - g * 512 < 512 ? nb - g * 512 : 512;
+			bool partial = c != 0 && c != len;
+			if (b0 + g * 512 <= b && b < b0 + g * 512 + len) {
+				*count_word = &counts[g / 4];
+				*shift = 16 * (g % 4);
+				*seg_start = b0 + g * 512;
+				return partial ? &r->data[words] : NULL;
+			}
+			words += partial ? 8 : 0;
+		}
+		at = words;
+	}
+	return NULL;
+}
 
 static struct pmfuse_inode *record(uint64_t ino)
 {
@@ -167,6 +230,38 @@ static int tx_corrupt(void *arg)
 	} else if (!strcmp(x->cmd, "state")) {
 		add(&P.sb->state, sizeof(P.sb->state));
 		P.sb->state = (uint32_t)x->a;
+	} else if (!strncmp(x->cmd, "record-", 7)) {
+		struct pmfuse_record *r = P.sb->record_off ? pool_ptr(&P, P.sb->record_off) : NULL;
+		if (!r)
+			return -ENOENT;
+		add(r, sizeof(*r) + r->words * sizeof(uint64_t));
+		if (!strcmp(x->cmd, "record-flip")) {
+			r->data[x->a / 64 % r->words] ^= 1ull << (x->a % 64);
+			return 0;
+		}
+		if (!strcmp(x->cmd, "record-lie-inode")) {
+			if (x->a / 64 >= r->ichunks)
+				return -EINVAL;
+			r->data[x->a / 64] ^= 1ull << (x->a % 64);
+			r->used_inodes += r->data[x->a / 64] >> (x->a % 64) & 1 ? 1 : -1;
+		} else if (!strcmp(x->cmd, "record-free-block")) {
+			uint64_t *cw, *w, b, s0, k;
+			unsigned sh;
+			struct pick pk = { r, 0 };
+			pi = used(x->a);
+			if (fmap_walk(&P, pi, pick_leaf, NULL, &pk) != 1)
+				return -EINVAL;
+			b = pk.b;
+			w = record_seg_words(r, b, &cw, &sh, &s0);
+			k = b - s0;
+			if (w[k / 64] >> (k % 64) & 1)
+				return -EINVAL;
+			w[k / 64] |= 1ull << (k % 64);
+			*cw += 1ull << sh;
+		} else {
+			return -EOPNOTSUPP;
+		}
+		r->checksum = pmfuse_record_sum(r);
 	} else if (!strcmp(x->cmd, "hwm")) {
 		add(&P.sb->ichunk_hwm, sizeof(P.sb->ichunk_hwm));
 		P.sb->ichunk_hwm = x->a;
