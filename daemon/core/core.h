@@ -174,6 +174,14 @@ struct fs {
 	 */
 	bool lazy;
 	_Atomic uint64_t *ivalid, *ibad;
+	/*
+	 * What inodes validated so far claimed (fs_check_inode): their
+	 * objects, lazy mode, and their data blocks (bit per region block), so
+	 * two inodes sharing one are found when the second is first used.
+	 */
+	pthread_mutex_t claim_lock;
+	struct pool_objects claimed_objs;
+	uint64_t *claimed_blocks;
 	const char *mount_state;	/* "record", "verified" or "rebuilt" */
 
 	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */
@@ -206,6 +214,12 @@ void fs_detach(struct fs *fs);
  * to be an allocated object.
  */
 int record_write(struct fs *fs);
+/*
+ * Mounted from the record: validate ino now unless it was (inode.c; once,
+ * the outcome kept), 0 or -EUCLEAN (why).  inode_get() calls it.
+ */
+int inode_first_use(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi, char *why,
+		    size_t whylen);
 /* The checks a mount from the record defers to an inode's first use (fs.c). */
 int fs_check_inode(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi, char *why,
 		   size_t whylen);

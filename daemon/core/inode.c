@@ -45,6 +45,20 @@ static void bit_set(_Atomic uint64_t *bm, uint64_t ino)
 	atomic_fetch_or_explicit(&bm[ino / 64], 1ull << (ino % 64), memory_order_relaxed);
 }
 
+int inode_first_use(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi, char *why,
+		    size_t whylen)
+{
+	if (!fs->lazy || bit_get(fs->ivalid, ino))
+		return 0;
+	if (bit_get(fs->ibad, ino)) {
+		snprintf(why, whylen, "inode %" PRIu64 " was found damaged", ino);
+		return -EUCLEAN;
+	}
+	int ret = fs_check_inode(fs, ino, pi, why, whylen);
+	bit_set(ret ? fs->ibad : fs->ivalid, ino);
+	return ret ? ret : 0;
+}
+
 /*
  * Mounted from the clean-unmount record, no inode was read at mount: each
  * gets the mount's checks the first time it is instantiated (under its
@@ -53,18 +67,13 @@ static void bit_set(_Atomic uint64_t *bm, uint64_t ino)
 static bool lazy_valid(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi)
 {
 	char why[POOL_WHY];
+	bool reported = fs->lazy && bit_get(fs->ibad, ino);
 
-	if (!fs->lazy || bit_get(fs->ivalid, ino))
+	if (!inode_first_use(fs, ino, pi, why, sizeof(why)))
 		return true;
-	if (bit_get(fs->ibad, ino))
-		return false;
-	if (fs_check_inode(fs, ino, pi, why, sizeof(why))) {
-		bit_set(fs->ibad, ino);
+	if (!reported)
 		log_err("%s; the inode is not served: run fsck.pmfuse", why);
-		return false;
-	}
-	bit_set(fs->ivalid, ino);
-	return true;
+	return false;
 }
 
 struct inode *inode_get(struct fs *fs, uint64_t ino)
@@ -478,6 +487,9 @@ int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 	}
 	*ino = fs->ifree[--fs->nifree];
 	fs->used_inodes++;
+	/* what a new inode holds is allocated now, not read from the media */
+	if (fs->lazy && !(inode_record(fs, *ino) && inode_record(fs, *ino)->mode))
+		bit_set(fs->ivalid, *ino);
 	/*
 	 * Free numbers from a clean-unmount record were not read at mount:
 	 * a slot in use (the record lied) is never handed out.

@@ -439,7 +439,7 @@ int pool_upgrade(struct pool *p, char *why, size_t whylen)
 
 /* ---------------------------------------------------------------- mount */
 
-int pool_pieces_claim(struct pool *p, struct pool_objects *objs)
+int pool_pieces_claim(struct pool *p, struct pool_objects *objs, bool count_meta)
 {
 	int64_t meta = 0;
 
@@ -450,7 +450,7 @@ int pool_pieces_claim(struct pool *p, struct pool_objects *objs)
 			return -EUCLEAN;
 	}
 	/* everything else is metadata, but the objects that hold permanent runs */
-	for (size_t k = 0; k < objs->n; k++) {
+	for (size_t k = 0; count_meta && k < objs->n; k++) {
 		const struct pool_obj *o = &objs->o[k];
 		/* a piece's data starts at its object's first block or 2 MiB boundary */
 		uint64_t b = (o->off + BLK - 1) & ~(uint64_t)(BLK - 1);
@@ -459,6 +459,7 @@ int pool_pieces_claim(struct pool *p, struct pool_objects *objs)
 		    !(h < o->off + o->size && pool_piece_of(p, h >> PMFUSE_BLOCK_SHIFT)))
 			meta += (int64_t)o->size + 16;
 	}
-	atomic_store(&p->meta_bytes, meta);
+	if (count_meta)
+		atomic_store(&p->meta_bytes, meta);
 	return 0;
 }

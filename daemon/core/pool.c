@@ -287,8 +287,7 @@ int pool_objects_load(const struct pool *p, struct pool_objects *po)
 	/* every object takes 64 bytes or more: more is a heap gone round in circles */
 	size_t cap = 0, limit = (size_t)(p->size / 64);
 
-	po->o = NULL;
-	po->n = 0;
+	*po = (struct pool_objects){ 0 };
 	for (PMEMoid oid = pmemobj_first(p->pop); !OID_IS_NULL(oid); oid = pmemobj_next(oid)) {
 		if (po->n == limit) {
 			pool_objects_free(po);

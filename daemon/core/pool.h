@@ -244,17 +244,17 @@ int pool_objects_load(const struct pool *p, struct pool_objects *po);
 /* Is off the start of an object of at least len bytes that nothing claimed yet?  Claims it. */
 bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len);
 /*
- * The check a metadata offset of an inode gets: claimed from po (a mount
- * that listed the heap), or, with po NULL (an inode validated on first
- * use), only in range.
+ * The check a metadata offset of an inode gets: claimed from po, or, with
+ * po NULL, only in range.
  */
 bool pool_object_ok(const struct pool *p, struct pool_objects *po, uint64_t off, uint64_t len);
 void pool_objects_free(struct pool_objects *po);
 /*
  * Mount: claim the objects of the table's pieces (-EUCLEAN if one is not an
- * allocation that holds its piece) and set meta_bytes from the rest.
+ * allocation that holds its piece) and (count_meta) set meta_bytes from
+ * the rest.
  */
-int pool_pieces_claim(struct pool *p, struct pool_objects *objs);
+int pool_pieces_claim(struct pool *p, struct pool_objects *objs, bool count_meta);
 
 /*
  * The backup superblock, the one rule mkfs, fsck, pmfusectl and the daemon
