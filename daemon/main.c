@@ -260,6 +260,7 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!opts.foreground)
 		log_use_syslog();	/* stderr is /dev/null now */
+	fs_start(fs);
 	log_mounted(fs, region, opts.mountpoint);
 	sd_notifyf(0, "READY=1\nSTATUS=Mounted %s on %s", region, opts.mountpoint);
 	ret = serve(se, &opts);

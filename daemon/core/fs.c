@@ -436,8 +436,30 @@ static int load(struct fs *fs, uint64_t **orphans, size_t *norphans, bool *recor
 		snprintf(why, whylen, "root inode is missing or not a directory");
 		return -EUCLEAN;
 	}
-	/* the root is used at once: from a record, its checks are the mount's */
-	return inode_first_use(fs, PMFUSE_ROOT_INO, root, why, whylen);
+	/*
+	 * From a record, the root gets the mount's checks now but for its
+	 * claims, which need the heap listed: they come with its first use
+	 * after the mount (inode_get), as every other inode's.
+	 */
+	if (fs->lazy && (inode_validate(&fs->pool, PMFUSE_ROOT_INO, root, why, whylen) ||
+			 claim_objects(&fs->pool, NULL, root))) {
+		if (!strstr(why, "inode 1"))
+			snprintf(why, whylen, "inode 1: an xattr or directory offset is out of range");
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+/* Right after a mount from the record: list the heap while nobody waits. */
+static void *claims_main(void *arg)
+{
+	struct fs *fs = arg;
+
+	pthread_mutex_lock(&fs->claim_lock);
+	if (!fs->claimed_blocks && claims_init(fs))
+		log_debug("listing the heap after the mount failed; the first use retries");
+	pthread_mutex_unlock(&fs->claim_lock);
+	return NULL;
 }
 
 /* Files unlinked while open when the last session ended go now. */
@@ -523,7 +545,10 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	 * for it: that reference is this one, or the root would be evicted
 	 * -- its name hash thrown away -- after every operation on it.
 	 */
-	if (!(fs->root = inode_get(fs, PMFUSE_ROOT_INO))) {
+	fs->mounting = true;
+	fs->root = inode_get(fs, PMFUSE_ROOT_INO);
+	fs->mounting = false;
+	if (!fs->root) {
 		snprintf(why, whylen, "the root inode is damaged (see the log), or no memory for it");
 		ret = -ENOMEM;
 		goto out_zero;
@@ -554,6 +579,12 @@ out_free:
 	return ret;
 }
 
+void fs_start(struct fs *fs)
+{
+	if (fs->lazy && !fs->claims_started)
+		fs->claims_started = !pthread_create(&fs->claims_thread, NULL, claims_main, fs);
+}
+
 void fs_unmount(struct fs *fs)
 {
 	int64_t dirty = atomic_load(&fs->stats.dirty_pages);
@@ -562,6 +593,8 @@ void fs_unmount(struct fs *fs)
 	double t_cache, t_state, t_region;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (fs->claims_started)
+		pthread_join(fs->claims_thread, NULL);
 	/* a clean unmount leaves nothing dirty, and no orphan, behind */
 	cache_retire(fs, true);
 	t_cache = ms_since(&t0);

@@ -49,6 +49,13 @@ struct fs_attr {
 /* mount/unmount: why gets a one-line reason for a refusal */
 int fs_mount(struct fs **out, const char *region, const struct fs_opts *o,
 	     char *why, size_t whylen);
+/*
+ * Start the core's background work -- after a mount from the clean-unmount
+ * record, listing the heap for the first-use checks of inodes -- once the
+ * process is the one that serves (after daemonizing: a fork keeps no
+ * thread).  Without it the first inode used does that work.
+ */
+void fs_start(struct fs *fs);
 void fs_unmount(struct fs *fs);
 
 /* What the mount is, for messages and for sizing the layer's own tables. */

@@ -69,6 +69,9 @@ static bool lazy_valid(struct fs *fs, uint64_t ino, const struct pmfuse_inode *p
 	char why[POOL_WHY];
 	bool reported = fs->lazy && bit_get(fs->ibad, ino);
 
+	/* the mount's own reference to the root: load() checked it, claims follow */
+	if (fs->mounting)
+		return true;
 	if (!inode_first_use(fs, ino, pi, why, sizeof(why)))
 		return true;
 	if (!reported)
@@ -97,6 +100,11 @@ struct inode *inode_get(struct fs *fs, uint64_t ino)
 		in->pi = pi;
 		pthread_rwlock_init(&in->lock, NULL);
 		atomic_store(&fs->icache[ino], in);
+	} else if (ino == PMFUSE_ROOT_INO && fs->lazy && !bit_get(fs->ivalid, ino) &&
+		   !lazy_valid(fs, ino, in->pi)) {
+		/* the root, cached since the mount, gets its claims at its first use */
+		pthread_mutex_unlock(stripe(fs, ino));
+		return NULL;
 	}
 	in->refs++;
 	pthread_mutex_unlock(stripe(fs, ino));
