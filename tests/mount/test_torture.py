@@ -17,6 +17,7 @@ PMFUSE_DAEMON names another daemon binary (the ThreadSanitizer build);
 PMFUSE_TORTURE_SECONDS / _THREADS / _SEED change the run."""
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -57,6 +58,26 @@ class TortureTest(h.PmfuseTestCase):
         after = h.fs_stats(self.mnt)
         for k in ("huge_2m_extents", "huge_1g_extents", "blocks_free", "inodes_free"):
             self.assertEqual(after[k], before[k], "%s after the remount" % k)
+
+        # a mount from the clean-unmount record reads no inode: each is
+        # checked on first use -- here by three readers at once, while the
+        # heap is still being listed, and again after a FORGET storm
+        self.unmount()
+        self.m = self.mount()
+        self.assertEqual(h.fs_stats(self.mnt)["mount_state"], "verified")
+        for _ in range(2):
+            procs = [subprocess.Popen([DRIVER, "verify", self.mnt, state],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(3)]
+            for p in procs:
+                out, err = p.communicate(timeout=240)
+                self.assertEqual(p.returncode, 0, "concurrent verify after a record mount:\n"
+                                 + out + err[-6000:])
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2")
+        after = h.fs_stats(self.mnt)
+        for k in ("huge_2m_extents", "huge_1g_extents", "blocks_free", "inodes_free"):
+            self.assertEqual(after[k], before[k], "%s after the record mount" % k)
 
         # every block and inode comes back
         for name in os.listdir(self.mnt):
