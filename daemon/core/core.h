@@ -216,6 +216,11 @@ void fs_detach(struct fs *fs);
  * to be an allocated object.
  */
 int record_write(struct fs *fs);
+/* Bytes of an ivalid/ibad bitmap: a bit per inode number. */
+static inline size_t inode_bitmap_bytes(const struct fs *fs)
+{
+	return (fs->max_inodes / 64 + 1) * sizeof(uint64_t);
+}
 /*
  * Mounted from the record: validate ino now unless it was (inode.c; once,
  * the outcome kept), 0 or -EUCLEAN (why).  inode_get() calls it.

@@ -121,7 +121,8 @@ static int claims_init(struct fs *fs)
 	if ((ret = pool_objects_load(&fs->pool, &fs->claimed_objs)))
 		return ret;
 	if (pool_pieces_claim(&fs->pool, &fs->claimed_objs, false) ||
-	    !(fs->claimed_blocks = calloc(fs->alloc.nblocks / 64 + 1, sizeof(uint64_t)))) {
+	    !(fs->claimed_blocks = pool_sparse_zalloc((fs->alloc.nblocks / 64 + 1) *
+						      sizeof(uint64_t)))) {
 		pool_objects_free(&fs->claimed_objs);
 		return -ENOMEM;
 	}
@@ -268,8 +269,8 @@ static int set_state(struct fs *fs, uint32_t state)
 static int cache_init(struct fs *fs, char *why, size_t whylen)
 {
 	fs->max_inodes = fs->pool.sb->geo.max_inodes;
-	fs->icache = calloc(fs->max_inodes, sizeof(*fs->icache));
-	fs->ifree = malloc(fs->max_inodes * sizeof(uint64_t));
+	fs->icache = pool_sparse_zalloc(fs->max_inodes * sizeof(*fs->icache));
+	fs->ifree = pool_sparse_zalloc(fs->max_inodes * sizeof(uint64_t));
 	if (!fs->icache || !fs->ifree) {
 		snprintf(why, whylen, "out of memory for %" PRIu64 " inodes", fs->max_inodes);
 		return -ENOMEM;
@@ -314,11 +315,11 @@ static void cache_retire(struct fs *fs, bool reclaim)
 static void cache_fini(struct fs *fs, bool reclaim)
 {
 	cache_retire(fs, reclaim);
-	free(fs->icache);
-	free(fs->ifree);
-	free(fs->ivalid);
-	free(fs->ibad);
-	free(fs->claimed_blocks);
+	pool_sparse_free(fs->icache, fs->max_inodes * sizeof(*fs->icache));
+	pool_sparse_free(fs->ifree, fs->max_inodes * sizeof(uint64_t));
+	pool_sparse_free(fs->ivalid, inode_bitmap_bytes(fs));
+	pool_sparse_free(fs->ibad, inode_bitmap_bytes(fs));
+	pool_sparse_free(fs->claimed_blocks, (fs->alloc.nblocks / 64 + 1) * sizeof(uint64_t));
 	pool_objects_free(&fs->claimed_objs);
 }
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <dirent.h>
 #include <limits.h>
 #include <sys/file.h>
@@ -29,7 +30,14 @@
 #define MiB (1ull << 20)
 #define GiB (1ull << 30)
 #define HUGE_2M (2 * MiB)
-#define DEFAULT_BYTES_PER_INODE (16 * 1024ull)
+/*
+ * One inode per 4 KiB: a file with data takes a block or more, so space runs
+ * out first; only a region of nothing but empty files could reach the count
+ * (-i 1K allows four times as many).  The table costs 8 bytes per 64 inodes
+ * (0.003% of the region), chunks of inodes are taken only as used.
+ */
+#define DEFAULT_BYTES_PER_INODE 4096ull
+#define MIN_BYTES_PER_INODE 1024ull
 /* pmemobj's own needs (lanes, heap headers, run metadata) plus headroom */
 #define META_SLACK (12 * MiB)
 /* per inode: record + dirent + one map node + pmemobj overhead */
@@ -139,8 +147,8 @@ int pool_plan(uint64_t size, uint64_t bytes_per_inode, struct pool_plan *plan,
 	}
 	if (!bytes_per_inode)
 		bytes_per_inode = DEFAULT_BYTES_PER_INODE;
-	if (bytes_per_inode < 4096) {
-		snprintf(why, whylen, "bytes-per-inode must be at least 4096");
+	if (bytes_per_inode < MIN_BYTES_PER_INODE) {
+		snprintf(why, whylen, "bytes-per-inode must be at least %llu", MIN_BYTES_PER_INODE);
 		return -EINVAL;
 	}
 	inodes = size / bytes_per_inode;
@@ -324,6 +332,20 @@ bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len)
 		return false;
 	po->o[lo].claimed = true;
 	return true;
+}
+
+void *pool_sparse_zalloc(size_t bytes)
+{
+	void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void pool_sparse_free(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, bytes ? bytes : 1);
 }
 
 bool pool_object_ok(const struct pool *p, struct pool_objects *po, uint64_t off, uint64_t len)

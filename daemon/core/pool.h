@@ -249,6 +249,15 @@ bool pool_objects_claim(struct pool_objects *po, uint64_t off, uint64_t len);
  */
 bool pool_object_ok(const struct pool *p, struct pool_objects *po, uint64_t off, uint64_t len);
 void pool_objects_free(struct pool_objects *po);
+
+/*
+ * Zeroed memory for arrays indexed by inode number or block, sized by the
+ * region's maxima but touched only as far as they are used: mapped
+ * MAP_NORESERVE, so a 16 TiB region's (tens of GiB, untouched) do not hit
+ * the overcommit limit.  NULL without memory.
+ */
+void *pool_sparse_zalloc(size_t bytes);
+void pool_sparse_free(void *p, size_t bytes);
 /*
  * Mount: claim the objects of the table's pieces (-EUCLEAN if one is not an
  * allocation that holds its piece) and (count_meta) set meta_bytes from

@@ -182,7 +182,6 @@ int record_load(struct fs *fs, char *why, size_t whylen)
 	struct pool *p = &fs->pool;
 	bool damaged;
 	const struct pmfuse_record *r = usable(p, &damaged, why, whylen);
-	uint64_t words = fs->max_inodes / 64 + 1;
 	int ret;
 
 	if (!r)
@@ -197,16 +196,16 @@ int record_load(struct fs *fs, char *why, size_t whylen)
 			alloc_destroy(&fs->alloc);
 	}
 	if (!ret) {
-		fs->ivalid = calloc(words, sizeof(uint64_t));
-		fs->ibad = calloc(words, sizeof(uint64_t));
+		fs->ivalid = pool_sparse_zalloc(inode_bitmap_bytes(fs));
+		fs->ibad = pool_sparse_zalloc(inode_bitmap_bytes(fs));
 		if (!fs->ivalid || !fs->ibad) {
 			alloc_destroy(&fs->alloc);
 			ret = -ENOMEM;
 		}
 	}
 	if (ret) {
-		free(fs->ivalid);
-		free(fs->ibad);
+		pool_sparse_free(fs->ivalid, inode_bitmap_bytes(fs));
+		pool_sparse_free(fs->ibad, inode_bitmap_bytes(fs));
 		fs->ivalid = fs->ibad = NULL;
 		fs->nifree = fs->used_inodes = 0;
 		return ret == -ENOMEM ? ret : 0;

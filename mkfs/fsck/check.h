@@ -237,6 +237,7 @@ uint64_t ref_inode(const struct ref *r);
 void say(const char *msg);
 void sicken(struct fsck *f, uint64_t ino);
 const char *type_name(uint32_t mode);
+void *xsparse(size_t bytes);
 void *xcalloc(size_t n, size_t size);
 
 /* super.c: passes 1 and 2 */

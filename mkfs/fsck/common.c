@@ -51,6 +51,15 @@ void fatal(const char *fmt, ...)
 	exit(FSCK_OPERATIONAL);
 }
 
+void *xsparse(size_t bytes)
+{
+	void *m = pool_sparse_zalloc(bytes);
+
+	if (!m)
+		fatal("out of memory (%zu bytes)", bytes);
+	return m;
+}
+
 void *xcalloc(size_t n, size_t size)
 {
 	void *m = calloc(n ? n : 1, size);

@@ -157,11 +157,11 @@ void check_free(struct fsck *f)
 	struct fsck keep = *f;
 
 	free(f->chunk_ok);
-	free(f->st);
-	free(f->nref);
-	free(f->aux);
-	free(f->bmap);
-	free(f->dmap);
+	pool_sparse_free(f->st, f->max_inodes);
+	pool_sparse_free(f->nref, f->max_inodes * sizeof(uint32_t));
+	pool_sparse_free(f->aux, f->max_inodes * sizeof(struct aux));
+	pool_sparse_free(f->bmap, f->nwords * sizeof(uint64_t));
+	pool_sparse_free(f->dmap, f->nwords * sizeof(uint64_t));
 	free(f->refs);
 	free(f->names);
 	free(f->queue);
@@ -188,13 +188,14 @@ void run_check(struct fsck *f)
 	f->max_inodes = f->p->sb->geo.max_inodes;
 	f->nchunks = f->max_inodes / PMFUSE_INODES_PER_CHUNK;	/* == itable->nchunks, or reported */
 	f->chunk_ok = xcalloc(f->nchunks, 1);
-	f->st = xcalloc(f->max_inodes, 1);
-	f->nref = xcalloc(f->max_inodes, sizeof(uint32_t));
-	f->aux = xcalloc(f->max_inodes, sizeof(struct aux));
+	/* by inode number and block: touched only as far as the region is used */
+	f->st = xsparse(f->max_inodes);
+	f->nref = xsparse(f->max_inodes * sizeof(uint32_t));
+	f->aux = xsparse(f->max_inodes * sizeof(struct aux));
 	f->nblocks = f->p->size >> PMFUSE_BLOCK_SHIFT;
 	f->nwords = (f->nblocks + 63) / 64;
-	f->bmap = xcalloc(f->nwords, sizeof(uint64_t));
-	f->dmap = xcalloc(f->nwords, sizeof(uint64_t));
+	f->bmap = xsparse(f->nwords * sizeof(uint64_t));
+	f->dmap = xsparse(f->nwords * sizeof(uint64_t));
 	f->namegen = 1;
 
 	check_super(f);

@@ -125,6 +125,27 @@ class CapacityTest(CheckedRegionCase):
             self.assertEqual(os.statvfs(m.mnt).f_blocks, want, size)
             self.assertEqual(m.unmount(), 0)
 
+    def test_one_block_files_run_out_of_blocks_before_inodes(self):
+        # the default inode count never binds before space for files with data
+        region = self.formatted("64M")
+        m = self.mount(region)
+        n = 0
+        while True:
+            try:
+                with open(os.path.join(m.mnt, "f%06d" % n), "wb") as f:
+                    f.write(b"b" * 4096)
+            except OSError as e:
+                self.assertEqual(e.errno, errno.ENOSPC)
+                break
+            n += 1
+        st = os.statvfs(m.mnt)
+        # space ran out (the inodes and names of so many small files take a
+        # share of it too), not the inode count
+        self.assertGreater(st.f_ffree, st.f_files // 4, "inodes ran out, after %d files" % n)
+        self.assertGreaterEqual(n * 4096, 0.6 * 64 * MiB, "only %d files" % n)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+
     def test_small_files_then_one_file_fill_the_region(self):
         size = GiB
         region = self.formatted("1G")
