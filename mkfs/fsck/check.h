@@ -128,6 +128,7 @@ struct fsck {
 	bool opened, protected;
 	uint64_t max_inodes;
 	uint64_t nchunks;
+	uint64_t ino_end;	/* past the last inode chunk pass 2 could read */
 	uint8_t *chunk_ok;
 	uint8_t *st;
 	uint32_t *nref;

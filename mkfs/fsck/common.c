@@ -166,8 +166,9 @@ struct pmfuse_inode *rec(struct fsck *f, uint64_t ino)
  */
 uint64_t next_ino(const struct fsck *f, uint64_t ino)
 {
-	for (ino++; ino < f->max_inodes; ino = (ino / PMFUSE_INODES_PER_CHUNK + 1) *
-					       PMFUSE_INODES_PER_CHUNK)
+	/* past the last readable chunk there is nothing: passes cost what is used */
+	for (ino++; ino < f->ino_end; ino = (ino / PMFUSE_INODES_PER_CHUNK + 1) *
+					   PMFUSE_INODES_PER_CHUNK)
 		if (f->chunk_ok[ino / PMFUSE_INODES_PER_CHUNK])
 			return ino;
 	return f->max_inodes;

@@ -116,6 +116,7 @@ void check_itable(struct fsck *f)
 		if (!ref_add(f, off, PMFUSE_ICHUNK_SIZE, K_ICHUNK, c))
 			continue;	/* shared with something: its records are not trusted */
 		f->chunk_ok[c] = 1;
+		f->ino_end = (c + 1) * PMFUSE_INODES_PER_CHUNK;
 		for (unsigned i = 0; i < PMFUSE_INODES_PER_CHUNK; i++) {
 			uint64_t ino = c * PMFUSE_INODES_PER_CHUNK + i;
 			const struct pmfuse_inode *pi = (const struct pmfuse_inode *)pool_ptr(p, off) + i;
