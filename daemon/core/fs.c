@@ -107,10 +107,13 @@ static double ms_since(const struct timespec *t0)
 
 /*
  * The first inode checked lists the heap (what a rebuild does at mount, so
- * a mount from the record does not; tens of ms for a million objects):
- * objects are claimed against it exactly as a rebuild claims them.
- * Objects allocated since the mount are not in it, and no inode that was
- * not yet used can name one but by damage.
+ * a mount from the record does not; pmemobj_next() takes ~300 ms for the
+ * 31,000 objects of a million empty files): objects are claimed against it
+ * exactly as a rebuild claims them.  Objects allocated since the mount are
+ * not in it, and no inode that was not yet used can name one but by damage.
+ * Nothing changes the heap while it is listed: every change goes through an
+ * inode, and none (the root included) passes its first-use check before
+ * the listing is done -- the check waits for claim_lock, held meanwhile.
  */
 static int claims_init(struct fs *fs)
 {
