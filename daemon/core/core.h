@@ -183,7 +183,7 @@ struct fs {
 	struct pool_objects claimed_objs;
 	uint64_t *claimed_blocks;	/* set once the heap is listed */
 	pthread_t claims_thread;	/* lists it right after the mount */
-	bool claims_started, mounting;
+	bool claims_started;
 	const char *mount_state;	/* "record", "verified" or "rebuilt" */
 
 	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */

@@ -445,10 +445,12 @@ static int load(struct fs *fs, uint64_t **orphans, size_t *norphans, bool *recor
 	 * claims, which need the heap listed: they come with its first use
 	 * after the mount (inode_get), as every other inode's.
 	 */
-	if (fs->lazy && (inode_validate(&fs->pool, PMFUSE_ROOT_INO, root, why, whylen) ||
-			 claim_objects(&fs->pool, NULL, root))) {
-		if (!strstr(why, "inode 1"))
-			snprintf(why, whylen, "inode 1: an xattr or directory offset is out of range");
+	if (!fs->lazy)
+		return 0;
+	if ((ret = inode_validate(&fs->pool, PMFUSE_ROOT_INO, root, why, whylen)))
+		return ret;
+	if (claim_objects(&fs->pool, NULL, root)) {
+		snprintf(why, whylen, "inode 1: an xattr or directory offset is out of range");
 		return -EUCLEAN;
 	}
 	return 0;
@@ -549,11 +551,12 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	 * for it: that reference is this one, or the root would be evicted
 	 * -- its name hash thrown away -- after every operation on it.
 	 */
-	fs->mounting = true;
+	bool lazy = fs->lazy;
+	fs->lazy = false;	/* load() checked the root; its claims come at its first use */
 	fs->root = inode_get(fs, PMFUSE_ROOT_INO);
-	fs->mounting = false;
+	fs->lazy = lazy;
 	if (!fs->root) {
-		snprintf(why, whylen, "the root inode is damaged (see the log), or no memory for it");
+		snprintf(why, whylen, "out of memory for the root inode");
 		ret = -ENOMEM;
 		goto out_zero;
 	}

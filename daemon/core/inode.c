@@ -56,22 +56,20 @@ int inode_first_use(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi, 
 	}
 	int ret = fs_check_inode(fs, ino, pi, why, whylen);
 	bit_set(ret ? fs->ibad : fs->ivalid, ino);
-	return ret ? ret : 0;
+	return ret;
 }
 
 /*
  * Mounted from the clean-unmount record, no inode was read at mount: each
- * gets the mount's checks the first time it is instantiated (under its
- * stripe lock, so once).  A damaged one is reported once and never served.
+ * gets the mount's checks the first time it is got (under its stripe lock,
+ * so once) -- the root too, cached since the mount.  A damaged one is
+ * reported once and never served.
  */
 static bool lazy_valid(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi)
 {
 	char why[POOL_WHY];
 	bool reported = fs->lazy && bit_get(fs->ibad, ino);
 
-	/* the mount's own reference to the root: load() checked it, claims follow */
-	if (fs->mounting)
-		return true;
 	if (!inode_first_use(fs, ino, pi, why, sizeof(why)))
 		return true;
 	if (!reported)
@@ -100,9 +98,7 @@ struct inode *inode_get(struct fs *fs, uint64_t ino)
 		in->pi = pi;
 		pthread_rwlock_init(&in->lock, NULL);
 		atomic_store(&fs->icache[ino], in);
-	} else if (ino == PMFUSE_ROOT_INO && fs->lazy && !bit_get(fs->ivalid, ino) &&
-		   !lazy_valid(fs, ino, in->pi)) {
-		/* the root, cached since the mount, gets its claims at its first use */
+	} else if (fs->lazy && !bit_get(fs->ivalid, ino) && !lazy_valid(fs, ino, in->pi)) {
 		pthread_mutex_unlock(stripe(fs, ino));
 		return NULL;
 	}
@@ -495,18 +491,20 @@ int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 	}
 	*ino = fs->ifree[--fs->nifree];
 	fs->used_inodes++;
-	/* what a new inode holds is allocated now, not read from the media */
-	if (fs->lazy && !(inode_record(fs, *ino) && inode_record(fs, *ino)->mode))
+	if (fs->lazy) {
+		/*
+		 * Free numbers from a clean-unmount record were not read at
+		 * mount: a slot in use (the record lied) is never handed out.
+		 */
+		struct pmfuse_inode *pi = inode_record(fs, *ino);
+		if (pi && pi->mode) {
+			log_err("inode %" PRIu64 " is in use but the clean-unmount record listed "
+				"it free; run fsck.pmfuse", *ino);
+			pthread_mutex_unlock(&fs->itable_lock);
+			return inode_alloc_ino(fs, ino);
+		}
+		/* what a new inode holds is allocated now, not read from the media */
 		bit_set(fs->ivalid, *ino);
-	/*
-	 * Free numbers from a clean-unmount record were not read at mount:
-	 * a slot in use (the record lied) is never handed out.
-	 */
-	if (fs->lazy && inode_record(fs, *ino) && inode_record(fs, *ino)->mode) {
-		log_err("inode %" PRIu64 " is in use but the clean-unmount record listed it "
-			"free; run fsck.pmfuse", *ino);
-		pthread_mutex_unlock(&fs->itable_lock);
-		return inode_alloc_ino(fs, ino);
 	}
 out:
 	pthread_mutex_unlock(&fs->itable_lock);
