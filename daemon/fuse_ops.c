@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <linux/fs.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
@@ -19,6 +20,75 @@
 
 #define ATTR_TIMEOUT 1.0
 #define ENTRY_TIMEOUT 1.0
+
+/*
+ * Requests served, per operation: the stats xattr's req_* lines, which tell
+ * what an application's work costs in round trips (bench/README.md).
+ */
+#define PM_OPS(X) \
+	X(lookup) \
+	X(forget) \
+	X(forget_multi) \
+	X(getattr) \
+	X(setattr) \
+	X(readlink) \
+	X(mknod) \
+	X(mkdir) \
+	X(symlink) \
+	X(link) \
+	X(unlink) \
+	X(rmdir) \
+	X(rename) \
+	X(open) \
+	X(create) \
+	X(read) \
+	X(write) \
+	X(release) \
+	X(fsync) \
+	X(opendir) \
+	X(readdir) \
+	X(readdirplus) \
+	X(releasedir) \
+	X(fsyncdir) \
+	X(statfs) \
+	X(setxattr) \
+	X(getxattr) \
+	X(listxattr) \
+	X(removexattr) \
+	X(fallocate) \
+	X(lseek) \
+	X(copy_file_range)
+
+enum pm_op {
+#define PM_OP_ENUM(name) OP_##name,
+	PM_OPS(PM_OP_ENUM)
+#undef PM_OP_ENUM
+	OP_COUNT
+};
+
+static const char *const pm_op_names[OP_COUNT] = {
+#define PM_OP_NAME(name) #name,
+	PM_OPS(PM_OP_NAME)
+#undef PM_OP_NAME
+};
+
+static _Atomic uint64_t pm_op_count[OP_COUNT];
+
+#define COUNT(name) atomic_fetch_add_explicit(&pm_op_count[OP_##name], 1, memory_order_relaxed)
+
+int pm_ops_stats_lines(char *buf, size_t size)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < OP_COUNT; i++) {
+		uint64_t c = atomic_load_explicit(&pm_op_count[i], memory_order_relaxed);
+		int m = snprintf(buf + n, size - n, "req_%s %" PRIu64 "\n", pm_op_names[i], c);
+		if (m < 0 || (size_t)m >= size - n)
+			return (int)n;
+		n += (size_t)m;
+	}
+	return (int)n;
+}
 
 static struct fs *pm_fs(fuse_req_t req)
 {
@@ -28,7 +98,7 @@ static struct fs *pm_fs(fuse_req_t req)
 static struct fs_cred pm_cred(fuse_req_t req)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	return (struct fs_cred){ ctx->uid, ctx->gid };
+	return (struct fs_cred){ ctx->uid, ctx->gid, ctx->pid };
 }
 
 /*
@@ -82,6 +152,7 @@ static void reply_entry(fuse_req_t req, fuse_ino_t parent, int err, const struct
 
 static void pm_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	COUNT(lookup);
 	struct fs_attr a;
 	int err = fs_lookup(pm_fs(req), parent, name, &a);
 
@@ -90,12 +161,14 @@ static void pm_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void pm_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
+	COUNT(forget);
 	fs_forget(pm_fs(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void pm_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+	COUNT(forget_multi);
 	for (size_t i = 0; i < count; i++)
 		fs_forget(pm_fs(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
@@ -103,6 +176,7 @@ static void pm_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void pm_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(getattr);
 	struct fs_attr a;
 	int err = fs_getattr(pm_fs(req), ino, &a);
 
@@ -116,6 +190,7 @@ static void pm_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
+	COUNT(setattr);
 	static const struct { int fuse, fs; } map[] = {
 		{ FUSE_SET_ATTR_MODE, FS_SET_MODE },
 		{ FUSE_SET_ATTR_UID, FS_SET_UID },
@@ -139,7 +214,8 @@ static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		valid &= ~FS_SET_ATIME;
 	if (valid & FS_SET_MTIME_NOW)
 		valid &= ~FS_SET_MTIME;
-	err = fs_setattr(pm_fs(req), ino, attr, valid, &a);
+	struct fs_cred cr = pm_cred(req);
+	err = fs_setattr(pm_fs(req), ino, attr, valid, &cr, &a);
 	if (err)
 		reply_err(req, ino, -err);
 	else
@@ -148,6 +224,7 @@ static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void pm_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	COUNT(readlink);
 	char buf[FS_SYMLINK_MAX + 1];
 	int err = fs_readlink(pm_fs(req), ino, buf, sizeof(buf));
 
@@ -160,6 +237,7 @@ static void pm_readlink(fuse_req_t req, fuse_ino_t ino)
 static void pm_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		     dev_t rdev)
 {
+	COUNT(mknod);
 	struct fs_cred cr = pm_cred(req);
 	struct fs_attr a;
 
@@ -168,6 +246,7 @@ static void pm_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void pm_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
+	COUNT(mkdir);
 	struct fs_cred cr = pm_cred(req);
 	struct fs_attr a;
 
@@ -177,6 +256,7 @@ static void pm_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void pm_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
+	COUNT(symlink);
 	struct fs_cred cr = pm_cred(req);
 	struct fs_attr a;
 
@@ -185,6 +265,7 @@ static void pm_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 
 static void pm_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
+	COUNT(link);
 	struct fs_attr a;
 
 	reply_entry(req, ino, fs_link(pm_fs(req), ino, newparent, newname, &a), &a);
@@ -192,17 +273,20 @@ static void pm_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
 static void pm_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	COUNT(unlink);
 	reply_err(req, parent, -fs_unlink(pm_fs(req), parent, name));
 }
 
 static void pm_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	COUNT(rmdir);
 	reply_err(req, parent, -fs_rmdir(pm_fs(req), parent, name));
 }
 
 static void pm_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
+	COUNT(rename);
 	unsigned f = 0;
 
 	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
@@ -227,16 +311,44 @@ static bool wants_sync(const struct fuse_file_info *fi)
 /*
  * A file opened O_DIRECT is opened FOPEN_DIRECT_IO: the kernel then sends
  * its reads and writes straight to us (as libfuse's passthrough_hp does)
- * instead of through the page-cache path, whose every write first asks for
- * security.capability -- a round trip more than the write itself (the
- * kernel skips it only with HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot
- * negotiate).  That path also cleared set-id bits and file capabilities
- * before the write and invalidated cached pages after it; on this one the
- * kernel does neither, so the write handlers do (direct_write_begin/end).
- * Not in single-threaded mode: the invalidation may wait for a read of the
- * same pages that only another thread could answer.
+ * instead of through the page-cache path's generic direct I/O, and does not
+ * invalidate cached pages after a write (direct_write_end does).  Only where
+ * the kernel can still map such files shared (DIRECT_IO_ALLOW_MMAP, 6.6+:
+ * databases and fsx open O_DIRECT and mmap the same descriptor); elsewhere
+ * O_DIRECT takes the page-cache path, which maps.  Not in single-threaded
+ * mode: the invalidation may wait for a read of the same pages that only
+ * another thread could answer.
  */
 bool pm_opt_direct_io = true;
+static _Atomic bool pm_direct_io_mmap;	/* the kernel granted DIRECT_IO_ALLOW_MMAP */
+
+/*
+ * Set-id bits and file capabilities: with HANDLE_KILLPRIV_V2 the kernel
+ * leaves dropping them on write, truncate and fallocate to us (and with it
+ * marks inodes S_NOSEC, which spares the GETXATTR security.capability it
+ * would otherwise send before every buffered write).  We apply the kernel's
+ * current rules (inode_setid_on_write), on every path: on O_DIRECT files the
+ * kernel never does it, and a kernel without V2 would only apply its older
+ * rule to setgid.
+ */
+
+#define K_HANDLE_KILLPRIV_V2	(1ull << 28)
+#define K_DIRECT_IO_ALLOW_MMAP	(1ull << 36)
+
+uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply)
+{
+	reply |= offered & K_HANDLE_KILLPRIV_V2;
+	if (pm_opt_direct_io)
+		reply |= offered & K_DIRECT_IO_ALLOW_MMAP;
+	pm_direct_io_mmap = reply & K_DIRECT_IO_ALLOW_MMAP;
+	if (!(reply & K_HANDLE_KILLPRIV_V2))
+		log_info("the kernel has no HANDLE_KILLPRIV_V2: it also drops set-id bits "
+			 "itself, by its older rule");
+	if (pm_opt_direct_io && !pm_direct_io_mmap)
+		log_info("the kernel cannot map FOPEN_DIRECT_IO files: O_DIRECT opens "
+			 "take its page-cache path");
+	return reply;
+}
 
 /*
  * An open file's fh: its open flags (release counts them back: fcntl(F_SETFL)
@@ -248,7 +360,7 @@ bool pm_opt_direct_io = true;
 static void set_open_fh(struct fuse_file_info *fi)
 {
 	fi->fh = (uint32_t)fi->flags;
-	if (pm_opt_direct_io && (fi->flags & O_DIRECT)) {
+	if (pm_opt_direct_io && pm_direct_io_mmap && (fi->flags & O_DIRECT)) {
 		fi->direct_io = 1;
 		fi->fh |= FH_DIRECT_IO;
 	}
@@ -271,11 +383,16 @@ void pm_ops_set_session(struct fuse_session *se)
 	pm_session = se;
 }
 
-static int direct_write_begin(fuse_req_t req, fuse_ino_t ino)
+/*
+ * Before a change of ino's contents by the caller: drop what it drops
+ * (fs_kill_priv).  The kernel's cached mode is stale then: invalidate it
+ * (attributes only, which takes no page lock).
+ */
+static int kill_priv(fuse_req_t req, fuse_ino_t ino)
 {
-	int ret = fs_kill_priv(pm_fs(req), ino, fuse_req_ctx(req)->uid == 0);
+	struct fs_cred cr = pm_cred(req);
+	int ret = fs_kill_priv(pm_fs(req), ino, &cr);
 
-	/* the kernel's cached mode is stale now (attributes only: no page lock) */
 	if (ret > 0 && pm_session)
 		fuse_lowlevel_notify_inval_inode(pm_session, ino, -1, 0);
 	return ret < 0 ? ret : 0;
@@ -293,9 +410,9 @@ static void direct_write_end(fuse_req_t req, fuse_ino_t ino, off_t off, size_t n
 }
 
 /* The start of both write handlers: false if it has replied (an error). */
-static bool write_begin(fuse_req_t req, fuse_ino_t ino, off_t off, const struct fuse_file_info *fi)
+static bool write_begin(fuse_req_t req, fuse_ino_t ino, off_t off)
 {
-	int err = off < 0 ? -EINVAL : is_direct(fi) ? direct_write_begin(req, ino) : 0;
+	int err = off < 0 ? -EINVAL : kill_priv(req, ino);
 
 	if (err)
 		reply_err(req, ino, -err);
@@ -317,13 +434,15 @@ static void reply_write(fuse_req_t req, fuse_ino_t ino, const struct fuse_file_i
 
 static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(open);
 	int err = fs_open(pm_fs(req), ino, fi->flags);
 
 	/* libfuse negotiates atomic O_TRUNC: the kernel leaves it to us */
 	if (!err && (fi->flags & O_TRUNC)) {
 		struct stat size0 = { .st_size = 0 };
+		struct fs_cred cr = pm_cred(req);
 		struct fs_attr a;
-		err = fs_setattr(pm_fs(req), ino, &size0, FS_SET_SIZE, &a);
+		err = fs_setattr(pm_fs(req), ino, &size0, FS_SET_SIZE, &cr, &a);
 		if (err)
 			fs_release(pm_fs(req), ino, fi->flags);
 	}
@@ -339,6 +458,7 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
+	COUNT(create);
 	struct fs_cred cr = pm_cred(req);
 	struct fuse_entry_param e;
 	struct fs_attr a;
@@ -386,6 +506,7 @@ static int reply_segments(void *ctx, const struct fs_seg *segs, int nsegs, size_
 static void pm_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	COUNT(read);
 	struct read_reply rr = { req, ino };
 	int err;
 
@@ -402,9 +523,10 @@ static void pm_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
+	COUNT(write);
 	ssize_t n;
 
-	if (!write_begin(req, ino, off, fi))
+	if (!write_begin(req, ino, off))
 		return;
 	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(fi));
 	reply_write(req, ino, fi, off, n);
@@ -431,10 +553,11 @@ static int copy_from_bufvec(void *ctx, void *dst, size_t len)
 static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
 			 struct fuse_file_info *fi)
 {
+	COUNT(write);
 	size_t size = fuse_buf_size(in);
 	ssize_t n;
 
-	if (!write_begin(req, ino, off, fi))
+	if (!write_begin(req, ino, off))
 		return;
 	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
 		n = fs_write(pm_fs(req), ino, (uint64_t)off, (const char *)in->buf[0].mem + in->off,
@@ -456,18 +579,21 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 static void pm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(release);
 	fs_release(pm_fs(req), ino, open_flags(fi));
 	fuse_reply_err(req, 0);
 }
 
 static void pm_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
+	COUNT(fsync);
 	(void)fi;
 	reply_err(req, ino, -fs_fsync(pm_fs(req), ino, datasync));
 }
 
 static void pm_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(opendir);
 	struct fs_attr a;
 	int err = fs_getattr(pm_fs(req), ino, &a);
 
@@ -548,6 +674,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 static void pm_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
+	COUNT(readdir);
 	(void)fi;
 	do_readdir(req, ino, size, off, false);
 }
@@ -555,12 +682,14 @@ static void pm_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void pm_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi)
 {
+	COUNT(readdirplus);
 	(void)fi;
 	do_readdir(req, ino, size, off, true);
 }
 
 static void pm_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	COUNT(releasedir);
 	(void)ino;
 	(void)fi;
 	fuse_reply_err(req, 0);
@@ -568,6 +697,7 @@ static void pm_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 static void pm_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
+	COUNT(fsyncdir);
 	(void)fi;
 	/* directory changes are durable when their transaction commits */
 	reply_err(req, ino, -fs_fsync(pm_fs(req), ino, datasync));
@@ -575,6 +705,7 @@ static void pm_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 
 static void pm_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	COUNT(statfs);
 	struct statvfs sv;
 
 	(void)ino;
@@ -585,6 +716,7 @@ static void pm_statfs(fuse_req_t req, fuse_ino_t ino)
 static void pm_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
+	COUNT(setxattr);
 	reply_err(req, ino, -fs_setxattr(pm_fs(req), ino, name, value, size, flags));
 }
 
@@ -601,6 +733,7 @@ static void reply_xattr_result(fuse_req_t req, fuse_ino_t ino, ssize_t n, const 
 
 static void pm_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	COUNT(getxattr);
 	char *buf = size ? malloc(size) : NULL;
 
 	if (size && !buf) {
@@ -613,6 +746,7 @@ static void pm_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static void pm_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	COUNT(listxattr);
 	char *buf = size ? malloc(size) : NULL;
 
 	if (size && !buf) {
@@ -625,23 +759,31 @@ static void pm_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void pm_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	COUNT(removexattr);
 	reply_err(req, ino, -fs_removexattr(pm_fs(req), ino, name));
 }
 
 static void pm_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 			 struct fuse_file_info *fi)
 {
+	COUNT(fallocate);
+	int err;
+
 	(void)fi;
 	if (off < 0 || len <= 0) {
 		reply_err(req, ino, EINVAL);
 		return;
 	}
-	reply_err(req, ino, -fs_fallocate(pm_fs(req), ino, mode, (uint64_t)off, (uint64_t)len));
+	err = kill_priv(req, ino);
+	if (!err)
+		err = fs_fallocate(pm_fs(req), ino, mode, (uint64_t)off, (uint64_t)len);
+	reply_err(req, ino, -err);
 }
 
 static void pm_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
+	COUNT(lseek);
 	int64_t r;
 
 	(void)fi;
@@ -660,6 +802,7 @@ static void pm_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
 			       struct fuse_file_info *fi_out, size_t len, int flags)
 {
+	COUNT(copy_file_range);
 	ssize_t n;
 
 	(void)fi_in;
@@ -668,7 +811,10 @@ static void pm_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		reply_err(req, ino_in, EINVAL);
 		return;
 	}
-	n = fs_copy_range(pm_fs(req), ino_in, (uint64_t)off_in, ino_out, (uint64_t)off_out, len);
+	n = kill_priv(req, ino_out);
+	if (n == 0)
+		n = fs_copy_range(pm_fs(req), ino_in, (uint64_t)off_in, ino_out, (uint64_t)off_out,
+				  len);
 	if (n < 0)
 		reply_err(req, ino_in, (int)-n);
 	else

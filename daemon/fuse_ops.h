@@ -6,12 +6,22 @@
 #include <fuse_lowlevel.h>
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 extern const struct fuse_lowlevel_ops pm_ops;
 /* Take WRITE data through splice where the system allows (-o nosplice: never). */
 extern bool pm_opt_splice;
 /* Open O_DIRECT files FOPEN_DIRECT_IO (-o nodirect_io, or single-threaded: never). */
 extern bool pm_opt_direct_io;
+/*
+ * INIT flags libfuse 3.14 cannot name: given what the kernel offered and
+ * the reply libfuse built (flags2 in the high word), the reply to send.
+ * Called by the session's custom io (uring.c) before the reply goes out.
+ */
+uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply);
+/* The req_* lines of the stats xattr; returns the bytes written to buf. */
+int pm_ops_stats_lines(char *buf, size_t size);
 /* The session, for the notifications some handlers send. */
 void pm_ops_set_session(struct fuse_session *se);
 

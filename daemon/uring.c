@@ -153,6 +153,7 @@ static struct {
 	_Atomic int yield;		/* SCHED_IDLE commits allowed and possible */
 	_Atomic uint64_t init_unique;	/* INIT seen, not answered yet */
 	int offered;			/* the kernel offered FUSE_OVER_IO_URING */
+	uint64_t init_offered;		/* all INIT flags the kernel offered (flags2 << 32) */
 	size_t payload;
 	unsigned nqueues;
 	struct worker *_Atomic workers;	/* nqueues * WORKERS_PER_QUEUE */
@@ -680,6 +681,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 			const struct k_init_in *ii = (const void *)(in + 1);
 			U.offered = (ii->flags & K_FUSE_INIT_EXT) &&
 				    (ii->flags2 & K_FUSE_OVER_IO_URING_HI);
+			U.init_offered = ii->flags | ((ii->flags & K_FUSE_INIT_EXT) ?
+						      (uint64_t)ii->flags2 << 32 : 0);
 			atomic_store(&U.init_unique, in->unique);
 		}
 	}
@@ -767,6 +770,14 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	    out->error == 0 && iov[1].iov_len >= sizeof(struct k_init_out)) {
 		struct k_init_out *io = iov[1].iov_base;
 		atomic_store(&U.init_unique, 0);
+		/* what libfuse 3.14 cannot name, the FUSE layer asks for here */
+		uint64_t flags = io->flags | ((io->flags & K_FUSE_INIT_EXT) ?
+					      (uint64_t)io->flags2 << 32 : 0);
+		flags = pm_ops_init_reply(U.init_offered, flags);
+		io->flags = (uint32_t)flags;
+		io->flags2 = (uint32_t)(flags >> 32);
+		if (io->flags2)
+			io->flags |= K_FUSE_INIT_EXT;
 		if (U.want && U.offered && io->max_write && prepare_workers(io)) {
 			io->flags |= K_FUSE_INIT_EXT;
 			io->flags2 |= K_FUSE_OVER_IO_URING_HI;
@@ -815,10 +826,13 @@ static int stats_lines(char *buf, size_t size)
 		yields += atomic_load_explicit(&U.workers[i].yields, memory_order_relaxed);
 		stalls += atomic_load_explicit(&U.workers[i].yield_stalls, memory_order_relaxed);
 	}
-	return snprintf(buf, size,
-			"uring_queues %u\nuring_workers %u\nuring_requests %" PRIu64
-			"\nuring_yields %" PRIu64 "\nuring_yield_stalls %" PRIu64 "\n",
-			U.workers ? U.nqueues : 0, atomic_load(&U.running), req, yields, stalls);
+	int n = snprintf(buf, size,
+			 "uring_queues %u\nuring_workers %u\nuring_requests %" PRIu64
+			 "\nuring_yields %" PRIu64 "\nuring_yield_stalls %" PRIu64 "\n",
+			 U.workers ? U.nqueues : 0, atomic_load(&U.running), req, yields, stalls);
+	if (n < 0 || (size_t)n >= size)
+		return n;
+	return n + pm_ops_stats_lines(buf + n, size - (size_t)n);
 }
 
 /* The FUSE connection's number (fusectl) from our mount's entry in mountinfo. */

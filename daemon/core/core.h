@@ -277,18 +277,22 @@ int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
 void inode_retire(struct fs *fs, struct inode *in);
 void inode_free(struct inode *in);
 /*
- * The set-id bits a change of owner or a write by an unprivileged user
- * drops (the kernel's should_remove_suid()): setuid always, setgid only
- * with group execute (without it, setgid marks mandatory locking).
+ * The set-id bits a change of a file's contents drops (write, truncate,
+ * fallocate; the kernel's setattr_should_drop_suidgid()) and those a change
+ * of owner drops (chown_common()), for caller cr (NULL: the filesystem
+ * itself).  Setuid goes always; setgid with group execute, or when the
+ * caller is outside the file's group -- without group execute setgid once
+ * marked mandatory locking, which only a group member may keep.  A caller
+ * with CAP_FSETID keeps both on a write; a chown drops setuid regardless.
  */
-static inline mode_t inode_setid_to_drop(mode_t mode)
-{
-	mode_t drop = mode & S_ISUID;
-
-	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		drop |= S_ISGID;
-	return drop;
-}
+mode_t inode_setid_on_write(const struct pmfuse_inode *pi, const struct fs_cred *cr);
+mode_t inode_setid_on_chown(const struct pmfuse_inode *pi, const struct fs_cred *cr);
+/*
+ * What a change of contents by cr drops besides: set-id bits (as above) and
+ * security.capability, in one transaction if anything (inode lock held
+ * exclusively).  1 if something was dropped, 0 if not, or -errno.
+ */
+int inode_kill_priv_locked(struct fs *fs, struct inode *in, const struct fs_cred *cr);
 
 /* file contents (data.c) */
 /* Text for the user.pmfuse.extents xattr of a regular file. */

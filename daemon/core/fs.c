@@ -821,6 +821,7 @@ struct setattr_args {
 	struct inode *in;
 	const struct stat *a;
 	int valid;
+	const struct fs_cred *cr;
 	struct fmap_freed *freed;
 };
 
@@ -839,13 +840,9 @@ static int tx_setattr(void *arg)
 	}
 	if (valid & FS_SET_MODE)
 		pi->mode = (pi->mode & S_IFMT) | (a->st_mode & 07777);
-	if ((valid & (FS_SET_UID | FS_SET_GID)) && !S_ISDIR(pi->mode)) {
-		/* as chown(2) does: privileges do not follow the file */
-		bool uid_change = (valid & FS_SET_UID) && a->st_uid != pi->uid;
-		bool gid_change = (valid & FS_SET_GID) && a->st_gid != pi->gid;
-		if ((uid_change || gid_change) && !(valid & FS_SET_MODE))
-			pi->mode &= ~inode_setid_to_drop(pi->mode);
-	}
+	/* as chown(2) does: privileges do not follow the file */
+	if ((valid & (FS_SET_UID | FS_SET_GID)) && !(valid & FS_SET_MODE))
+		pi->mode &= ~inode_setid_on_chown(pi, sa->cr);
 	if (valid & FS_SET_UID)
 		pi->uid = a->st_uid;
 	if (valid & FS_SET_GID)
@@ -861,7 +858,7 @@ static int tx_setattr(void *arg)
 }
 
 int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid,
-	       struct fs_attr *attr)
+	       const struct fs_cred *cr, struct fs_attr *attr)
 {
 	struct inode *in = inode_get(fs, ino);
 	struct fmap_freed freed = { 0 };
@@ -888,7 +885,13 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid,
 			goto out;
 		}
 	}
-	struct setattr_args sa = { fs, in, a, valid, &freed };
+	/* a truncate is a change of contents: drop what a write would, first */
+	if ((valid & FS_SET_SIZE) && !(valid & FS_SET_MODE)) {
+		ret = inode_kill_priv_locked(fs, in, cr);
+		if (ret < 0)
+			goto out;
+	}
+	struct setattr_args sa = { fs, in, a, valid, cr, &freed };
 	ret = pool_tx(&fs->pool, tx_setattr, &sa);
 	if (ret == 0)
 		fmap_freed_release(&fs->alloc, &freed);

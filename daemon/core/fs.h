@@ -34,11 +34,19 @@ struct fs_opts {
 	bool sync;			/* -o sync: persist data before replying */
 };
 
-/* Caller identity for permission-relevant decisions (owner, group). */
+/*
+ * Who asks (the caller's fsuid, fsgid and thread id; pid 0 when unknown).
+ * A NULL cred is the filesystem itself: privileged, in every group.
+ */
 struct fs_cred {
 	uid_t uid;
 	gid_t gid;
+	pid_t pid;
 };
+
+/* Does the caller hold CAP_FSETID / belong to group gid (cred.c)? */
+bool fs_cred_capable_fsetid(const struct fs_cred *cr);
+bool fs_cred_in_group(const struct fs_cred *cr, gid_t gid);
 
 /* An inode's attributes, and the generation of its number. */
 struct fs_attr {
@@ -89,8 +97,13 @@ int fs_ref_ino(struct fs *fs, uint64_t ino, struct fs_attr *attr);	/* readdirplu
 #define FS_SET_ATIME_NOW (1 << 6)
 #define FS_SET_MTIME_NOW (1 << 7)
 #define FS_SET_CTIME	(1 << 8)
+/*
+ * A size change drops what a write would (fs_kill_priv); a change of owner
+ * or group drops setuid, and setgid as the kernel's chown does -- unless the
+ * same call sets the mode.  cr: the caller (NULL: privileged).
+ */
 int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *set, int valid,
-	       struct fs_attr *attr);
+	       const struct fs_cred *cr, struct fs_attr *attr);
 int fs_mknod(struct fs *fs, uint64_t parent, const char *name, mode_t mode, dev_t rdev,
 	     const struct fs_cred *cr, struct fs_attr *attr);
 int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
@@ -155,13 +168,14 @@ ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, 
 ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size);
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
 /*
- * Before a write the kernel does not prepare (files opened O_DIRECT): what
- * its file_remove_privs() would do -- drop security.capability, and setuid
- * (and setgid with group execute) unless the writer is privileged.  One
- * transaction when there is something to drop; two loads when not.
- * 1 if something was dropped, 0 if not, or -errno.
+ * Before cr changes a file's contents (write, fallocate, the destination of
+ * a copy): what the kernel's file_remove_privs() does -- drop
+ * security.capability, and the set-id bits inode_setid_on_write() names.
+ * The kernel leaves this to us (HANDLE_KILLPRIV_V2, and always on O_DIRECT
+ * files).  One transaction when there is something to drop; a few loads
+ * when not.  1 if something was dropped, 0 if not, or -errno.
  */
-int fs_kill_priv(struct fs *fs, uint64_t ino, bool privileged);
+int fs_kill_priv(struct fs *fs, uint64_t ino, const struct fs_cred *cr);
 
 /*
  * For a transport that copies read segments itself: is [p, p + n) inside

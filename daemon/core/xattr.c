@@ -382,22 +382,38 @@ static int tx_clear_mode(void *arg)
 	return 0;
 }
 
-int fs_kill_priv(struct fs *fs, uint64_t ino, bool privileged)
+static mode_t sgid_to_drop(const struct pmfuse_inode *pi, const struct fs_cred *cr)
+{
+	if (!(pi->mode & S_ISGID))
+		return 0;
+	if ((pi->mode & S_IXGRP) || !(fs_cred_in_group(cr, pi->gid) || fs_cred_capable_fsetid(cr)))
+		return S_ISGID;
+	return 0;
+}
+
+mode_t inode_setid_on_write(const struct pmfuse_inode *pi, const struct fs_cred *cr)
+{
+	mode_t drop;
+
+	if (!S_ISREG(pi->mode) || !(pi->mode & (S_ISUID | S_ISGID)))
+		return 0;
+	drop = (pi->mode & S_ISUID) | sgid_to_drop(pi, cr);
+	return drop && !fs_cred_capable_fsetid(cr) ? drop : 0;
+}
+
+mode_t inode_setid_on_chown(const struct pmfuse_inode *pi, const struct fs_cred *cr)
+{
+	if (S_ISDIR(pi->mode))
+		return 0;
+	return (pi->mode & S_ISUID) | sgid_to_drop(pi, cr);
+}
+
+int inode_kill_priv_locked(struct fs *fs, struct inode *in, const struct fs_cred *cr)
 {
 	const struct pmfuse_xattrs *x;
-	struct inode *in = inode_get(fs, ino);
-	int ret;
+	mode_t clear = inode_setid_on_write(in->pi, cr);
+	int ret = xattrs_get(fs, in->pi, &x);
 
-	if (!in)
-		return -ENOENT;
-	/* the common case, two loads: no set-id bit to drop, no attribute at all */
-	if (!in->pi->xattr_off && (privileged || !inode_setid_to_drop(in->pi->mode))) {
-		inode_put(fs, in);
-		return 0;
-	}
-	pthread_rwlock_wrlock(&in->lock);
-	mode_t clear = privileged ? 0 : inode_setid_to_drop(in->pi->mode);
-	ret = xattrs_get(fs, in->pi, &x);
 	if (ret == 0 && xattr_find(x, CAPS_NAME, strlen(CAPS_NAME))) {
 		ret = xattr_rewrite(fs, in, x, CAPS_NAME, strlen(CAPS_NAME), NULL, 0, clear);
 		ret = ret ?: 1;
@@ -406,6 +422,28 @@ int fs_kill_priv(struct fs *fs, uint64_t ino, bool privileged)
 		ret = pool_tx(&fs->pool, tx_clear_mode, &a);
 		ret = ret ?: 1;
 	}
+	return ret;
+}
+
+/* Nothing to drop: no set-id bit on a regular file, no attribute at all. */
+static bool nothing_to_kill(const struct pmfuse_inode *pi)
+{
+	return !pi->xattr_off && (!S_ISREG(pi->mode) || !(pi->mode & (S_ISUID | S_ISGID)));
+}
+
+int fs_kill_priv(struct fs *fs, uint64_t ino, const struct fs_cred *cr)
+{
+	struct inode *in = inode_get(fs, ino);
+	int ret;
+
+	if (!in)
+		return -ENOENT;
+	if (nothing_to_kill(in->pi)) {	/* the common case */
+		inode_put(fs, in);
+		return 0;
+	}
+	pthread_rwlock_wrlock(&in->lock);
+	ret = inode_kill_priv_locked(fs, in, cr);
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return ret;

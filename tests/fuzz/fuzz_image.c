@@ -335,7 +335,7 @@ PM_ALLOC_FN static char *pm_strdup(const char *s)
 /* ------------------------------------------------------------------ */
 /* the base image */
 
-static const struct fs_cred root_cred = { 0, 0 };
+static const struct fs_cred root_cred = { 0, 0, 0 };
 
 #define LONG_NAME "a-name-longer-than-thirty-two-bytes-kept-out-of-line"
 #define LONG_TARGET "a/symlink/target/longer/than/the/eighty/bytes/that/fit/inline/in/the/inode/record"
@@ -1144,7 +1144,7 @@ static void changes(struct walk *w, unsigned ops, unsigned choice)
 	}
 	if ((ops & OP_TRUNCATE) && f && fs_getattr(fs, f->ino, &st) == 0) {
 		struct stat a = { .st_size = st.st.st_size / 2 };
-		check_ret(w, "truncate", f->ino, fs_setattr(fs, f->ino, &a, FS_SET_SIZE, &st));
+		check_ret(w, "truncate", f->ino, fs_setattr(fs, f->ino, &a, FS_SET_SIZE, NULL, &st));
 	}
 	if ((ops & OP_PUNCH) && f) {
 		check_ret(w, "punch", f->ino, fs_fallocate(fs, f->ino,

@@ -19,7 +19,7 @@
 #define OBJ_ROOT_OFFSET_OFF	(OBJ_DSC_OFF + 2048u)
 
 static char region[256];
-static const struct fs_cred root_cred = { 0, 0 };
+static const struct fs_cred root_cred = { 0, 0, 0 };
 
 static void make_region(void)
 {

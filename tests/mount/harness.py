@@ -290,6 +290,17 @@ def fs_stats(mnt):
     return out
 
 
+def requests_during(mnt, op, fn, *args):
+    """How many requests of FUSE operation op (the stats' req_<op>) fn(*args)
+    caused, net of the GETXATTRs that reading the stats costs itself."""
+    key = "req_" + op
+    first = fs_stats(mnt)[key]
+    own = fs_stats(mnt)[key] - first       # what one stats read adds to this counter
+    before = first + own
+    fn(*args)
+    return fs_stats(mnt)[key] - before - own
+
+
 def statvfs_free_bytes(path):
     st = os.statvfs(path)
     return st.f_bfree * st.f_frsize

@@ -3,6 +3,7 @@
 permission checks as unprivileged users, sticky and setgid directories,
 extended attributes."""
 
+import ctypes
 import errno
 import mmap
 import os
@@ -14,10 +15,32 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (UTIME_NOW, UTIME_OMIT, XATTR_CREATE, XATTR_REPLACE,  # noqa: E402
-                     PmfuseTestCase, as_user, getxattr_raw, main, pmfuse_only,
-                     read_file, utimensat, write_file)
+                     PmfuseTestCase, as_user, fallocate, getxattr_raw, main,
+                     pmfuse_only, read_file, requests_during, utimensat, write_file)
 
 SEC = 1_000_000_000
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
+CAP_FSETID = 4
+
+
+def append_byte(path):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"y")
+    finally:
+        os.close(fd)
+
+
+def drop_effective_capability(cap):
+    """Clear one capability from this process's effective set (capset(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)        # _LINUX_CAPABILITY_VERSION_3
+    data = (ctypes.c_uint32 * 6)()                     # {effective, permitted, inheritable} x 2
+    if libc.capget(hdr, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0 + 3 * (cap // 32)] &= ~(1 << (cap % 32))
+    if libc.capset(hdr, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
 OLD_NS = 1_000_000_000 * SEC + 123_456_789      # 2001-09-09
 
 
@@ -129,9 +152,9 @@ class AttrTest(PmfuseTestCase):
         as_user(self.direct_write, p, b"y" * 4096)
         self.assertEqual(mode_of(p), 0o0777)
         self.assertEqual(read_file(p), b"y" * 4096 + b"x" * 4096)
-        os.chmod(p, 0o2767)            # setgid without group execute: a lock mark, kept
+        os.chmod(p, 0o2767)            # setgid without group execute, writer outside the group
         as_user(self.direct_write, p, b"z" * 4096)
-        self.assertEqual(mode_of(p), 0o2767)
+        self.assertEqual(mode_of(p), 0o0767)
 
     def test_o_direct_write_by_root_keeps_setuid_and_setgid(self):
         p = self.p("suid-root-direct")
@@ -158,6 +181,134 @@ class AttrTest(PmfuseTestCase):
             self.assertEqual(read_file(p), b"y" * 4096)
         self.remount()
         self.assertErrno(errno.ENODATA, os.getxattr, self.p("cap-direct"), "security.capability")
+
+    # The kernel's current rules (setattr_should_drop_suidgid): setuid goes on
+    # any change of contents by a caller without CAP_FSETID; setgid goes with
+    # group execute, or when the caller is outside the file's group.
+
+    def setid_file(self, name, mode, gid=0, size=8192):
+        p = self.p(name)
+        write_file(p, b"x" * size)
+        os.chown(p, 0, gid)
+        os.chmod(p, mode)
+        return p
+
+    def test_setgid_without_group_execute_goes_on_a_write_by_a_non_member(self):
+        append = append_byte
+        p = self.setid_file("sgid-other", 0o2666)
+        as_user(append, p)
+        self.assertEqual(mode_of(p), 0o0666)
+        p = self.setid_file("sgid-member", 0o2666, gid=1000)
+        as_user(append, p)                  # fsgid is the file's group
+        self.assertEqual(mode_of(p), 0o2666)
+        p = self.setid_file("sgid-supplementary", 0o2666, gid=4242)
+        as_user(append, p, groups=(4242,))  # a supplementary group is membership too
+        self.assertEqual(mode_of(p), 0o2666)
+        p = self.setid_file("sgid-xgrp-member", 0o2676, gid=1000)
+        as_user(append, p)                  # with group execute it goes for members too
+        self.assertEqual(mode_of(p), 0o0676)
+        self.remount()
+        self.assertEqual(mode_of(self.p("sgid-other")), 0o0666)
+        self.assertEqual(mode_of(self.p("sgid-supplementary")), 0o2666)
+        self.assertEqual(read_file(self.p("sgid-other")), b"x" * 8192 + b"y")
+
+    def test_truncate_by_another_user_drops_setuid_and_setgid(self):
+        def ftruncate(p, n):
+            fd = os.open(p, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, n)
+            finally:
+                os.close(fd)
+
+        def open_trunc(p):
+            os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))
+        for name, fn in (("truncate", lambda p: os.truncate(p, 100)),
+                         ("ftruncate", lambda p: ftruncate(p, 100)),
+                         ("extend", lambda p: os.truncate(p, 1 << 20)),
+                         ("o-trunc", open_trunc)):
+            for mode, after in ((0o4666, 0o0666), (0o2666, 0o0666), (0o6676, 0o0676)):
+                p = self.setid_file("%s-%o" % (name, mode), mode)
+                as_user(fn, p)
+                self.assertEqual(mode_of(p), after, "%s of a %o file" % (name, mode))
+        p = self.setid_file("root-truncate", 0o6777)
+        os.truncate(p, 10)
+        self.assertEqual(mode_of(p), 0o6777, "root holds CAP_FSETID")
+        self.assertEqual(os.stat(p).st_size, 10)
+
+    def test_fallocate_and_copy_range_by_another_user_drop_setuid_and_setgid(self):
+        def falloc(p, mode, off, n):
+            fd = os.open(p, os.O_WRONLY)
+            try:
+                fallocate(fd, mode, off, n)
+            finally:
+                os.close(fd)
+        for name, mode in (("alloc", 0), ("keep-size", FALLOC_FL_KEEP_SIZE),
+                           ("punch", FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE),
+                           ("zero", FALLOC_FL_ZERO_RANGE)):
+            p = self.setid_file("falloc-" + name, 0o6666)
+            as_user(falloc, p, mode, 0, 4096)
+            self.assertEqual(mode_of(p), 0o0666, name)
+        src = self.p("src")
+        write_file(src, b"s" * 4096)
+        os.chmod(src, 0o644)
+        dst = self.setid_file("copy-dst", 0o6666)
+
+        def copy(a, b):
+            fi, fo = os.open(a, os.O_RDONLY), os.open(b, os.O_WRONLY)
+            try:
+                return os.copy_file_range(fi, fo, 4096, 0, 0)
+            finally:
+                os.close(fi)
+                os.close(fo)
+        self.assertEqual(as_user(copy, src, dst), 4096)
+        self.assertEqual(mode_of(dst), 0o0666)
+        self.assertEqual(read_file(dst)[:4096], b"s" * 4096)
+
+    def test_pwritev2_and_o_direct_writes_follow_the_same_rules(self):
+        def pwritev2(p):
+            fd = os.open(p, os.O_WRONLY)
+            try:
+                os.pwritev(fd, [b"v" * 100], 0, os.RWF_DSYNC)
+            finally:
+                os.close(fd)
+        p = self.setid_file("pwritev2", 0o2666)
+        as_user(pwritev2, p)
+        self.assertEqual(mode_of(p), 0o0666)
+        self.assertEqual(read_file(p)[:101], b"v" * 100 + b"x")
+        p = self.setid_file("direct-member", 0o2666, gid=1000)
+        as_user(self.direct_write, p, b"d" * 4096)
+        self.assertEqual(mode_of(p), 0o2666)
+
+    def test_root_without_cap_fsetid_drops_setuid_on_write(self):
+        def drop_fsetid_and_append(p):
+            drop_effective_capability(CAP_FSETID)
+            append_byte(p)
+        p = self.setid_file("root-nocap", 0o6766)
+        as_user(drop_fsetid_and_append, p, uid=0, gid=0)
+        # setgid without group execute stays: root is in the file's group
+        self.assertEqual(mode_of(p), 0o2766)
+        p = self.setid_file("root-nocap-other-group", 0o6766, gid=4242)
+        as_user(drop_fsetid_and_append, p, uid=0, gid=0)
+        self.assertEqual(mode_of(p), 0o0766)
+
+    @pmfuse_only
+    def test_buffered_writes_do_not_ask_for_security_capability(self):
+        # HANDLE_KILLPRIV_V2 leaves set-id and capability dropping to the
+        # daemon, and lets the kernel mark inodes S_NOSEC: no GETXATTR
+        # round trip before every buffered write
+        p = self.p("plain")
+        write_file(p, b"x" * 65536)
+
+        def writes():
+            fd = os.open(p, os.O_WRONLY)
+            try:
+                for i in range(200):
+                    os.pwrite(fd, b"y" * 4096, (i % 16) * 4096)
+            finally:
+                os.close(fd)
+        self.assertGreaterEqual(requests_during(self.mnt, "write", writes), 200)
+        self.assertLessEqual(requests_during(self.mnt, "getxattr", writes), 2,
+                             "a GETXATTR per buffered write")
 
     def test_write_by_root_keeps_setuid_and_setgid(self):
         p = self.p("suid-root")

@@ -15,10 +15,11 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <unistd.h>
 
 static char region[256];
-static const struct fs_cred root_cred = { 0, 0 };
+static const struct fs_cred root_cred = { 0, 0, 0 };
 
 static void make_region(uint64_t size)
 {
@@ -176,7 +177,7 @@ static void test_hole_read_allocates_nothing(void)
 
 	CHECK_EQ(fs_mknod(fs, 1, "sparse", S_IFREG | 0644, 0, &root_cred, &st), 0);
 	struct stat a = { .st_size = 1ll << 40 };
-	CHECK_EQ(fs_setattr(fs, st.st.st_ino, &a, FS_SET_SIZE, &st), 0);
+	CHECK_EQ(fs_setattr(fs, st.st.st_ino, &a, FS_SET_SIZE, NULL, &st), 0);
 	uint64_t free0 = alloc_free_count(&fs->alloc);
 	uint64_t zero0 = fs->stats.zero_bytes_served;
 	CHECK_EQ(fs_read(fs, st.st.st_ino, 1ull << 39, sizeof(out), copy_out, out), 0);
@@ -403,7 +404,7 @@ static void test_huge_counters_follow_every_map_change(void)
 			break;
 		case 3: {
 			struct stat a = { .st_size = (off_t)(off / 2) };
-			CHECK_EQ(fs_setattr(fs, f, &a, FS_SET_SIZE, &st), 0);
+			CHECK_EQ(fs_setattr(fs, f, &a, FS_SET_SIZE, NULL, &st), 0);
 			snprintf(what, sizeof(what), "step %d: truncate", step);
 			break;
 		}
@@ -819,45 +820,100 @@ static void test_region_io_through_a_mapping(void)
 	unlink(path);
 }
 
-/* What a write the kernel leaves to us (O_DIRECT) must drop first. */
+/* What a change of contents the kernel leaves to us must drop first. */
 static void test_kill_priv_drops_caps_and_setid_bits(void)
 {
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
+	/* pid 0: no /proc to read, so root holds CAP_FSETID and the fsgid is the only group */
+	const struct fs_cred user = { 1000, 1000, 0 }, member = { 1000, 0, 0 };
 	struct fs_attr st;
 	struct stat a = { .st_mode = 06755 };
 	char v[8];
 
 	CHECK_EQ(fs_mknod(fs, 1, "f", S_IFREG | 0644, 0, &root_cred, &st), 0);
 	uint64_t ino = st.st.st_ino;
-	CHECK_EQ(fs_kill_priv(fs, ino, false), 0);		/* nothing to drop */
-	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, &st), 0);
+	CHECK_EQ(st.st.st_gid, 0);
+	CHECK_EQ(fs_kill_priv(fs, ino, &user), 0);		/* nothing to drop */
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, NULL, &st), 0);
 	CHECK_EQ(fs_setxattr(fs, ino, "user.keep", "1", 1, 0), 0);
-	CHECK_EQ(fs_kill_priv(fs, ino, true), 0);		/* root keeps set-id, no caps */
+	CHECK_EQ(fs_kill_priv(fs, ino, &root_cred), 0);	/* root keeps set-id, no caps */
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_mode & 07777, 06755);
 	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0), 0);
-	CHECK_EQ(fs_kill_priv(fs, ino, true), 1);		/* caps go even for root */
+	CHECK_EQ(fs_kill_priv(fs, ino, &root_cred), 1);	/* caps go even for root */
 	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_mode & 07777, 06755);
 	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0), 0);
-	CHECK_EQ(fs_kill_priv(fs, ino, false), 1);		/* both, one transaction */
+	CHECK_EQ(fs_kill_priv(fs, ino, &user), 1);		/* both, one transaction */
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_mode & 07777, 0755);
 	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
 	CHECK_EQ(fs_getxattr(fs, ino, "user.keep", v, sizeof(v)), 1);
-	a.st_mode = 02745;					/* setgid without g+x: kept */
-	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, &st), 0);
-	CHECK_EQ(fs_kill_priv(fs, ino, false), 0);
+	/* setgid without g+x: a group member keeps it, anyone else drops it */
+	a.st_mode = 02745;
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, NULL, &st), 0);
+	CHECK_EQ(fs_kill_priv(fs, ino, &member), 0);
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_mode & 07777, 02745);
+	CHECK_EQ(fs_kill_priv(fs, ino, &user), 1);
+	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 0745);
+	/* a truncate drops what a write does; a mode set with it wins */
+	a.st_mode = 06755;
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, NULL, &st), 0);
+	a.st_size = 100;
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_SIZE, &root_cred, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 06755);
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_SIZE | FS_SET_MODE, &user, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 06755);
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_SIZE, &user, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 0755);
+	/* chown: setuid goes even for root, setgid only with g+x (root is in every group) */
+	a.st_mode = 06745;
+	a.st_uid = 5;
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, NULL, &st), 0);
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_UID, &root_cred, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 02745);
+	a.st_mode = 06755;
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, NULL, &st), 0);
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_UID, &root_cred, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 0755);
+	a.st_mode = 02745;
+	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE | FS_SET_UID, &root_cred, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 02745);		/* a mode set with it wins */
 	fs_unmount(fs);
 	fs = mount_region();
 	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_mode & 07777, 02745);
 	fs_unmount(fs);
+}
+
+/* Groups and CAP_FSETID come from the caller's /proc/<tid>/status. */
+static void test_cred_reads_groups_and_capabilities_of_the_caller(void)
+{
+	const struct fs_cred self = { getuid(), getgid(), (pid_t)gettid() };
+	const struct fs_cred gone = { 1000, 1000, 0 }, gone_root = { 0, 0, 0 };
+	gid_t keep[64];
+	int n = getgroups(64, keep);
+
+	CHECK(n >= 0);
+	CHECK(fs_cred_in_group(&gone, 1000));
+	CHECK(!fs_cred_in_group(&gone, 4242));
+	CHECK(!fs_cred_capable_fsetid(&gone));
+	CHECK(fs_cred_capable_fsetid(&gone_root));
+	CHECK(fs_cred_capable_fsetid(NULL));
+	if (geteuid() != 0)
+		return;		/* setgroups needs root */
+	gid_t g[] = { 4241, 4242, 4243 };
+	CHECK_EQ(setgroups(3, g), 0);
+	CHECK(fs_cred_in_group(&self, 4242));
+	CHECK(fs_cred_in_group(&self, 4243));
+	CHECK(!fs_cred_in_group(&self, 4244));
+	CHECK_EQ(setgroups((size_t)n, keep), 0);
+	CHECK(fs_cred_capable_fsetid(&self));		/* root with its capabilities */
 }
 
 int main(void)
@@ -884,6 +940,7 @@ int main(void)
 	RUN(test_zero_buffer_is_read_only);
 	RUN(test_region_io_through_a_mapping);
 	RUN(test_kill_priv_drops_caps_and_setid_bits);
+	RUN(test_cred_reads_groups_and_capabilities_of_the_caller);
 	unlink(region);
 	return test_failures ? 1 : 0;
 }

@@ -27,7 +27,7 @@
 
 static const char *fsck_bin;
 static char pristine[128], region[128];
-static const struct fs_cred root = { 0, 0 };
+static const struct fs_cred root = { 0, 0, 0 };
 
 static struct fs *mount_it(void)
 {
@@ -114,7 +114,7 @@ static int step(struct fs *fs, int i)
 		return 0;
 	case 12: {
 		struct stat a = { .st_size = 5000 };
-		return fs_setattr(fs, lookup_ino(fs, 1, "g"), &a, FS_SET_SIZE, &st);
+		return fs_setattr(fs, lookup_ino(fs, 1, "g"), &a, FS_SET_SIZE, NULL, &st);
 	}
 	case 13: return fs_fallocate(fs, lookup_ino(fs, 1, "g"),
 				      FALLOC_FL_ZERO_RANGE, 100, 3 << 20);
