@@ -98,7 +98,7 @@ static struct fs *pm_fs(fuse_req_t req)
 static struct fs_cred pm_cred(fuse_req_t req)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	return (struct fs_cred){ ctx->uid, ctx->gid, ctx->pid };
+	return (struct fs_cred){ ctx->uid, ctx->gid, ctx->pid, ctx->umask };
 }
 
 /*
@@ -717,7 +717,9 @@ static void pm_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 			size_t size, int flags)
 {
 	COUNT(setxattr);
-	reply_err(req, ino, -fs_setxattr(pm_fs(req), ino, name, value, size, flags));
+	struct fs_cred cr = pm_cred(req);
+
+	reply_err(req, ino, -fs_setxattr(pm_fs(req), ino, name, value, size, flags, &cr));
 }
 
 static void reply_xattr_result(fuse_req_t req, fuse_ino_t ino, ssize_t n, const char *buf,
@@ -822,6 +824,7 @@ static void pm_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 }
 
 bool pm_opt_splice = true;
+bool pm_opt_acl = true;
 
 /*
  * libfuse splices each request into a pipe as large as its receive buffer
@@ -855,6 +858,16 @@ static void pm_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
+	/*
+	 * POSIX ACLs: the kernel enforces them (with default_permissions) and
+	 * hands us the caller's umask unapplied, so that a default ACL can
+	 * stand in for it (fs_mknod); the core keeps ACLs and modes in step.
+	 */
+	if (pm_opt_acl && (conn->capable & FUSE_CAP_POSIX_ACL) &&
+	    (conn->capable & FUSE_CAP_DONT_MASK))
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+	else
+		conn->want &= ~(unsigned)FUSE_CAP_POSIX_ACL;
 	/* libfuse turns splice on by itself because we have write_buf */
 	conn->want &= ~FUSE_CAP_SPLICE_READ;
 	if (pm_opt_splice && (conn->capable & FUSE_CAP_SPLICE_READ)) {

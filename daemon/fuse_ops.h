@@ -12,6 +12,8 @@
 extern const struct fuse_lowlevel_ops pm_ops;
 /* Take WRITE data through splice where the system allows (-o nosplice: never). */
 extern bool pm_opt_splice;
+/* Enforce POSIX ACLs (FUSE_POSIX_ACL; -o noacl: keep them opaque). */
+extern bool pm_opt_acl;
 /* Open O_DIRECT files FOPEN_DIRECT_IO (-o nodirect_io, or single-threaded: never). */
 extern bool pm_opt_direct_io;
 /*

@@ -31,6 +31,7 @@ struct options {
 	int nodirect_io;
 	int nouring;
 	int noyield;
+	int noacl;
 	int show_help;
 	int show_version;
 };
@@ -44,6 +45,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("nodirect_io", nodirect_io),
 	OPT("nouring", nouring),
 	OPT("noyield", noyield),
+	OPT("noacl", noacl),
+	FUSE_OPT_KEY("acl", KEY_IGNORE),
 	OPT("log_level=%s", log_level),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -103,9 +106,10 @@ static void usage(const char *prog)
 	       "    -o nouring             keep requests on /dev/fuse even where the kernel\n"
 	       "                           offers FUSE over io_uring (see pmfuse(8))\n"
 	       "    -o noyield             io_uring workers keep their priority when replying\n"
+	       "    -o noacl               POSIX ACLs are kept as opaque attributes, not enforced\n"
 	       "    -h, --help             this help\n"
 	       "    -V, --version          print the version\n"
-	       "Ignored (as passed from fstab): defaults, nofail, _netdev, auto, noauto,\n"
+	       "Ignored (as passed from fstab): defaults, acl, nofail, _netdev, auto, noauto,\n"
 	       "user, nouser, users, comment=, x-*\n\n"
 	       "Messages go to stderr (to syslog once daemonized, without -f), with\n"
 	       "<N> priority prefixes when stderr is the systemd journal.\n\n",
@@ -231,6 +235,7 @@ int main(int argc, char *argv[])
 		goto out_args;
 	ret = 1;
 	pm_opt_splice = !o.nosplice;
+	pm_opt_acl = !o.noacl;
 	pm_opt_direct_io = !o.nodirect_io && !opts.singlethread;
 	struct fs_opts fo = { .sync = o.sync != 0 };
 	int err = fs_mount(&fs, region, &fo, why, sizeof(why));

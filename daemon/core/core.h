@@ -294,6 +294,23 @@ mode_t inode_setid_on_chown(const struct pmfuse_inode *pi, const struct fs_cred 
  */
 int inode_kill_priv_locked(struct fs *fs, struct inode *in, const struct fs_cred *cr);
 
+/* attribute sets built in DRAM and installed in a transaction (xattr.c) */
+struct xattr_new {
+	char *recs;
+	size_t used;
+	uint32_t count;
+};
+/* pi's attributes with name replaced by value (NULL: removed). */
+int xattr_new_from(struct fs *fs, const struct pmfuse_inode *pi, const char *name,
+		   const void *value, size_t vlen, struct xattr_new *out);
+int xattr_new_add(struct xattr_new *n, const char *name, const void *value, size_t vlen);
+void xattr_new_free(struct xattr_new *n);
+/* In a transaction: pi's attribute object becomes n's (none if empty). */
+void xattr_tx_install(struct fs *fs, struct pmfuse_inode *pi, const struct xattr_new *n);
+/* A malloc'd copy of pi's attribute name (NULL, 0 if it has none), or -errno. */
+int xattr_copy(struct fs *fs, const struct pmfuse_inode *pi, const char *name, void **value,
+	       size_t *len);
+
 /* file contents (data.c) */
 /* Text for the user.pmfuse.extents xattr of a regular file. */
 int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size);

@@ -5,6 +5,7 @@
  * (directory indexes, inode free list, allocator) in line with the outcome.
  */
 #include "core.h"
+#include "acl.h"
 #include "dir.h"
 #include "fault.h"
 
@@ -823,6 +824,7 @@ struct setattr_args {
 	int valid;
 	const struct fs_cred *cr;
 	struct fmap_freed *freed;
+	const struct xattr_new *acl;	/* the attribute set after a chmod, if it has an ACL */
 };
 
 static int tx_setattr(void *arg)
@@ -840,6 +842,8 @@ static int tx_setattr(void *arg)
 	}
 	if (valid & FS_SET_MODE)
 		pi->mode = (pi->mode & S_IFMT) | (a->st_mode & 07777);
+	if (sa->acl)
+		xattr_tx_install(sa->fs, pi, sa->acl);
 	/* as chown(2) does: privileges do not follow the file */
 	if ((valid & (FS_SET_UID | FS_SET_GID)) && !(valid & FS_SET_MODE))
 		pi->mode &= ~inode_setid_on_chown(pi, sa->cr);
@@ -855,6 +859,29 @@ static int tx_setattr(void *arg)
 	if (valid & FS_SET_CTIME)
 		set_time(&pi->ctime, &a->st_ctim);
 	return 0;
+}
+
+/*
+ * A chmod keeps an access ACL in step (posix_acl_chmod()): the attribute
+ * set with the ACL's owner, mask (or group) and other entries rewritten,
+ * if pi has one.
+ */
+static int chmod_acl(struct fs *fs, const struct pmfuse_inode *pi, mode_t mode,
+		     struct xattr_new *out, bool *has_acl)
+{
+	void *acl;
+	size_t len;
+	int ret = xattr_copy(fs, pi, ACL_ACCESS_XATTR, &acl, &len);
+
+	if (ret || !acl)
+		return ret;
+	if (acl_check(acl, len) == 0) {
+		acl_chmod(acl, len, mode);
+		ret = xattr_new_from(fs, pi, ACL_ACCESS_XATTR, acl, len, out);
+		*has_acl = ret == 0;
+	}
+	free(acl);
+	return ret;
 }
 
 int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid,
@@ -891,8 +918,16 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid,
 		if (ret < 0)
 			goto out;
 	}
-	struct setattr_args sa = { fs, in, a, valid, cr, &freed };
+	struct xattr_new acl = { 0 };
+	bool has_acl = false;
+	if ((valid & FS_SET_MODE) && !S_ISLNK(pi->mode)) {
+		ret = chmod_acl(fs, pi, a->st_mode, &acl, &has_acl);
+		if (ret)
+			goto out;
+	}
+	struct setattr_args sa = { fs, in, a, valid, cr, &freed, has_acl ? &acl : NULL };
 	ret = pool_tx(&fs->pool, tx_setattr, &sa);
+	xattr_new_free(&acl);
 	if (ret == 0)
 		fmap_freed_release(&fs->alloc, &freed);
 	else
@@ -928,6 +963,7 @@ struct create_args {
 	gid_t gid;
 	dev_t rdev;
 	struct dir_pending *pd;
+	const struct xattr_new *xattrs;	/* inherited ACLs */
 };
 
 static int tx_create(void *arg)
@@ -946,11 +982,50 @@ static int tx_create(void *arg)
 	}
 	if (a->target)
 		tx_set_symlink(a->fs, pi, a->target, a->tlen);
+	if (a->xattrs->count)
+		xattr_tx_install(a->fs, pi, a->xattrs);
 	int r = dir_tx_insert(a->fs, dir, a->name, a->len, a->ino, mode_to_dtype(a->mode), a->pd);
 	if (r)
 		return r;
 	inode_tx_touch(dir->pi, false, true, true);
 	return 0;
+}
+
+/*
+ * A new inode's mode and ACLs (posix_acl_create()): with a default ACL on
+ * the directory, the mode is masked by it, the ACL becomes the inode's
+ * access ACL (unless the mode says it all) and, for a directory, its default
+ * ACL too; without one, the caller's umask applies.
+ */
+static int inherit_acls(struct fs *fs, struct inode *dir, mode_t *mode, mode_t umask,
+			struct xattr_new *out)
+{
+	void *def, *acc;
+	size_t len;
+	int ret = xattr_copy(fs, dir->pi, ACL_DEFAULT_XATTR, &def, &len);
+
+	if (ret)
+		return ret;
+	if (!def || acl_check(def, len)) {
+		free(def);
+		*mode &= ~(umask & 0777);
+		return 0;
+	}
+	acc = malloc(len);
+	if (!acc) {
+		free(def);
+		return -ENOMEM;
+	}
+	memcpy(acc, def, len);
+	if (acl_create_masq(acc, len, mode))
+		ret = xattr_new_add(out, ACL_ACCESS_XATTR, acc, len);
+	if (!ret && S_ISDIR(*mode))
+		ret = xattr_new_add(out, ACL_DEFAULT_XATTR, def, len);
+	free(acc);
+	free(def);
+	if (ret)
+		xattr_new_free(out);
+	return ret;
 }
 
 static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t mode,
@@ -996,9 +1071,16 @@ static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t 
 		if (S_ISDIR(mode))
 			mode |= S_ISGID;
 	}
+	struct xattr_new inherited = { 0 };
+	if (!target) {
+		ret = inherit_acls(fs, dir, &mode, cr->umask, &inherited);
+		if (ret)
+			goto out_unlock;
+	}
 	struct create_args ca = { fs, dir, name, target, len, tlen, ino, mode, cr->uid, gid,
-				  rdev, &pd };
+				  rdev, &pd, &inherited };
 	ret = pool_tx(&fs->pool, tx_create, &ca);
+	xattr_new_free(&inherited);
 	dir_insert_done(dir, &pd, ret == 0);
 	if (ret == 0) {
 		child = inode_get(fs, ino);

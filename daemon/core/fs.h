@@ -42,6 +42,7 @@ struct fs_cred {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
+	mode_t umask;	/* applied to a new inode's mode unless a default ACL applies */
 };
 
 /* Does the caller hold CAP_FSETID / belong to group gid (cred.c)? */
@@ -162,8 +163,13 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 int fs_statfs(struct fs *fs, struct statvfs *sv);
 
 /* extended attributes; user.pmfuse.stats (root) and .extents are generated */
+/*
+ * system.posix_acl_access and system.posix_acl_default are POSIX ACLs
+ * (acl.h): checked, kept in step with the mode, and, for the access ACL of
+ * a caller cr outside the file's group, setgid dropped.  cr may be NULL.
+ */
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
-		size_t size, int flags);
+		size_t size, int flags, const struct fs_cred *cr);
 ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size);
 ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size);
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);

@@ -8,6 +8,7 @@
  */
 #include "core.h"
 #include "xattr.h"
+#include "acl.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -238,37 +239,122 @@ ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
 	return with_xattrs(fs, ino, false, list_names, &b);
 }
 
+void xattr_new_free(struct xattr_new *n)
+{
+	free(n->recs);
+	*n = (struct xattr_new){ 0 };
+}
+
+int xattr_new_add(struct xattr_new *n, const char *name, const void *value, size_t vlen)
+{
+	size_t nlen = strlen(name);
+	size_t rec = (sizeof(struct pmfuse_xattr_rec) + nlen + vlen + 7) & ~(size_t)7;
+	char *recs;
+
+	if (n->used + rec > PMFUSE_XATTR_MAX_TOTAL)
+		return -ENOSPC;
+	recs = realloc(n->recs, n->used + rec);
+	if (!recs)
+		return -ENOMEM;
+	n->recs = recs;
+	struct pmfuse_xattr_rec *r = (void *)(recs + n->used);
+	memset(r, 0, rec);
+	r->name_len = (uint16_t)nlen;
+	r->value_len = (uint32_t)vlen;
+	memcpy(r + 1, name, nlen);
+	memcpy((char *)(r + 1) + nlen, value, vlen);
+	n->used += rec;
+	n->count++;
+	return 0;
+}
+
+/* x's records without name, then name=value if value is non-NULL. */
+static int new_set(const struct pmfuse_xattrs *x, const char *name, size_t nlen,
+		   const void *value, size_t vlen, struct xattr_new *out)
+{
+	size_t pos = 0;
+
+	*out = (struct xattr_new){ 0 };
+	out->recs = malloc((x ? x->used : 0) + 8);
+	if (!out->recs)
+		return -ENOMEM;
+	for (uint32_t i = 0; x && i < x->count; i++) {
+		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
+		pos += xattr_rec_size(r);
+		if (r->name_len == nlen && memcmp(r + 1, name, nlen) == 0)
+			continue;
+		memcpy(out->recs + out->used, r, xattr_rec_size(r));
+		out->used += xattr_rec_size(r);
+		out->count++;
+	}
+	int ret = value ? xattr_new_add(out, name, value, vlen) : 0;
+	if (ret)
+		xattr_new_free(out);
+	return ret;
+}
+
+int xattr_new_from(struct fs *fs, const struct pmfuse_inode *pi, const char *name,
+		   const void *value, size_t vlen, struct xattr_new *out)
+{
+	const struct pmfuse_xattrs *x;
+	int ret = xattrs_get(fs, pi, &x);
+
+	return ret ? ret : new_set(x, name, strlen(name), value, vlen, out);
+}
+
+int xattr_copy(struct fs *fs, const struct pmfuse_inode *pi, const char *name, void **value,
+	       size_t *len)
+{
+	const struct pmfuse_xattrs *x;
+	const struct pmfuse_xattr_rec *r;
+	int ret = xattrs_get(fs, pi, &x);
+
+	*value = NULL;
+	*len = 0;
+	if (ret || !(r = xattr_find(x, name, strlen(name))))
+		return ret;
+	*value = malloc(r->value_len ? r->value_len : 1);
+	if (!*value)
+		return -ENOMEM;
+	memcpy(*value, (const char *)(r + 1) + r->name_len, r->value_len);
+	*len = r->value_len;
+	return 0;
+}
+
+void xattr_tx_install(struct fs *fs, struct pmfuse_inode *pi, const struct xattr_new *n)
+{
+	uint64_t off = 0;
+
+	if (n->count) {
+		PMEMoid oid = pool_tx_alloc(sizeof(struct pmfuse_xattrs) + n->used);
+		struct pmfuse_xattrs *nx = pool_ptr(&fs->pool, oid.off);
+		nx->count = n->count;
+		nx->used = (uint32_t)n->used;
+		memcpy(nx + 1, n->recs, n->used);
+		off = oid.off;
+	}
+	if (pi->xattr_off)
+		pool_tx_free(pmemobj_oid(pool_ptr(&fs->pool, pi->xattr_off)));
+	pmemobj_tx_add_range_direct(&pi->xattr_off, sizeof(pi->xattr_off));
+	pi->xattr_off = off;
+}
+
 struct swap_args {
 	struct fs *fs;
 	struct inode *in;
-	const char *recs;
-	size_t used;
-	uint32_t count;
-	mode_t mode_clear;	/* set-id bits dropped in the same transaction */
+	const struct xattr_new *set;
+	mode_t mode;		/* the inode's mode after the swap, in the same transaction */
 };
 
-/* Swap in a new attribute object holding recs (none if count is 0). */
 static int tx_swap(void *arg)
 {
 	struct swap_args *a = arg;
 	struct pmfuse_inode *pi = a->in->pi;
-	uint64_t off = 0;
 
-	if (a->count) {
-		PMEMoid oid = pool_tx_alloc(sizeof(struct pmfuse_xattrs) + a->used);
-		struct pmfuse_xattrs *nx = pool_ptr(&a->fs->pool, oid.off);
-		nx->count = a->count;
-		nx->used = (uint32_t)a->used;
-		memcpy(nx + 1, a->recs, a->used);
-		off = oid.off;
-	}
-	if (pi->xattr_off)
-		pool_tx_free(pmemobj_oid(pool_ptr(&a->fs->pool, pi->xattr_off)));
-	pmemobj_tx_add_range_direct(&pi->xattr_off, sizeof(pi->xattr_off));
-	pi->xattr_off = off;
-	if (a->mode_clear) {
+	xattr_tx_install(a->fs, pi, a->set);
+	if (a->mode != pi->mode) {
 		pmemobj_tx_add_range_direct(&pi->mode, sizeof(pi->mode));
-		pi->mode &= ~a->mode_clear;
+		pi->mode = a->mode;
 	}
 	inode_tx_touch(pi, false, false, true);
 	return 0;
@@ -276,47 +362,20 @@ static int tx_swap(void *arg)
 
 /*
  * Replace the set: drop name (if present) and, if value is non-NULL, add
- * name=value.  Builds the new object in a transaction.
+ * name=value; the mode becomes mode.  One transaction.
  */
 static int xattr_rewrite(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
 			 const char *name, size_t nlen, const void *value, size_t vlen,
-			 mode_t mode_clear)
+			 mode_t mode)
 {
-	size_t pos = 0, newrec = value ? (sizeof(struct pmfuse_xattr_rec) + nlen + vlen + 7) & ~(size_t)7 : 0;
-	size_t used = 0;
-	uint32_t count = 0;
-	int ret;
-	char *buf;
+	struct xattr_new n;
+	int ret = new_set(x, name, nlen, value, vlen, &n);
 
-	buf = malloc((x ? x->used : 0) + newrec + 8);
-	if (!buf)
-		return -ENOMEM;
-	for (uint32_t i = 0; x && i < x->count; i++) {
-		const struct pmfuse_xattr_rec *r = (const void *)((const char *)(x + 1) + pos);
-		pos += xattr_rec_size(r);
-		if (r->name_len == nlen && memcmp(r + 1, name, nlen) == 0)
-			continue;
-		memcpy(buf + used, r, xattr_rec_size(r));
-		used += xattr_rec_size(r);
-		count++;
-	}
-	if (value) {
-		struct pmfuse_xattr_rec *r = (void *)(buf + used);
-		memset(r, 0, newrec);
-		r->name_len = (uint16_t)nlen;
-		r->value_len = (uint32_t)vlen;
-		memcpy(r + 1, name, nlen);
-		memcpy((char *)(r + 1) + nlen, value, vlen);
-		used += newrec;
-		count++;
-	}
-	if (used > PMFUSE_XATTR_MAX_TOTAL) {
-		free(buf);
-		return -ENOSPC;
-	}
-	struct swap_args a = { fs, in, buf, used, count, mode_clear };
+	if (ret)
+		return ret;
+	struct swap_args a = { fs, in, &n, mode };
 	ret = pool_tx(&fs->pool, tx_swap, &a);
-	free(buf);
+	xattr_new_free(&n);
 	return ret;
 }
 
@@ -327,25 +386,81 @@ struct xattr_change {
 	const void *value;
 	size_t size;
 	int flags;			/* XATTR_CREATE, XATTR_REPLACE */
+	const struct fs_cred *cr;
 };
+
+struct mode_args {
+	struct pmfuse_inode *pi;
+	mode_t mode;
+};
+
+static int tx_set_mode(void *arg)
+{
+	struct mode_args *a = arg;
+
+	pmemobj_tx_add_range_direct(&a->pi->mode, sizeof(a->pi->mode));
+	a->pi->mode = a->mode;
+	inode_tx_touch(a->pi, false, false, true);
+	return 0;
+}
+
+/* The mode becomes mode (and ctime now), one transaction. */
+static int inode_set_mode(struct fs *fs, struct inode *in, mode_t mode)
+{
+	struct mode_args a = { in->pi, mode };
+
+	return pool_tx(&fs->pool, tx_set_mode, &a);
+}
+
+/*
+ * Setting a POSIX ACL (the kernel has checked the caller owns the file):
+ * a default ACL only on a directory; an access ACL sets the permission bits
+ * and is not stored when they say it all; setgid goes if the caller is
+ * outside the group (posix_acl_update_mode()).
+ */
+static ssize_t change_acl(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
+			  struct xattr_change *c, int kind)
+{
+	mode_t mode = in->pi->mode;
+	const void *value = c->value;
+
+	if (acl_check(value, c->size))
+		return -EINVAL;
+	if (kind == 2) {
+		if (!S_ISDIR(mode))
+			return -EACCES;
+	} else {
+		if (!acl_equiv_mode(value, c->size, &mode))
+			value = NULL;
+		if ((mode & S_ISGID) && !fs_cred_in_group(c->cr, in->pi->gid) &&
+		    !fs_cred_capable_fsetid(c->cr))
+			mode &= ~(mode_t)S_ISGID;
+		if (!value && !xattr_find(x, c->name, c->nlen))
+			return inode_set_mode(fs, in, mode);	/* nothing to store or drop */
+	}
+	return xattr_rewrite(fs, in, x, c->name, c->nlen, value, c->size, mode);
+}
 
 static ssize_t change_value(struct fs *fs, struct inode *in, const struct pmfuse_xattrs *x,
 			    void *arg)
 {
 	struct xattr_change *c = arg;
 	bool exists = xattr_find(x, c->name, c->nlen) != NULL;
+	int kind = acl_xattr_kind(c->name);
 
+	if (kind && c->value)
+		return change_acl(fs, in, x, c, kind);
 	if ((c->flags & XATTR_CREATE) && exists)
 		return -EEXIST;
 	if (((c->flags & XATTR_REPLACE) || !c->value) && !exists)
 		return -ENODATA;
-	return xattr_rewrite(fs, in, x, c->name, c->nlen, c->value, c->size, 0);
+	return xattr_rewrite(fs, in, x, c->name, c->nlen, c->value, c->size, in->pi->mode);
 }
 
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
-		size_t size, int flags)
+		size_t size, int flags, const struct fs_cred *cr)
 {
-	struct xattr_change c = { name, strlen(name), value ? value : "", size, flags };
+	struct xattr_change c = { name, strlen(name), value ? value : "", size, flags, cr };
 
 	if (reserved(name))
 		return -EPERM;
@@ -358,7 +473,7 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 {
-	struct xattr_change c = { name, strlen(name), NULL, 0, 0 };
+	struct xattr_change c = { name, strlen(name), NULL, 0, 0, NULL };
 
 	if (reserved(name))
 		return -EPERM;
@@ -366,21 +481,6 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 }
 
 #define CAPS_NAME "security.capability"
-
-struct mode_args {
-	struct pmfuse_inode *pi;
-	mode_t clear;
-};
-
-static int tx_clear_mode(void *arg)
-{
-	struct mode_args *a = arg;
-
-	pmemobj_tx_add_range_direct(&a->pi->mode, sizeof(a->pi->mode));
-	a->pi->mode &= ~a->clear;
-	inode_tx_touch(a->pi, false, false, true);
-	return 0;
-}
 
 static mode_t sgid_to_drop(const struct pmfuse_inode *pi, const struct fs_cred *cr)
 {
@@ -415,11 +515,11 @@ int inode_kill_priv_locked(struct fs *fs, struct inode *in, const struct fs_cred
 	int ret = xattrs_get(fs, in->pi, &x);
 
 	if (ret == 0 && xattr_find(x, CAPS_NAME, strlen(CAPS_NAME))) {
-		ret = xattr_rewrite(fs, in, x, CAPS_NAME, strlen(CAPS_NAME), NULL, 0, clear);
+		ret = xattr_rewrite(fs, in, x, CAPS_NAME, strlen(CAPS_NAME), NULL, 0,
+				    in->pi->mode & ~clear);
 		ret = ret ?: 1;
 	} else if (ret == 0 && clear) {
-		struct mode_args a = { in->pi, clear };
-		ret = pool_tx(&fs->pool, tx_clear_mode, &a);
+		ret = inode_set_mode(fs, in, in->pi->mode & ~clear);
 		ret = ret ?: 1;
 	}
 	return ret;

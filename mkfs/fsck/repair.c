@@ -427,7 +427,7 @@ static int tx_reattach(void *arg)
 /* /lost+found as a locked directory of the core, created if missing; NULL if unusable. */
 static struct inode *lost_found(struct fsck *f, bool *created)
 {
-	struct fs_cred root = { 0, 0, 0 };
+	struct fs_cred root = { 0, 0, 0, 0 };
 	struct inode *lf;
 	struct fs_attr st;
 	uint64_t ino = f->lf_ino;

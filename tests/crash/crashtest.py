@@ -22,8 +22,9 @@ For each workload (a short list of file-system operations):
    write and offset, so a foreign or misplaced byte says where it came from).
 
 What pmfuse promises, and so what is checked (DESIGN 5, README):
-  - create, mkdir, rmdir, unlink, rename, link, symlink, setxattr, truncate,
-    fallocate and punch are durable when they return, and atomic in flight;
+  - create, mkdir, rmdir, unlink, rename, link, symlink, setxattr, chmod,
+    setting a POSIX ACL (with the mode it implies), truncate, fallocate and
+    punch are durable when they return, and atomic in flight;
   - a write's new size is durable when it returns (the write's transaction
     commits it), and bytes it exposes past the old end of file are its data
     or zeros, never older contents;
@@ -129,7 +130,7 @@ class Node:
     While a write is in flight the size may be anything from minsize up:
     the kernel splits a write into several requests (at the first page it
     only partly covers), and each commits its own size."""
-    __slots__ = ("kind", "fid", "new", "base", "pend", "xattrs", "target", "minsize")
+    __slots__ = ("kind", "fid", "new", "base", "pend", "xattrs", "target", "minsize", "mode")
 
     def __init__(self, kind, fid=0, target=None):
         self.kind = kind
@@ -140,10 +141,11 @@ class Node:
         self.xattrs = {}
         self.target = target
         self.minsize = None
+        self.mode = None        # permission bits, when the workload set them
 
     def copy(self):
         n = Node(self.kind, self.fid, self.target)
-        n.minsize = self.minsize
+        n.minsize, n.mode = self.minsize, self.mode
         n.new, n.base, n.pend, n.xattrs = self.new, self.base, list(self.pend), dict(self.xattrs)
         return n
 
@@ -272,6 +274,8 @@ def compare(observed, st):
             probs.append("%s: inode %d, but its hard link has %d" % (p, o["ino"], inos[nid]))
         if o["xattrs"] != n.xattrs:
             probs.append("%s: xattrs %r, expected %r" % (p, sorted(o["xattrs"]), sorted(n.xattrs)))
+        if n.mode is not None and o["mode"] != n.mode:
+            probs.append("%s: mode %o, expected %o" % (p, o["mode"], n.mode))
         if n.kind == "f":
             names = sum(1 for v in st.paths.values() if v == nid)
             if o["nlink"] != names:
@@ -314,7 +318,7 @@ class Mkdir(Op):
         os.mkdir(os.path.join(w.mnt, self.path))
 
     def apply(self, st, w, durable=True):
-        st.add(self.path, Node("d"))
+        st.add(self.path, inherit_acl(st, self.path, Node("d")))
 
 
 class Create(Op):
@@ -324,7 +328,7 @@ class Create(Op):
         os.close(_open(w, self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
 
     def apply(self, st, w, durable=True):
-        st.add(self.path, Node("f", fid=w.fid_of(self.path)))
+        st.add(self.path, inherit_acl(st, self.path, Node("f", fid=w.fid_of(self.path))))
 
 
 class Write(Op):
@@ -482,6 +486,118 @@ class Setxattr(Op):
             x.pop(self.attr, None)
         else:
             x[self.attr] = self.value
+
+
+# POSIX ACLs (system.posix_acl_*: version 2, then (tag, perm, id) entries):
+# the daemon keeps them and the mode in step, in the same transaction
+ACL_ACCESS, ACL_DEFAULT = "system.posix_acl_access", "system.posix_acl_default"
+A_UO, A_U, A_GO, A_G, A_MASK, A_OTH = 1, 2, 4, 8, 0x10, 0x20
+
+
+def acl(*entries):
+    return struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", e[0], e[1], e[2] if len(e) > 2 else 0xFFFFFFFF) for e in entries)
+
+
+def acl_list(value):
+    return [list(struct.unpack_from("<HHI", value, off)) for off in range(4, len(value), 8)]
+
+
+def acl_pack(entries):
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def acl_equiv_mode(value):
+    """(permission bits, whether the ACL says more than they do)."""
+    bits, more = 0, False
+    for tag, perm, _ in acl_list(value):
+        if tag == A_UO:
+            bits |= perm << 6
+        elif tag == A_GO:
+            bits |= perm << 3
+        elif tag == A_OTH:
+            bits |= perm
+        elif tag == A_MASK:
+            bits = (bits & ~0o070) | perm << 3
+            more = True
+        else:
+            more = True
+    return bits, more
+
+
+def acl_chmod(value, mode):
+    es = acl_list(value)
+    has_mask = any(e[0] == A_MASK for e in es)
+    for e in es:
+        if e[0] == A_UO:
+            e[1] = (mode >> 6) & 7
+        elif e[0] == A_OTH:
+            e[1] = mode & 7
+        elif e[0] == (A_MASK if has_mask else A_GO):
+            e[1] = (mode >> 3) & 7
+    return acl_pack(es)
+
+
+def inherit_acl(st, path, node):
+    """A new file or directory under a default ACL (posix_acl_create): created
+    with mode 0777 (os.open's and os.mkdir's default), masked by the ACL."""
+    parent = os.path.dirname(path)
+    if not parent or ACL_DEFAULT not in st.node(parent).xattrs:
+        return node
+    default = st.node(parent).xattrs[ACL_DEFAULT]
+    es, mode = acl_list(default), 0o777
+    has_mask = any(e[0] == A_MASK for e in es)
+    for e in es:
+        if e[0] == A_UO:
+            e[1] &= (mode >> 6) & 7
+            mode &= (e[1] << 6) | ~0o700
+        elif e[0] == A_OTH:
+            e[1] &= mode & 7
+            mode &= e[1] | ~0o007
+    for e in es:
+        if e[0] == (A_MASK if has_mask else A_GO):
+            e[1] &= (mode >> 3) & 7
+            mode &= (e[1] << 3) | ~0o070
+    node.mode = mode & 0o777
+    if has_mask or any(e[0] in (A_U, A_G) for e in es):
+        node.xattrs[ACL_ACCESS] = acl_pack(es)
+    if node.kind == "d":
+        node.xattrs[ACL_DEFAULT] = default
+    return node
+
+
+class Chmod(Op):
+    name = "chmod"
+
+    def run(self, w):
+        os.chmod(os.path.join(w.mnt, self.path), self.mode)
+
+    def apply(self, st, w, durable=True):
+        n = st.node(self.path)
+        n.mode = self.mode
+        if ACL_ACCESS in n.xattrs:
+            n.xattrs[ACL_ACCESS] = acl_chmod(n.xattrs[ACL_ACCESS], self.mode)
+
+
+class SetAcl(Op):
+    """An access ACL sets the mode's permission bits and is stored only if
+    it says more than they do; a default ACL is stored as it is."""
+    name = "setacl"
+
+    def run(self, w):
+        os.setxattr(os.path.join(w.mnt, self.path), self.attr, self.value)
+
+    def apply(self, st, w, durable=True):
+        n = st.node(self.path)
+        if self.attr == ACL_DEFAULT:
+            n.xattrs[ACL_DEFAULT] = self.value
+            return
+        bits, more = acl_equiv_mode(self.value)
+        n.mode = (n.mode & ~0o777) | bits
+        if more:
+            n.xattrs[ACL_ACCESS] = self.value
+        else:
+            n.xattrs.pop(ACL_ACCESS, None)
 
 
 class Open(Op):
@@ -690,6 +806,22 @@ def wl_xattr(b):
     b.op(Setxattr(path="d", attr="user.dir", value=b"x" * 100))
 
 
+def wl_acl(b):
+    b.op(Create(path="f"))
+    b.op(Chmod(path="f", mode=0o640))
+    b.op(SetAcl(path="f", attr=ACL_ACCESS,
+                value=acl((A_UO, 7), (A_U, 6, 1000), (A_GO, 4), (A_MASK, 6), (A_OTH, 0))))
+    b.op(Chmod(path="f", mode=0o604))           # rewrites the ACL's mask in the same transaction
+    b.op(SetAcl(path="f", attr=ACL_ACCESS, value=acl((A_UO, 6), (A_GO, 4), (A_OTH, 4))))
+    b.op(Mkdir(path="d"))
+    b.op(Chmod(path="d", mode=0o755))
+    b.op(SetAcl(path="d", attr=ACL_DEFAULT,
+                value=acl((A_UO, 7), (A_U, 7, 1001), (A_GO, 5), (A_MASK, 7), (A_OTH, 0))))
+    b.op(Create(path="d/g"))                    # inherits an access ACL
+    b.op(Mkdir(path="d/sub"))                   # and a directory the default ACL too
+    b.op(Create(path="d/sub/h"))
+
+
 def wl_symlink(b):
     b.op(Symlink(path="s", target="short/target"))
     b.op(Symlink(path="l", target="/" + "long-component/" * 10 + "end"))
@@ -785,7 +917,7 @@ WORKLOADS = [
     ("rename", wl_rename),
     ("link", wl_link),
     ("unlink_open", wl_unlink_open), ("reclaim", wl_reclaim), ("mkdir_rmdir", wl_mkdir_rmdir),
-    ("xattr", wl_xattr),
+    ("xattr", wl_xattr), ("acl", wl_acl),
     ("symlink", wl_symlink), ("fsync", wl_fsync), ("mixed_replace", wl_mixed_replace),
     ("mixed_tree", wl_mixed_tree),
 ]
@@ -1222,7 +1354,8 @@ def walk(mnt):
     def xattrs(p):
         names = os.listxattr(p, follow_symlinks=False)
         return {n: os.getxattr(p, n, follow_symlinks=False) for n in names
-                if n.startswith("user.") and not n.startswith("user.pmfuse.")}
+                if (n.startswith("user.") and not n.startswith("user.pmfuse.")) or
+                n.startswith("system.posix_acl_")}
 
     def visit(rel):
         d = os.path.join(mnt, rel)
@@ -1230,7 +1363,8 @@ def walk(mnt):
             r = os.path.join(rel, name) if rel else name
             p = os.path.join(mnt, r)
             st = os.lstat(p)
-            e = {"ino": st.st_ino, "nlink": st.st_nlink, "xattrs": xattrs(p)}
+            e = {"ino": st.st_ino, "nlink": st.st_nlink, "xattrs": xattrs(p),
+                 "mode": stat.S_IMODE(st.st_mode)}
             if stat.S_ISDIR(st.st_mode):
                 e["kind"] = "d"
                 out[r] = e

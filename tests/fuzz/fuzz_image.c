@@ -335,7 +335,7 @@ PM_ALLOC_FN static char *pm_strdup(const char *s)
 /* ------------------------------------------------------------------ */
 /* the base image */
 
-static const struct fs_cred root_cred = { 0, 0, 0 };
+static const struct fs_cred root_cred = { 0, 0, 0, 0 };
 
 #define LONG_NAME "a-name-longer-than-thirty-two-bytes-kept-out-of-line"
 #define LONG_TARGET "a/symlink/target/longer/than/the/eighty/bytes/that/fit/inline/in/the/inode/record"
@@ -367,7 +367,7 @@ static void put(struct fs *fs, uint64_t ino, uint64_t off, size_t len)
 
 static void setx(struct fs *fs, uint64_t ino, const char *name, const char *value)
 {
-	int ret = fs_setxattr(fs, ino, name, value, strlen(value), 0);
+	int ret = fs_setxattr(fs, ino, name, value, strlen(value), 0, NULL);
 
 	if (ret)
 		die("base image: setxattr %s: %s", name, strerror(-ret));
@@ -1152,7 +1152,7 @@ static void changes(struct walk *w, unsigned ops, unsigned choice)
 		check_ret(w, "fallocate", f->ino, fs_fallocate(fs, f->ino, 0, 0, 8 * PAGE));
 	}
 	if ((ops & OP_XATTR) && e) {
-		check_ret(w, "setxattr", e->ino, fs_setxattr(fs, e->ino, "user.fuzz", "v", 1, 0));
+		check_ret(w, "setxattr", e->ino, fs_setxattr(fs, e->ino, "user.fuzz", "v", 1, 0, NULL));
 		check_ret(w, "removexattr", e->ino, fs_removexattr(fs, e->ino, "user.one"));
 	}
 	if ((ops & OP_LINK) && f) {

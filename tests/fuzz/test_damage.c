@@ -19,7 +19,7 @@
 #define OBJ_ROOT_OFFSET_OFF	(OBJ_DSC_OFF + 2048u)
 
 static char region[256];
-static const struct fs_cred root_cred = { 0, 0, 0 };
+static const struct fs_cred root_cred = { 0, 0, 0, 0 };
 
 static void make_region(void)
 {
@@ -202,10 +202,10 @@ static void two_files_with_xattrs(uint64_t *a, uint64_t *b, uint64_t *b_ino)
 	struct fs_attr st;
 
 	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "a", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.a", "1", 1, 0), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.a", "1", 1, 0, NULL), 0);
 	*a = pool_off(&fs->pool, inode_record(fs, st.st.st_ino));
 	CHECK_EQ(fs_mknod(fs, PMFUSE_ROOT_INO, "b", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.b", "2", 1, 0), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.b", "2", 1, 0, NULL), 0);
 	/* past 64 blocks: the map root becomes a node */
 	CHECK_EQ(fs_write(fs, st.st.st_ino, 100 * 4096, "x", 1, false), 1);
 	*b = pool_off(&fs->pool, inode_record(fs, st.st.st_ino));

@@ -5,6 +5,8 @@ extended attributes."""
 
 import ctypes
 import errno
+import shutil
+import subprocess
 import mmap
 import os
 import struct
@@ -730,6 +732,195 @@ class AttrTest(PmfuseTestCase):
     def test_statvfs_namemax_is_255(self):
         self.assertEqual(os.statvfs(self.mnt).f_namemax, 255)
 
+
+
+# POSIX ACLs in the form the kernel stores them (acl_ea.h): version 2, then
+# (tag, perm, id) entries in the kernel's order
+ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER = 1, 2, 4, 8, 0x10, 0x20
+ACL_ACCESS, ACL_DEFAULT = "system.posix_acl_access", "system.posix_acl_default"
+NO_ID = 0xFFFFFFFF
+
+
+def acl(*entries):
+    """acl((ACL_USER_OBJ, 6), (ACL_USER, 4, 1000), ...) -> xattr value."""
+    out = struct.pack("<I", 2)
+    for e in entries:
+        out += struct.pack("<HHI", e[0], e[1], e[2] if len(e) > 2 else NO_ID)
+    return out
+
+
+def acl_entries(value):
+    return [struct.unpack_from("<HHI", value, off) for off in range(4, len(value), 8)]
+
+
+def can(path, flags):
+    try:
+        os.close(os.open(path, flags))
+        return True
+    except PermissionError:
+        return False
+
+
+class AclTest(PmfuseTestCase):
+    """POSIX ACLs act: the kernel checks them (FUSE_POSIX_ACL), the daemon
+    keeps them and the mode in step and hands default ACLs down."""
+    mount_opts = ("allow_other",)
+    assertErrno = AttrTest.assertErrno
+
+    def test_an_acl_entry_grants_a_named_user_access(self):
+        p = self.p("f")
+        write_file(p, b"secret", mode=0o600)
+        os.chmod(p, 0o600)
+        self.assertFalse(as_user(can, p, os.O_RDONLY))
+        os.setxattr(p, ACL_ACCESS, acl((ACL_USER_OBJ, 6), (ACL_USER, 4, 1000), (ACL_GROUP_OBJ, 0),
+                                       (ACL_MASK, 4), (ACL_OTHER, 0)))
+        self.assertEqual(mode_of(p), 0o640, "the mask is the group class")
+        self.assertTrue(as_user(can, p, os.O_RDONLY))
+        self.assertFalse(as_user(can, p, os.O_WRONLY))
+        self.assertFalse(as_user(can, p, os.O_RDONLY, uid=1001, gid=1001))
+        self.assertEqual(as_user(read_file, p), b"secret")
+        # a named group entry, through a supplementary group
+        os.setxattr(p, ACL_ACCESS, acl((ACL_USER_OBJ, 6), (ACL_GROUP_OBJ, 0), (ACL_GROUP, 6, 4242),
+                                       (ACL_MASK, 6), (ACL_OTHER, 0)))
+        self.assertFalse(as_user(can, p, os.O_RDONLY))
+        self.assertTrue(as_user(can, p, os.O_RDWR, groups=(4242,)))
+        self.remount()
+        self.assertTrue(as_user(can, p, os.O_RDWR, groups=(4242,)))
+        self.assertFalse(as_user(can, p, os.O_RDONLY))
+
+    def test_the_mask_limits_named_entries_and_chmod_sets_it(self):
+        p = self.p("f")
+        write_file(p, b"x")
+        os.setxattr(p, ACL_ACCESS, acl((ACL_USER_OBJ, 6), (ACL_USER, 6, 1000), (ACL_GROUP_OBJ, 4),
+                                       (ACL_MASK, 6), (ACL_OTHER, 0)))
+        self.assertTrue(as_user(can, p, os.O_WRONLY))
+        os.chmod(p, 0o640)                      # group class r--: the mask becomes r--
+        entries = acl_entries(os.getxattr(p, ACL_ACCESS))
+        self.assertIn((ACL_MASK, 4, NO_ID), entries)
+        self.assertIn((ACL_USER, 6, 1000), entries, "chmod leaves named entries alone")
+        self.assertFalse(as_user(can, p, os.O_WRONLY), "the mask limits the named user")
+        self.assertTrue(as_user(can, p, os.O_RDONLY))
+        os.chmod(p, 0o604)
+        entries = acl_entries(os.getxattr(p, ACL_ACCESS))
+        self.assertIn((ACL_USER_OBJ, 6, NO_ID), entries)
+        self.assertIn((ACL_MASK, 0, NO_ID), entries)
+        self.assertIn((ACL_OTHER, 4, NO_ID), entries)
+        self.remount()
+        self.assertEqual(mode_of(p), 0o604)
+        self.assertIn((ACL_MASK, 0, NO_ID), acl_entries(os.getxattr(p, ACL_ACCESS)))
+
+    def test_an_acl_the_mode_can_express_is_not_stored(self):
+        p = self.p("f")
+        write_file(p, b"x")
+        os.setxattr(p, ACL_ACCESS, acl((ACL_USER_OBJ, 7), (ACL_GROUP_OBJ, 5), (ACL_OTHER, 1)))
+        self.assertEqual(mode_of(p), 0o751)
+        self.assertErrno(errno.ENODATA, os.getxattr, p, ACL_ACCESS)
+
+    def test_malformed_and_misplaced_acls_are_refused(self):
+        p = self.p("f")
+        write_file(p, b"x")
+        bad = [acl((ACL_USER_OBJ, 6), (ACL_OTHER, 0)),                      # no owning group
+               acl((ACL_USER_OBJ, 6), (ACL_USER, 4, 5), (ACL_GROUP_OBJ, 4), (ACL_OTHER, 0)),  # no mask
+               acl((ACL_USER_OBJ, 6), (ACL_USER, 4, 5), (ACL_USER, 4, 5), (ACL_GROUP_OBJ, 4),
+                   (ACL_MASK, 4), (ACL_OTHER, 0)),                           # a user twice
+               acl((ACL_USER_OBJ, 9), (ACL_GROUP_OBJ, 4), (ACL_OTHER, 0)),   # permission 9
+               b"\x02\x00\x00\x00\x01"]                                      # torn entry
+        for value in bad:
+            self.assertErrno(errno.EINVAL, os.setxattr, p, ACL_ACCESS, value)
+        # an unknown version: the kernel's own answer
+        self.assertErrno((errno.EOPNOTSUPP, errno.EINVAL), os.setxattr, p, ACL_ACCESS,
+                         struct.pack("<I", 1) + acl((ACL_USER_OBJ, 6))[4:])
+        self.assertErrno(errno.EACCES, os.setxattr, p, ACL_DEFAULT,
+                         acl((ACL_USER_OBJ, 6), (ACL_GROUP_OBJ, 4), (ACL_OTHER, 0)))
+        self.assertEqual(mode_of(p), 0o644)
+        self.assertErrno(errno.ENODATA, os.getxattr, p, ACL_ACCESS)
+        # only the owner may set one
+        os.chmod(p, 0o666)
+        self.assertErrno(errno.EPERM, as_user, os.setxattr, p, ACL_ACCESS,
+                         acl((ACL_USER_OBJ, 6), (ACL_GROUP_OBJ, 6), (ACL_OTHER, 6)))
+
+    def test_a_default_acl_is_inherited_and_masks_the_new_mode(self):
+        d = self.p("d")
+        os.mkdir(d)
+        os.chmod(d, 0o777)
+        default = acl((ACL_USER_OBJ, 7), (ACL_USER, 7, 1001), (ACL_GROUP_OBJ, 5), (ACL_MASK, 7),
+                      (ACL_OTHER, 0))
+        os.setxattr(d, ACL_DEFAULT, default)
+        f, sub = os.path.join(d, "f"), os.path.join(d, "sub")
+        # the umask does not apply where a default ACL does
+        as_user(write_file, f, b"x", 0o666, umask=0o077)
+        as_user(os.mkdir, sub, 0o777, umask=0o077)
+        self.assertEqual(mode_of(f), 0o660)      # owner rw, mask rw, other none
+        self.assertEqual(mode_of(sub), 0o770)
+        self.assertEqual(acl_entries(os.getxattr(f, ACL_ACCESS)),
+                         [(ACL_USER_OBJ, 6, NO_ID), (ACL_USER, 7, 1001), (ACL_GROUP_OBJ, 5, NO_ID),
+                          (ACL_MASK, 6, NO_ID), (ACL_OTHER, 0, NO_ID)])
+        self.assertErrno(errno.ENODATA, os.getxattr, f, ACL_DEFAULT)
+        self.assertEqual(os.getxattr(sub, ACL_DEFAULT), default, "a directory passes it on")
+        self.assertTrue(as_user(can, f, os.O_RDWR, uid=1001, gid=1001))
+        self.assertFalse(as_user(can, f, os.O_RDONLY, uid=1002, gid=1002))
+        deeper = os.path.join(sub, "deeper")
+        as_user(write_file, deeper, b"y", 0o640, umask=0o077)
+        self.assertEqual(mode_of(deeper), 0o640)
+        self.assertIn((ACL_MASK, 4, NO_ID), acl_entries(os.getxattr(deeper, ACL_ACCESS)))
+        # a symlink gets neither
+        os.symlink("f", os.path.join(d, "l"))
+        self.assertEqual(stat.S_IMODE(os.lstat(os.path.join(d, "l")).st_mode), 0o777)
+        self.remount()
+        self.assertEqual(os.getxattr(sub, ACL_DEFAULT), default)
+        self.assertTrue(as_user(can, f, os.O_RDWR, uid=1001, gid=1001))
+
+    def test_without_a_default_acl_the_umask_applies(self):
+        d = self.p("plain")
+        os.mkdir(d)
+        os.chmod(d, 0o777)
+        as_user(write_file, os.path.join(d, "f"), b"x", 0o666, umask=0o027)
+        as_user(os.mkdir, os.path.join(d, "sub"), 0o777, umask=0o027)
+        self.assertEqual(mode_of(os.path.join(d, "f")), 0o640)
+        self.assertEqual(mode_of(os.path.join(d, "sub")), 0o750)
+        self.assertErrno(errno.ENODATA, os.getxattr, os.path.join(d, "f"), ACL_ACCESS)
+
+    def test_setting_an_access_acl_as_a_non_member_drops_setgid(self):
+        p = self.p("f")
+        write_file(p, b"x")
+        os.chown(p, 1000, 4242)
+        os.chmod(p, 0o2775)
+        as_user(os.setxattr, p, ACL_ACCESS, acl((ACL_USER_OBJ, 7), (ACL_USER, 5, 1001),
+                                                 (ACL_GROUP_OBJ, 5), (ACL_MASK, 5), (ACL_OTHER, 5)))
+        self.assertEqual(mode_of(p), 0o0755)
+        os.chmod(p, 0o2775)
+        as_user(os.setxattr, p, ACL_ACCESS, acl((ACL_USER_OBJ, 7), (ACL_GROUP_OBJ, 5),
+                                                 (ACL_OTHER, 5)), groups=(4242,))
+        self.assertEqual(mode_of(p), 0o2755, "a member keeps setgid")
+
+    def test_setfacl_and_getfacl_round_trip(self):
+        if not shutil.which("setfacl"):
+            self.skipTest("setfacl is not installed (Debian package acl)")
+        p = self.p("f")
+        write_file(p, b"x", mode=0o600)
+        os.chmod(p, 0o600)
+        r = subprocess.run(["setfacl", "-m", "u:1000:rw,g:4242:r", p], capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = subprocess.run(["getfacl", "-cn", p], capture_output=True, text=True).stdout
+        self.assertEqual(out.split(), ["user::rw-", "user:1000:rw-", "group::---", "group:4242:r--",
+                                       "mask::rw-", "other::---"])
+        self.assertTrue(as_user(can, p, os.O_RDWR))
+        self.assertEqual(subprocess.run(["setfacl", "-b", p]).returncode, 0)
+        self.assertFalse(as_user(can, p, os.O_RDONLY))
+        self.assertEqual(mode_of(p), 0o600)
+
+    @pmfuse_only
+    def test_noacl_keeps_acls_as_opaque_attributes(self):
+        self.unmount()
+        self.m = self.mount(opts=["allow_other", "noacl"])
+        p = self.p("f")
+        write_file(p, b"x", mode=0o600)
+        os.chmod(p, 0o600)
+        value = acl((ACL_USER_OBJ, 6), (ACL_USER, 4, 1000), (ACL_GROUP_OBJ, 0), (ACL_MASK, 4),
+                    (ACL_OTHER, 0))
+        os.setxattr(p, ACL_ACCESS, value)
+        self.assertEqual(os.getxattr(p, ACL_ACCESS), value)
+        self.assertFalse(as_user(can, p, os.O_RDONLY))
 
 if __name__ == "__main__":
     main()

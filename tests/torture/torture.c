@@ -588,6 +588,16 @@ static void shared_name(struct worker *w, char *out, size_t n)
 	snprintf(out, n, "%s/S/n%u", mnt, (unsigned)below(&w->r, SHARED_NAMES));
 }
 
+/* An ACL with a named user: version 2, then (tag, perm, id) entries (acl_ea.h). */
+static const uint32_t acl_named[] = {
+	2,
+	0x00060001, UINT32_MAX,		/* owner rw- */
+	0x00040002, 1000,		/* user 1000 r-- */
+	0x00040004, UINT32_MAX,		/* owning group r-- */
+	0x00060010, UINT32_MAX,		/* mask rw- */
+	0x00000020, UINT32_MAX,		/* other --- */
+};
+
 static void op_shared(struct worker *w)
 {
 	char a[4200], b[4200];
@@ -596,7 +606,7 @@ static void op_shared(struct worker *w)
 
 	shared_name(w, a, sizeof(a));
 	shared_name(w, b, sizeof(b));
-	switch (below(&w->r, 9)) {
+	switch (below(&w->r, 11)) {
 	case 0:		/* create (or replace) with a little data */
 		fd = open(a, O_WRONLY | O_CREAT | (below(&w->r, 2) ? O_EXCL : O_TRUNC), 0644);
 		SHARED_OK(w, fd, "shared create");
@@ -642,6 +652,27 @@ static void op_shared(struct worker *w)
 		snprintf(a, sizeof(a), "%s/S/d%u", mnt, (unsigned)below(&w->r, 3));
 		if (mkdir(a, 0755))
 			SHARED_OK(w, rmdir(a), "shared rmdir");
+		break;
+	}
+	case 8:		/* an ACL or a mode (they are kept in step) on files others remove */
+		if (below(&w->r, 2))
+			SHARED_OK(w, setxattr(a, "system.posix_acl_access", acl_named, sizeof(acl_named),
+					      0), "shared set ACL");
+		else
+			SHARED_OK(w, chmod(a, below(&w->r, 2) ? 0640 : 0604), "shared chmod");
+		break;
+	case 9: {	/* files created under a default ACL, in directories that go */
+		snprintf(a, sizeof(a), "%s/S/d%u", mnt, (unsigned)below(&w->r, 3));
+		SHARED_OK(w, setxattr(a, "system.posix_acl_default", acl_named, sizeof(acl_named), 0),
+			  "shared set default ACL");
+		snprintf(b, sizeof(b), "%.4000s/f%u", a, (unsigned)below(&w->r, 1u << 30));
+		fd = open(b, O_WRONLY | O_CREAT | O_EXCL, 0666);
+		SHARED_OK(w, fd, "create under a default ACL");
+		if (fd >= 0) {
+			if (close(fd))
+				fail(w->id, "shared close: %s", strerror(errno));
+			SHARED_OK(w, unlink(b), "unlink under a default ACL");
+		}
 		break;
 	}
 	default: {

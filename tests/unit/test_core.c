@@ -5,6 +5,7 @@
 #include "core.h"
 #include "harness.h"
 #include "dir.h"
+#include "acl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,7 +20,7 @@
 #include <unistd.h>
 
 static char region[256];
-static const struct fs_cred root_cred = { 0, 0, 0 };
+static const struct fs_cred root_cred = { 0, 0, 0, 0 };
 
 static void make_region(uint64_t size)
 {
@@ -599,13 +600,13 @@ static void test_xattr_flags_and_limits(void)
 	struct fs *fs = mount_region();
 	char v[16];
 
-	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "1", 1, XATTR_REPLACE_FLAG), -ENODATA);
-	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "1", 1, 0), 0);
-	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "2", 1, XATTR_CREATE_FLAG), -EEXIST);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "1", 1, XATTR_REPLACE_FLAG, NULL), -ENODATA);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "1", 1, 0, NULL), 0);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.a", "2", 1, XATTR_CREATE_FLAG, NULL), -EEXIST);
 	CHECK_EQ(fs_getxattr(fs, 1, "user.a", v, 0), 1);
 	CHECK_EQ(fs_getxattr(fs, 1, "user.b", v, sizeof(v)), -ENODATA);
-	CHECK_EQ(fs_setxattr(fs, 1, "user.pmfuse.x", "1", 1, 0), -EPERM);
-	CHECK_EQ(fs_setxattr(fs, 1, "user.long", "0123456789", 10, 0), 0);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.pmfuse.x", "1", 1, 0, NULL), -EPERM);
+	CHECK_EQ(fs_setxattr(fs, 1, "user.long", "0123456789", 10, 0, NULL), 0);
 	CHECK_EQ(fs_getxattr(fs, 1, "user.long", v, 2), -ERANGE);
 	CHECK_EQ(fs_removexattr(fs, 1, "user.a"), 0);
 	CHECK_EQ(fs_removexattr(fs, 1, "user.a"), -ENODATA);
@@ -750,7 +751,7 @@ static void test_full_metadata_heap_is_enospc_and_recovers(void)
 		snprintf(name, sizeof(name), "x%d", i);
 		ret = fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st);
 		if (!ret) {
-			ret = fs_setxattr(fs, st.st.st_ino, "user.big", value, sizeof(value), 0);
+			ret = fs_setxattr(fs, st.st.st_ino, "user.big", value, sizeof(value), 0, NULL);
 			fs_forget(fs, st.st.st_ino, 1);	/* as the kernel would */
 		}
 	}
@@ -761,7 +762,7 @@ static void test_full_metadata_heap_is_enospc_and_recovers(void)
 		fs_unlink(fs, 1, name);
 	}
 	CHECK_EQ(fs_mknod(fs, 1, "after", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.big", value, sizeof(value), 0), 0);
+	CHECK_EQ(fs_setxattr(fs, st.st.st_ino, "user.big", value, sizeof(value), 0, NULL), 0);
 	fs_unmount(fs);
 	fs = mount_region();	/* and the image is still valid */
 	CHECK_EQ(fs_lookup(fs, 1, "after", &st), 0);
@@ -826,7 +827,7 @@ static void test_kill_priv_drops_caps_and_setid_bits(void)
 	make_region(64 << 20);
 	struct fs *fs = mount_region();
 	/* pid 0: no /proc to read, so root holds CAP_FSETID and the fsgid is the only group */
-	const struct fs_cred user = { 1000, 1000, 0 }, member = { 1000, 0, 0 };
+	const struct fs_cred user = { 1000, 1000, 0, 0 }, member = { 1000, 0, 0, 0 };
 	struct fs_attr st;
 	struct stat a = { .st_mode = 06755 };
 	char v[8];
@@ -836,16 +837,16 @@ static void test_kill_priv_drops_caps_and_setid_bits(void)
 	CHECK_EQ(st.st.st_gid, 0);
 	CHECK_EQ(fs_kill_priv(fs, ino, &user), 0);		/* nothing to drop */
 	CHECK_EQ(fs_setattr(fs, ino, &a, FS_SET_MODE, NULL, &st), 0);
-	CHECK_EQ(fs_setxattr(fs, ino, "user.keep", "1", 1, 0), 0);
+	CHECK_EQ(fs_setxattr(fs, ino, "user.keep", "1", 1, 0, NULL), 0);
 	CHECK_EQ(fs_kill_priv(fs, ino, &root_cred), 0);	/* root keeps set-id, no caps */
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_mode & 07777, 06755);
-	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0), 0);
+	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0, NULL), 0);
 	CHECK_EQ(fs_kill_priv(fs, ino, &root_cred), 1);	/* caps go even for root */
 	CHECK_EQ(fs_getxattr(fs, ino, "security.capability", v, sizeof(v)), -ENODATA);
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_mode & 07777, 06755);
-	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0), 0);
+	CHECK_EQ(fs_setxattr(fs, ino, "security.capability", "capsdata", 8, 0, NULL), 0);
 	CHECK_EQ(fs_kill_priv(fs, ino, &user), 1);		/* both, one transaction */
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_mode & 07777, 0755);
@@ -894,8 +895,8 @@ static void test_kill_priv_drops_caps_and_setid_bits(void)
 /* Groups and CAP_FSETID come from the caller's /proc/<tid>/status. */
 static void test_cred_reads_groups_and_capabilities_of_the_caller(void)
 {
-	const struct fs_cred self = { getuid(), getgid(), (pid_t)gettid() };
-	const struct fs_cred gone = { 1000, 1000, 0 }, gone_root = { 0, 0, 0 };
+	const struct fs_cred self = { getuid(), getgid(), (pid_t)gettid(), 0 };
+	const struct fs_cred gone = { 1000, 1000, 0, 0 }, gone_root = { 0, 0, 0, 0 };
 	gid_t keep[64];
 	int n = getgroups(64, keep);
 
@@ -914,6 +915,121 @@ static void test_cred_reads_groups_and_capabilities_of_the_caller(void)
 	CHECK(!fs_cred_in_group(&self, 4244));
 	CHECK_EQ(setgroups((size_t)n, keep), 0);
 	CHECK(fs_cred_capable_fsetid(&self));		/* root with its capabilities */
+}
+
+/* An ACL in xattr form: version 2, then (tag, perm, id) entries. */
+static size_t make_acl(unsigned char *buf, const uint32_t (*e)[3], size_t n)
+{
+	uint32_t v = 2;
+
+	memcpy(buf, &v, 4);
+	for (size_t i = 0; i < n; i++) {
+		uint16_t tag = (uint16_t)e[i][0], perm = (uint16_t)e[i][1];
+		memcpy(buf + 4 + 8 * i, &tag, 2);
+		memcpy(buf + 6 + 8 * i, &perm, 2);
+		memcpy(buf + 8 + 8 * i, &e[i][2], 4);
+	}
+	return 4 + 8 * n;
+}
+
+#define ACL(buf, ...) make_acl(buf, (const uint32_t[][3]){ __VA_ARGS__ }, \
+			       sizeof((const uint32_t[][3]){ __VA_ARGS__ }) / 12)
+enum { UO = 1, U = 2, GO = 4, G = 8, MASK = 0x10, OTH = 0x20 };
+#define NOID 0xffffffffu
+
+/* The core's half of POSIX ACLs: checks, mode in step, inheritance. */
+static void test_posix_acls_follow_the_kernels_rules(void)
+{
+	unsigned char a[128], b[128];
+	size_t n;
+	mode_t m;
+
+	n = ACL(a, { UO, 6, NOID }, { GO, 4, NOID }, { OTH, 0, NOID });
+	CHECK_EQ(acl_check(a, n), 0);
+	m = S_IFREG | 04777;
+	CHECK_EQ(acl_equiv_mode(a, n, &m), 0);			/* the mode says it all */
+	CHECK_EQ(m, S_IFREG | 04640);
+	n = ACL(a, { UO, 6, NOID }, { U, 4, 5 }, { U, 6, 7 }, { GO, 4, NOID }, { G, 2, 9 },
+		{ MASK, 6, NOID }, { OTH, 1, NOID });
+	CHECK_EQ(acl_check(a, n), 0);
+	m = 0;
+	CHECK_EQ(acl_equiv_mode(a, n, &m), 1);
+	CHECK_EQ(m, 0661);					/* the mask is the group class */
+	acl_chmod(a, n, 0754);
+	memcpy(b, a, n);
+	CHECK_EQ(ACL(a, { UO, 7, NOID }, { U, 4, 5 }, { U, 6, 7 }, { GO, 4, NOID }, { G, 2, 9 },
+		     { MASK, 5, NOID }, { OTH, 4, NOID }), n);
+	CHECK(memcmp(a, b, n) == 0);
+	/* refused: users out of order, no mask with named entries, bad permission or tag */
+	n = ACL(a, { UO, 6, NOID }, { U, 4, 7 }, { U, 4, 5 }, { GO, 4, NOID }, { MASK, 6, NOID },
+		{ OTH, 0, NOID });
+	CHECK_EQ(acl_check(a, n), -EINVAL);
+	n = ACL(a, { UO, 6, NOID }, { U, 4, 7 }, { GO, 4, NOID }, { OTH, 0, NOID });
+	CHECK_EQ(acl_check(a, n), -EINVAL);
+	n = ACL(a, { UO, 8, NOID }, { GO, 4, NOID }, { OTH, 0, NOID });
+	CHECK_EQ(acl_check(a, n), -EINVAL);
+	n = ACL(a, { UO, 6, NOID }, { GO, 4, NOID }, { 0x40, 0, NOID }, { OTH, 0, NOID });
+	CHECK_EQ(acl_check(a, n), -EINVAL);
+	n = ACL(a, { GO, 4, NOID }, { UO, 6, NOID }, { OTH, 0, NOID });
+	CHECK_EQ(acl_check(a, n), -EINVAL);
+	CHECK_EQ(acl_check(a, 4), -EINVAL);
+	CHECK_EQ(acl_check(a, n - 1), -EINVAL);
+	/* create: the mode masks the default ACL's owner, mask and other entries */
+	n = ACL(a, { UO, 7, NOID }, { U, 7, 5 }, { GO, 5, NOID }, { MASK, 7, NOID },
+		{ OTH, 5, NOID });
+	m = S_IFREG | 0640;
+	CHECK_EQ(acl_create_masq(a, n, &m), 1);
+	CHECK_EQ(m, S_IFREG | 0640);
+	CHECK_EQ(ACL(b, { UO, 6, NOID }, { U, 7, 5 }, { GO, 5, NOID }, { MASK, 4, NOID },
+		     { OTH, 0, NOID }), n);
+	CHECK(memcmp(a, b, n) == 0);
+	n = ACL(a, { UO, 7, NOID }, { GO, 0, NOID }, { OTH, 5, NOID });
+	m = S_IFDIR | 0777;
+	CHECK_EQ(acl_create_masq(a, n, &m), 0);
+	CHECK_EQ(m, S_IFDIR | 0705);
+
+	/* through the filesystem */
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct fs_attr st;
+	const struct fs_cred outsider = { 1000, 1000, 0, 022 }, umasked = { 0, 0, 0, 027 };
+	char v[128];
+
+	CHECK_EQ(fs_mknod(fs, 1, "f", S_IFREG | 02775, 0, &root_cred, &st), 0);
+	uint64_t f = st.st.st_ino;
+	n = ACL(a, { UO, 7, NOID }, { GO, 5, NOID }, { OTH, 1, NOID });
+	CHECK_EQ(fs_setxattr(fs, f, ACL_DEFAULT_XATTR, a, n, 0, NULL), -EACCES);
+	CHECK_EQ(fs_setxattr(fs, f, ACL_ACCESS_XATTR, a, 4, 0, NULL), -EINVAL);
+	CHECK_EQ(fs_setxattr(fs, f, ACL_ACCESS_XATTR, a, n, 0, &outsider), 0);
+	CHECK_EQ(fs_getattr(fs, f, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 0751);			/* setgid gone: not a member */
+	CHECK_EQ(fs_getxattr(fs, f, ACL_ACCESS_XATTR, v, sizeof(v)), -ENODATA);
+	n = ACL(a, { UO, 7, NOID }, { U, 7, 5 }, { GO, 5, NOID }, { MASK, 7, NOID },
+		{ OTH, 0, NOID });
+	CHECK_EQ(fs_mknod(fs, 1, "d", S_IFDIR | 0777, 0, &root_cred, &st), 0);
+	uint64_t d = st.st.st_ino;
+	CHECK_EQ(fs_setxattr(fs, d, ACL_DEFAULT_XATTR, a, n, 0, NULL), 0);
+	CHECK_EQ(fs_mknod(fs, d, "g", S_IFREG | 0666, 0, &umasked, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 0660);			/* the ACL, not the umask */
+	CHECK_EQ(fs_getxattr(fs, st.st.st_ino, ACL_ACCESS_XATTR, v, sizeof(v)), (ssize_t)n);
+	CHECK_EQ(fs_getxattr(fs, st.st.st_ino, ACL_DEFAULT_XATTR, v, sizeof(v)), -ENODATA);
+	CHECK_EQ(fs_mknod(fs, d, "sub", S_IFDIR | 0777, 0, &umasked, &st), 0);
+	CHECK_EQ(fs_getxattr(fs, st.st.st_ino, ACL_DEFAULT_XATTR, v, sizeof(v)), (ssize_t)n);
+	CHECK(memcmp(v, a, n) == 0);
+	CHECK_EQ(fs_mknod(fs, 1, "h", S_IFREG | 0666, 0, &umasked, &st), 0);
+	CHECK_EQ(st.st.st_mode & 07777, 0640);			/* no default ACL: the umask */
+	/* chmod rewrites the access ACL in the same transaction */
+	CHECK_EQ(fs_lookup(fs, d, "g", &st), 0);
+	uint64_t g = st.st.st_ino;
+	struct stat sa = { .st_mode = 0604 };
+	CHECK_EQ(fs_setattr(fs, g, &sa, FS_SET_MODE, NULL, &st), 0);
+	fs_unmount(fs);
+	fs = mount_region();
+	CHECK_EQ(fs_getxattr(fs, g, ACL_ACCESS_XATTR, v, sizeof(v)), (ssize_t)n);
+	CHECK_EQ(ACL(b, { UO, 6, NOID }, { U, 7, 5 }, { GO, 5, NOID }, { MASK, 0, NOID },
+		     { OTH, 4, NOID }), n);
+	CHECK(memcmp(v, b, n) == 0);
+	fs_unmount(fs);
 }
 
 int main(void)
@@ -941,6 +1057,7 @@ int main(void)
 	RUN(test_region_io_through_a_mapping);
 	RUN(test_kill_priv_drops_caps_and_setid_bits);
 	RUN(test_cred_reads_groups_and_capabilities_of_the_caller);
+	RUN(test_posix_acls_follow_the_kernels_rules);
 	unlink(region);
 	return test_failures ? 1 : 0;
 }

@@ -27,7 +27,7 @@
 
 static const char *fsck_bin;
 static char pristine[128], region[128];
-static const struct fs_cred root = { 0, 0, 0 };
+static const struct fs_cred root = { 0, 0, 0, 0 };
 
 static struct fs *mount_it(void)
 {
@@ -98,7 +98,7 @@ static int step(struct fs *fs, int i)
 	case 4: return put(fs, f, 4096, 100);			/* in place */
 	case 5: return fs_symlink(fs, d, "s", long_target, &root, &st);
 	case 6: return mkfile(fs, d, long_name);
-	case 7: return fs_setxattr(fs, f, "user.k", data, 3000, 0);
+	case 7: return fs_setxattr(fs, f, "user.k", data, 3000, 0, NULL);
 	case 8: return fs_link(fs, f, 1, "l", &st);
 	case 9: return fs_rename(fs, d, "f", 1, "g", 0);
 	case 10: return fs_fallocate(fs, lookup_ino(fs, 1, "g"), 0, 20 << 20, 4 << 20);
