@@ -510,12 +510,12 @@ static void pm_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct read_reply rr = { req, ino };
 	int err;
 
-	(void)fi;
 	if (off < 0) {
 		reply_err(req, ino, EINVAL);
 		return;
 	}
-	err = fs_read(pm_fs(req), ino, (uint64_t)off, size, reply_segments, &rr);
+	err = fs_read(pm_fs(req), ino, (uint64_t)off, size, reply_segments, &rr,
+		      (fi->flags & O_NOATIME) ? FS_READ_NOATIME : 0);
 	if (err)
 		reply_err(req, ino, -err);
 }

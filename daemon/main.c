@@ -12,6 +12,7 @@
 #include "fs.h"
 #include "fuse_ops.h"
 #include "uring.h"
+#include "mountinfo.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -32,6 +33,8 @@ struct options {
 	int nouring;
 	int noyield;
 	int noacl;
+	int strictatime;
+	int nodiratime;
 	int show_help;
 	int show_version;
 };
@@ -46,6 +49,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("nouring", nouring),
 	OPT("noyield", noyield),
 	OPT("noacl", noacl),
+	OPT("strictatime", strictatime),
+	OPT("nodiratime", nodiratime),
 	FUSE_OPT_KEY("acl", KEY_IGNORE),
 	OPT("log_level=%s", log_level),
 	FUSE_OPT_KEY("-h", KEY_HELP),
@@ -107,6 +112,9 @@ static void usage(const char *prog)
 	       "                           offers FUSE over io_uring (see pmfuse(8))\n"
 	       "    -o noyield             io_uring workers keep their priority when replying\n"
 	       "    -o noacl               POSIX ACLs are kept as opaque attributes, not enforced\n"
+	       "    -o strictatime         update access times on every read (default: relatime;\n"
+	       "                           -o noatime: never)\n"
+	       "    -o nodiratime          never update the access times of directories\n"
 	       "    -h, --help             this help\n"
 	       "    -V, --version          print the version\n"
 	       "Ignored (as passed from fstab): defaults, acl, nofail, _netdev, auto, noauto,\n"
@@ -216,6 +224,30 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
 	return ret > 0 ? 0 : ret ? 1 : 0;
 }
 
+/*
+ * Access times follow the mount's options, whichever way they were given
+ * (-o, fstab, mount -o remount): noatime and ro from the kernel's mount
+ * (mountinfo); strictatime and nodiratime, which libfuse does not pass to
+ * the kernel, from ours.  The kernel leaves updating them to us.
+ */
+static void set_atime_policy(struct fs *fs, const char *mountpoint, const struct options *o)
+{
+	struct mountinfo mi = { 0 };
+	enum fs_atime policy = o->strictatime ? FS_ATIME_STRICT : FS_ATIME_RELATIME;
+	bool nodiratime;
+
+	if (!mountinfo_find(mountpoint, &mi))
+		log_warning("cannot find %s in /proc/self/mountinfo: noatime is not honoured",
+			    mountpoint);
+	else if (mountinfo_has(&mi, "noatime") || mountinfo_has(&mi, "ro"))
+		policy = FS_ATIME_NEVER;
+	nodiratime = o->nodiratime || mountinfo_has(&mi, "nodiratime");
+	fs_set_atime(fs, policy, nodiratime);
+	log_debug("access times: %s%s (mount options %s)",
+		  policy == FS_ATIME_NEVER ? "never" : policy == FS_ATIME_STRICT ? "strict" : "relatime",
+		  nodiratime ? ", not for directories" : "", mi.opts);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -254,6 +286,7 @@ int main(int argc, char *argv[])
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
 		goto out_signals;
+	set_atime_policy(fs, opts.mountpoint, &o);
 	if (uring_attach(se, fs, opts.mountpoint, !o.nouring && !opts.singlethread, !o.noyield) != 0) {
 		log_err("cannot install the session's io hooks");
 		goto out_unmount;

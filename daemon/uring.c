@@ -25,6 +25,7 @@
  * 12's headers predate them, so they are declared here.
  */
 #include "uring.h"
+#include "mountinfo.h"
 #include "fs.h"
 
 #include <errno.h>
@@ -838,36 +839,9 @@ static int stats_lines(char *buf, size_t size)
 /* The FUSE connection's number (fusectl) from our mount's entry in mountinfo. */
 static long connection_of(const char *mountpoint)
 {
-	char *want = realpath(mountpoint, NULL), line[4096];
-	long conn = -1;
-	FILE *f;
+	struct mountinfo mi;
 
-	if (!want || !(f = fopen("/proc/self/mountinfo", "re"))) {
-		free(want);
-		return -1;
-	}
-	while (fgets(line, sizeof(line), f)) {
-		unsigned maj, min;
-		char mnt[4096], *o = mnt;
-
-		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..." */
-		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mnt) != 3)
-			continue;
-		for (const char *i = mnt; *i; o++) {	/* \040 and friends */
-			if (i[0] == '\\' && i[1] >= '0' && i[1] <= '3' && i[2] && i[3]) {
-				*o = (char)((i[1] - '0') * 64 + (i[2] - '0') * 8 + (i[3] - '0'));
-				i += 4;
-			} else {
-				*o = *i++;
-			}
-		}
-		*o = 0;
-		if (strcmp(mnt, want) == 0)
-			conn = min;	/* the last one is the topmost */
-	}
-	fclose(f);
-	free(want);
-	return conn;
+	return mountinfo_find(mountpoint, &mi) ? (long)mi.minor : -1;
 }
 
 int uring_attach(struct fuse_session *se, struct fs *fs, const char *mountpoint, int want,

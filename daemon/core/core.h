@@ -141,6 +141,8 @@ struct fs {
 	struct region region;
 	struct alloc alloc;
 	struct fs_opts opts;
+	enum fs_atime atime;		/* fs_set_atime(), before any request */
+	bool nodiratime;
 	struct fs_stats stats;
 	/* more "name value" lines for the stats xattr, from the layer above */
 	int (*stats_extra)(char *buf, size_t size);
@@ -293,6 +295,15 @@ mode_t inode_setid_on_chown(const struct pmfuse_inode *pi, const struct fs_cred 
  * exclusively).  1 if something was dropped, 0 if not, or -errno.
  */
 int inode_kill_priv_locked(struct fs *fs, struct inode *in, const struct fs_cred *cr);
+
+/*
+ * Access times (inode.c): is pi's atime due for an update by the mount's
+ * policy (lock held, shared will do)?  inode_touch_atime() then takes the
+ * lock exclusively (the caller holds none, only a reference), checks again
+ * and updates it in a transaction; a failure leaves the old atime.
+ */
+bool inode_atime_due(const struct fs *fs, const struct pmfuse_inode *pi);
+void inode_touch_atime(struct fs *fs, struct inode *in);
 
 /* attribute sets built in DRAM and installed in a transaction (xattr.c) */
 struct xattr_new {

@@ -170,8 +170,10 @@ static int lookup_segment(struct fs *fs, const struct pmfuse_inode *pi, uint64_t
 	return 1;
 }
 
-int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx)
+int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx,
+	    unsigned flags)
 {
+	bool atime = false;
 	struct fs_seg segs[FS_READ_MAXSEGS];
 	struct inode *in;
 	uint64_t pos, end, zero_bytes = 0;
@@ -212,8 +214,11 @@ int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn f
 		atomic_fetch_add_explicit(&fs->stats.zero_bytes_served, zero_bytes,
 					  memory_order_relaxed);
 	ret = fn(ctx, segs, n, pos - off);
+	atime = !(flags & FS_READ_NOATIME) && inode_atime_due(fs, in->pi);
 out:
 	pthread_rwlock_unlock(&in->lock);
+	if (atime)
+		inode_touch_atime(fs, in);
 	inode_put(fs, in);
 	return ret;
 }

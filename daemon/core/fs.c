@@ -756,6 +756,7 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 int fs_readdir(struct fs *fs, uint64_t ino, int64_t off, fs_dirent_fn fn, void *ctx)
 {
 	struct inode *dir;
+	bool atime;
 	int ret = get_dir(fs, ino, &dir);
 
 	if (ret)
@@ -782,7 +783,10 @@ int fs_readdir(struct fs *fs, uint64_t ino, int64_t off, fs_dirent_fn fn, void *
 			break;
 	}
 unlock:
+	atime = inode_atime_due(fs, dir->pi);
 	pthread_rwlock_unlock(&dir->lock);
+	if (atime)
+		inode_touch_atime(fs, dir);
 out:
 	inode_put(fs, dir);
 	return ret == -EUCLEAN ? -EIO : ret;

@@ -35,6 +35,16 @@ struct fs_opts {
 };
 
 /*
+ * Access times, as the mount's options ask (the kernel leaves them to the
+ * FUSE server): relatime (the default) updates the atime on a read or a
+ * directory listing when it is not later than the mtime or the ctime, or
+ * is a day old; strictatime on every one; noatime (and a read-only mount)
+ * never; nodiratime never for directories.  Set before serving requests.
+ */
+enum fs_atime { FS_ATIME_RELATIME, FS_ATIME_STRICT, FS_ATIME_NEVER };
+void fs_set_atime(struct fs *fs, enum fs_atime policy, bool nodiratime);
+
+/*
  * Who asks (the caller's fsuid, fsgid and thread id; pid 0 when unknown).
  * A NULL cred is the filesystem itself: privileged, in every group.
  */
@@ -137,9 +147,15 @@ struct fs_seg {
 	size_t len;
 };
 #define FS_READ_MAXSEGS 320
-/* fn runs with the inode locked shared: the segments stay valid until it returns */
+/*
+ * fn runs with the inode locked shared: the segments stay valid until it
+ * returns.  The read updates the atime (fs_set_atime) unless flags has
+ * FS_READ_NOATIME (an O_NOATIME open).
+ */
 typedef int (*fs_read_fn)(void *ctx, const struct fs_seg *segs, int nsegs, size_t total);
-int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx);
+#define FS_READ_NOATIME 1u
+int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn fn, void *ctx,
+	    unsigned flags);
 ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t size,
 		 bool sync);
 /*

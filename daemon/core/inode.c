@@ -528,6 +528,51 @@ static void now(struct pmfuse_time *t)
 	t->nsec = (uint32_t)ts.tv_nsec;
 }
 
+static int time_cmp(const struct pmfuse_time *a, const struct pmfuse_time *b)
+{
+	if (a->sec != b->sec)
+		return a->sec < b->sec ? -1 : 1;
+	return a->nsec < b->nsec ? -1 : a->nsec > b->nsec;
+}
+
+void fs_set_atime(struct fs *fs, enum fs_atime policy, bool nodiratime)
+{
+	fs->atime = policy;
+	fs->nodiratime = nodiratime;
+}
+
+/* The kernel's atime_needs_update() with relatime_need_update(). */
+bool inode_atime_due(const struct fs *fs, const struct pmfuse_inode *pi)
+{
+	struct pmfuse_time t;
+
+	if (fs->atime == FS_ATIME_NEVER || (fs->nodiratime && S_ISDIR(pi->mode)))
+		return false;
+	now(&t);
+	if (time_cmp(&pi->atime, &t) == 0)
+		return false;
+	return fs->atime == FS_ATIME_STRICT || time_cmp(&pi->mtime, &pi->atime) >= 0 ||
+	       time_cmp(&pi->ctime, &pi->atime) >= 0 || t.sec - pi->atime.sec >= 24 * 60 * 60;
+}
+
+static int tx_atime(void *arg)
+{
+	struct pmfuse_inode *pi = arg;
+
+	pmemobj_tx_add_range_direct(&pi->atime, sizeof(pi->atime));
+	now(&pi->atime);
+	return 0;
+}
+
+void inode_touch_atime(struct fs *fs, struct inode *in)
+{
+	pthread_rwlock_wrlock(&in->lock);
+	/* an unlinked inode's record may be reclaimed: its atime is nobody's */
+	if (in->pi->nlink && inode_atime_due(fs, in->pi))
+		pool_tx(&fs->pool, tx_atime, in->pi);
+	pthread_rwlock_unlock(&in->lock);
+}
+
 void inode_tx_add(struct pmfuse_inode *pi)
 {
 	pmemobj_tx_add_range_direct(&pi->mode, PMFUSE_INODE_ATTR_SPAN);

@@ -979,7 +979,7 @@ static void read_at(struct walk *w, uint64_t ino, uint64_t off, size_t len)
 {
 	struct read_ctx rc = { w, ino };
 
-	check_ret(w, "read", ino, fs_read(w->fs, ino, off, len, read_cb, &rc));
+	check_ret(w, "read", ino, fs_read(w->fs, ino, off, len, read_cb, &rc, 0));
 }
 
 static void read_file(struct walk *w, uint64_t ino, uint64_t size)

@@ -727,6 +727,74 @@ class AttrTest(PmfuseTestCase):
         touch(p)
         self.assertErrno(errno.ENODATA, os.getxattr, p, "user.stale")
 
+    # ------------------------------------------------------------ access times
+
+    def read_then_atime(self, p, flags=0):
+        fd = os.open(p, os.O_RDONLY | flags)
+        try:
+            os.read(fd, 100)
+        finally:
+            os.close(fd)
+        return os.stat(p).st_atime_ns
+
+    def test_relatime_updates_atime_on_the_first_read_after_a_change(self):
+        p = self.p("f")
+        write_file(p, b"data")
+        os.utime(p, ns=(OLD_NS, OLD_NS))          # atime = mtime, long ago
+        t1 = self.read_then_atime(p)
+        self.assertGreater(t1, os.stat(p).st_ctime_ns, "atime not later than ctime: update")
+        tick()
+        self.assertEqual(self.read_then_atime(p), t1, "atime later than mtime and ctime: kept")
+        with open(p, "r+b") as f:
+            f.write(b"D")
+        tick()
+        t2 = self.read_then_atime(p)
+        self.assertGreater(t2, os.stat(p).st_mtime_ns, "a read after a write updates it")
+        self.remount()
+        self.assertEqual(os.stat(p).st_atime_ns, t2)
+
+    def test_listing_a_directory_updates_its_atime(self):
+        d = self.p("d")
+        os.mkdir(d)
+        touch(os.path.join(d, "x"))
+        os.utime(d, ns=(OLD_NS, OLD_NS))
+        os.listdir(d)
+        self.assertGreater(os.stat(d).st_atime_ns, OLD_NS)
+
+    def test_o_noatime_reads_leave_atime_alone(self):
+        p = self.p("f")
+        write_file(p, b"data")
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        self.assertEqual(self.read_then_atime(p, os.O_NOATIME), OLD_NS)
+
+    @pmfuse_only
+    def test_noatime_and_nodiratime_mounts_never_update_atime(self):
+        self.unmount()
+        self.m = self.mount(opts=["allow_other", "noatime"])
+        p, d = self.p("f"), self.p("d")
+        write_file(p, b"data")
+        os.mkdir(d)
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        os.utime(d, ns=(OLD_NS, OLD_NS))
+        self.assertEqual(self.read_then_atime(p), OLD_NS)
+        os.listdir(d)
+        self.assertEqual(os.stat(d).st_atime_ns, OLD_NS)
+        self.unmount()
+        self.m = self.mount(opts=["allow_other", "nodiratime"])
+        os.listdir(d)
+        self.assertEqual(os.stat(d).st_atime_ns, OLD_NS, "nodiratime")
+        self.assertGreater(self.read_then_atime(p), OLD_NS, "files still get relatime")
+
+    @pmfuse_only
+    def test_strictatime_updates_atime_on_every_read(self):
+        self.unmount()
+        self.m = self.mount(opts=["allow_other", "strictatime"])
+        p = self.p("f")
+        write_file(p, b"data")
+        t1 = self.read_then_atime(p)
+        tick()
+        self.assertGreater(self.read_then_atime(p), t1)
+
     # ------------------------------------------------------------ statvfs
 
     def test_statvfs_namemax_is_255(self):

@@ -156,7 +156,7 @@ static void test_write_read_roundtrip_and_remount(void)
 	CHECK_EQ(fs_getattr(fs, ino, &st), 0);
 	CHECK_EQ(st.st.st_size, 1000 + sizeof(buf));
 	memset(out, 1, sizeof(out));
-	CHECK_EQ(fs_read(fs, ino, 0, 1000, copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, ino, 0, 1000, copy_out, out, 0), 0);
 	for (int i = 0; i < 1000; i++)
 		CHECK(out[i] == 0);	/* the head of the first block reads as zeros */
 	fs_unmount(fs);
@@ -164,7 +164,7 @@ static void test_write_read_roundtrip_and_remount(void)
 	fs = mount_region();
 	CHECK_EQ(fs_lookup(fs, 1, "f", &st), 0);
 	CHECK_EQ(st.st.st_ino, ino);
-	CHECK_EQ(fs_read(fs, ino, 1000, sizeof(buf), copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, ino, 1000, sizeof(buf), copy_out, out, 0), 0);
 	CHECK(memcmp(buf, out, sizeof(buf)) == 0);
 	fs_unmount(fs);
 }
@@ -181,7 +181,7 @@ static void test_hole_read_allocates_nothing(void)
 	CHECK_EQ(fs_setattr(fs, st.st.st_ino, &a, FS_SET_SIZE, NULL, &st), 0);
 	uint64_t free0 = alloc_free_count(&fs->alloc);
 	uint64_t zero0 = fs->stats.zero_bytes_served;
-	CHECK_EQ(fs_read(fs, st.st.st_ino, 1ull << 39, sizeof(out), copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, st.st.st_ino, 1ull << 39, sizeof(out), copy_out, out, 0), 0);
 	CHECK_EQ(alloc_free_count(&fs->alloc), free0);
 	CHECK_EQ(fs->stats.zero_bytes_served - zero0, sizeof(out));
 	CHECK_EQ(st.st.st_blocks, 0);
@@ -228,7 +228,7 @@ static void test_punch_splits_leaf_and_returns_space(void)
 			      4096 * 10 + 100, 4096 * 5), 0);
 	/* blocks 11..14 are whole inside the range: 4 blocks come back */
 	CHECK_EQ(alloc_free_count(&fs->alloc), free0 + 4);
-	CHECK_EQ(fs_read(fs, st.st.st_ino, 0, sizeof(out), copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, st.st.st_ino, 0, sizeof(out), copy_out, out, 0), 0);
 	for (size_t i = 0; i < sizeof(out); i++) {
 		bool hole = i >= 4096 * 10 + 100 && i < 4096 * 15 + 100;
 		if ((out[i] == 0) != hole) {
@@ -264,7 +264,7 @@ static void test_unwritten_leaves_split_convert_and_fold(void)
 	CHECK_EQ(c.unwritten, 512);
 	CHECK(data_extents_text(fs, ino, text, sizeof(text)) > 0);
 	CHECK(strstr(text, "huge_2m 1\n") && strstr(text, "unwritten_blocks 512\n"));
-	CHECK_EQ(fs_read(fs, ino, 0, sizeof(out), copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, ino, 0, sizeof(out), copy_out, out, 0), 0);
 	for (size_t i = 0; i < sizeof(out); i++)
 		if (out[i]) {
 			CHECK(!"an unwritten block reads non-zero");
@@ -281,7 +281,7 @@ static void test_unwritten_leaves_split_convert_and_fold(void)
 	CHECK(c.leaves > 8);		/* a level-1 leaf split down to blocks */
 	CHECK_EQ(c.blocks, 512);
 	CHECK_EQ(alloc_used_blocks(&fs->alloc), used0 + 512);
-	CHECK_EQ(fs_read(fs, ino, 100 * 4096, 4096, copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, ino, 100 * 4096, 4096, copy_out, out, 0), 0);
 	CHECK(out[7] == 0x5a && out[6] == 0 && out[8] == 0 && out[4095] == 0);
 	CHECK_EQ(fs_lseek(fs, ino, 0, SEEK_DATA), 100 * 4096);
 	CHECK_EQ(fs_lseek(fs, ino, 100 * 4096, SEEK_HOLE), 101 * 4096);
@@ -311,7 +311,7 @@ static void test_unwritten_leaves_split_convert_and_fold(void)
 	fmap_walk(&fs->pool, inode_record(fs, ino), count_leaf, NULL, &c);
 	CHECK_EQ(c.unwritten, 256);
 	CHECK_EQ(alloc_used_blocks(&fs->alloc), used0 + 768);
-	CHECK_EQ(fs_read(fs, ino, 0, sizeof(out), copy_out, out), 0);
+	CHECK_EQ(fs_read(fs, ino, 0, sizeof(out), copy_out, out, 0), 0);
 	CHECK(out[0] == 0x5a && out[sizeof(out) - 1] == 0x5a);
 	fs_unmount(fs);
 }

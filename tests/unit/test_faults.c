@@ -187,11 +187,11 @@ static void describe(struct fs *fs, char *out, size_t size)
 
 	if (g) {
 		fs_getattr(fs, g, &stg);
-		fs_read(fs, g, 0, 64 << 20, collect, &sg);
+		fs_read(fs, g, 0, 64 << 20, collect, &sg, 0);
 	}
 	if (c) {
 		fs_getattr(fs, c, &stc);
-		fs_read(fs, c, 0, 64 << 20, collect, &sc);
+		fs_read(fs, c, 0, 64 << 20, collect, &sc, 0);
 	}
 	if (d && lookup_ino(fs, d, "s"))
 		fs_readlink(fs, lookup_ino(fs, d, "s"), link, sizeof(link));
