@@ -57,7 +57,8 @@
 	X(removexattr) \
 	X(fallocate) \
 	X(lseek) \
-	X(copy_file_range)
+	X(copy_file_range) \
+	X(ioctl)
 
 enum pm_op {
 #define PM_OP_ENUM(name) OP_##name,
@@ -311,13 +312,14 @@ static bool wants_sync(const struct fuse_file_info *fi)
 /*
  * A file opened O_DIRECT is opened FOPEN_DIRECT_IO: the kernel then sends
  * its reads and writes straight to us (as libfuse's passthrough_hp does)
- * instead of through the page-cache path's generic direct I/O, and does not
- * invalidate cached pages after a write (direct_write_end does).  Only where
- * the kernel can still map such files shared (DIRECT_IO_ALLOW_MMAP, 6.6+:
- * databases and fsx open O_DIRECT and mmap the same descriptor); elsewhere
- * O_DIRECT takes the page-cache path, which maps.  Not in single-threaded
- * mode: the invalidation may wait for a read of the same pages that only
- * another thread could answer.
+ * instead of through the page-cache path's generic direct I/O.  Only where
+ * the kernel can still map such files (DIRECT_IO_ALLOW_MMAP, 6.6+:
+ * databases and fsx open O_DIRECT and mmap the same descriptor); such a
+ * kernel also writes back a mapping's dirty pages before a direct read or
+ * write and drops cached pages after a direct write, so nothing here
+ * invalidates pages -- a notification from inside a WRITE may wait for the
+ * write-back of a page that this very request carries.  Elsewhere O_DIRECT
+ * takes the page-cache path, which maps.  Not in single-threaded mode.
  */
 bool pm_opt_direct_io = true;
 static _Atomic bool pm_direct_io_mmap;	/* the kernel granted DIRECT_IO_ALLOW_MMAP */
@@ -350,30 +352,10 @@ uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply)
 	return reply;
 }
 
-/*
- * An open file's fh: its open flags (release counts them back: fcntl(F_SETFL)
- * may change O_DIRECT in between) and whether it went direct (WRITE requests
- * carry fh, not direct_io).
- */
-#define FH_DIRECT_IO (1ull << 32)
-
 static void set_open_fh(struct fuse_file_info *fi)
 {
-	fi->fh = (uint32_t)fi->flags;
-	if (pm_opt_direct_io && pm_direct_io_mmap && (fi->flags & O_DIRECT)) {
+	if (pm_opt_direct_io && pm_direct_io_mmap && (fi->flags & O_DIRECT))
 		fi->direct_io = 1;
-		fi->fh |= FH_DIRECT_IO;
-	}
-}
-
-static bool is_direct(const struct fuse_file_info *fi)
-{
-	return fi->fh & FH_DIRECT_IO;
-}
-
-static int open_flags(const struct fuse_file_info *fi)
-{
-	return (int)(uint32_t)fi->fh;
 }
 
 static struct fuse_session *pm_session;
@@ -398,17 +380,6 @@ static int kill_priv(fuse_req_t req, fuse_ino_t ino)
 	return ret < 0 ? ret : 0;
 }
 
-/*
- * Pages of the written range cached by other, non-O_DIRECT opens are stale
- * now.  Kernels since 6.6 drop them before a direct write themselves; 6.1
- * (Debian 12's) does not.
- */
-static void direct_write_end(fuse_req_t req, fuse_ino_t ino, off_t off, size_t n)
-{
-	if (n && pm_session && fs_cached_opens(pm_fs(req), ino))
-		fuse_lowlevel_notify_inval_inode(pm_session, ino, off, (off_t)n);
-}
-
 /* The start of both write handlers: false if it has replied (an error). */
 static bool write_begin(fuse_req_t req, fuse_ino_t ino, off_t off)
 {
@@ -419,16 +390,13 @@ static bool write_begin(fuse_req_t req, fuse_ino_t ino, off_t off)
 	return err == 0;
 }
 
-/* The end of both write handlers: n bytes written at off, or -errno. */
-static void reply_write(fuse_req_t req, fuse_ino_t ino, const struct fuse_file_info *fi,
-			off_t off, ssize_t n)
+/* The end of both write handlers: n bytes written, or -errno. */
+static void reply_write(fuse_req_t req, fuse_ino_t ino, ssize_t n)
 {
 	if (n < 0) {
 		reply_err(req, ino, (int)-n);
 		return;
 	}
-	if (is_direct(fi))
-		direct_write_end(req, ino, off, (size_t)n);
 	fuse_reply_write(req, (size_t)n);
 }
 
@@ -444,7 +412,7 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct fs_attr a;
 		err = fs_setattr(pm_fs(req), ino, &size0, FS_SET_SIZE, &cr, &a);
 		if (err)
-			fs_release(pm_fs(req), ino, fi->flags);
+			fs_release(pm_fs(req), ino);
 	}
 
 	if (err) {
@@ -529,7 +497,7 @@ static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	if (!write_begin(req, ino, off))
 		return;
 	n = fs_write(pm_fs(req), ino, (uint64_t)off, buf, size, wants_sync(fi));
-	reply_write(req, ino, fi, off, n);
+	reply_write(req, ino, n);
 }
 
 /* Reads the next bytes of a write request's buffer (a spliced pipe) into dst. */
@@ -567,7 +535,7 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		n = fs_write_from(pm_fs(req), ino, (uint64_t)off, &src, size,
 				  wants_sync(fi));
 	}
-	reply_write(req, ino, fi, off, n);
+	reply_write(req, ino, n);
 }
 
 /*
@@ -580,7 +548,8 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 static void pm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	COUNT(release);
-	fs_release(pm_fs(req), ino, open_flags(fi));
+	(void)fi;
+	fs_release(pm_fs(req), ino);
 	fuse_reply_err(req, 0);
 }
 
@@ -823,6 +792,105 @@ static void pm_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_write(req, (size_t)n);
 }
 
+/*
+ * chattr(1) and lsattr(1): the kernel turns FS_IOC_GETFLAGS/SETFLAGS (and
+ * xfs_io's FS_IOC_FSGETXATTR/FSSETXATTR) into FUSE_IOCTL requests after its
+ * own checks (owner, CAP_LINUX_IMMUTABLE).  Every other ioctl is ENOTTY.
+ */
+static const struct {
+	unsigned fl, xflag;
+} xflag_map[] = {
+	{ FS_IFL_IMMUTABLE, FS_XFLAG_IMMUTABLE },
+	{ FS_IFL_APPEND, FS_XFLAG_APPEND },
+	{ FS_IFL_NODUMP, FS_XFLAG_NODUMP },
+	{ FS_IFL_NOATIME, FS_XFLAG_NOATIME },
+};
+
+static unsigned fl_to_xflags(unsigned fl)
+{
+	unsigned x = 0;
+
+	for (size_t i = 0; i < sizeof(xflag_map) / sizeof(xflag_map[0]); i++)
+		if (fl & xflag_map[i].fl)
+			x |= xflag_map[i].xflag;
+	return x;
+}
+
+/* -1 if x names a flag we do not keep */
+static int xflags_to_fl(unsigned x, unsigned *fl)
+{
+	*fl = 0;
+	for (size_t i = 0; i < sizeof(xflag_map) / sizeof(xflag_map[0]); i++)
+		if (x & xflag_map[i].xflag) {
+			*fl |= xflag_map[i].fl;
+			x &= ~xflag_map[i].xflag;
+		}
+	return x ? -1 : 0;
+}
+
+static void pm_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		     size_t in_bufsz, size_t out_bufsz)
+{
+	COUNT(ioctl);
+	struct fs *fs = pm_fs(req);
+	struct fsxattr fsx;
+	unsigned fl;
+	int err, v;
+
+	(void)arg;
+	(void)fi;
+	(void)flags;
+	switch (cmd) {
+	case FS_IOC_GETFLAGS:
+	case FS_IOC32_GETFLAGS:
+		if (out_bufsz < sizeof(v) || (err = fs_get_iflags(fs, ino, &fl))) {
+			reply_err(req, ino, out_bufsz < sizeof(v) ? EINVAL : -err);
+			return;
+		}
+		v = (int)fl;
+		fuse_reply_ioctl(req, 0, &v, sizeof(v));
+		return;
+	case FS_IOC_SETFLAGS:
+	case FS_IOC32_SETFLAGS:
+		if (in_bufsz < sizeof(v)) {
+			reply_err(req, ino, EINVAL);
+			return;
+		}
+		memcpy(&v, in_buf, sizeof(v));
+		err = fs_set_iflags(fs, ino, (unsigned)v);
+		break;
+	case FS_IOC_FSGETXATTR:
+		if (out_bufsz < sizeof(fsx) || (err = fs_get_iflags(fs, ino, &fl))) {
+			reply_err(req, ino, out_bufsz < sizeof(fsx) ? EINVAL : -err);
+			return;
+		}
+		memset(&fsx, 0, sizeof(fsx));
+		fsx.fsx_xflags = fl_to_xflags(fl);
+		fuse_reply_ioctl(req, 0, &fsx, sizeof(fsx));
+		return;
+	case FS_IOC_FSSETXATTR:
+		if (in_bufsz < sizeof(fsx)) {
+			reply_err(req, ino, EINVAL);
+			return;
+		}
+		memcpy(&fsx, in_buf, sizeof(fsx));
+		if (xflags_to_fl(fsx.fsx_xflags, &fl) || fsx.fsx_extsize || fsx.fsx_projid ||
+		    fsx.fsx_cowextsize)
+			err = -EOPNOTSUPP;
+		else
+			err = fs_set_iflags(fs, ino, fl);
+		break;
+	default:
+		reply_err(req, ino, ENOTTY);
+		return;
+	}
+	if (err)
+		reply_err(req, ino, -err);
+	else
+		fuse_reply_ioctl(req, 0, NULL, 0);
+}
+
 bool pm_opt_splice = true;
 bool pm_opt_acl = true;
 
@@ -858,6 +926,8 @@ static void pm_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_IOCTL_DIR)
+		conn->want |= FUSE_CAP_IOCTL_DIR;	/* chattr of directories */
 	/*
 	 * POSIX ACLs: the kernel enforces them (with default_permissions) and
 	 * hands us the caller's umask unapplied, so that a default ACL can
@@ -923,4 +993,5 @@ const struct fuse_lowlevel_ops pm_ops = {
 	.fallocate = pm_fallocate,
 	.lseek = pm_lseek,
 	.copy_file_range = pm_copy_file_range,
+	.ioctl = pm_ioctl,
 };

@@ -117,8 +117,6 @@ struct inode {
 	enum inode_state state;
 	uint64_t nlookup;		/* kernel references */
 	uint32_t nopen;			/* open files */
-	_Atomic uint32_t ncached;	/* of those, opened without O_DIRECT: the
-					 * client may cache their pages */
 	uint32_t refs;			/* transient core references */
 	/* protected by lock */
 	struct dir_hash *dhash;		/* lazily built, under lock (write) */
@@ -304,6 +302,21 @@ int inode_kill_priv_locked(struct fs *fs, struct inode *in, const struct fs_cred
  */
 bool inode_atime_due(const struct fs *fs, const struct pmfuse_inode *pi);
 void inode_touch_atime(struct fs *fs, struct inode *in);
+
+/*
+ * chattr attributes: an immutable inode takes no change of data, attributes
+ * or names; an append-only one is written only by appending, and neither
+ * loses a name.  -EPERM when pi forbids it.
+ */
+static inline int inode_immutable(const struct pmfuse_inode *pi)
+{
+	return (pi->flags & PMFUSE_IF_IMMUTABLE) ? -EPERM : 0;
+}
+
+static inline int inode_pinned(const struct pmfuse_inode *pi)
+{
+	return (pi->flags & (PMFUSE_IF_IMMUTABLE | PMFUSE_IF_APPEND)) ? -EPERM : 0;
+}
 
 /* attribute sets built in DRAM and installed in a transaction (xattr.c) */
 struct xattr_new {

@@ -623,7 +623,7 @@ static ssize_t write_bytes(struct fs *fs, uint64_t ino, uint64_t off, const stru
 	if ((ret = check_range(off, size)) || (ret = get_file(fs, ino, &in)))
 		return ret;
 	pthread_rwlock_wrlock(&in->lock);
-	ret = write_locked(fs, in, off, src, size, sync);
+	ret = inode_immutable(in->pi) ?: write_locked(fs, in, off, src, size, sync);
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return ret ? ret : (ssize_t)size;
@@ -813,6 +813,9 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 		return ret == -EINVAL ? -ENODEV : ret;
 	pieces_init(&ps);
 	pthread_rwlock_wrlock(&in->lock);
+	/* append-only files may only be preallocated (vfs_fallocate) */
+	if ((ret = (mode & ~FALLOC_FL_KEEP_SIZE) ? inode_pinned(in->pi) : inode_immutable(in->pi)))
+		goto out;
 	/* the map changes under the index: write back what is dirty, then forget it */
 	if ((ret = writeback_drop(fs, in, true)))
 		goto out;
@@ -882,6 +885,8 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 		goto out_put;
 	}
 	inode_lock_two(src, true, dst, false);
+	if ((ret = inode_immutable(dst->pi)))
+		goto out_unlock;
 	if (soff >= src->pi->size)
 		goto out_unlock;
 	if (len > src->pi->size - soff)

@@ -533,9 +533,10 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		unsigned from = fs->pool.sb->geo.version;
 		if ((ret = pool_upgrade(&fs->pool, why, whylen)))
 			goto out_zero;
-		log_notice("%s: upgraded from on-media format %u to %u (%s)", path, from,
-			   PMFUSE_VERSION, from < 2 ? "data and metadata now share the region; "
-			   "fallocate reserves unwritten extents" : "fallocate reserves unwritten extents");
+		log_notice("%s: upgraded from on-media format %u to %u (%s%s%s)", path, from,
+			   PMFUSE_VERSION, from < 2 ? "data and metadata now share the region; " : "",
+			   from < 3 ? "fallocate reserves unwritten extents; " : "",
+			   "files take chattr attributes");
 	}
 	alloc_trim(&fs->alloc);
 	if (unclean)
@@ -902,6 +903,10 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid,
 		valid |= FS_SET_MTIME_NOW;
 	pthread_rwlock_wrlock(&in->lock);
 	struct pmfuse_inode *pi = in->pi;
+	/* immutable: nothing; append-only: only times set to now (notify_change) */
+	if ((ret = (valid & ~(FS_SET_ATIME_NOW | FS_SET_MTIME_NOW)) ? inode_pinned(pi)
+								   : inode_immutable(pi)))
+		goto out;
 	if (valid & FS_SET_SIZE) {
 		if (S_ISDIR(pi->mode)) {
 			ret = -EISDIR;
@@ -1065,6 +1070,8 @@ static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t 
 		ret = err ? err : -EEXIST;
 		goto out_unlock;
 	}
+	if ((ret = inode_immutable(dir->pi)))
+		goto out_unlock;
 	if (S_ISDIR(mode) && dir->pi->nlink >= PMFUSE_LINK_MAX) {
 		ret = -EMLINK;
 		goto out_unlock;
@@ -1210,6 +1217,8 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 		ret = err ? err : -EEXIST;
 		goto out_unlock;
 	}
+	if ((ret = inode_pinned(in->pi)) || (ret = inode_immutable(dir->pi)))
+		goto out_unlock;
 	struct link_args la = { fs, dir, in, newname, len, &pd };
 	ret = pool_tx(&fs->pool, tx_link, &la);
 	dir_insert_done(dir, &pd, ret == 0);
@@ -1293,6 +1302,8 @@ static int remove_entry(struct fs *fs, uint64_t parent, const char *name, bool w
 		ret = -EISDIR;
 	else if (want_dir && child->pi->nentries)
 		ret = -ENOTEMPTY;
+	else
+		ret = inode_pinned(child->pi) ?: inode_pinned(dir->pi);
 	if (ret)
 		goto out_child;
 	last = want_dir || child->pi->nlink == 1;
@@ -1455,6 +1466,10 @@ static int replace_allowed(struct inode *d1, struct inode *d2, struct inode *s,
 	}
 	if (S_ISDIR(s->pi->mode) && d1 != d2 && !t && d2->pi->nlink >= PMFUSE_LINK_MAX)
 		return -EMLINK;
+	/* chattr: the moved and the replaced file keep their names, and their directories */
+	if (inode_pinned(s->pi) || (t && inode_pinned(t->pi)) || inode_pinned(d1->pi) ||
+	    inode_immutable(d2->pi) || (t && inode_pinned(d2->pi)))
+		return -EPERM;
 	return 0;
 }
 

@@ -27,7 +27,7 @@ struct fs;	/* a mounted region */
 
 #define FS_NAME_MAX	255		/* bytes of a name */
 #define FS_SYMLINK_MAX	4095		/* bytes of a symlink's target */
-#define FS_FORMAT_VERSION 3		/* the on-media format this core writes (reads 1 and 2 too) */
+#define FS_FORMAT_VERSION 4		/* the on-media format this core writes (reads 1 to 3 too) */
 #define FS_WHY_MAX	512		/* room for a refusal's reason */
 
 struct fs_opts {
@@ -132,9 +132,7 @@ int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size);
 /* open files */
 /* flags: the open(2) flags; release gets the same ones */
 int fs_open(struct fs *fs, uint64_t ino, int flags);
-void fs_release(struct fs *fs, uint64_t ino, int flags);
-/* Is the file open without O_DIRECT somewhere (pages of it may be cached)? */
-bool fs_cached_opens(struct fs *fs, uint64_t ino);
+void fs_release(struct fs *fs, uint64_t ino);
 
 /* directories */
 typedef int (*fs_dirent_fn)(void *ctx, const char *name, size_t namelen, uint64_t ino,
@@ -189,6 +187,20 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size);
 ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size);
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
+/*
+ * chattr(1) attributes, as FS_IOC_GETFLAGS/SETFLAGS carry them (the values
+ * are the kernel's FS_*_FL): immutable (no change of data, attributes or
+ * names, no opening for writing), append-only (opened for writing only with
+ * O_APPEND, no truncation, no removal), nodump (kept) and noatime (reads
+ * leave the atime alone).  Setting any other is -EOPNOTSUPP.  The kernel
+ * has checked the caller (owner; CAP_LINUX_IMMUTABLE for the first two).
+ */
+#define FS_IFL_IMMUTABLE	0x10u
+#define FS_IFL_APPEND		0x20u
+#define FS_IFL_NODUMP		0x40u
+#define FS_IFL_NOATIME		0x80u
+int fs_get_iflags(struct fs *fs, uint64_t ino, unsigned *flags);
+int fs_set_iflags(struct fs *fs, uint64_t ino, unsigned flags);
 /*
  * Before cr changes a file's contents (write, fallocate, the destination of
  * a copy): what the kernel's file_remove_privs() does -- drop

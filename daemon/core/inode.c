@@ -307,22 +307,95 @@ void fs_forget(struct fs *fs, uint64_t ino, uint64_t n)
 	unlock_and_evict_unused(fs, in);
 }
 
+static const struct {
+	unsigned fs, media;
+} iflag_map[] = {
+	{ FS_IFL_IMMUTABLE, PMFUSE_IF_IMMUTABLE },
+	{ FS_IFL_APPEND, PMFUSE_IF_APPEND },
+	{ FS_IFL_NODUMP, PMFUSE_IF_NODUMP },
+	{ FS_IFL_NOATIME, PMFUSE_IF_NOATIME },
+};
+
+int fs_get_iflags(struct fs *fs, uint64_t ino, unsigned *flags)
+{
+	struct inode *in = inode_get(fs, ino);
+
+	if (!in)
+		return -ENOENT;
+	*flags = 0;
+	pthread_rwlock_rdlock(&in->lock);
+	for (size_t i = 0; i < sizeof(iflag_map) / sizeof(iflag_map[0]); i++)
+		if (in->pi->flags & iflag_map[i].media)
+			*flags |= iflag_map[i].fs;
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return 0;
+}
+
+struct iflags_args {
+	struct pmfuse_inode *pi;
+	uint32_t flags;
+};
+
+static int tx_iflags(void *arg)
+{
+	struct iflags_args *a = arg;
+
+	pmemobj_tx_add_range_direct(&a->pi->flags, sizeof(a->pi->flags));
+	a->pi->flags = a->flags;
+	inode_tx_touch(a->pi, false, false, true);
+	return 0;
+}
+
+int fs_set_iflags(struct fs *fs, uint64_t ino, unsigned flags)
+{
+	struct inode *in;
+	uint32_t media = 0;
+	int ret = 0;
+
+	for (size_t i = 0; i < sizeof(iflag_map) / sizeof(iflag_map[0]); i++)
+		if (flags & iflag_map[i].fs) {
+			media |= iflag_map[i].media;
+			flags &= ~iflag_map[i].fs;
+		}
+	if (flags)
+		return -EOPNOTSUPP;
+	if (!(in = inode_get(fs, ino)))
+		return -ENOENT;
+	pthread_rwlock_wrlock(&in->lock);
+	struct iflags_args a = { in->pi, (in->pi->flags & ~PMFUSE_IF_ATTRS) | media };
+	if (a.flags != in->pi->flags)
+		ret = pool_tx(&fs->pool, tx_iflags, &a);
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return ret;
+}
+
 int fs_open(struct fs *fs, uint64_t ino, int flags)
 {
 	struct inode *in = inode_get(fs, ino);
 
 	if (!in)
 		return -ENOENT;
+	/* chattr: immutable files open for reading only, append-only ones to append */
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
+		pthread_rwlock_rdlock(&in->lock);
+		int ret = (flags & (O_APPEND | O_TRUNC)) == O_APPEND ? inode_immutable(in->pi)
+								       : inode_pinned(in->pi);
+		pthread_rwlock_unlock(&in->lock);
+		if (ret) {
+			inode_put(fs, in);
+			return ret;
+		}
+	}
 	pthread_mutex_lock(stripe(fs, ino));
 	in->nopen++;
-	if (!(flags & O_DIRECT))
-		atomic_fetch_add_explicit(&in->ncached, 1, memory_order_relaxed);
 	in->refs--;
 	pthread_mutex_unlock(stripe(fs, ino));
 	return 0;
 }
 
-void fs_release(struct fs *fs, uint64_t ino, int flags)
+void fs_release(struct fs *fs, uint64_t ino)
 {
 	struct inode *in;
 
@@ -335,24 +408,7 @@ void fs_release(struct fs *fs, uint64_t ino, int flags)
 		return;
 	}
 	in->nopen--;
-	if (!(flags & O_DIRECT) && atomic_load_explicit(&in->ncached, memory_order_relaxed))
-		atomic_fetch_sub_explicit(&in->ncached, 1, memory_order_relaxed);
 	unlock_and_evict_unused(fs, in);
-}
-
-bool fs_cached_opens(struct fs *fs, uint64_t ino)
-{
-	struct inode *in;
-	bool cached;
-
-	if (ino == 0 || ino >= fs->max_inodes)
-		return false;
-	/* under the stripe lock: the struct cannot be freed while we look */
-	pthread_mutex_lock(stripe(fs, ino));
-	in = atomic_load(&fs->icache[ino]);
-	cached = in && atomic_load_explicit(&in->ncached, memory_order_relaxed) != 0;
-	pthread_mutex_unlock(stripe(fs, ino));
-	return cached;
 }
 
 int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode *pi,
@@ -378,7 +434,7 @@ int inode_validate(const struct pool *p, uint64_t ino, const struct pmfuse_inode
 			 pi->nlink);
 		return -EUCLEAN;
 	}
-	if (pi->flags & ~PMFUSE_IF_ORPHAN) {
+	if (pi->flags & ~(PMFUSE_IF_ORPHAN | PMFUSE_IF_ATTRS)) {
 		snprintf(why, whylen, "inode %" PRIu64 ": unknown flags %#x", ino, pi->flags);
 		return -EUCLEAN;
 	}
@@ -546,7 +602,8 @@ bool inode_atime_due(const struct fs *fs, const struct pmfuse_inode *pi)
 {
 	struct pmfuse_time t;
 
-	if (fs->atime == FS_ATIME_NEVER || (fs->nodiratime && S_ISDIR(pi->mode)))
+	if (fs->atime == FS_ATIME_NEVER || (fs->nodiratime && S_ISDIR(pi->mode)) ||
+	    (pi->flags & PMFUSE_IF_NOATIME))
 		return false;
 	now(&t);
 	if (time_cmp(&pi->atime, &t) == 0)

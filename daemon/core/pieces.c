@@ -405,12 +405,15 @@ static int tx_upgrade(void *arg)
 	}
 	/*
 	 * format 3 adds a leaf flag (unwritten extents) that format 2 never
-	 * set, and the inode table's high-water mark
+	 * set, and the inode table's high-water mark; format 4 inode flags
+	 * (chattr) that format 3 never set
 	 */
-	uint64_t hwm = a->p->itable->nchunks;
-	while (hwm > 1 && !a->p->itable->chunk[hwm - 1])
-		hwm--;
-	sb->ichunk_hwm = hwm;
+	if (sb->geo.version < 3) {
+		uint64_t hwm = a->p->itable->nchunks;
+		while (hwm > 1 && !a->p->itable->chunk[hwm - 1])
+			hwm--;
+		sb->ichunk_hwm = hwm;
+	}
 	sb->geo.version = PMFUSE_VERSION;
 	sb->geo.checksum = pool_geometry_checksum(&sb->geo);
 	return 0;

@@ -448,6 +448,9 @@ static ssize_t change_value(struct fs *fs, struct inode *in, const struct pmfuse
 	bool exists = xattr_find(x, c->name, c->nlen) != NULL;
 	int kind = acl_xattr_kind(c->name);
 
+	if (inode_pinned(in->pi))
+		return -EPERM;		/* chattr +i or +a (xattr_permission) */
+
 	if (kind && c->value)
 		return change_acl(fs, in, x, c, kind);
 	if ((c->flags & XATTR_CREATE) && exists)

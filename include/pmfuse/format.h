@@ -37,10 +37,11 @@
 #define PMFUSE_LAYOUT		"pmfuse"
 #define PMFUSE_MAGIC		0x3145535546504d50ULL	/* "PMFUSE1" LE */
 #define PMFUSE_BACKUP_MAGIC	0x4b43425355464d50ULL	/* "PMFUSBCK" LE */
-#define PMFUSE_VERSION		3
+#define PMFUSE_VERSION		4
 /*
- * format 1 (fixed data runs, no piece table) and format 2 (no unwritten
- * extents) mount, and are upgraded to 3 in place
+ * format 1 (fixed data runs, no piece table), format 2 (no unwritten
+ * extents) and format 3 (no inode attribute flags) mount, and are upgraded
+ * to 4 in place
  */
 #define PMFUSE_VERSION_MIN	1
 
@@ -205,6 +206,13 @@ struct pmfuse_inode {
 };
 
 #define PMFUSE_IF_ORPHAN	1u
+/* format 4: attributes set by chattr(1) (FS_IOC_SETFLAGS) */
+#define PMFUSE_IF_IMMUTABLE	2u	/* no change of data, attributes or names */
+#define PMFUSE_IF_APPEND	4u	/* opened for writing only to append; no removal */
+#define PMFUSE_IF_NODUMP	8u	/* for dump(8); kept, not acted on */
+#define PMFUSE_IF_NOATIME	16u	/* reads leave the atime alone */
+#define PMFUSE_IF_ATTRS		(PMFUSE_IF_IMMUTABLE | PMFUSE_IF_APPEND | PMFUSE_IF_NODUMP | \
+				 PMFUSE_IF_NOATIME)
 
 /*
  * File map: a radix tree of 64-slot nodes indexed by file block number.

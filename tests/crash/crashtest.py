@@ -23,8 +23,8 @@ For each workload (a short list of file-system operations):
 
 What pmfuse promises, and so what is checked (DESIGN 5, README):
   - create, mkdir, rmdir, unlink, rename, link, symlink, setxattr, chmod,
-    setting a POSIX ACL (with the mode it implies), truncate, fallocate and
-    punch are durable when they return, and atomic in flight;
+    setting a POSIX ACL (with the mode it implies), chattr, truncate,
+    fallocate and punch are durable when they return, and atomic in flight;
   - a write's new size is durable when it returns (the write's transaction
     commits it), and bytes it exposes past the old end of file are its data
     or zeros, never older contents;
@@ -48,6 +48,7 @@ Last line: "crash states: N checked (U unique), V violations".
 
 import argparse
 import concurrent.futures
+import fcntl
 import hashlib
 import os
 import random
@@ -130,7 +131,8 @@ class Node:
     While a write is in flight the size may be anything from minsize up:
     the kernel splits a write into several requests (at the first page it
     only partly covers), and each commits its own size."""
-    __slots__ = ("kind", "fid", "new", "base", "pend", "xattrs", "target", "minsize", "mode")
+    __slots__ = ("kind", "fid", "new", "base", "pend", "xattrs", "target", "minsize", "mode",
+                 "iflags")
 
     def __init__(self, kind, fid=0, target=None):
         self.kind = kind
@@ -142,10 +144,11 @@ class Node:
         self.target = target
         self.minsize = None
         self.mode = None        # permission bits, when the workload set them
+        self.iflags = 0         # chattr attributes (FS_IOC_GETFLAGS)
 
     def copy(self):
         n = Node(self.kind, self.fid, self.target)
-        n.minsize, n.mode = self.minsize, self.mode
+        n.minsize, n.mode, n.iflags = self.minsize, self.mode, self.iflags
         n.new, n.base, n.pend, n.xattrs = self.new, self.base, list(self.pend), dict(self.xattrs)
         return n
 
@@ -276,6 +279,8 @@ def compare(observed, st):
             probs.append("%s: xattrs %r, expected %r" % (p, sorted(o["xattrs"]), sorted(n.xattrs)))
         if n.mode is not None and o["mode"] != n.mode:
             probs.append("%s: mode %o, expected %o" % (p, o["mode"], n.mode))
+        if o.get("iflags", 0) != n.iflags:
+            probs.append("%s: chattr flags %#x, expected %#x" % (p, o.get("iflags", 0), n.iflags))
         if n.kind == "f":
             names = sum(1 for v in st.paths.values() if v == nid)
             if o["nlink"] != names:
@@ -600,6 +605,33 @@ class SetAcl(Op):
             n.xattrs.pop(ACL_ACCESS, None)
 
 
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+FS_IMMUTABLE_FL, FS_APPEND_FL, FS_NODUMP_FL, FS_NOATIME_FL = 0x10, 0x20, 0x40, 0x80
+
+
+def get_iflags(path):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("<i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 4))[0]
+    finally:
+        os.close(fd)
+
+
+class Chattr(Op):
+    """FS_IOC_SETFLAGS: one transaction, durable when it returns."""
+    name = "chattr"
+
+    def run(self, w):
+        fd = os.open(os.path.join(w.mnt, self.path), os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", self.flags))
+        finally:
+            os.close(fd)
+
+    def apply(self, st, w, durable=True):
+        st.node(self.path).iflags = self.flags
+
+
 class Open(Op):
     """Keep a descriptor (name fd) across later ops, e.g. past an unlink."""
     name = "open"
@@ -822,6 +854,20 @@ def wl_acl(b):
     b.op(Create(path="d/sub/h"))
 
 
+def wl_chattr(b):
+    b.op(Create(path="f"))
+    b.op(Write(path="f", off=0, len=5000, fsync="fsync"))
+    b.op(Chattr(path="f", flags=FS_IMMUTABLE_FL))
+    b.op(Chattr(path="f", flags=0))
+    b.op(Write(path="f", off=5000, len=3000, fsync="fsync"))
+    b.op(Chattr(path="f", flags=FS_APPEND_FL | FS_NODUMP_FL))
+    b.op(Chattr(path="f", flags=FS_NOATIME_FL))
+    b.op(Mkdir(path="d"))
+    b.op(Chattr(path="d", flags=FS_APPEND_FL))
+    b.op(Create(path="d/g"))
+    b.op(Chattr(path="d", flags=0))
+
+
 def wl_symlink(b):
     b.op(Symlink(path="s", target="short/target"))
     b.op(Symlink(path="l", target="/" + "long-component/" * 10 + "end"))
@@ -917,7 +963,7 @@ WORKLOADS = [
     ("rename", wl_rename),
     ("link", wl_link),
     ("unlink_open", wl_unlink_open), ("reclaim", wl_reclaim), ("mkdir_rmdir", wl_mkdir_rmdir),
-    ("xattr", wl_xattr), ("acl", wl_acl),
+    ("xattr", wl_xattr), ("acl", wl_acl), ("chattr", wl_chattr),
     ("symlink", wl_symlink), ("fsync", wl_fsync), ("mixed_replace", wl_mixed_replace),
     ("mixed_tree", wl_mixed_tree),
 ]
@@ -1365,6 +1411,8 @@ def walk(mnt):
             st = os.lstat(p)
             e = {"ino": st.st_ino, "nlink": st.st_nlink, "xattrs": xattrs(p),
                  "mode": stat.S_IMODE(st.st_mode)}
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+                e["iflags"] = get_iflags(p)
             if stat.S_ISDIR(st.st_mode):
                 e["kind"] = "d"
                 out[r] = e

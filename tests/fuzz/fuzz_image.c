@@ -1012,7 +1012,7 @@ static void read_file(struct walk *w, uint64_t ino, uint64_t size)
 	}
 	ssize_t n = fs_getxattr(w->fs, ino, "user.pmfuse.extents", buf, sizeof(buf));
 	check_ret(w, "extents", ino, n);
-	fs_release(w->fs, ino, O_RDWR);
+	fs_release(w->fs, ino);
 }
 
 static void xattrs(struct walk *w, uint64_t ino)

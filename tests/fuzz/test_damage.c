@@ -256,7 +256,7 @@ static void region_with_a_piece(uint64_t *tab)
 	uint64_t run0 = fs->pool.sb->geo.runs[0].len;
 	for (uint64_t off = 0; off < run0 + (2 << 20); off += sizeof(buf))
 		CHECK_EQ(fs_write(fs, st.st.st_ino, off, buf, sizeof(buf), false), sizeof(buf));
-	fs_release(fs, st.st.st_ino, O_RDWR);
+	fs_release(fs, st.st.st_ino);
 	CHECK_EQ(fs->pool.ptab->count, 1);
 	*tab = fs->pool.sb->pieces_off;
 	fs_unmount(fs);

@@ -5,6 +5,7 @@ extended attributes."""
 
 import ctypes
 import errno
+import fcntl
 import shutil
 import subprocess
 import mmap
@@ -801,6 +802,150 @@ class AttrTest(PmfuseTestCase):
         self.assertEqual(os.statvfs(self.mnt).f_namemax, 255)
 
 
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+FS_IOC_FSGETXATTR = 0x801C581F
+FS_COMPR_FL, FS_IMMUTABLE_FL, FS_APPEND_FL = 0x4, 0x10, 0x20
+FS_NODUMP_FL, FS_NOATIME_FL = 0x40, 0x80
+FS_XFLAG_IMMUTABLE, FS_XFLAG_APPEND = 0x8, 0x10
+
+
+def get_iflags(path):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 4)
+    finally:
+        os.close(fd)
+    return struct.unpack("<i", buf)[0]
+
+
+def set_iflags(path, flags):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", flags))
+    finally:
+        os.close(fd)
+
+
+class ChattrTest(PmfuseTestCase):
+    """chattr(1) attributes: FS_IOC_GETFLAGS/SETFLAGS through FUSE ioctl,
+    enforced by the daemon, kept across remounts."""
+    mount_opts = ("allow_other",)
+    assertErrno = AttrTest.assertErrno
+
+    def tearDown(self):
+        # fsck and cleanup must be able to remove what the tests pinned
+        for root, dirs, files in os.walk(self.mnt):
+            for n in dirs + files:
+                try:
+                    set_iflags(os.path.join(root, n), 0)
+                except OSError:
+                    pass
+        super().tearDown()
+
+    def test_an_immutable_file_can_be_read_but_not_changed_renamed_or_removed(self):
+        p = self.p("f")
+        write_file(p, b"frozen")
+        set_iflags(p, FS_IMMUTABLE_FL)
+        self.assertEqual(get_iflags(p) & FS_IMMUTABLE_FL, FS_IMMUTABLE_FL)
+        self.assertEqual(read_file(p), b"frozen")
+        for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_APPEND, os.O_RDONLY | os.O_TRUNC):
+            self.assertErrno(errno.EPERM, os.open, p, flags)
+        self.assertErrno(errno.EPERM, os.truncate, p, 0)
+        self.assertErrno(errno.EPERM, os.unlink, p)
+        self.assertErrno(errno.EPERM, os.rename, p, self.p("g"))
+        self.assertErrno(errno.EPERM, os.link, p, self.p("h"))
+        self.assertErrno(errno.EPERM, os.chmod, p, 0o600)
+        self.assertErrno(errno.EPERM, os.chown, p, 1000, 1000)
+        self.assertErrno(errno.EPERM, os.utime, p, ns=(OLD_NS, OLD_NS))
+        self.assertErrno(errno.EPERM, os.setxattr, p, "user.x", b"1")
+        write_file(self.p("other"), b"x")
+        self.assertErrno(errno.EPERM, os.rename, self.p("other"), p)
+        self.remount()
+        self.assertEqual(get_iflags(p) & FS_IMMUTABLE_FL, FS_IMMUTABLE_FL)
+        self.assertErrno(errno.EPERM, os.unlink, p)
+        set_iflags(p, 0)
+        with open(p, "ab") as f:
+            f.write(b"!")
+        self.assertEqual(read_file(p), b"frozen!")
+        os.unlink(p)
+
+    def test_an_append_only_file_takes_appends_only(self):
+        p = self.p("log")
+        write_file(p, b"one\n")
+        set_iflags(p, FS_APPEND_FL)
+        self.assertErrno(errno.EPERM, os.open, p, os.O_WRONLY)
+        self.assertErrno(errno.EPERM, os.open, p, os.O_WRONLY | os.O_APPEND | os.O_TRUNC)
+        with open(p, "ab") as f:
+            f.write(b"two\n")
+        self.assertEqual(read_file(p), b"one\ntwo\n")
+        self.assertErrno(errno.EPERM, os.truncate, p, 0)
+        self.assertErrno(errno.EPERM, os.unlink, p)
+        self.assertErrno(errno.EPERM, os.rename, p, self.p("moved"))
+        self.assertErrno(errno.EPERM, os.chmod, p, 0o600)
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+        try:
+            self.assertErrno(errno.EPERM, fallocate, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                             0, 4096)
+            fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20)      # preallocation is fine
+        finally:
+            os.close(fd)
+        os.utime(p)                                            # times set to now are fine
+        self.assertEqual(read_file(p), b"one\ntwo\n")
+
+    def test_directories_immutable_and_append_only(self):
+        d, a = self.p("frozen"), self.p("append")
+        os.mkdir(d)
+        os.mkdir(a)
+        write_file(os.path.join(d, "inside"), b"x")
+        write_file(os.path.join(a, "old"), b"x")
+        set_iflags(d, FS_IMMUTABLE_FL)
+        set_iflags(a, FS_APPEND_FL)
+        self.assertErrno(errno.EPERM, write_file, os.path.join(d, "new"), b"y")
+        self.assertErrno(errno.EPERM, os.mkdir, os.path.join(d, "sub"))
+        self.assertErrno(errno.EPERM, os.unlink, os.path.join(d, "inside"))
+        self.assertErrno(errno.EPERM, os.rename, os.path.join(d, "inside"), self.p("out"))
+        with open(os.path.join(d, "inside"), "ab") as f:   # its files' data may change
+            f.write(b"z")
+        write_file(os.path.join(a, "new"), b"y")             # append-only: creation is fine
+        self.assertErrno(errno.EPERM, os.unlink, os.path.join(a, "old"))
+        self.assertErrno(errno.EPERM, os.rename, os.path.join(a, "old"), self.p("out"))
+        self.assertEqual(sorted(os.listdir(a)), ["new", "old"])
+
+    def test_nodump_and_noatime_are_kept_and_noatime_acts(self):
+        p = self.p("f")
+        write_file(p, b"data")
+        os.chown(p, 1000, 1000)
+        as_user(set_iflags, p, FS_NODUMP_FL | FS_NOATIME_FL)    # the owner needs no capability
+        self.assertEqual(get_iflags(p), FS_NODUMP_FL | FS_NOATIME_FL)
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+        read_file(p)
+        self.assertEqual(os.stat(p).st_atime_ns, OLD_NS)
+        self.remount()
+        self.assertEqual(get_iflags(p), FS_NODUMP_FL | FS_NOATIME_FL)
+
+    def test_who_may_set_what(self):
+        p = self.p("f")
+        write_file(p, b"x")
+        os.chown(p, 1000, 1000)
+        self.assertErrno(errno.EPERM, as_user, set_iflags, p, FS_IMMUTABLE_FL)   # CAP_LINUX_IMMUTABLE
+        self.assertErrno(errno.EPERM, as_user, set_iflags, p, FS_NODUMP_FL, uid=1001, gid=1001)
+        self.assertErrno(errno.EOPNOTSUPP, set_iflags, p, FS_COMPR_FL)
+        self.assertEqual(get_iflags(p), 0)
+
+    def test_lsattr_and_xfs_style_flags_agree(self):
+        p = self.p("f")
+        write_file(p, b"x")
+        set_iflags(p, FS_IMMUTABLE_FL | FS_APPEND_FL)
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            fsx = fcntl.ioctl(fd, FS_IOC_FSGETXATTR, b"\0" * 28)
+        finally:
+            os.close(fd)
+        self.assertEqual(struct.unpack_from("<I", fsx)[0], FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND)
+        if shutil.which("lsattr"):
+            out = subprocess.run(["lsattr", p], capture_output=True, text=True).stdout
+            self.assertRegex(out.split()[0], r"^----ia")
 
 # POSIX ACLs in the form the kernel stores them (acl_ea.h): version 2, then
 # (tag, perm, id) entries in the kernel's order

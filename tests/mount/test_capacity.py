@@ -290,9 +290,9 @@ class UnwrittenTest(CheckedRegionCase):
 
 
 class OlderFormatTest(RegionTestCase):
-    """Regions made by previous releases' mkfs (format 1: fixed data runs;
-    format 2: no unwritten extents) mount, keep every file, and are upgraded
-    in place to the current format (3)."""
+    """Regions made by previous releases (format 1: fixed data runs;
+    format 2: no unwritten extents; format 3: no chattr attributes) mount,
+    keep every file, and are upgraded in place to the current format (4)."""
 
     def image(self, version):
         return os.path.join(REPO, "tests", "data", "v%d-region.img.xz" % version)
@@ -335,7 +335,7 @@ class OlderFormatTest(RegionTestCase):
         self.assertIn("pmfuse version %d" % version, out)
         m = self.mount(region)
         self.check_manifest(m.mnt, version)
-        self.assertIn("upgraded from on-media format %d to 3" % version, m.log())
+        self.assertIn("upgraded from on-media format %d to 4" % version, m.log())
         # format 1 set a metadata reserve aside; now data may use it
         st = os.statvfs(m.mnt)
         free = st.f_bfree * st.f_frsize
@@ -351,7 +351,7 @@ class OlderFormatTest(RegionTestCase):
         self.assertEqual(m.unmount(), 0)
         rc, out = fsck(region, "-n", "-v")
         self.assertEqual(rc, FSCK_OK, out)
-        self.assertIn("pmfuse version 3", out)
+        self.assertIn("pmfuse version 4", out)
         m = self.mount(region)
         self.check_manifest(m.mnt, version)
         with open(os.path.join(m.mnt, "new.bin"), "rb") as f:
@@ -367,6 +367,11 @@ class OlderFormatTest(RegionTestCase):
 
     def test_format_two_region_mounts_upgrades_and_keeps_its_files(self):
         self.upgrade(2)
+
+    def test_format_three_region_mounts_upgrades_and_keeps_its_files(self):
+        # made by the format-3 release from the format-2 image (its mount
+        # upgraded it; its clean unmount wrote a clean-unmount record)
+        self.upgrade(3)
 
     def test_fsck_of_format_one_is_clean_and_read_only(self):
         region = self.v1_region()

@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -34,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -654,12 +656,25 @@ static void op_shared(struct worker *w)
 			SHARED_OK(w, rmdir(a), "shared rmdir");
 		break;
 	}
-	case 8:		/* an ACL or a mode (they are kept in step) on files others remove */
-		if (below(&w->r, 2))
+	case 8:		/* an ACL, a mode or chattr flags on files others remove */
+		switch (below(&w->r, 3)) {
+		case 0:
 			SHARED_OK(w, setxattr(a, "system.posix_acl_access", acl_named, sizeof(acl_named),
 					      0), "shared set ACL");
-		else
+			break;
+		case 1:
 			SHARED_OK(w, chmod(a, below(&w->r, 2) ? 0640 : 0604), "shared chmod");
+			break;
+		default:
+			fd = open(a, O_RDONLY | O_NONBLOCK);
+			SHARED_OK(w, fd, "shared open for chattr");
+			if (fd >= 0) {
+				int fl = below(&w->r, 2) ? FS_NODUMP_FL | FS_NOATIME_FL : 0, got;
+				if (ioctl(fd, FS_IOC_SETFLAGS, &fl) || ioctl(fd, FS_IOC_GETFLAGS, &got))
+					fail(w->id, "shared chattr: %s", strerror(errno));
+				close(fd);
+			}
+		}
 		break;
 	case 9: {	/* files created under a default ACL, in directories that go */
 		snprintf(a, sizeof(a), "%s/S/d%u", mnt, (unsigned)below(&w->r, 3));

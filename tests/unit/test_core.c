@@ -471,7 +471,7 @@ static void test_reclaim_is_idempotent(void)
 	inode_release_ino(fs, b);
 	/* the kernel's last references go: nothing is reclaimed twice */
 	fs_forget(fs, st.st.st_ino, 1);
-	fs_release(fs, st.st.st_ino, O_RDWR);
+	fs_release(fs, st.st.st_ino);
 	fs_statfs(fs, &after);
 	CHECK_EQ(alloc_used_blocks(&fs->alloc), used0);
 	CHECK_EQ(after.f_ffree, before.f_ffree);
