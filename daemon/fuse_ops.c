@@ -7,6 +7,8 @@
 #include "fuse_ops.h"
 #include "fs.h"
 
+#include <linux/fuse.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -423,6 +425,18 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 }
 
+#define K_FUSE_CREATE	35
+#define K_FUSE_TMPFILE	51
+
+void pm_ops_translate(void *msg, size_t len)
+{
+	struct fuse_in_header *in = msg;
+
+	/* the kernel names an O_TMPFILE dentry "/", which no CREATE can carry */
+	if (len >= sizeof(*in) && in->opcode == K_FUSE_TMPFILE)
+		in->opcode = K_FUSE_CREATE;
+}
+
 static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
@@ -430,7 +444,9 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fs_cred cr = pm_cred(req);
 	struct fuse_entry_param e;
 	struct fs_attr a;
-	int err = fs_mknod(pm_fs(req), parent, name, S_IFREG | (mode & 07777), 0, &cr, &a);
+	int err = strcmp(name, "/") == 0
+		? fs_tmpfile(pm_fs(req), parent, S_IFREG | (mode & 07777), &cr, &a)
+		: fs_mknod(pm_fs(req), parent, name, S_IFREG | (mode & 07777), 0, &cr, &a);
 
 	if (!err && (err = fs_open(pm_fs(req), a.st.st_ino, fi->flags)))
 		fs_forget(pm_fs(req), a.st.st_ino, 1);	/* the kernel never learns of it */

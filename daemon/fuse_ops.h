@@ -22,6 +22,13 @@ extern bool pm_opt_direct_io;
  * Called by the session's custom io (uring.c) before the reply goes out.
  */
 uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply);
+/*
+ * Requests libfuse 3.14 cannot name, rewritten in place before it
+ * dispatches them (msg: fuse_in_header and arguments, len bytes): TMPFILE
+ * becomes a CREATE of the name "/", which pm_create serves as O_TMPFILE.
+ * The session's custom io calls it on every request it sees whole.
+ */
+void pm_ops_translate(void *msg, size_t len);
 /* The req_* lines of the stats xattr; returns the bytes written to buf. */
 int pm_ops_stats_lines(char *buf, size_t size);
 /* The session, for the notifications some handlers send. */

@@ -424,6 +424,7 @@ static void serve(struct worker *w)
 	char *msg = payload - arg0 - sizeof(*in);
 	memcpy(msg + sizeof(*in), w->hdr->op_in, arg0);
 	memcpy(msg, in, sizeof(*in));
+	pm_ops_translate(msg, in->len);
 
 	struct fuse_buf fbuf = { .size = in->len, .mem = msg };
 	fuse_session_process_buf(U.se, &fbuf);
@@ -687,6 +688,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 			atomic_store(&U.init_unique, in->unique);
 		}
 	}
+	if (n >= (ssize_t)sizeof(struct k_in_header))
+		pm_ops_translate(buf, (size_t)n);
 	return n;
 }
 

@@ -118,6 +118,7 @@ struct inode {
 	uint64_t nlookup;		/* kernel references */
 	uint32_t nopen;			/* open files */
 	uint32_t refs;			/* transient core references */
+	bool linkable;			/* under lock: an O_TMPFILE not yet linked */
 	/* protected by lock */
 	struct dir_hash *dhash;		/* lazily built, under lock (write) */
 	struct mapping *mapping;	/* mapping index: built under lock (write),
@@ -266,6 +267,7 @@ int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed);
 void inode_tx_add(struct pmfuse_inode *pi);	/* snapshot the attributes */
 void inode_tx_touch(struct pmfuse_inode *pi, bool atime, bool mtime, bool ctime);
 void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
+void inode_tx_orphan_remove(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
 /* Free an unlinked orphan's record, blocks and number: 1, 0 if it is not one, -errno. */
 int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);
 /*

@@ -1124,6 +1124,79 @@ int fs_mknod(struct fs *fs, uint64_t parent, const char *name, mode_t mode, dev_
 	return create_node(fs, parent, name, mode, rdev, NULL, cr, attr);
 }
 
+struct tmpfile_args {
+	struct fs *fs;
+	uint64_t ino;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	const struct xattr_new *xattrs;
+};
+
+static int tx_tmpfile(void *arg)
+{
+	struct tmpfile_args *a = arg;
+
+	inode_tx_init(a->fs, a->ino, a->mode, a->uid, a->gid, 0);
+	struct pmfuse_inode *pi = inode_record(a->fs, a->ino);
+	pi->nlink = 0;			/* the record is snapshotted whole by inode_tx_init */
+	inode_tx_orphan_add(a->fs, a->ino, pi);
+	if (a->xattrs->count)
+		xattr_tx_install(a->fs, pi, a->xattrs);
+	return 0;
+}
+
+int fs_tmpfile(struct fs *fs, uint64_t parent, mode_t mode, const struct fs_cred *cr,
+	       struct fs_attr *attr)
+{
+	struct xattr_new inherited = { 0 };
+	struct inode *dir, *child;
+	uint64_t ino;
+	gid_t gid = cr->gid;
+	int ret;
+
+	if (!S_ISREG(mode))
+		return -EINVAL;
+	ret = inode_alloc_ino(fs, &ino);
+	if (ret)
+		return ret;
+	if ((ret = get_dir(fs, parent, &dir))) {
+		inode_release_ino(fs, ino);
+		return ret;
+	}
+	pthread_rwlock_rdlock(&dir->lock);
+	if (dir->pi->nlink == 0)
+		ret = -ENOENT;
+	else
+		ret = inode_immutable(dir->pi);
+	if (!ret && (dir->pi->mode & S_ISGID))
+		gid = dir->pi->gid;
+	if (!ret)
+		ret = inherit_acls(fs, dir, &mode, cr->umask, &inherited);
+	pthread_rwlock_unlock(&dir->lock);
+	inode_put(fs, dir);
+	if (!ret) {
+		struct tmpfile_args ta = { fs, ino, mode, cr->uid, gid, &inherited };
+		pthread_mutex_lock(&fs->orphan_lock);
+		ret = pool_tx(&fs->pool, tx_tmpfile, &ta);
+		pthread_mutex_unlock(&fs->orphan_lock);
+	}
+	xattr_new_free(&inherited);
+	if (ret) {
+		inode_release_ino(fs, ino);
+		return ret == -EUCLEAN ? -EIO : ret;
+	}
+	if (!(child = inode_get(fs, ino)))
+		return -EIO;
+	pthread_rwlock_wrlock(&child->lock);
+	child->linkable = true;
+	pthread_rwlock_unlock(&child->lock);
+	inode_add_lookup(fs, child);
+	inode_to_attr(child, attr);
+	inode_put(fs, child);
+	return 0;
+}
+
 int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
 	       const struct fs_cred *cr, struct fs_attr *attr)
 {
@@ -1174,6 +1247,8 @@ static int tx_link(void *arg)
 
 	if (r)
 		return r;
+	if (pi->nlink == 0)		/* an O_TMPFILE gets its first name */
+		inode_tx_orphan_remove(a->fs, a->in->ino, pi);
 	pmemobj_tx_add_range_direct(&pi->nlink, sizeof(pi->nlink));
 	pi->nlink++;
 	inode_tx_touch(pi, false, false, true);
@@ -1205,7 +1280,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 		return ret == -EUCLEAN ? -EIO : ret;
 	}
 	pthread_rwlock_wrlock(&in->lock);
-	if (dir->pi->nlink == 0 || in->pi->nlink == 0) {
+	if (dir->pi->nlink == 0 || (in->pi->nlink == 0 && !in->linkable)) {
 		ret = -ENOENT;
 		goto out_unlock;
 	}
@@ -1220,9 +1295,15 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	if ((ret = inode_pinned(in->pi)) || (ret = inode_immutable(dir->pi)))
 		goto out_unlock;
 	struct link_args la = { fs, dir, in, newname, len, &pd };
+	bool first = in->pi->nlink == 0;
+	if (first)
+		pthread_mutex_lock(&fs->orphan_lock);
 	ret = pool_tx(&fs->pool, tx_link, &la);
+	if (first)
+		pthread_mutex_unlock(&fs->orphan_lock);
 	dir_insert_done(dir, &pd, ret == 0);
 	if (ret == 0) {
+		in->linkable = false;
 		inode_add_lookup(fs, in);
 		inode_to_attr(in, attr);
 	}

@@ -117,6 +117,14 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *set, int valid,
 	       const struct fs_cred *cr, struct fs_attr *attr);
 int fs_mknod(struct fs *fs, uint64_t parent, const char *name, mode_t mode, dev_t rdev,
 	     const struct fs_cred *cr, struct fs_attr *attr);
+/*
+ * O_TMPFILE: a regular file in directory parent's filesystem with no name
+ * (link count 0, on the orphan list: a crash reclaims it, as its last close
+ * does), which fs_link() may give a name once.  Mode, group and ACLs as for
+ * a file created in parent.
+ */
+int fs_tmpfile(struct fs *fs, uint64_t parent, mode_t mode, const struct fs_cred *cr,
+	       struct fs_attr *attr);
 int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
 	       const struct fs_cred *cr, struct fs_attr *attr);
 int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,

@@ -107,7 +107,8 @@ struct inode *inode_get(struct fs *fs, uint64_t ino)
 	return in;
 }
 
-static void orphan_tx_remove(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
+/* In a transaction, with fs->orphan_lock held. */
+void inode_tx_orphan_remove(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 {
 	struct pmfuse_super *sb = fs->pool.sb;
 	struct pmfuse_inode *prev = inode_record(fs, pi->orphan_prev);
@@ -175,7 +176,7 @@ static int tx_reclaim(void *arg)
 	 * snapshot is an msync of the undo log, and another at commit).
 	 */
 	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
-	orphan_tx_remove(a->fs, a->in.ino, pi);
+	inode_tx_orphan_remove(a->fs, a->in.ino, pi);
 	int ret = inode_tx_destroy(a->fs, &a->in, a->freed);
 	fault_crash_point(FAULT_CRASH_RECLAIM_TX);
 	return ret;

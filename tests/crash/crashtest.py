@@ -48,6 +48,7 @@ Last line: "crash states: N checked (U unique), V violations".
 
 import argparse
 import concurrent.futures
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -605,6 +606,7 @@ class SetAcl(Op):
             n.xattrs.pop(ACL_ACCESS, None)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
 FS_IMMUTABLE_FL, FS_APPEND_FL, FS_NODUMP_FL, FS_NOATIME_FL = 0x10, 0x20, 0x40, 0x80
 
@@ -630,6 +632,35 @@ class Chattr(Op):
 
     def apply(self, st, w, durable=True):
         st.node(self.path).iflags = self.flags
+
+
+class TmpfileLink(Op):
+    """O_TMPFILE, a write and an fsync of it, then linkat(AT_EMPTY_PATH): the
+    file appears with all its data or not at all (before the link it is an
+    orphan the next mount reclaims)."""
+    name = "tmpfile+link"
+
+    def prepare(self, st, w):
+        self.fid = w.fid_of(self.path)
+        self.data = pattern(self.fid, w.next_wid(), 0, self.len)
+
+    def run(self, w):
+        d = os.path.join(w.mnt, os.path.dirname(self.path))
+        fd = os.open(d, os.O_TMPFILE | os.O_RDWR, 0o644)
+        try:
+            harness.pwrite_all(fd, self.data, 0)
+            os.fsync(fd)
+            if _libc.linkat(fd, b"", -100, os.fsencode(os.path.join(w.mnt, self.path)),
+                            0x1000) != 0:
+                e = ctypes.get_errno()
+                raise OSError(e, os.strerror(e), self.path)
+        finally:
+            os.close(fd)
+
+    def apply(self, st, w, durable=True):
+        n = Node("f", fid=self.fid)
+        n.new = n.base = self.data
+        st.add(self.path, n)
 
 
 class Open(Op):
@@ -868,6 +899,13 @@ def wl_chattr(b):
     b.op(Chattr(path="d", flags=0))
 
 
+def wl_tmpfile(b):
+    b.op(Mkdir(path="d"))
+    b.op(TmpfileLink(path="d/t", len=20000))
+    b.op(TmpfileLink(path="big", len=3 << 20))
+    b.op(Unlink(path="d/t"))
+
+
 def wl_symlink(b):
     b.op(Symlink(path="s", target="short/target"))
     b.op(Symlink(path="l", target="/" + "long-component/" * 10 + "end"))
@@ -964,6 +1002,7 @@ WORKLOADS = [
     ("link", wl_link),
     ("unlink_open", wl_unlink_open), ("reclaim", wl_reclaim), ("mkdir_rmdir", wl_mkdir_rmdir),
     ("xattr", wl_xattr), ("acl", wl_acl), ("chattr", wl_chattr),
+    ("tmpfile", wl_tmpfile),
     ("symlink", wl_symlink), ("fsync", wl_fsync), ("mixed_replace", wl_mixed_replace),
     ("mixed_tree", wl_mixed_tree),
 ]

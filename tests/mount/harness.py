@@ -679,6 +679,29 @@ class PmfuseTestCase(unittest.TestCase):
         """SIGKILL the daemon; lazily unmount the dead mount."""
         self.m.kill()
 
+    def crash_with_open_orphan(self, fd):
+        """SIGKILL the daemon while fd (a file without a name) is open, then
+        close fd."""
+        try:
+            self.crash()
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def assertReclaimedAtMount(self, fresh, what="the orphan"):
+        """The next mount reclaims what a crash left nameless: fsck clean,
+        nothing listed, blocks and inodes as in `fresh` (statvfs before)."""
+        self.assertFsckClean()
+        self.m = self.mount()
+        self.assertEqual(os.listdir(self.mnt), [])
+        ok = wait_until(lambda: os.statvfs(self.mnt).f_bfree == fresh.f_bfree, 5)
+        st = os.statvfs(self.mnt)
+        self.assertTrue(ok, "%s's blocks not reclaimed: bfree %d, fresh %d"
+                        % (what, st.f_bfree, fresh.f_bfree))
+        self.assertEqual(st.f_ffree, fresh.f_ffree, "%s's inode not reclaimed" % what)
+
     def assertFsckClean(self, region=None):
         rc, out = fsck(region or self.region, "-n")
         self.assertEqual(rc, FSCK_OK, "fsck.pmfuse -n exited %d:\n%s" % (rc, out[-4000:]))

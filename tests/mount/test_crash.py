@@ -410,20 +410,11 @@ class CrashTest(PmfuseTestCase):
             os.unlink(p)
             st = os.statvfs(self.mnt)
             self.assertLessEqual(st.f_bfree, fresh.f_bfree - 8 * MiB // st.f_frsize)
-            self.crash()
-        finally:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.assertFsckClean()
-        self.m = self.mount()
-        self.assertEqual(os.listdir(self.mnt), [])
-        ok = wait_until(lambda: os.statvfs(self.mnt).f_bfree == fresh.f_bfree, 5)
-        st = os.statvfs(self.mnt)
-        self.assertTrue(ok, "orphan's blocks not reclaimed: bfree %d, fresh %d"
-                        % (st.f_bfree, fresh.f_bfree))
-        self.assertEqual(st.f_ffree, fresh.f_ffree, "orphan's inode not reclaimed")
+        except BaseException:
+            os.close(fd)
+            raise
+        self.crash_with_open_orphan(fd)
+        self.assertReclaimedAtMount(fresh)
 
     def test_fsynced_data_survives_sigkill_right_after_fsync(self):
         data = {}

@@ -341,6 +341,26 @@ class FileDataTest(PmfuseTestCase):
         finally:
             os.close(fd)
 
+    @pmfuse_only
+    def test_collapse_and_insert_range_never_reach_the_daemon(self):
+        # the kernel's FUSE client refuses them itself (EOPNOTSUPP): should a
+        # kernel ever pass them on, pmfuse must implement them, and this fails
+        p = self.p("shift")
+        data = pattern(65536, 11)
+        write_file(p, data)
+        fd = os.open(p, os.O_RDWR)
+
+        def shifts():
+            for mode in (0x08, 0x20):           # COLLAPSE_RANGE, INSERT_RANGE
+                with self.assertRaises(OSError) as cm:
+                    fallocate(fd, mode, 4096, 4096)
+                self.assertEqual(cm.exception.errno, errno.EOPNOTSUPP)
+        try:
+            self.assertEqual(requests_during(self.mnt, "fallocate", shifts), 0)
+        finally:
+            os.close(fd)
+        self.assertEqual(read_file(p), data)
+
     def extents(self, p):
         raw = os.getxattr(p, "user.pmfuse.extents").decode()
         return {k: int(v) for k, v in (line.split() for line in raw.splitlines())}

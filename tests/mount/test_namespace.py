@@ -3,6 +3,7 @@
 rename, special files, readdir, inode numbers."""
 
 import collections
+import ctypes
 import errno
 import os
 import random
@@ -12,8 +13,8 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (RENAME_EXCHANGE, RENAME_NOREPLACE, PmfuseTestCase,  # noqa: E402
-                     getdents, main, mount_entry, pmfuse_only, read_file,
-                     renameat2, write_file)
+                     getdents, main, mount_entry, pmfuse_only, pwrite_all, read_file,
+                     renameat2, wait_until, write_file)
 
 DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 1, 2, 4, 6, 8, 10, 12
 
@@ -596,6 +597,88 @@ class NamespaceTest(PmfuseTestCase):
         self.remount()
         self.assertEqual(set(os.listdir(d)), set(list(names)[150:]))
 
+
+AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def link_fd(fd, dst):
+    """linkat(fd, "", AT_FDCWD, dst, AT_EMPTY_PATH): give an O_TMPFILE a name."""
+    if _libc.linkat(fd, b"", AT_FDCWD, os.fsencode(dst), AT_EMPTY_PATH) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), dst)
+
+
+class TmpfileTest(PmfuseTestCase):
+    """O_TMPFILE: a file without a name (an orphan from birth: reclaimed at
+    its last close, or at the next mount after a crash) that linkat() may
+    name once, unless it was opened O_EXCL."""
+
+    def tmpfile(self, flags=0, mode=0o640, where=None):
+        return os.open(where or self.mnt, os.O_TMPFILE | os.O_RDWR | flags, mode)
+
+    def test_a_tmpfile_has_no_name_until_linked_and_then_keeps_its_data(self):
+        fd = self.tmpfile()
+        try:
+            data = os.urandom(300000)
+            pwrite_all(fd, data, 0)
+            st = os.fstat(fd)
+            self.assertTrue(stat.S_ISREG(st.st_mode))
+            self.assertEqual(stat.S_IMODE(st.st_mode), 0o640 & ~0o022)
+            self.assertEqual(st.st_nlink, 0)
+            self.assertEqual(os.listdir(self.mnt), [])
+            link_fd(fd, self.p("named"))
+            self.assertEqual(os.fstat(fd).st_nlink, 1)
+            self.assertEqual(os.listdir(self.mnt), ["named"])
+        finally:
+            os.close(fd)
+        self.remount()
+        self.assertEqual(read_file(self.p("named")), data)
+        self.assertEqual(os.stat(self.p("named")).st_nlink, 1)
+
+    def test_an_o_excl_tmpfile_cannot_be_linked(self):
+        fd = self.tmpfile(os.O_EXCL)
+        try:
+            with self.assertRaises(OSError) as cm:
+                link_fd(fd, self.p("nope"))
+            self.assertEqual(cm.exception.errno, errno.ENOENT)
+        finally:
+            os.close(fd)
+        self.assertEqual(os.listdir(self.mnt), [])
+
+    def test_an_unlinked_tmpfile_gives_its_space_back_at_close(self):
+        fresh = os.statvfs(self.mnt)
+        fd = self.tmpfile()
+        try:
+            pwrite_all(fd, os.urandom(4 << 20), 0)
+            os.fsync(fd)
+            self.assertLess(os.statvfs(self.mnt).f_bfree, fresh.f_bfree)
+        finally:
+            os.close(fd)
+        self.assertTrue(wait_until(lambda: os.statvfs(self.mnt).f_bfree == fresh.f_bfree, 5),
+                        "a closed tmpfile kept its blocks")
+        self.assertEqual(os.statvfs(self.mnt).f_ffree, fresh.f_ffree)
+
+    def test_a_tmpfile_of_a_killed_daemon_is_reclaimed_at_the_next_mount(self):
+        fresh = os.statvfs(self.mnt)
+        fd = self.tmpfile()
+        pwrite_all(fd, os.urandom(4 << 20), 0)
+        os.fsync(fd)
+        self.crash_with_open_orphan(fd)
+        self.assertReclaimedAtMount(fresh, "the tmpfile")
+
+    def test_a_tmpfile_takes_the_group_of_a_setgid_directory(self):
+        d = self.p("shared")
+        os.mkdir(d)
+        os.chown(d, 0, 4242)
+        os.chmod(d, 0o2777)
+        fd = self.tmpfile(where=d, mode=0o600)
+        try:
+            self.assertEqual(os.fstat(fd).st_gid, 4242)
+            link_fd(fd, os.path.join(d, "kept"))
+        finally:
+            os.close(fd)
+        self.assertEqual(os.stat(os.path.join(d, "kept")).st_gid, 4242)
 
 if __name__ == "__main__":
     main()

@@ -608,7 +608,7 @@ static void op_shared(struct worker *w)
 
 	shared_name(w, a, sizeof(a));
 	shared_name(w, b, sizeof(b));
-	switch (below(&w->r, 11)) {
+	switch (below(&w->r, 12)) {
 	case 0:		/* create (or replace) with a little data */
 		fd = open(a, O_WRONLY | O_CREAT | (below(&w->r, 2) ? O_EXCL : O_TRUNC), 0644);
 		SHARED_OK(w, fd, "shared create");
@@ -690,6 +690,19 @@ static void op_shared(struct worker *w)
 		}
 		break;
 	}
+	case 10:	/* an O_TMPFILE, written, then named (or dropped) among the others */
+		snprintf(b, sizeof(b), "%s/S", mnt);
+		fd = open(b, O_TMPFILE | O_RDWR | (below(&w->r, 4) ? 0 : O_EXCL), 0644);
+		if (fd < 0) {
+			fail(w->id, "O_TMPFILE: %s", strerror(errno));
+			break;
+		}
+		if (pwrite(fd, w->buf, 1000, 0) != 1000)
+			fail(w->id, "O_TMPFILE pwrite: %s", strerror(errno));
+		if (linkat(fd, "", AT_FDCWD, a, AT_EMPTY_PATH) && !benign(errno))
+			fail(w->id, "linkat of an O_TMPFILE: %s", strerror(errno));
+		close(fd);
+		break;
 	default: {
 		DIR *d = opendir(below(&w->r, 2) ? mnt : (snprintf(a, sizeof(a), "%s/S", mnt), a));
 		if (!d) {
