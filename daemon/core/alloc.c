@@ -513,7 +513,12 @@ static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t ali
 		runs[nr++] = (struct alloc_run){ goal, len };
 		mark_range(a, goal, len, true);
 		left -= len;
-	} else if (align_fblock != UINT64_MAX && align_fblock % HUGE_1G_BLOCKS == 0 &&
+	}
+	/* what the predecessor's run could not take lines up on its own */
+	uint64_t fb = align_fblock == UINT64_MAX ? UINT64_MAX : align_fblock + (n - left);
+	if (!left || fb == UINT64_MAX) {
+		/* nothing to line up */
+	} else if (fb % HUGE_1G_BLOCKS == 0 &&
 		   left >= HUGE_1G_BLOCKS && (g1 = next_free_1g(a)) != UINT64_MAX) {
 		/* a whole gigabyte from a gigabyte boundary: the PUD analogue */
 		uint64_t b = g1 * GROUP_BLOCKS;
@@ -521,11 +526,21 @@ static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t ali
 		mark_range(a, b, HUGE_1G_BLOCKS, true);
 		left -= HUGE_1G_BLOCKS;
 		a->cursor = b + HUGE_1G_BLOCKS;
-	} else if (align_fblock != UINT64_MAX) {
+	} else {
 		/* no predecessor to follow: line up with a free 2 MiB group */
 		uint64_t g = next_free_group(a, a->cursor / GROUP_BLOCKS);
+		/*
+		 * None left, only blocks scattered in partly used groups: a
+		 * new piece rather than those for a file past its first 2 MiB
+		 * or a write of 1 MiB or more, which can make huge extents
+		 * (the scattered blocks stay for small files; an empty piece
+		 * goes back to the heap when its data is freed).
+		 */
+		if (g == a->ngroups && (fb >= GROUP_BLOCKS || left >= GROUP_BLOCKS / 2) &&
+		    grow(a, a->free_blocks + left, false))
+			g = next_free_group(a, a->cursor / GROUP_BLOCKS);
 		if (g != a->ngroups) {
-			uint64_t b = g * GROUP_BLOCKS + align_fblock % GROUP_BLOCKS;
+			uint64_t b = g * GROUP_BLOCKS + fb % GROUP_BLOCKS;
 			uint64_t len = free_run_at(a, b, left);
 			runs[nr++] = (struct alloc_run){ b, len };
 			mark_range(a, b, len, true);

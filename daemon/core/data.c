@@ -284,6 +284,29 @@ static void pieces_release(struct fs *fs, struct pieces *ps, bool free_blocks)
 }
 
 /*
+ * Where block fb would go to line up with blocks of its 2 MiB file window
+ * already placed (0: none is).  Writes into a window may come in any order --
+ * the kernel's write-back sends a file's pages as they age, several WRITEs
+ * in flight at once -- and a window becomes a huge extent only if each
+ * block lands beside the others, whichever came first.
+ */
+static uint64_t window_goal(struct fs *fs, struct inode *in, uint64_t fb)
+{
+	uint64_t b = fb - fb % PMFUSE_HUGE_2M_BLOCKS, end = b + PMFUSE_HUGE_2M_BLOCKS;
+
+	while (b < end) {
+		uint64_t phys, count;
+		int ret = fmap_lookup(&fs->pool, in->pi, b, &phys, &count);
+		if (ret < 0 || count == 0)
+			return 0;
+		if (ret != FMAP_HOLE)
+			return phys + fb >= b ? phys + fb - b : 0;
+		b += count;
+	}
+	return 0;
+}
+
+/*
  * Reserve blocks for every hole in file blocks [fb, fb + nb); with convert,
  * unwritten blocks become pieces too (a write fills them).  All or nothing:
  * -ENOSPC leaves nothing reserved.
@@ -295,9 +318,14 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 	struct alloc_run runs[16];
 	int ret;
 
-	/* goal: right after the block before the range, so appends stay contiguous */
+	/*
+	 * goal: right after the block before the range, so appends stay
+	 * contiguous; without one, in line with the rest of its window
+	 */
 	if (fb && fmap_lookup(&fs->pool, in->pi, fb - 1, &phys0, &cnt0) > 0)
 		prev_phys = phys0 + 1;
+	else
+		prev_phys = window_goal(fs, in, fb);
 
 	while (fb < end) {
 		uint64_t phys, count;
@@ -332,8 +360,18 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 		while (left) {
 			/* 64 KiB or more, or a 2 MiB boundary of the file: line up with a group */
 			bool align = left >= 16 || (fb && fb % PMFUSE_HUGE_2M_BLOCKS == 0);
-			int nr = align ? alloc_blocks_aligned(&fs->alloc, left, prev_phys, fb, runs, 16)
-				       : alloc_blocks(&fs->alloc, left, prev_phys, runs, 16);
+			/*
+			 * Following a predecessor out of line with the file's
+			 * 2 MiB windows: only to the next window edge, where
+			 * alignment takes over again (else one misplaced block
+			 * would misalign all the rest of a file written in
+			 * pieces that never start on an edge).
+			 */
+			uint64_t want = left, edge = PMFUSE_HUGE_2M_BLOCKS - fb % PMFUSE_HUGE_2M_BLOCKS;
+			if (align && prev_phys && (prev_phys - fb) % PMFUSE_HUGE_2M_BLOCKS && want > edge)
+				want = edge;
+			int nr = align ? alloc_blocks_aligned(&fs->alloc, want, prev_phys, fb, runs, 16)
+				       : alloc_blocks(&fs->alloc, want, prev_phys, runs, 16);
 			if (nr < 0) {
 				ret = nr;
 				goto fail;
