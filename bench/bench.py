@@ -7,6 +7,7 @@ bench/run (which installs, builds and then calls this); see bench/README.md.
 Filesystems ("targets"):
   pmfuse        pmfuse, default (writeback) mode, region file on /dev/shm
   pmfuse-sync   pmfuse -o sync (data figures only)
+  pmfuse-wb     pmfuse -o writeback_cache (buffered figures only)
   tmpfs         a fresh tmpfs mount
   pt-default    passthrough_ll over a fresh tmpfs mount, default options
   pt-writeback  ... -o writeback
@@ -16,13 +17,14 @@ Phases, each run on a freshly made filesystem per target (pmfuse: a fresh
 mkfs; tmpfs and passthrough's source: a fresh tmpfs mount), torn down after:
   data  seq 1 MiB write (new file, fsync at end), overwrite, read;
         4 KiB random read and write (psync, 1 job); 4 KiB write+fsync pairs
+  buf   the same figures without O_DIRECT (what applications do)
   mt    seq write and read, one job on one file vs two jobs on two files
   hole  read a file that was only truncated to its size; daemon RSS growth
   meta  create / stat / readdir / unlink over N files in one directory, and
         the daemon's mount time with those N files in the region
 
-Every data figure uses O_DIRECT (fio direct=1) on every target: see
-bench/README.md for why.
+The data phase uses O_DIRECT (fio direct=1) on every target, the buf phase
+the page cache: see bench/README.md.
 """
 
 import argparse
@@ -51,15 +53,17 @@ FULL = dict(reps=3, file=1 * GiB, mt_file=512 * MiB, hole=1 * GiB, wal=64 * MiB,
 QUICK = dict(reps=1, file=128 * MiB, mt_file=64 * MiB, hole=256 * MiB, wal=8 * MiB,
              runtime=1, nfiles=10_000, region=512 * MiB, bpi=4096)
 
-TARGETS = ["pmfuse", "pmfuse-sync", "tmpfs", "pt-default", "pt-writeback", "pt-never"]
+TARGETS = ["pmfuse", "pmfuse-sync", "pmfuse-wb", "tmpfs", "pt-default", "pt-writeback",
+           "pt-never"]
 PT_OPTS = {"pt-default": "", "pt-writeback": "writeback", "pt-never": "cache=never"}
 PHASE_TARGETS = {
-    "data": TARGETS,
-    "mt": TARGETS,
+    "data": [t for t in TARGETS if t != "pmfuse-wb"],
+    "buf": TARGETS,
+    "mt": [t for t in TARGETS if t != "pmfuse-wb"],
     "hole": ["pmfuse", "tmpfs", "pt-default", "pt-writeback", "pt-never"],
     "meta": ["pmfuse", "tmpfs", "pt-default", "pt-writeback", "pt-never"],
 }
-PHASES = ["data", "mt", "hole", "meta"]
+PHASES = ["data", "buf", "mt", "hole", "meta"]
 
 # figure key -> (phase, label, unit, higher is better)
 FIGURES = {
@@ -71,6 +75,14 @@ FIGURES = {
     "randwrite":  ("data", "4 KiB random write", "IOPS", True),
     "randwrite_lat": ("data", "4 KiB random write, mean latency", "us", False),
     "fsyncpairs": ("data", "4 KiB write+fsync pairs", "pairs/s", True),
+    "b_seqwrite":  ("buf", "buffered: seq 1 MiB write, new file + fsync", "MiB/s", True),
+    "b_overwrite": ("buf", "buffered: seq 1 MiB overwrite + fsync", "MiB/s", True),
+    "b_seqread":   ("buf", "buffered: seq 1 MiB read", "MiB/s", True),
+    "b_randread":  ("buf", "buffered: 4 KiB random read", "IOPS", True),
+    "b_randread_lat": ("buf", "buffered: 4 KiB random read, mean latency", "us", False),
+    "b_randwrite": ("buf", "buffered: 4 KiB random write", "IOPS", True),
+    "b_randwrite_lat": ("buf", "buffered: 4 KiB random write, mean latency", "us", False),
+    "b_fsyncpairs": ("buf", "buffered: 4 KiB write+fsync pairs", "pairs/s", True),
     "mtwrite1":   ("mt", "seq 1 MiB write, 1 job", "MiB/s", True),
     "mtwrite2":   ("mt", "seq 1 MiB write, 2 jobs / 2 files", "MiB/s", True),
     "mtwrite_scale": ("mt", "seq write scaling, 2 jobs / 1 job", "x", True),
@@ -89,7 +101,8 @@ FIGURES = {
 NO_PT_TARGET = {"mtwrite_scale", "mtread_scale", "hole_rss", "mtwrite1", "mtread1"}
 # figures shown in the table (1-job MT figures stay in the JSON)
 TABLE = ["seqwrite", "overwrite", "seqread", "randread", "randread_lat", "randwrite",
-         "randwrite_lat", "fsyncpairs", "mtwrite2", "mtwrite_scale", "mtread2", "mtread_scale",
+         "randwrite_lat", "fsyncpairs", "b_seqwrite", "b_overwrite", "b_seqread", "b_randread",
+         "b_randread_lat", "b_randwrite", "b_randwrite_lat", "b_fsyncpairs", "mtwrite2", "mtwrite_scale", "mtread2", "mtread_scale",
          "hole", "hole_rss", "create", "stat", "readdir", "unlink", "mount"]
 
 PT_RATIO = 1.2
@@ -270,6 +283,8 @@ class Target:
             return [c.daemon, self.region, self.mnt, "-f"]
         if self.name == "pmfuse-sync":
             return [c.daemon, self.region, self.mnt, "-f", "-o", "sync"]
+        if self.name == "pmfuse-wb":
+            return [c.daemon, self.region, self.mnt, "-f", "-o", "writeback_cache"]
         if self.name == "pmfuse-cl":
             return [c.daemon, self.region, self.mnt, "-f"]
         if self.name == "pmfuse-alt":
@@ -344,8 +359,8 @@ class Ctx:
 
 # ------------------------------------------------------------------ fio
 
-def fio(ctx, args, name="job"):
-    cmd = ["fio", "--name=" + name, "--ioengine=psync", "--direct=1", "--fallocate=none",
+def fio(ctx, args, name="job", direct=True):
+    cmd = ["fio", "--name=" + name, "--ioengine=psync", "--direct=%d" % direct, "--fallocate=none",
            "--group_reporting", "--output-format=json"] + args
     r = sh(cmd, timeout=3600)
     out = r.stdout
@@ -395,17 +410,19 @@ class Prof:
         self.ctx.perf_files.append(self.out)
 
 
-def run_data(ctx, t, res, prof):
+def run_data(ctx, t, res, prof, direct=True):
     c = ctx.cfg
     d = t.mnt
     size = str(c["file"])
     f = os.path.join(d, "seq")
+    key = (lambda n: n) if direct else (lambda n: "b_" + n)
 
     def fig(name, args, ddir, fn="job"):
+        name = key(name)
         prof.begin(name, t)
         m = CpuMeter(t)
         try:
-            j = fio(ctx, args, fn)
+            j = fio(ctx, args, fn, direct)
         finally:
             prof.end()
         # CPU per operation: per MiB for 1 MiB figures, per I/O (pair) for 4 KiB ones
@@ -415,38 +432,43 @@ def run_data(ctx, t, res, prof):
 
     j = fig("seqwrite", ["--filename=" + f, "--rw=write", "--bs=1M", "--size=" + size,
                          "--end_fsync=1"], "write")
-    res.add("seqwrite", t.name, bw_mib(j, "write"))
+    res.add(key("seqwrite"), t.name, bw_mib(j, "write"))
     if ctx.upto == "seqwrite":
         return
     j = fig("overwrite", ["--filename=" + f, "--rw=write", "--bs=1M", "--size=" + size,
                           "--end_fsync=1"], "write")
-    res.add("overwrite", t.name, bw_mib(j, "write"))
+    res.add(key("overwrite"), t.name, bw_mib(j, "write"))
     if ctx.upto == "overwrite":
         return
     drop_caches()
     j = fig("seqread", ["--filename=" + f, "--rw=read", "--bs=1M", "--size=" + size], "read")
-    res.add("seqread", t.name, bw_mib(j, "read"))
+    res.add(key("seqread"), t.name, bw_mib(j, "read"))
     if ctx.upto == "seqread":
         return
     drop_caches()
     j = fig("randread", ["--filename=" + f, "--rw=randread", "--bs=4k", "--size=" + size,
                          "--time_based", "--runtime=%d" % c["runtime"], "--randrepeat=1"],
             "read")
-    res.add("randread", t.name, j["read"]["iops"])
-    res.add("randread_lat", t.name, lat_us(j, "read"))
+    res.add(key("randread"), t.name, j["read"]["iops"])
+    res.add(key("randread_lat"), t.name, lat_us(j, "read"))
     if ctx.upto == "randread":
         return
     j = fig("randwrite", ["--filename=" + f, "--rw=randwrite", "--bs=4k", "--size=" + size,
                           "--time_based", "--runtime=%d" % c["runtime"], "--randrepeat=1"],
             "write")
-    res.add("randwrite", t.name, j["write"]["iops"])
-    res.add("randwrite_lat", t.name, lat_us(j, "write"))
+    res.add(key("randwrite"), t.name, j["write"]["iops"])
+    res.add(key("randwrite_lat"), t.name, lat_us(j, "write"))
     if ctx.upto == "randwrite":
         return
     # appends to a new file, each write followed by fsync (a log's pattern)
     j = fig("fsyncpairs", ["--filename=" + os.path.join(d, "wal"), "--rw=write", "--bs=4k",
                            "--size=%d" % c["wal"], "--fsync=1"], "write")
-    res.add("fsyncpairs", t.name, j["write"]["iops"])
+    res.add(key("fsyncpairs"), t.name, j["write"]["iops"])
+
+
+def run_buf(ctx, t, res, prof):
+    """The data figures again without O_DIRECT: what applications do."""
+    run_data(ctx, t, res, prof, direct=False)
 
 
 def run_mt(ctx, t, res, prof):
@@ -712,7 +734,7 @@ def write_scale(ctx, rows, quick, out):
     print("written: %s (## Scale)" % out)
 
 
-RUNNERS = {"data": run_data, "mt": run_mt, "hole": run_hole, "meta": run_meta}
+RUNNERS = {"data": run_data, "buf": run_buf, "mt": run_mt, "hole": run_hole, "meta": run_meta}
 
 
 # ------------------------------------------------------------------ results
@@ -781,7 +803,7 @@ def checks(res, fig):
             out.append(("≥%.1fx pt" % PT_RATIO, r >= PT_RATIO))
         else:
             out.append(("≤1/%.1f pt" % PT_RATIO, r <= 1 / PT_RATIO))
-    if fig in ("seqwrite", "overwrite", "seqread"):
+    if fig in ("seqwrite", "overwrite", "seqread", "b_seqwrite", "b_overwrite", "b_seqread"):
         tm = res.med(fig, "tmpfs")
         if tm:
             out.append(("≥0.4x tmpfs", pm / tm >= 0.4))
@@ -826,7 +848,8 @@ def fuse_uring():
 
 
 def table(ctx, res):
-    head = ["figure", "unit", "pmfuse", "pmfuse sync", "tmpfs", "best passthrough",
+    head = ["figure", "unit", "pmfuse", "pmfuse sync", "pmfuse wbcache", "tmpfs",
+            "best passthrough",
             "pmfuse/best pt", "pmfuse/tmpfs", "targets"]
     rows = []
     for fig in TABLE:
@@ -848,7 +871,8 @@ def table(ctx, res):
         ch = checks(res, fig)
         tg = "; ".join("%s %s" % (txt, "PASS" if ok else "FAIL") for txt, ok in ch) or "-"
         rows.append([label, unit + (" ↑" if hib else " ↓"), cell(res, fig, "pmfuse"),
-                     cell(res, fig, "pmfuse-sync"), cell(res, fig, "tmpfs"), bpcell, rpt, rtm,
+                     cell(res, fig, "pmfuse-sync"), cell(res, fig, "pmfuse-wb"),
+                     cell(res, fig, "tmpfs"), bpcell, rpt, rtm,
                      tg])
     return head, rows
 
@@ -886,7 +910,7 @@ def main():
     ap.add_argument("--tools", required=True)
     ap.add_argument("--quick", action="store_true", help="1 repetition, small sizes")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
-    ap.add_argument("--only", help="comma-separated phases: data,mt,hole,meta; or scale "
+    ap.add_argument("--only", help="comma-separated phases: data,buf,mt,hole,meta; or scale "
                     "(alone: mkfs/mount/fsck of big sparse regions and many files)")
     ap.add_argument("--targets", help="comma-separated targets (default all)")
     ap.add_argument("--profile", metavar="FIGURE",

@@ -20,8 +20,16 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#define ATTR_TIMEOUT 1.0
-#define ENTRY_TIMEOUT 1.0
+/*
+ * How long the kernel may trust names, attributes and absent names without
+ * asking.  Nothing but this daemon changes the region while it is mounted
+ * (the region lock), and every change goes through the kernel, which drops
+ * what it cached of the names and inodes a request changes; what we change
+ * on our own (an atime, set-id bits dropped on a write) the kernel either
+ * invalidates after the request itself or is told (notify_inval_inode).
+ */
+#define ATTR_TIMEOUT 3600.0
+#define ENTRY_TIMEOUT 3600.0
 
 /*
  * Requests served, per operation: the stats xattr's req_* lines, which tell
@@ -79,13 +87,20 @@ static _Atomic uint64_t pm_op_count[OP_COUNT];
 
 #define COUNT(name) atomic_fetch_add_explicit(&pm_op_count[OP_##name], 1, memory_order_relaxed)
 
+bool pm_opt_writeback_cache;
+static bool pm_writeback_cache;	/* negotiated at INIT */
+
 int pm_ops_stats_lines(char *buf, size_t size)
 {
 	size_t n = 0;
 
+	int m = snprintf(buf, size, "writeback_cache %d\n", pm_writeback_cache);
+	if (m < 0 || (size_t)m >= size)
+		return 0;
+	n = (size_t)m;
 	for (int i = 0; i < OP_COUNT; i++) {
 		uint64_t c = atomic_load_explicit(&pm_op_count[i], memory_order_relaxed);
-		int m = snprintf(buf + n, size - n, "req_%s %" PRIu64 "\n", pm_op_names[i], c);
+		m = snprintf(buf + n, size - n, "req_%s %" PRIu64 "\n", pm_op_names[i], c);
 		if (m < 0 || (size_t)m >= size - n)
 			return (int)n;
 		n += (size_t)m;
@@ -159,6 +174,12 @@ static void pm_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fs_attr a;
 	int err = fs_lookup(pm_fs(req), parent, name, &a);
 
+	if (err == -ENOENT) {
+		/* a negative entry: the kernel need not ask again until it creates the name */
+		struct fuse_entry_param e = { .ino = 0, .entry_timeout = ENTRY_TIMEOUT };
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	reply_entry(req, parent, err, &a);
 }
 
@@ -212,6 +233,15 @@ static void pm_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
 		if (to_set & map[i].fuse)
 			valid |= map[i].fs;
+	/*
+	 * With the writeback cache the kernel keeps mtime and ctime and sends
+	 * them as explicit times (with CTIME, which nothing else sends): on
+	 * write-back of its times (no atime) and for a touch (atime "now").  A
+	 * user's explicit utimensat() carries an explicit atime as well.
+	 */
+	if (pm_writeback_cache && (valid & FS_SET_CTIME) && (valid & FS_SET_MTIME) &&
+	    (!(valid & FS_SET_ATIME) || (valid & FS_SET_ATIME_NOW)))
+		valid |= FS_SET_CMTIME_CACHED;
 	/* "now" wins over an explicit time for the same field */
 	if (valid & FS_SET_ATIME_NOW)
 		valid &= ~FS_SET_ATIME;
@@ -354,10 +384,22 @@ uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply)
 	return reply;
 }
 
-static void set_open_fh(struct fuse_file_info *fi)
+/*
+ * The kernel's page cache may outlive an open (keep_cache): pmfuse is the
+ * only writer of its region, and every change the kernel does not make
+ * through its own cache it drops itself (truncate, fallocate, copy_file_range
+ * destinations, direct writes).  Reads it then serves from the cache never
+ * reach us, so when a read would now update the atime (relatime: the file
+ * changed since it was last read, or a day passed) the open drops the cache
+ * and the first read comes here.  Write-only opens keep it either way: their
+ * descriptor reads nothing, and dropping it would write back dirty pages.
+ */
+static void set_open_fh(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	if (pm_opt_direct_io && pm_direct_io_mmap && (fi->flags & O_DIRECT))
 		fi->direct_io = 1;
+	else if ((fi->flags & O_ACCMODE) == O_WRONLY || !fs_atime_due(pm_fs(req), ino))
+		fi->keep_cache = 1;
 }
 
 static struct fuse_session *pm_session;
@@ -420,7 +462,7 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (err) {
 		reply_err(req, ino, -err);
 	} else {
-		set_open_fh(fi);
+		set_open_fh(req, ino, fi);
 		fuse_reply_open(req, fi);
 	}
 }
@@ -455,7 +497,7 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	fill_entry(&e, &a);
-	set_open_fh(fi);
+	set_open_fh(req, a.st.st_ino, fi);
 	fuse_reply_create(req, &e, fi);
 }
 
@@ -774,6 +816,17 @@ static void pm_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	int64_t r;
 
 	(void)fi;
+	/*
+	 * The kernel sends LSEEK without writing its dirty pages back first:
+	 * with the writeback cache, data written but not yet written back is
+	 * a hole here, and SEEK_DATA would send cp(1) past it.  ENOSYS makes
+	 * the kernel answer itself from then on, for the whole mount: data
+	 * everywhere up to its own idea of the size (what POSIX allows).
+	 */
+	if (pm_writeback_cache) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
 		reply_err(req, ino, EINVAL);
 		return;
@@ -954,6 +1007,20 @@ static void pm_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 	else
 		conn->want &= ~(unsigned)FUSE_CAP_POSIX_ACL;
+	/*
+	 * The writeback cache: buffered writes land in the kernel's page cache
+	 * and reach us as page-sized WRITEs on write-back, close, fsync or
+	 * msync; the kernel keeps size and mtime meanwhile and sends them in a
+	 * SETATTR before FSYNC.  fsync, O_SYNC and msync still return only
+	 * after our FSYNC has flushed and drained.  Not with -o sync, whose
+	 * promise is that write(2) itself returns with the data persistent.
+	 */
+	pm_writeback_cache = pm_opt_writeback_cache && !pm_sync_mount &&
+			     (conn->capable & FUSE_CAP_WRITEBACK_CACHE);
+	if (pm_writeback_cache)
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	/* libfuse turns splice on by itself because we have write_buf */
 	conn->want &= ~FUSE_CAP_SPLICE_READ;
 	if (pm_opt_splice && (conn->capable & FUSE_CAP_SPLICE_READ)) {

@@ -14,6 +14,8 @@ extern const struct fuse_lowlevel_ops pm_ops;
 extern bool pm_opt_splice;
 /* Enforce POSIX ACLs (FUSE_POSIX_ACL; -o noacl: keep them opaque). */
 extern bool pm_opt_acl;
+/* Ask for the kernel's writeback cache (-o writeback_cache; never with -o sync). */
+extern bool pm_opt_writeback_cache;
 /* Open O_DIRECT files FOPEN_DIRECT_IO (-o nodirect_io, or single-threaded: never). */
 extern bool pm_opt_direct_io;
 /*

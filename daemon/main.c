@@ -33,6 +33,8 @@ struct options {
 	int nouring;
 	int noyield;
 	int noacl;
+	int writeback_cache;
+	int nowriteback_cache;
 	int strictatime;
 	int nodiratime;
 	int show_help;
@@ -49,6 +51,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("nouring", nouring),
 	OPT("noyield", noyield),
 	OPT("noacl", noacl),
+	OPT("writeback_cache", writeback_cache),
+	OPT("nowriteback_cache", nowriteback_cache),
 	OPT("strictatime", strictatime),
 	OPT("nodiratime", nodiratime),
 	FUSE_OPT_KEY("acl", KEY_IGNORE),
@@ -112,6 +116,10 @@ static void usage(const char *prog)
 	       "                           offers FUSE over io_uring (see pmfuse(8))\n"
 	       "    -o noyield             io_uring workers keep their priority when replying\n"
 	       "    -o noacl               POSIX ACLs are kept as opaque attributes, not enforced\n"
+	       "    -o writeback_cache     buffered writes gather in the kernel's page cache and\n"
+	       "                           reach the daemon on write-back, fsync or close: faster\n"
+	       "                           small writes, but ENOSPC and EIO come at fsync/close\n"
+	       "                           (see pmfuse(8)); default: write-through\n"
 	       "    -o strictatime         update access times on every read (default: relatime;\n"
 	       "                           -o noatime: never)\n"
 	       "    -o nodiratime          never update the access times of directories\n"
@@ -268,6 +276,7 @@ int main(int argc, char *argv[])
 	ret = 1;
 	pm_opt_splice = !o.nosplice;
 	pm_opt_acl = !o.noacl;
+	pm_opt_writeback_cache = o.writeback_cache && !o.nowriteback_cache;
 	pm_opt_direct_io = !o.nodirect_io && !opts.singlethread;
 	struct fs_opts fo = { .sync = o.sync != 0 };
 	int err = fs_mount(&fs, region, &fo, why, sizeof(why));

@@ -904,8 +904,10 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid,
 	pthread_rwlock_wrlock(&in->lock);
 	struct pmfuse_inode *pi = in->pi;
 	/* immutable: nothing; append-only: only times set to now (notify_change) */
-	if ((ret = (valid & ~(FS_SET_ATIME_NOW | FS_SET_MTIME_NOW)) ? inode_pinned(pi)
-								   : inode_immutable(pi)))
+	int now_like = FS_SET_ATIME_NOW | FS_SET_MTIME_NOW | FS_SET_CMTIME_CACHED;
+	if (valid & FS_SET_CMTIME_CACHED)
+		now_like |= FS_SET_MTIME | FS_SET_CTIME;
+	if ((ret = (valid & ~now_like) ? inode_pinned(pi) : inode_immutable(pi)))
 		goto out;
 	if (valid & FS_SET_SIZE) {
 		if (S_ISDIR(pi->mode)) {

@@ -43,6 +43,9 @@ struct fs_opts {
  */
 enum fs_atime { FS_ATIME_RELATIME, FS_ATIME_STRICT, FS_ATIME_NEVER };
 void fs_set_atime(struct fs *fs, enum fs_atime policy, bool nodiratime);
+/* Would a read of ino now update its atime?  (A cache in front of us may
+ * serve reads we never see: it must let the next one through.) */
+bool fs_atime_due(struct fs *fs, uint64_t ino);
 
 /*
  * Who asks (the caller's fsuid, fsgid and thread id; pid 0 when unknown).
@@ -108,6 +111,12 @@ int fs_ref_ino(struct fs *fs, uint64_t ino, struct fs_attr *attr);	/* readdirplu
 #define FS_SET_ATIME_NOW (1 << 6)
 #define FS_SET_MTIME_NOW (1 << 7)
 #define FS_SET_CTIME	(1 << 8)
+/*
+ * The explicit mtime and ctime are the clock of a cache in front of us that
+ * keeps them (the kernel's writeback cache), not times a user chose: they
+ * count as times set to now, which an append-only file accepts.
+ */
+#define FS_SET_CMTIME_CACHED (1 << 9)
 /*
  * A size change drops what a write would (fs_kill_priv); a change of owner
  * or group drops setuid, and setgid as the kernel's chown does -- unless the

@@ -613,6 +613,20 @@ bool inode_atime_due(const struct fs *fs, const struct pmfuse_inode *pi)
 	       time_cmp(&pi->ctime, &pi->atime) >= 0 || t.sec - pi->atime.sec >= 24 * 60 * 60;
 }
 
+bool fs_atime_due(struct fs *fs, uint64_t ino)
+{
+	struct inode *in = inode_get(fs, ino);
+	bool due;
+
+	if (!in)
+		return false;
+	pthread_rwlock_rdlock(&in->lock);
+	due = inode_atime_due(fs, in->pi);
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return due;
+}
+
 static int tx_atime(void *arg)
 {
 	struct pmfuse_inode *pi = arg;

@@ -39,7 +39,7 @@ PMEM2_FORCE_GRANULARITY=cache_line or PMEM_IS_PMEM_FORCE=1 the libraries
 persist with cache flushes the shim cannot see (measured: 5 msync calls in a
 whole session), so the driver refuses to run with those variables set.
 
-Usage: crashtest.py [--mode writeback|sync|both] [--long] [-k PATTERN]
+Usage: crashtest.py [--mode writeback|sync|wbcache|both] [--long] [-k PATTERN]
                     [--seed N] [--jobs N] [--list]
 Environment: PMFUSE_BUILD (meson build dir), PMFUSE_CRASH_KEEP=1 keeps the
 images of violations, PMFUSE_CRASH_SEED, PMFUSE_CRASH_JOBS.
@@ -1015,6 +1015,11 @@ LONG_WORKLOADS = [("grow_shrink", wl_grow_shrink)]
 
 # What -o sync changes: writes left unsynced, overwrites, writes through a
 # kept descriptor, writes past a shrunk end of file.
+# The daemon's options per mode.  wbcache: the kernel's writeback cache in
+# front of it (-o writeback_cache): writes reach the daemon at write-back,
+# fsync or close; the oracle is writeback's (durable once fsync returns).
+MODE_OPTS = {"writeback": [], "sync": ["sync"], "wbcache": ["writeback_cache"]}
+
 SYNC_WORKLOADS = {"write_small", "write_unaligned", "append", "overwrite", "truncate_append",
                   "unlink_open", "fsync", "mixed_tree"}
 
@@ -1177,9 +1182,10 @@ def check_strace(counts, ctr):
 class Run:
     """One workload in one mode: record, then check every crash state."""
 
-    def __init__(self, name, build, sync_mode, args, workdir, check_mount_phase):
+    def __init__(self, name, build, mode, args, workdir, check_mount_phase):
         self.name = name
-        self.mode = "sync" if sync_mode else "writeback"
+        self.mode = mode
+        sync_mode = mode == "sync"
         self.args = args
         self.dir = workdir
         self.check_mount_phase = check_mount_phase
@@ -1204,7 +1210,8 @@ class Run:
         env = daemon_env({"PMFUSE_CRASH_REGION": region, "PMFUSE_CRASH_TRACE": self.trace,
                           "PMFUSE_CRASH_COUNTER": counter,
                           "PMFUSE_CRASH_DIRTY_EVERY": str(self.args.dirty_every)})
-        m = RecordedMount(region, mnt, ["sync"] if self.mode == "sync" else [], env, self.dir)
+        opts = MODE_OPTS[self.mode]
+        m = RecordedMount(region, mnt, opts, env, self.dir)
         if self.use_strace:
             m.strace_out = os.path.join(self.dir, tag + ".strace")
         w = self.b
@@ -1488,9 +1495,9 @@ def run_workloads(args):
             # -o sync changes the write path only (fill_range): workloads
             # whose writes are all fsync'd at once, or that write nothing,
             # would mostly repeat the writeback run (crash-long runs them all)
-            if mode == "sync" and not args.long and name not in SYNC_WORKLOADS:
+            if mode != "writeback" and not args.long and name not in SYNC_WORKLOADS:
                 continue
-            todo.append((name, build, mode == "sync"))
+            todo.append((name, build, mode))
     total = {"checked": 0, "unique": 0, "unsampled": 0, "violations": 0, "points": 0, "skipped": 0,
              "dirty_states": 0, "known": 0}
     stats = {}
@@ -1498,10 +1505,10 @@ def run_workloads(args):
     t0 = time.monotonic()
     pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
     try:
-        for name, build, sync_mode in todo:
-            first = sync_mode not in mount_phase_done
-            mount_phase_done.add(sync_mode)
-            run = Run(name, build, sync_mode, args, workdir, first or args.all_mount_phases)
+        for name, build, mode in todo:
+            first = mode not in mount_phase_done
+            mount_phase_done.add(mode)
+            run = Run(name, build, mode, args, workdir, first or args.all_mount_phases)
             run.base_hash = base_hash
             run.base_bytes = checker.base_bytes
             run.use_strace = (first or args.long) and HAVE_STRACE
@@ -1624,7 +1631,7 @@ def report(run, secs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=["writeback", "sync", "both"], default="both")
+    ap.add_argument("--mode", choices=["writeback", "sync", "wbcache", "both"], default="both")
     ap.add_argument("--long", action="store_true",
                     help="also random mixed workloads, more unpersisted-page samples")
     ap.add_argument("-k", dest="pattern", action="append", default=[],

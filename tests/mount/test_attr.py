@@ -18,7 +18,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (UTIME_NOW, UTIME_OMIT, XATTR_CREATE, XATTR_REPLACE,  # noqa: E402
-                     PmfuseTestCase, as_user, fallocate, getxattr_raw, main,
+                     PmfuseTestCase, as_user, fallocate, fs_stats, getxattr_raw, main,
                      pmfuse_only, read_file, requests_during, utimensat, write_file)
 
 SEC = 1_000_000_000
@@ -309,7 +309,15 @@ class AttrTest(PmfuseTestCase):
                     os.pwrite(fd, b"y" * 4096, (i % 16) * 4096)
             finally:
                 os.close(fd)
+        # write-through (the default): each write is a WRITE request
+        self.assertEqual(fs_stats(self.mnt)["writeback_cache"], 0)
         self.assertGreaterEqual(requests_during(self.mnt, "write", writes), 200)
+        self.assertLessEqual(requests_during(self.mnt, "getxattr", writes), 2,
+                             "a GETXATTR per buffered write")
+        # -o writeback_cache: the page cache gathers them, still no GETXATTR
+        self.unmount()
+        self.m = self.mount(opts=("writeback_cache",))
+        self.assertEqual(fs_stats(self.mnt)["writeback_cache"], 1)
         self.assertLessEqual(requests_during(self.mnt, "getxattr", writes), 2,
                              "a GETXATTR per buffered write")
 

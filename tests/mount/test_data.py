@@ -378,6 +378,7 @@ class FileDataTest(PmfuseTestCase):
             self.assertEqual(self.extents(p)["unwritten_blocks"], 19)	# blocks 2..20
             pwrite_all(fd, b"x" * 3000, 20000)
             pwrite_all(fd, b"y" * 9000, 70000)
+            os.fsync(fd)	# the writeback cache's pages reach the region
             self.assertEqual(self.extents(p)["unwritten_blocks"], 19 - 2 - 3)
             os.fsync(fd)
         finally:
@@ -440,6 +441,7 @@ class FileDataTest(PmfuseTestCase):
         try:
             fallocate(fd, 0, 0, 8 * MiB)
             pwrite_all(fd, b"z" * 10000, MiB + 5)
+            os.fsync(fd)	# the writeback cache's pages reach the region
             fallocate(fd, 0x03, 2 * MiB, 2 * MiB)	# PUNCH_HOLE | KEEP_SIZE
             e = self.extents(p)
             self.assertEqual(e["unwritten_blocks"], 6 * MiB // 4096 - 3, e)

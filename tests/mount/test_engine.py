@@ -2,6 +2,7 @@
 """The DAX-style data engine through a real mount: dirty tracking and
 writeback at fsync/msync, synchronous mode, store granularities, and hole
 reads from the shared zero buffer -- observed through user.pmfuse.stats."""
+import errno
 import mmap
 import os
 import sys
@@ -15,6 +16,10 @@ PAGE = 4096
 
 
 class EngineCase(h.PmfuseTestCase):
+    # The data engine, request by request: every write(2) is one WRITE the
+    # daemon sees at once (write-through, the default), so its counters can
+    # be read between writes.  PageCacheTest: -o writeback_cache.
+
     def setUp(self):
         self.fds = []
         super().setUp()
@@ -299,6 +304,81 @@ class HugeExtentTest(EngineCase):
         os.fsync(fd)
         self.assertEqual(self.stats()["flush_bytes"] - c["flush_bytes"], PAGE)
         self.assertEqual(os.pread(fd, 4, 123456788), b"\0!?\0")
+
+
+class PageCacheTest(EngineCase):
+    """-o writeback_cache: the kernel's writeback cache in front of the engine."""
+    mount_opts = ("writeback_cache",)
+    region_size = "4G"
+
+    def test_a_gigabyte_written_back_out_of_order_still_lands_in_huge_extents(self):
+        # write-back sends a file's pages as they age, several WRITEs in
+        # flight and not always 2 MiB-aligned: placement must still line up
+        self.assertEqual(self.stats()["writeback_cache"], 1)
+        path = self.p("big")
+        chunk = os.urandom(1 << 20)
+        fd = self.track(os.open(path, os.O_CREAT | os.O_RDWR, 0o644))
+        before = self.stats()["req_write"]
+        for i in range(1024):
+            h.pwrite_all(fd, chunk, i << 20)
+        os.fsync(fd)
+        st = self.stats()
+        self.assertGreater(st["req_write"] - before, 0)
+        self.assertEqual(st["dirty_pages"], 0, "fsync left dirty pages")
+        e = extents(path)
+        huge_bytes = e["huge_2m"] * (2 << 20) + e["huge_1g"] * (1 << 30)
+        # a data piece has a partial 2 MiB group at each end (format.h)
+        self.assertGreaterEqual(huge_bytes, (1 << 30) - 2 * st["data_pieces"] * (2 << 20), e)
+        self.assertLessEqual(e["extents"], 4 + 3 * st["data_pieces"], (e, st))
+        self.assertEqual(os.pread(fd, 1 << 20, 700 << 20), chunk)
+
+    def test_seek_data_and_hole_never_skip_data_not_yet_written_back(self):
+        # the kernel asks LSEEK without writing its dirty pages back: the
+        # daemon leaves SEEK_DATA/SEEK_HOLE to the kernel (cp relies on them)
+        fd = self.track(os.open(self.p("f"), os.O_CREAT | os.O_RDWR, 0o644))
+        os.pwrite(fd, b"a" * 8192, 0)
+        os.pwrite(fd, b"b" * 8192, 1 << 20)
+        self.assertEqual(os.lseek(fd, 0, os.SEEK_DATA), 0)
+        self.assertEqual(os.lseek(fd, 1 << 19, os.SEEK_DATA), 1 << 19)
+        self.assertEqual(os.lseek(fd, 0, os.SEEK_HOLE), (1 << 20) + 8192)
+        with self.assertRaises(OSError) as cm:
+            os.lseek(fd, (1 << 20) + 8192, os.SEEK_DATA)
+        self.assertEqual(cm.exception.errno, errno.ENXIO)
+
+    def test_times_kept_by_the_kernel_are_what_persists(self):
+        p = self.p("t")
+        fd = self.track(os.open(p, os.O_CREAT | os.O_RDWR, 0o644))
+        os.pwrite(fd, b"x" * 10000, 0)
+        os.utime(p, ns=(1_000_000_000, 2_000_000_000))
+        os.pwrite(fd, b"y" * 100, 20000)	# a later write sets mtime again
+        os.fsync(fd)
+        st = os.fstat(fd)
+        self.assertGreater(st.st_mtime_ns, 2_000_000_000)
+        self.close_all()
+        self.remount()
+        st2 = os.stat(p)
+        self.assertEqual((st2.st_size, st2.st_mtime_ns), (20100, st.st_mtime_ns))
+        self.assertEqual(st2.st_blocks * 512, 4 * PAGE)	# blocks 0-2 and 4
+
+    def test_data_fsynced_through_the_cache_survives_a_killed_daemon(self):
+        p, q = self.p("fsynced"), self.p("osync")
+        data = os.urandom(300_000)
+        fd = self.track(os.open(p, os.O_CREAT | os.O_RDWR, 0o644))
+        h.pwrite_all(fd, data, 4096)
+        os.fsync(fd)
+        sfd = self.track(os.open(q, os.O_CREAT | os.O_WRONLY | os.O_SYNC, 0o644))
+        h.pwrite_all(sfd, data[:5000], 0)	# O_SYNC: durable when write returns
+        self.crash()
+        self.fds = []
+        self.m = self.mount()
+        self.assertEqual(h.read_file(p), bytes(4096) + data)
+        self.assertEqual(h.read_file(q), data[:5000])
+
+    def test_sync_mounts_write_through(self):
+        # -o sync promises write(2) returns with the data persistent
+        self.unmount()
+        self.m = self.mount(opts=("sync", "writeback_cache"))
+        self.assertEqual(self.stats()["writeback_cache"], 0)
 
 
 class FragmentationTest(EngineCase):

@@ -166,6 +166,27 @@ class MediaErrorTest(PoisonCase):
         self.assertEqual(self.fresh_pread("edges", 4 * BLK, 0), data)
 
 
+class MediaErrorThroughCacheTest(PoisonCase):
+    """With the writeback cache a write(2) lands in the kernel's pages; a
+    bad page met when they are written back fails fsync with EIO, and the
+    daemon lives on."""
+    mount_opts = ("writeback_cache",)
+
+    def test_a_bad_page_met_by_write_back_fails_fsync(self):
+        self.assertEqual(int(self.stats()["writeback_cache"]), 1)
+        fd, data = self.file_with_data("cached", 4)
+        bad = self.region_offset(data[BLK:2 * BLK])
+        self.command("poison", bad, BLK)
+        os.pwrite(fd, b"w" * 100, BLK + 10)        # the page cache takes it
+        with self.assertRaises(OSError) as cm:
+            os.fsync(fd)
+        self.assertEqual(cm.exception.errno, 5)
+        self.assertTrue(self.m.alive(), "the daemon died of the bad page")
+        self.command("heal", bad, BLK)
+        # the failed write-back stored nothing: the old bytes are there
+        self.assertEqual(self.fresh_pread("cached", 4 * BLK, 0), data)
+
+
 class MediaErrorAtFlushTest(PoisonCase):
     """At cache-line granularity fsync flushes lines itself: a bad page
     there makes fsync fail with EIO, as it must, instead of killing us."""
