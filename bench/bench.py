@@ -49,9 +49,11 @@ GiB = 1 << 30
 # ------------------------------------------------------------------ settings
 
 FULL = dict(reps=3, file=1 * GiB, mt_file=512 * MiB, hole=1 * GiB, wal=64 * MiB,
-            runtime=5, nfiles=100_000, region=1536 * MiB, bpi=8192)
+            runtime=5, nfiles=100_000, region=1536 * MiB, bpi=8192,
+            tree=12_000, sql_wal=3000, sql_rb=1000, dd_mib=1024)
 QUICK = dict(reps=1, file=128 * MiB, mt_file=64 * MiB, hole=256 * MiB, wal=8 * MiB,
-             runtime=1, nfiles=10_000, region=512 * MiB, bpi=4096)
+             runtime=1, nfiles=10_000, region=512 * MiB, bpi=4096,
+             tree=2000, sql_wal=500, sql_rb=200, dd_mib=128)
 
 TARGETS = ["pmfuse", "pmfuse-sync", "pmfuse-wb", "tmpfs", "pt-default", "pt-writeback",
            "pt-never"]
@@ -62,8 +64,9 @@ PHASE_TARGETS = {
     "mt": [t for t in TARGETS if t != "pmfuse-wb"],
     "hole": ["pmfuse", "tmpfs", "pt-default", "pt-writeback", "pt-never"],
     "meta": ["pmfuse", "tmpfs", "pt-default", "pt-writeback", "pt-never"],
+    "work": ["pmfuse", "pmfuse-wb", "tmpfs", "pt-default", "pt-writeback", "pt-never"],
 }
-PHASES = ["data", "buf", "mt", "hole", "meta"]
+PHASES = ["data", "buf", "mt", "hole", "meta", "work"]
 
 # figure key -> (phase, label, unit, higher is better)
 FIGURES = {
@@ -96,6 +99,12 @@ FIGURES = {
     "readdir":    ("meta", "readdir (getdents64)", "entries/s", True),
     "unlink":     ("meta", "unlink", "ops/s", True),
     "mount":      ("meta", "mount time, region with N files", "ms", False),
+    "w_tar":      ("work", "tar -x of a source tree", "s", False),
+    "w_git":      ("work", "git clone --no-hardlinks (local)", "s", False),
+    "w_sqlwal":   ("work", "SQLite WAL, synchronous=FULL, 1-row txns", "s", False),
+    "w_sqlrb":    ("work", "SQLite rollback journal, 1-row txns", "s", False),
+    "w_dd":       ("work", "dd bs=1M conv=fsync", "s", False),
+    "w_rm":       ("work", "rm -rf of the tree and the clone", "s", False),
 }
 # which figures are not compared with passthrough (targets of their own)
 NO_PT_TARGET = {"mtwrite_scale", "mtread_scale", "hole_rss", "mtwrite1", "mtread1"}
@@ -103,7 +112,8 @@ NO_PT_TARGET = {"mtwrite_scale", "mtread_scale", "hole_rss", "mtwrite1", "mtread
 TABLE = ["seqwrite", "overwrite", "seqread", "randread", "randread_lat", "randwrite",
          "randwrite_lat", "fsyncpairs", "b_seqwrite", "b_overwrite", "b_seqread", "b_randread",
          "b_randread_lat", "b_randwrite", "b_randwrite_lat", "b_fsyncpairs", "mtwrite2", "mtwrite_scale", "mtread2", "mtread_scale",
-         "hole", "hole_rss", "create", "stat", "readdir", "unlink", "mount"]
+         "hole", "hole_rss", "create", "stat", "readdir", "unlink", "mount",
+         "w_tar", "w_git", "w_sqlwal", "w_sqlrb", "w_dd", "w_rm"]
 
 PT_RATIO = 1.2
 # metabench drops dentries/inodes every so many operations (clock paused): see
@@ -471,6 +481,97 @@ def run_buf(ctx, t, res, prof):
     run_data(ctx, t, res, prof, direct=False)
 
 
+# the everyday phase's bounds against tmpfs (issue 16): time ratios
+WORK_TMPFS = {"w_tar": 6, "w_rm": 6, "w_dd": 2, "w_sqlwal": 1.5}
+
+
+def make_work_inputs(ctx):
+    """Once per run: a tarball of a source tree made from files on this
+    machine (/usr/include, then /usr/share/doc), and a git repository of it,
+    both on a tmpfs outside every target.  Passthrough_ll holds an fd per
+    inode it knows (RLIMIT_NOFILE 20000 here): the tree stays below that."""
+    if getattr(ctx, "work_tar", None):
+        return
+    src = os.path.join(ctx.base, "work-src")
+    os.makedirs(src)
+    sh(["mount", "-t", "tmpfs", "-o", "size=2g", "pmfuse-bench-work", src])
+    _cleanup.append(lambda: sh(["umount", src], check=False))
+    files = []
+    for top in ("/usr/include", "/usr/share/doc"):
+        for dp, dns, fns in os.walk(top):
+            dns.sort()
+            for fn in sorted(fns):
+                p = os.path.join(dp, fn)
+                if os.path.isfile(p) and not os.path.islink(p):
+                    files.append(p[1:])
+                if len(files) >= ctx.cfg["tree"]:
+                    break
+            if len(files) >= ctx.cfg["tree"]:
+                break
+    lst = os.path.join(src, "list")
+    with open(lst, "w") as f:
+        f.write("\n".join(files) + "\n")
+    ctx.work_tar = os.path.join(src, "tree.tar")
+    sh(["tar", "-cf", ctx.work_tar, "-C", "/", "-T", lst])
+    repo = os.path.join(src, "repo")
+    os.makedirs(repo)
+    sh(["tar", "-xf", ctx.work_tar, "-C", repo])
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-C", repo]
+    sh(git + ["init", "-q"])
+    sh(git + ["add", "-A"])
+    sh(git + ["commit", "-q", "-m", "tree"])
+    ctx.work_repo = repo
+    log("work inputs: %d files, %.0f MiB tar" % (len(files), os.path.getsize(ctx.work_tar) / MiB))
+
+
+def sqlite_txns(path, journal, n):
+    import sqlite3
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=%s" % journal)
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    t0 = time.perf_counter()
+    for i in range(n):
+        db.execute("BEGIN")
+        db.execute("INSERT INTO t VALUES (?, ?)", (i, os.urandom(100)))
+        db.execute("COMMIT")
+    secs = time.perf_counter() - t0
+    db.close()
+    return secs
+
+
+def run_work(ctx, t, res, prof):
+    """Everyday work, timed in seconds (lower is better)."""
+    c = ctx.cfg
+    make_work_inputs(ctx)
+    d = t.mnt
+
+    def timed(fig, fn):
+        prof.begin(fig, t)
+        try:
+            t0 = time.perf_counter()
+            fn()
+            res.add(fig, t.name, time.perf_counter() - t0)
+        finally:
+            prof.end()
+
+    os.makedirs(os.path.join(d, "tree"))
+    timed("w_tar", lambda: sh(["tar", "-xf", ctx.work_tar, "-C", os.path.join(d, "tree")]))
+    timed("w_git", lambda: sh(["git", "clone", "-q", "--no-hardlinks", ctx.work_repo,
+                               os.path.join(d, "clone")]))
+    for fig, db, journal, n in (("w_sqlwal", "wal.db", "WAL", c["sql_wal"]),
+                                ("w_sqlrb", "rb.db", "DELETE", c["sql_rb"])):
+        try:
+            res.add(fig, t.name, sqlite_txns(os.path.join(d, db), journal, n))
+        except Exception as e:
+            # passthrough -o cache=never: no shared mmap, which WAL's -shm needs
+            log("%s on %s: %s (no sample)" % (fig, t.name, e))
+    timed("w_rm", lambda: sh(["rm", "-rf", os.path.join(d, "tree"), os.path.join(d, "clone")]))
+    # last, in the space the tree gave back (regions and tmpfs are sized for it)
+    timed("w_dd", lambda: sh(["dd", "if=/dev/zero", "of=" + os.path.join(d, "dd"), "bs=1M",
+                              "count=%d" % c["dd_mib"], "conv=fsync", "status=none"]))
+
+
 def run_mt(ctx, t, res, prof):
     c = ctx.cfg
     d = t.mnt
@@ -734,7 +835,7 @@ def write_scale(ctx, rows, quick, out):
     print("written: %s (## Scale)" % out)
 
 
-RUNNERS = {"data": run_data, "buf": run_buf, "mt": run_mt, "hole": run_hole, "meta": run_meta}
+RUNNERS = {"data": run_data, "buf": run_buf, "work": run_work, "mt": run_mt, "hole": run_hole, "meta": run_meta}
 
 
 # ------------------------------------------------------------------ results
@@ -815,6 +916,9 @@ def checks(res, fig):
         dr = res.med("seqread", "pmfuse")
         if dr:
             out.append(("≥ data read (%.2fx)" % (pm / dr), pm >= dr))
+    tm = res.med(fig, "tmpfs")
+    if tm and fig in WORK_TMPFS:
+        out.append(("≤%gx tmpfs" % WORK_TMPFS[fig], pm / tm <= WORK_TMPFS[fig]))
     if fig == "hole_rss":
         out.append(("<1024 KiB/GiB", pm < 1024))
     if fig in ("mtwrite_scale", "mtread_scale"):
@@ -910,7 +1014,7 @@ def main():
     ap.add_argument("--tools", required=True)
     ap.add_argument("--quick", action="store_true", help="1 repetition, small sizes")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
-    ap.add_argument("--only", help="comma-separated phases: data,buf,mt,hole,meta; or scale "
+    ap.add_argument("--only", help="comma-separated phases: data,buf,mt,hole,meta,work; or scale "
                     "(alone: mkfs/mount/fsck of big sparse regions and many files)")
     ap.add_argument("--targets", help="comma-separated targets (default all)")
     ap.add_argument("--profile", metavar="FIGURE",
