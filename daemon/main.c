@@ -34,7 +34,6 @@ struct options {
 	int noyield;
 	int noacl;
 	int writeback_cache;
-	int nowriteback_cache;
 	int strictatime;
 	int nodiratime;
 	int show_help;
@@ -52,7 +51,6 @@ static const struct fuse_opt option_spec[] = {
 	OPT("noyield", noyield),
 	OPT("noacl", noacl),
 	OPT("writeback_cache", writeback_cache),
-	OPT("nowriteback_cache", nowriteback_cache),
 	OPT("strictatime", strictatime),
 	OPT("nodiratime", nodiratime),
 	FUSE_OPT_KEY("acl", KEY_IGNORE),
@@ -276,7 +274,7 @@ int main(int argc, char *argv[])
 	ret = 1;
 	pm_opt_splice = !o.nosplice;
 	pm_opt_acl = !o.noacl;
-	pm_opt_writeback_cache = o.writeback_cache && !o.nowriteback_cache;
+	pm_opt_writeback_cache = o.writeback_cache;
 	pm_opt_direct_io = !o.nodirect_io && !opts.singlethread;
 	struct fs_opts fo = { .sync = o.sync != 0 };
 	int err = fs_mount(&fs, region, &fo, why, sizeof(why));
