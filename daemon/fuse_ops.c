@@ -394,12 +394,21 @@ uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply)
  * and the first read comes here.  Write-only opens keep it either way: their
  * descriptor reads nothing, and dropping it would write back dirty pages.
  */
-static void set_open_fh(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void set_open_fh(struct fuse_file_info *fi, bool atime_due)
 {
 	if (pm_opt_direct_io && pm_direct_io_mmap && (fi->flags & O_DIRECT))
 		fi->direct_io = 1;
-	else if ((fi->flags & O_ACCMODE) == O_WRONLY || !fs_atime_due(pm_fs(req), ino))
+	else if (!atime_due)
 		fi->keep_cache = 1;
+}
+
+/* fs_open(), asking whether a read is due to update the atime unless the open is write-only */
+static int open_file(fuse_req_t req, fuse_ino_t ino, const struct fuse_file_info *fi,
+		     bool *atime_due)
+{
+	*atime_due = false;
+	return fs_open(pm_fs(req), ino, fi->flags,
+		       (fi->flags & O_ACCMODE) == O_WRONLY ? NULL : atime_due);
 }
 
 static struct fuse_session *pm_session;
@@ -447,7 +456,8 @@ static void reply_write(fuse_req_t req, fuse_ino_t ino, ssize_t n)
 static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	COUNT(open);
-	int err = fs_open(pm_fs(req), ino, fi->flags);
+	bool atime_due;
+	int err = open_file(req, ino, fi, &atime_due);
 
 	/* libfuse negotiates atomic O_TRUNC: the kernel leaves it to us */
 	if (!err && (fi->flags & O_TRUNC)) {
@@ -462,7 +472,7 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (err) {
 		reply_err(req, ino, -err);
 	} else {
-		set_open_fh(req, ino, fi);
+		set_open_fh(fi, atime_due);
 		fuse_reply_open(req, fi);
 	}
 }
@@ -486,18 +496,19 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fs_cred cr = pm_cred(req);
 	struct fuse_entry_param e;
 	struct fs_attr a;
+	bool atime_due;
 	int err = strcmp(name, "/") == 0
 		? fs_tmpfile(pm_fs(req), parent, S_IFREG | (mode & 07777), &cr, &a)
 		: fs_mknod(pm_fs(req), parent, name, S_IFREG | (mode & 07777), 0, &cr, &a);
 
-	if (!err && (err = fs_open(pm_fs(req), a.st.st_ino, fi->flags)))
+	if (!err && (err = open_file(req, a.st.st_ino, fi, &atime_due)))
 		fs_forget(pm_fs(req), a.st.st_ino, 1);	/* the kernel never learns of it */
 	if (err) {
 		reply_err(req, parent, -err);
 		return;
 	}
 	fill_entry(&e, &a);
-	set_open_fh(req, a.st.st_ino, fi);
+	set_open_fh(fi, atime_due);
 	fuse_reply_create(req, &e, fi);
 }
 

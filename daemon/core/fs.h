@@ -43,9 +43,6 @@ struct fs_opts {
  */
 enum fs_atime { FS_ATIME_RELATIME, FS_ATIME_STRICT, FS_ATIME_NEVER };
 void fs_set_atime(struct fs *fs, enum fs_atime policy, bool nodiratime);
-/* Would a read of ino now update its atime?  (A cache in front of us may
- * serve reads we never see: it must let the next one through.) */
-bool fs_atime_due(struct fs *fs, uint64_t ino);
 
 /*
  * Who asks (the caller's fsuid, fsgid and thread id; pid 0 when unknown).
@@ -147,8 +144,12 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size);
 
 /* open files */
-/* flags: the open(2) flags; release gets the same ones */
-int fs_open(struct fs *fs, uint64_t ino, int flags);
+/*
+ * flags: the open(2) flags.  atime_due (may be NULL): would a read of ino now
+ * update its atime?  A cache in front of us may serve reads we never see: it
+ * must let the next one through.
+ */
+int fs_open(struct fs *fs, uint64_t ino, int flags, bool *atime_due);
 void fs_release(struct fs *fs, uint64_t ino);
 
 /* directories */

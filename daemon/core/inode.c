@@ -372,17 +372,22 @@ int fs_set_iflags(struct fs *fs, uint64_t ino, unsigned flags)
 	return ret;
 }
 
-int fs_open(struct fs *fs, uint64_t ino, int flags)
+int fs_open(struct fs *fs, uint64_t ino, int flags, bool *atime_due)
 {
 	struct inode *in = inode_get(fs, ino);
+	bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+	int ret = 0;
 
 	if (!in)
 		return -ENOENT;
-	/* chattr: immutable files open for reading only, append-only ones to append */
-	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
+	if (writes || atime_due) {
 		pthread_rwlock_rdlock(&in->lock);
-		int ret = (flags & (O_APPEND | O_TRUNC)) == O_APPEND ? inode_immutable(in->pi)
-								       : inode_pinned(in->pi);
+		/* chattr: immutable files open for reading only, append-only ones to append */
+		if (writes)
+			ret = (flags & (O_APPEND | O_TRUNC)) == O_APPEND ? inode_immutable(in->pi)
+									 : inode_pinned(in->pi);
+		if (atime_due)
+			*atime_due = inode_atime_due(fs, in->pi);
 		pthread_rwlock_unlock(&in->lock);
 		if (ret) {
 			inode_put(fs, in);
@@ -611,20 +616,6 @@ bool inode_atime_due(const struct fs *fs, const struct pmfuse_inode *pi)
 		return false;
 	return fs->atime == FS_ATIME_STRICT || time_cmp(&pi->mtime, &pi->atime) >= 0 ||
 	       time_cmp(&pi->ctime, &pi->atime) >= 0 || t.sec - pi->atime.sec >= 24 * 60 * 60;
-}
-
-bool fs_atime_due(struct fs *fs, uint64_t ino)
-{
-	struct inode *in = inode_get(fs, ino);
-	bool due;
-
-	if (!in)
-		return false;
-	pthread_rwlock_rdlock(&in->lock);
-	due = inode_atime_due(fs, in->pi);
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
-	return due;
 }
 
 static int tx_atime(void *arg)

@@ -431,7 +431,7 @@ static void populate(const char *path)
 		uint64_t ino = mk(fs, d1, name, S_IFREG | 0644);
 		put(fs, ino, 0, 3 * PAGE);
 		setx(fs, ino, "user.orphan", "x");
-		if ((ret = fs_open(fs, ino, O_RDWR)) || (ret = fs_unlink(fs, d1, name)))
+		if ((ret = fs_open(fs, ino, O_RDWR, NULL)) || (ret = fs_unlink(fs, d1, name)))
 			die("base image: orphan: %s", strerror(-ret));
 	}
 	_exit(0);
@@ -987,7 +987,7 @@ static void read_file(struct walk *w, uint64_t ino, uint64_t size)
 	char buf[1024];
 	int64_t pos = 0;
 
-	if (fs_open(w->fs, ino, O_RDONLY))
+	if (fs_open(w->fs, ino, O_RDONLY, NULL))
 		return;
 	read_at(w, ino, 0, MAX_READ);
 	read_at(w, ino, size > 65536 ? size - 65536 : 0, 65536 + 100);

@@ -252,7 +252,7 @@ static void region_with_a_piece(uint64_t *tab)
 
 	memset(buf, 'p', sizeof(buf));
 	CHECK_EQ(fs_mknod(fs, 1, "big", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_open(fs, st.st.st_ino, O_RDWR), 0);
+	CHECK_EQ(fs_open(fs, st.st.st_ino, O_RDWR, NULL), 0);
 	uint64_t run0 = fs->pool.sb->geo.runs[0].len;
 	for (uint64_t off = 0; off < run0 + (2 << 20); off += sizeof(buf))
 		CHECK_EQ(fs_write(fs, st.st.st_ino, off, buf, sizeof(buf), false), sizeof(buf));

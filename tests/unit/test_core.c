@@ -453,7 +453,7 @@ static void test_reclaim_is_idempotent(void)
 
 	fs_statfs(fs, &before);
 	CHECK_EQ(fs_mknod(fs, 1, "o", S_IFREG | 0644, 0, &root_cred, &st), 0);
-	CHECK_EQ(fs_open(fs, st.st.st_ino, O_RDWR), 0);
+	CHECK_EQ(fs_open(fs, st.st.st_ino, O_RDWR, NULL), 0);
 	CHECK_EQ(fs_write(fs, st.st.st_ino, 0, buf, sizeof(buf), false), sizeof(buf));
 	CHECK_EQ(fs_unlink(fs, 1, "o"), 0);
 	struct pmfuse_inode *pi = inode_record(fs, st.st.st_ino);
@@ -580,7 +580,7 @@ static void test_orphan_reclaimed_at_next_mount(void)
 		struct fs_attr st;
 		static char buf[1 << 20];
 		fs_mknod(f, 1, "o", S_IFREG | 0644, 0, &root_cred, &st);
-		fs_open(f, st.st.st_ino, O_RDWR);
+		fs_open(f, st.st.st_ino, O_RDWR, NULL);
 		fs_write(f, st.st.st_ino, 0, buf, sizeof(buf), false);
 		fs_unlink(f, 1, "o");
 		_exit(0);
