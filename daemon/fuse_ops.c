@@ -90,11 +90,17 @@ static _Atomic uint64_t pm_op_count[OP_COUNT];
 bool pm_opt_writeback_cache;
 static bool pm_writeback_cache;	/* negotiated at INIT */
 
+/* opens given FOPEN_DIRECT_IO: for O_DIRECT, and write-only (write_only_direct) */
+static _Atomic uint64_t pm_opens_direct, pm_opens_write_only_direct;
+
 int pm_ops_stats_lines(char *buf, size_t size)
 {
 	size_t n = 0;
 
-	int m = snprintf(buf, size, "writeback_cache %d\n", pm_writeback_cache);
+	int m = snprintf(buf, size,
+			 "writeback_cache %d\nopens_direct %" PRIu64 "\nopens_write_only_direct %" PRIu64 "\n",
+			 pm_writeback_cache, atomic_load(&pm_opens_direct),
+			 atomic_load(&pm_opens_write_only_direct));
 	if (m < 0 || (size_t)m >= size)
 		return 0;
 	n = (size_t)m;
@@ -385,6 +391,23 @@ uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply)
 }
 
 /*
+ * Write-only opens skip the page cache too, unless the writeback cache
+ * gathers their writes.  Without it every write(2) is a WRITE request
+ * either way; through the page cache the kernel first copies the data into
+ * newly allocated cache pages (and checks security.capability once per
+ * inode), which nothing reads back through this descriptor: a write-only
+ * descriptor cannot be mapped, and readers elsewhere read from pmem.
+ * dd, cp, tar, git checkout and shell redirections all open O_WRONLY.
+ * Coherence with other descriptors is the kernel's, as for O_DIRECT: it
+ * writes back a mapping's dirty pages before a direct write and drops the
+ * cached pages it overwrote.
+ */
+static bool write_only_direct(const struct fuse_file_info *fi)
+{
+	return (fi->flags & O_ACCMODE) == O_WRONLY && !pm_writeback_cache;
+}
+
+/*
  * The kernel's page cache may outlive an open (keep_cache): pmfuse is the
  * only writer of its region, and every change the kernel does not make
  * through its own cache it drops itself (truncate, fallocate, copy_file_range
@@ -396,10 +419,16 @@ uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply)
  */
 static void set_open_fh(struct fuse_file_info *fi, bool atime_due)
 {
-	if (pm_opt_direct_io && pm_direct_io_mmap && (fi->flags & O_DIRECT))
+	if (pm_opt_direct_io && pm_direct_io_mmap && (fi->flags & O_DIRECT)) {
 		fi->direct_io = 1;
-	else if (!atime_due)
+		atomic_fetch_add_explicit(&pm_opens_direct, 1, memory_order_relaxed);
+	} else if (pm_opt_direct_io && pm_direct_io_mmap && write_only_direct(fi)) {
+		fi->direct_io = 1;
+		fi->keep_cache = 1;	/* others' pages stay: the kernel drops what we overwrite */
+		atomic_fetch_add_explicit(&pm_opens_write_only_direct, 1, memory_order_relaxed);
+	} else if (!atime_due) {
 		fi->keep_cache = 1;
+	}
 }
 
 /* fs_open(), asking whether a read is due to update the atime unless the open is write-only */

@@ -12,7 +12,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (PmfuseTestCase, fallocate, main, pmfuse_only,  # noqa: E402
+from harness import (REFERENCE, PmfuseTestCase, fallocate, fs_stats, main,  # noqa: E402
+                     pmfuse_only,
                      pread_all, pwrite_all, read_file, requests_during, sha256_bytes,
                      sha256_file, wait_until, write_file)
 
@@ -616,7 +617,7 @@ class DirectIoTest(PmfuseTestCase):
                 direct_pwrite(p, b"d" * 4096, i * 4096)
 
         def cached_writes():
-            fd = os.open(p, os.O_WRONLY)
+            fd = os.open(p, os.O_RDWR)     # write-only opens go direct too
             try:
                 for i in range(16):
                     os.pwrite(fd, b"c" * 4096, (i % 8) * 4096)
@@ -661,6 +662,79 @@ class DirectIoTest(PmfuseTestCase):
         self.assertEqual(read_file(p), want)
         self.remount()
         self.assertEqual(read_file(p), want)
+
+    def direct_opens(self):
+        return 0 if REFERENCE else fs_stats(self.mnt)["opens_write_only_direct"]
+
+    def test_write_only_writes_are_seen_by_cached_readers_and_maps_and_keep_their_stores(self):
+        p = self.p("wo")
+        write_file(p, b"a" * 32768)
+        with open(p, "rb", buffering=0) as cached, open(p, "r+b") as mf:
+            self.assertEqual(os.pread(cached.fileno(), 32768, 0), b"a" * 32768)  # now cached
+            mm = mmap.mmap(mf.fileno(), 32768)
+            try:
+                self.assertEqual(mm[4096:4100], b"aaaa")                         # faulted in
+                mm[20480:20484] = b"map!"             # a dirty page, not yet written back
+                mm[8190:8194] = b"MMMM"               # a dirty page the write will overlap
+                before = self.direct_opens()
+                fd = os.open(p, os.O_WRONLY)
+                try:
+                    self.assertEqual(os.pwrite(fd, b"w" * 5000, 4106), 5000)  # unaligned, 3 pages
+                    self.assertEqual(os.fstat(fd).st_size, 32768)
+                finally:
+                    os.close(fd)
+                if not REFERENCE:
+                    self.assertEqual(self.direct_opens(), before + 1)
+                want = bytearray(b"a" * 32768)
+                want[8190:8194] = b"MMMM"
+                want[4106:9106] = b"w" * 5000         # the later write wins where they overlap
+                want[20480:20484] = b"map!"
+                self.assertEqual(mm[:], bytes(want), "the mapping sees the write")
+                self.assertEqual(os.pread(cached.fileno(), 32768, 0), bytes(want),
+                                 "a cached reader sees the write and the map's stores")
+            finally:
+                mm.close()
+        self.assertEqual(read_file(p), bytes(want))
+        self.remount()
+        self.assertEqual(read_file(p), bytes(want))
+
+    def test_write_only_appends_extend_the_file_for_every_descriptor(self):
+        p = self.p("log")
+        write_file(p, b"")
+        with open(p, "rb", buffering=0) as reader:
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+            try:
+                for i in range(64):
+                    os.write(fd, b"%05d\n" % i)
+                self.assertEqual(os.fstat(reader.fileno()).st_size, 64 * 6)
+                self.assertEqual(reader.read(), b"".join(b"%05d\n" % i for i in range(64)))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.remount()
+        self.assertEqual(read_file(p), b"".join(b"%05d\n" % i for i in range(64)))
+
+    @pmfuse_only
+    def test_only_write_only_opens_go_direct_and_not_with_the_writeback_cache(self):
+        p = self.p("f")
+        before = self.direct_opens()
+        write_file(p, pattern(70000, 3))                     # O_WRONLY|O_CREAT|O_TRUNC
+        with open(p, "r+b") as f:                            # O_RDWR: the page cache
+            f.write(b"rw")
+        with open(p, "rb") as f:
+            self.assertEqual(f.read(2), b"rw")
+        self.assertEqual(self.direct_opens(), before + 1)
+        self.assertEqual(read_file(p), b"rw" + pattern(70000, 3)[2:])
+        self.unmount()
+        self.m = self.mount(opts=["writeback_cache"])
+        write_file(p, pattern(70000, 4))
+        self.assertEqual(self.direct_opens(), 0, "a write-only open skipped the writeback cache")
+        self.assertEqual(read_file(p), pattern(70000, 4))
+        self.unmount()
+        self.m = self.mount(opts=["nodirect_io"])
+        write_file(p, pattern(70000, 5))
+        self.assertEqual(self.direct_opens(), 0)
+        self.assertEqual(read_file(p), pattern(70000, 5))
 
     @pmfuse_only
     def test_nodirect_io_keeps_o_direct_on_the_page_cache_path(self):
