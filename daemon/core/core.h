@@ -20,7 +20,9 @@
  *   fs->rename_lock          serialises renames: the tree's shape is stable
  *   directory inode locks    ancestor before descendant; unrelated ones by ino
  *   other inode locks        by ino (lock_two() in fs.c)
- *   fs->orphan_lock          sb->orphan_head and every orphan_next/prev
+ *   fs->orphan_lock          sb->orphan_head and every orphan_next/prev; taken
+ *                            inside a transaction and held until it ends
+ *                            (pool_tx_lock), never before one
  *   fs->itable_lock          free inode numbers, used_inodes
  *   icache stripe locks      fs->istripe[ino % 64]: icache slots, counts, state
  *   mapping->lock, entry locks   inside one file's mapping index (mapping.h)
@@ -101,8 +103,8 @@ struct dir_hash;
  * lookup by number (stats, extents, NFS handles, readdirplus) goes through
  * inode_get() like everything else; walks over all inodes read persistent
  * records and never create structs.  Reclaim is idempotent besides: it
- * checks, under fs->orphan_lock in its transaction, that the record is
- * still an unlinked orphan.
+ * checks, in its transaction, that the record is still an unlinked
+ * orphan (nobody else can change an evicting inode's record).
  */
 enum inode_state {
 	INODE_LIVE,
@@ -263,7 +265,9 @@ void inode_release_ino(struct fs *fs, uint64_t ino);	/* after abort or free */
 /* In a transaction: */
 void inode_tx_init(struct fs *fs, uint64_t ino, mode_t mode, uid_t uid, gid_t gid,
 		   dev_t rdev);
-int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed);
+/* what the record holds (blocks, xattrs, entries, a long link's target); then: */
+int inode_tx_free_contents(struct fs *fs, struct inode *in, struct fmap_freed *freed);
+void inode_tx_clear(struct pmfuse_inode *pi);	/* a free record, its generation kept */
 void inode_tx_add(struct pmfuse_inode *pi);	/* snapshot the attributes */
 void inode_tx_touch(struct pmfuse_inode *pi, bool atime, bool mtime, bool ctime);
 void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi);

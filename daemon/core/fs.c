@@ -1179,9 +1179,7 @@ int fs_tmpfile(struct fs *fs, uint64_t parent, mode_t mode, const struct fs_cred
 	inode_put(fs, dir);
 	if (!ret) {
 		struct tmpfile_args ta = { fs, ino, mode, cr->uid, gid, &inherited };
-		pthread_mutex_lock(&fs->orphan_lock);
 		ret = pool_tx(&fs->pool, tx_tmpfile, &ta);
-		pthread_mutex_unlock(&fs->orphan_lock);
 	}
 	xattr_new_free(&inherited);
 	if (ret) {
@@ -1297,12 +1295,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	if ((ret = inode_pinned(in->pi)) || (ret = inode_immutable(dir->pi)))
 		goto out_unlock;
 	struct link_args la = { fs, dir, in, newname, len, &pd };
-	bool first = in->pi->nlink == 0;
-	if (first)
-		pthread_mutex_lock(&fs->orphan_lock);
 	ret = pool_tx(&fs->pool, tx_link, &la);
-	if (first)
-		pthread_mutex_unlock(&fs->orphan_lock);
 	dir_insert_done(dir, &pd, ret == 0);
 	if (ret == 0) {
 		in->linkable = false;
@@ -1364,7 +1357,6 @@ static int remove_entry(struct fs *fs, uint64_t parent, const char *name, bool w
 	uint64_t hash;
 	uint32_t slot;
 	size_t len;
-	bool last;
 
 	ret = lock_parent(fs, parent, name, true, &dir, &len);
 	if (ret)
@@ -1389,13 +1381,8 @@ static int remove_entry(struct fs *fs, uint64_t parent, const char *name, bool w
 		ret = inode_pinned(child->pi) ?: inode_pinned(dir->pi);
 	if (ret)
 		goto out_child;
-	last = want_dir || child->pi->nlink == 1;
-	if (last)
-		pthread_mutex_lock(&fs->orphan_lock);
 	struct remove_args ra = { fs, dir, child, slot, want_dir };
 	ret = pool_tx(&fs->pool, tx_remove, &ra);
-	if (last)
-		pthread_mutex_unlock(&fs->orphan_lock);
 	dir_remove_done(dir, slot, hash, ret == 0);
 out_child:
 	pthread_rwlock_unlock(&child->lock);
@@ -1571,7 +1558,6 @@ int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const cha
 	uint32_t sslot, tslot;
 	size_t l1, l2;
 	int ret, err;
-	bool orphan_locked = false;
 	uint64_t shash;
 
 	if ((ret = check_name(n1, &l1)) || (ret = check_name(n2, &l2)))
@@ -1601,14 +1587,8 @@ int fs_rename(struct fs *fs, uint64_t p1, const char *n1, uint64_t p2, const cha
 	inode_lock_two(s, false, t, false);
 	if ((ret = replace_allowed(d1, d2, s, t, flags)))
 		goto out_unlock_children;
-	if (t && !(flags & FS_RENAME_EXCHANGE) && (S_ISDIR(t->pi->mode) || t->pi->nlink == 1)) {
-		pthread_mutex_lock(&fs->orphan_lock);
-		orphan_locked = true;
-	}
 	struct rename_args ra = { fs, d1, d2, s, t, sde, tde, sslot, n2, l2, flags, &pd, false };
 	ret = pool_tx(&fs->pool, tx_rename, &ra);
-	if (orphan_locked)
-		pthread_mutex_unlock(&fs->orphan_lock);
 	if (ra.inserted || ret)
 		dir_insert_done(d2, &pd, ret == 0 && ra.inserted);
 	if (!(flags & FS_RENAME_EXCHANGE))

@@ -107,15 +107,20 @@ struct inode *inode_get(struct fs *fs, uint64_t ino)
 	return in;
 }
 
-/* In a transaction, with fs->orphan_lock held. */
+/*
+ * In a transaction.  The orphan list is one list for the whole filesystem:
+ * fs->orphan_lock is taken here, where the transaction first touches it,
+ * and held until it commits (pool_tx_lock), not across all of it.
+ */
 void inode_tx_orphan_remove(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 {
 	struct pmfuse_super *sb = fs->pool.sb;
-	struct pmfuse_inode *prev = inode_record(fs, pi->orphan_prev);
-	struct pmfuse_inode *next = inode_record(fs, pi->orphan_next);
 
 	if (!(pi->flags & PMFUSE_IF_ORPHAN))
 		return;
+	pool_tx_lock(&fs->orphan_lock);
+	struct pmfuse_inode *prev = inode_record(fs, pi->orphan_prev);
+	struct pmfuse_inode *next = inode_record(fs, pi->orphan_next);
 	if (sb->orphan_head == ino) {
 		pmemobj_tx_add_range_direct(&sb->orphan_head, sizeof(sb->orphan_head));
 		sb->orphan_head = pi->orphan_next;
@@ -133,14 +138,15 @@ void inode_tx_orphan_remove(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi
 	pi->orphan_next = pi->orphan_prev = 0;
 }
 
-/* In a transaction, with fs->orphan_lock held. */
+/* In a transaction (the lock as for inode_tx_orphan_remove). */
 void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 {
 	struct pmfuse_super *sb = fs->pool.sb;
-	struct pmfuse_inode *head = inode_record(fs, sb->orphan_head);
 
 	if (pi->flags & PMFUSE_IF_ORPHAN)
 		return;
+	pool_tx_lock(&fs->orphan_lock);
+	struct pmfuse_inode *head = inode_record(fs, sb->orphan_head);
 	pmemobj_tx_add_range_direct(&pi->flags, sizeof(pi->flags));
 	pmemobj_tx_add_range_direct(&pi->orphan_next, PMFUSE_INODE_ORPHAN_SPAN);
 	pi->flags |= PMFUSE_IF_ORPHAN;
@@ -166,7 +172,11 @@ static int tx_reclaim(void *arg)
 	struct reclaim_args *a = arg;
 	struct pmfuse_inode *pi = a->in.pi;
 
-	/* idempotent: only a record that is still an unlinked orphan goes */
+	/*
+	 * Idempotent: only a record that is still an unlinked orphan goes.
+	 * Nobody else changes it meanwhile: the inode is being evicted (no
+	 * references) or the mount has not started serving.
+	 */
 	a->reclaimed = pi->mode != 0 && pi->nlink == 0 && (pi->flags & PMFUSE_IF_ORPHAN);
 	if (!a->reclaimed)
 		return 0;
@@ -176,10 +186,14 @@ static int tx_reclaim(void *arg)
 	 * snapshot is an msync of the undo log, and another at commit).
 	 */
 	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
+	/* its blocks first: the shared orphan list is locked only from here */
+	int ret = inode_tx_free_contents(a->fs, &a->in, a->freed);
+	if (ret)
+		return ret;
 	inode_tx_orphan_remove(a->fs, a->in.ino, pi);
-	int ret = inode_tx_destroy(a->fs, &a->in, a->freed);
+	inode_tx_clear(pi);
 	fault_crash_point(FAULT_CRASH_RECLAIM_TX);
-	return ret;
+	return 0;
 }
 
 int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
@@ -188,9 +202,7 @@ int inode_reclaim(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 	struct reclaim_args a = { fs, { .ino = ino, .pi = pi }, &freed, false };
 	int ret;
 
-	pthread_mutex_lock(&fs->orphan_lock);
 	ret = pool_tx(&fs->pool, tx_reclaim, &a);
-	pthread_mutex_unlock(&fs->orphan_lock);
 	if (ret || !a.reclaimed) {
 		free(freed.runs);
 		return ret;
@@ -673,7 +685,7 @@ void inode_tx_init(struct fs *fs, uint64_t ino, mode_t mode, uid_t uid, gid_t gi
 	pi->mtime = pi->ctime = pi->btime = pi->atime;
 }
 
-int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed)
+int inode_tx_free_contents(struct fs *fs, struct inode *in, struct fmap_freed *freed)
 {
 	struct pmfuse_inode *pi = in->pi;
 	int ret;
@@ -687,11 +699,15 @@ int inode_tx_destroy(struct fs *fs, struct inode *in, struct fmap_freed *freed)
 		dir_tx_destroy(fs, pi);
 	else if (S_ISLNK(pi->mode) && pi->size > PMFUSE_INLINE_SYMLINK && pi->dir_off)
 		pool_tx_free(pmemobj_oid(pool_ptr(&fs->pool, pi->dir_off)));
+	return 0;
+}
+
+void inode_tx_clear(struct pmfuse_inode *pi)
+{
 	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
 	uint32_t gen = pi->generation;
 	memset(pi, 0, sizeof(*pi));
 	pi->generation = gen;
-	return 0;
 }
 
 int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), void *ctx,

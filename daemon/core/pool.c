@@ -9,6 +9,7 @@
  */
 #include "pool.h"
 #include "fault.h"
+#include "log.h"
 #include "region.h"
 
 #include <errno.h>
@@ -363,6 +364,28 @@ void pool_objects_free(struct pool_objects *po)
 /* metadata bytes the running transaction of this thread allocated, less freed */
 static __thread int64_t tx_meta_delta;
 
+/* locks held until the outermost transaction of this thread ends (pool_tx_lock) */
+#define TX_HELD_MAX 4
+static __thread pthread_mutex_t *tx_held[TX_HELD_MAX];
+static __thread int tx_nheld;
+
+void pool_tx_lock(pthread_mutex_t *m)
+{
+	if (pmemobj_tx_stage() != TX_STAGE_WORK) {
+		log_err("pool_tx_lock outside a transaction");
+		abort();
+	}
+	for (int i = 0; i < tx_nheld; i++)
+		if (tx_held[i] == m)
+			return;
+	if (tx_nheld == TX_HELD_MAX) {
+		log_err("pool_tx_lock: more than %d locks in one transaction", TX_HELD_MAX);
+		abort();
+	}
+	pthread_mutex_lock(m);
+	tx_held[tx_nheld++] = m;
+}
+
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 {
 	volatile int ret = 0, own = 0;
@@ -388,6 +411,9 @@ int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg)
 		else
 			ret = e == ENOMEM || e <= 0 ? -ENOSPC : -e;
 	} TX_END
+	if (outer)
+		while (tx_nheld)
+			pthread_mutex_unlock(tx_held[--tx_nheld]);
 	if (outer && ret == 0 && tx_meta_delta)
 		atomic_fetch_add(&((struct pool *)p)->meta_bytes, tx_meta_delta);
 	return ret;

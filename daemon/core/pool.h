@@ -10,6 +10,7 @@
 #include "pmfuse/format.h"
 
 #include <libpmemobj.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -304,6 +305,15 @@ int64_t pool_backup_find(const char *base, uint64_t size, struct pmfuse_geometry
  */
 typedef int (*pool_tx_fn)(void *arg);
 int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg);
+
+/*
+ * Inside a transaction: lock m until the thread's outermost pool_tx() has
+ * committed or aborted (what pmemobj_tx_lock() does for locks that live in
+ * pmem).  Taken where the transaction first needs what m protects, so a
+ * lock that serialises one shared structure is held for that part and the
+ * commit, not for the whole transaction.  Taking m again is a no-op.
+ */
+void pool_tx_lock(pthread_mutex_t *m);
 
 /*
  * Allocation and freeing of metadata inside a transaction (an allocation
