@@ -181,11 +181,17 @@ static int tx_reclaim(void *arg)
 	if (!a->reclaimed)
 		return 0;
 	/*
-	 * The whole record is rewritten: snapshot it once, first, so the field
-	 * adds below find it covered (at page granularity every separate
-	 * snapshot is an msync of the undo log, and another at commit).
+	 * The whole record is rewritten: snapshot it first, so the field adds
+	 * below find it covered (at page granularity every separate snapshot
+	 * is an msync of the undo log, and another at commit) -- all but its
+	 * orphan links.  Those belong to the orphan list, which neighbours'
+	 * transactions change until we hold its lock: a snapshot taken now
+	 * would hold stale links, and an abort would write them back.
 	 */
-	pmemobj_tx_add_range_direct(pi, sizeof(*pi));
+	char *rec = (char *)pi, *links = (char *)&pi->orphan_next;
+	size_t after = offsetof(struct pmfuse_inode, orphan_next) + PMFUSE_INODE_ORPHAN_SPAN;
+	pmemobj_tx_add_range_direct(rec, (size_t)(links - rec));
+	pmemobj_tx_add_range_direct(rec + after, sizeof(*pi) - after);
 	/* its blocks first: the shared orphan list is locked only from here */
 	int ret = inode_tx_free_contents(a->fs, &a->in, a->freed);
 	if (ret)

@@ -312,6 +312,8 @@ int pool_tx(const struct pool *p, pool_tx_fn fn, void *arg);
  * pmem).  Taken where the transaction first needs what m protects, so a
  * lock that serialises one shared structure is held for that part and the
  * commit, not for the whole transaction.  Taking m again is a no-op.
+ * Snapshot what m protects only once it is held: an abort writes snapshots
+ * back, and one taken before would undo other transactions' changes.
  */
 void pool_tx_lock(pthread_mutex_t *m);
 
