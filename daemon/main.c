@@ -15,7 +15,6 @@
 #include "mountinfo.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stddef.h>
@@ -24,7 +23,6 @@
 #include <string.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
-#include <unistd.h>
 
 struct options {
 	char *region;
@@ -238,46 +236,22 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
  * (mountinfo); strictatime and nodiratime, which libfuse does not pass to
  * the kernel, from ours.  The kernel leaves updating them to us.
  */
-static void set_atime_policy(struct fs *fs, const char *mountpoint, const struct options *o,
-			     const struct mountinfo *mi, bool found)
+static void set_atime_policy(struct fs *fs, const char *mountpoint, const struct options *o)
 {
+	struct mountinfo mi = { 0 };
 	enum fs_atime policy = o->strictatime ? FS_ATIME_STRICT : FS_ATIME_RELATIME;
 	bool nodiratime;
 
-	if (!found)
+	if (!mountinfo_find(mountpoint, &mi))
 		log_warning("cannot find %s in /proc/self/mountinfo: noatime is not honoured",
 			    mountpoint);
-	else if (mountinfo_has(mi, "noatime") || mountinfo_has(mi, "ro"))
+	else if (mountinfo_has(&mi, "noatime") || mountinfo_has(&mi, "ro"))
 		policy = FS_ATIME_NEVER;
-	nodiratime = o->nodiratime || mountinfo_has(mi, "nodiratime");
+	nodiratime = o->nodiratime || mountinfo_has(&mi, "nodiratime");
 	fs_set_atime(fs, policy, nodiratime);
 	log_debug("access times: %s%s (mount options %s)",
 		  policy == FS_ATIME_NEVER ? "never" : policy == FS_ATIME_STRICT ? "strict" : "relatime",
-		  nodiratime ? ", not for directories" : "", mi->opts);
-}
-
-/*
- * With the writeback cache, the kernel holds a FUSE mount to 1% of the
- * dirty-page budget (its bdi's max_ratio, enforced strictly): a precaution
- * against slow or hostile servers.  pmfuse writes back at memory speed, and
- * at 1% writers stall in balance_dirty_pages() long before write-back has
- * work (4 KiB random writes through the cache: ~145k IOPS at 1%, 200-250k
- * at 100%).  Where we may (root), its bdi gets the share a local disk's has.
- */
-static void raise_dirty_share(const struct mountinfo *mi)
-{
-	char path[64];
-	int fd;
-
-	snprintf(path, sizeof(path), "/sys/class/bdi/0:%u/max_ratio", mi->minor);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, "100", 3) != 3)
-		log_info("cannot raise %s (%s): writes gathered in the page cache are "
-			 "throttled at the kernel's 1%% for FUSE", path, strerror(errno));
-	else
-		log_debug("%s: 100", path);
-	if (fd >= 0)
-		close(fd);
+		  nodiratime ? ", not for directories" : "", mi.opts);
 }
 
 int main(int argc, char *argv[])
@@ -319,11 +293,7 @@ int main(int argc, char *argv[])
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
 		goto out_signals;
-	struct mountinfo mi = { 0 };
-	bool found = mountinfo_find(opts.mountpoint, &mi);
-	set_atime_policy(fs, opts.mountpoint, &o, &mi, found);
-	if (found && o.writeback_cache && !o.sync)
-		raise_dirty_share(&mi);
+	set_atime_policy(fs, opts.mountpoint, &o);
 	if (uring_attach(se, fs, opts.mountpoint, !o.nouring && !opts.singlethread, !o.noyield) != 0) {
 		log_err("cannot install the session's io hooks");
 		goto out_unmount;

@@ -337,20 +337,6 @@ class PageCacheTest(EngineCase):
         self.assertLessEqual(e["extents"], 60, (e, st))
         self.assertEqual(os.pread(fd, 1 << 20, 700 << 20), chunk)
 
-    def bdi_max_ratio(self):
-        dev = os.stat(self.mnt).st_dev
-        with open("/sys/class/bdi/%d:%d/max_ratio" % (os.major(dev), os.minor(dev))) as f:
-            return int(f.read().split()[0])
-
-    def test_the_mount_may_hold_a_local_disks_share_of_dirty_pages(self):
-        # FUSE mounts start at 1% (strictly enforced): writers stalled in
-        # balance_dirty_pages long before write-back had work
-        self.assertEqual(self.bdi_max_ratio(), 100)
-        self.unmount()
-        self.m = self.mount(opts=[])
-        self.assertEqual(self.stats()["writeback_cache"], 0)
-        self.assertEqual(self.bdi_max_ratio(), 1, "write-through mounts keep the kernel's share")
-
     def test_seek_data_and_hole_never_skip_data_not_yet_written_back(self):
         # the kernel asks LSEEK without writing its dirty pages back: the
         # daemon leaves SEEK_DATA/SEEK_HOLE to the kernel (cp relies on them)
