@@ -419,10 +419,12 @@ static bool write_only_direct(const struct fuse_file_info *fi)
  */
 static void set_open_fh(struct fuse_file_info *fi, bool atime_due)
 {
-	if (pm_opt_direct_io && pm_direct_io_mmap && (fi->flags & O_DIRECT)) {
+	bool may_direct = pm_opt_direct_io && pm_direct_io_mmap;
+
+	if (may_direct && (fi->flags & O_DIRECT)) {
 		fi->direct_io = 1;
 		atomic_fetch_add_explicit(&pm_opens_direct, 1, memory_order_relaxed);
-	} else if (pm_opt_direct_io && pm_direct_io_mmap && write_only_direct(fi)) {
+	} else if (may_direct && write_only_direct(fi)) {
 		fi->direct_io = 1;
 		fi->keep_cache = 1;	/* others' pages stay: the kernel drops what we overwrite */
 		atomic_fetch_add_explicit(&pm_opens_write_only_direct, 1, memory_order_relaxed);

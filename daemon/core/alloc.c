@@ -485,10 +485,50 @@ void alloc_trim(struct alloc *a)
 	pthread_mutex_unlock(&a->lock);
 }
 
+/*
+ * Place the first of *left blocks for file block fb where the file's windows
+ * line up: a whole gigabyte from a gigabyte boundary (the PUD analogue), else
+ * fb's offset in a free 2 MiB group.  Takes what is free there, or nothing.
+ */
+static void line_up(struct alloc *a, uint64_t fb, uint64_t *left, struct alloc_run *runs,
+		    int *nr)
+{
+	uint64_t g1;
+
+	if (fb % HUGE_1G_BLOCKS == 0 && *left >= HUGE_1G_BLOCKS &&
+	    (g1 = next_free_1g(a)) != UINT64_MAX) {
+		uint64_t b = g1 * GROUP_BLOCKS;
+		runs[(*nr)++] = (struct alloc_run){ b, HUGE_1G_BLOCKS };
+		mark_range(a, b, HUGE_1G_BLOCKS, true);
+		*left -= HUGE_1G_BLOCKS;
+		a->cursor = b + HUGE_1G_BLOCKS;
+		return;
+	}
+	uint64_t g = next_free_group(a, a->cursor / GROUP_BLOCKS);
+	/*
+	 * None left, only blocks scattered in partly used groups: a new piece
+	 * rather than those for a file past its first 2 MiB or a write of
+	 * 1 MiB or more, which can make huge extents (the scattered blocks
+	 * stay for small files; an empty piece goes back to the heap when its
+	 * data is freed).
+	 */
+	if (g == a->ngroups && (fb >= GROUP_BLOCKS || *left >= GROUP_BLOCKS / 2) &&
+	    grow(a, a->free_blocks + *left, false))
+		g = next_free_group(a, a->cursor / GROUP_BLOCKS);
+	if (g != a->ngroups) {
+		uint64_t b = g * GROUP_BLOCKS + fb % GROUP_BLOCKS;
+		uint64_t len = free_run_at(a, b, *left);
+		runs[(*nr)++] = (struct alloc_run){ b, len };
+		mark_range(a, b, len, true);
+		*left -= len;
+		a->cursor = b + len;
+	}
+}
+
 static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t align_fblock,
 			struct alloc_run *runs, int maxruns)
 {
-	uint64_t left = n, g1;
+	uint64_t left = n;
 	int nr = 0;
 
 	if (n == 0)
@@ -515,39 +555,8 @@ static int alloc_locked(struct alloc *a, uint64_t n, uint64_t goal, uint64_t ali
 		left -= len;
 	}
 	/* what the predecessor's run could not take lines up on its own */
-	uint64_t fb = align_fblock == UINT64_MAX ? UINT64_MAX : align_fblock + (n - left);
-	if (!left || fb == UINT64_MAX) {
-		/* nothing to line up */
-	} else if (fb % HUGE_1G_BLOCKS == 0 &&
-		   left >= HUGE_1G_BLOCKS && (g1 = next_free_1g(a)) != UINT64_MAX) {
-		/* a whole gigabyte from a gigabyte boundary: the PUD analogue */
-		uint64_t b = g1 * GROUP_BLOCKS;
-		runs[nr++] = (struct alloc_run){ b, HUGE_1G_BLOCKS };
-		mark_range(a, b, HUGE_1G_BLOCKS, true);
-		left -= HUGE_1G_BLOCKS;
-		a->cursor = b + HUGE_1G_BLOCKS;
-	} else {
-		/* no predecessor to follow: line up with a free 2 MiB group */
-		uint64_t g = next_free_group(a, a->cursor / GROUP_BLOCKS);
-		/*
-		 * None left, only blocks scattered in partly used groups: a
-		 * new piece rather than those for a file past its first 2 MiB
-		 * or a write of 1 MiB or more, which can make huge extents
-		 * (the scattered blocks stay for small files; an empty piece
-		 * goes back to the heap when its data is freed).
-		 */
-		if (g == a->ngroups && (fb >= GROUP_BLOCKS || left >= GROUP_BLOCKS / 2) &&
-		    grow(a, a->free_blocks + left, false))
-			g = next_free_group(a, a->cursor / GROUP_BLOCKS);
-		if (g != a->ngroups) {
-			uint64_t b = g * GROUP_BLOCKS + fb % GROUP_BLOCKS;
-			uint64_t len = free_run_at(a, b, left);
-			runs[nr++] = (struct alloc_run){ b, len };
-			mark_range(a, b, len, true);
-			left -= len;
-			a->cursor = b + len;
-		}
-	}
+	if (left && align_fblock != UINT64_MAX)
+		line_up(a, align_fblock + (n - left), &left, runs, &nr);
 	/* large requests: whole 2 MiB groups, so huge extents line up */
 	while (left >= GROUP_BLOCKS && nr < maxruns) {
 		uint64_t g = next_free_group(a, a->cursor / GROUP_BLOCKS);
