@@ -2,6 +2,7 @@
 """pmfuse mount tests: file data -- read/write, sparse files, truncate,
 fallocate, space accounting, ENOSPC, unlinked-open files."""
 
+import contextlib
 import errno
 import mmap
 import os
@@ -589,21 +590,29 @@ class DirectIoTest(PmfuseTestCase):
         self.remount()
         self.assertEqual(read_file(p), want)
 
-    def test_direct_write_is_seen_by_a_cached_reader_and_a_shared_mapping(self):
-        p = self.p("coherent")
-        write_file(p, b"a" * 16384)
+    @contextlib.contextmanager
+    def cached_and_mapped(self, name, size):
+        """A file of size b"a"s, read whole by one descriptor (its pages now
+        cached) and mapped shared through another, every page faulted in:
+        yields (the cached descriptor, the mapping)."""
+        p = self.p(name)
+        write_file(p, b"a" * size)
         with open(p, "rb", buffering=0) as cached, open(p, "r+b") as mf:
-            self.assertEqual(os.pread(cached.fileno(), 16384, 0), b"a" * 16384)  # now cached
-            mm = mmap.mmap(mf.fileno(), 16384)
+            self.assertEqual(os.pread(cached.fileno(), size, 0), b"a" * size)
+            mm = mmap.mmap(mf.fileno(), size)
             try:
-                self.assertEqual(mm[8192:8200], b"aaaaaaaa")                     # faulted in
-                direct_pwrite(p, b"b" * 8192, 4096)
-                # the mapping first: no request of its own would refresh it
-                self.assertEqual(mm[:], b"a" * 4096 + b"b" * 8192 + b"a" * 4096)
-                self.assertEqual(os.pread(cached.fileno(), 16384, 0),
-                                 b"a" * 4096 + b"b" * 8192 + b"a" * 4096)
+                self.assertEqual(mm[:], b"a" * size)
+                yield cached.fileno(), mm
             finally:
                 mm.close()
+
+    def test_direct_write_is_seen_by_a_cached_reader_and_a_shared_mapping(self):
+        with self.cached_and_mapped("coherent", 16384) as (cached, mm):
+            direct_pwrite(self.p("coherent"), b"b" * 8192, 4096)
+            # the mapping first: no request of its own would refresh it
+            self.assertEqual(mm[:], b"a" * 4096 + b"b" * 8192 + b"a" * 4096)
+            self.assertEqual(os.pread(cached, 16384, 0),
+                             b"a" * 4096 + b"b" * 8192 + b"a" * 4096)
 
     @pmfuse_only
     def test_neither_path_asks_for_security_capability_before_each_write(self):
@@ -668,32 +677,25 @@ class DirectIoTest(PmfuseTestCase):
 
     def test_write_only_writes_are_seen_by_cached_readers_and_maps_and_keep_their_stores(self):
         p = self.p("wo")
-        write_file(p, b"a" * 32768)
-        with open(p, "rb", buffering=0) as cached, open(p, "r+b") as mf:
-            self.assertEqual(os.pread(cached.fileno(), 32768, 0), b"a" * 32768)  # now cached
-            mm = mmap.mmap(mf.fileno(), 32768)
+        with self.cached_and_mapped("wo", 32768) as (cached, mm):
+            mm[20480:20484] = b"map!"             # a dirty page, not yet written back
+            mm[8190:8194] = b"MMMM"               # a dirty page the write will overlap
+            before = self.direct_opens()
+            fd = os.open(p, os.O_WRONLY)
             try:
-                self.assertEqual(mm[4096:4100], b"aaaa")                         # faulted in
-                mm[20480:20484] = b"map!"             # a dirty page, not yet written back
-                mm[8190:8194] = b"MMMM"               # a dirty page the write will overlap
-                before = self.direct_opens()
-                fd = os.open(p, os.O_WRONLY)
-                try:
-                    self.assertEqual(os.pwrite(fd, b"w" * 5000, 4106), 5000)  # unaligned, 3 pages
-                    self.assertEqual(os.fstat(fd).st_size, 32768)
-                finally:
-                    os.close(fd)
-                if not REFERENCE:
-                    self.assertEqual(self.direct_opens(), before + 1)
-                want = bytearray(b"a" * 32768)
-                want[8190:8194] = b"MMMM"
-                want[4106:9106] = b"w" * 5000         # the later write wins where they overlap
-                want[20480:20484] = b"map!"
-                self.assertEqual(mm[:], bytes(want), "the mapping sees the write")
-                self.assertEqual(os.pread(cached.fileno(), 32768, 0), bytes(want),
-                                 "a cached reader sees the write and the map's stores")
+                self.assertEqual(os.pwrite(fd, b"w" * 5000, 4106), 5000)  # unaligned, 3 pages
+                self.assertEqual(os.fstat(fd).st_size, 32768)
             finally:
-                mm.close()
+                os.close(fd)
+            if not REFERENCE:
+                self.assertEqual(self.direct_opens(), before + 1)
+            want = bytearray(b"a" * 32768)
+            want[8190:8194] = b"MMMM"
+            want[4106:9106] = b"w" * 5000         # the later write wins where they overlap
+            want[20480:20484] = b"map!"
+            self.assertEqual(mm[:], bytes(want), "the mapping sees the write")
+            self.assertEqual(os.pread(cached, 32768, 0), bytes(want),
+                             "a cached reader sees the write and the map's stores")
         self.assertEqual(read_file(p), bytes(want))
         self.remount()
         self.assertEqual(read_file(p), bytes(want))
