@@ -6,6 +6,7 @@
  */
 #include "fuse_ops.h"
 #include "fs.h"
+#include "pmfuse/dax-ioctl.h"
 
 #include <linux/fuse.h>
 
@@ -417,9 +418,18 @@ static bool write_only_direct(const struct fuse_file_info *fi)
  * and the first read comes here.  Write-only opens keep it either way: their
  * descriptor reads nothing, and dropping it would write back dirty pages.
  */
+static _Atomic uint64_t pm_open_seq;
+
 static void set_open_fh(struct fuse_file_info *fi, bool atime_due)
 {
 	bool may_direct = pm_opt_direct_io && pm_direct_io_mmap;
+
+	/*
+	 * The handle names the open for direct-access map sessions (which end
+	 * with it) and says whether it may write: no allocation per open.
+	 */
+	fi->fh = (atomic_fetch_add_explicit(&pm_open_seq, 1, memory_order_relaxed) + 1) << 1 |
+		 ((fi->flags & O_ACCMODE) != O_RDONLY);
 
 	if (may_direct && (fi->flags & O_DIRECT)) {
 		fi->direct_io = 1;
@@ -648,7 +658,7 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 static void pm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	COUNT(release);
-	(void)fi;
+	fs_dax_release(pm_fs(req), ino, fi->fh);
 	fs_release(pm_fs(req), ino);
 	fuse_reply_err(req, 0);
 }
@@ -939,6 +949,82 @@ static int xflags_to_fl(unsigned x, unsigned *fl)
 	return x ? -1 : 0;
 }
 
+/*
+ * libpmfuse-dax's requests (include/pmfuse/dax-ioctl.h): the core does the
+ * work; here the request struct is copied in and out, and after a fault
+ * that filled a hole or a msync, the kernel's cached copies of those pages
+ * (other descriptors' page cache, the holes of maps) are dropped, after the
+ * reply so the faulting process is not kept waiting on them.
+ */
+static void dax_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, struct fuse_file_info *fi,
+		      const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	static _Thread_local struct pmfuse_dax_req r;
+	struct fs *fs = pm_fs(req);
+	bool allocated = false;
+	int err;
+
+	if (cmd == PMFUSE_IOC_DAX_INFO) {
+		struct pmfuse_dax_info info;
+		if (out_bufsz < sizeof(info) || (err = fs_dax_info(fs, &info))) {
+			reply_err(req, ino, out_bufsz < sizeof(info) ? EINVAL : -err);
+			return;
+		}
+		fuse_reply_ioctl(req, 0, &info, sizeof(info));
+		return;
+	}
+	if (cmd == PMFUSE_IOC_DAX_FAULT) {
+		struct pmfuse_dax_fault f;
+		if (in_bufsz < sizeof(f) || out_bufsz < sizeof(f)) {
+			reply_err(req, ino, EINVAL);
+			return;
+		}
+		memcpy(&f, in_buf, sizeof(f));
+		err = fs_dax_fault(fs, ino, fi->fh, &f, &allocated);
+		if (err) {
+			reply_err(req, ino, -err);
+			return;
+		}
+		fuse_reply_ioctl(req, 0, &f, sizeof(f));
+		if (allocated && pm_session)
+			fuse_lowlevel_notify_inval_inode(pm_session, ino,
+							 (off_t)(f.page * PMFUSE_DAX_BLOCK),
+							 PMFUSE_DAX_BLOCK);
+		return;
+	}
+	if (in_bufsz < sizeof(r) || out_bufsz < sizeof(r)) {
+		reply_err(req, ino, EINVAL);
+		return;
+	}
+	memcpy(&r, in_buf, sizeof(r));
+	switch (cmd) {
+	case PMFUSE_IOC_DAX_MAP:
+		err = fs_dax_map(fs, ino, fi->fh, fi->fh & 1, &r);
+		break;
+	case PMFUSE_IOC_DAX_EXTENTS:
+		err = fs_dax_extents(fs, ino, fi->fh, &r);
+		break;
+	case PMFUSE_IOC_DAX_SYNC:
+		err = fs_dax_sync(fs, ino, fi->fh, &r);
+		break;
+	default:
+		err = fs_dax_unmap(fs, ino, fi->fh, &r);
+		break;
+	}
+	if (err) {
+		reply_err(req, ino, -err);
+		return;
+	}
+	fuse_reply_ioctl(req, 0, &r, sizeof(r));
+	if (!pm_session)
+		return;
+	if (cmd == PMFUSE_IOC_DAX_SYNC && (r.flags & PMFUSE_DAX_SYNC_FLUSH))
+		fuse_lowlevel_notify_inval_inode(pm_session, ino, (off_t)(r.first * PMFUSE_DAX_BLOCK),
+						 (off_t)(r.npages * PMFUSE_DAX_BLOCK));
+	else if (cmd == PMFUSE_IOC_DAX_MAP && (r.flags & PMFUSE_DAX_WRITE))
+		fuse_lowlevel_notify_inval_inode(pm_session, ino, 0, 0);
+}
+
 static void pm_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		     struct fuse_file_info *fi, unsigned flags, const void *in_buf,
 		     size_t in_bufsz, size_t out_bufsz)
@@ -992,6 +1078,14 @@ static void pm_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 		else
 			err = fs_set_iflags(fs, ino, fl);
 		break;
+	case PMFUSE_IOC_DAX_INFO:
+	case PMFUSE_IOC_DAX_MAP:
+	case PMFUSE_IOC_DAX_EXTENTS:
+	case PMFUSE_IOC_DAX_FAULT:
+	case PMFUSE_IOC_DAX_SYNC:
+	case PMFUSE_IOC_DAX_UNMAP:
+		dax_ioctl(req, ino, cmd, fi, in_buf, in_bufsz, out_bufsz);
+		return;
 	default:
 		reply_err(req, ino, ENOTTY);
 		return;

@@ -11,6 +11,8 @@
  *   dir        directory tables (persistent) and their name hashes (DRAM)
  *   inode      the inode table, the inode cache and inode lifetime
  *   data       file contents: read, write, punch, fallocate, fsync
+ *   dax        direct-access map sessions: faults, msync, blocks kept from
+ *              reuse while mapped (inode_free drops what is left of them)
  *   xattr      extended attributes
  *   fs         mount, unmount and the namespace operations
  * A module calls only modules above it in this list.  fault (failure
@@ -126,6 +128,8 @@ struct inode {
 	struct mapping *mapping;	/* mapping index: built under lock (write),
 					 * dropped (flushed first) on eviction and on
 					 * punch/truncate; used under lock (any) */
+	struct dax_inode *dax;		/* direct-access map sessions (dax.c), under
+					 * lock (write); NULL when there are none */
 };
 
 struct fs_stats {
@@ -135,6 +139,14 @@ struct fs_stats {
 	_Atomic int64_t dirty_pages;	/* pages marked DIRTY, all files */
 	_Atomic uint64_t zero_bytes_served;
 	_Atomic uint64_t splice_write_bytes;	/* written by fs_write_from() */
+	/* direct access (dax.c) */
+	_Atomic int64_t dax_maps;		/* live map sessions */
+	_Atomic int64_t dax_mapped_bytes;	/* bytes those sessions map */
+	_Atomic uint64_t dax_faults;		/* write faults served */
+	_Atomic uint64_t dax_fault_allocs;	/* of which allocated a hole or unwritten page */
+	_Atomic uint64_t dax_huge_maps;		/* 2 MiB-aligned extents handed to maps */
+	_Atomic uint64_t dax_flush_bytes;	/* flushed by msync/munmap of maps */
+	_Atomic uint64_t dax_deferred_blocks;	/* freed while mapped, not yet reusable */
 };
 
 struct fs {
@@ -188,6 +200,9 @@ struct fs {
 	pthread_t claims_thread;	/* lists it right after the mount */
 	bool claims_started;
 	const char *mount_state;	/* "record", "verified" or "rebuilt" */
+
+	_Atomic uint64_t dax_next_session;
+	char *region_path;		/* absolute, for direct access (fs_dax_info) */
 
 	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */
 	pthread_mutex_t rename_lock;
@@ -350,5 +365,21 @@ int data_tx_truncate(struct fs *fs, struct inode *in, uint64_t size, struct fmap
 /* the shared zero buffer (zero.c) */
 int zero_init(struct fs *fs);
 void zero_fini(struct fs *fs);
+
+/*
+ * data.c for dax.c, inode lock held exclusively: make [off, off + len) of
+ * a hole or unwritten range written zeros (allocated, zeroed, persisted,
+ * committed); mark pages [page, page + n) of existing blocks DIRTY.
+ */
+int data_zero_locked(struct fs *fs, struct inode *in, uint64_t off, uint64_t len);
+int data_mark_dirty(struct fs *fs, struct inode *in, uint64_t page, uint64_t n);
+
+/*
+ * dax.c: after a transaction that unmapped blocks of in committed (inode
+ * lock held exclusively): free them, or, while a direct map of the file
+ * may still reach them, keep them until its last session ends.
+ */
+void dax_release_freed(struct fs *fs, struct inode *in, struct fmap_freed *freed);
+void dax_inode_free(struct fs *fs, struct inode *in);
 
 #endif

@@ -449,7 +449,7 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 {
 	struct mapping *defer = NULL;
 	/* one flush per run of adjacent bytes and one drain per request */
-	struct flusher acc = { fs, NULL, 0, 0 };
+	struct flusher acc = { fs, NULL, 0, 0, 0 };
 
 	uint64_t pos = off, end = off + len;
 	int ret = 0;
@@ -645,6 +645,24 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 	return ret;
 }
 
+int data_zero_locked(struct fs *fs, struct inode *in, uint64_t off, uint64_t len)
+{
+	struct wbytes zeros = { NULL, NULL };
+
+	return write_locked(fs, in, off, &zeros, len, false);
+}
+
+int data_mark_dirty(struct fs *fs, struct inode *in, uint64_t page, uint64_t n)
+{
+	struct mapping *map = get_mapping(fs, in);
+
+	if (!map)
+		return -ENOMEM;
+	uint64_t added = mapping_mark_dirty(map, page, n);
+	atomic_fetch_add(&fs->stats.dirty_pages, (int64_t)added);
+	return 0;
+}
+
 static int check_range(uint64_t off, uint64_t len)
 {
 	return off > PMFUSE_MAX_FILE_SIZE || len > PMFUSE_MAX_FILE_SIZE - off ? -EFBIG : 0;
@@ -826,7 +844,7 @@ static int punch(struct fs *fs, struct inode *in, uint64_t off, uint64_t len,
 	struct punch_args a = { fs, in, off, end, first, last, new_size, &freed };
 	ret = pool_tx(&fs->pool, tx_punch, &a);
 	if (ret == 0)
-		fmap_freed_release(&fs->alloc, &freed);
+		dax_release_freed(fs, in, &freed);
 	else
 		free(freed.runs);
 	return ret;
@@ -996,22 +1014,6 @@ int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence)
 	}
 	if (whence == SEEK_HOLE && ret == -ENXIO && (uint64_t)off < size)
 		ret = (int64_t)size;
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
-	return ret;
-}
-
-int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
-{
-	struct inode *in = inode_get(fs, ino);
-
-	(void)datasync;	/* metadata is durable when its transaction commits */
-	if (!in)
-		return -ENOENT;
-	pthread_rwlock_rdlock(&in->lock);
-	int ret = in->mapping ? writeback_mapping(fs, in->mapping) : 0;
-	/* overwrites store mtime/ctime in place without persisting them */
-	pmemobj_persist(fs->pool.pop, &in->pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
 	return ret;

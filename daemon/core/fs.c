@@ -507,6 +507,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	ret = region_open(&fs->region, path, why, whylen);
 	if (ret)
 		goto out_pool;
+	fs->region_path = realpath(path, NULL);	/* NULL: no direct access */
 	if (fs->region.size < fs->pool.size) {
 		snprintf(why, whylen, "region mapping is smaller than the pool");
 		ret = -EINVAL;
@@ -584,6 +585,7 @@ out_region:
 out_pool:
 	pool_close(&fs->pool);
 out_free:
+	free(fs->region_path);
 	free(fs);
 	return ret;
 }
@@ -627,6 +629,7 @@ void fs_unmount(struct fs *fs)
 	log_debug("unmount: inodes %.1f ms, record and superblock %.1f ms, allocator and region %.1f ms, "
 		  "pmemobj_close %.1f ms", t_cache, t_state - t_cache, t_region - t_state,
 		  ms_since(&t0) - t_region);
+	free(fs->region_path);
 	free(fs);
 }
 
@@ -940,7 +943,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct stat *a, int valid,
 	ret = pool_tx(&fs->pool, tx_setattr, &sa);
 	xattr_new_free(&acl);
 	if (ret == 0)
-		fmap_freed_release(&fs->alloc, &freed);
+		dax_release_freed(fs, in, &freed);
 	else
 		free(freed.runs);
 	inode_to_attr(in, attr);

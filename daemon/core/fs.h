@@ -238,4 +238,25 @@ int fs_kill_priv(struct fs *fs, uint64_t ino, const struct fs_cred *cr);
 bool fs_seg_is_zero(const struct fs *fs, const void *p, size_t n);
 int fs_seg_copy(struct fs *fs, void *dst, const void *src, size_t n);
 
+/*
+ * Direct access (dax.c; the protocol is include/pmfuse/dax-ioctl.h): map
+ * sessions of libpmfuse-dax, one per application mapping, each tied to the
+ * open file (owner, the FUSE layer's handle) it came through.  owner_writes:
+ * that open may write.  0 or -errno; fs_dax_fault sets *allocated when it
+ * filled a hole (cached copies of that page are stale).
+ */
+struct pmfuse_dax_info;
+struct pmfuse_dax_req;
+struct pmfuse_dax_fault;
+int fs_dax_info(struct fs *fs, struct pmfuse_dax_info *info);
+int fs_dax_map(struct fs *fs, uint64_t ino, uint64_t owner, bool owner_writes,
+	       struct pmfuse_dax_req *r);
+int fs_dax_extents(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r);
+int fs_dax_fault(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_fault *f,
+		 bool *allocated);
+int fs_dax_sync(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r);
+int fs_dax_unmap(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r);
+/* The open file owner is released: end its sessions (before fs_release). */
+void fs_dax_release(struct fs *fs, uint64_t ino, uint64_t owner);
+
 #endif

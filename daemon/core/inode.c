@@ -222,6 +222,8 @@ void inode_retire(struct fs *fs, struct inode *in)
 {
 	bool unlinked = in->pi->mode != 0 && in->pi->nlink == 0;
 
+	/* map sessions left at unmount: their pages are dirty, their blocks free */
+	dax_inode_free(fs, in);
 	/* write back first, unless nobody can read it again */
 	writeback_drop(fs, in, !unlinked);
 	if (unlinked)

@@ -28,6 +28,7 @@ void flusher_flush(struct flusher *f)
 		f->err = err;
 	atomic_fetch_add_explicit(&f->fs->stats.flush_bytes, f->len, memory_order_relaxed);
 	atomic_fetch_add_explicit(&f->fs->stats.flush_calls, 1, memory_order_relaxed);
+	f->total += f->len;
 	f->len = 0;
 }
 
@@ -58,17 +59,19 @@ static void flush_run(void *ctx, uint64_t entry, uint64_t page, uint64_t npages)
 }
 
 /*
- * Flush every dirty page of the mapping and drain once.  Entries are taken
- * one at a time under their entry lock; the walk snapshots with TOWRITE so
- * pages dirtied meanwhile wait for the next fsync instead of starving this.
+ * Flush every dirty page of the mapping in pages [start, end) and drain
+ * once.  Entries are taken one at a time under their entry lock; the walk
+ * snapshots with TOWRITE so pages dirtied meanwhile wait for the next fsync
+ * instead of starving this.
  */
-int writeback_mapping(struct fs *fs, struct mapping *map)
+int writeback_range(struct fs *fs, struct mapping *map, uint64_t start, uint64_t end,
+		    uint64_t *bytes)
 {
-	struct flusher f = { fs, NULL, 0, 0 };
+	struct flusher f = { fs, NULL, 0, 0, 0 };
 	uint64_t cleaned = 0;
 
-	mapping_tag_towrite(map, 0, UINT64_MAX);
-	for (uint64_t p = 0; (p = mapping_find_marked(map, p, UINT64_MAX, DAX_TOWRITE)) != UINT64_MAX;) {
+	mapping_tag_towrite(map, start, end);
+	for (uint64_t p = start; (p = mapping_find_marked(map, p, end, DAX_TOWRITE)) != UINT64_MAX;) {
 		uint64_t first, e = mapping_lock_entry(map, p);
 		if (!e)
 			break;
@@ -81,7 +84,14 @@ int writeback_mapping(struct fs *fs, struct mapping *map)
 	if (cleaned)
 		atomic_fetch_sub(&fs->stats.dirty_pages, (int64_t)cleaned);
 	writeback_drain(fs);
+	if (bytes)
+		*bytes = f.total;
 	return f.err;
+}
+
+int writeback_mapping(struct fs *fs, struct mapping *map)
+{
+	return writeback_range(fs, map, 0, UINT64_MAX, NULL);
 }
 
 int writeback_drop(struct fs *fs, struct inode *in, bool writeback)

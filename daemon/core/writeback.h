@@ -15,6 +15,7 @@ struct flusher {
 	char *start;			/* the pending run */
 	size_t len;
 	int err;			/* the first media error met */
+	uint64_t total;			/* bytes flushed so far */
 };
 /* Queue [p, p + len), joining it to the pending run if adjacent. */
 void flusher_add(struct flusher *f, char *p, size_t len);
@@ -28,6 +29,9 @@ void writeback_drain(struct fs *fs);
  * error.  Entries are taken one at a time under their entry lock.
  */
 int writeback_mapping(struct fs *fs, struct mapping *map);
+/* The same over pages [start, end); *bytes (if not NULL) gets the bytes flushed. */
+int writeback_range(struct fs *fs, struct mapping *map, uint64_t start, uint64_t end,
+		    uint64_t *bytes);
 
 /*
  * Free an inode's mapping (inode lock held exclusively), flushing its dirty

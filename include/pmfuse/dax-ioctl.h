@@ -1,0 +1,98 @@
+/*
+ * The direct-access protocol between libpmfuse-dax (in an application) and
+ * the pmfuse daemon: ioctls on a pmfuse file, which the kernel carries to
+ * the daemon as FUSE_IOCTL requests (restricted ioctls: each command's
+ * argument is one fixed-size struct, copied in and out whole).  Not an
+ * application interface: applications use <pmfuse/dax.h> or the preload.
+ *
+ * The daemon plays the kernel's part of DAX (fs/dax.c):
+ *   INFO    which region backs the mount (the library opens it itself: the
+ *           kernel's permission check on that open is the trust model)
+ *   MAP     start a map session for pages [first, first + npages) of the
+ *           file: its written extents within the file size come back as
+ *           (page, block, npages) runs, MAP_MORE says call EXTENTS for the
+ *           rest.  The blocks of a file with a live session are never given
+ *           to another file until every session of the file has ended.
+ *   EXTENTS more runs from page first on (no new session)
+ *   FAULT   a write to a page (struct pmfuse_dax_fault): allocate it if
+ *           it is a hole or unwritten (zeroed, persisted, committed before
+ *           the reply: the MAP_SYNC rule), mark it DIRTY, and remember it
+ *           as writable by the session; block is the page's block
+ *   SYNC    the session write-protected the pages in ext[] (runs of
+ *           page/npages; block unused): forget them as writable and, with
+ *           SYNC_FLUSH, flush them and every DIRTY page of [first, +npages)
+ *           and drain (msync); without it only forget (munmap of a part)
+ *   UNMAP   the session is over (munmap); its writable pages are flushed
+ * A session also ends when the open file it came through is released (the
+ * process exited), with the same flush.
+ */
+#ifndef PMFUSE_DAX_IOCTL_H
+#define PMFUSE_DAX_IOCTL_H
+
+#include <linux/ioctl.h>
+#include <stdint.h>
+
+#define PMFUSE_DAX_VERSION	1
+#define PMFUSE_DAX_BLOCK	4096u	/* a file page and a region block */
+
+/* region store granularity, as pmem2 reports it */
+#define PMFUSE_DAX_GRAN_BYTE		0
+#define PMFUSE_DAX_GRAN_CACHE_LINE	1
+#define PMFUSE_DAX_GRAN_PAGE		2
+
+struct pmfuse_dax_info {
+	uint32_t version;
+	uint32_t granularity;
+	uint64_t region_dev;		/* st_dev and st_ino of the region the daemon maps */
+	uint64_t region_ino;
+	uint64_t region_size;
+	uint32_t block_size;
+	uint32_t pad;
+	char region[4056];		/* its absolute path, NUL-terminated */
+};
+
+struct pmfuse_dax_extent {
+	uint64_t page;			/* file page */
+	uint64_t block;			/* region block (offset / block_size) */
+	uint64_t npages;
+};
+
+#define PMFUSE_DAX_EXTENTS_MAX	166
+
+/* flags */
+#define PMFUSE_DAX_WRITE	(1u << 0)	/* MAP: writable map; FAULT: a write */
+#define PMFUSE_DAX_MORE		(1u << 1)	/* out: more extents after next */
+#define PMFUSE_DAX_SYNC_FLUSH	(1u << 2)	/* SYNC: flush and drain (msync) */
+
+struct pmfuse_dax_req {
+	uint64_t session;		/* MAP: out; the others: in */
+	uint64_t first;			/* pages [first, first + npages) */
+	uint64_t npages;
+	uint64_t next;			/* out: first page not described yet */
+	uint64_t size;			/* out: the file size */
+	uint32_t flags;
+	uint32_t count;			/* extents in ext[] */
+	uint64_t pad[2];
+	struct pmfuse_dax_extent ext[PMFUSE_DAX_EXTENTS_MAX];
+};
+
+/* small: a fault is served in a signal handler, on the faulting thread's stack */
+struct pmfuse_dax_fault {
+	uint64_t session;
+	uint64_t page;			/* in: the file page written */
+	uint64_t block;			/* out: its region block */
+	uint64_t size;			/* out: the file size */
+};
+
+#define PMFUSE_IOC_MAGIC	0xb7
+#define PMFUSE_IOC_DAX_INFO	_IOR(PMFUSE_IOC_MAGIC, 1, struct pmfuse_dax_info)
+#define PMFUSE_IOC_DAX_MAP	_IOWR(PMFUSE_IOC_MAGIC, 2, struct pmfuse_dax_req)
+#define PMFUSE_IOC_DAX_EXTENTS	_IOWR(PMFUSE_IOC_MAGIC, 3, struct pmfuse_dax_req)
+#define PMFUSE_IOC_DAX_FAULT	_IOWR(PMFUSE_IOC_MAGIC, 4, struct pmfuse_dax_fault)
+#define PMFUSE_IOC_DAX_SYNC	_IOWR(PMFUSE_IOC_MAGIC, 5, struct pmfuse_dax_req)
+#define PMFUSE_IOC_DAX_UNMAP	_IOWR(PMFUSE_IOC_MAGIC, 6, struct pmfuse_dax_req)
+
+_Static_assert(sizeof(struct pmfuse_dax_info) == 4096, "one page");
+_Static_assert(sizeof(struct pmfuse_dax_req) <= 4096, "one page");
+
+#endif

@@ -1,0 +1,909 @@
+/*
+ * libpmfuse-dax: direct maps of pmfuse files, the application's half of
+ * DAX through FUSE (include/pmfuse/dax.h; the daemon's half is
+ * daemon/core/dax.c, the protocol include/pmfuse/dax-ioctl.h).
+ *
+ * A direct map of file pages [first, first + n) is built in layers:
+ *   base     the ordinary mmap of the pmfuse file, never writable: holes
+ *            and unwritten extents read as zeros from the daemon's zero
+ *            buffer and nothing is allocated (the zero page, seed 000); past
+ *            the end of the file it raises SIGBUS, as the kernel does;
+ *   overlay  every written extent mapped from the region file at its block
+ *            (MAP_FIXED), read-only until written, 2 MiB-aligned extents at
+ *            2 MiB-aligned addresses (PMD pages, seed 002).
+ * A store to a page not yet granted raises SIGSEGV (SEGV_ACCERR).  The
+ * handler asks the daemon (FAULT): it allocates a hole (zeroed, persisted,
+ * committed: seed 001's rule), marks the page DIRTY (003) and answers with
+ * its block; the handler maps that block read-write and returns, and the
+ * store is retried.  msync write-protects the granted pages of its range
+ * first, then asks the daemon to flush that range's dirty pages (004):
+ * the next store faults again and marks the page dirty again.
+ *
+ * Every map keeps its own descriptor of the file (a dup, close-on-exec): the
+ * map outlives close(2) as POSIX says, and the process's exit releases the
+ * open, which ends its sessions in the daemon.  The region is opened by
+ * this process, with its own credentials: nobody gets access through the
+ * library that they did not have.
+ *
+ * Signal handling: the library owns SIGSEGV while a direct map exists and
+ * passes every fault that is not a direct map's write to the handler the
+ * application installed (sigaction and signal are interposed), or to the
+ * default action.
+ */
+/* off_t is 64 bits here anyway: this keeps mmap and mmap64 two symbols */
+#undef _FILE_OFFSET_BITS
+#include "pmfuse/dax.h"
+#include "pmfuse/dax-ioctl.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#define PAGE	PMFUSE_DAX_BLOCK
+#define HUGE	(2ull << 20)
+#define MAX_MAPS 4096
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* the kernel's calls, bypassing whatever is interposed (this library too) */
+static void *sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
+
+static int sys_munmap(void *addr, size_t len)
+{
+	return (int)syscall(SYS_munmap, addr, len);
+}
+
+static int sys_mprotect(void *addr, size_t len, int prot)
+{
+	return (int)syscall(SYS_mprotect, addr, len, prot);
+}
+
+/* A session in the daemon, shared by the pieces a partial munmap leaves. */
+struct session {
+	uint64_t id;
+	int fd;				/* our descriptor of the file */
+	int refs;			/* under maps_lock */
+};
+
+struct dmap {
+	char *addr;
+	size_t len;			/* whole pages */
+	uint64_t first;			/* file page at addr */
+	int prot;			/* what the application asked for */
+	int rfd;			/* the region, opened by this process */
+	bool inherited;			/* a child after fork(): the parent ends the session */
+	struct session *sess;
+	pthread_mutex_t lock;		/* granted bits and page protections */
+	uint64_t *granted;		/* bit per page: mapped read-write */
+};
+
+static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dmap *_Atomic maps[MAX_MAPS];
+static _Atomic int maps_hwm;		/* slots [0, hwm) may be in use */
+static _Atomic int nmaps;
+
+/* What is known of a pmfuse mount (by st_dev of its files). */
+struct mount {
+	dev_t dev;
+	bool pmfuse;
+	struct pmfuse_dax_info info;
+	int rfd[2];			/* region opened read-only, read-write; -1 not yet */
+	bool denied[2];			/* that open failed: ordinary maps */
+};
+
+#define MAX_MOUNTS 16
+static struct mount mounts[MAX_MOUNTS];
+static int nmounts;
+
+/* SIGSEGV: ours, and the application's */
+static int (*real_sigaction)(int, const struct sigaction *, struct sigaction *);
+static struct sigaction app_segv;	/* under segv_lock */
+static bool segv_installed;
+static pthread_mutex_t segv_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static inline bool test_bit(const uint64_t *bm, uint64_t i)
+{
+	return (bm[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void set_bit(uint64_t *bm, uint64_t i, bool v)
+{
+	if (v)
+		bm[i / 64] |= 1ull << (i % 64);
+	else
+		bm[i / 64] &= ~(1ull << (i % 64));
+}
+
+static struct dmap *find_map(const void *addr)
+{
+	int hwm = atomic_load(&maps_hwm);
+
+	for (int i = 0; i < hwm; i++) {
+		struct dmap *m = atomic_load(&maps[i]);
+		if (m && (const char *)addr >= m->addr && (const char *)addr < m->addr + m->len)
+			return m;
+	}
+	return NULL;
+}
+
+/* under maps_lock */
+static int add_map(struct dmap *m)
+{
+	for (int i = 0; i < MAX_MAPS; i++)
+		if (!atomic_load(&maps[i])) {
+			atomic_store(&maps[i], m);
+			if (i >= atomic_load(&maps_hwm))
+				atomic_store(&maps_hwm, i + 1);
+			atomic_fetch_add(&nmaps, 1);
+			return 0;
+		}
+	return -1;
+}
+
+/* under maps_lock */
+static void remove_map(struct dmap *m)
+{
+	for (int i = 0; i < atomic_load(&maps_hwm); i++)
+		if (atomic_load(&maps[i]) == m) {
+			atomic_store(&maps[i], NULL);
+			atomic_fetch_sub(&nmaps, 1);
+			return;
+		}
+}
+
+static void chain_segv(int sig, siginfo_t *si, void *ctx)
+{
+	struct sigaction app;
+
+	pthread_mutex_lock(&segv_lock);
+	app = app_segv;
+	pthread_mutex_unlock(&segv_lock);
+	if ((app.sa_flags & SA_SIGINFO) && app.sa_sigaction) {
+		app.sa_sigaction(sig, si, ctx);
+	} else if (app.sa_handler != SIG_DFL && app.sa_handler != SIG_IGN) {
+		app.sa_handler(sig);
+	} else {
+		/* the default action: retried, the access kills the process as it would have */
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
+		sigemptyset(&dfl.sa_mask);
+		real_sigaction(SIGSEGV, &dfl, NULL);
+	}
+}
+
+/* A write fault in m at page index i (m->lock held): 0, or -1 to raise SIGBUS. */
+static int grant(struct dmap *m, uint64_t i)
+{
+	struct pmfuse_dax_fault f = { .session = m->sess->id, .page = m->first + i };
+
+	if (test_bit(m->granted, i))
+		return 0;	/* another thread got it first */
+	if (ioctl(m->sess->fd, PMFUSE_IOC_DAX_FAULT, &f) < 0)
+		return -1;
+	if (sys_mmap(m->addr + i * PAGE, PAGE, m->prot, MAP_SHARED | MAP_FIXED, m->rfd,
+		     (off_t)(f.block * PAGE)) == MAP_FAILED)
+		return -1;
+	set_bit(m->granted, i, true);
+	return 0;
+}
+
+static void segv_handler(int sig, siginfo_t *si, void *ctx)
+{
+	int saved = errno;
+	struct dmap *m = si->si_code == SEGV_ACCERR ? find_map(si->si_addr) : NULL;
+
+	if (!m || !(m->prot & PROT_WRITE)) {
+		errno = saved;
+		chain_segv(sig, si, ctx);
+		return;
+	}
+	pthread_mutex_lock(&m->lock);
+	int ret = grant(m, (uint64_t)((char *)si->si_addr - m->addr) / PAGE);
+	pthread_mutex_unlock(&m->lock);
+	if (ret)	/* past the end of the file, no space, no daemon: as the kernel, SIGBUS */
+		syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGBUS);
+	errno = saved;
+}
+
+static void install_segv(void)
+{
+	pthread_mutex_lock(&segv_lock);
+	if (!segv_installed) {
+		struct sigaction sa = { .sa_sigaction = segv_handler, .sa_flags = SA_SIGINFO | SA_RESTART };
+		sigemptyset(&sa.sa_mask);
+		segv_installed = real_sigaction(SIGSEGV, &sa, &app_segv) == 0;
+	}
+	pthread_mutex_unlock(&segv_lock);
+}
+
+EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	if (!real_sigaction)
+		real_sigaction = (int (*)(int, const struct sigaction *, struct sigaction *))
+			dlsym(RTLD_NEXT, "sigaction");
+	if (sig != SIGSEGV)
+		return real_sigaction(sig, act, old);
+	pthread_mutex_lock(&segv_lock);
+	if (!segv_installed) {
+		pthread_mutex_unlock(&segv_lock);
+		return real_sigaction(sig, act, old);
+	}
+	if (old)
+		*old = app_segv;
+	if (act)
+		app_segv = *act;
+	pthread_mutex_unlock(&segv_lock);
+	return 0;
+}
+
+EXPORT sighandler_t signal(int sig, sighandler_t handler)
+{
+	struct sigaction sa = { .sa_handler = handler, .sa_flags = SA_RESTART }, old;
+
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(sig, &sa, &old))
+		return SIG_ERR;
+	return old.sa_handler;
+}
+
+static void after_fork_child(void)
+{
+	/* the parent's sessions are the parent's: the child does not end them */
+	for (int i = 0; i < atomic_load(&maps_hwm); i++) {
+		struct dmap *m = atomic_load(&maps[i]);
+		if (m)
+			m->inherited = true;
+	}
+}
+
+__attribute__((constructor)) static void init(void)
+{
+	if (!real_sigaction)
+		real_sigaction = (int (*)(int, const struct sigaction *, struct sigaction *))
+			dlsym(RTLD_NEXT, "sigaction");
+	pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+/*
+ * The region behind fd's pmfuse mount, opened by this process for
+ * writing or not; -1 when fd is not on pmfuse or the region may not be
+ * opened (an ordinary map then).
+ */
+static pthread_mutex_t mounts_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int region_for(int fd, const struct stat *st, bool write, struct pmfuse_dax_info *out)
+{
+	struct mount *mt = NULL;
+	int rfd = -1;
+
+	pthread_mutex_lock(&mounts_lock);
+	for (int i = 0; i < nmounts; i++)
+		if (mounts[i].dev == st->st_dev)
+			mt = &mounts[i];
+	if (!mt) {
+		struct statfs sfs;
+		mt = &mounts[nmounts < MAX_MOUNTS ? nmounts++ : MAX_MOUNTS - 1];
+		memset(mt, 0, sizeof(*mt));
+		mt->dev = st->st_dev;
+		mt->rfd[0] = mt->rfd[1] = -1;
+		mt->pmfuse = fstatfs(fd, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC &&
+			     ioctl(fd, PMFUSE_IOC_DAX_INFO, &mt->info) == 0 &&
+			     mt->info.version == PMFUSE_DAX_VERSION && mt->info.block_size == PAGE;
+	}
+	if (mt->pmfuse && mt->rfd[write] < 0 && !mt->denied[write]) {
+		int r = open(mt->info.region, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		struct stat rst;
+		if (r >= 0 && (fstat(r, &rst) || rst.st_dev != mt->info.region_dev ||
+			       rst.st_ino != mt->info.region_ino)) {
+			close(r);	/* not the region the daemon maps */
+			r = -1;
+		}
+		mt->rfd[write] = r;
+		mt->denied[write] = r < 0;
+	}
+	if (mt->pmfuse) {
+		rfd = mt->rfd[write];
+		*out = mt->info;
+	}
+	pthread_mutex_unlock(&mounts_lock);
+	return rfd;
+}
+
+/* Pages [i, i + n) of m mapped from the region at block, with prot. */
+static int overlay(struct dmap *m, uint64_t i, uint64_t n, uint64_t block, int prot)
+{
+	return sys_mmap(m->addr + i * PAGE, n * PAGE, prot, MAP_SHARED | MAP_FIXED, m->rfd,
+			(off_t)(block * PAGE)) == MAP_FAILED ? -1 : 0;
+}
+
+/*
+ * An address for len bytes at which the first 2 MiB-aligned extent of r
+ * lands 2 MiB-aligned (hint: NULL for the kernel's choice).
+ */
+static void *huge_hint(const struct pmfuse_dax_req *r, uint64_t first, size_t len, void **resv,
+		       size_t *resv_len)
+{
+	for (uint32_t i = 0; i < r->count; i++) {
+		const struct pmfuse_dax_extent *e = &r->ext[i];
+		uint64_t skew = ((e->block - e->page) * PAGE) % HUGE;
+		if (e->npages * PAGE < HUGE)
+			continue;
+		/* want addr + (page - first) * PAGE == block * PAGE (mod 2 MiB) */
+		char *area = sys_mmap(NULL, len + HUGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS |
+				      MAP_NORESERVE, -1, 0);
+		if (area == MAP_FAILED)
+			return NULL;
+		uint64_t want = (skew + first * PAGE) % HUGE;
+		uint64_t a = (uint64_t)area, at = a - a % HUGE + want;
+		if (at < a)
+			at += HUGE;
+		*resv = area;
+		*resv_len = len + HUGE;
+		return (void *)at;
+	}
+	return NULL;
+}
+
+static void session_put(struct session *s, bool end)
+{
+	pthread_mutex_lock(&maps_lock);
+	bool last = --s->refs == 0;
+	pthread_mutex_unlock(&maps_lock);
+	if (!last)
+		return;
+	if (end) {
+		struct pmfuse_dax_req *r = calloc(1, sizeof(*r));
+		if (r) {
+			r->session = s->id;
+			(void)ioctl(s->fd, PMFUSE_IOC_DAX_UNMAP, r);
+			free(r);
+		}
+	}
+	close(s->fd);
+	free(s);
+}
+
+static void *plain_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return sys_mmap(addr, len, prot, flags, fd, off);
+}
+
+EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	int type = flags & MAP_TYPE;
+	struct stat st;
+	struct pmfuse_dax_info info;
+
+	if (fd < 0 || (flags & MAP_ANONYMOUS) || (type != MAP_SHARED && type != MAP_SHARED_VALIDATE) ||
+	    len == 0 || off < 0 || (off % PAGE) || prot == PROT_NONE || fstat(fd, &st) ||
+	    !S_ISREG(st.st_mode))
+		return plain_mmap(addr, len, prot, flags, fd, off);
+	int acc = fcntl(fd, F_GETFL);
+	bool write = prot & PROT_WRITE;
+	/* what the kernel would refuse, it refuses (EACCES) */
+	if (acc < 0 || (acc & O_ACCMODE) == O_WRONLY || (write && (acc & O_ACCMODE) != O_RDWR))
+		return plain_mmap(addr, len, prot, flags, fd, off);
+	int rfd = region_for(fd, &st, write, &info);
+	if (rfd < 0)
+		return plain_mmap(addr, len, prot, flags, fd, off);
+	if (type == MAP_SHARED_VALIDATE && (flags & MAP_SYNC) &&
+	    info.granularity == PMFUSE_DAX_GRAN_PAGE) {
+		/* a page-granular region needs msync: as the kernel for a non-DAX file */
+		errno = EOPNOTSUPP;
+		return MAP_FAILED;
+	}
+	int keep = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_NORESERVE);
+	size_t plen = (len + PAGE - 1) / PAGE * PAGE;
+	uint64_t first = (uint64_t)off / PAGE, npages = plen / PAGE;
+	struct pmfuse_dax_req *r = calloc(1, sizeof(*r));
+	struct session *s = calloc(1, sizeof(*s));
+	struct dmap *m = calloc(1, sizeof(*m));
+	uint64_t *granted = calloc((npages + 63) / 64, sizeof(uint64_t));
+	void *resv = NULL, *ret = MAP_FAILED;
+	size_t resv_len = 0;
+	int err = ENOMEM;
+
+	if (!r || !s || !m || !granted)
+		goto fail;
+	s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+	if (s->fd < 0)
+		s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (s->fd < 0) {
+		err = errno;
+		goto fail;
+	}
+	s->refs = 1;
+	r->first = first;
+	r->npages = npages;
+	r->flags = write ? PMFUSE_DAX_WRITE : 0;
+	if (ioctl(s->fd, PMFUSE_IOC_DAX_MAP, r) < 0) {
+		/* the daemon would not (an immutable file, ...): the kernel's answer then */
+		close(s->fd);
+		free(r);
+		free(s);
+		free(m);
+		free(granted);
+		return plain_mmap(addr, len, prot, flags, fd, off);
+	}
+	s->id = r->session;
+	if (!(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && plen >= HUGE) {
+		void *hint = huge_hint(r, first, plen, &resv, &resv_len);
+		if (hint) {
+			addr = hint;
+			keep |= MAP_FIXED;
+		}
+	}
+	/* the base: the file itself, never writable (holes, and SIGBUS past the end) */
+	m->addr = sys_mmap(addr, plen, prot & ~PROT_WRITE, MAP_SHARED | keep, fd, off);
+	if (m->addr == MAP_FAILED) {
+		err = errno;
+		m->addr = NULL;
+		goto fail_session;
+	}
+	if (resv) {	/* the reservation's parts the map does not use */
+		char *a = resv, *e = a + resv_len;
+		if (m->addr > a)
+			sys_munmap(a, (size_t)(m->addr - a));
+		if (m->addr + plen < e)
+			sys_munmap(m->addr + plen, (size_t)(e - (m->addr + plen)));
+		resv = NULL;
+	}
+	m->len = plen;
+	m->first = first;
+	m->prot = prot;
+	m->rfd = rfd;
+	m->sess = s;
+	m->granted = granted;
+	pthread_mutex_init(&m->lock, NULL);
+	for (;;) {
+		for (uint32_t i = 0; i < r->count; i++) {
+			const struct pmfuse_dax_extent *e = &r->ext[i];
+			if (e->page < first || e->page + e->npages > first + npages ||
+			    overlay(m, e->page - first, e->npages, e->block, prot & ~PROT_WRITE)) {
+				err = errno ? errno : EIO;
+				goto fail_map;
+			}
+		}
+		if (!(r->flags & PMFUSE_DAX_MORE))
+			break;
+		r->first = r->next;
+		if (ioctl(s->fd, PMFUSE_IOC_DAX_EXTENTS, r) < 0) {
+			err = errno;
+			goto fail_map;
+		}
+	}
+	if (write)
+		install_segv();
+	pthread_mutex_lock(&maps_lock);
+	int full = add_map(m);
+	pthread_mutex_unlock(&maps_lock);
+	if (full) {
+		err = ENOMEM;
+		goto fail_map;
+	}
+	free(r);
+	return m->addr;
+
+fail_map:
+	sys_munmap(m->addr, plen);
+fail_session:
+	if (resv)
+		sys_munmap(resv, resv_len);
+	r->session = s->id;
+	(void)ioctl(s->fd, PMFUSE_IOC_DAX_UNMAP, r);
+	close(s->fd);
+fail:
+	free(r);
+	free(s);
+	free(m);
+	free(granted);
+	errno = err;
+	return ret;
+}
+
+/*
+ * Write-protect m's granted pages in [i, j) (m->lock held) and tell the
+ * daemon: flush with SYNC_FLUSH (msync), else only forget them (munmap).
+ */
+static int ungrant_range(struct dmap *m, uint64_t i, uint64_t j, bool flush)
+{
+	struct pmfuse_dax_req *r = calloc(1, sizeof(*r));
+	int ret = 0;
+
+	if (!r) {
+		errno = ENOMEM;
+		return -1;
+	}
+	r->session = m->sess->id;
+	uint64_t p = i;
+	do {
+		r->count = 0;
+		while (p < j && r->count < PMFUSE_DAX_EXTENTS_MAX) {
+			if (!test_bit(m->granted, p)) {
+				p++;
+				continue;
+			}
+			uint64_t q = p;
+			while (q < j && test_bit(m->granted, q))
+				set_bit(m->granted, q++, false);
+			if (sys_mprotect(m->addr + p * PAGE, (q - p) * PAGE, m->prot & ~PROT_WRITE))
+				ret = -1;
+			r->ext[r->count++] = (struct pmfuse_dax_extent){ m->first + p, 0, q - p };
+			p = q;
+		}
+		bool last = p >= j;
+		if (r->count == 0 && !(last && flush))
+			break;
+		r->first = m->first + i;
+		r->npages = j - i;
+		r->flags = last && flush ? PMFUSE_DAX_SYNC_FLUSH : 0;
+		if (ioctl(m->sess->fd, PMFUSE_IOC_DAX_SYNC, r) < 0)
+			ret = -1;
+	} while (p < j);
+	free(r);
+	return ret;
+}
+
+/* Split m at page index at (0 < at < npages): the new map takes [at, end). */
+static struct dmap *split(struct dmap *m, uint64_t at)
+{
+	uint64_t n = m->len / PAGE, tail = n - at;
+	struct dmap *t = calloc(1, sizeof(*t));
+	uint64_t *g = t ? calloc((tail + 63) / 64, sizeof(uint64_t)) : NULL;
+
+	if (!g) {
+		free(t);
+		return NULL;
+	}
+	*t = *m;
+	pthread_mutex_init(&t->lock, NULL);
+	t->addr = m->addr + at * PAGE;
+	t->len = tail * PAGE;
+	t->first = m->first + at;
+	t->granted = g;
+	for (uint64_t i = 0; i < tail; i++)
+		if (test_bit(m->granted, at + i)) {
+			set_bit(g, i, true);
+			set_bit(m->granted, at + i, false);
+		}
+	m->len = at * PAGE;
+	pthread_mutex_lock(&maps_lock);
+	if (add_map(t)) {
+		pthread_mutex_unlock(&maps_lock);
+		free(g);
+		free(t);
+		return NULL;
+	}
+	t->sess->refs++;
+	pthread_mutex_unlock(&maps_lock);
+	return t;
+}
+
+/*
+ * The direct map covering exactly [a, a + len) of the map at a, split off
+ * as needed (m->lock not held); NULL if none, or no memory to split.
+ */
+static struct dmap *carve(char *a, size_t len, bool *nomem)
+{
+	struct dmap *m = find_map(a);
+
+	*nomem = false;
+	if (!m)
+		return NULL;
+	pthread_mutex_lock(&m->lock);
+	uint64_t i = (uint64_t)(a - m->addr) / PAGE, n = m->len / PAGE;
+	uint64_t j = i + len / PAGE < n ? i + len / PAGE : n;
+	struct dmap *t = m;
+	if (i > 0)
+		t = split(m, i);
+	pthread_mutex_unlock(&m->lock);
+	if (!t) {
+		*nomem = true;
+		return NULL;
+	}
+	if (j - i < t->len / PAGE) {
+		pthread_mutex_lock(&t->lock);
+		struct dmap *rest = split(t, j - i);
+		pthread_mutex_unlock(&t->lock);
+		if (!rest) {
+			*nomem = true;
+			return NULL;
+		}
+	}
+	return t;
+}
+
+static int unmap_piece(struct dmap *m, void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&maps_lock);
+	remove_map(m);
+	pthread_mutex_unlock(&maps_lock);
+	pthread_mutex_lock(&m->lock);
+	/* its pages stay dirty in the daemon for the next fsync */
+	if (!m->inherited)
+		ungrant_range(m, 0, m->len / PAGE, false);
+	pthread_mutex_unlock(&m->lock);
+	session_put(m->sess, !m->inherited);
+	pthread_mutex_destroy(&m->lock);
+	free(m->granted);
+	free(m);
+	return 0;
+}
+
+/*
+ * Run fn over the direct maps in [addr, addr + len) and plain(start, len)
+ * over the runs of pages between them.
+ */
+static int split_range(void *addr, size_t len, int (*fn)(struct dmap *m, void *arg), void *arg,
+		       bool carve_out, int (*plain)(char *a, size_t n, void *arg))
+{
+	char *a = (char *)addr, *end = a + (len + PAGE - 1) / PAGE * PAGE, *run = a;
+	int ret = 0;
+
+	while (a < end) {
+		struct dmap *m = find_map(a);
+		if (!m) {
+			a += PAGE;
+			continue;
+		}
+		if (run < a && plain(run, (size_t)(a - run), arg))
+			ret = -1;
+		size_t span = (size_t)(m->addr + m->len - a);
+		if (span > (size_t)(end - a))
+			span = (size_t)(end - a);
+		if (carve_out) {
+			bool nomem;
+			if (!(m = carve(a, span, &nomem))) {
+				errno = ENOMEM;
+				return -1;
+			}
+		}
+		if (fn(m, arg))
+			ret = -1;
+		a += span;
+		run = a;
+	}
+	if (run < end && plain(run, (size_t)(end - run), arg))
+		ret = -1;
+	return ret;
+}
+
+struct sync_op {
+	char *start, *end;
+	int flags;
+};
+
+static int sync_piece(struct dmap *m, void *arg)
+{
+	struct sync_op *so = arg;
+	char *a = so->start > m->addr ? so->start : m->addr;
+	char *e = so->end < m->addr + m->len ? so->end : m->addr + m->len;
+	uint64_t i = (uint64_t)(a - m->addr) / PAGE;
+	uint64_t j = (uint64_t)(e - m->addr + PAGE - 1) / PAGE;
+
+	/* MS_ASYNC starts nothing (nor in the kernel, since 2.6.19) */
+	if (!(so->flags & MS_SYNC))
+		return 0;
+	pthread_mutex_lock(&m->lock);
+	int ret = ungrant_range(m, i, j, true);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+static int sync_plain(char *a, size_t n, void *arg)
+{
+	return (int)syscall(SYS_msync, a, n, ((struct sync_op *)arg)->flags);
+}
+
+EXPORT int pmfuse_dax_msync(void *addr, size_t len, int flags)
+{
+	if ((uintptr_t)addr % PAGE || (flags & ~(MS_ASYNC | MS_SYNC | MS_INVALIDATE)) ||
+	    ((flags & MS_ASYNC) && (flags & MS_SYNC))) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (atomic_load(&nmaps) == 0)
+		return (int)syscall(SYS_msync, addr, len, flags);
+	struct sync_op so = { addr, (char *)addr + len, flags };
+	return split_range(addr, len, sync_piece, &so, false, sync_plain);
+}
+
+static int protect_piece(struct dmap *m, void *arg)
+{
+	int prot = *(int *)arg, ret = 0;
+	uint64_t n = m->len / PAGE;
+
+	pthread_mutex_lock(&m->lock);
+	m->prot = prot;
+	/* granted pages take prot; the others never PROT_WRITE (a store must fault) */
+	for (uint64_t i = 0; i < n;) {
+		bool g = test_bit(m->granted, i);
+		uint64_t j = i;
+		while (j < n && test_bit(m->granted, j) == g)
+			j++;
+		if (sys_mprotect(m->addr + i * PAGE, (j - i) * PAGE, g ? prot : prot & ~PROT_WRITE))
+			ret = -1;
+		i = j;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+static int protect_plain(char *a, size_t n, void *arg)
+{
+	return sys_mprotect(a, n, *(int *)arg);
+}
+
+EXPORT int pmfuse_dax_mprotect(void *addr, size_t len, int prot)
+{
+	if (atomic_load(&nmaps) == 0 || (uintptr_t)addr % PAGE)
+		return sys_mprotect(addr, len, prot);
+	/* a writable direct map needs a descriptor open for writing, as mmap did */
+	for (char *a = addr; a < (char *)addr + len; a += PAGE) {
+		struct dmap *m = find_map(a);
+		if (m && (prot & PROT_WRITE) && !(m->prot & PROT_WRITE) &&
+		    (fcntl(m->sess->fd, F_GETFL) & O_ACCMODE) != O_RDWR) {
+			errno = EACCES;
+			return -1;
+		}
+		if (m && (prot & PROT_WRITE))
+			install_segv();
+	}
+	return split_range(addr, len, protect_piece, &prot, true, protect_plain);
+}
+
+static int unmap_plain(char *a, size_t n, void *arg)
+{
+	(void)a;
+	(void)n;
+	(void)arg;
+	return 0;	/* the caller unmaps the whole range after */
+}
+
+EXPORT int pmfuse_dax_munmap(void *addr, size_t len)
+{
+	if (atomic_load(&nmaps) == 0 || (uintptr_t)addr % PAGE || len == 0)
+		return sys_munmap(addr, len);
+	if (split_range(addr, len, unmap_piece, NULL, true, unmap_plain))
+		return -1;
+	return sys_munmap(addr, len);
+}
+
+EXPORT int pmfuse_dax_is_direct(const void *addr)
+{
+	return atomic_load(&nmaps) && find_map(addr) ? 1 : 0;
+}
+
+/*
+ * mremap of a direct map: shrinking drops the tail; growing (or moving)
+ * maps the file again at the new size and drops the old map.  The pages
+ * stored through the old one stay dirty in the daemon (the next fsync or
+ * msync flushes them).
+ */
+static void *dax_mremap(struct dmap *m, void *old, size_t old_len, size_t new_len, int flags,
+			void *new_addr)
+{
+	size_t olen = (old_len + PAGE - 1) / PAGE * PAGE, nlen = (new_len + PAGE - 1) / PAGE * PAGE;
+
+	if ((char *)old != m->addr || olen != m->len) {
+		errno = EINVAL;		/* only whole maps move */
+		return MAP_FAILED;
+	}
+	if (nlen <= olen && !(flags & MREMAP_FIXED)) {
+		if (nlen < olen && pmfuse_dax_munmap((char *)old + nlen, olen - nlen))
+			return MAP_FAILED;
+		return old;
+	}
+	if (!(flags & MREMAP_MAYMOVE)) {
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	int fd = m->sess->fd;
+	void *n = pmfuse_dax_mmap((flags & MREMAP_FIXED) ? new_addr : NULL, nlen, m->prot,
+				  MAP_SHARED | ((flags & MREMAP_FIXED) ? MAP_FIXED : 0), fd,
+				  (off_t)(m->first * PAGE));
+	if (n == MAP_FAILED)
+		return n;
+	pmfuse_dax_munmap(old, olen);
+	return n;
+}
+
+/*
+ * The kernel's own stores into a map (read(2) into it) do not fault
+ * through the library: they fail with EFAULT on a page not yet granted.
+ * So before a read into a writable direct map, its pages are granted.
+ */
+static void prefault(void *buf, size_t len)
+{
+	if (atomic_load(&nmaps) == 0 || len == 0)
+		return;
+	for (char *a = (char *)((uintptr_t)buf & ~(uintptr_t)(PAGE - 1)); a < (char *)buf + len;
+	     a += PAGE) {
+		struct dmap *m = find_map(a);
+		if (!m || !(m->prot & PROT_WRITE))
+			continue;
+		pthread_mutex_lock(&m->lock);
+		(void)grant(m, (uint64_t)(a - m->addr) / PAGE);
+		pthread_mutex_unlock(&m->lock);
+	}
+}
+
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_pread)(int, void *, size_t, off_t);
+
+EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+	prefault(buf, n);
+	if (!real_read)
+		real_read = (ssize_t (*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
+	return real_read(fd, buf, n);
+}
+
+EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+	prefault(buf, n);
+	if (!real_pread)
+		real_pread = (ssize_t (*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread");
+	return real_pread(fd, buf, n, off);
+}
+
+EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off) __attribute__((alias("pread")));
+
+/* The preload: the application's calls. */
+EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return pmfuse_dax_mmap(addr, len, prot, flags, fd, off);
+}
+
+EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+	__attribute__((alias("mmap")));
+
+EXPORT int munmap(void *addr, size_t len)
+{
+	return pmfuse_dax_munmap(addr, len);
+}
+
+EXPORT int msync(void *addr, size_t len, int flags)
+{
+	return pmfuse_dax_msync(addr, len, flags);
+}
+
+EXPORT int mprotect(void *addr, size_t len, int prot)
+{
+	return pmfuse_dax_mprotect(addr, len, prot);
+}
+
+EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	void *new_addr = NULL;
+
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_addr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	struct dmap *m = atomic_load(&nmaps) ? find_map(old) : NULL;
+	if (m)
+		return dax_mremap(m, old, old_len, new_len, flags, new_addr);
+	return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+}

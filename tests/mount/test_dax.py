@@ -1,0 +1,715 @@
+"""
+Direct access: libpmfuse-dax maps pmfuse files straight from the region
+(include/pmfuse/dax.h, lib/dax.c, daemon/core/dax.c).
+
+Real processes under LD_PRELOAD (Python's mmap module, a C program, LMDB)
+map files on a live mount; the tests check the data byte for byte through
+the map and through read(2), the counters that prove the mechanism ran
+(dax_faults, dax_fault_allocs, dax_flush_bytes, dax_huge_maps), that holes
+allocate nothing, that msync flushes only what was stored, that blocks a
+map can still reach never go to another file, and durability after
+kill -9 of both sides (MAP_SYNC at cache-line granularity).
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+from harness import (BUILD, PmfuseTestCase, fallocate, fs_stats, main, pmfuse_only,
+                     wait_until)
+
+LIB = os.path.join(BUILD, "lib", "libpmfuse-dax.so")
+DAXPROG = os.path.join(BUILD, "tests", "daxprog")
+DAXPROG_LINKED = os.path.join(BUILD, "tests", "daxprog-linked")
+SYS_PYTHON = "/usr/bin/python3"
+FALLOC_FL_KEEP_SIZE = 1
+FALLOC_FL_PUNCH_HOLE = 2
+MiB = 1 << 20
+PAGE = 4096
+
+
+def preload_env(**extra):
+    """The environment of a process run under the library.  A sanitized
+    build's library needs its sanitizer runtimes loaded first."""
+    pre = []
+    out = subprocess.run(["ldd", LIB], capture_output=True, text=True).stdout
+    for name in ("libasan.so", "libubsan.so"):
+        for line in out.splitlines():
+            if name in line and "=>" in line:
+                pre.append(line.split("=>")[1].split()[0])
+                break
+    env = dict(os.environ, LD_PRELOAD=" ".join(pre + [LIB]))
+    env["ASAN_OPTIONS"] = "detect_leaks=0:exitcode=86"
+    env.update(extra)
+    return env
+
+
+CHILD = r'''
+import ctypes, hashlib, json, mmap, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+maps = {}
+
+def direct(m):
+    f = getattr(libc, "pmfuse_dax_is_direct", None)
+    if f is None:
+        return 0
+    f.argtypes = [ctypes.c_void_p]
+    return f(address(m))
+
+def address(m):
+    if isinstance(m, RawMap):
+        return m.addr
+    c = ctypes.c_char.from_buffer(m)
+    try:
+        return ctypes.addressof(c)
+    finally:
+        del c
+
+class RawMap:
+    """A read-only map through libc's mmap (Python's cannot give its address)."""
+    def __init__(self, fd, length, off):
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        self.addr = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, off)
+        if self.addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap")
+        self.length = length
+    def __getitem__(self, sl):
+        if isinstance(sl, int):
+            return ctypes.string_at(self.addr + sl, 1)[0]
+        return ctypes.string_at(self.addr + sl.start, sl.stop - sl.start)
+    def flush(self):
+        pass
+    def close(self):
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.munmap(self.addr, self.length)
+
+for line in sys.stdin:
+    c = json.loads(line)
+    op, r = c["op"], {"ok": True}
+    try:
+        m = maps.get(c.get("id"))
+        if op == "map":
+            write = c.get("write", True)
+            fd = os.open(c["path"], os.O_RDWR if write else os.O_RDONLY)
+            if write:
+                m = mmap.mmap(fd, c["len"], mmap.MAP_SHARED, offset=c.get("off", 0))
+            else:
+                m = RawMap(fd, c["len"], c.get("off", 0))
+            os.close(fd)                        # the map outlives the descriptor
+            maps[c["id"]] = m
+            r["direct"] = direct(m)
+            r["addr"] = address(m)
+        elif op == "fill":
+            m[c["off"]:c["off"] + c["len"]] = bytes([c["byte"]]) * c["len"]
+        elif op == "stores":                    # one byte at each offset
+            for off in c["offs"]:
+                m[off] = c["byte"]
+        elif op == "read":
+            r["hex"] = m[c["off"]:c["off"] + c["len"]].hex()
+        elif op == "sha":
+            r["sha"] = hashlib.sha256(m[c["off"]:c["off"] + c["len"]]).hexdigest()
+        elif op == "touch":                     # load one byte of every page
+            x = 0
+            for off in range(c["off"], c["off"] + c["len"], 4096):
+                x |= m[off]
+            r["or"] = x
+        elif op == "msync":
+            m.flush()
+        elif op == "resize":
+            m.resize(c["len"])
+            r["direct"] = direct(m)
+        elif op == "unmap":
+            maps.pop(c["id"]).close()
+        elif op == "exit":
+            print(json.dumps(r), flush=True)
+            break
+    except Exception as e:
+        r = {"ok": False, "err": repr(e), "errno": getattr(e, "errno", None)}
+    print(json.dumps(r), flush=True)
+'''
+
+
+class Child:
+    """A Python process under the library, holding maps, driven line by line."""
+
+    def __init__(self, env=None, user=None):
+        kw = {}
+        if user is not None:
+            kw = dict(user=user, group=user, extra_groups=[])
+        # another user cannot run a Python built under /root
+        python = SYS_PYTHON if user is not None else sys.executable
+        self.p = subprocess.Popen([python, "-c", CHILD], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env or preload_env(), **kw)
+
+    def __call__(self, op, **kw):
+        kw["op"] = op
+        self.p.stdin.write(json.dumps(kw) + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            self.p.wait(10)
+            raise AssertionError("child died (%s) at %s: %s" % (self.p.returncode, op,
+                                                                self.p.stderr.read()[-2000:]))
+        r = json.loads(line)
+        if not r["ok"]:
+            raise AssertionError("child %s failed: %s" % (op, r))
+        return r
+
+    def exit(self):
+        self("exit")
+        self.p.wait(10)
+        err = self.p.stderr.read()
+        self.p.stdin.close()
+        self.p.stdout.close()
+        self.p.stderr.close()
+        return self.p.returncode, err
+
+    def kill(self):
+        self.p.kill()
+        self.p.wait(10)
+        for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+            f.close()
+
+
+def dax(mnt):
+    s = fs_stats(mnt)
+    return {k: v for k, v in s.items() if k.startswith("dax_")} | {
+        "flush_bytes": s["flush_bytes"], "blocks_free": s["blocks_free"]}
+
+
+def make_file(path, data=None, size=None):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if data:
+            os.pwrite(fd, data, 0)
+        if size is not None:
+            os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pread(path, n, off):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
+
+
+@pmfuse_only
+class DaxTest(PmfuseTestCase):
+    region_size = "256M"
+
+    def setUp(self):
+        self.children = []
+        super().setUp()
+
+    def tearDown(self):
+        # a child still holding maps keeps the mount busy
+        for c in self.children:
+            if c.p.poll() is None:
+                c.kill()
+        super().tearDown()
+
+    def child(self, **kw):
+        c = Child(**kw)
+        self.children.append(c)
+        return c
+
+    def assertSessionsEnd(self):
+        ok = wait_until(lambda: dax(self.mnt)["dax_maps"] == 0, 10)
+        s = dax(self.mnt)
+        self.assertTrue(ok, "sessions left: %s" % s)
+        self.assertEqual(s["dax_mapped_bytes"], 0)
+        self.assertEqual(s["dax_deferred_blocks"], 0)
+
+    def test_roundtrip(self):
+        """Stores through a direct map are the file's bytes, byte for byte,
+        through read(2); write(2) is seen through the map."""
+        p = self.p("f")
+        data = os.urandom(3 * MiB + 123)
+        make_file(p, data)
+        c = self.child()
+        r = c("map", id=1, path=p, len=len(data))
+        self.assertEqual(r["direct"], 1)
+        self.assertEqual(c("sha", id=1, off=0, len=len(data))["sha"],
+                         __import__("hashlib").sha256(data).hexdigest())
+        before = dax(self.mnt)
+        self.assertEqual(before["dax_maps"], 1)
+        self.assertEqual(before["dax_mapped_bytes"], (len(data) + PAGE - 1) // PAGE * PAGE)
+        c("fill", id=1, off=5000, len=10000, byte=0xAB)
+        c("fill", id=1, off=len(data) - 7, len=7, byte=0xCD)
+        expect = bytearray(data)
+        expect[5000:15000] = b"\xab" * 10000
+        expect[-7:] = b"\xcd" * 7
+        self.assertEqual(pread(p, len(data), 0), bytes(expect))
+        after = dax(self.mnt)
+        # 10000 bytes from 5000 touch pages 1..3, the tail one page: 4 faults
+        self.assertEqual(after["dax_faults"] - before["dax_faults"], 4)
+        self.assertEqual(after["dax_fault_allocs"], before["dax_fault_allocs"])
+        # and the other way round
+        fd = os.open(p, os.O_RDWR)
+        os.pwrite(fd, b"written", 3 * MiB)
+        os.close(fd)
+        self.assertEqual(bytes.fromhex(c("read", id=1, off=3 * MiB, len=7)["hex"]), b"written")
+        c("msync", id=1)
+        c("unmap", id=1)
+        self.assertEqual(dax(self.mnt)["dax_maps"], 0)
+        c.exit()
+        self.remount()
+        expect[3 * MiB:3 * MiB + 7] = b"written"
+        self.assertEqual(pread(p, len(data), 0), bytes(expect))
+
+    def test_holes_allocate_nothing(self):
+        """Reading a mapped 1 GiB sparse file allocates nothing and writes
+        nothing to the region: holes come from the zero page."""
+        p = self.p("sparse")
+        make_file(p, size=1 << 30)
+        c = self.child()
+        before = dax(self.mnt)
+        c("map", id=1, path=p, len=1 << 30)
+        self.assertEqual(c("touch", id=1, off=0, len=1 << 30)["or"], 0)
+        after = dax(self.mnt)
+        self.assertEqual(after["blocks_free"], before["blocks_free"])
+        self.assertEqual(after["flush_bytes"], before["flush_bytes"])
+        self.assertEqual(after["dax_fault_allocs"], before["dax_fault_allocs"])
+        self.assertEqual(os.stat(p).st_blocks, 0)
+        c.exit()
+
+    def test_sparse_writes_allocate_only_what_is_written(self):
+        p = self.p("sparse")
+        make_file(p, size=1 << 30)
+        c = self.child()
+        c("map", id=1, path=p, len=1 << 30)
+        before = dax(self.mnt)
+        offs = [7, 5 * MiB + 1, 900 * MiB + 4095]
+        c("stores", id=1, offs=offs, byte=0x5A)
+        after = dax(self.mnt)
+        self.assertEqual(after["dax_fault_allocs"] - before["dax_fault_allocs"], 3)
+        self.assertEqual(before["blocks_free"] - after["blocks_free"], 3)
+        self.assertEqual(os.stat(p).st_blocks, 3 * PAGE // 512)
+        for off in offs:
+            page = pread(p, PAGE, off - off % PAGE)
+            self.assertEqual(page, b"\0" * (off % PAGE) + b"\x5a" + b"\0" * (PAGE - off % PAGE - 1))
+        c("msync", id=1)
+        c.exit()
+        self.assertSessionsEnd()
+
+    def test_msync_flushes_only_dirty(self):
+        """One 4 KiB store into a mapped file: msync of the whole mapping
+        flushes at most 8 KiB; a second msync nothing; the next store faults
+        again (the page was write-protected)."""
+        p = self.p("big")
+        make_file(p, os.urandom(64 * MiB))
+        c = self.child()
+        c("map", id=1, path=p, len=64 * MiB)
+        c("msync", id=1)
+        s0 = dax(self.mnt)
+        c("fill", id=1, off=12 * MiB, len=PAGE, byte=1)
+        s1 = dax(self.mnt)
+        self.assertEqual(s1["dax_faults"] - s0["dax_faults"], 1)
+        c("msync", id=1)
+        s2 = dax(self.mnt)
+        flushed = s2["dax_flush_bytes"] - s1["dax_flush_bytes"]
+        self.assertGreaterEqual(flushed, PAGE)
+        self.assertLessEqual(flushed, 8192)
+        c("msync", id=1)
+        s3 = dax(self.mnt)
+        self.assertEqual(s3["dax_flush_bytes"], s2["dax_flush_bytes"])
+        c("fill", id=1, off=12 * MiB, len=1, byte=2)
+        self.assertEqual(dax(self.mnt)["dax_faults"] - s3["dax_faults"], 1)
+        c.exit()
+
+    def test_fsync_flushes_what_maps_store(self):
+        """fsync(2) of the file from another process flushes the pages a
+        live map may store to, every time: they stay dirty while granted."""
+        p = self.p("f")
+        make_file(p, os.urandom(4 * MiB))
+        c = self.child()
+        c("map", id=1, path=p, len=4 * MiB)
+        c("fill", id=1, off=MiB, len=PAGE, byte=3)
+        fd = os.open(p, os.O_RDWR)
+        try:
+            for _ in range(2):
+                s0 = fs_stats(self.mnt)
+                os.fsync(fd)
+                s1 = fs_stats(self.mnt)
+                self.assertGreaterEqual(s1["flush_bytes"] - s0["flush_bytes"], PAGE)
+                c("fill", id=1, off=MiB, len=1, byte=4)     # no fault: still granted
+        finally:
+            os.close(fd)
+        c.exit()
+        self.assertEqual(pread(p, 2, MiB), b"\x04\x03")
+
+    def test_killed_process_ends_its_sessions(self):
+        p = self.p("f")
+        make_file(p, size=8 * MiB)
+        c = self.child()
+        c("map", id=1, path=p, len=8 * MiB)
+        c("map", id=2, path=p, len=4 * MiB, off=4 * MiB)
+        c("fill", id=1, off=0, len=2 * PAGE, byte=9)
+        c("fill", id=2, off=0, len=PAGE, byte=8)
+        self.assertEqual(dax(self.mnt)["dax_maps"], 2)
+        c.kill()
+        self.assertSessionsEnd()
+        self.assertEqual(pread(p, 1, 0), b"\x09")
+        self.assertEqual(pread(p, 1, 4 * MiB), b"\x08")
+        self.remount()
+        self.assertEqual(pread(p, 1, 4 * MiB), b"\x08")
+
+    def test_blocks_never_reused_while_mapped(self):
+        """Punch, truncate and unlink of a mapped file: the blocks the map
+        still reaches go to no other file, whatever the map stores to them,
+        until the map is gone; then the space comes back."""
+        p = self.p("victim")
+        n = 16 * MiB
+        make_file(p, b"\x11" * n)
+        free0 = os.statvfs(self.mnt).f_bfree
+        c = self.child()
+        c("map", id=1, path=p, len=n)
+        c("fill", id=1, off=0, len=n, byte=0x22)        # every page granted
+        fd = os.open(p, os.O_RDWR)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4 * MiB)
+        os.ftruncate(fd, 8 * MiB)
+        os.close(fd)
+        os.unlink(p)
+        s = dax(self.mnt)
+        self.assertEqual(s["dax_deferred_blocks"], 12 * MiB // PAGE)
+        # fill the rest of the region with another file
+        other = self.p("other")
+        fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o644)
+        chunk = b"\0" * MiB
+        off = 0
+        try:
+            while True:
+                os.pwrite(fd, chunk, off)
+                off += MiB
+        except OSError as e:
+            self.assertEqual(e.errno, 28)
+        os.fsync(fd)
+        # the map stores everywhere it still can
+        c("fill", id=1, off=0, len=n, byte=0x33)
+        c("msync", id=1)
+        size = os.fstat(fd).st_size
+        pos = 0
+        while pos < size:
+            got = os.pread(fd, 4 * MiB, pos)
+            self.assertNotIn(b"\x33", got, "a mapped block went to another file")
+            self.assertNotIn(b"\x22", got)
+            pos += len(got)
+        os.close(fd)
+        os.unlink(other)
+        c.exit()
+        self.assertSessionsEnd()
+        self.assertTrue(wait_until(lambda: os.statvfs(self.mnt).f_bfree >= free0 + n // PAGE, 10),
+                        "space not returned: %d < %d" % (os.statvfs(self.mnt).f_bfree,
+                                                         free0 + n // PAGE))
+
+    def test_punch_through_own_process_reads_zeros_after(self):
+        """A punched range of a read-only map reads as zeros (the base
+        layer is the page cache, which the punch dropped) once no overlay
+        covers it: a fresh map after the punch sees zeros at once."""
+        p = self.p("f")
+        make_file(p, b"\x44" * (2 * MiB))
+        fd = os.open(p, os.O_RDWR)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, MiB, MiB)
+        os.close(fd)
+        c = self.child()
+        c("map", id=1, path=p, len=2 * MiB, write=False)
+        self.assertEqual(c("touch", id=1, off=MiB, len=MiB)["or"], 0)
+        self.assertEqual(bytes.fromhex(c("read", id=1, off=0, len=2)["hex"]), b"\x44\x44")
+        c.exit()
+
+    def test_cached_reader_sees_map_stores_after_msync(self):
+        p = self.p("f")
+        make_file(p, b"a" * (64 * 1024))
+        rd = os.open(p, os.O_RDONLY)
+        self.assertEqual(os.pread(rd, 4, 0), b"aaaa")       # now in its page cache
+        c = self.child()
+        c("map", id=1, path=p, len=64 * 1024)
+        c("fill", id=1, off=0, len=4, byte=ord("b"))
+        c("msync", id=1)
+        self.assertEqual(os.pread(rd, 4, 0), b"bbbb")
+        os.close(rd)
+        c.exit()
+
+    def test_write_into_hole_seen_through_map(self):
+        p = self.p("f")
+        make_file(p, size=4 * MiB)
+        c = self.child()
+        c("map", id=1, path=p, len=4 * MiB)
+        self.assertEqual(c("touch", id=1, off=0, len=4 * MiB)["or"], 0)
+        fd = os.open(p, os.O_RDWR)
+        os.pwrite(fd, b"hole filled", 2 * MiB + 10)
+        os.close(fd)
+        self.assertEqual(bytes.fromhex(c("read", id=1, off=2 * MiB + 10, len=11)["hex"]),
+                         b"hole filled")
+        c("fill", id=1, off=2 * MiB, len=10, byte=ord("x"))   # store to that page now
+        self.assertEqual(pread(p, 21, 2 * MiB), b"x" * 10 + b"hole filled")
+        c.exit()
+
+    def test_resize(self):
+        """mremap of a direct map (Python's mmap.resize): the map moves
+        and stays direct; what was stored stays."""
+        p = self.p("f")
+        make_file(p, size=MiB)
+        c = self.child()
+        c("map", id=1, path=p, len=MiB)
+        c("fill", id=1, off=0, len=10, byte=1)
+        r = c("resize", id=1, len=2 * MiB)
+        self.assertEqual(r["direct"], 1)
+        c("fill", id=1, off=2 * MiB - 10, len=10, byte=2)
+        c("msync", id=1)
+        self.assertEqual(os.stat(p).st_size, 2 * MiB)
+        self.assertEqual(pread(p, 10, 0), b"\x01" * 10)
+        self.assertEqual(pread(p, 10, 2 * MiB - 10), b"\x02" * 10)
+        c.exit()
+        self.assertSessionsEnd()
+
+    def test_huge_extents_map_at_aligned_addresses(self):
+        """Extents aligned to 2 MiB in the region are mapped at addresses
+        with the same alignment (what a devdax region needs for PMD pages)."""
+        p = self.p("big")
+        make_file(p, os.urandom(32 * MiB))
+        before = dax(self.mnt)
+        c = self.child()
+        r = c("map", id=1, path=p, len=32 * MiB)
+        huge = dax(self.mnt)["dax_huge_maps"] - before["dax_huge_maps"]
+        self.assertGreater(huge, 0)
+        # every region mapping of 2 MiB or more: address congruent to its offset
+        region = os.path.realpath(self.region)
+        aligned = 0
+        with open("/proc/%d/maps" % c.p.pid) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 6 or parts[5] != region:
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                off = int(parts[2], 16)
+                if hi - lo >= 2 * MiB:
+                    self.assertEqual((lo - off) % (2 * MiB), 0, line)
+                    aligned += 1
+        self.assertGreater(aligned, 0)
+        self.assertGreaterEqual(r["addr"], 0)
+        c.exit()
+
+    def test_c_program_preloaded_and_linked(self):
+        p = self.p("c")
+        make_file(p, b"\0" * MiB)
+        for prog, env, byte in ((DAXPROG, preload_env(), 0x61), (DAXPROG_LINKED, None, 0x62)):
+            s0 = dax(self.mnt)
+            out = subprocess.run([prog, "store", p, "4096", "10000", str(byte), "msync"],
+                                 capture_output=True, text=True, env=env, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("direct 1", out.stdout)
+            self.assertEqual(pread(p, 10000, 4096), bytes([byte]) * 10000)
+            self.assertGreater(dax(self.mnt)["dax_faults"], s0["dax_faults"])
+        self.assertSessionsEnd()
+
+    def test_application_sigsegv_handler_still_runs(self):
+        p = self.p("c")
+        make_file(p, b"\0" * (64 * 1024))
+        out = subprocess.run([DAXPROG, "chain", p], capture_output=True, text=True,
+                             env=preload_env(), timeout=60)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertIn("chained 1 direct 1", out.stdout)
+        self.assertEqual(pread(p, 1, 0), b"a")
+        self.assertEqual(pread(p, 1, 64 * 1024 - 1), b"z")
+
+    def test_read_into_map(self):
+        """read(2) into a writable direct map: the kernel's stores do not
+        fault through the library, so it grants the pages first."""
+        p = self.p("c")
+        src = os.path.join(self.workdir, "src")
+        data = os.urandom(65536)
+        with open(src, "wb") as f:
+            f.write(data)
+        make_file(p, size=128 * 1024)
+        out = subprocess.run([DAXPROG, "readinto", p, src], capture_output=True, text=True,
+                             env=preload_env(), timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("read 65536 direct 1", out.stdout)
+        self.assertEqual(pread(p, 65536, 0), data)
+
+    def test_map_sync_refused_at_page_granularity(self):
+        """As the kernel for a file that is not DAX: EOPNOTSUPP."""
+        p = self.p("c")
+        make_file(p, b"\0" * PAGE)
+        out = subprocess.run([DAXPROG, "store", p, "0", "1", "1", "sync"], capture_output=True,
+                             text=True, env=preload_env(), timeout=60)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("Operation not supported", out.stderr)
+
+    def test_private_and_readonly_maps(self):
+        """MAP_PRIVATE is an ordinary map; a read-only map is direct and
+        allocates nothing."""
+        p = self.p("f")
+        make_file(p, b"r" * MiB)
+        c = self.child()
+        r = c("map", id=1, path=p, len=MiB, write=False)
+        self.assertEqual(r["direct"], 1)
+        self.assertEqual(bytes.fromhex(c("read", id=1, off=MiB - 2, len=2)["hex"]), b"rr")
+        c.exit()
+        code = ("import mmap, os, ctypes\n"
+                "fd = os.open(%r, os.O_RDWR)\n"
+                "m = mmap.mmap(fd, 4096, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)\n"
+                "m[0] = 0x7a\n"
+                "f = ctypes.CDLL(None).pmfuse_dax_is_direct\n"
+                "f.argtypes = [ctypes.c_void_p]\n"
+                "c = ctypes.c_char.from_buffer(m)\n"
+                "print(f(ctypes.addressof(c)))\n" % p)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=preload_env(), timeout=60)
+        self.assertEqual(out.stdout.strip(), "0", out.stderr)
+        self.assertEqual(pread(p, 1, 0), b"r")
+
+
+@pmfuse_only
+class DaxPermissionTest(PmfuseTestCase):
+    mount_opts = ("allow_other",)
+
+    def test_user_who_cannot_open_the_region_gets_an_ordinary_map(self):
+        os.chmod(self.region, 0o600)
+        p = self.p("shared")
+        make_file(p, b"\0" * MiB)
+        os.chmod(p, 0o666)
+        c = Child(user=1000)
+        try:
+            r = c("map", id=1, path=p, len=MiB)
+            self.assertEqual(r["direct"], 0)
+            c("fill", id=1, off=0, len=100, byte=0x55)
+            c("msync", id=1)
+            c.exit()
+        finally:
+            if c.p.poll() is None:
+                c.kill()
+        self.assertEqual(pread(p, 100, 0), b"\x55" * 100)
+        s = dax(self.mnt)
+        self.assertEqual((s["dax_faults"], s["dax_maps"], s["dax_mapped_bytes"]), (0, 0, 0))
+
+
+@pmfuse_only
+class DaxSyncTest(PmfuseTestCase):
+    """Cache-line granularity forced on the region file: MAP_SYNC is
+    accepted and a store plus CPU flushes is durable, no msync."""
+
+    def setUp(self):
+        os.environ["PMEM2_FORCE_GRANULARITY"] = "cache_line"
+        self.addCleanup(os.environ.pop, "PMEM2_FORCE_GRANULARITY", None)
+        super().setUp()
+
+    def test_map_sync_store_survives_kill_of_both(self):
+        p = self.p("sync")
+        make_file(p, size=2 * MiB)          # a hole: the fault allocates and commits
+        for prog in (DAXPROG, DAXPROG_LINKED):
+            env = preload_env() if prog == DAXPROG else None
+            byte = 0x71 if prog == DAXPROG else 0x72
+            off = 0 if prog == DAXPROG else MiB + 17
+            proc = subprocess.Popen([prog, "store", p, str(off), "5000", str(byte), "sync", "hold"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env)
+            try:
+                self.assertEqual(proc.stdout.readline().strip(), "direct 1", proc.stderr)
+                self.assertEqual(proc.stdout.readline().strip(), "ready")
+            finally:
+                proc.kill()
+                proc.wait(10)
+                proc.stdout.close()
+                proc.stderr.close()
+        self.crash()
+        self.assertFsckClean()
+        self.m = self.mount()
+        self.assertEqual(pread(p, 5000, 0), b"\x71" * 5000)
+        self.assertEqual(pread(p, 5000, MiB + 17), b"\x72" * 5000)
+        self.assertEqual(os.stat(p).st_size, 2 * MiB)
+
+
+@pmfuse_only
+@unittest.skipUnless(os.path.exists(SYS_PYTHON) and subprocess.run(
+    [SYS_PYTHON, "-c", "import lmdb"], capture_output=True).returncode == 0,
+    "python3-lmdb not installed")
+class DaxLmdbTest(PmfuseTestCase):
+    """LMDB, a program nobody here wrote, with writemap under the preload."""
+    region_size = "512M"
+    test_timeout = 300
+
+    WRITER = r'''
+import lmdb, sys
+n, start = int(sys.argv[2]), int(sys.argv[3])
+env = lmdb.open(sys.argv[1], map_size=128 << 20, writemap=True, sync=True, metasync=True)
+val = b"v" * 100
+for i in range(start, start + n):
+    with env.begin(write=True) as txn:
+        txn.put(b"k%08d" % i, val + b"%08d" % i)
+    print(i, flush=True)
+env.close()
+'''
+    CHECK = r'''
+import lmdb, sys
+env = lmdb.open(sys.argv[1], map_size=128 << 20, writemap=True)
+with env.begin() as txn:
+    keys = [k for k, _ in txn.cursor()]
+    ok = all(txn.get(k) == b"v" * 100 + k[1:] for k in keys)
+print(len(keys), keys[-1].decode() if keys else "-", ok)
+'''
+
+    def run_sys(self, code, *args, **kw):
+        return subprocess.run([SYS_PYTHON, "-c", code] + [str(a) for a in args],
+                              capture_output=True, text=True, env=preload_env(), timeout=240, **kw)
+
+    def test_lmdb_commits_and_survives_kill(self):
+        db = self.p("db")
+        os.mkdir(db)
+        s0 = dax(self.mnt)
+        out = self.run_sys(self.WRITER, db, 20000, 0)
+        self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        s1 = dax(self.mnt)
+        self.assertGreater(s1["dax_faults"] - s0["dax_faults"], 20000,
+                           "LMDB's stores did not go through direct maps")
+        self.assertGreater(s1["dax_flush_bytes"], s0["dax_flush_bytes"])
+        chk = self.run_sys(self.CHECK, db)
+        self.assertEqual(chk.stdout.split(), ["20000", "k00019999", "True"], chk.stderr)
+        # kill -9 the writer at a random point: every commit it reported stays
+        rnd = random.Random(int(time.time()))
+        stop_after = rnd.randrange(500, 5000)
+        proc = subprocess.Popen([SYS_PYTHON, "-c", self.WRITER, db, "20000", "20000"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=preload_env())
+        last = None
+        try:
+            for _ in range(stop_after):
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                last = int(line)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            proc.stdout.close()
+            proc.stderr.close()
+        self.assertIsNotNone(last, "the writer committed nothing")
+        self.assertSessionsEndLmdb()
+        chk = self.run_sys(self.CHECK, db)
+        count, lastkey, ok = chk.stdout.split()
+        self.assertEqual(ok, "True", chk.stderr)
+        self.assertGreaterEqual(int(count), last + 1, "committed transactions lost")
+        self.assertEqual(int(count), int(lastkey[1:]) + 1)
+        self.remount()
+        chk = self.run_sys(self.CHECK, db)
+        self.assertGreaterEqual(int(chk.stdout.split()[0]), last + 1, chk.stderr)
+
+    def assertSessionsEndLmdb(self):
+        self.assertTrue(wait_until(lambda: dax(self.mnt)["dax_maps"] == 0, 10))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+/*
+ * daxprog: a small C program for tests/mount/test_dax.py, run under
+ * LD_PRELOAD=libpmfuse-dax.so (daxprog) or linked with it and calling
+ * <pmfuse/dax.h> (daxprog-linked, built with -DLINKED).
+ *
+ *   daxprog store FILE OFF LEN BYTE MODE [hold]
+ *       map FILE shared and writable (MODE "sync": MAP_SHARED_VALIDATE |
+ *       MAP_SYNC, the stores then flushed with clflush + sfence and no
+ *       msync; "msync": msync(MS_SYNC) after; "none": nothing), fill
+ *       [OFF, OFF + LEN) with BYTE, print "direct D" (1 if the map is
+ *       direct); with hold, print "ready" and wait to be killed
+ *   daxprog chain FILE
+ *       with a SIGSEGV handler of its own installed, map FILE writable,
+ *       store, then touch a PROT_NONE page: the handler must see that
+ *       fault (prints "chained") while the map's faults stay the library's
+ *   daxprog readinto FILE SRC
+ *       read(2) SRC's first 64 KiB straight into a writable map of FILE
+ *       (the kernel's stores do not fault: the library grants the pages
+ *       first), msync, print "read N"
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef LINKED
+#include "pmfuse/dax.h"
+#define MMAP pmfuse_dax_mmap
+#define MSYNC pmfuse_dax_msync
+#define MUNMAP pmfuse_dax_munmap
+static int is_direct(const void *p) { return pmfuse_dax_is_direct(p); }
+#else
+#define MMAP mmap
+#define MSYNC msync
+#define MUNMAP munmap
+static int is_direct(const void *p)
+{
+	int (*fn)(const void *) = (int (*)(const void *))dlsym(RTLD_DEFAULT, "pmfuse_dax_is_direct");
+	return fn ? fn(p) : 0;
+}
+#endif
+
+#ifndef MAP_SHARED_VALIDATE
+#define MAP_SHARED_VALIDATE 0x03
+#endif
+#ifndef MAP_SYNC
+#define MAP_SYNC 0x80000
+#endif
+
+static void die(const char *what)
+{
+	fprintf(stderr, "daxprog: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static char *map_file(const char *path, size_t *len, int flags)
+{
+	int fd = open(path, O_RDWR);
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st))
+		die(path);
+	*len = (size_t)st.st_size;
+	char *p = MMAP(NULL, *len, PROT_READ | PROT_WRITE, flags, fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap");
+	close(fd);	/* the map stays valid */
+	return p;
+}
+
+static void flush_lines(const char *p, size_t len)
+{
+	for (const char *c = (const char *)((unsigned long)p & ~63ul); c < p + len; c += 64)
+		__asm__ volatile("clflush %0" : "+m"(*(volatile char *)c));
+	__asm__ volatile("sfence" ::: "memory");
+}
+
+static int store(int argc, char **argv)
+{
+	if (argc < 7)
+		return 2;
+	size_t off = strtoull(argv[3], NULL, 0), n = strtoull(argv[4], NULL, 0), len;
+	int byte = atoi(argv[5]);
+	const char *mode = argv[6];
+	int sync = strcmp(mode, "sync") == 0;
+	char *p = map_file(argv[2], &len, sync ? MAP_SHARED_VALIDATE | MAP_SYNC : MAP_SHARED);
+
+	if (off + n > len)
+		return 2;
+	memset(p + off, byte, n);
+	if (sync)
+		flush_lines(p + off, n);
+	else if (strcmp(mode, "msync") == 0 && MSYNC(p, len, MS_SYNC))
+		die("msync");
+	printf("direct %d\n", is_direct(p));
+	if (argc > 7) {
+		printf("ready\n");
+		fflush(stdout);
+		for (;;)
+			pause();
+	}
+	if (MUNMAP(p, len))
+		die("munmap");
+	return 0;
+}
+
+static sigjmp_buf env;
+static volatile sig_atomic_t app_faults;
+
+static void app_handler(int sig, siginfo_t *si, void *ctx)
+{
+	(void)sig;
+	(void)si;
+	(void)ctx;
+	app_faults++;
+	siglongjmp(env, 1);
+}
+
+static int chain(int argc, char **argv)
+{
+	struct sigaction sa = { .sa_sigaction = app_handler, .sa_flags = SA_SIGINFO };
+	size_t len;
+
+	if (argc < 3)
+		return 2;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGSEGV, &sa, NULL))
+		die("sigaction");
+	char *p = map_file(argv[2], &len, MAP_SHARED);
+	char *none = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (none == MAP_FAILED)
+		die("mmap none");
+	p[0] = 'a';		/* the library's fault */
+	if (sigsetjmp(env, 1) == 0)
+		*(volatile char *)none = 1;	/* the application's */
+	p[len - 1] = 'z';	/* the library's again, after the application's handler ran */
+	if (MSYNC(p, len, MS_SYNC))
+		die("msync");
+	printf("%s %d direct %d\n", app_faults == 1 ? "chained" : "lost", (int)app_faults,
+	       is_direct(p));
+	return app_faults == 1 ? 0 : 1;
+}
+
+static int readinto(int argc, char **argv)
+{
+	size_t len;
+
+	if (argc < 4)
+		return 2;
+	char *p = map_file(argv[2], &len, MAP_SHARED);
+	int src = open(argv[3], O_RDONLY);
+	if (src < 0)
+		die(argv[3]);
+	ssize_t n = read(src, p, len < 65536 ? len : 65536);
+	if (n < 0)
+		die("read");
+	if (MSYNC(p, len, MS_SYNC))
+		die("msync");
+	printf("read %zd direct %d\n", n, is_direct(p));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return 2;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (strcmp(argv[1], "store") == 0)
+		return store(argc, argv);
+	if (strcmp(argv[1], "chain") == 0)
+		return chain(argc, argv);
+	if (strcmp(argv[1], "readinto") == 0)
+		return readinto(argc, argv);
+	return 2;
+}
