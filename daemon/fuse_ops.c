@@ -417,10 +417,15 @@ static bool write_only_direct(const struct fuse_file_info *fi)
  * changed since it was last read, or a day passed) the open drops the cache
  * and the first read comes here.  Write-only opens keep it either way: their
  * descriptor reads nothing, and dropping it would write back dirty pages.
+ *
+ * A file that direct maps may store to (libpmfuse-dax) changes under the
+ * page cache: its opens bypass the cache, as O_DIRECT ones (mapped), and
+ * the cache of earlier opens is dropped when a writable map starts, at
+ * msync and at munmap.
  */
 static _Atomic uint64_t pm_open_seq;
 
-static void set_open_fh(struct fuse_file_info *fi, bool atime_due)
+static void set_open_fh(struct fuse_file_info *fi, bool atime_due, bool mapped)
 {
 	bool may_direct = pm_opt_direct_io && pm_direct_io_mmap;
 
@@ -431,7 +436,7 @@ static void set_open_fh(struct fuse_file_info *fi, bool atime_due)
 	fi->fh = (atomic_fetch_add_explicit(&pm_open_seq, 1, memory_order_relaxed) + 1) << 1 |
 		 ((fi->flags & O_ACCMODE) != O_RDONLY);
 
-	if (may_direct && (fi->flags & O_DIRECT)) {
+	if (may_direct && ((fi->flags & O_DIRECT) || mapped)) {
 		fi->direct_io = 1;
 		atomic_fetch_add_explicit(&pm_opens_direct, 1, memory_order_relaxed);
 	} else if (may_direct && write_only_direct(fi)) {
@@ -513,7 +518,7 @@ static void pm_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (err) {
 		reply_err(req, ino, -err);
 	} else {
-		set_open_fh(fi, atime_due);
+		set_open_fh(fi, atime_due, fs_dax_mapped(pm_fs(req), ino));
 		fuse_reply_open(req, fi);
 	}
 }
@@ -549,7 +554,7 @@ static void pm_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	fill_entry(&e, &a);
-	set_open_fh(fi, atime_due);
+	set_open_fh(fi, atime_due, false);
 	fuse_reply_create(req, &e, fi);
 }
 
@@ -658,9 +663,11 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 static void pm_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	COUNT(release);
-	fs_dax_release(pm_fs(req), ino, fi->fh);
+	bool mapped = fs_dax_release(pm_fs(req), ino, fi->fh);
 	fs_release(pm_fs(req), ino);
 	fuse_reply_err(req, 0);
+	if (mapped && pm_session)	/* a process with direct maps exited */
+		fuse_lowlevel_notify_inval_inode(pm_session, ino, 0, 0);
 }
 
 static void pm_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -1018,10 +1025,12 @@ static void dax_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, struct fuse_
 	fuse_reply_ioctl(req, 0, &r, sizeof(r));
 	if (!pm_session)
 		return;
-	if (cmd == PMFUSE_IOC_DAX_SYNC && (r.flags & PMFUSE_DAX_SYNC_FLUSH))
+	/* msync, munmap (all or part): what was stored is the file's bytes now */
+	if (cmd == PMFUSE_IOC_DAX_SYNC)
 		fuse_lowlevel_notify_inval_inode(pm_session, ino, (off_t)(r.first * PMFUSE_DAX_BLOCK),
 						 (off_t)(r.npages * PMFUSE_DAX_BLOCK));
-	else if (cmd == PMFUSE_IOC_DAX_MAP && (r.flags & PMFUSE_DAX_WRITE))
+	else if (cmd == PMFUSE_IOC_DAX_UNMAP ||
+		 (cmd == PMFUSE_IOC_DAX_MAP && (r.flags & PMFUSE_DAX_WRITE)))
 		fuse_lowlevel_notify_inval_inode(pm_session, ino, 0, 0);
 }
 

@@ -319,6 +319,9 @@ bool alloc_is_used(struct alloc *a, uint64_t phys, uint64_t n)
 
 void alloc_destroy(struct alloc *a)
 {
+	free(a->quar);
+	free(a->held);
+	a->quar = a->held = NULL;
 	free(a->free);
 	free(a->group_free);
 	free(a->pfree);
@@ -605,12 +608,111 @@ int alloc_blocks_aligned(struct alloc *a, uint64_t n, uint64_t goal, uint64_t fb
 	return ret;
 }
 
+/* Remember [phys, +n) as held (a->lock held); false without memory. */
+static bool hold_run(struct alloc *a, uint64_t phys, uint64_t n)
+{
+	struct alloc_run *last = a->nheld ? &a->held[a->nheld - 1] : NULL;
+
+	a->held_blocks += n;
+	if (last && last->phys + last->len == phys) {
+		last->len += n;
+		return true;
+	}
+	if (a->nheld == a->held_cap) {
+		size_t cap = a->held_cap ? a->held_cap * 2 : 64;
+		struct alloc_run *h = realloc(a->held, cap * sizeof(*h));
+		if (!h)
+			return false;	/* kept used, not listed: the next mount frees it */
+		a->held = h;
+		a->held_cap = cap;
+	}
+	a->held[a->nheld++] = (struct alloc_run){ phys, n };
+	return true;
+}
+
+/*
+ * The first quarantined range ending after phys (ranges are sorted and
+ * disjoint), or NULL.
+ */
+static const struct alloc_run *quarantine_after(const struct alloc *a, uint64_t phys)
+{
+	for (size_t i = 0; i < a->nquar; i++)
+		if (a->quar[i].phys + a->quar[i].len > phys)
+			return &a->quar[i];
+	return NULL;
+}
+
+/* Free [phys, +n), except what the quarantine covers, which is held (a->lock held). */
+static void free_run(struct alloc *a, uint64_t phys, uint64_t n)
+{
+	uint64_t end = phys + n;
+
+	while (phys < end) {
+		const struct alloc_run *q = quarantine_after(a, phys);
+		uint64_t qs = q && q->phys < end ? q->phys : end;
+		if (phys < qs) {
+			mark_range(a, phys, qs - phys, false);
+			phys = qs;
+			continue;
+		}
+		uint64_t qe = q->phys + q->len < end ? q->phys + q->len : end;
+		hold_run(a, phys, qe - phys);
+		phys = qe;
+	}
+}
+
 void alloc_free(struct alloc *a, uint64_t phys, uint64_t n)
 {
 	pthread_mutex_lock(&a->lock);
-	mark_range(a, phys, n, false);
+	if (a->nquar)
+		free_run(a, phys, n);
+	else
+		mark_range(a, phys, n, false);
 	maybe_shrink(a, pool_piece_of(a->pool, phys));
 	pthread_mutex_unlock(&a->lock);
+}
+
+void alloc_set_quarantine(struct alloc *a, struct alloc_run *ranges, size_t n)
+{
+	pthread_mutex_lock(&a->lock);
+	free(a->quar);
+	a->quar = ranges;
+	a->nquar = n;
+	/* held blocks the new ranges no longer cover go free */
+	struct alloc_run *old = a->held;
+	size_t nold = a->nheld;
+	a->held = NULL;
+	a->nheld = a->held_cap = 0;
+	a->held_blocks = 0;
+	for (size_t i = 0; i < nold; i++)
+		free_run(a, old[i].phys, old[i].len);
+	for (size_t i = 0; i < nold; i++)
+		maybe_shrink(a, pool_piece_of(a->pool, old[i].phys));
+	free(old);
+	/* free blocks the ranges cover are held, block by block (data pieces only) */
+	for (size_t i = 0; i < n; i++)
+		for (uint64_t b = ranges[i].phys; b < ranges[i].phys + ranges[i].len && b < a->nblocks; b++)
+			if (bit_test(a->free, b)) {
+				mark_range(a, b, 1, true);
+				hold_run(a, b, 1);
+			}
+	pthread_mutex_unlock(&a->lock);
+}
+
+size_t alloc_quarantine_ranges(struct alloc *a)
+{
+	pthread_mutex_lock(&a->lock);
+	size_t n = a->nquar;
+	pthread_mutex_unlock(&a->lock);
+	return n;
+}
+
+uint64_t alloc_held(struct alloc *a)
+{
+	pthread_mutex_lock(&a->lock);
+	uint64_t n = a->held_blocks;
+	pthread_mutex_unlock(&a->lock);
+	return n;
 }
 
 uint64_t alloc_free_count(struct alloc *a)

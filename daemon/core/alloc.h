@@ -23,6 +23,7 @@
 #define PMFUSE_ALLOC_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -48,6 +49,16 @@ struct alloc {
 	 * the deltas of committed map changes.  No lock: atomic adds.
 	 */
 	_Atomic int64_t huge_2m, huge_1g;
+	/*
+	 * Quarantine (alloc_set_quarantine): region ranges that live direct
+	 * maps of an earlier daemon may reach.  Blocks in them that are or
+	 * become free are held instead: used, in no file, not allocatable.
+	 */
+	struct alloc_run *quar;
+	size_t nquar;
+	struct alloc_run *held;
+	size_t nheld, held_cap;
+	uint64_t held_blocks;
 };
 
 struct alloc_run {
@@ -81,6 +92,14 @@ int alloc_blocks(struct alloc *a, uint64_t n, uint64_t goal,
 int alloc_blocks_aligned(struct alloc *a, uint64_t n, uint64_t goal, uint64_t fblock,
 			 struct alloc_run *runs, int maxruns);
 void alloc_free(struct alloc *a, uint64_t phys, uint64_t n);
+/*
+ * Replace the quarantine with ranges[0..n) (sorted, disjoint, in blocks;
+ * the allocator owns the array): held blocks outside them go free, free
+ * blocks inside them are held.  alloc_held() counts the held blocks.
+ */
+void alloc_set_quarantine(struct alloc *a, struct alloc_run *ranges, size_t n);
+uint64_t alloc_held(struct alloc *a);
+size_t alloc_quarantine_ranges(struct alloc *a);
 /*
  * Give every empty piece back (mount: a crash can leave a piece added
  * whose data never got committed).

@@ -203,6 +203,11 @@ struct fs {
 
 	_Atomic uint64_t dax_next_session;
 	char *region_path;		/* absolute, for direct access (fs_dax_info) */
+	/* the quarantine watcher (dax.c) */
+	pthread_t dax_watch;
+	pthread_mutex_t dax_watch_lock;
+	pthread_cond_t dax_watch_cond;
+	bool dax_watch_inited, dax_watch_started, dax_watch_stop;
 
 	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */
 	pthread_mutex_t rename_lock;
@@ -381,5 +386,13 @@ int data_mark_dirty(struct fs *fs, struct inode *in, uint64_t page, uint64_t n);
  */
 void dax_release_freed(struct fs *fs, struct inode *in, struct fmap_freed *freed);
 void dax_inode_free(struct fs *fs, struct inode *in);
+/*
+ * Mount: keep the blocks other processes' maps of the region may reach
+ * out of reuse (alloc_set_quarantine), then watch for them to go.
+ */
+int dax_quarantine_scan(struct fs *fs);
+void dax_quarantine_report(struct fs *fs);
+void dax_watch_start(struct fs *fs);
+void dax_watch_stop(struct fs *fs);
 
 #endif

@@ -23,14 +23,21 @@
  *     list needs no persistent record: a crash frees them at the next mount.
  */
 #include "core.h"
+#include "log.h"
 #include "mapping.h"
 #include "writeback.h"
 #include "pmfuse/dax-ioctl.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
 
 #define BLK PMFUSE_BLOCK_SIZE
 
@@ -420,24 +427,46 @@ int fs_dax_unmap(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_
 	return ret;
 }
 
-void fs_dax_release(struct fs *fs, uint64_t ino, uint64_t owner)
+bool fs_dax_release(struct fs *fs, uint64_t ino, uint64_t owner)
 {
+	bool ended = false;
+
 	/* the common case, no map anywhere, costs one load */
 	if (atomic_load_explicit(&fs->stats.dax_maps, memory_order_relaxed) <= 0)
-		return;
+		return false;
 	struct inode *in = inode_get(fs, ino);
 	if (!in)
-		return;
+		return false;
 	pthread_rwlock_wrlock(&in->lock);
 	for (struct dax_session *s = in->dax ? in->dax->sessions : NULL, *next; s; s = next) {
 		next = s->next;
-		if (s->owner == owner)
+		if (s->owner == owner) {
 			end_session(fs, in, s);	/* may free in->dax: next was read first */
+			ended = true;
+		}
 		if (!in->dax)
 			break;
 	}
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
+	return ended;
+}
+
+bool fs_dax_mapped(struct fs *fs, uint64_t ino)
+{
+	bool mapped = false;
+
+	if (atomic_load_explicit(&fs->stats.dax_maps, memory_order_relaxed) <= 0)
+		return false;
+	struct inode *in = inode_get(fs, ino);
+	if (!in)
+		return false;
+	pthread_rwlock_rdlock(&in->lock);
+	for (struct dax_session *s = in->dax ? in->dax->sessions : NULL; s && !mapped; s = s->next)
+		mapped = s->write;
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
+	return mapped;
 }
 
 void dax_release_freed(struct fs *fs, struct inode *in, struct fmap_freed *freed)
@@ -483,4 +512,158 @@ void dax_inode_free(struct fs *fs, struct inode *in)
 		return;
 	while (in->dax && in->dax->sessions)
 		end_session(fs, in, in->dax->sessions);
+}
+
+/*
+ * Direct maps that outlive their daemon.  A process keeps its maps of the
+ * region when the daemon stops (killed, or SIGTERM while maps were live):
+ * it can still store to every page it was granted, and read every block it
+ * mapped.  The next daemon cannot know which file those blocks belong to
+ * by then, so it keeps every block such a map covers out of reuse: at
+ * mount it lists the mappings of the region in /proc/<pid>/maps (by device
+ * and inode, whichever path they were opened by) and quarantines their
+ * ranges in the allocator (alloc_set_quarantine); a watcher thread lists
+ * them again every few seconds and lets go of what is no longer mapped.
+ * Blocks of live files in those ranges stay the files'; if a file frees
+ * one meanwhile it is held, not freed.
+ */
+static int cmp_run(const void *x, const void *y)
+{
+	const struct alloc_run *a = x, *b = y;
+
+	return a->phys < b->phys ? -1 : a->phys > b->phys;
+}
+
+/* The region's ranges (in blocks) other processes map, sorted and merged; -errno. */
+static int scan_maps(struct fs *fs, struct alloc_run **out, size_t *nout)
+{
+	struct stat st;
+	struct alloc_run *runs = NULL;
+	size_t n = 0, cap = 0;
+	char path[64], line[4352];
+	pid_t self = getpid();
+
+	*out = NULL;
+	*nout = 0;
+	if (fstat(fs->region.fd, &st))
+		return -errno;
+	DIR *d = opendir("/proc");
+	if (!d)
+		return -errno;
+	for (struct dirent *de; (de = readdir(d));) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0 || pid == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/maps", pid);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;	/* gone, or not ours to read */
+		while (fgets(line, sizeof(line), f)) {
+			unsigned long lo, hi, off, ino;
+			unsigned maj, min;
+			if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &min, &ino) != 6 ||
+			    ino != st.st_ino || makedev(maj, min) != st.st_dev)
+				continue;
+			if (n == cap) {
+				size_t c = cap ? cap * 2 : 16;
+				struct alloc_run *r = realloc(runs, c * sizeof(*r));
+				if (!r) {
+					fclose(f);
+					closedir(d);
+					free(runs);
+					return -ENOMEM;
+				}
+				runs = r;
+				cap = c;
+			}
+			runs[n++] = (struct alloc_run){ off / BLK, (hi - lo + BLK - 1) / BLK };
+		}
+		fclose(f);
+	}
+	closedir(d);
+	qsort(runs, n, sizeof(*runs), cmp_run);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (m && runs[i].phys <= runs[m - 1].phys + runs[m - 1].len) {
+			uint64_t e = runs[i].phys + runs[i].len;
+			if (e > runs[m - 1].phys + runs[m - 1].len)
+				runs[m - 1].len = e - runs[m - 1].phys;
+		} else {
+			runs[m++] = runs[i];
+		}
+	}
+	*out = runs;
+	*nout = m;
+	return 0;
+}
+
+int dax_quarantine_scan(struct fs *fs)
+{
+	struct alloc_run *runs;
+	size_t n;
+	int ret = scan_maps(fs, &runs, &n);
+
+	if (ret)
+		return ret;
+	uint64_t before = alloc_held(&fs->alloc);
+	alloc_set_quarantine(&fs->alloc, runs, n);
+	if (before && !alloc_held(&fs->alloc))
+		log_notice("direct maps of an earlier daemon are gone: their blocks are free again");
+	return 0;
+}
+
+/* At mount, after the orphans were reclaimed (their blocks may be held now). */
+void dax_quarantine_report(struct fs *fs)
+{
+	size_t n = alloc_quarantine_ranges(&fs->alloc);
+
+	if (n)
+		log_notice("direct maps of an earlier daemon cover %zu range(s) of the region: "
+			   "%" PRIu64 " free block(s) kept from reuse until they are unmapped",
+			   n, alloc_held(&fs->alloc));
+}
+
+static void *watch_main(void *arg)
+{
+	struct fs *fs = arg;
+
+	pthread_mutex_lock(&fs->dax_watch_lock);
+	while (!fs->dax_watch_stop && alloc_quarantine_ranges(&fs->alloc)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 2;
+		pthread_cond_timedwait(&fs->dax_watch_cond, &fs->dax_watch_lock, &ts);
+		if (fs->dax_watch_stop)
+			break;
+		pthread_mutex_unlock(&fs->dax_watch_lock);
+		(void)dax_quarantine_scan(fs);
+		pthread_mutex_lock(&fs->dax_watch_lock);
+	}
+	pthread_mutex_unlock(&fs->dax_watch_lock);
+	return NULL;
+}
+
+void dax_watch_start(struct fs *fs)
+{
+	pthread_mutex_init(&fs->dax_watch_lock, NULL);
+	pthread_cond_init(&fs->dax_watch_cond, NULL);
+	fs->dax_watch_inited = true;
+	if (alloc_quarantine_ranges(&fs->alloc))
+		fs->dax_watch_started = !pthread_create(&fs->dax_watch, NULL, watch_main, fs);
+}
+
+void dax_watch_stop(struct fs *fs)
+{
+	if (!fs->dax_watch_inited)
+		return;
+	pthread_mutex_lock(&fs->dax_watch_lock);
+	fs->dax_watch_stop = true;
+	pthread_cond_signal(&fs->dax_watch_cond);
+	pthread_mutex_unlock(&fs->dax_watch_lock);
+	if (fs->dax_watch_started)
+		pthread_join(fs->dax_watch, NULL);
+	pthread_cond_destroy(&fs->dax_watch_cond);
+	pthread_mutex_destroy(&fs->dax_watch_lock);
+	fs->dax_watch_inited = false;
 }

@@ -523,6 +523,10 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		goto out_cache;
 	}
 	t_scan = ms_since(&t0);
+	/* before anything is freed: blocks live maps of an earlier daemon reach stay out of reuse */
+	if ((ret = dax_quarantine_scan(fs)))
+		log_warning("cannot list the region's mappings (%s): blocks freed now may be reused "
+			 "while a process of an earlier daemon still maps them", strerror(-ret));
 	ret = zero_init(fs);
 	if (ret) {
 		snprintf(why, whylen, "cannot map the zero buffer");
@@ -540,6 +544,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 			   "files take chattr attributes");
 	}
 	alloc_trim(&fs->alloc);
+	dax_quarantine_report(fs);
 	if (unclean)
 		log_notice("%s was not cleanly unmounted: pool recovered, free space and inodes "
 			   "rebuilt from the file maps, %zu orphan inode(s) reclaimed", path, norphans);
@@ -592,6 +597,7 @@ out_free:
 
 void fs_start(struct fs *fs)
 {
+	dax_watch_start(fs);
 	if (fs->lazy && !fs->claims_started)
 		fs->claims_started = !pthread_create(&fs->claims_thread, NULL, claims_main, fs);
 }
@@ -604,6 +610,7 @@ void fs_unmount(struct fs *fs)
 	double t_cache, t_state, t_region;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	dax_watch_stop(fs);
 	if (fs->claims_started)
 		pthread_join(fs->claims_thread, NULL);
 	/* a clean unmount leaves nothing dirty, and no orphan, behind */

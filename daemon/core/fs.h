@@ -256,7 +256,9 @@ int fs_dax_fault(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_
 		 bool *allocated);
 int fs_dax_sync(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r);
 int fs_dax_unmap(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r);
-/* The open file owner is released: end its sessions (before fs_release). */
-void fs_dax_release(struct fs *fs, uint64_t ino, uint64_t owner);
+/* The open file owner is released: end its sessions (before fs_release); true if it had any. */
+bool fs_dax_release(struct fs *fs, uint64_t ino, uint64_t owner);
+/* Does a live writable map session hold ino (its stores bypass the page cache)? */
+bool fs_dax_mapped(struct fs *fs, uint64_t ino);
 
 #endif

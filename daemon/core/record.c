@@ -138,6 +138,9 @@ int record_write(struct fs *fs)
 	if (p->sb->geo.version < 3 || p->sb->orphan_head || p->sb->record_off ||
 	    nchunks != p->sb->ichunk_hwm)
 		return -EINVAL;
+	/* blocks held for an earlier daemon's maps are free on media, not here */
+	if (alloc_held(&fs->alloc))
+		return -EBUSY;
 	uint64_t *masks = calloc(nchunks ? nchunks : 1, sizeof(uint64_t));
 	if (!masks)
 		return -ENOMEM;

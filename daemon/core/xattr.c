@@ -125,11 +125,13 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 		n += snprintf(buf + n, size - (size_t)n,
 			      "dax_maps %" PRId64 "\ndax_mapped_bytes %" PRId64 "\ndax_faults %" PRIu64
 			      "\ndax_fault_allocs %" PRIu64 "\ndax_huge_maps %" PRIu64
-			      "\ndax_flush_bytes %" PRIu64 "\ndax_deferred_blocks %" PRIu64 "\n",
+			      "\ndax_flush_bytes %" PRIu64 "\ndax_deferred_blocks %" PRIu64
+			      "\ndax_quarantined_blocks %" PRIu64 "\n",
 			      atomic_load(&fs->stats.dax_maps), atomic_load(&fs->stats.dax_mapped_bytes),
 			      atomic_load(&fs->stats.dax_faults), atomic_load(&fs->stats.dax_fault_allocs),
 			      atomic_load(&fs->stats.dax_huge_maps), atomic_load(&fs->stats.dax_flush_bytes),
-			      atomic_load(&fs->stats.dax_deferred_blocks));
+			      atomic_load(&fs->stats.dax_deferred_blocks),
+			      alloc_held(&fs->alloc));
 	if (n >= 0 && (size_t)n < size && fs->stats_extra) {
 		int m = fs->stats_extra(buf + n, size - (size_t)n);
 		/* a cut-off tail is not counted: the caller copies n bytes of buf */

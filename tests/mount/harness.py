@@ -90,14 +90,33 @@ def parse_size(s):
     return int(s)
 
 
-def run(cmd, timeout=120, input=None):
+def run(cmd, timeout=120, input=None, env=None):
     """Run a command, capture text output; never raises on exit status."""
     try:
         return subprocess.run(cmd, input=input, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
-                              errors="replace", timeout=timeout)
+                              errors="replace", timeout=timeout, env=env)
     except subprocess.TimeoutExpired as e:
         raise HarnessError("command timed out after %ss: %s" % (timeout, cmd)) from e
+
+
+DAX_LIB = os.path.join(BUILD, "lib", "libpmfuse-dax.so")
+
+
+def dax_preload_env(**extra):
+    """The environment of a process run under libpmfuse-dax.  A sanitized
+    build's library needs its sanitizer runtimes loaded first."""
+    pre = []
+    out = subprocess.run(["ldd", DAX_LIB], capture_output=True, text=True).stdout
+    for name in ("libasan.so", "libubsan.so"):
+        for line in out.splitlines():
+            if name in line and "=>" in line:
+                pre.append(line.split("=>")[1].split()[0])
+                break
+    env = dict(os.environ, LD_PRELOAD=" ".join(pre + [DAX_LIB]))
+    env["ASAN_OPTIONS"] = "detect_leaks=0:exitcode=86"
+    env.update(extra)
+    return env
 
 
 def sha256_file(path, chunk=1 << 20):

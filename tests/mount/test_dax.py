@@ -20,10 +20,9 @@ import sys
 import time
 import unittest
 
-from harness import (BUILD, PmfuseTestCase, fallocate, fs_stats, main, pmfuse_only,
-                     wait_until)
+from harness import (BUILD, PmfuseTestCase, dax_preload_env, fallocate, fs_stats, main,
+                     pmfuse_only, wait_until)
 
-LIB = os.path.join(BUILD, "lib", "libpmfuse-dax.so")
 DAXPROG = os.path.join(BUILD, "tests", "daxprog")
 DAXPROG_LINKED = os.path.join(BUILD, "tests", "daxprog-linked")
 SYS_PYTHON = "/usr/bin/python3"
@@ -33,20 +32,7 @@ MiB = 1 << 20
 PAGE = 4096
 
 
-def preload_env(**extra):
-    """The environment of a process run under the library.  A sanitized
-    build's library needs its sanitizer runtimes loaded first."""
-    pre = []
-    out = subprocess.run(["ldd", LIB], capture_output=True, text=True).stdout
-    for name in ("libasan.so", "libubsan.so"):
-        for line in out.splitlines():
-            if name in line and "=>" in line:
-                pre.append(line.split("=>")[1].split()[0])
-                break
-    env = dict(os.environ, LD_PRELOAD=" ".join(pre + [LIB]))
-    env["ASAN_OPTIONS"] = "detect_leaks=0:exitcode=86"
-    env.update(extra)
-    return env
+preload_env = dax_preload_env
 
 
 CHILD = r'''
@@ -205,8 +191,8 @@ def pread(path, n, off):
         os.close(fd)
 
 
-@pmfuse_only
-class DaxTest(PmfuseTestCase):
+class DaxCase(PmfuseTestCase):
+    """Children under the library are killed before the unmount."""
     region_size = "256M"
 
     def setUp(self):
@@ -232,6 +218,9 @@ class DaxTest(PmfuseTestCase):
         self.assertEqual(s["dax_mapped_bytes"], 0)
         self.assertEqual(s["dax_deferred_blocks"], 0)
 
+
+@pmfuse_only
+class DaxTest(DaxCase):
     def test_roundtrip(self):
         """Stores through a direct map are the file's bytes, byte for byte,
         through read(2); write(2) is seen through the map."""
@@ -571,6 +560,52 @@ class DaxTest(PmfuseTestCase):
                              env=preload_env(), timeout=60)
         self.assertEqual(out.stdout.strip(), "0", out.stderr)
         self.assertEqual(pread(p, 1, 0), b"r")
+
+
+@pmfuse_only
+class DaxRestartTest(DaxCase):
+    """A daemon that stops while processes still map its region: the next
+    one keeps every block those maps reach out of reuse until they go."""
+
+    def test_blocks_of_an_earlier_daemons_maps_stay_out_of_reuse(self):
+        p = self.p("victim")
+        n = 8 * MiB
+        make_file(p, b"\x11" * n)
+        fresh = os.statvfs(self.mnt)
+        c = self.child()
+        c("map", id=1, path=p, len=n)
+        c("fill", id=1, off=0, len=n, byte=0x22)        # every page granted
+        os.unlink(p)            # an orphan while mapped; the next mount reclaims it
+        self.crash()
+        self.assertFsckClean()
+        self.m = self.mount()
+        s = dax(self.mnt)
+        self.assertEqual(s["dax_quarantined_blocks"], n // PAGE)
+        # the region's free space is taken by another file ...
+        other = self.p("other")
+        fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o644)
+        off = 0
+        try:
+            while True:
+                os.pwrite(fd, b"\0" * MiB, off)
+                off += MiB
+        except OSError as e:
+            self.assertEqual(e.errno, 28)
+        os.fsync(fd)
+        # ... while the old map goes on storing where it was allowed to
+        c("fill", id=1, off=0, len=n, byte=0x33)
+        pos = 0
+        while pos < off:
+            got = os.pread(fd, 4 * MiB, pos)
+            self.assertNotIn(b"\x33", got, "a block the old map reaches went to another file")
+            pos += len(got)
+        os.close(fd)
+        os.unlink(other)
+        c.kill()
+        # the watcher lets go once the map is gone
+        self.assertTrue(wait_until(lambda: dax(self.mnt)["dax_quarantined_blocks"] == 0, 15))
+        self.assertTrue(wait_until(lambda: os.statvfs(self.mnt).f_bfree >= fresh.f_bfree + n // PAGE,
+                                   10), "space not returned")
 
 
 @pmfuse_only

@@ -3,7 +3,9 @@
  * which a request reaches an inode -- by name (lookups of names being
  * removed), by kernel reference (FORGET storms from drop_caches), by open
  * handle (writes through files unlinked or renamed over while open), and by
- * number (the stats xattr, which covers every inode, and the extents xattr).
+ * number (the stats xattr, which covers every inode, and the extents xattr),
+ * and by direct-access fault (run under LD_PRELOAD=libpmfuse-dax.so, maps
+ * of slot files take their write faults, msync and munmap to the daemon).
  *
  * Each worker thread owns a directory of slot files and keeps a model of
  * their bytes: every read (buffered, and O_DIRECT straight from the daemon)
@@ -36,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -738,6 +741,48 @@ static void read_stats(int tid, uint64_t *h2, uint64_t *h1)
 		*h1 = strtoull(q + 16, NULL, 10);
 }
 
+/*
+ * A shared, writable map of the slot file: every byte as the model says,
+ * stores into it (through the library's faults when preloaded: holes and
+ * unwritten blocks allocated, pages marked dirty), then msync or not.
+ */
+static void op_map(struct worker *w, int s)
+{
+	struct slot *sl = &w->slot[s];
+	size_t size = sl->c.size;
+
+	if (size == 0)
+		return;
+	int fd = slot_fd(w, s);
+	if (fd < 0)
+		return;
+	uint8_t *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		fail(w->id, "mmap slot %d (%zu bytes): %s", s, size, strerror(errno));
+		slot_done(w, s, fd);
+		return;
+	}
+	if (memcmp(m, sl->c.data, size)) {
+		size_t i = 0;
+		while (m[i] == sl->c.data[i])
+			i++;
+		fail(w->id, "map of slot %d: byte %zu is %#x, model %#x (size %zu)", s, i, m[i],
+		     sl->c.data[i], size);
+	}
+	for (int k = (int)below(&w->r, 4); k >= 0; k--) {
+		size_t off = below(&w->r, size), n = below(&w->r, 3 * BLK) + 1;
+		if (n > size - off)
+			n = size - off;
+		fill_random(&w->r, w->buf, n);
+		memcpy(m + off, w->buf, n);
+		content_write(&sl->c, off, w->buf, n);
+	}
+	if (below(&w->r, 2))
+		check_call(w, msync(m, size, MS_SYNC), "msync", s);
+	check_call(w, munmap(m, size), "munmap", s);
+	slot_done(w, s, fd);
+}
+
 static void op_extents(struct worker *w, int s)
 {
 	char p[4200], buf[1024];
@@ -788,6 +833,8 @@ static void worker_step(struct worker *w)
 		op_extents(w, s);
 	else if (op < 82)
 		read_stats(w->id, NULL, NULL);
+	else if (op < 86)
+		op_map(w, s);
 	else
 		op_shared(w);
 }
