@@ -582,7 +582,8 @@ static int scan_maps(struct fs *fs, struct alloc_run **out, size_t *nout)
 		fclose(f);
 	}
 	closedir(d);
-	qsort(runs, n, sizeof(*runs), cmp_run);
+	if (n > 1)
+		qsort(runs, n, sizeof(*runs), cmp_run);
 	size_t m = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (m && runs[i].phys <= runs[m - 1].phys + runs[m - 1].len) {
