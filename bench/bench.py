@@ -369,10 +369,10 @@ class Ctx:
 
 # ------------------------------------------------------------------ fio
 
-def fio(ctx, args, name="job", direct=True):
+def fio(ctx, args, name="job", direct=True, env=None):
     cmd = ["fio", "--name=" + name, "--ioengine=psync", "--direct=%d" % direct, "--fallocate=none",
            "--group_reporting", "--output-format=json"] + args
-    r = sh(cmd, timeout=3600)
+    r = sh(cmd, timeout=3600, env=env)
     out = r.stdout
     j = json.loads(out[out.index("{"):])
     job = j["jobs"][0]
@@ -837,6 +837,139 @@ def write_scale(ctx, rows, quick, out):
     print("written: %s (## Scale)" % out)
 
 
+DAX_FULL = dict(reps=3, file=1 * GiB, secs=5, lmdb=20000)
+DAX_QUICK = dict(reps=1, file=256 * MiB, secs=1, lmdb=3000)
+LMDB_WRITER = r"""
+import lmdb, os, sys, time
+env = lmdb.open(sys.argv[1], map_size=256 << 20, writemap=True, sync=True, metasync=True)
+val = b"v" * 100
+n = int(sys.argv[2])
+t0 = time.perf_counter()
+for i in range(n):
+    with env.begin(write=True) as txn:
+        txn.put(b"k%08d" % i, val)
+print(n / (time.perf_counter() - t0))
+env.close()
+"""
+
+
+def run_dax(ctx, quick):
+    """Direct access (issue 18): rows of (figure, {variant: [samples]}, unit,
+    (numerator, denominator, bound) or None).  pmfuse runs at cache-line
+    granularity (forced on the region file); "direct" is under
+    LD_PRELOAD=libpmfuse-dax.so, "fuse mmap" the kernel's mmap of the same
+    mount (page cache, msync as FSYNC)."""
+    cfg = DAX_QUICK if quick else DAX_FULL
+    lib = os.path.join(os.path.dirname(os.path.dirname(ctx.daemon)), "lib", "libpmfuse-dax.so")
+    bench = os.path.join(os.path.dirname(ctx.metabench), "daxbench")
+    direct_env = dict(os.environ, LD_PRELOAD=lib)
+    plain_env = dict(os.environ)
+    plain_env.pop("LD_PRELOAD", None)
+    figs = {}
+
+    def add(fig, variant, v):
+        figs.setdefault(fig, {}).setdefault(variant, []).append(v)
+        log("  dax: %-44s %-12s %12.0f" % (fig, variant, v))
+
+    def daxbench(mode, path, env):
+        r = sh([bench, mode, path, str(cfg["secs"])], env=env)
+        v, _, d = r.stdout.split()
+        return float(v), int(d)
+
+    chunk = os.urandom(MiB)
+    for rep in range(cfg["reps"]):
+        for name in ("pmfuse-cl", "tmpfs", "pt-default"):
+            log("rep %d/%d  dax   %s" % (rep + 1, cfg["reps"], name))
+            t = Target(name, ctx)
+            t.mount()
+            try:
+                f = os.path.join(t.mnt, "map")
+                with open(f, "wb") as fh:
+                    for _ in range(cfg["file"] // MiB):
+                        fh.write(chunk)
+                    os.fsync(fh.fileno())
+                variants = ([("direct", direct_env), ("fuse mmap", plain_env)]
+                            if name == "pmfuse-cl" else [(name, plain_env)])
+                for vname, env in variants:
+                    v, d = daxbench("store", f, env)
+                    if vname == "direct" and not d:
+                        raise RuntimeError("the direct variant did not map directly")
+                    add("4 KiB random store + msync, stores/s", vname, v)
+                    add("4 KiB random load over a mapped %d MiB file, loads/s"
+                        % (cfg["file"] >> 20), vname, daxbench("load", f, env)[0])
+                    db = os.path.join(t.mnt, "lmdb-%s" % vname.replace(" ", "-"))
+                    os.mkdir(db)
+                    n = cfg["lmdb"] if vname != "fuse mmap" else cfg["lmdb"] // 4
+                    r = sh(["/usr/bin/python3", "-c", LMDB_WRITER, db, str(n)], env=env,
+                           timeout=3600)
+                    add("LMDB writemap 100-byte commits/s", vname, float(r.stdout.split()[-1]))
+                    shutil.rmtree(db)
+                    j = fio(ctx, ["--filename=" + f, "--ioengine=mmap", "--rw=randwrite",
+                                  "--bs=4k", "--size=%d" % cfg["file"], "--fsync=1",
+                                  "--time_based", "--runtime=%d" % cfg["secs"]],
+                            direct=False, env=env)
+                    add("fio mmap 4 KiB randwrite, fsync=1, IOPS", vname, j["write"]["iops"])
+            finally:
+                t.umount()
+    lf = "4 KiB random load over a mapped %d MiB file, loads/s" % (cfg["file"] >> 20)
+    checks = {
+        "4 KiB random store + msync, stores/s": ("direct", "fuse mmap", 10.0),
+        lf: ("direct", "tmpfs", 0.8),
+        "LMDB writemap 100-byte commits/s": ("direct", "fuse mmap", 3.0),
+        "fio mmap 4 KiB randwrite, fsync=1, IOPS": None,
+    }
+    return [(fig, figs.get(fig, {}), checks[fig]) for fig in checks]
+
+
+def write_section(out, title, lines):
+    """Replace (or add) the section `title` of the markdown report."""
+    text = open(out).read() if os.path.exists(out) else "# pmfuse benchmark\n"
+    i = text.find("\n" + title)
+    if i >= 0:
+        j = text.find("\n## ", i + 1)
+        text = text[:i] + (text[j:] if j >= 0 else "")
+    with open(out, "w") as f:
+        f.write(text.rstrip("\n") + "\n\n" + "\n".join([title, ""] + lines) + "\n")
+    print("written: %s (%s)" % (out, title))
+
+
+def write_dax(rows, quick, out):
+    m = machine()
+    med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
+    variants = ["direct", "fuse mmap", "tmpfs", "pt-default"]
+    lines = ["- date: %s; pmfuse commit %s; %d CPUs, kernel %s, FUSE over io_uring %s; load %s" % (
+                 time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                 sh(["git", "-C", REPO, "describe", "--always", "--dirty"],
+                    check=False).stdout.strip(), m["nproc"], m["kernel"], m["fuse_uring"],
+                 " ".join(open("/proc/loadavg").read().split()[:3])),
+             "- pmfuse region on /dev/shm at cache-line granularity (PMEM2_FORCE_GRANULARITY="
+             "CACHE_LINE, PMEM_IS_PMEM_FORCE=1); direct: under LD_PRELOAD=libpmfuse-dax.so; "
+             "fuse mmap: the kernel's map of the same file; median of the repetitions "
+             "[min-max]", "",
+             "| figure | " + " | ".join(variants) + " | target |",
+             "|---|" + "---:|" * len(variants) + "---|"]
+    passes = fails = 0
+    for fig, vals, chk in rows:
+        cells = []
+        for v in variants:
+            xs = vals.get(v, [])
+            cells.append("%.0f [%.0f-%.0f]" % (med(xs), min(xs), max(xs)) if xs else "n/a")
+        tgt = "-"
+        if chk:
+            a, b, bound = chk
+            if vals.get(a) and vals.get(b):
+                r = med(vals[a]) / med(vals[b])
+                ok = r >= bound
+                passes += ok
+                fails += not ok
+                tgt = "%s/%s %.2fx (≥%gx) %s" % (a, b, r, bound, "PASS" if ok else "FAIL")
+        lines.append("| %s | %s | %s |" % (fig, " | ".join(cells), tgt))
+        print("%-56s %s  %s" % (fig, "  ".join(cells), tgt))
+    lines += ["", "targets: %d PASS, %d FAIL" % (passes, fails)]
+    write_section(out, "## Direct access (`bench/run --only dax%s`)" % (" --quick" if quick else ""),
+                  lines)
+
+
 RUNNERS = {"data": run_data, "buf": run_buf, "work": run_work, "mt": run_mt, "hole": run_hole, "meta": run_meta}
 
 
@@ -1017,7 +1150,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 repetition, small sizes")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
     ap.add_argument("--only", help="comma-separated phases: data,buf,mt,hole,meta,work; or scale "
-                    "(alone: mkfs/mount/fsck of big sparse regions and many files)")
+                    "(alone: mkfs/mount/fsck of big sparse regions and many files); or dax "
+                    "(alone: direct maps through libpmfuse-dax)")
     ap.add_argument("--targets", help="comma-separated targets (default all)")
     ap.add_argument("--profile", metavar="FIGURE",
                     help="perf record the pmfuse daemon during FIGURE (%s)" %
@@ -1071,8 +1205,10 @@ def main():
             if t == "pmfuse-cl" and "pmfuse" in ts and t not in ts:
                 ts.append(t)
     for p in phases:
-        if p not in RUNNERS and p != "scale":
+        if p not in RUNNERS and p not in ("scale", "dax"):
             sys.exit("unknown phase %s" % p)
+    if "dax" in phases and phases != ["dax"]:
+        sys.exit("--only dax runs alone (it writes the '## Direct access' section of the report)")
     if "scale" in phases and phases != ["scale"]:
         sys.exit("--only scale runs alone (it writes the '## Scale' section of the report)")
 
@@ -1114,6 +1250,13 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     atexit.register(cleanup_all)
+
+    if phases == ["dax"]:
+        log("pmfuse bench: dax phase (%s)" % ("quick" if a.quick else "full"))
+        rows = run_dax(ctx, a.quick)
+        print()
+        write_dax(rows, a.quick, a.out or os.path.join(HERE, "last-run.md"))
+        return 0
 
     if phases == ["scale"]:
         log("pmfuse bench: scale phase (%s)" % ("quick" if a.quick else "full"))

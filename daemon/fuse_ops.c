@@ -424,17 +424,12 @@ static bool write_only_direct(const struct fuse_file_info *fi)
  * msync and at munmap.
  */
 static _Atomic uint64_t pm_open_seq;
+#define PM_FH_WRITE	1ull
+#define PM_FH_DIRECT	2ull
 
 static void set_open_fh(struct fuse_file_info *fi, bool atime_due, bool mapped)
 {
 	bool may_direct = pm_opt_direct_io && pm_direct_io_mmap;
-
-	/*
-	 * The handle names the open for direct-access map sessions (which end
-	 * with it) and says whether it may write: no allocation per open.
-	 */
-	fi->fh = (atomic_fetch_add_explicit(&pm_open_seq, 1, memory_order_relaxed) + 1) << 1 |
-		 ((fi->flags & O_ACCMODE) != O_RDONLY);
 
 	if (may_direct && ((fi->flags & O_DIRECT) || mapped)) {
 		fi->direct_io = 1;
@@ -446,6 +441,14 @@ static void set_open_fh(struct fuse_file_info *fi, bool atime_due, bool mapped)
 	} else if (!atime_due) {
 		fi->keep_cache = 1;
 	}
+	/*
+	 * The handle names the open for direct-access map sessions (which end
+	 * with it) and says whether it may write and whether its reads bypass
+	 * the page cache: no allocation per open.
+	 */
+	fi->fh = (atomic_fetch_add_explicit(&pm_open_seq, 1, memory_order_relaxed) + 1) << 2 |
+		 (fi->direct_io ? PM_FH_DIRECT : 0) |
+		 ((fi->flags & O_ACCMODE) != O_RDONLY ? PM_FH_WRITE : 0);
 }
 
 /* fs_open(), asking whether a read is due to update the atime unless the open is write-only */
@@ -597,6 +600,8 @@ static void pm_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		reply_err(req, ino, EINVAL);
 		return;
 	}
+	if (!(fi->fh & PM_FH_DIRECT))	/* into the page cache: maps' msync must drop it */
+		fs_dax_note_read(pm_fs(req), ino, fi->fh);
 	err = fs_read(pm_fs(req), ino, (uint64_t)off, size, reply_segments, &rr,
 		      (fi->flags & O_NOATIME) ? FS_READ_NOATIME : 0);
 	if (err)
@@ -1006,7 +1011,7 @@ static void dax_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, struct fuse_
 	memcpy(&r, in_buf, sizeof(r));
 	switch (cmd) {
 	case PMFUSE_IOC_DAX_MAP:
-		err = fs_dax_map(fs, ino, fi->fh, fi->fh & 1, &r);
+		err = fs_dax_map(fs, ino, fi->fh, fi->fh & PM_FH_WRITE, &r);
 		break;
 	case PMFUSE_IOC_DAX_EXTENTS:
 		err = fs_dax_extents(fs, ino, fi->fh, &r);

@@ -11,13 +11,18 @@
  *   overlay  every written extent mapped from the region file at its block
  *            (MAP_FIXED), read-only until written, 2 MiB-aligned extents at
  *            2 MiB-aligned addresses (PMD pages, seed 002).
- * A store to a page not yet granted raises SIGSEGV (SEGV_ACCERR).  The
- * handler asks the daemon (FAULT): it allocates a hole (zeroed, persisted,
- * committed: seed 001's rule), marks the page DIRTY (003) and answers with
- * its block; the handler maps that block read-write and returns, and the
- * store is retried.  msync write-protects the granted pages of its range
- * first, then asks the daemon to flush that range's dirty pages (004):
- * the next store faults again and marks the page dirty again.
+ * A store to a page not yet writable raises SIGSEGV (SEGV_ACCERR).  On a
+ * page the map shows from the region, the handler sets the page's bit in
+ * the session's area shared with the daemon (the page's DIRTY mark,
+ * dax_pfn_mkwrite, 003) and makes the page writable: no round trip.  On a
+ * hole or an unwritten page it asks the daemon (FAULT), which allocates
+ * (zeroed, persisted, committed: seed 001's rule) and answers with the
+ * block, which the handler maps read-write.  The store is then retried.
+ * msync write-protects the writable pages of its range first, flushes them
+ * itself (cache-line flushes and one fence, or msync of its mapping of the
+ * region at page granularity) and clears their bits (004): the next store
+ * faults again.  It asks the daemon only when the daemon said another
+ * descriptor read the file through the page cache (which msync drops).
  *
  * Every map keeps its own descriptor of the file (a dup, close-on-exec): the
  * map outlives close(2) as POSIX says, and the process's exit releases the
@@ -45,6 +50,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -54,8 +60,12 @@
 #include <sys/uio.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #define PAGE	PMFUSE_DAX_BLOCK
+#define RECENT	64
 #define HUGE	(2ull << 20)
 #define MAX_MAPS 4096
 
@@ -82,6 +92,12 @@ struct session {
 	uint64_t id;
 	int fd;				/* our descriptor of the file */
 	int refs;			/* under maps_lock */
+	uint64_t first;			/* its window's first file page */
+	uint32_t granularity;		/* the region's (PMFUSE_DAX_GRAN_*) */
+	int rfd;			/* the region (read-write for a writable map) */
+	/* writable sessions, from their first fault: the area shared with the daemon */
+	struct pmfuse_dax_shared *_Atomic shared;
+	size_t shared_len;		/* its head, then a bit per page (page - first) */
 };
 
 struct dmap {
@@ -93,8 +109,41 @@ struct dmap {
 	bool inherited;			/* a child after fork(): the parent ends the session */
 	struct session *sess;
 	pthread_mutex_t lock;		/* granted bits and page protections */
-	uint64_t *granted;		/* bit per page: mapped read-write */
+	/* bit per page, four bitmaps in one allocation (granted owns it) */
+	uint64_t *granted;		/* mapped read-write */
+	uint64_t *data;			/* mapped from the region */
+	uint64_t *prev;			/* (unused bitmap slot, kept for the layout) */
+	uint64_t *hot;			/* kept writable across msync (see sync_range) */
+	unsigned nhot;
+	/* pages recently write-protected by msync, and when (the msync count) */
+	struct { uint64_t page; uint64_t gen; } recent[RECENT];
+	unsigned nrecent;
+	uint64_t gen;			/* msyncs that flushed something */
 };
+
+/*
+ * A page written again within a few msyncs of being write-protected (a
+ * database's meta pages, the pages its copy-on-write tree cycles through)
+ * stays writable across msync instead of taking a write-protect and a
+ * fault per cycle: it is then simply flushed at every msync of its range,
+ * whether stored to or not.  At most HOT_MAX per map.
+ */
+#define HOT_MAX 32
+#define HOT_WINDOW 8		/* msyncs */
+static uint64_t *bitmaps(uint64_t npages)
+{
+	return calloc(4 * ((npages + 63) / 64) + 1, sizeof(uint64_t));
+}
+
+static void set_bitmaps(struct dmap *m, uint64_t *bm, uint64_t npages)
+{
+	uint64_t w = (npages + 63) / 64;
+
+	m->granted = bm;
+	m->data = bm + w;
+	m->prev = bm + 2 * w;
+	m->hot = bm + 3 * w;
+}
 
 static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct dmap *_Atomic maps[MAX_MAPS];
@@ -123,6 +172,20 @@ static pthread_mutex_t segv_lock = PTHREAD_MUTEX_INITIALIZER;
 static inline bool test_bit(const uint64_t *bm, uint64_t i)
 {
 	return (bm[i / 64] >> (i % 64)) & 1;
+}
+
+/* The first set bit at or after i and before n, or n. */
+static uint64_t next_bit(const uint64_t *bm, uint64_t i, uint64_t n)
+{
+	while (i < n) {
+		uint64_t w = bm[i / 64] >> (i % 64);
+		if (w) {
+			i += (uint64_t)__builtin_ctzll(w);
+			return i < n ? i : n;
+		}
+		i += 64 - i % 64;
+	}
+	return n;
 }
 
 static inline void set_bit(uint64_t *bm, uint64_t i, bool v)
@@ -189,18 +252,119 @@ static void chain_segv(int sig, siginfo_t *si, void *ctx)
 	}
 }
 
+/* CPU cache flushes: clwb where there is one, else clflushopt, else clflush. */
+static int flush_insn = -1;	/* 2 clwb, 1 clflushopt, 0 clflush */
+
+static void flush_lines(const char *p, size_t len)
+{
+	const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63), *end = p + len;
+
+#if defined(__x86_64__)
+	if (flush_insn == 2)
+		for (; c < end; c += 64)
+			__asm__ volatile(".byte 0x66; xsaveopt %0" : "+m"(*(volatile char *)c));
+	else if (flush_insn == 1)
+		for (; c < end; c += 64)
+			__asm__ volatile(".byte 0x66; clflush %0" : "+m"(*(volatile char *)c));
+	else
+		for (; c < end; c += 64)
+			__asm__ volatile("clflush %0" : "+m"(*(volatile char *)c));
+#else
+	(void)c;
+	(void)end;
+#endif
+}
+
+static void fence(void)
+{
+#if defined(__x86_64__)
+	__asm__ volatile("sfence" ::: "memory");
+#else
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
+/* Make [p, p + len) of a region mapping durable, but for the final fence. */
+static int persist_run(const struct session *s, char *p, size_t len)
+{
+	switch (s->granularity) {
+	case PMFUSE_DAX_GRAN_BYTE:
+		return 0;	/* eADR: visible is durable */
+	case PMFUSE_DAX_GRAN_CACHE_LINE:
+		flush_lines(p, len);
+		return 0;
+	default:		/* a region file: its pages are written back by msync */
+		return (int)syscall(SYS_msync, p, len, MS_SYNC);
+	}
+}
+
+/* The page's bit in the shared area (which exists: the session was granted a page). */
+static inline void shared_bit(struct session *s, uint64_t page, bool set)
+{
+	uint64_t *bits = (uint64_t *)((char *)atomic_load(&s->shared) + PAGE);
+	uint64_t i = page - s->first, b = 1ull << (i % 64);
+
+	if (set)
+		__atomic_fetch_or(&bits[i / 64], b, __ATOMIC_RELEASE);
+	else
+		__atomic_fetch_and(&bits[i / 64], ~b, __ATOMIC_RELEASE);
+}
+
+/*
+ * The shared area the daemon made at the session's first fault, mapped
+ * once for all the session's pieces (each has its own lock): 0 or -1.
+ */
+static int map_shared(struct session *s, const struct pmfuse_dax_fault *f)
+{
+	if (atomic_load(&s->shared) || !f->shared_blocks)
+		return atomic_load(&s->shared) ? 0 : -1;
+	size_t len = f->shared_blocks * PAGE;
+	struct pmfuse_dax_shared *sh = sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, s->rfd,
+						(off_t)(f->shared_block * PAGE));
+	if (sh == MAP_FAILED)
+		return -1;
+	if (__atomic_load_n(&sh->magic, __ATOMIC_ACQUIRE) != PMFUSE_DAX_SHARED_MAGIC) {
+		sys_munmap(sh, len);
+		return -1;
+	}
+	struct pmfuse_dax_shared *none = NULL;
+	s->shared_len = len;	/* the same whoever wins */
+	if (!atomic_compare_exchange_strong(&s->shared, &none, sh))
+		sys_munmap(sh, len);	/* another piece's thread was first */
+	return 0;
+}
+
 /* A write fault in m at page index i (m->lock held): 0, or -1 to raise SIGBUS. */
 static int grant(struct dmap *m, uint64_t i)
 {
-	struct pmfuse_dax_fault f = { .session = m->sess->id, .page = m->first + i };
+	struct session *s = m->sess;
+	struct pmfuse_dax_shared *sh = atomic_load(&s->shared);
 
 	if (test_bit(m->granted, i))
 		return 0;	/* another thread got it first */
-	if (ioctl(m->sess->fd, PMFUSE_IOC_DAX_FAULT, &f) < 0)
-		return -1;
-	if (sys_mmap(m->addr + i * PAGE, PAGE, m->prot, MAP_SHARED | MAP_FIXED, m->rfd,
-		     (off_t)(f.block * PAGE)) == MAP_FAILED)
-		return -1;
+	/* written again soon after an msync write-protected it: hot */
+	for (unsigned k = 0; k < m->nrecent && m->nhot < HOT_MAX; k++)
+		if (m->recent[k].page == i && m->gen - m->recent[k].gen <= HOT_WINDOW) {
+			set_bit(m->hot, i, true);
+			m->nhot++;
+			break;
+		}
+	if (sh && test_bit(m->data, i)) {
+		/* dirty first, writable after: the daemon's fsync never misses it */
+		shared_bit(s, m->first + i, true);
+		__atomic_store_n(&sh->stored, 1, __ATOMIC_RELEASE);
+		if (sys_mprotect(m->addr + i * PAGE, PAGE, m->prot))
+			return -1;
+		__atomic_fetch_add(&sh->faults, 1, __ATOMIC_RELAXED);
+	} else {
+		struct pmfuse_dax_fault f = { .session = s->id, .page = m->first + i };
+		if (ioctl(s->fd, PMFUSE_IOC_DAX_FAULT, &f) < 0 || map_shared(s, &f))
+			return -1;
+		if (sys_mmap(m->addr + i * PAGE, PAGE, m->prot, MAP_SHARED | MAP_FIXED, m->rfd,
+			     (off_t)(f.block * PAGE)) == MAP_FAILED)
+			return -1;
+		set_bit(m->data, i, true);
+	}
 	set_bit(m->granted, i, true);
 	return 0;
 }
@@ -216,10 +380,17 @@ static void segv_handler(int sig, siginfo_t *si, void *ctx)
 		return;
 	}
 	pthread_mutex_lock(&m->lock);
-	int ret = grant(m, (uint64_t)((char *)si->si_addr - m->addr) / PAGE);
+	uint64_t i = (uint64_t)((char *)si->si_addr - m->addr) / PAGE;
+	int ret = grant(m, i);
 	pthread_mutex_unlock(&m->lock);
-	if (ret)	/* past the end of the file, no space, no daemon: as the kernel, SIGBUS */
+	if (ret) {	/* past the end of the file, no space, no daemon: as the kernel, SIGBUS */
+		char msg[160];
+		int n = snprintf(msg, sizeof(msg), "libpmfuse-dax: write fault at file page %llu: %s\n",
+				 (unsigned long long)(m->first + i), strerror(errno));
+		if (n > 0)
+			(void)!write(2, msg, (size_t)n);
 		syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGBUS);
+	}
 	errno = saved;
 }
 
@@ -276,6 +447,12 @@ static void after_fork_child(void)
 
 __attribute__((constructor)) static void init(void)
 {
+#if defined(__x86_64__)
+	unsigned a, b, c, d;
+	flush_insn = 0;
+	if (__get_cpuid_count(7, 0, &a, &b, &c, &d))
+		flush_insn = (b >> 24) & 1 ? 2 : (b >> 23) & 1 ? 1 : 0;
+#endif
 	if (!real_sigaction)
 		real_sigaction = (int (*)(int, const struct sigaction *, struct sigaction *))
 			dlsym(RTLD_NEXT, "sigaction");
@@ -369,6 +546,9 @@ static void session_put(struct session *s, bool end)
 	pthread_mutex_unlock(&maps_lock);
 	if (!last)
 		return;
+	/* the daemon frees the shared area at UNMAP: no longer ours to reach by then */
+	if (atomic_load(&s->shared))
+		sys_munmap(atomic_load(&s->shared), s->shared_len);
 	if (end) {
 		struct pmfuse_dax_req *r = calloc(1, sizeof(*r));
 		if (r) {
@@ -379,6 +559,36 @@ static void session_put(struct session *s, bool end)
 	}
 	close(s->fd);
 	free(s);
+}
+
+/*
+ * The map's own descriptor of the file: a new open with O_DIRECT, so the
+ * base map's reads of holes bypass the page cache (they never make msync
+ * ask the daemon to drop it); a dup where that cannot be had.  High and
+ * close-on-exec, out of the application's way.
+ */
+static int session_fd(int fd, bool write)
+{
+	char path[64];
+	int nfd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int o = open(path, (write ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC);
+	if (o >= 0) {
+		struct stat a, b;
+		if (fstat(o, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+		    a.st_ino == b.st_ino) {
+			nfd = fcntl(o, F_DUPFD_CLOEXEC, 512);
+			if (nfd >= 0) {
+				close(o);
+				return nfd;
+			}
+			return o;
+		}
+		close(o);
+	}
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+	return nfd >= 0 ? nfd : fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
 static void *plain_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -416,21 +626,22 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 	struct pmfuse_dax_req *r = calloc(1, sizeof(*r));
 	struct session *s = calloc(1, sizeof(*s));
 	struct dmap *m = calloc(1, sizeof(*m));
-	uint64_t *granted = calloc((npages + 63) / 64, sizeof(uint64_t));
+	uint64_t *granted = bitmaps(npages);
 	void *resv = NULL, *ret = MAP_FAILED;
 	size_t resv_len = 0;
 	int err = ENOMEM;
 
 	if (!r || !s || !m || !granted)
 		goto fail;
-	s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 512);
-	if (s->fd < 0)
-		s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	set_bitmaps(m, granted, npages);
+	s->fd = session_fd(fd, write);
 	if (s->fd < 0) {
 		err = errno;
 		goto fail;
 	}
 	s->refs = 1;
+	s->first = first;
+	s->granularity = info.granularity;
 	r->first = first;
 	r->npages = npages;
 	r->flags = write ? PMFUSE_DAX_WRITE : 0;
@@ -444,6 +655,7 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 		return plain_mmap(addr, len, prot, flags, fd, off);
 	}
 	s->id = r->session;
+	s->rfd = rfd;
 	if (!(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && plen >= HUGE) {
 		void *hint = huge_hint(r, first, plen, &resv, &resv_len);
 		if (hint) {
@@ -452,7 +664,7 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 		}
 	}
 	/* the base: the file itself, never writable (holes, and SIGBUS past the end) */
-	m->addr = sys_mmap(addr, plen, prot & ~PROT_WRITE, MAP_SHARED | keep, fd, off);
+	m->addr = sys_mmap(addr, plen, prot & ~PROT_WRITE, MAP_SHARED | keep, s->fd, off);
 	if (m->addr == MAP_FAILED) {
 		err = errno;
 		m->addr = NULL;
@@ -471,7 +683,6 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 	m->prot = prot;
 	m->rfd = rfd;
 	m->sess = s;
-	m->granted = granted;
 	pthread_mutex_init(&m->lock, NULL);
 	for (;;) {
 		for (uint32_t i = 0; i < r->count; i++) {
@@ -481,6 +692,8 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 				err = errno ? errno : EIO;
 				goto fail_map;
 			}
+			for (uint64_t k = e->page - first; k < e->page - first + e->npages; k++)
+				set_bit(m->data, k, true);
 		}
 		if (!(r->flags & PMFUSE_DAX_MORE))
 			break;
@@ -520,44 +733,99 @@ fail:
 }
 
 /*
- * Write-protect m's granted pages in [i, j) (m->lock held) and tell the
- * daemon: flush with SYNC_FLUSH (msync), else only forget them (munmap).
+ * msync of pages [i, j) of m (m->lock held), as dax_writeback_mapping_range:
+ * the writable pages are write-protected first (a store from now on faults
+ * and marks its page again), then flushed, one fence for all, then their
+ * bits cleared.  The daemon is asked only when a descriptor read the file
+ * through the page cache since the last time (it drops those copies) --
+ * with it, it flushes what was written through the FUSE path in the range.
  */
-static int ungrant_range(struct dmap *m, uint64_t i, uint64_t j, bool flush)
+static int sync_range(struct dmap *m, uint64_t i, uint64_t j)
 {
-	struct pmfuse_dax_req *r = calloc(1, sizeof(*r));
+	struct session *s = m->sess;
+	uint64_t bytes = 0;
 	int ret = 0;
 
-	if (!r) {
-		errno = ENOMEM;
-		return -1;
+	for (uint64_t p = i; (p = next_bit(m->granted, p, j)) < j;) {
+		uint64_t q = p;
+		bool hot = test_bit(m->hot, p);
+		while (q < j && test_bit(m->granted, q) && test_bit(m->hot, q) == hot)
+			q++;
+		char *a = m->addr + p * PAGE;
+		size_t n = (q - p) * PAGE;
+		/* a hot run stays writable (and dirty): it is flushed, that is all */
+		if ((!hot && sys_mprotect(a, n, m->prot & ~PROT_WRITE)) || persist_run(s, a, n))
+			ret = -1;
+		bytes += n;
+		p = q;
 	}
-	r->session = m->sess->id;
-	uint64_t p = i;
-	do {
-		r->count = 0;
-		while (p < j && r->count < PMFUSE_DAX_EXTENTS_MAX) {
-			if (!test_bit(m->granted, p)) {
-				p++;
+	struct pmfuse_dax_shared *sh = atomic_load(&s->shared);
+	if (bytes) {	/* granted pages exist: so does the shared area */
+		fence();
+		m->gen++;
+		for (uint64_t p = i; (p = next_bit(m->granted, p, j)) < j; p++) {
+			if (test_bit(m->hot, p))
 				continue;
-			}
-			uint64_t q = p;
-			while (q < j && test_bit(m->granted, q))
-				set_bit(m->granted, q++, false);
-			if (sys_mprotect(m->addr + p * PAGE, (q - p) * PAGE, m->prot & ~PROT_WRITE))
-				ret = -1;
-			r->ext[r->count++] = (struct pmfuse_dax_extent){ m->first + p, 0, q - p };
-			p = q;
+			set_bit(m->granted, p, false);
+			shared_bit(s, m->first + p, false);
+			/* remembered, oldest forgotten first */
+			unsigned k = m->nrecent < RECENT ? m->nrecent++ : (unsigned)(m->gen + p) % RECENT;
+			m->recent[k].page = p;
+			m->recent[k].gen = m->gen;
 		}
-		bool last = p >= j;
-		if (r->count == 0 && !(last && flush))
-			break;
-		r->first = m->first + i;
-		r->npages = j - i;
-		r->flags = last && flush ? PMFUSE_DAX_SYNC_FLUSH : 0;
+		__atomic_fetch_add(&sh->flush_bytes, bytes, __ATOMIC_RELAXED);
+	}
+	if (sh && __atomic_load_n(&sh->cached, __ATOMIC_ACQUIRE)) {
+		struct pmfuse_dax_req *r = calloc(1, sizeof(*r));
+		if (!r) {
+			errno = ENOMEM;
+			return -1;
+		}
+		*r = (struct pmfuse_dax_req){ .session = s->id, .first = m->first + i,
+					      .npages = j - i, .flags = PMFUSE_DAX_SYNC_FLUSH };
+		if (ioctl(s->fd, PMFUSE_IOC_DAX_SYNC, r) < 0)
+			ret = -1;
+		free(r);
+	}
+	return ret;
+}
+
+/*
+ * Pages [i, j) of m go (munmap of a part; m->lock held): their stores are
+ * the daemon's to flush at the next fsync.
+ */
+static int forget_range(struct dmap *m, uint64_t i, uint64_t j)
+{
+	struct pmfuse_dax_req *r = NULL;
+	int ret = 0;
+
+	for (uint64_t p = i; (p = next_bit(m->granted, p, j)) < j;) {
+		if (!r && !(r = calloc(1, sizeof(*r)))) {
+			errno = ENOMEM;
+			return -1;
+		}
+		uint64_t q = p;
+		for (; q < j && test_bit(m->granted, q); q++) {
+			set_bit(m->granted, q, false);
+			if (test_bit(m->hot, q)) {
+				set_bit(m->hot, q, false);
+				m->nhot--;
+			}
+		}
+		r->ext[r->count++] = (struct pmfuse_dax_extent){ m->first + p, 0, q - p };
+		p = q;
+		if (r->count == PMFUSE_DAX_EXTENTS_MAX || p >= j) {
+			r->session = m->sess->id;
+			if (ioctl(m->sess->fd, PMFUSE_IOC_DAX_SYNC, r) < 0)
+				ret = -1;
+			r->count = 0;
+		}
+	}
+	if (r && r->count) {
+		r->session = m->sess->id;
 		if (ioctl(m->sess->fd, PMFUSE_IOC_DAX_SYNC, r) < 0)
 			ret = -1;
-	} while (p < j);
+	}
 	free(r);
 	return ret;
 }
@@ -567,9 +835,9 @@ static struct dmap *split(struct dmap *m, uint64_t at)
 {
 	uint64_t n = m->len / PAGE, tail = n - at;
 	struct dmap *t = calloc(1, sizeof(*t));
-	uint64_t *g = t ? calloc((tail + 63) / 64, sizeof(uint64_t)) : NULL;
+	uint64_t *bm = t ? bitmaps(tail) : NULL;
 
-	if (!g) {
+	if (!bm) {
 		free(t);
 		return NULL;
 	}
@@ -578,17 +846,27 @@ static struct dmap *split(struct dmap *m, uint64_t at)
 	t->addr = m->addr + at * PAGE;
 	t->len = tail * PAGE;
 	t->first = m->first + at;
-	t->granted = g;
-	for (uint64_t i = 0; i < tail; i++)
-		if (test_bit(m->granted, at + i)) {
-			set_bit(g, i, true);
-			set_bit(m->granted, at + i, false);
+	set_bitmaps(t, bm, tail);
+	t->nhot = 0;
+	t->nrecent = 0;
+	for (uint64_t i = 0; i < tail; i++) {
+		uint64_t *from[4] = { m->granted, m->data, m->prev, m->hot };
+		uint64_t *to[4] = { t->granted, t->data, t->prev, t->hot };
+		for (int k = 0; k < 4; k++) {
+			set_bit(to[k], i, test_bit(from[k], at + i));
+			if (k != 1)	/* data stays known to both halves' pages only */
+				set_bit(from[k], at + i, false);
 		}
+		if (test_bit(t->hot, i)) {
+			t->nhot++;
+			m->nhot--;
+		}
+	}
 	m->len = at * PAGE;
 	pthread_mutex_lock(&maps_lock);
 	if (add_map(t)) {
 		pthread_mutex_unlock(&maps_lock);
-		free(g);
+		free(bm);
 		free(t);
 		return NULL;
 	}
@@ -640,7 +918,7 @@ static int unmap_piece(struct dmap *m, void *arg)
 	pthread_mutex_lock(&m->lock);
 	/* its pages stay dirty in the daemon for the next fsync */
 	if (!m->inherited)
-		ungrant_range(m, 0, m->len / PAGE, false);
+		forget_range(m, 0, m->len / PAGE);
 	pthread_mutex_unlock(&m->lock);
 	session_put(m->sess, !m->inherited);
 	pthread_mutex_destroy(&m->lock);
@@ -704,7 +982,7 @@ static int sync_piece(struct dmap *m, void *arg)
 	if (!(so->flags & MS_SYNC))
 		return 0;
 	pthread_mutex_lock(&m->lock);
-	int ret = ungrant_range(m, i, j, true);
+	int ret = sync_range(m, i, j);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }

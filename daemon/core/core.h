@@ -76,6 +76,7 @@ _Static_assert(FS_NAME_MAX == PMFUSE_NAME_MAX && FS_SYMLINK_MAX == PMFUSE_SYMLIN
 
 struct mapping;
 struct dir_hash;
+struct dax_session;
 
 /*
  * An in-memory inode, and its lifetime.
@@ -207,7 +208,9 @@ struct fs {
 	pthread_t dax_watch;
 	pthread_mutex_t dax_watch_lock;
 	pthread_cond_t dax_watch_cond;
-	bool dax_watch_inited, dax_watch_started, dax_watch_stop;
+	bool dax_watch_inited, dax_watch_started, dax_watch_running, dax_watch_stop;
+	pthread_mutex_t dax_lock;	/* dax_sessions: every live map session */
+	struct dax_session *dax_sessions;
 
 	pthread_mutex_t orphan_lock;	/* sb->orphan_head and orphan links */
 	pthread_mutex_t rename_lock;
@@ -378,6 +381,8 @@ void zero_fini(struct fs *fs);
  */
 int data_zero_locked(struct fs *fs, struct inode *in, uint64_t off, uint64_t len);
 int data_mark_dirty(struct fs *fs, struct inode *in, uint64_t page, uint64_t n);
+/* mtime and ctime to now, in place (as an overwrite does; fsync persists them) */
+void data_touch_locked(struct fs *fs, struct inode *in);
 
 /*
  * dax.c: after a transaction that unmapped blocks of in committed (inode
@@ -393,6 +398,9 @@ void dax_inode_free(struct fs *fs, struct inode *in);
 int dax_quarantine_scan(struct fs *fs);
 void dax_quarantine_report(struct fs *fs);
 void dax_watch_start(struct fs *fs);
+void dax_watch_kick(struct fs *fs);
 void dax_watch_stop(struct fs *fs);
+/* Faults and flushed bytes, the live sessions' own counts included. */
+void dax_stats(struct fs *fs, uint64_t *faults, uint64_t *flush_bytes);
 
 #endif

@@ -652,6 +652,11 @@ int data_zero_locked(struct fs *fs, struct inode *in, uint64_t off, uint64_t len
 	return write_locked(fs, in, off, &zeros, len, false);
 }
 
+void data_touch_locked(struct fs *fs, struct inode *in)
+{
+	touch_in_place(fs, in->pi, false);
+}
+
 int data_mark_dirty(struct fs *fs, struct inode *in, uint64_t page, uint64_t n)
 {
 	struct mapping *map = get_mapping(fs, in);

@@ -6,21 +6,27 @@
  * (fs/dax.c, the seeds):
  *   - a session per application mapping, tied to the open file it came
  *     through, so the process's exit (the open's release) ends it too;
- *   - write faults (dax_pfn_mkwrite, 003): a hole or unwritten page is
- *     allocated, zeroed, persisted and committed before the reply (the
- *     MAP_SYNC rule, 001); the page is marked DIRTY in the mapping index
- *     and recorded as *granted* (writable) to the session;
- *   - msync (004): the library write-protects its granted pages first,
- *     then the daemon forgets them as granted, flushes the DIRTY pages of
- *     the range and drains once;
- *   - a page granted to a live session may be stored to at any time, so it
- *     stays DIRTY: fsync re-marks the granted pages before and after its
- *     walk (a punch or truncate drops the index, and its marks with it);
+ *   - a writable session shares an area of the region with the library: a
+ *     bit per page of the window, set while the page is writable in the map
+ *     -- the DIRTY mark of the session's pages.  The library sets it itself
+ *     on the first write to a page it already maps (dax_pfn_mkwrite, 003:
+ *     no round trip), and clears it after flushing the page at msync, with
+ *     the page write-protected first (004);
+ *   - write faults on holes and unwritten pages come here: allocated,
+ *     zeroed, persisted and committed before the reply (the MAP_SYNC rule,
+ *     001), the page's bit set;
+ *   - fsync of the file (from any descriptor) marks every page with a bit
+ *     set DIRTY in the mapping index before its walk, and the bits stay:
+ *     the map may store again at any time;
+ *   - a session's end turns its set bits into DIRTY pages for the next
+ *     fsync (munmap flushes nothing, as in the kernel);
  *   - blocks a live session may reach are never reused: while a file has a
  *     session, the blocks it frees (truncate, punch) wait in the inode's
  *     deferred list until the last session ends.  The allocator's state is
- *     DRAM only (rebuilt from the file maps at mount), so the deferred
- *     list needs no persistent record: a crash frees them at the next mount.
+ *     DRAM only (rebuilt from the file maps at mount), so neither the
+ *     deferred list nor a shared area needs a persistent record: a crash
+ *     frees them at the next mount (which keeps what is still mapped out
+ *     of reuse, see below).
  */
 #include "core.h"
 #include "log.h"
@@ -40,14 +46,19 @@
 #include <unistd.h>
 
 #define BLK PMFUSE_BLOCK_SIZE
+#define BITS_PER_BLOCK (BLK * 8ull)
 
 struct dax_session {
-	struct dax_session *next;
+	struct dax_session *next;	/* the inode's sessions */
+	struct dax_session *gnext, *gprev;	/* every session (fs->dax_sessions) */
 	uint64_t id;
 	uint64_t owner;			/* the open file it came through */
 	uint64_t first, npages;		/* the mapped window, in file pages */
 	bool write;
-	struct mapping granted;		/* pages made writable: DIRTY-marked entries */
+	/* writable sessions: the area shared with the library */
+	uint64_t shared_block, shared_blocks;
+	struct pmfuse_dax_shared *shared;
+	uint64_t *bits;			/* bit (page - first): writable in the map */
 };
 
 struct dax_inode {
@@ -80,6 +91,40 @@ static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
 	}
 	*out = in;
 	return 0;
+}
+
+/* The session's bits: the other side changes them at any time. */
+static void bit_set(struct dax_session *s, uint64_t page)
+{
+	uint64_t i = page - s->first;
+	__atomic_fetch_or(&s->bits[i / 64], 1ull << (i % 64), __ATOMIC_RELEASE);
+}
+
+static void bit_clear(struct dax_session *s, uint64_t page)
+{
+	uint64_t i = page - s->first;
+	__atomic_fetch_and(&s->bits[i / 64], ~(1ull << (i % 64)), __ATOMIC_RELEASE);
+}
+
+/* The first page >= p and < end whose bit is set in s, or UINT64_MAX. */
+static uint64_t bit_next(const struct dax_session *s, uint64_t p, uint64_t end)
+{
+	if (!s->bits)
+		return UINT64_MAX;
+	if (p < s->first)
+		p = s->first;
+	if (end > s->first + s->npages)
+		end = s->first + s->npages;
+	while (p < end) {
+		uint64_t i = p - s->first;
+		uint64_t w = __atomic_load_n(&s->bits[i / 64], __ATOMIC_ACQUIRE) >> (i % 64);
+		if (w) {
+			p += (uint64_t)__builtin_ctzll(w);
+			return p < end ? p : UINT64_MAX;
+		}
+		p += 64 - i % 64;
+	}
+	return UINT64_MAX;
 }
 
 int fs_dax_info(struct fs *fs, struct pmfuse_dax_info *info)
@@ -155,11 +200,48 @@ static int describe(struct fs *fs, struct inode *in, uint64_t from, uint64_t end
 	return 0;
 }
 
+/*
+ * A writable session's shared area: a header block and the bitmap, zeroed,
+ * in one run (the library maps it in one piece).  Free space may be cut
+ * into shorter runs first: those are set aside while looking, then freed.
+ */
+static int shared_alloc(struct fs *fs, struct dax_session *s)
+{
+	struct alloc_run run, aside[32];
+	uint64_t n = 1 + (s->npages + BITS_PER_BLOCK - 1) / BITS_PER_BLOCK;
+	int naside = 0, nr;
+
+	while ((nr = alloc_blocks(&fs->alloc, n, 0, &run, 1)) == 1 && run.len < n &&
+	       naside < (int)(sizeof(aside) / sizeof(aside[0])))
+		aside[naside++] = run;
+	for (int i = 0; i < naside; i++)
+		alloc_free(&fs->alloc, aside[i].phys, aside[i].len);
+	if (nr < 0)
+		return nr;
+	if (nr == 0 || run.len < n) {
+		if (nr)
+			alloc_free(&fs->alloc, run.phys, run.len);
+		return -ENOSPC;
+	}
+	char *p = region_block(&fs->region, run.phys);
+	int ret = region_zero(&fs->region, p, n * BLK);
+	if (ret) {
+		alloc_free(&fs->alloc, run.phys, run.len);
+		return ret;
+	}
+	s->shared_block = run.phys;
+	s->shared_blocks = n;
+	s->shared = (struct pmfuse_dax_shared *)p;
+	s->bits = (uint64_t *)(p + BLK);
+	__atomic_store_n(&s->shared->magic, PMFUSE_DAX_SHARED_MAGIC, __ATOMIC_RELEASE);
+	return 0;
+}
+
 int fs_dax_map(struct fs *fs, uint64_t ino, uint64_t owner, bool owner_writes,
 	       struct pmfuse_dax_req *r)
 {
 	bool write = r->flags & PMFUSE_DAX_WRITE;
-	struct dax_session *s;
+	struct dax_session *s = NULL;
 	struct inode *in;
 	int ret;
 
@@ -178,20 +260,24 @@ int fs_dax_map(struct fs *fs, uint64_t ino, uint64_t owner, bool owner_writes,
 		goto out;
 	if (!(s = calloc(1, sizeof(*s))))
 		goto out;
-	ret = describe(fs, in, r->first, r->first + r->npages, r);
-	if (ret) {
+	s->first = r->first;
+	s->npages = r->npages;
+	s->write = write;
+	if ((ret = describe(fs, in, r->first, r->first + r->npages, r))) {
 		free(s);
 		goto out;
 	}
 	s->id = atomic_fetch_add(&fs->dax_next_session, 1) + 1;
 	s->owner = owner;
-	s->first = r->first;
-	s->npages = r->npages;
-	s->write = write;
-	mapping_init(&s->granted);
 	s->next = in->dax->sessions;
 	in->dax->sessions = s;
 	r->session = s->id;
+	pthread_mutex_lock(&fs->dax_lock);
+	s->gnext = fs->dax_sessions;
+	if (s->gnext)
+		s->gnext->gprev = s;
+	fs->dax_sessions = s;
+	pthread_mutex_unlock(&fs->dax_lock);
 	atomic_fetch_add(&fs->stats.dax_maps, 1);
 	atomic_fetch_add(&fs->stats.dax_mapped_bytes, (int64_t)(r->npages * BLK));
 out:
@@ -224,16 +310,27 @@ int fs_dax_extents(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_da
 	return ret;
 }
 
-/* Every page granted to a session of in, within [start, end), DIRTY in the index. */
+/*
+ * Every page a session of in may store to, within [start, end), DIRTY in
+ * the index; the times too, if a map made a page writable since we looked
+ * (a store through a map changes the file as a write does).
+ */
 static int remark_granted(struct fs *fs, struct inode *in, uint64_t start, uint64_t end)
 {
-	for (struct dax_session *s = in->dax ? in->dax->sessions : NULL; s; s = s->next)
-		for (uint64_t p = start;
-		     (p = mapping_find_marked(&s->granted, p, end, DAX_DIRTY)) != UINT64_MAX; p++) {
+	bool stored = false;
+
+	for (struct dax_session *s = in->dax ? in->dax->sessions : NULL; s; s = s->next) {
+		if (!s->shared)
+			continue;
+		stored |= __atomic_exchange_n(&s->shared->stored, 0, __ATOMIC_ACQ_REL) != 0;
+		for (uint64_t p = start; (p = bit_next(s, p, end)) != UINT64_MAX; p++) {
 			int ret = data_mark_dirty(fs, in, p, 1);
 			if (ret)
 				return ret;
 		}
+	}
+	if (stored)
+		data_touch_locked(fs, in);
 	return 0;
 }
 
@@ -260,6 +357,9 @@ int fs_dax_fault(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_
 	}
 	if ((ret = inode_pinned(in->pi)))
 		goto out;
+	/* the first write of the session: the area it shares with the library */
+	if (!s->shared && (ret = shared_alloc(fs, s)))
+		goto out;
 	ret = fmap_lookup(&fs->pool, in->pi, page, &phys, &count);
 	if (ret >= 0 && ret != FMAP_DATA) {
 		uint64_t len = in->pi->size - page * BLK;
@@ -274,17 +374,15 @@ int fs_dax_fault(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_
 		ret = ret == -EUCLEAN || ret >= 0 ? -EIO : ret;
 		goto out;
 	}
-	/* the entry goes DIRTY, and the page is the session's to store to until msync */
+	/* the page is the session's to store to until its msync: DIRTY */
+	bit_set(s, page);
+	__atomic_store_n(&s->shared->stored, 1, __ATOMIC_RELEASE);
 	if ((ret = data_mark_dirty(fs, in, page, 1)))
 		goto out;
-	if (!mapping_lookup(&s->granted, page, NULL)) {
-		ret = mapping_insert(&s->granted, page, dax_mk_entry(0, DAX_ORDER_4K, 0));
-		if (ret)
-			goto out;
-		mapping_mark_dirty(&s->granted, page, 1);
-	}
 	f->block = phys;
 	f->size = in->pi->size;
+	f->shared_block = s->shared_block;
+	f->shared_blocks = s->shared_blocks;
 	atomic_fetch_add_explicit(&fs->stats.dax_faults, 1, memory_order_relaxed);
 out:
 	pthread_rwlock_unlock(&in->lock);
@@ -292,7 +390,7 @@ out:
 	return ret;
 }
 
-/* Forget the pages of r->ext as granted to s, marking them DIRTY in the index. */
+/* The pages of r->ext, writable no more in s: DIRTY in the index, bits cleared. */
 static int ungrant(struct fs *fs, struct inode *in, struct dax_session *s,
 		   const struct pmfuse_dax_req *r)
 {
@@ -302,12 +400,11 @@ static int ungrant(struct fs *fs, struct inode *in, struct dax_session *s,
 		uint64_t p = r->ext[i].page, end = p + r->ext[i].npages;
 		if (end < p)
 			return -EINVAL;
-		while ((p = mapping_find_marked(&s->granted, p, end, DAX_DIRTY)) != UINT64_MAX) {
-			/* stored to until the library write-protected it: dirty */
+		while ((p = bit_next(s, p, end)) != UINT64_MAX) {
 			int err = data_mark_dirty(fs, in, p, 1);
 			if (err && !ret)
 				ret = err;
-			mapping_erase(&s->granted, p);
+			bit_clear(s, p);
 			p++;
 		}
 	}
@@ -363,12 +460,12 @@ int fs_dax_sync(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_r
 	ret = ungrant(fs, in, s, r);
 	if (ret || !(r->flags & PMFUSE_DAX_SYNC_FLUSH))
 		goto out;
-	/* what other sessions may still store to must be in this walk too */
-	if ((ret = remark_granted(fs, in, r->first, end)))
-		goto out;
+	/* the page cache is dropped after the reply (the FUSE layer) */
+	if (s->shared)
+		__atomic_store_n(&s->shared->cached, 0, __ATOMIC_RELEASE);
+	/* the pages written through the FUSE path; the map's own the library flushed */
 	if (in->mapping)
 		ret = writeback_range(fs, in->mapping, r->first, end, &bytes);
-	/* ... and stays DIRTY after it */
 	if (ret == 0)
 		ret = remark_granted(fs, in, r->first, end);
 	/* overwrites stored the times in place, as fsync knows */
@@ -381,22 +478,38 @@ out:
 }
 
 /*
- * The end of a session (inode lock held exclusively): its granted pages
- * stay DIRTY for the next fsync (munmap flushes nothing, as in the
- * kernel); with the file's last session, the blocks kept from reuse go back.
+ * The end of a session (inode lock held exclusively): its set bits become
+ * DIRTY pages for the next fsync, its counters go to the filesystem's, its
+ * shared area is freed; with the file's last session, the blocks kept from
+ * reuse go back.
  */
 static void end_session(struct fs *fs, struct inode *in, struct dax_session *s)
 {
 	struct dax_session **pp = &in->dax->sessions;
 
-	for (uint64_t p = 0; (p = mapping_find_marked(&s->granted, p, UINT64_MAX, DAX_DIRTY)) != UINT64_MAX; p++)
-		(void)data_mark_dirty(fs, in, p, 1);	/* no memory: fsync flushes the file at eviction */
+	/* no memory to mark: fsync at eviction flushes the file anyway */
+	(void)remark_granted(fs, in, s->first, s->first + s->npages);
 	while (*pp != s)
 		pp = &(*pp)->next;
 	*pp = s->next;
+	pthread_mutex_lock(&fs->dax_lock);
+	if (s->gprev)
+		s->gprev->gnext = s->gnext;
+	else
+		fs->dax_sessions = s->gnext;
+	if (s->gnext)
+		s->gnext->gprev = s->gprev;
+	if (s->shared) {
+		atomic_fetch_add(&fs->stats.dax_faults,
+				 __atomic_load_n(&s->shared->faults, __ATOMIC_ACQUIRE));
+		atomic_fetch_add(&fs->stats.dax_flush_bytes,
+				 __atomic_load_n(&s->shared->flush_bytes, __ATOMIC_ACQUIRE));
+	}
+	pthread_mutex_unlock(&fs->dax_lock);
+	if (s->shared)
+		alloc_free(&fs->alloc, s->shared_block, s->shared_blocks);
 	atomic_fetch_sub(&fs->stats.dax_maps, 1);
 	atomic_fetch_sub(&fs->stats.dax_mapped_bytes, (int64_t)(s->npages * BLK));
-	mapping_destroy(&s->granted);
 	free(s);
 	if (!in->dax->sessions) {
 		uint64_t n = 0;
@@ -407,6 +520,38 @@ static void end_session(struct fs *fs, struct inode *in, struct dax_session *s)
 		free(in->dax);
 		in->dax = NULL;
 	}
+}
+
+void dax_stats(struct fs *fs, uint64_t *faults, uint64_t *flush_bytes)
+{
+	pthread_mutex_lock(&fs->dax_lock);
+	*faults = atomic_load(&fs->stats.dax_faults);
+	*flush_bytes = atomic_load(&fs->stats.dax_flush_bytes);
+	for (struct dax_session *s = fs->dax_sessions; s; s = s->gnext)
+		if (s->shared) {
+			*faults += __atomic_load_n(&s->shared->faults, __ATOMIC_ACQUIRE);
+			*flush_bytes += __atomic_load_n(&s->shared->flush_bytes, __ATOMIC_ACQUIRE);
+		}
+	pthread_mutex_unlock(&fs->dax_lock);
+}
+
+void fs_dax_note_read(struct fs *fs, uint64_t ino, uint64_t owner)
+{
+	if (atomic_load_explicit(&fs->stats.dax_maps, memory_order_relaxed) <= 0)
+		return;
+	struct inode *in = inode_get(fs, ino);
+	if (!in)
+		return;
+	pthread_rwlock_rdlock(&in->lock);
+	bool own = false;
+	for (struct dax_session *s = in->dax ? in->dax->sessions : NULL; s && !own; s = s->next)
+		own = s->owner == owner;
+	/* a read through the page cache by another descriptor: msync must drop it */
+	for (struct dax_session *s = in->dax && !own ? in->dax->sessions : NULL; s; s = s->next)
+		if (s->shared)
+			__atomic_store_n(&s->shared->cached, 1, __ATOMIC_RELEASE);
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
 }
 
 int fs_dax_unmap(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r)
@@ -438,6 +583,19 @@ bool fs_dax_release(struct fs *fs, uint64_t ino, uint64_t owner)
 	if (!in)
 		return false;
 	pthread_rwlock_wrlock(&in->lock);
+	bool any = false;
+	for (struct dax_session *s = in->dax ? in->dax->sessions : NULL; s && !any; s = s->next)
+		any = s->owner == owner;
+	/*
+	 * A session ends without its munmap: the process exited (its maps are
+	 * gone by now), or closed the library's descriptor behind its back and
+	 * still maps what the session reached.  Before anything is freed,
+	 * whatever is still mapped is kept out of reuse.
+	 */
+	if (any) {
+		(void)dax_quarantine_scan(fs);
+		dax_watch_kick(fs);
+	}
 	for (struct dax_session *s = in->dax ? in->dax->sessions : NULL, *next; s; s = next) {
 		next = s->next;
 		if (s->owner == owner) {
@@ -508,8 +666,6 @@ void dax_release_freed(struct fs *fs, struct inode *in, struct fmap_freed *freed
 
 void dax_inode_free(struct fs *fs, struct inode *in)
 {
-	if (!in->dax)
-		return;
 	while (in->dax && in->dax->sessions)
 		end_session(fs, in, in->dax->sessions);
 }
@@ -641,6 +797,7 @@ static void *watch_main(void *arg)
 		(void)dax_quarantine_scan(fs);
 		pthread_mutex_lock(&fs->dax_watch_lock);
 	}
+	fs->dax_watch_running = false;
 	pthread_mutex_unlock(&fs->dax_watch_lock);
 	return NULL;
 }
@@ -650,8 +807,27 @@ void dax_watch_start(struct fs *fs)
 	pthread_mutex_init(&fs->dax_watch_lock, NULL);
 	pthread_cond_init(&fs->dax_watch_cond, NULL);
 	fs->dax_watch_inited = true;
-	if (alloc_quarantine_ranges(&fs->alloc))
+	dax_watch_kick(fs);
+}
+
+/* Quarantined ranges appeared after the mount: watch them too. */
+void dax_watch_kick(struct fs *fs)
+{
+	if (!fs->dax_watch_inited || !alloc_quarantine_ranges(&fs->alloc))
+		return;
+	pthread_mutex_lock(&fs->dax_watch_lock);
+	if (fs->dax_watch_started && !fs->dax_watch_running) {
+		pthread_mutex_unlock(&fs->dax_watch_lock);
+		pthread_join(fs->dax_watch, NULL);
+		pthread_mutex_lock(&fs->dax_watch_lock);
+		fs->dax_watch_started = false;
+	}
+	if (!fs->dax_watch_started && !fs->dax_watch_stop) {
+		fs->dax_watch_running = true;
 		fs->dax_watch_started = !pthread_create(&fs->dax_watch, NULL, watch_main, fs);
+		fs->dax_watch_running = fs->dax_watch_started;
+	}
+	pthread_mutex_unlock(&fs->dax_watch_lock);
 }
 
 void dax_watch_stop(struct fs *fs)

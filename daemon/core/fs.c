@@ -496,6 +496,7 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 
 	if (!fs)
 		return -ENOMEM;
+	pthread_mutex_init(&fs->dax_lock, NULL);
 	fs->opts = *o;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	ret = pool_open(&fs->pool, path, why, whylen);
@@ -648,6 +649,7 @@ int fs_attach(struct fs **out, const struct pool *pool, int (*claim)(void *ctx, 
 
 	if (!fs)
 		return -ENOMEM;
+	pthread_mutex_init(&fs->dax_lock, NULL);
 	fs->pool = *pool;
 	ret = cache_init(fs, why, whylen);
 	if (ret)

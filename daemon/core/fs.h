@@ -258,6 +258,8 @@ int fs_dax_sync(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_r
 int fs_dax_unmap(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r);
 /* The open file owner is released: end its sessions (before fs_release); true if it had any. */
 bool fs_dax_release(struct fs *fs, uint64_t ino, uint64_t owner);
+/* A READ of ino through the page cache by the open owner (msync must drop what it cached). */
+void fs_dax_note_read(struct fs *fs, uint64_t ino, uint64_t owner);
 /* Does a live writable map session hold ino (its stores bypass the page cache)? */
 bool fs_dax_mapped(struct fs *fs, uint64_t ino);
 

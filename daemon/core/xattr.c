@@ -121,6 +121,8 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback",
 			fs->pool.sb->last_mount, data, pieces, added, removed,
 			atomic_load(&fs->pool.meta_bytes), fs->mount_state ? fs->mount_state : "-");
+	uint64_t dax_faults, dax_flush;
+	dax_stats(fs, &dax_faults, &dax_flush);
 	if (n >= 0 && (size_t)n < size)
 		n += snprintf(buf + n, size - (size_t)n,
 			      "dax_maps %" PRId64 "\ndax_mapped_bytes %" PRId64 "\ndax_faults %" PRIu64
@@ -128,8 +130,8 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			      "\ndax_flush_bytes %" PRIu64 "\ndax_deferred_blocks %" PRIu64
 			      "\ndax_quarantined_blocks %" PRIu64 "\n",
 			      atomic_load(&fs->stats.dax_maps), atomic_load(&fs->stats.dax_mapped_bytes),
-			      atomic_load(&fs->stats.dax_faults), atomic_load(&fs->stats.dax_fault_allocs),
-			      atomic_load(&fs->stats.dax_huge_maps), atomic_load(&fs->stats.dax_flush_bytes),
+			      dax_faults, atomic_load(&fs->stats.dax_fault_allocs),
+			      atomic_load(&fs->stats.dax_huge_maps), dax_flush,
 			      atomic_load(&fs->stats.dax_deferred_blocks),
 			      alloc_held(&fs->alloc));
 	if (n >= 0 && (size_t)n < size && fs->stats_extra) {

@@ -11,20 +11,33 @@
  *   MAP     start a map session for pages [first, first + npages) of the
  *           file: its written extents within the file size come back as
  *           (page, block, npages) runs, MAP_MORE says call EXTENTS for the
- *           rest.  The blocks of a file with a live session are never given
- *           to another file until every session of the file has ended.
+ *           rest.  A writable session gets, with its first FAULT, a shared
+ *           area in the region (shared_block, shared_blocks): a struct
+ *           pmfuse_dax_shared, then a bitmap with a bit per page of the
+ *           window, set while the page is writable in the map (the DIRTY
+ *           mark of the session's pages).  A map only read allocates nothing.
+ *           The blocks of a file with a live session are never given to
+ *           another file until every session of the file has ended.
  *   EXTENTS more runs from page first on (no new session)
- *   FAULT   a write to a page (struct pmfuse_dax_fault): allocate it if
- *           it is a hole or unwritten (zeroed, persisted, committed before
- *           the reply: the MAP_SYNC rule), mark it DIRTY, and remember it
- *           as writable by the session; block is the page's block
- *   SYNC    the session write-protected the pages in ext[] (runs of
- *           page/npages; block unused): forget them as writable and, with
- *           SYNC_FLUSH, flush them and every DIRTY page of [first, +npages)
- *           and drain (msync); without it only forget (munmap of a part)
- *   UNMAP   the session is over (munmap); its writable pages are flushed
+ *   FAULT   a write to a page that is a hole, unwritten, or not mapped yet
+ *           (struct pmfuse_dax_fault): allocated if needed (zeroed,
+ *           persisted, committed before the reply: the MAP_SYNC rule), its
+ *           bit set; block is the page's block.  A write to a page the map
+ *           already shows from the region needs no request: the library
+ *           sets the page's bit and makes it writable itself.
+ *   SYNC    with SYNC_FLUSH (msync, when the shared area's "cached" says a
+ *           descriptor read the file through the page cache): flush the
+ *           DIRTY pages of [first, +npages) written through the FUSE path,
+ *           drop the page cache there, clear "cached".  The library flushes
+ *           the map's own writable pages itself (CPU flushes, or msync of
+ *           its region mapping at page granularity) and clears their bits.
+ *           Without SYNC_FLUSH (munmap of a part): the pages of ext[] (runs
+ *           of page/npages) become DIRTY in the daemon and their bits clear.
+ *   UNMAP   the session is over (munmap): its set bits become DIRTY pages
+ *           for the next fsync, the shared area is freed
  * A session also ends when the open file it came through is released (the
- * process exited), with the same flush.
+ * process exited), the same way; fsync of the file flushes the pages whose
+ * bits are set in any live session.
  */
 #ifndef PMFUSE_DAX_IOCTL_H
 #define PMFUSE_DAX_IOCTL_H
@@ -76,12 +89,28 @@ struct pmfuse_dax_req {
 	struct pmfuse_dax_extent ext[PMFUSE_DAX_EXTENTS_MAX];
 };
 
+/*
+ * The head of a writable session's shared area (one block; the bitmap of
+ * the window's pages follows in the next blocks).  Written by both sides
+ * with atomic operations.
+ */
+#define PMFUSE_DAX_SHARED_MAGIC	0x706d646178736871ull	/* "pmdaxshq" */
+struct pmfuse_dax_shared {
+	uint64_t magic;
+	uint64_t faults;		/* library: write faults it served alone */
+	uint64_t flush_bytes;		/* library: bytes its msync flushed */
+	uint32_t cached;		/* daemon: the page cache may hold the file's pages */
+	uint32_t stored;		/* library: a page was made writable since the daemon looked */
+};
+
 /* small: a fault is served in a signal handler, on the faulting thread's stack */
 struct pmfuse_dax_fault {
 	uint64_t session;
 	uint64_t page;			/* in: the file page written */
 	uint64_t block;			/* out: its region block */
 	uint64_t size;			/* out: the file size */
+	uint64_t shared_block;		/* out: the session's shared area */
+	uint64_t shared_blocks;
 };
 
 #define PMFUSE_IOC_MAGIC	0xb7
