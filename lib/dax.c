@@ -109,6 +109,7 @@ struct dmap {
 	bool inherited;			/* a child after fork(): the parent ends the session */
 	struct session *sess;
 	pthread_mutex_t lock;		/* granted bits and page protections */
+	_Atomic long owner;		/* the thread holding lock, 0 if none */
 	/* bit per page, four bitmaps in one allocation (granted owns it) */
 	uint64_t *granted;		/* mapped read-write */
 	uint64_t *data;			/* mapped from the region */
@@ -143,6 +144,27 @@ static void set_bitmaps(struct dmap *m, uint64_t *bm, uint64_t npages)
 	m->data = bm + w;
 	m->prev = bm + 2 * w;
 	m->hot = bm + 3 * w;
+}
+
+static long self_tid(void)
+{
+	static __thread long tid;
+
+	if (!tid)
+		tid = syscall(SYS_gettid);
+	return tid;
+}
+
+static void map_lock(struct dmap *m)
+{
+	pthread_mutex_lock(&m->lock);
+	atomic_store(&m->owner, self_tid());
+}
+
+static void map_unlock(struct dmap *m)
+{
+	atomic_store(&m->owner, 0);
+	pthread_mutex_unlock(&m->lock);
 }
 
 static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -374,15 +396,20 @@ static void segv_handler(int sig, siginfo_t *si, void *ctx)
 	int saved = errno;
 	struct dmap *m = si->si_code == SEGV_ACCERR ? find_map(si->si_addr) : NULL;
 
-	if (!m || !(m->prot & PROT_WRITE)) {
+	/*
+	 * Not a direct map's write -- or a fault while this very thread holds
+	 * the map (a store from a signal handler that interrupted the library):
+	 * waiting would never end, so it is the application's fault to handle.
+	 */
+	if (!m || !(m->prot & PROT_WRITE) || atomic_load(&m->owner) == self_tid()) {
 		errno = saved;
 		chain_segv(sig, si, ctx);
 		return;
 	}
-	pthread_mutex_lock(&m->lock);
+	map_lock(m);
 	uint64_t i = (uint64_t)((char *)si->si_addr - m->addr) / PAGE;
 	int ret = grant(m, i);
-	pthread_mutex_unlock(&m->lock);
+	map_unlock(m);
 	if (ret) {	/* past the end of the file, no space, no daemon: as the kernel, SIGBUS */
 		char msg[160];
 		int n = snprintf(msg, sizeof(msg), "libpmfuse-dax: write fault at file page %llu: %s\n",
@@ -608,6 +635,9 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 		return plain_mmap(addr, len, prot, flags, fd, off);
 	int acc = fcntl(fd, F_GETFL);
 	bool write = prot & PROT_WRITE;
+	/* write implies read on x86 (and the flushes of msync read the pages) */
+	if (write)
+		prot |= PROT_READ;
 	/* what the kernel would refuse, it refuses (EACCES) */
 	if (acc < 0 || (acc & O_ACCMODE) == O_WRONLY || (write && (acc & O_ACCMODE) != O_RDWR))
 		return plain_mmap(addr, len, prot, flags, fd, off);
@@ -886,21 +916,21 @@ static struct dmap *carve(char *a, size_t len, bool *nomem)
 	*nomem = false;
 	if (!m)
 		return NULL;
-	pthread_mutex_lock(&m->lock);
+	map_lock(m);
 	uint64_t i = (uint64_t)(a - m->addr) / PAGE, n = m->len / PAGE;
 	uint64_t j = i + len / PAGE < n ? i + len / PAGE : n;
 	struct dmap *t = m;
 	if (i > 0)
 		t = split(m, i);
-	pthread_mutex_unlock(&m->lock);
+	map_unlock(m);
 	if (!t) {
 		*nomem = true;
 		return NULL;
 	}
 	if (j - i < t->len / PAGE) {
-		pthread_mutex_lock(&t->lock);
+		map_lock(t);
 		struct dmap *rest = split(t, j - i);
-		pthread_mutex_unlock(&t->lock);
+		map_unlock(t);
 		if (!rest) {
 			*nomem = true;
 			return NULL;
@@ -915,11 +945,11 @@ static int unmap_piece(struct dmap *m, void *arg)
 	pthread_mutex_lock(&maps_lock);
 	remove_map(m);
 	pthread_mutex_unlock(&maps_lock);
-	pthread_mutex_lock(&m->lock);
+	map_lock(m);
 	/* its pages stay dirty in the daemon for the next fsync */
 	if (!m->inherited)
 		forget_range(m, 0, m->len / PAGE);
-	pthread_mutex_unlock(&m->lock);
+	map_unlock(m);
 	session_put(m->sess, !m->inherited);
 	pthread_mutex_destroy(&m->lock);
 	free(m->granted);
@@ -981,9 +1011,9 @@ static int sync_piece(struct dmap *m, void *arg)
 	/* MS_ASYNC starts nothing (nor in the kernel, since 2.6.19) */
 	if (!(so->flags & MS_SYNC))
 		return 0;
-	pthread_mutex_lock(&m->lock);
+	map_lock(m);
 	int ret = sync_range(m, i, j);
-	pthread_mutex_unlock(&m->lock);
+	map_unlock(m);
 	return ret;
 }
 
@@ -1008,9 +1038,12 @@ EXPORT int pmfuse_dax_msync(void *addr, size_t len, int flags)
 static int protect_piece(struct dmap *m, void *arg)
 {
 	int prot = *(int *)arg, ret = 0;
+
+	if (prot & PROT_WRITE)
+		prot |= PROT_READ;
 	uint64_t n = m->len / PAGE;
 
-	pthread_mutex_lock(&m->lock);
+	map_lock(m);
 	m->prot = prot;
 	/* granted pages take prot; the others never PROT_WRITE (a store must fault) */
 	for (uint64_t i = 0; i < n;) {
@@ -1022,7 +1055,7 @@ static int protect_piece(struct dmap *m, void *arg)
 			ret = -1;
 		i = j;
 	}
-	pthread_mutex_unlock(&m->lock);
+	map_unlock(m);
 	return ret;
 }
 
@@ -1119,9 +1152,9 @@ static void prefault(void *buf, size_t len)
 		struct dmap *m = find_map(a);
 		if (!m || !(m->prot & PROT_WRITE))
 			continue;
-		pthread_mutex_lock(&m->lock);
+		map_lock(m);
 		(void)grant(m, (uint64_t)(a - m->addr) / PAGE);
-		pthread_mutex_unlock(&m->lock);
+		map_unlock(m);
 	}
 }
 

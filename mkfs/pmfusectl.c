@@ -48,7 +48,7 @@
 #define EXIT_USAGE	2
 #define STATS_XATTR	"user.pmfuse.stats"
 #define FSTYPE		"fuse.pmfuse"
-#define MAX_STATS	64
+#define MAX_STATS 256	/* name-value lines of the stats xattr kept */
 #define MAX_MOUNTS	16
 
 static const char *prog = "pmfusectl";

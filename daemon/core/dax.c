@@ -231,9 +231,11 @@ static int shared_alloc(struct fs *fs, struct dax_session *s)
 	}
 	s->shared_block = run.phys;
 	s->shared_blocks = n;
-	s->shared = (struct pmfuse_dax_shared *)p;
 	s->bits = (uint64_t *)(p + BLK);
-	__atomic_store_n(&s->shared->magic, PMFUSE_DAX_SHARED_MAGIC, __ATOMIC_RELEASE);
+	__atomic_store_n(&((struct pmfuse_dax_shared *)p)->magic, PMFUSE_DAX_SHARED_MAGIC,
+			 __ATOMIC_RELEASE);
+	/* dax_stats() reads it under fs->dax_lock only */
+	__atomic_store_n(&s->shared, (struct pmfuse_dax_shared *)p, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -527,11 +529,13 @@ void dax_stats(struct fs *fs, uint64_t *faults, uint64_t *flush_bytes)
 	pthread_mutex_lock(&fs->dax_lock);
 	*faults = atomic_load(&fs->stats.dax_faults);
 	*flush_bytes = atomic_load(&fs->stats.dax_flush_bytes);
-	for (struct dax_session *s = fs->dax_sessions; s; s = s->gnext)
-		if (s->shared) {
-			*faults += __atomic_load_n(&s->shared->faults, __ATOMIC_ACQUIRE);
-			*flush_bytes += __atomic_load_n(&s->shared->flush_bytes, __ATOMIC_ACQUIRE);
+	for (struct dax_session *s = fs->dax_sessions; s; s = s->gnext) {
+		struct pmfuse_dax_shared *sh = __atomic_load_n(&s->shared, __ATOMIC_ACQUIRE);
+		if (sh) {
+			*faults += __atomic_load_n(&sh->faults, __ATOMIC_ACQUIRE);
+			*flush_bytes += __atomic_load_n(&sh->flush_bytes, __ATOMIC_ACQUIRE);
 		}
+	}
 	pthread_mutex_unlock(&fs->dax_lock);
 }
 

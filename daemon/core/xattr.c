@@ -208,7 +208,7 @@ ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, 
 
 	bool stats = ino == PMFUSE_ROOT_INO && strcmp(name, STATS_NAME) == 0;
 	if (stats || strcmp(name, EXTENTS_NAME) == 0) {
-		char buf[2048];
+		char buf[4096];	/* the stats are ~2.2 KiB */
 		int n = stats ? stats_text(fs, buf, sizeof(buf))
 			      : data_extents_text(fs, ino, buf, sizeof(buf));
 		if (n < 0)

@@ -84,7 +84,10 @@ for line in sys.stdin:
         if op == "map":
             write = c.get("write", True)
             fd = os.open(c["path"], os.O_RDWR if write else os.O_RDONLY)
-            if write:
+            if c.get("write_only"):         # PROT_WRITE alone, as fio's mmap engine asks
+                m = mmap.mmap(fd, c["len"], mmap.MAP_SHARED, mmap.PROT_WRITE,
+                              offset=c.get("off", 0))
+            elif write:
                 m = mmap.mmap(fd, c["len"], mmap.MAP_SHARED, offset=c.get("off", 0))
             else:
                 m = RawMap(fd, c["len"], c.get("off", 0))
@@ -342,6 +345,20 @@ class DaxTest(DaxCase):
         self.assertEqual(faults[-3:], [0, 0, 0])
         c.exit()
         self.assertSessionsEnd()
+
+    def test_write_only_protection(self):
+        """PROT_WRITE alone (fio's mmap engine for writes) is a direct map
+        that msync can flush (write implies read, as on x86)."""
+        p = self.p("w")
+        make_file(p, b"\0" * MiB)
+        c = self.child()
+        self.assertEqual(c("map", id=1, path=p, len=MiB, write_only=True)["direct"], 1)
+        for k in range(3):
+            c("fill", id=1, off=k * 3 * PAGE, len=PAGE + 10, byte=k + 1)
+            c("msync", id=1)
+        c.exit()
+        for k in range(3):
+            self.assertEqual(pread(p, PAGE + 10, k * 3 * PAGE), bytes([k + 1]) * (PAGE + 10))
 
     def test_fsync_flushes_what_maps_store(self):
         """fsync(2) of the file from another process flushes the pages a
