@@ -377,6 +377,53 @@ class Write(Op):
         return [before, grown]
 
 
+MAP_STORE = r"""
+import mmap, os, sys
+path, off, fsync = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+data = sys.stdin.buffer.read()
+fd = os.open(path, os.O_RDWR)
+m = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED)
+m[off:off + len(data)] = data
+if fsync:
+    os.fsync(fd)
+m.close()
+os.close(fd)
+"""
+
+
+class MapWrite(Op):
+    """Stores through a direct map (a child under libpmfuse-dax) inside the
+    file's size: holes and unwritten pages are allocated by the daemon's
+    write faults (a transaction each), pages the map already shows are
+    marked dirty by the library alone; fsync of the file flushes them."""
+    name = "map_write"
+
+    def prepare(self, st, w):
+        n = st.node(self.path)
+        self.wid = w.next_wid()
+        self.data = pattern(n.fid, self.wid, self.off, self.len)
+
+    def run(self, w):
+        env = harness.dax_preload_env()
+        r = subprocess.run([sys.executable, "-c", MAP_STORE, os.path.join(w.mnt, self.path),
+                            str(self.off), "1" if self.fsync else "0"], input=self.data,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("map_write: %s" % r.stderr.decode(errors="replace")[-2000:])
+
+    def apply(self, st, w, durable=True):
+        n = st.node(self.path)
+        n.write(self.off, self.data, False)     # stores: durable at fsync, -o sync or not
+        if durable and self.fsync:
+            n.sync()
+
+    def flight_states(self, before, w):
+        """Stores in flight: any of their bytes may be there (the size never moves)."""
+        after = before.copy()
+        self.apply(after, w, durable=False)
+        return [before, after]
+
+
 class Fsync(Op):
     name = "fsync"
 
@@ -946,6 +993,18 @@ def wl_mixed_tree(b):
     b.op(Rename(src="p/q", dst="q"))
 
 
+def wl_map_write(b):
+    """Direct-access stores: the daemon's fault allocations, the library's
+    dirty marks, fsync from the mapping process."""
+    b.op(Create(path="f"))
+    b.op(Truncate(path="f", size=40000))
+    b.op(MapWrite(path="f", off=1000, len=9000, fsync=True))
+    b.op(Write(path="f", off=20000, len=8192, fsync="fsync"))
+    b.op(MapWrite(path="f", off=20500, len=3000, fsync=True))
+    b.op(MapWrite(path="f", off=30000, len=5000, fsync=False))
+    b.op(Fsync(path="f"))
+
+
 def wl_random(seed, nops):
     """A random mix (crash-long): files and directories under a few names."""
     def build(b):
@@ -1004,7 +1063,7 @@ WORKLOADS = [
     ("xattr", wl_xattr), ("acl", wl_acl), ("chattr", wl_chattr),
     ("tmpfile", wl_tmpfile),
     ("symlink", wl_symlink), ("fsync", wl_fsync), ("mixed_replace", wl_mixed_replace),
-    ("mixed_tree", wl_mixed_tree),
+    ("mixed_tree", wl_mixed_tree), ("map_write", wl_map_write),
 ]
 
 
@@ -1021,7 +1080,7 @@ LONG_WORKLOADS = [("grow_shrink", wl_grow_shrink)]
 MODE_OPTS = {"writeback": [], "sync": ["sync"], "wbcache": ["writeback_cache"]}
 
 SYNC_WORKLOADS = {"write_small", "write_unaligned", "append", "overwrite", "truncate_append",
-                  "unlink_open", "fsync", "mixed_tree"}
+                  "unlink_open", "fsync", "mixed_tree", "map_write"}
 
 # Violations found and reported but not fixed yet: still run and printed in
 # full, counted apart; a listed workload that stops failing fails the run (so
