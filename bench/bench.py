@@ -899,8 +899,7 @@ def run_dax(ctx, quick):
                         % (cfg["file"] >> 20), vname, daxbench("load", f, env)[0])
                     db = os.path.join(t.mnt, "lmdb-%s" % vname.replace(" ", "-"))
                     os.mkdir(db)
-                    n = cfg["lmdb"] if vname != "fuse mmap" else cfg["lmdb"] // 4
-                    r = sh(["/usr/bin/python3", "-c", LMDB_WRITER, db, str(n)], env=env,
+                    r = sh(["/usr/bin/python3", "-c", LMDB_WRITER, db, str(cfg["lmdb"])], env=env,
                            timeout=3600)
                     add("LMDB writemap 100-byte commits/s", vname, float(r.stdout.split()[-1]))
                     shutil.rmtree(db)
