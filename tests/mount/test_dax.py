@@ -186,6 +186,29 @@ def make_file(path, data=None, size=None):
         os.close(fd)
 
 
+def fill_region(test, fd):
+    """Write zeros through fd until the region is full (ENOSPC, at the write
+    or -- with -o writeback_cache -- at the fsync that follows): the size
+    written.  Never more than the region holds."""
+    chunk = b"\0" * MiB
+    off = 0
+    limit = os.statvfs(test.mnt).f_blocks * PAGE
+    try:
+        while off < limit:
+            os.pwrite(fd, chunk, off)
+            off += MiB
+            if off % (16 * MiB) == 0:
+                os.fsync(fd)
+        test.fail("the region took %d bytes, more than it has" % off)
+    except OSError as e:
+        test.assertEqual(e.errno, 28)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        test.assertEqual(e.errno, 28)
+    return off
+
+
 def pread(path, n, off):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -418,15 +441,7 @@ class DaxTest(DaxCase):
         # fill the rest of the region with another file
         other = self.p("other")
         fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o644)
-        chunk = b"\0" * MiB
-        off = 0
-        try:
-            while True:
-                os.pwrite(fd, chunk, off)
-                off += MiB
-        except OSError as e:
-            self.assertEqual(e.errno, 28)
-        os.fsync(fd)
+        off = fill_region(self, fd)
         # the map stores everywhere it still can
         c("fill", id=1, off=0, len=n, byte=0x33)
         c("msync", id=1)
@@ -626,14 +641,7 @@ class DaxRestartTest(DaxCase):
         # the region's free space is taken by another file ...
         other = self.p("other")
         fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o644)
-        off = 0
-        try:
-            while True:
-                os.pwrite(fd, b"\0" * MiB, off)
-                off += MiB
-        except OSError as e:
-            self.assertEqual(e.errno, 28)
-        os.fsync(fd)
+        off = fill_region(self, fd)
         # ... while the old map goes on storing where it was allowed to
         c("fill", id=1, off=0, len=n, byte=0x33)
         pos = 0
