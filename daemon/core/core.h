@@ -380,6 +380,8 @@ void zero_fini(struct fs *fs);
  * committed); mark pages [page, page + n) of existing blocks DIRTY.
  */
 int data_zero_locked(struct fs *fs, struct inode *in, uint64_t off, uint64_t len);
+/* A reference to the regular file ino: 0, -ENOENT, -EISDIR or -EINVAL. */
+int data_get_file(struct fs *fs, uint64_t ino, struct inode **out);
 int data_mark_dirty(struct fs *fs, struct inode *in, uint64_t page, uint64_t n);
 /* mtime and ctime to now, in place (as an overwrite does; fsync persists them) */
 void data_touch_locked(struct fs *fs, struct inode *in);

@@ -35,7 +35,7 @@
 #define BLK PMFUSE_BLOCK_SIZE
 #define BLK_MASK ((uint64_t)BLK - 1)
 
-static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
+int data_get_file(struct fs *fs, uint64_t ino, struct inode **out)
 {
 	struct inode *in = inode_get(fs, ino);
 
@@ -124,7 +124,7 @@ int data_extents_text(struct fs *fs, uint64_t ino, char *buf, size_t size)
 {
 	struct fmap_extents c = { 0 };
 	struct inode *in;
-	int ret = get_file(fs, ino, &in);
+	int ret = data_get_file(fs, ino, &in);
 
 	if (ret)
 		return ret;
@@ -179,7 +179,7 @@ int fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t size, fs_read_fn f
 	uint64_t pos, end, zero_bytes = 0;
 	int n = 0, ret;
 
-	ret = get_file(fs, ino, &in);
+	ret = data_get_file(fs, ino, &in);
 	if (ret)
 		return ret;
 	pthread_rwlock_rdlock(&in->lock);
@@ -681,7 +681,7 @@ static ssize_t write_bytes(struct fs *fs, uint64_t ino, uint64_t off, const stru
 
 	if (size == 0)
 		return 0;
-	if ((ret = check_range(off, size)) || (ret = get_file(fs, ino, &in)))
+	if ((ret = check_range(off, size)) || (ret = data_get_file(fs, ino, &in)))
 		return ret;
 	pthread_rwlock_wrlock(&in->lock);
 	ret = inode_immutable(in->pi) ?: write_locked(fs, in, off, src, size, sync);
@@ -869,7 +869,7 @@ int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t l
 		return -EINVAL;
 	if (off > PMFUSE_MAX_FILE_SIZE || len > PMFUSE_MAX_FILE_SIZE - off)
 		return -EFBIG;
-	ret = get_file(fs, ino, &in);
+	ret = data_get_file(fs, ino, &in);
 	if (ret)
 		return ret == -EINVAL ? -ENODEV : ret;
 	pieces_init(&ps);
@@ -935,9 +935,9 @@ ssize_t fs_copy_range(struct fs *fs, uint64_t src_ino, uint64_t soff, uint64_t d
 
 	if ((ret = check_range(doff, len)))
 		return ret;
-	if ((ret = get_file(fs, src_ino, &src)))
+	if ((ret = data_get_file(fs, src_ino, &src)))
 		return ret;
-	if ((ret = get_file(fs, dst_ino, &dst))) {
+	if ((ret = data_get_file(fs, dst_ino, &dst))) {
 		inode_put(fs, src);
 		return ret;
 	}
@@ -997,7 +997,7 @@ int64_t fs_lseek(struct fs *fs, uint64_t ino, int64_t off, int whence)
 
 	if (off < 0)
 		return -ENXIO;
-	r = get_file(fs, ino, &in);
+	r = data_get_file(fs, ino, &in);
 	if (r)
 		return r;
 	pthread_rwlock_rdlock(&in->lock);

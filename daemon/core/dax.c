@@ -79,18 +79,37 @@ static struct dax_session *find_session(struct inode *in, uint64_t id, uint64_t 
 	return NULL;
 }
 
-static int get_file(struct fs *fs, uint64_t ino, struct inode **out)
+/*
+ * Session id of owner on the regular file ino, its inode locked
+ * (exclusively if excl) and referenced: 0, or -errno with nothing held
+ * (-EBADF: no such session).  session_unlock() lets go.
+ */
+static int session_lock(struct fs *fs, uint64_t ino, uint64_t owner, uint64_t id, bool excl,
+			struct inode **inp, struct dax_session **sp)
 {
-	struct inode *in = inode_get(fs, ino);
+	struct inode *in;
+	int ret = data_get_file(fs, ino, &in);
 
-	if (!in)
-		return -ENOENT;
-	if (!S_ISREG(in->pi->mode)) {
+	if (ret)
+		return ret;
+	if (excl)
+		pthread_rwlock_wrlock(&in->lock);
+	else
+		pthread_rwlock_rdlock(&in->lock);
+	*sp = find_session(in, id, owner);
+	if (!*sp) {
+		pthread_rwlock_unlock(&in->lock);
 		inode_put(fs, in);
-		return -EINVAL;
+		return -EBADF;
 	}
-	*out = in;
+	*inp = in;
 	return 0;
+}
+
+static void session_unlock(struct fs *fs, struct inode *in)
+{
+	pthread_rwlock_unlock(&in->lock);
+	inode_put(fs, in);
 }
 
 /* The session's bits: the other side changes them at any time. */
@@ -252,7 +271,7 @@ int fs_dax_map(struct fs *fs, uint64_t ino, uint64_t owner, bool owner_writes,
 		return -EINVAL;
 	if (write && !owner_writes)
 		return -EACCES;
-	if ((ret = get_file(fs, ino, &in)))
+	if ((ret = data_get_file(fs, ino, &in)))
 		return ret;
 	pthread_rwlock_wrlock(&in->lock);
 	if (write && (ret = inode_pinned(in->pi)))
@@ -294,21 +313,17 @@ out:
 
 int fs_dax_extents(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r)
 {
+	struct dax_session *s;
 	struct inode *in;
-	int ret = get_file(fs, ino, &in);
+	int ret = session_lock(fs, ino, owner, r->session, false, &in, &s);
 
 	if (ret)
 		return ret;
-	pthread_rwlock_rdlock(&in->lock);
-	struct dax_session *s = find_session(in, r->session, owner);
-	if (!s)
-		ret = -EBADF;
-	else if (r->first < s->first || r->first > s->first + s->npages)
+	if (r->first < s->first || r->first > s->first + s->npages)
 		ret = -EINVAL;
 	else
 		ret = describe(fs, in, r->first, s->first + s->npages, r);
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
+	session_unlock(fs, in);
 	return ret;
 }
 
@@ -340,16 +355,15 @@ int fs_dax_fault(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_
 		 bool *allocated)
 {
 	uint64_t page = f->page, phys, count;
+	struct dax_session *s;
 	struct inode *in;
-	int ret = get_file(fs, ino, &in);
 
 	*allocated = false;
+	int ret = session_lock(fs, ino, owner, f->session, true, &in, &s);
 	if (ret)
 		return ret;
-	pthread_rwlock_wrlock(&in->lock);
-	struct dax_session *s = find_session(in, f->session, owner);
-	if (!s || !s->write) {
-		ret = s ? -EACCES : -EBADF;
+	if (!s->write) {
+		ret = -EACCES;
 		goto out;
 	}
 	/* past the end of the file, or outside the map: the kernel's SIGBUS */
@@ -387,8 +401,7 @@ int fs_dax_fault(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_
 	f->shared_blocks = s->shared_blocks;
 	atomic_fetch_add_explicit(&fs->stats.dax_faults, 1, memory_order_relaxed);
 out:
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
+	session_unlock(fs, in);
 	return ret;
 }
 
@@ -446,19 +459,14 @@ int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
 int fs_dax_sync(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r)
 {
 	uint64_t bytes = 0, end = r->first + r->npages;
+	struct dax_session *s;
 	struct inode *in;
-	int ret = get_file(fs, ino, &in);
+	int ret = session_lock(fs, ino, owner, r->session, true, &in, &s);
 
 	if (ret)
 		return ret;
 	if (end < r->first)
 		end = UINT64_MAX;
-	pthread_rwlock_wrlock(&in->lock);
-	struct dax_session *s = find_session(in, r->session, owner);
-	if (!s) {
-		ret = -EBADF;
-		goto out;
-	}
 	ret = ungrant(fs, in, s, r);
 	if (ret || !(r->flags & PMFUSE_DAX_SYNC_FLUSH))
 		goto out;
@@ -474,8 +482,7 @@ int fs_dax_sync(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_r
 	pmemobj_persist(fs->pool.pop, &in->pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
 	atomic_fetch_add_explicit(&fs->stats.dax_flush_bytes, bytes, memory_order_relaxed);
 out:
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
+	session_unlock(fs, in);
 	return ret;
 }
 
@@ -560,20 +567,15 @@ void fs_dax_note_read(struct fs *fs, uint64_t ino, uint64_t owner)
 
 int fs_dax_unmap(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_req *r)
 {
+	struct dax_session *s;
 	struct inode *in;
-	int ret = get_file(fs, ino, &in);
+	int ret = session_lock(fs, ino, owner, r->session, true, &in, &s);
 
 	if (ret)
 		return ret;
-	pthread_rwlock_wrlock(&in->lock);
-	struct dax_session *s = find_session(in, r->session, owner);
-	if (s)
-		end_session(fs, in, s);
-	else
-		ret = -EBADF;
-	pthread_rwlock_unlock(&in->lock);
-	inode_put(fs, in);
-	return ret;
+	end_session(fs, in, s);
+	session_unlock(fs, in);
+	return 0;
 }
 
 bool fs_dax_release(struct fs *fs, uint64_t ino, uint64_t owner)
