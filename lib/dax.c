@@ -110,10 +110,9 @@ struct dmap {
 	struct session *sess;
 	pthread_mutex_t lock;		/* granted bits and page protections */
 	_Atomic long owner;		/* the thread holding lock, 0 if none */
-	/* bit per page, four bitmaps in one allocation (granted owns it) */
+	/* bit per page, three bitmaps in one allocation (granted owns it) */
 	uint64_t *granted;		/* mapped read-write */
 	uint64_t *data;			/* mapped from the region */
-	uint64_t *prev;			/* (unused bitmap slot, kept for the layout) */
 	uint64_t *hot;			/* kept writable across msync (see sync_range) */
 	unsigned nhot;
 	/* pages recently write-protected by msync, and when (the msync count) */
@@ -137,7 +136,7 @@ struct dmap {
 #define HOT_EPOCH 256		/* msyncs after which hot pages go back to faulting */
 static uint64_t *bitmaps(uint64_t npages)
 {
-	return calloc(4 * ((npages + 63) / 64) + 1, sizeof(uint64_t));
+	return calloc(3 * ((npages + 63) / 64) + 1, sizeof(uint64_t));
 }
 
 static void set_bitmaps(struct dmap *m, uint64_t *bm, uint64_t npages)
@@ -146,8 +145,7 @@ static void set_bitmaps(struct dmap *m, uint64_t *bm, uint64_t npages)
 
 	m->granted = bm;
 	m->data = bm + w;
-	m->prev = bm + 2 * w;
-	m->hot = bm + 3 * w;
+	m->hot = bm + 2 * w;
 }
 
 static long self_tid(void)
@@ -895,9 +893,9 @@ static struct dmap *split(struct dmap *m, uint64_t at)
 	t->nhot = 0;
 	t->nrecent = 0;
 	for (uint64_t i = 0; i < tail; i++) {
-		uint64_t *from[4] = { m->granted, m->data, m->prev, m->hot };
-		uint64_t *to[4] = { t->granted, t->data, t->prev, t->hot };
-		for (int k = 0; k < 4; k++) {
+		uint64_t *from[3] = { m->granted, m->data, m->hot };
+		uint64_t *to[3] = { t->granted, t->data, t->hot };
+		for (int k = 0; k < 3; k++) {
 			set_bit(to[k], i, test_bit(from[k], at + i));
 			if (k != 1)	/* data stays known to both halves' pages only */
 				set_bit(from[k], at + i, false);
