@@ -38,6 +38,7 @@
  */
 #define PM_OPS(X) \
 	X(lookup) \
+	X(lookup_handle) /* of "." or "..": a file handle decoded (also in lookup) */ \
 	X(forget) \
 	X(forget_multi) \
 	X(getattr) \
@@ -157,7 +158,8 @@ static void fill_entry(struct fuse_entry_param *e, const struct fs_attr *a)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = a->st.st_ino;
-	e->generation = a->generation;
+	/* the kernel gives the root generation 0 (and warns if told otherwise) */
+	e->generation = e->ino == FUSE_ROOT_ID ? 0 : a->generation;
 	e->attr = a->st;
 	e->attr_timeout = ATTR_TIMEOUT;
 	e->entry_timeout = ENTRY_TIMEOUT;
@@ -178,6 +180,8 @@ static void reply_entry(fuse_req_t req, fuse_ino_t parent, int err, const struct
 static void pm_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	COUNT(lookup);
+	if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
+		COUNT(lookup_handle);
 	struct fs_attr a;
 	int err = fs_lookup(pm_fs(req), parent, name, &a);
 
@@ -1147,6 +1151,15 @@ static void pm_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	if (conn->capable & FUSE_CAP_IOCTL_DIR)
 		conn->want |= FUSE_CAP_IOCTL_DIR;	/* chattr of directories */
+	/*
+	 * File handles (name_to_handle_at, NFS servers) outlive the kernel's
+	 * inodes: with export support the kernel asks LOOKUP of "." for an
+	 * inode number it no longer holds (and ".." for a directory's parent);
+	 * inode numbers and generations are persistent, so a handle opens the
+	 * same file after eviction, a daemon restart or a remount.
+	 */
+	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
+		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 	/*
 	 * POSIX ACLs: the kernel enforces them (with default_permissions) and
 	 * hands us the caller's umask unapplied, so that a default ACL can

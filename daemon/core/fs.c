@@ -743,12 +743,55 @@ static void attr_locked(struct inode *in, struct fs_attr *attr)
 	pthread_rwlock_unlock(&in->lock);
 }
 
+/*
+ * "." and "..": never asked by a path walk (the VFS resolves them), only
+ * by the kernel's export operations, to turn a file handle (inode number
+ * and generation) back into an inode it no longer holds, and to find a
+ * directory's parent.  "." of any inode answers the inode itself; an
+ * inode that is free or has no name left (unlinked, removed) answers
+ * ENOENT, which the kernel turns into ESTALE -- as it does a generation
+ * that differs because the slot was reused.
+ */
+static int lookup_dot(struct fs *fs, uint64_t ino, bool dotdot, struct fs_attr *attr)
+{
+	struct inode *in = inode_get(fs, ino), *target = NULL;
+	int ret = 0;
+
+	if (!in)
+		return -ENOENT;
+	if (dotdot && !S_ISDIR(in->pi->mode)) {
+		inode_put(fs, in);
+		return -ENOTDIR;
+	}
+	/* a directory's parent changes only under its lock (rename), and
+	 * cannot be removed while the directory is in it */
+	pthread_rwlock_rdlock(&in->lock);
+	if (in->pi->nlink == 0)
+		ret = -ENOENT;
+	else if (!dotdot)
+		target = in;
+	else if (!(target = inode_get(fs, in->pi->parent)))
+		ret = -EIO;
+	pthread_rwlock_unlock(&in->lock);
+	if (target) {
+		inode_add_lookup(fs, target);
+		attr_locked(target, attr);
+		if (target != in)
+			inode_put(fs, target);
+	}
+	inode_put(fs, in);
+	return ret;
+}
+
 int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *attr)
 {
 	struct inode *dir, *child = NULL;
 	struct pmfuse_dirent *de;
 	uint32_t slot;
 	size_t len;
+
+	if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
+		return lookup_dot(fs, parent, name[1] == '.', attr);
 	int ret = lock_parent(fs, parent, name, false, &dir, &len);
 
 	if (ret)

@@ -7,8 +7,9 @@ renames (over open files too, and RENAME_EXCHANGE), links, unlinks of open
 files, truncates, punches, fallocate and zero range, copy_file_range,
 readdir, lookups of names being removed, the stats xattr (which covers
 every inode) read by two more threads without pause, the extents xattr,
-FORGET storms from drop_caches, and shared writable maps of the files
-under libpmfuse-dax (direct-access faults, msync, munmap).  Each thread checks every byte it reads
+FORGET storms from drop_caches, opens by file handle (open_by_handle_at,
+as NFS servers do: LOOKUP of "." and ".." after the storms), and shared
+writable maps of the files under libpmfuse-dax (direct-access faults, msync, munmap).  Each thread checks every byte it reads
 against its model.  Then the daemon is killed (SIGKILL, no clean unmount):
 fsck must be clean, every file must hold exactly its model's bytes after
 the next mount, the huge-extent counters must come back the same, and once
@@ -44,6 +45,7 @@ class TortureTest(h.PmfuseTestCase):
         sys.stderr.write("torture: seed %s, %s threads, %s s\n" % (SEED, THREADS, SECONDS))
         # under libpmfuse-dax: the workers' maps take direct-access faults
         before_dax = h.fs_stats(self.mnt)["dax_faults"]
+        before_handle = h.fs_stats(self.mnt)["req_lookup_handle"]
         r = h.run([DRIVER, "run", self.mnt, state, SECONDS, THREADS, SEED],
                   timeout=float(SECONDS) + 240, env=h.dax_preload_env())
         sys.stderr.write(r.stdout + r.stderr[-6000:])
@@ -51,6 +53,8 @@ class TortureTest(h.PmfuseTestCase):
         self.assertEqual(r.returncode, 0, "torture run failed (seed %s)" % SEED)
         before = h.fs_stats(self.mnt)
         self.assertGreater(before["dax_faults"], before_dax, "no direct-access fault ran")
+        self.assertGreater(before["req_lookup_handle"], before_handle,
+                           "no file handle was decoded by the daemon")
         self.assertEqual((before["dax_maps"], before["dax_deferred_blocks"]), (0, 0))
 
         # no clean unmount: what the daemon stored must hold without one

@@ -4,7 +4,9 @@
  * removed), by kernel reference (FORGET storms from drop_caches), by open
  * handle (writes through files unlinked or renamed over while open), and by
  * number (the stats xattr, which covers every inode, and the extents xattr),
- * and by direct-access fault (run under LD_PRELOAD=libpmfuse-dax.so, maps
+ * by file handle (open_by_handle_at, as an NFS server opens files: after a
+ * FORGET storm the daemon is asked LOOKUP of "." and ".."), and by
+ * direct-access fault (run under LD_PRELOAD=libpmfuse-dax.so, maps
  * of slot files take their write faults, msync and munmap to the daemon).
  *
  * Each worker thread owns a directory of slot files and keeps a model of
@@ -141,6 +143,13 @@ static void content_zero(struct content *c, size_t off, size_t n)
 	memset(c->data + off, 0, n);
 }
 
+#define SAVED_HANDLES	6
+
+struct saved_handle {
+	struct file_handle h;
+	unsigned char b[MAX_HANDLE_SZ];
+};
+
 struct slot {
 	bool exists;
 	int fd;				/* open on the slot's name, or -1 */
@@ -163,6 +172,8 @@ struct worker {
 	uint8_t *buf, *rbuf, *dbuf;	/* write data, read-back, O_DIRECT (aligned) */
 	uint64_t ops;
 	unsigned links;
+	struct saved_handle saved[SAVED_HANDLES];	/* op_handle's kept handles */
+	int saved_slot[SAVED_HANDLES], nsaved;
 };
 
 static size_t slot_max(int s)
@@ -795,6 +806,89 @@ static void op_extents(struct worker *w, int s)
 		fail(w->id, "extents xattr of slot %d says: %s", s, buf);
 }
 
+/*
+ * By file handle, as an NFS server reaches files: handles of slot files,
+ * of shared names and of shared directories, kept a while (the FORGET
+ * storms evict their inodes meanwhile, so the daemon is asked LOOKUP of
+ * "." -- and ".." to reconnect a directory) and opened later, while others
+ * unlink, rename and remove.  A handle opens the very inode it names or is
+ * stale (ESTALE), never another file; a fresh handle of a slot file opens
+ * it, and a slot file opened by handle holds the model's bytes.
+ */
+static atomic_uint_fast64_t handle_opens, handle_stale;
+static int mount_fd = -1;
+
+static void open_handle(struct worker *w, struct saved_handle *sh, int s, bool fresh,
+			const char *what)
+{
+	char p[4200];
+	struct stat st, now;
+	uint32_t word[3];
+
+	/* FUSE's handle: the node id (our inode number), high word first, and the generation */
+	if (sh->h.handle_bytes < sizeof(word)) {
+		fail(w->id, "handle of %s: %u bytes", what, sh->h.handle_bytes);
+		return;
+	}
+	memcpy(word, sh->h.f_handle, sizeof(word));
+	uint64_t ino = (uint64_t)word[0] << 32 | word[1];
+	int fd = open_by_handle_at(mount_fd, &sh->h, O_RDONLY);
+	if (fd < 0) {
+		if ((fresh && s >= 0) || errno != ESTALE)
+			fail(w->id, "open_by_handle_at (%s, inode %" PRIu64 "): %s", what, ino,
+			     strerror(errno));
+		else
+			atomic_fetch_add(&handle_stale, 1);
+		return;
+	}
+	atomic_fetch_add(&handle_opens, 1);
+	if (s >= 0)
+		slot_path(w, s, p, sizeof(p));
+	if (fstat(fd, &st))
+		fail(w->id, "fstat of %s opened by handle: %s", what, strerror(errno));
+	else if (st.st_ino != ino)
+		fail(w->id, "the handle of inode %" PRIu64 " (%s) opened inode %ju", ino, what,
+		     (uintmax_t)st.st_ino);
+	else if (s >= 0 && w->slot[s].exists && !stat(p, &now) && now.st_ino == ino)
+		verify_fd(w, fd, &w->slot[s].c, "slot file opened by handle");
+	else if (S_ISDIR(st.st_mode) && getdents64(fd, w->rbuf, 65536) < 0)
+		fail(w->id, "getdents of a directory opened by handle: %s", strerror(errno));
+	else if (S_ISREG(st.st_mode) && read(fd, w->rbuf, 65536) < 0)
+		fail(w->id, "read of a file opened by handle: %s", strerror(errno));
+	close(fd);
+}
+
+static void op_handle(struct worker *w, int s)
+{
+	struct saved_handle *sh;
+	char p[4200];
+	int mount_id, own = (int)below(&w->r, 2), i;
+
+	if (w->nsaved && below(&w->r, 2)) {	/* one taken a while ago */
+		i = (int)below(&w->r, (uint64_t)w->nsaved);
+		open_handle(w, &w->saved[i], w->saved_slot[i], false, "a kept handle");
+		return;
+	}
+	if (own)
+		slot_path(w, s, p, sizeof(p));
+	else if (below(&w->r, 2))
+		shared_name(w, p, sizeof(p));
+	else
+		snprintf(p, sizeof(p), "%s/S/d%u", mnt, (unsigned)below(&w->r, 3));
+	i = w->nsaved < SAVED_HANDLES ? w->nsaved++ : (int)below(&w->r, SAVED_HANDLES);
+	sh = &w->saved[i];
+	sh->h.handle_bytes = MAX_HANDLE_SZ;
+	w->saved_slot[i] = own ? s : -1;
+	if (name_to_handle_at(AT_FDCWD, p, &sh->h, &mount_id, 0)) {
+		if (own || !benign(errno))
+			fail(w->id, "name_to_handle_at %s: %s", p, strerror(errno));
+		w->saved[i] = w->saved[--w->nsaved];
+		w->saved_slot[i] = w->saved_slot[w->nsaved];
+		return;
+	}
+	open_handle(w, sh, w->saved_slot[i], true, p);
+}
+
 /* ------------------------------------------------------------ threads */
 
 static void worker_step(struct worker *w)
@@ -835,6 +929,8 @@ static void worker_step(struct worker *w)
 		read_stats(w->id, NULL, NULL);
 	else if (op < 86)
 		op_map(w, s);
+	else if (op < 89)
+		op_handle(w, s);
 	else
 		op_shared(w);
 }
@@ -1046,6 +1142,11 @@ static int run(const char *state, double seconds, int nthreads, uint64_t seed)
 		}
 		pthread_create(&th[t], NULL, worker_main, w);
 	}
+	mount_fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (mount_fd < 0) {
+		perror(mnt);
+		return 2;
+	}
 	pthread_create(&th[nthreads], NULL, stats_main, NULL);
 	pthread_create(&th[nthreads + 1], NULL, stats_main, NULL);
 	pthread_create(&th[nthreads + 2], NULL, forget_main, (void *)(uintptr_t)seed);
@@ -1061,9 +1162,11 @@ static int run(const char *state, double seconds, int nthreads, uint64_t seed)
 	for (int i = 0; i < nthreads + 3; i++)
 		pthread_join(th[i], NULL);
 	printf("torture: %" PRIuFAST64 " operations by %d threads, %" PRIuFAST64
-	       " stats reads, %" PRIuFAST64 " FORGET storms (drop_caches)\n",
+	       " stats reads, %" PRIuFAST64 " FORGET storms (drop_caches), %" PRIuFAST64
+	       " opens by handle (%" PRIuFAST64 " stale)\n",
 	       atomic_load(&total_ops), nthreads, atomic_load(&stats_reads),
-	       atomic_load(&forget_storms));
+	       atomic_load(&forget_storms), atomic_load(&handle_opens),
+	       atomic_load(&handle_stale));
 	if (atomic_load(&nfail) == 0) {
 		atomic_store(&stop, false);
 		check_huge_counters();
@@ -1084,6 +1187,7 @@ static int run(const char *state, double seconds, int nthreads, uint64_t seed)
 			return 2;
 		}
 	}
+	close(mount_fd);
 	workers_free(ws, nthreads);
 	free(th);
 	return atomic_load(&nfail) ? 1 : 0;
