@@ -8,6 +8,7 @@ Filesystems ("targets"):
   pmfuse        pmfuse, default (writeback) mode, region file on /dev/shm
   pmfuse-sync   pmfuse -o sync (data figures only)
   pmfuse-wb     pmfuse -o writeback_cache (buffered figures only)
+  pmfuse-dio    pmfuse -o direct_io (the nfs phase only)
   tmpfs         a fresh tmpfs mount
   pt-default    passthrough_ll over a fresh tmpfs mount, default options
   pt-writeback  ... -o writeback
@@ -295,6 +296,8 @@ class Target:
             return [c.daemon, self.region, self.mnt, "-f", "-o", "sync"]
         if self.name == "pmfuse-wb":
             return [c.daemon, self.region, self.mnt, "-f", "-o", "writeback_cache"]
+        if self.name == "pmfuse-dio":
+            return [c.daemon, self.region, self.mnt, "-f", "-o", "direct_io"]
         if self.name == "pmfuse-cl":
             return [c.daemon, self.region, self.mnt, "-f"]
         if self.name == "pmfuse-alt":
@@ -932,19 +935,17 @@ def write_section(out, title, lines):
     print("written: %s (%s)" % (out, title))
 
 
-def write_dax(rows, quick, out):
+def write_variants(out, title, head, variants, rows):
+    """A section of figures measured on a few variants: rows of (figure,
+    {variant: [samples]}, (numerator, denominator, bound) or None)."""
     m = machine()
     med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
-    variants = ["direct", "fuse mmap", "tmpfs", "pt-default"]
     lines = ["- date: %s; pmfuse commit %s; %d CPUs, kernel %s, FUSE over io_uring %s; load %s" % (
                  time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                  sh(["git", "-C", REPO, "describe", "--always", "--dirty"],
                     check=False).stdout.strip(), m["nproc"], m["kernel"], m["fuse_uring"],
-                 " ".join(open("/proc/loadavg").read().split()[:3])),
-             "- pmfuse region on /dev/shm at cache-line granularity (PMEM2_FORCE_GRANULARITY="
-             "CACHE_LINE, PMEM_IS_PMEM_FORCE=1); direct: under LD_PRELOAD=libpmfuse-dax.so; "
-             "fuse mmap: the kernel's map of the same file; median of the repetitions "
-             "[min-max]", "",
+                 " ".join(open("/proc/loadavg").read().split()[:3]))] + head + [
+             "",
              "| figure | " + " | ".join(variants) + " | target |",
              "|---|" + "---:|" * len(variants) + "---|"]
     passes = fails = 0
@@ -965,8 +966,114 @@ def write_dax(rows, quick, out):
         lines.append("| %s | %s | %s |" % (fig, " | ".join(cells), tgt))
         print("%-56s %s  %s" % (fig, "  ".join(cells), tgt))
     lines += ["", "targets: %d PASS, %d FAIL" % (passes, fails)]
-    write_section(out, "## Direct access (`bench/run --only dax%s`)" % (" --quick" if quick else ""),
-                  lines)
+    write_section(out, title, lines)
+
+
+NFS_FULL = dict(reps=3, file=1 * GiB, v4=256 * MiB)
+NFS_QUICK = dict(reps=1, file=256 * MiB, v4=32 * MiB)
+
+
+def run_nfs(ctx, quick):
+    """NFS (issue 19): the same NFS-Ganesha (tests/mount/nfs.py, the example
+    config with NFSv3 added) exporting a pmfuse mount and a tmpfs, in one
+    run.  libnfs-utils' nfs-cp writes a file from /dev/shm in 1 MiB NFSv3
+    WRITEs; nfs-cat reads it back, cold (drop_caches: pmfuse serves READs)
+    and warm; NFSv4 writes go through nfs.py's client, whose WRITEs libnfs
+    4.0 limits to 3 KiB (32 in flight)."""
+    sys.path.insert(0, os.path.join(REPO, "tests", "mount"))
+    import nfs
+    why = nfs.missing()
+    if why:
+        raise RuntimeError("NFS phase needs: %s (apt-get install nfs-ganesha "
+                           "nfs-ganesha-vfs rpcbind libnfs13 libnfs-utils)" % ", ".join(why))
+    cfg = NFS_QUICK if quick else NFS_FULL
+    size = cfg["file"]
+    src = "/dev/shm/pmfuse-bench-nfs.%d.src" % os.getpid()
+    _cleanup.append(lambda: os.path.exists(src) and os.unlink(src))
+    with open(src, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(os.urandom(MiB))
+    figs = {}
+    fw = "nfs-cp %d MiB write, NFSv3 1 MiB WRITEs, MiB/s" % (size >> 20)
+    frc = "nfs-cat %d MiB read, cold (drop_caches), MiB/s" % (size >> 20)
+    frw = "nfs-cat %d MiB read, warm, MiB/s" % (size >> 20)
+    f4 = "%d MiB write, NFSv4 3 KiB WRITEs x32 in flight, MiB/s" % (cfg["v4"] >> 20)
+
+    def add(fig, variant, seconds, nbytes):
+        v = nbytes / MiB / seconds
+        figs.setdefault(fig, {}).setdefault(variant, []).append(v)
+        log("  nfs: %-52s %-14s %9.0f" % (fig, variant, v))
+
+    def timed(cmd, discard=False):
+        t0 = time.perf_counter()
+        if discard:     # the data to /dev/null, not into a pipe
+            r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, timeout=1800)
+            if r.returncode:
+                raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode,
+                                                           r.stderr))
+        else:
+            sh(cmd)
+        return time.perf_counter() - t0
+
+    for rep in range(cfg["reps"]):
+        order = ["pmfuse", "pmfuse-dio", "pmfuse-wb", "tmpfs"]
+        order = order[rep % 4:] + order[:rep % 4]
+        for name in order:
+            log("rep %d/%d  nfs   %s" % (rep + 1, cfg["reps"], name))
+            t = Target(name, ctx)
+            t.mount()
+            work = os.path.join(ctx.base, "ganesha-%s" % name)
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            g = nfs.Ganesha(t.mnt, work, protocols="3, 4", reap_fds=False)
+            try:
+                g.start()
+                add(fw, name, timed(["nfs-cp", src, g.url("f", version=3)]), size)
+                drop_caches()
+                add(frc, name, timed(["nfs-cat", g.url("f", version=3)], True), size)
+                add(frw, name, timed(["nfs-cat", g.url("f", version=3)], True), size)
+                c = nfs.NfsClient(nfs.ADDR, nfs.PSEUDO, port=g.port)
+                try:
+                    data = open(src, "rb").read(cfg["v4"])
+                    f = c.open("v4", os.O_WRONLY | os.O_CREAT)
+                    t0 = time.perf_counter()
+                    f.pwrite(data, 0)
+                    f.fsync()
+                    add(f4, name, time.perf_counter() - t0, len(data))
+                    f.close()
+                finally:
+                    c.close()
+            finally:
+                g.stop()
+                t.umount()
+    # the targets: the mount as pmfuse(8) says to export it (-o direct_io)
+    checks = {fw: ("pmfuse-dio", "tmpfs", 0.8), frc: ("pmfuse-dio", "tmpfs", 0.8),
+              frw: ("pmfuse-dio", "tmpfs", 0.8), f4: None}
+    return [(fig, figs.get(fig, {}), checks[fig]) for fig in checks]
+
+
+# the standalone phases' sections: title, what was measured, variants
+SECTIONS = {
+    "dax": ("Direct access", [
+        "- pmfuse region on /dev/shm at cache-line granularity (PMEM2_FORCE_GRANULARITY="
+        "CACHE_LINE, PMEM_IS_PMEM_FORCE=1); direct: under LD_PRELOAD=libpmfuse-dax.so; "
+        "fuse mmap: the kernel's map of the same file; median of the repetitions "
+        "[min-max]"], ["direct", "fuse mmap", "tmpfs", "pt-default"]),
+    "nfs": ("NFS", [
+        "- one NFS-Ganesha (the example config, NFSv3 and NFSv4, VFS backend, 127.0.0.1) "
+        "exporting pmfuse (region on /dev/shm) as mounted by default, with -o direct_io "
+        "(pmfuse-dio) and with -o writeback_cache (pmfuse-wb), and a tmpfs; "
+        "MiB/s, median of the repetitions [min-max]; the source file is on /dev/shm, "
+        "reads go to /dev/null"], ["pmfuse", "pmfuse-dio", "pmfuse-wb", "tmpfs"]),
+}
+
+
+def write_phase(phase, rows, quick, out):
+    title, head, variants = SECTIONS[phase]
+    write_variants(out, "## %s (`bench/run --only %s%s`)" % (title, phase,
+                                                            " --quick" if quick else ""),
+                   head, variants, rows)
 
 
 RUNNERS = {"data": run_data, "buf": run_buf, "work": run_work, "mt": run_mt, "hole": run_hole, "meta": run_meta}
@@ -1150,7 +1257,8 @@ def main():
     ap.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
     ap.add_argument("--only", help="comma-separated phases: data,buf,mt,hole,meta,work; or scale "
                     "(alone: mkfs/mount/fsck of big sparse regions and many files); or dax "
-                    "(alone: direct maps through libpmfuse-dax)")
+                    "(alone: direct maps through libpmfuse-dax); or nfs (alone: "
+                    "NFS-Ganesha exporting pmfuse and tmpfs)")
     ap.add_argument("--targets", help="comma-separated targets (default all)")
     ap.add_argument("--profile", metavar="FIGURE",
                     help="perf record the pmfuse daemon during FIGURE (%s)" %
@@ -1204,10 +1312,12 @@ def main():
             if t == "pmfuse-cl" and "pmfuse" in ts and t not in ts:
                 ts.append(t)
     for p in phases:
-        if p not in RUNNERS and p not in ("scale", "dax"):
+        if p not in RUNNERS and p not in ("scale", "dax", "nfs"):
             sys.exit("unknown phase %s" % p)
     if "dax" in phases and phases != ["dax"]:
         sys.exit("--only dax runs alone (it writes the '## Direct access' section of the report)")
+    if "nfs" in phases and phases != ["nfs"]:
+        sys.exit("--only nfs runs alone (it writes the '## NFS' section of the report)")
     if "scale" in phases and phases != ["scale"]:
         sys.exit("--only scale runs alone (it writes the '## Scale' section of the report)")
 
@@ -1250,11 +1360,11 @@ def main():
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     atexit.register(cleanup_all)
 
-    if phases == ["dax"]:
-        log("pmfuse bench: dax phase (%s)" % ("quick" if a.quick else "full"))
-        rows = run_dax(ctx, a.quick)
+    if phases[0] in SECTIONS:     # a phase that runs alone, with its own section
+        log("pmfuse bench: %s phase (%s)" % (phases[0], "quick" if a.quick else "full"))
+        rows = {"dax": run_dax, "nfs": run_nfs}[phases[0]](ctx, a.quick)
         print()
-        write_dax(rows, a.quick, a.out or os.path.join(HERE, "last-run.md"))
+        write_phase(phases[0], rows, a.quick, a.out or os.path.join(HERE, "last-run.md"))
         return 0
 
     if phases == ["scale"]:

@@ -365,6 +365,16 @@ static bool wants_sync(const struct fuse_file_info *fi)
  * takes the page-cache path, which maps.  Not in single-threaded mode.
  */
 bool pm_opt_direct_io = true;
+/*
+ * -o direct_io: every open of a file is direct, not only O_DIRECT ones.
+ * Reads and writes go straight between the caller's buffer and pmem, with
+ * no page-cache pages allocated, filled and dropped on the way and no
+ * second copy: what a file server (NFS-Ganesha, Samba) or a streaming
+ * application wants, whose data the kernel's cache would only hold twice.
+ * Small reads then each reach the daemon (no readahead); maps still work
+ * (DIRECT_IO_ALLOW_MMAP), coherent as for O_DIRECT.
+ */
+bool pm_opt_all_direct;
 static _Atomic bool pm_direct_io_mmap;	/* the kernel granted DIRECT_IO_ALLOW_MMAP */
 
 /*
@@ -391,7 +401,8 @@ uint64_t pm_ops_init_reply(uint64_t offered, uint64_t reply)
 			 "itself, by its older rule");
 	if (pm_opt_direct_io && !pm_direct_io_mmap)
 		log_info("the kernel cannot map FOPEN_DIRECT_IO files: O_DIRECT opens "
-			 "take its page-cache path");
+			 "take its page-cache path%s", pm_opt_all_direct ?
+			 ", and -o direct_io has no effect" : "");
 	return reply;
 }
 
@@ -435,7 +446,7 @@ static void set_open_fh(struct fuse_file_info *fi, bool atime_due, bool mapped)
 {
 	bool may_direct = pm_opt_direct_io && pm_direct_io_mmap;
 
-	if (may_direct && ((fi->flags & O_DIRECT) || mapped)) {
+	if (may_direct && ((fi->flags & O_DIRECT) || mapped || pm_opt_all_direct)) {
 		fi->direct_io = 1;
 		atomic_fetch_add_explicit(&pm_opens_direct, 1, memory_order_relaxed);
 	} else if (may_direct && write_only_direct(fi)) {

@@ -18,6 +18,7 @@ extern bool pm_opt_acl;
 extern bool pm_opt_writeback_cache;
 /* Open O_DIRECT files FOPEN_DIRECT_IO (-o nodirect_io, or single-threaded: never). */
 extern bool pm_opt_direct_io;
+extern bool pm_opt_all_direct;	/* -o direct_io: every open FOPEN_DIRECT_IO */
 /*
  * INIT flags libfuse 3.14 cannot name: given what the kernel offered and
  * the reply libfuse built (flags2 in the high word), the reply to send.

@@ -30,6 +30,7 @@ struct options {
 	int sync;
 	int nosplice;
 	int nodirect_io;
+	int direct_io;
 	int nouring;
 	int noyield;
 	int noacl;
@@ -47,6 +48,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("sync", sync),
 	OPT("nosplice", nosplice),
 	OPT("nodirect_io", nodirect_io),
+	OPT("direct_io", direct_io),
 	OPT("nouring", nouring),
 	OPT("noyield", noyield),
 	OPT("noacl", noacl),
@@ -110,6 +112,8 @@ static void usage(const char *prog)
 	       "    -o log_level=LEVEL     err, warning, info (default) or debug\n"
 	       "    -o nosplice            never take write data through splice (see pmfuse(8))\n"
 	       "    -o nodirect_io         O_DIRECT opens use the kernel's page-cache path too\n"
+	       "    -o direct_io           every open skips the kernel's page cache, as O_DIRECT\n"
+	       "                           ones do (file servers, streaming; see pmfuse(8))\n"
 	       "    -o nouring             keep requests on /dev/fuse even where the kernel\n"
 	       "                           offers FUSE over io_uring (see pmfuse(8))\n"
 	       "    -o noyield             io_uring workers keep their priority when replying\n"
@@ -178,6 +182,11 @@ static int parse_command_line(struct fuse_args *args, struct options *o,
 	}
 	if (opts->debug)
 		log_set_level(LOG_DEBUG);
+	if (o->direct_io && (o->nodirect_io || o->writeback_cache || opts->singlethread)) {
+		log_err("-o direct_io excludes %s", o->nodirect_io ? "-o nodirect_io" :
+			o->writeback_cache ? "-o writeback_cache" : "-s");
+		return 2;
+	}
 	*region = realpath(o->region, NULL);
 	if (!*region) {
 		log_err("cannot mount %s: %s", o->region, strerror(errno));
@@ -276,6 +285,7 @@ int main(int argc, char *argv[])
 	pm_opt_acl = !o.noacl;
 	pm_opt_writeback_cache = o.writeback_cache;
 	pm_opt_direct_io = !o.nodirect_io && !opts.singlethread;
+	pm_opt_all_direct = o.direct_io;
 	struct fs_opts fo = { .sync = o.sync != 0 };
 	int err = fs_mount(&fs, region, &fo, why, sizeof(why));
 	if (err) {

@@ -13,8 +13,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (REFERENCE, PmfuseTestCase, fallocate, fs_stats, main,  # noqa: E402
-                     pmfuse_only,
+from harness import (DAEMON, REFERENCE, PmfuseTestCase, fallocate, fs_stats, main,  # noqa: E402
+                     pmfuse_only, run,
                      pread_all, pwrite_all, read_file, requests_during, sha256_bytes,
                      sha256_file, wait_until, write_file)
 
@@ -753,6 +753,52 @@ class DirectIoTest(PmfuseTestCase):
         finally:
             os.close(fd)
         self.assertEqual(read_file(p)[:4], b"map!")
+
+
+class DirectIoMountTest(PmfuseTestCase):
+    """-o direct_io: every open skips the kernel's page cache (what a file
+    server exporting the mount wants); reads, writes and maps still agree."""
+    mount_opts = ("direct_io",)
+
+    @pmfuse_only
+    def test_every_open_is_direct_and_the_data_round_trips(self):
+        before = fs_stats(self.mnt)["opens_direct"]
+        p = self.p("f")
+        want = bytearray(pattern(2 * MiB + 777, 3))
+        with open(p, "wb") as f:                 # buffered, unaligned writes
+            for off in range(0, len(want), 100000):
+                f.write(want[off:off + 100000])
+        fd = os.open(p, os.O_RDWR)
+        try:
+            self.assertEqual(os.pwrite(fd, b"xyz", 5), 3)
+            want[5:8] = b"xyz"
+            self.assertEqual(os.pread(fd, 20, 0), bytes(want[:20]))
+            mm = mmap.mmap(fd, 8192)             # maps still work, coherent
+            try:
+                self.assertEqual(mm[5:8], b"xyz")
+                mm[100:104] = b"MAP!"
+                want[100:104] = b"MAP!"
+                self.assertEqual(os.pread(fd, 4, 100), b"MAP!")
+                os.pwrite(fd, b"WRT", 200)
+                want[200:203] = b"WRT"
+                self.assertEqual(mm[200:203], b"WRT")
+            finally:
+                mm.close()
+        finally:
+            os.close(fd)
+        self.assertEqual(read_file(p), bytes(want))
+        # the binary open, this one and read_file's
+        self.assertGreaterEqual(fs_stats(self.mnt)["opens_direct"] - before, 3)
+        self.remount()
+        self.assertEqual(read_file(p), bytes(want))
+
+    @pmfuse_only
+    def test_direct_io_refuses_options_that_need_the_page_cache(self):
+        for other in ("writeback_cache", "nodirect_io"):
+            r = run([DAEMON, self.region, self.mnt, "-f", "-o", "direct_io," + other],
+                    timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("-o direct_io excludes -o " + other, r.stderr)
 
 
 class EnospcTest(PmfuseTestCase):

@@ -4,8 +4,8 @@
 Each test mounts pmfuse, starts rpcbind (if it is not running) and
 `ganesha.nfsd -F` with the example configuration the project installs
 (systemd/ganesha-pmfuse.conf.example: NFSv4 only, VFS backend), its paths,
-port and log replaced, bound to 127.0.0.1 only, and drives it with a libnfs
-client session (nfsclient.py) and Debian's libnfs-utils (`nfs-ls`,
+port and log replaced, bound to 127.0.0.1 only (nfs.py), and drives it with a libnfs
+client session (nfs.py) and Debian's libnfs-utils (`nfs-ls`,
 `nfs-cat`, `nfs-cp`): files written over NFS read locally byte for byte
 and the reverse, a 256 MiB file both ways, the same client session
 carrying on after the kernel evicted every inode Ganesha holds a handle
@@ -17,148 +17,21 @@ If Ganesha cannot bind 127.0.0.1 the tests fail and say so; they never
 talk to another address."""
 import hashlib
 import os
-import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import unittest
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (REPO, PmfuseTestCase, fs_stats, main, pmfuse_only, read_file,  # noqa: E402
-                     run, wait_until, write_file)
-import nfsclient  # noqa: E402
+from harness import (PmfuseTestCase, fs_stats, main, pmfuse_only, read_file,  # noqa: E402
+                     wait_until, write_file)
+import nfs  # noqa: E402
+from nfs import ADDR, PSEUDO, Ganesha  # noqa: E402
 
 MiB = 1 << 20
-ADDR = "127.0.0.1"
-EXAMPLE = os.path.join(REPO, "systemd", "ganesha-pmfuse.conf.example")
-GANESHA = shutil.which("ganesha.nfsd") or "/usr/bin/ganesha.nfsd"
-RPCBIND = shutil.which("rpcbind") or "/usr/sbin/rpcbind"
-PSEUDO = "/pm"
-START_TIMEOUT = 60
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((ADDR, 0))
-        return s.getsockname()[1]
-
-
-def port_open(port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((ADDR, port)) == 0
-
-
-def ensure_rpcbind():
-    """Ganesha registers its programs with rpcbind; start one if none runs."""
-    if port_open(111):
-        return
-    r = run([RPCBIND, "-w"], timeout=30)
-    if r.returncode != 0 or not wait_until(lambda: port_open(111), 10):
-        raise AssertionError("rpcbind did not start on %s:111 (exit %d): %s"
-                             % (ADDR, r.returncode, r.stderr))
 
 
 def sha256(b):
     return hashlib.sha256(b).hexdigest()
-
-
-def prerequisites():
-    missing = [p for p in (GANESHA, RPCBIND, shutil.which("nfs-ls") or "nfs-ls")
-               if not os.path.exists(p)]
-    why = nfsclient.available()
-    if why:
-        missing.append(why)
-    return missing
-
-
-class Ganesha:
-    """One ganesha.nfsd in the foreground exporting `path` at PSEUDO."""
-
-    def __init__(self, path, workdir):
-        self.path = path
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc = None
-        self.conf = os.path.join(workdir, "ganesha.conf")
-        self.log = os.path.join(workdir, "ganesha.log")
-        self.recov = os.path.join(workdir, "ganesha-recovery")
-        os.makedirs(self.recov, exist_ok=True)
-        with open(EXAMPLE) as f:
-            conf = f.read()
-        for key, value in (("Bind_addr", ADDR), ("NFS_Port", str(self.port)),
-                           ("RecoveryRoot", self.recov), ("Path", path)):
-            conf, n = re.subn(r"(?m)^(\s*%s\s*=\s*)[^;]*;" % key,
-                              lambda m: m.group(1) + value + ";", conf)
-            assert n == 1, "%s not once in %s" % (key, EXAMPLE)
-        # Close idle file descriptors within seconds (as Ganesha does under
-        # descriptor pressure), so that the kernel can evict what Ganesha
-        # only holds handles to.
-        conf += "\nMDCACHE {\n\tLRU_Run_Interval = 1;\n\tFD_LWMark_Percent = 0;\n" \
-                "\tFD_HWMark_Percent = 1;\n}\n"
-        with open(self.conf, "w") as f:
-            f.write(conf)
-
-    def url(self, path=""):
-        return "nfs://%s%s/%s?version=4&nfsport=%d" % (ADDR, PSEUDO, path, self.port)
-
-    def start(self):
-        ensure_rpcbind()
-        with open(self.log, "a") as f:
-            f.write("---- start\n")
-        self.proc = subprocess.Popen(
-            [GANESHA, "-F", "-f", self.conf, "-L", self.log, "-N", "NIV_EVENT",
-             "-p", os.path.join(self.workdir, "ganesha.pid")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("ganesha.nfsd exited with %d at start:\n%s"
-                                     % (self.proc.returncode, self.tail()))
-            if port_open(self.port) and "NFS SERVER INITIALIZED" in self.tail(100000):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise AssertionError("ganesha.nfsd did not listen on %s:%d within %ds (it may not "
-                             "be allowed to bind that address):\n%s"
-                             % (ADDR, self.port, START_TIMEOUT, self.tail()))
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def open_files(self):
-        """What Ganesha holds open under the export."""
-        out = []
-        fddir = "/proc/%d/fd" % self.proc.pid
-        for fd in os.listdir(fddir):
-            try:
-                target = os.readlink(os.path.join(fddir, fd))
-            except OSError:
-                continue
-            if target.startswith(self.path + "/"):
-                out.append(target[len(self.path) + 1:])
-        return sorted(out)
-
-    def tail(self, n=4000):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
 
 
 class NfsTest(PmfuseTestCase):
@@ -166,7 +39,7 @@ class NfsTest(PmfuseTestCase):
     test_timeout = 600
 
     def setUp(self):
-        missing = prerequisites()
+        missing = nfs.missing()
         if missing:
             self.fail("NFS test prerequisites missing (tests/run-all.sh installs them): "
                       + ", ".join(missing))
@@ -184,7 +57,7 @@ class NfsTest(PmfuseTestCase):
         self.assertTrue(alive, "ganesha.nfsd died during the test:\n" + self.g.tail())
 
     def client(self):
-        c = nfsclient.NfsClient(ADDR, PSEUDO, port=self.g.port)
+        c = nfs.NfsClient(ADDR, PSEUDO, port=self.g.port)
         self.clients.append(c)
         return c
 
@@ -334,6 +207,13 @@ class NfsTest(PmfuseTestCase):
         c2 = self.client()
         for name, data in committed.items():
             self.assertEqual(c2.read_file(name), data, "%s over NFS after kill -9" % name)
+
+
+
+class NfsDirectIoTest(NfsTest):
+    """The same, on a mount with -o direct_io, as the documentation
+    recommends for an exported mount (no page-cache copy on the way)."""
+    mount_opts = ("direct_io",)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""A small NFS client for the tests: libnfs (Debian's libnfs13) through ctypes.
+"""NFS for the tests and the benchmark: NFS-Ganesha serving a directory, and
+a small client, libnfs (Debian's libnfs13) through ctypes.
+
+Ganesha runs `ganesha.nfsd -F` with the example configuration the project
+installs (systemd/ganesha-pmfuse.conf.example), its export path, port,
+protocols, recovery directory and log replaced, bound to 127.0.0.1 only.
 
 One NfsClient is one client session (one NFSv4 client id, its open state
 and file handles), kept across whatever the test does to the server.
@@ -11,7 +16,22 @@ more into an NFSv4 export and leaves it empty.  This client writes in
 WRITE_CHUNK pieces; reads have no such limit."""
 import ctypes
 import os
+import re
 import select
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "systemd",
+                       "ganesha-pmfuse.conf.example")
+GANESHA = shutil.which("ganesha.nfsd") or "/usr/bin/ganesha.nfsd"
+RPCBIND = shutil.which("rpcbind") or "/usr/sbin/rpcbind"
+ADDR = "127.0.0.1"
+PSEUDO = "/pm"
+START_TIMEOUT = 60
 
 WRITE_CHUNK = 3072
 READ_CHUNK = 1 << 20
@@ -231,3 +251,137 @@ class NfsClient:
         if self.ctx:
             lib().nfs_destroy_context(self.ctx)
             self.ctx = None
+
+
+# ------------------------------------------------------------ the server
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((ADDR, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((ADDR, port)) == 0
+
+
+def _wait(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def ensure_rpcbind():
+    """Ganesha registers its programs with rpcbind; start one if none runs."""
+    if port_open(111):
+        return
+    r = subprocess.run([RPCBIND, "-w"], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0 or not _wait(lambda: port_open(111), 10):
+        raise RuntimeError("rpcbind did not start on %s:111 (exit %d): %s"
+                           % (ADDR, r.returncode, r.stderr))
+
+
+def missing():
+    """What the NFS tests need and this machine lacks."""
+    out = [p for p in (GANESHA, RPCBIND, shutil.which("nfs-ls") or "nfs-ls")
+           if not os.path.exists(p)]
+    why = available()
+    if why:
+        out.append(why)
+    return out
+
+
+class Ganesha:
+    """One ganesha.nfsd in the foreground exporting `path` at PSEUDO over
+    `protocols` ("4", or "3, 4" for libnfs-utils' large NFSv3 WRITEs)."""
+
+    def __init__(self, path, workdir, protocols="4", reap_fds=True):
+        self.path = path
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc = None
+        self.conf = os.path.join(workdir, "ganesha.conf")
+        self.log = os.path.join(workdir, "ganesha.log")
+        self.recov = os.path.join(workdir, "ganesha-recovery")
+        os.makedirs(self.recov, exist_ok=True)
+        with open(EXAMPLE) as f:
+            conf = f.read()
+        for key, value, count in (("Bind_addr", ADDR, 1), ("NFS_Port", str(self.port), 1),
+                                  ("RecoveryRoot", self.recov, 1), ("Path", path, 1),
+                                  ("Protocols", protocols, 2)):
+            conf, n = re.subn(r"(?m)^(\s*%s\s*=\s*)[^;]*;" % key,
+                              lambda m: m.group(1) + value + ";", conf)
+            if n != count:
+                raise RuntimeError("%s is %d times in %s, not %d" % (key, n, EXAMPLE, count))
+        if reap_fds:
+            # Close idle file descriptors within seconds (as Ganesha does
+            # under descriptor pressure), so that the kernel can evict what
+            # Ganesha only holds handles to.
+            conf += ("\nMDCACHE {\n\tLRU_Run_Interval = 1;\n\tFD_LWMark_Percent = 0;\n"
+                     "\tFD_HWMark_Percent = 1;\n}\n")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    def url(self, path="", version=4):
+        return "nfs://%s%s/%s?version=%d&nfsport=%d" % (ADDR, PSEUDO if version == 4 else
+                                                       self.path, path, version, self.port)
+
+    def start(self):
+        ensure_rpcbind()
+        with open(self.log, "a") as f:
+            f.write("---- start\n")
+        self.proc = subprocess.Popen(
+            [GANESHA, "-F", "-f", self.conf, "-L", self.log, "-N", "NIV_EVENT",
+             "-p", os.path.join(self.workdir, "ganesha.pid")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("ganesha.nfsd exited with %d at start:\n%s"
+                                   % (self.proc.returncode, self.tail()))
+            if port_open(self.port) and "NFS SERVER INITIALIZED" in self.tail(100000):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("ganesha.nfsd did not listen on %s:%d within %ds (it may not "
+                           "be allowed to bind that address):\n%s"
+                           % (ADDR, self.port, START_TIMEOUT, self.tail()))
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def open_files(self):
+        """What Ganesha holds open under the export."""
+        out = []
+        fddir = "/proc/%d/fd" % self.proc.pid
+        for fd in os.listdir(fddir):
+            try:
+                target = os.readlink(os.path.join(fddir, fd))
+            except OSError:
+                continue
+            if target.startswith(self.path + "/"):
+                out.append(target[len(self.path) + 1:])
+        return sorted(out)
+
+    def tail(self, n=4000):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
