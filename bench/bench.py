@@ -944,7 +944,8 @@ def write_variants(out, title, head, variants, rows):
                  time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                  sh(["git", "-C", REPO, "describe", "--always", "--dirty"],
                     check=False).stdout.strip(), m["nproc"], m["kernel"], m["fuse_uring"],
-                 " ".join(open("/proc/loadavg").read().split()[:3]))] + head + [
+                 " ".join(open("/proc/loadavg").read().split()[:3])),
+             "- host: %s" % m["host"]] + head + [
              "",
              "| figure | " + " | ".join(variants) + " | target |",
              "|---|" + "---:|" * len(variants) + "---|"]
@@ -1180,7 +1181,41 @@ def machine():
         "kernel": platform.release(),
         "mem_gib": round(meminfo("MemTotal") / GiB, 1),
         "fuse_uring": fuse_uring(),
+        "host": host_settings(),
     }
+
+
+def _read(path, default="?"):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def host_settings():
+    """What the VM does that changes figures between machines of one kind
+    (issue 21): how an idle vCPU waits (a wake-up from halt costs tens of
+    us: every FUSE round trip that sleeps pays it), whether freed memory goes
+    back to the host (free page reporting, DAMON: the first touch of fresh
+    pages then faults in the host), and whether the daemon may renice."""
+    cmdline = _read("/proc/cmdline", "")
+    opt = lambda k: next((w.split("=", 1)[1] for w in cmdline.split() if w.startswith(k + "=")),
+                         None)
+    idle = _read("/sys/devices/system/cpu/cpuidle/current_driver", "none")
+    poll = _read("/sys/module/haltpoll/parameters/guest_halt_poll_ns", None)
+    if poll is not None:
+        idle += " (guest_halt_poll_ns %s)" % poll
+    damon = any(_read("/sys/kernel/mm/damon/admin/kdamonds/%s/state" % k, "") == "on"
+                for k in (os.listdir("/sys/kernel/mm/damon/admin/kdamonds")
+                          if os.path.isdir("/sys/kernel/mm/damon/admin/kdamonds") else []))
+    cap = 0
+    for line in _read("/proc/self/status", "").splitlines():
+        if line.startswith("CapEff:"):
+            cap = int(line.split()[1], 16)
+    return "cpuidle %s; page_reporting_order %s; DAMON %s; CAP_SYS_NICE %s" % (
+        idle, opt("page_reporting.page_reporting_order") or "default", "on" if damon else "off",
+        "yes" if cap >> 23 & 1 else "no")
 
 
 def fuse_uring():
@@ -1466,6 +1501,7 @@ def main():
         f.write("- date: %s (%.0f s)\n" % (started, elapsed))
         f.write("- machine: %d CPUs (`nproc`), %s, kernel %s, %.1f GiB RAM\n" % (
             m["nproc"], m["cpu"], m["kernel"], m["mem_gib"]))
+        f.write("- host settings that move figures (issue 21): %s\n" % m["host"])
         f.write("- FUSE over io_uring (fuse.enable_uring): %s -- pmfuse serves its requests "
                 "through per-CPU rings when it is Y (passthrough_ll of libfuse 3.14 cannot)\n"
                 % m["fuse_uring"])

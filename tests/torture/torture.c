@@ -1127,6 +1127,11 @@ static int run(const char *state, double seconds, int nthreads, uint64_t seed)
 	mkdir(p, 0755);
 	snprintf(p, sizeof(p), "%s/L", mnt);
 	mkdir(p, 0755);
+	mount_fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);	/* before any worker */
+	if (mount_fd < 0) {
+		perror(mnt);
+		return 2;
+	}
 	for (int t = 0; t < nthreads; t++) {
 		struct worker *w = &ws[t];
 		w->id = t;
@@ -1141,11 +1146,6 @@ static int run(const char *state, double seconds, int nthreads, uint64_t seed)
 			return 2;
 		}
 		pthread_create(&th[t], NULL, worker_main, w);
-	}
-	mount_fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (mount_fd < 0) {
-		perror(mnt);
-		return 2;
 	}
 	pthread_create(&th[nthreads], NULL, stats_main, NULL);
 	pthread_create(&th[nthreads + 1], NULL, stats_main, NULL);
