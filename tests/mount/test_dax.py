@@ -571,6 +571,32 @@ class DaxTest(DaxCase):
         self.assertEqual(pread(p, 1, 0), b"a")
         self.assertEqual(pread(p, 1, 64 * 1024 - 1), b"z")
 
+    def test_partial_munmap_and_mprotect_split_the_map(self):
+        """A direct map cut in pieces (munmap of the middle, across a 2 MiB
+        extent; mprotect of a part) keeps every piece direct and its stores
+        durable, and the hole is gone."""
+        p = self.p("pieces")
+        make_file(p, os.urandom(8 * MiB))      # written: 2 MiB extents
+        want = bytearray(pread(p, 8 * MiB, 0))
+        for prog, env in ((DAXPROG, preload_env()), (DAXPROG_LINKED, None)):
+            huge = dax(self.mnt)["dax_huge_maps"]
+            out = subprocess.run([prog, "pieces", p], capture_output=True, text=True,
+                                 env=env, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.assertIn("hole faults direct 1", out.stdout)
+            self.assertGreater(dax(self.mnt)["dax_huge_maps"], huge,
+                               "no 2 MiB extent was mapped, so none was carved")
+            for o in range(0, 8 * MiB, MiB):
+                want[o] = ord("a")
+                if not (MiB + PAGE <= o < 3 * MiB - PAGE):
+                    want[o + 1] = ord("b")
+            want[MiB + PAGE - 1] = ord("L")
+            want[3 * MiB - PAGE] = ord("R")
+            self.assertEqual(pread(p, 8 * MiB, 0), bytes(want), prog)
+        self.assertSessionsEnd()
+        self.remount()
+        self.assertEqual(pread(p, 8 * MiB, 0), bytes(want))
+
     def test_read_into_map(self):
         """read(2) into a writable direct map: the kernel's stores do not
         fault through the library, so it grants the pages first."""

@@ -17,6 +17,14 @@
  *       read(2) SRC's first 64 KiB straight into a writable map of FILE
  *       (the kernel's stores do not fault: the library grants the pages
  *       first), msync, print "read N"
+ *   daxprog pieces FILE
+ *       map FILE (at least 8 MiB) writable, store 'a' at the start of every
+ *       MiB, then cut the map: munmap [1 MiB + 4 KiB, 3 MiB - 4 KiB) (a
+ *       direct map split in three, a 2 MiB extent carved), mprotect
+ *       [5 MiB, 6 MiB) read-only and back, store 'b' at the start of every
+ *       MiB still mapped and at both edges of the hole, msync each piece,
+ *       munmap the rest piece by piece; touching the hole must fault (the
+ *       application's SIGSEGV: prints "hole faults")
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -167,6 +175,51 @@ static int readinto(int argc, char **argv)
 	return 0;
 }
 
+static int pieces(int argc, char **argv)
+{
+	const size_t M = 1u << 20, P = 4096;
+	struct sigaction sa = { .sa_sigaction = app_handler, .sa_flags = SA_SIGINFO };
+	size_t len;
+
+	if (argc < 3)
+		return 2;
+	char *p = map_file(argv[2], &len, MAP_SHARED);
+	if (len < 8 * M)
+		return 2;
+	for (size_t o = 0; o < len; o += M)
+		p[o] = 'a';
+	char *hole = p + M + P, *hole_end = p + 3 * M - P;
+	if (MUNMAP(hole, (size_t)(hole_end - hole)))
+		die("munmap of the middle");
+#ifdef LINKED
+	if (pmfuse_dax_mprotect(p + 5 * M, M, PROT_READ) ||
+	    pmfuse_dax_mprotect(p + 5 * M, M, PROT_READ | PROT_WRITE))
+		die("mprotect");
+#else
+	if (mprotect(p + 5 * M, M, PROT_READ) || mprotect(p + 5 * M, M, PROT_READ | PROT_WRITE))
+		die("mprotect");
+#endif
+	for (size_t o = 0; o < len; o += M)
+		if (p + o < hole || p + o >= hole_end)
+			p[o + 1] = 'b';
+	hole[-1] = 'L';		/* the last byte before the hole */
+	hole_end[0] = 'R';	/* the first after it */
+	if (MSYNC(p, (size_t)(hole - p), MS_SYNC) ||
+	    MSYNC(hole_end, (size_t)(p + len - hole_end), MS_SYNC))
+		die("msync of the pieces");
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGSEGV, &sa, NULL))
+		die("sigaction");
+	if (sigsetjmp(env, 1) == 0)
+		*(volatile char *)(hole + M) = 'X';
+	printf("hole %s direct %d\n", app_faults == 1 ? "faults" : "is mapped",
+	       is_direct(p) && is_direct(hole_end));
+	if (MUNMAP(p, (size_t)(hole - p)) || MUNMAP(hole_end, 4 * M) ||
+	    MUNMAP(hole_end + 4 * M, (size_t)(p + len - hole_end) - 4 * M))
+		die("munmap of the pieces");
+	return app_faults == 1 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
@@ -178,5 +231,7 @@ int main(int argc, char **argv)
 		return chain(argc, argv);
 	if (strcmp(argv[1], "readinto") == 0)
 		return readinto(argc, argv);
+	if (strcmp(argv[1], "pieces") == 0)
+		return pieces(argc, argv);
 	return 2;
 }

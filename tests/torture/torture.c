@@ -851,7 +851,8 @@ static void open_handle(struct worker *w, struct saved_handle *sh, int s, bool f
 		     (uintmax_t)st.st_ino);
 	else if (s >= 0 && w->slot[s].exists && !stat(p, &now) && now.st_ino == ino)
 		verify_fd(w, fd, &w->slot[s].c, "slot file opened by handle");
-	else if (S_ISDIR(st.st_mode) && getdents64(fd, w->rbuf, 65536) < 0)
+	else if (S_ISDIR(st.st_mode) && getdents64(fd, w->rbuf, 65536) < 0 && errno != ENOENT)
+		/* ENOENT: removed since it was opened (the VFS's answer for a dead directory) */
 		fail(w->id, "getdents of a directory opened by handle: %s", strerror(errno));
 	else if (S_ISREG(st.st_mode) && read(fd, w->rbuf, 65536) < 0)
 		fail(w->id, "read of a file opened by handle: %s", strerror(errno));
