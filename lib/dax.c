@@ -55,6 +55,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -1154,7 +1155,9 @@ static void *dax_mremap(struct dmap *m, void *old, size_t old_len, size_t new_le
 /*
  * The kernel's own stores into a map (read(2) into it) do not fault
  * through the library: they fail with EFAULT on a page not yet granted.
- * So before a read into a writable direct map, its pages are granted.
+ * So before a read into a writable direct map -- read, pread, readv,
+ * preadv(2), recv, recvfrom, recvmsg: what brings data into a database's
+ * pages -- its pages are granted.
  */
 static void prefault(void *buf, size_t len)
 {
@@ -1191,6 +1194,70 @@ EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
 }
 
 EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t off) __attribute__((alias("pread")));
+
+static void prefault_iov(const struct iovec *iov, int cnt)
+{
+	if (atomic_load(&nmaps) == 0 || !iov)
+		return;
+	for (int i = 0; i < cnt; i++)
+		prefault(iov[i].iov_base, iov[i].iov_len);
+}
+
+/* the next definition of a function we wrap (same prototype), looked up once */
+#define REAL(name) \
+	static __typeof__(&name) real_##name; \
+	if (!real_##name) \
+		real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
+
+EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	REAL(readv);
+	prefault_iov(iov, cnt);
+	return real_readv(fd, iov, cnt);
+}
+
+EXPORT ssize_t preadv(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	REAL(preadv);
+	prefault_iov(iov, cnt);
+	return real_preadv(fd, iov, cnt, off);
+}
+
+EXPORT ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off)
+	__attribute__((alias("preadv")));
+
+EXPORT ssize_t preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+	REAL(preadv2);
+	prefault_iov(iov, cnt);
+	return real_preadv2(fd, iov, cnt, off, flags);
+}
+
+EXPORT ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+	__attribute__((alias("preadv2")));
+
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+	REAL(recv);
+	prefault(buf, n);
+	return real_recv(fd, buf, n, flags);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *from,
+			socklen_t *fromlen)
+{
+	REAL(recvfrom);
+	prefault(buf, n);
+	return real_recvfrom(fd, buf, n, flags, from, fromlen);
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	REAL(recvmsg);
+	if (msg)
+		prefault_iov(msg->msg_iov, (int)msg->msg_iovlen);
+	return real_recvmsg(fd, msg, flags);
+}
 
 /* The preload: the application's calls. */
 EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)

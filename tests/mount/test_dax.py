@@ -598,19 +598,22 @@ class DaxTest(DaxCase):
         self.assertEqual(pread(p, 8 * MiB, 0), bytes(want))
 
     def test_read_into_map(self):
-        """read(2) into a writable direct map: the kernel's stores do not
-        fault through the library, so it grants the pages first."""
+        """read(2), readv, preadv, recv and recvmsg into a writable direct
+        map: the kernel's stores do not fault through the library, so it
+        grants the pages first."""
         p = self.p("c")
         src = os.path.join(self.workdir, "src")
         data = os.urandom(65536)
         with open(src, "wb") as f:
             f.write(data)
-        make_file(p, size=128 * 1024)
-        out = subprocess.run([DAXPROG, "readinto", p, src], capture_output=True, text=True,
-                             env=preload_env(), timeout=60)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertIn("read 65536 direct 1", out.stdout)
-        self.assertEqual(pread(p, 65536, 0), data)
+        for how in ("read", "readv", "preadv", "recv", "recvmsg"):
+            make_file(p, size=128 * 1024)       # a new file: holes
+            out = subprocess.run([DAXPROG, "readinto", p, src, how], capture_output=True,
+                                 text=True, env=preload_env(), timeout=60)
+            self.assertEqual(out.returncode, 0, how + ": " + out.stderr)
+            self.assertIn("read 65536 direct 1", out.stdout, how)
+            self.assertEqual(pread(p, 65536, 0), data, how)
+            os.unlink(p)
 
     def test_map_sync_refused_at_page_granularity(self):
         """As the kernel for a file that is not DAX: EOPNOTSUPP."""

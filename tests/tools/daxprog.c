@@ -13,10 +13,11 @@
  *       with a SIGSEGV handler of its own installed, map FILE writable,
  *       store, then touch a PROT_NONE page: the handler must see that
  *       fault (prints "chained") while the map's faults stay the library's
- *   daxprog readinto FILE SRC
- *       read(2) SRC's first 64 KiB straight into a writable map of FILE
- *       (the kernel's stores do not fault: the library grants the pages
- *       first), msync, print "read N"
+ *   daxprog readinto FILE SRC [read|readv|preadv|recv|recvmsg]
+ *       read SRC's first 64 KiB straight into a writable map of FILE with
+ *       that call (default read(2); recv/recvmsg: from a socketpair that
+ *       SRC's bytes were written into) -- the kernel's stores do not fault:
+ *       the library grants the pages first -- msync, print "read N"
  *   daxprog pieces FILE
  *       map FILE (at least 8 MiB) writable, store 'a' at the start of every
  *       MiB, then cut the map: munmap [1 MiB + 4 KiB, 3 MiB - 4 KiB) (a
@@ -35,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifdef LINKED
@@ -163,12 +166,41 @@ static int readinto(int argc, char **argv)
 	if (argc < 4)
 		return 2;
 	char *p = map_file(argv[2], &len, MAP_SHARED);
+	const char *how = argc > 4 ? argv[4] : "read";
+	size_t want = len < 65536 ? len : 65536;
 	int src = open(argv[3], O_RDONLY);
 	if (src < 0)
 		die(argv[3]);
-	ssize_t n = read(src, p, len < 65536 ? len : 65536);
+	/* two pieces, the second ending the range: each iovec is granted */
+	struct iovec iov[2] = { { p, want / 2 }, { p + want / 2, want - want / 2 } };
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
+	ssize_t n;
+	if (!strcmp(how, "read")) {
+		n = read(src, p, want);
+	} else if (!strcmp(how, "readv")) {
+		n = readv(src, iov, 2);
+	} else if (!strcmp(how, "preadv")) {
+		n = preadv(src, iov, 2, 0);
+	} else {
+		int sv[2];
+		char *tmp = malloc(want);
+		if (!tmp || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) ||
+		    pread(src, tmp, want, 0) != (ssize_t)want ||
+		    write(sv[0], tmp, want) != (ssize_t)want)
+			die("socketpair");
+		free(tmp);
+		close(sv[0]);
+		if (!strcmp(how, "recv")) {
+			n = 0;
+			for (ssize_t r; (size_t)n < want && (r = recv(sv[1], p + n, want - (size_t)n, 0)) > 0;)
+				n += r;
+		} else {
+			n = recvmsg(sv[1], &msg, MSG_WAITALL);
+		}
+		close(sv[1]);
+	}
 	if (n < 0)
-		die("read");
+		die(how);
 	if (MSYNC(p, len, MS_SYNC))
 		die("msync");
 	printf("read %zd direct %d\n", n, is_direct(p));
