@@ -1036,7 +1036,8 @@ def run_nfs(ctx, quick):
                 add(frw, name, timed(["nfs-cat", g.url("f", version=3)], True), size)
                 c = nfs.NfsClient(nfs.ADDR, nfs.PSEUDO, port=g.port)
                 try:
-                    data = open(src, "rb").read(cfg["v4"])
+                    with open(src, "rb") as fsrc:
+                        data = fsrc.read(cfg["v4"])
                     f = c.open("v4", os.O_WRONLY | os.O_CREAT)
                     t0 = time.perf_counter()
                     f.pwrite(data, 0)

@@ -180,7 +180,7 @@ static void reply_entry(fuse_req_t req, fuse_ino_t parent, int err, const struct
 static void pm_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	COUNT(lookup);
-	if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
+	if (fs_is_dot_name(name))
 		COUNT(lookup_handle);
 	struct fs_attr a;
 	int err = fs_lookup(pm_fs(req), parent, name, &a);

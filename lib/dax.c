@@ -487,7 +487,6 @@ __attribute__((constructor)) static void init(void)
 		real_sigaction = (int (*)(int, const struct sigaction *, struct sigaction *))
 			dlsym(RTLD_NEXT, "sigaction");
 	pthread_atfork(NULL, NULL, after_fork_child);
-
 }
 
 /*
@@ -1174,22 +1173,23 @@ static void prefault(void *buf, size_t len)
 	}
 }
 
-static ssize_t (*real_read)(int, void *, size_t);
-static ssize_t (*real_pread)(int, void *, size_t, off_t);
+/* the next definition of a function we wrap (same prototype), looked up once */
+#define REAL(name) \
+	static __typeof__(&name) real_##name; \
+	if (!real_##name) \
+		real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
 
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
+	REAL(read);
 	prefault(buf, n);
-	if (!real_read)
-		real_read = (ssize_t (*)(int, void *, size_t))dlsym(RTLD_NEXT, "read");
 	return real_read(fd, buf, n);
 }
 
 EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
 {
+	REAL(pread);
 	prefault(buf, n);
-	if (!real_pread)
-		real_pread = (ssize_t (*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread");
 	return real_pread(fd, buf, n, off);
 }
 
@@ -1202,12 +1202,6 @@ static void prefault_iov(const struct iovec *iov, int cnt)
 	for (int i = 0; i < cnt; i++)
 		prefault(iov[i].iov_base, iov[i].iov_len);
 }
-
-/* the next definition of a function we wrap (same prototype), looked up once */
-#define REAL(name) \
-	static __typeof__(&name) real_##name; \
-	if (!real_##name) \
-		real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {

@@ -790,7 +790,7 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 	uint32_t slot;
 	size_t len;
 
-	if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
+	if (fs_is_dot_name(name))
 		return lookup_dot(fs, parent, name[1] == '.', attr);
 	int ret = lock_parent(fs, parent, name, false, &dir, &len);
 

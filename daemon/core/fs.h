@@ -95,6 +95,14 @@ void fs_set_stats_extra(struct fs *fs, int (*fn)(char *buf, size_t size));
 void fs_forget(struct fs *fs, uint64_t ino, uint64_t n);
 
 /* namespace */
+/*
+ * "." or "..": fs_lookup() answers them for the kernel's export operations
+ * (decoding a file handle, finding a directory's parent), never a path walk.
+ */
+static inline bool fs_is_dot_name(const char *name)
+{
+	return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
 int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *attr);
 int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *attr);
 int fs_ref_ino(struct fs *fs, uint64_t ino, struct fs_attr *attr);	/* readdirplus */
