@@ -131,6 +131,8 @@ struct inode {
 					 * punch/truncate; used under lock (any) */
 	struct dax_inode *dax;		/* direct-access map sessions (dax.c), under
 					 * lock (write); NULL when there are none */
+	_Atomic bool times_unflushed;	/* mtime/ctime stored in place, not yet
+					 * persisted (data.c touch_in_place) */
 };
 
 struct fs_stats {
@@ -385,6 +387,8 @@ int data_get_file(struct fs *fs, uint64_t ino, struct inode **out);
 int data_mark_dirty(struct fs *fs, struct inode *in, uint64_t page, uint64_t n);
 /* mtime and ctime to now, in place (as an overwrite does; fsync persists them) */
 void data_touch_locked(struct fs *fs, struct inode *in);
+/* persist mtime/ctime if a write stored them in place without persisting */
+void data_persist_times(struct fs *fs, struct inode *in);
 
 /*
  * dax.c: after a transaction that unmapped blocks of in committed (inode
@@ -404,5 +408,18 @@ void dax_watch_kick(struct fs *fs);
 void dax_watch_stop(struct fs *fs);
 /* Faults and flushed bytes, the live sessions' own counts included. */
 void dax_stats(struct fs *fs, uint64_t *faults, uint64_t *flush_bytes);
+
+/*
+ * Seeded bugs, for the crash explorer's own test (tests/crash, --seeded):
+ * in the pmfuse-seeded test build (-DPMFUSE_SEEDED_BUGS) the environment
+ * variable PMFUSE_SEEDED_BUG=NAME drops one flush the filesystem needs, so
+ * that the explorer can show it catches the loss.  Every other build
+ * compiles seeded_bug() to false.
+ */
+#ifdef PMFUSE_SEEDED_BUGS
+bool seeded_bug(const char *name);
+#else
+#define seeded_bug(name) false
+#endif
 
 #endif

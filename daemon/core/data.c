@@ -496,14 +496,15 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 			uint64_t first = pos / BLK, last = (pos + n - 1) / BLK;
 			uint64_t added = mapping_mark_dirty(defer, first, last - first + 1);
 			atomic_fetch_add(&fs->stats.dirty_pages, (int64_t)added);
-		} else {
+		} else if (!(fresh && seeded_bug("data-before-extent"))) {
 			flusher_add(&acc, dst, n);
 		}
 		if (fresh && ((pos + n) & BLK_MASK)) {
 			/* tail of a new block after the write */
 			uint64_t t = BLK - ((pos + n) & BLK_MASK);
 			ret = region_zero(&fs->region, dst + n, t);
-			flusher_add(&acc, dst + n, t);
+			if (!seeded_bug("zero-tail"))
+				flusher_add(&acc, dst + n, t);
 			if (ret)
 				break;
 		}
@@ -582,10 +583,13 @@ static void populate_pieces(struct fs *fs, const struct pieces *ps)
  * more than the 4 KiB copy).  Each field is 8-byte aligned, so a crash can at
  * worst pair a new second with an old nanosecond: a valid time, never damage.
  * Sync writes persist the times before replying; writeback writes leave them
- * to fsync (fs_fsync persists them), as their data.
+ * to fsync (fs_fsync persists them), as their data, and mark the inode so
+ * that its eviction (and so a clean unmount) persists them too: on ADR pmem
+ * a store nobody flushes can be lost to a power failure even after exit.
  */
-static void touch_in_place(struct fs *fs, struct pmfuse_inode *pi, bool persist_now)
+static void touch_in_place(struct fs *fs, struct inode *in, bool persist_now)
 {
+	struct pmfuse_inode *pi = in->pi;
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -593,8 +597,15 @@ static void touch_in_place(struct fs *fs, struct pmfuse_inode *pi, bool persist_
 	pi->mtime.nsec = (uint32_t)ts.tv_nsec;
 	pi->ctime.sec = ts.tv_sec;
 	pi->ctime.nsec = (uint32_t)ts.tv_nsec;
-	if (persist_now)
+	atomic_store(&in->times_unflushed, !persist_now);
+	if (persist_now && !seeded_bug("time-in-place"))
 		pmemobj_persist(fs->pool.pop, &pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
+}
+
+void data_persist_times(struct fs *fs, struct inode *in)
+{
+	if (atomic_exchange(&in->times_unflushed, false))
+		pmemobj_persist(fs->pool.pop, &in->pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
 }
 
 /* Write with the inode lock held exclusively; 0 or -errno. */
@@ -617,7 +628,7 @@ static int write_locked(struct fs *fs, struct inode *in, uint64_t off, const str
 		ret = fill_range(fs, in, &ps, off, src, size, old_size,
 				 !(fs->opts.sync || sync));
 	if (ret == 0 && ps.n == 0 && off + size <= old_size) {
-		touch_in_place(fs, in->pi, fs->opts.sync || sync);
+		touch_in_place(fs, in, fs->opts.sync || sync);
 		pieces_release(fs, &ps, false);
 		return 0;
 	}
@@ -654,7 +665,7 @@ int data_zero_locked(struct fs *fs, struct inode *in, uint64_t off, uint64_t len
 
 void data_touch_locked(struct fs *fs, struct inode *in)
 {
-	touch_in_place(fs, in->pi, false);
+	touch_in_place(fs, in, false);
 }
 
 int data_mark_dirty(struct fs *fs, struct inode *in, uint64_t page, uint64_t n)

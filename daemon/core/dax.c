@@ -450,6 +450,7 @@ int fs_fsync(struct fs *fs, uint64_t ino, bool datasync)
 	if (ret == 0 && in->dax)
 		ret = remark_granted(fs, in, 0, UINT64_MAX);
 	/* overwrites store mtime/ctime in place without persisting them */
+	atomic_store(&in->times_unflushed, false);
 	pmemobj_persist(fs->pool.pop, &in->pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
 	pthread_rwlock_unlock(&in->lock);
 	inode_put(fs, in);
@@ -479,6 +480,7 @@ int fs_dax_sync(struct fs *fs, uint64_t ino, uint64_t owner, struct pmfuse_dax_r
 	if (ret == 0)
 		ret = remark_granted(fs, in, r->first, end);
 	/* overwrites stored the times in place, as fsync knows */
+	atomic_store(&in->times_unflushed, false);
 	pmemobj_persist(fs->pool.pop, &in->pi->mtime, PMFUSE_INODE_MCTIME_SPAN);
 	atomic_fetch_add_explicit(&fs->stats.dax_flush_bytes, bytes, memory_order_relaxed);
 out:

@@ -359,7 +359,7 @@ int dir_tx_insert(struct fs *fs, struct inode *dir, const char *name, size_t len
 	de = dir_slot(fs, dir, pd->slot);
 	if (!de)
 		return -EUCLEAN;
-	if (!pd->new_chunk)
+	if (!pd->new_chunk && !seeded_bug("dir-slot"))
 		pmemobj_tx_add_range_direct(de, sizeof(*de));
 	memset(de, 0, sizeof(*de));
 	de->ino = ino;

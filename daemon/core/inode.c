@@ -156,7 +156,8 @@ void inode_tx_orphan_add(struct fs *fs, uint64_t ino, struct pmfuse_inode *pi)
 		pmemobj_tx_add_range_direct(&head->orphan_prev, sizeof(head->orphan_prev));
 		head->orphan_prev = ino;
 	}
-	pmemobj_tx_add_range_direct(&sb->orphan_head, sizeof(sb->orphan_head));
+	if (!seeded_bug("orphan-link"))
+		pmemobj_tx_add_range_direct(&sb->orphan_head, sizeof(sb->orphan_head));
 	sb->orphan_head = ino;
 }
 

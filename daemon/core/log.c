@@ -4,6 +4,7 @@
 
 #include "log.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +21,23 @@ static const char *const names[] = {
 	[LOG_ERR] = "error", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
 	[LOG_INFO] = "info", [LOG_DEBUG] = "debug",
 };
+
+#ifdef PMFUSE_SEEDED_BUGS
+static const char *seeded_which;
+
+static void seeded_read(void)
+{
+	seeded_which = getenv("PMFUSE_SEEDED_BUG");
+}
+
+bool seeded_bug(const char *name)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, seeded_read);
+	return seeded_which && strcmp(seeded_which, name) == 0;
+}
+#endif
 
 void log_set_level(int level)
 {

@@ -98,6 +98,8 @@ int writeback_drop(struct fs *fs, struct inode *in, bool writeback)
 {
 	int ret = 0;
 
+	if (writeback)
+		data_persist_times(fs, in);
 	if (!in->mapping)
 		return 0;
 	/* nr_dirty_pages is stable: writers hold the inode lock exclusively */

@@ -35,7 +35,8 @@ int writeback_range(struct fs *fs, struct mapping *map, uint64_t start, uint64_t
 
 /*
  * Free an inode's mapping (inode lock held exclusively), flushing its dirty
- * ranges first if writeback -- not for an unlinked file about to be
+ * ranges (and mtime/ctime stored in place) first if writeback -- not for an
+ * unlinked file about to be
  * reclaimed: nobody can read those bytes again.
  */
 int writeback_drop(struct fs *fs, struct inode *in, bool writeback);

@@ -34,15 +34,38 @@ What pmfuse promises, and so what is checked (DESIGN 5, README):
     old and the new -- the kernel splits writes), but never touches bytes
     outside its range.
 
-Only page granularity (the default on a plain file) is modelled: with
-PMEM2_FORCE_GRANULARITY=cache_line or PMEM_IS_PMEM_FORCE=1 the libraries
-persist with cache flushes the shim cannot see (measured: 5 msync calls in a
-whole session), so the driver refuses to run with those variables set.
+Two granularities (--grain):
+  page  the default: a region file at page granularity, persistence is
+        msync; the images are as above (plus sampled unpersisted pages).
+  line  ADR pmem: the recording daemon runs with PMEM2_FORCE_GRANULARITY=
+        cache_line PMEM_IS_PMEM_FORCE=1, so libpmemobj and libpmem2 persist
+        with cache flushes and fences, which the shim interposes (libpmem's
+        exported functions, the function pointers libpmem2 hands out).  A
+        point is a fence (drain): its record lists the 64-byte lines the
+        draining thread had flushed since its last fence.  Images: every
+        fence's (all its lines durable), and before it the subsets of its
+        lines that may have reached media first -- all of them for up to 8
+        lines, else evenly spaced prefixes and suffixes of the flush order
+        (--cuts) and --random random ones (seeded: workload, mode, fence,
+        --seed).  A line stored and never flushed is in no image, so a
+        missing flush shows even when a neighbour on the same page was
+        flushed.  The first recording per mode is cross-checked: uprobes
+        count every entry into the real libpmem/libpmem2 functions, which
+        must equal the shim's count (nothing bypassed it).  The recording
+        also lists what the region holds at exit that was never flushed.
+File times: a file's mtime must be one observed after an operation that
+made it durable (a transaction, -o sync/O_SYNC, fsync), or unknown (not
+checked) while an overwrite's in-place times are not yet persisted.
 
-Usage: crashtest.py [--mode writeback|sync|wbcache|both] [--long] [-k PATTERN]
-                    [--seed N] [--jobs N] [--list]
+--seeded runs the pmfuse-seeded build with one flush dropped at a time
+(core.h seeded_bug()) and requires the explorer to catch each.
+
+Usage: crashtest.py [--grain page|line] [--mode writeback|sync|wbcache|both]
+                    [--long | --deep] [--seeded] [-k PATTERN] [--seed N]
+                    [--jobs N] [--sample N] [--subset-sample N] [--list]
 Environment: PMFUSE_BUILD (meson build dir), PMFUSE_CRASH_KEEP=1 keeps the
-images of violations, PMFUSE_CRASH_SEED, PMFUSE_CRASH_JOBS.
+images of violations, PMFUSE_CRASH_SEED, PMFUSE_CRASH_JOBS,
+PMFUSE_CRASH_SHOW_UNFLUSHED=N prints N never-flushed lines per workload.
 Last line: "crash states: N checked (U unique), V violations".
 """
 
@@ -82,8 +105,15 @@ TRACE_MAGIC = 0x52434D50
 TRACE_END = 0xFFFFFFFFFFFFFFFF
 REC_DIRTY = 16
 CONNABORT = "fuse: reading device: Software caused connection abort"
+REC_FENCE, REC_UNFLUSHED = 8, 17
+LINE = 64
 C_POINTS, C_MSYNC_ALL, C_FSYNC_ALL, C_FDATASYNC_ALL, C_SFR_ALL, C_SYNCFS_ALL, \
-    C_MSYNC_REGION, C_PAGES, C_DIRTY_RECS, C_MAPS, C_MSYNC_ASYNC, C_READY = range(12)
+    C_MSYNC_REGION, C_PAGES, C_DIRTY_RECS, C_MAPS, C_MSYNC_ASYNC, C_READY, \
+    C_PMEM_FLUSH, C_PMEM_DRAIN, C_PMEM_PERSIST, C_PMEM_COPY, C_PMEM_MSYNC, \
+    C_PMEM2_FLUSH, C_PMEM2_DRAIN, C_PMEM2_PERSIST, C_PMEM2_COPY, C_PMEM2_GETS, \
+    C_LINES_FLUSHED, C_LINES_CLEAN, C_FENCES_EMPTY, C_UNFLUSHED, C_UNDRAINED, \
+    C_LINE_MSYNC = range(28)
+C_WORDS = 28
 
 
 def log(*a):
@@ -133,7 +163,7 @@ class Node:
     the kernel splits a write into several requests (at the first page it
     only partly covers), and each commits its own size."""
     __slots__ = ("kind", "fid", "new", "base", "pend", "xattrs", "target", "minsize", "mode",
-                 "iflags")
+                 "iflags", "mt")
 
     def __init__(self, kind, fid=0, target=None):
         self.kind = kind
@@ -146,10 +176,13 @@ class Node:
         self.minsize = None
         self.mode = None        # permission bits, when the workload set them
         self.iflags = 0         # chattr attributes (FS_IOC_GETFLAGS)
+        # files: the ops after which the mtime then observed may be what a
+        # crash shows (Builder.op, Run.mtimes); empty: not checked
+        self.mt = frozenset()
 
     def copy(self):
         n = Node(self.kind, self.fid, self.target)
-        n.minsize, n.mode, n.iflags = self.minsize, self.mode, self.iflags
+        n.minsize, n.mode, n.iflags, n.mt = self.minsize, self.mode, self.iflags, self.mt
         n.new, n.base, n.pend, n.xattrs = self.new, self.base, list(self.pend), dict(self.xattrs)
         return n
 
@@ -255,8 +288,9 @@ def check_file(actual, node):
     return None
 
 
-def compare(observed, st):
-    """Problems of an observed tree against one allowed state (empty: match)."""
+def compare(observed, st, mtimes=None):
+    """Problems of an observed tree against one allowed state (empty: match).
+    mtimes[i] is {node id: st_mtime_ns} as observed after op i returned."""
     probs = []
     want, got = set(st.paths), set(observed)
     for p in sorted(want - got):
@@ -289,6 +323,10 @@ def compare(observed, st):
             why = check_file(o["data"], n)
             if why:
                 probs.append("%s: %s" % (p, why))
+            ok = {mtimes[i][nid] for i in n.mt if mtimes and nid in mtimes[i]}
+            if ok and o["mtime"] not in ok:
+                probs.append("%s: mtime %d, expected one of %s" % (
+                    p, o["mtime"], ", ".join(str(t) for t in sorted(ok))))
         elif n.kind == "l" and o["target"] != n.target:
             probs.append("%s: symlink to %r, expected %r" % (p, o["target"], n.target))
     if len(set(inos.values())) != len(inos):
@@ -329,6 +367,7 @@ class Mkdir(Op):
 
 class Create(Op):
     name = "create"
+    mtime = "durable"           # a file's times: set in the creating transaction
 
     def run(self, w):
         os.close(_open(w, self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -340,6 +379,13 @@ class Create(Op):
 class Write(Op):
     """pwrite of a fresh pattern; fsync/osync make it durable at reply."""
     name = "write"
+
+    def mtime_kind(self, w):
+        """Each request of a write sets the times (the kernel may split
+        it); an overwrite stores them in place: durable at reply only with
+        -o sync, O_SYNC or an fsync, else unknown until the next fsync."""
+        sync = w.sync_mode or getattr(self, "osync", False) or getattr(self, "fsync", None)
+        return "steps-durable" if sync else "unknown"
 
     def prepare(self, st, w):
         n = st.nodes[w.fd_nodes[self.fd]] if getattr(self, "fd", None) else st.node(self.path)
@@ -398,6 +444,10 @@ class MapWrite(Op):
     marked dirty by the library alone; fsync of the file flushes them."""
     name = "map_write"
 
+    def mtime_kind(self, w):
+        """Each fault's transaction sets the times; fsync persists the last."""
+        return "steps-durable" if self.fsync else "unknown"
+
     def prepare(self, st, w):
         n = st.node(self.path)
         self.wid = w.next_wid()
@@ -426,6 +476,7 @@ class MapWrite(Op):
 
 class Fsync(Op):
     name = "fsync"
+    mtime = "durable"
 
     def run(self, w):
         fd = w.fds[self.fd] if getattr(self, "fd", None) else _open(w, self.path, os.O_RDONLY)
@@ -443,6 +494,7 @@ class Fsync(Op):
 
 class Truncate(Op):
     name = "truncate"
+    mtime = "durable"
 
     def run(self, w):
         os.truncate(os.path.join(w.mnt, self.path), self.size)
@@ -454,6 +506,7 @@ class Truncate(Op):
 class Fallocate(Op):
     """mode 0, KEEP_SIZE or PUNCH_HOLE|KEEP_SIZE."""
     name = "fallocate"
+    mtime = "durable"
 
     def run(self, w):
         fd = _open(w, self.path, os.O_WRONLY)
@@ -686,6 +739,7 @@ class TmpfileLink(Op):
     file appears with all its data or not at all (before the link it is an
     orphan the next mount reclaims)."""
     name = "tmpfile+link"
+    mtime = "durable"
 
     def prepare(self, st, w):
         self.fid = w.fid_of(self.path)
@@ -1094,8 +1148,9 @@ KNOWN_VIOLATIONS = {
 class Builder:
     """Turns a workload function into ops, with the spec state after each."""
 
-    def __init__(self, sync_mode):
+    def __init__(self, sync_mode, check_mtime=True):
         self.sync_mode = sync_mode
+        self.check_mtime = check_mtime
         self.state = State()
         self.ops = []
         self.after = []          # state after op i, acknowledged
@@ -1115,6 +1170,25 @@ class Builder:
         self._wid += 1
         return self._wid
 
+    def _mtime(self, o, flight, after):
+        """Which observed mtimes a crash may show for the file op i changes
+        (Node.mt; empty: not checked).  "durable": one transaction, so
+        after op i only the mtime then observed, in flight that or the one
+        before.  "steps-durable": several requests or faults each set it,
+        the last durable at reply: after op i as "durable", in flight
+        unknown.  "unknown": an overwrite's times not yet persisted (or an
+        intermediate one that was): unknown until the next durable op."""
+        kind = o.mtime_kind(self) if hasattr(o, "mtime_kind") else getattr(o, "mtime", None)
+        if kind is None or not self.check_mtime:
+            return
+        i = len(self.ops)
+        nid = self.fd_nodes[o.fd] if getattr(o, "fd", None) else after.paths[o.path]
+        for st in flight[1:]:
+            n = st.nodes.get(nid)
+            if n is not None:
+                n.mt = n.mt | {i} if kind == "durable" and n.mt else frozenset()
+        after.nodes[nid].mt = frozenset() if kind == "unknown" else frozenset([i])
+
     def op(self, o):
         if hasattr(o, "prepare"):
             o.prepare(self.state, self)
@@ -1126,6 +1200,7 @@ class Builder:
             o.apply(flight[1], self, durable=False)
         after = before.copy()
         o.apply(after, self, durable=True)
+        self._mtime(o, flight, after)
         self.ops.append(o)
         self.inflight.append(flight)
         self.after.append(after)
@@ -1135,8 +1210,10 @@ class Builder:
 # ------------------------------------------------------------------ trace
 
 def read_trace(path):
-    """([records], {k: dirty pages}); records[k-1] is point k's [(off, page)]."""
-    recs, dirty = [], {}
+    """([records], {k: dirty pages}, [unflushed lines]); records[k-1] is
+    point k's [(off, page)] -- or, for a fence (cache-line mode), the lines
+    in flight before it, [(off, line)] in flush order."""
+    recs, dirty, unflushed = [], {}, []
     with open(path, "rb") as f:
         data = f.read()
     pos = 0
@@ -1145,44 +1222,55 @@ def read_trace(path):
         if magic != TRACE_MAGIC:
             raise HarnessError("trace damaged at byte %d" % pos)
         pos += REC.size
+        unit = LINE if kind in (REC_FENCE, REC_UNFLUSHED) else PAGE
         pages = []
         while True:
             (off,) = struct.unpack_from("<Q", data, pos)
             pos += 8
             if off == TRACE_END:
                 break
-            pages.append((off, data[pos:pos + PAGE]))
-            pos += PAGE
+            pages.append((off, data[pos:pos + unit]))
+            pos += unit
         if kind == REC_DIRTY:
             dirty[k] = pages
+        elif kind == REC_UNFLUSHED:
+            unflushed = pages
         else:
             if k != len(recs) + 1:
                 raise HarnessError("trace: point %d follows %d" % (k, len(recs)))
             recs.append(pages)
-    return recs, dirty
+    return recs, dirty, unflushed
 
 
 def read_counters(path):
     with open(path, "rb") as f:
-        return struct.unpack("<12Q", f.read(96))
+        return struct.unpack("<%dQ" % C_WORDS, f.read(8 * C_WORDS))
 
 
 # --------------------------------------------------------------- the runs
 
-def daemon_env(extra):
+def daemon_env(extra, grain="page"):
     """What the recording daemon gets on top of our environment: the shim
-    (preloaded after libasan in ASan builds, which insist on coming first)."""
+    (preloaded after libasan in ASan builds, which insist on coming first),
+    and for cache-line mode the variables that make a region file behave
+    like ADR pmem (libpmemobj and libpmem2 persist with cache flushes)."""
     env = dict(extra)
+    env["PMFUSE_CRASH_GRAIN"] = grain
     pre = [SHIM]
     ldd = subprocess.run(["ldd", harness.DAEMON], stdout=subprocess.PIPE, text=True).stdout
     for line in ldd.splitlines():
         if "libasan" in line and "=>" in line:
             pre.insert(0, line.split("=>")[1].split()[0])
     env["LD_PRELOAD"] = " ".join(pre)
-    # pmem2/pmemobj must persist with msync, the calls the shim sees
+    if grain == "line":
+        env["PMEM2_FORCE_GRANULARITY"] = "cache_line"
+        env["PMEM_IS_PMEM_FORCE"] = "1"
+        return env
+    # page mode: pmem2/pmemobj must persist with msync, the calls it sees
     for v in ("PMEM2_FORCE_GRANULARITY", "PMEM_IS_PMEM_FORCE"):
         if os.environ.get(v):
-            raise HarnessError("%s is set: the crash tests model page granularity only" % v)
+            raise HarnessError("%s is set: page mode models msync; --grain line models "
+                               "cache flushes" % v)
     return env
 
 
@@ -1194,6 +1282,7 @@ class RecordedMount(Mount):
         self.env = env
 
     strace_out = None
+    daemon = None       # another daemon binary (the seeded-bug build)
 
     def command(self):
         if self.strace_out:
@@ -1206,8 +1295,14 @@ class RecordedMount(Mount):
             env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
             for kv in sorted(env.items()):
                 cmd += ["-E", "%s=%s" % kv]
-            return cmd + super().command()
-        return ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] + super().command()
+            return cmd + self.daemon_command()
+        return ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] + self.daemon_command()
+
+    def daemon_command(self):
+        cmd = super().command()
+        if self.daemon:
+            cmd[0] = self.daemon
+        return cmd
 
 
 STRACE_CALLS = ("msync", "fsync", "fdatasync", "sync_file_range", "syncfs", "sync")
@@ -1222,6 +1317,151 @@ def strace_counts(path):
             if len(parts) >= 5 and parts[-1] in out and parts[3].isdigit():
                 out[parts[-1]] = int(parts[3])
     return out
+
+
+# The shim's per-function table (shim.c enum fn): real addresses and calls.
+C_FN_REAL, C_FN_CALLS = 64, 128
+FN_NAMES = (["pmem_flush", "pmem_deep_flush", "pmem_drain", "pmem_deep_drain", "pmem_persist",
+             "pmem_deep_persist", "pmem_msync", "pmem_memcpy", "pmem_memmove", "pmem_memset",
+             "pmem_memcpy_persist", "pmem_memmove_persist", "pmem_memset_persist",
+             "pmem_memcpy_nodrain", "pmem_memmove_nodrain", "pmem_memset_nodrain",
+             "pmem2_deep_flush"] +
+            ["pmem2 %s fn" % k for k in ("flush", "drain", "persist", "memcpy", "memmove", "memset")
+             for _ in range(4)])
+TRACEFS = "/sys/kernel/tracing"
+UPROBE_GROUP = "pmfusecrash"
+
+
+def read_fn_table(path):
+    """([real address per function], [wrapper calls per function])."""
+    with open(path, "rb") as f:
+        words = struct.unpack("<512Q", f.read(4096))
+    n = len(FN_NAMES)
+    return list(words[C_FN_REAL:C_FN_REAL + n]), list(words[C_FN_CALLS:C_FN_CALLS + n])
+
+
+def tracefs_write(name, text):
+    """One write(2), appending (tracefs refuses the seek of Python's "a")."""
+    fd = os.open(os.path.join(TRACEFS, name), os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def recording_pid(region):
+    """The daemon that has the shim loaded and serves region."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%s/maps" % d) as f:
+                maps = f.read()
+        except OSError:
+            continue
+        if region.encode() in argv and "libpmfuse_crash_shim" in maps:
+            return int(d), maps
+    raise HarnessError("no recording daemon for %s" % region)
+
+
+class Uprobes:
+    """The kernel's count of calls into the real libpmem and libpmem2
+    functions (uprobes on their first instruction), to hold the shim's own
+    count against: a call that bypassed the shim -- a pointer kept from
+    before it, an internal alias -- reaches the real function unseen by
+    the shim and makes the counts differ.  System-wide, so only while
+    nothing else uses those libraries (the recording runs alone)."""
+
+    def __init__(self, region, counter):
+        _, maps = recording_pid(region)
+        reals, _ = read_fn_table(counter)
+        self.counter = counter
+        spans = []
+        for line in maps.splitlines():
+            f = line.split()
+            if len(f) >= 6 and "x" in f[1]:
+                lo, hi = (int(x, 16) for x in f[0].split("-"))
+                spans.append((lo, hi, int(f[2], 16), f[5]))
+        self.groups = {}            # (path, file offset) -> [function index]
+        for i, a in enumerate(reals):
+            if not a:
+                continue
+            for lo, hi, off, path in spans:
+                if lo <= a < hi:
+                    self.groups.setdefault((path, a - lo + off), []).append(i)
+                    break
+            else:
+                raise HarnessError("%s at %#x is in no executable mapping" % (FN_NAMES[i], a))
+        self.events = []
+        try:
+            for j, (path, off) in enumerate(sorted(self.groups)):
+                name = "f%d_%d" % (os.getpid(), j)
+                try:
+                    tracefs_write("uprobe_events", "p:%s/%s %s:0x%x\n" % (
+                        UPROBE_GROUP, name, path, off))
+                except OSError as e:
+                    raise HarnessError("uprobe at %s:0x%x (%s): %s" % (
+                        path, off, "+".join(FN_NAMES[i] for i in self.groups[(path, off)]), e))
+                self.events.append((name, (path, off)))
+            tracefs_write("events/%s/enable" % UPROBE_GROUP, "1")
+        except (OSError, HarnessError):
+            self.remove()
+            raise
+        # from here both count (the mounted daemon is idle)
+        _, self.calls0 = read_fn_table(counter)
+        self.hits0 = self.hits()
+
+    @staticmethod
+    def available():
+        return os.access(os.path.join(TRACEFS, "uprobe_events"), os.W_OK)
+
+    def hits(self):
+        """{event: hits} of our events ("path event hits" lines)."""
+        names = {name for name, _ in self.events}
+        out = {}
+        with open(os.path.join(TRACEFS, "uprobe_profile")) as f:
+            for line in f:
+                p = line.split()
+                if len(p) == 3 and p[1] in names:
+                    out[p[1]] = int(p[2])
+        return out
+
+    def remove(self):
+        try:
+            if os.path.exists(os.path.join(TRACEFS, "events", UPROBE_GROUP, "enable")):
+                tracefs_write("events/%s/enable" % UPROBE_GROUP, "0")
+            for name, _ in self.events:
+                tracefs_write("uprobe_events", "-:%s/%s\n" % (UPROBE_GROUP, name))
+        except OSError:
+            pass
+        self.events = []
+
+    def check(self):
+        """Compare, then remove the probes; a line for the log."""
+        events = list(self.events)
+        try:
+            hits = self.hits()
+        finally:
+            self.remove()
+        _, calls1 = read_fn_table(self.counter)
+        bad, seen = [], []
+        if len(hits) != len(events):
+            raise HarnessError("uprobe_profile lists %d of our %d probes" % (len(hits), len(events)))
+        for name, key in events:
+            idx = self.groups[key]
+            shim = sum(calls1[i] - self.calls0[i] for i in idx)
+            label = "+".join(sorted({FN_NAMES[i] for i in idx}))
+            kernel = hits.get(name, -1) - self.hits0.get(name, 0)
+            if kernel != shim:
+                bad.append("%s: real function entered %d times, shim saw %d" %
+                           (label, kernel, shim))
+            elif shim:
+                seen.append("%s %d" % (label, shim))
+        if bad:
+            raise HarnessError("the shim missed persistence calls: " + "; ".join(bad))
+        return ", ".join(seen)
 
 
 def check_strace(counts, ctr):
@@ -1248,7 +1488,9 @@ class Run:
         self.args = args
         self.dir = workdir
         self.check_mount_phase = check_mount_phase
-        self.b = Builder(sync_mode)
+        # -o writeback_cache: the kernel owns the times and sends them with
+        # its write-back, so when they become durable is not the daemon's
+        self.b = Builder(sync_mode, check_mtime=mode != "wbcache")
         build(self.b)
         self.rng = random.Random("%s/%s/%d" % (name, self.mode, args.seed))
         self.violations = []
@@ -1257,6 +1499,10 @@ class Run:
         self.unsampled = 0
         self.skipped_mount_phase = 0
         self.use_strace = False
+        self.check_calls = False     # cross-check the shim's counts (strace, uprobes)
+        self.line = args.grain == "line"
+        self.subset_images = 0
+        self.fence_lines = []    # lines in flight per fence (cache-line mode)
 
     # -- 1. record
     def record(self, base):
@@ -1268,29 +1514,48 @@ class Run:
         mnt = tempfile.mkdtemp(prefix="pmfuse-crash-rec-")
         env = daemon_env({"PMFUSE_CRASH_REGION": region, "PMFUSE_CRASH_TRACE": self.trace,
                           "PMFUSE_CRASH_COUNTER": counter,
-                          "PMFUSE_CRASH_DIRTY_EVERY": str(self.args.dirty_every)})
+                          "PMFUSE_CRASH_DIRTY_EVERY":
+                              "0" if self.line else str(self.args.dirty_every)},
+                         self.args.grain)
         opts = MODE_OPTS[self.mode]
+        if self.args.seeded_bug:
+            env["PMFUSE_SEEDED_BUG"] = self.args.seeded_bug
         m = RecordedMount(region, mnt, opts, env, self.dir)
+        m.daemon = self.args.daemon
         if self.use_strace:
             m.strace_out = os.path.join(self.dir, tag + ".strace")
         w = self.b
         w.mnt = mnt
         self.marks = []      # (s_i, c_i)
+        probes = None
         try:
             m.start()
             if read_counters(counter)[C_READY] != 1:
                 raise HarnessError("the shim is not active in the daemon")
-            for o in w.ops:
+            if self.line and self.check_calls and Uprobes.available():
+                probes = Uprobes(region, counter)
+            self.mtimes = []     # per op: {node id: mtime observed after it}
+            for i, o in enumerate(w.ops):
                 s = read_counters(counter)[C_POINTS]
                 o.run(w)
                 c = read_counters(counter)[C_POINTS]
                 self.marks.append((s, c))
+                self.mtimes.append(observe_mtimes(w, self.b.after[i]))
             for fd in list(w.fds.values()):
                 os.close(fd)
             rc = m.unmount()
             if rc != 0:
                 raise HarnessError("recording daemon exited %d:\n%s" % (rc, m.log()))
+            if probes:
+                log("  uprobes agree with the shim (calls into libpmem/libpmem2 after the "
+                    "mount): %s" % probes.check())
+                probes = None
+            elif self.line and self.check_calls:
+                log("  uprobes unavailable (%s not writable): the shim's libpmem/libpmem2 "
+                    "call counts are not cross-checked" % TRACEFS)
         finally:
+            if probes:
+                probes.remove()
             m.force_cleanup()
             os.rmdir(mnt)
         self.ctr = read_counters(counter)
@@ -1300,7 +1565,7 @@ class Run:
             os.unlink(m.strace_out)
             log("  strace -f agrees with the shim: %s" % seen)
         os.unlink(region)
-        self.recs, self.dirty = read_trace(self.trace)
+        self.recs, self.dirty, self.unflushed = read_trace(self.trace)
         os.unlink(self.trace)
         if len(self.recs) != self.ctr[C_POINTS]:
             raise HarnessError("trace has %d records, counter says %d" %
@@ -1321,11 +1586,21 @@ class Run:
         states = [self.b.after[done - 1] if done else State()]
         if flight is not None:
             states = self.b.inflight[flight]
+        elif k == len(self.recs) and not dirty and done == len(self.b.ops):
+            # the last point: after the clean unmount, which wrote back
+            # everything, so every write is durable, fsync'd or not
+            final = states[0].copy()
+            for n in final.nodes.values():
+                n.sync()
+            states = [final]
         return states, done, flight
 
     # -- 3. the images
     def images(self):
         """(key, k, variant, pages) per crash state: pages over the base."""
+        if self.line:
+            yield from self.line_images()
+            return
         cur, hashes = {}, {}
         n = len(self.recs)
         first_op = self.marks[0][0] if self.marks else n
@@ -1357,6 +1632,78 @@ class Run:
                         hs[off] = hashlib.sha1(page).digest()
                     yield self._key(hs), k, "%s%d/%d" % ("lines" if lines else "dirty", len(pick),
                                                         len(pages)), img
+
+    def durable_line(self, off):
+        """The line at off as the last fence left it."""
+        for items in reversed(self.recs):
+            for o, line in reversed(items):
+                if o == off:
+                    return line
+        return self.base_bytes[off:off + LINE]
+
+    def subsets(self, n, k):
+        """Which of a fence's n in-flight lines reached media before a crash
+        just ahead of it: every subset when n <= 8, else the prefixes and
+        suffixes of the flush order (at most --cuts of each, evenly spaced)
+        and --random random subsets; never the empty or the whole set (the
+        images of the fence before and of this one).  Seeded by the
+        workload, mode, fence and --seed."""
+        if n <= 8:
+            for mask in range(1, (1 << n) - 1):
+                yield "sub", [i for i in range(n) if mask >> i & 1]
+            return
+        cuts = range(1, n)
+        if self.args.cuts and n - 1 > self.args.cuts:
+            step = (n - 1) / self.args.cuts
+            cuts = sorted({1 + int(j * step) for j in range(self.args.cuts)})
+        for c in cuts:
+            yield "prefix", list(range(c))
+            yield "suffix", list(range(n - c, n))
+        rng = random.Random("%s/%s/%d/%d" % (self.name, self.mode, k, self.args.seed))
+        for _ in range(self.args.random):
+            pick = [i for i in range(n) if rng.random() < 0.5]
+            if 0 < len(pick) < n:
+                yield "random", pick
+
+    def line_images(self):
+        """Cache-line mode: the image at every fence (all its lines applied),
+        and before it, images where only some of the lines in flight had
+        reached media (subsets()).  Lines never flushed are in no image."""
+        cur, hashes = {}, {}
+        first_op = self.marks[0][0] if self.marks else len(self.recs)
+        base = self.base_bytes
+
+        def put(pages, hs, off, line):
+            po = off - off % PAGE
+            page = bytearray(pages.get(po) or base[po:po + PAGE])
+            page[off - po:off - po + LINE] = line
+            pages[po] = bytes(page)
+            hs[po] = None          # hashed when the key is made
+
+        def key(pages, hs):
+            for po, h in hs.items():
+                if h is None:
+                    hs[po] = hashlib.sha1(pages[po]).digest()
+            return self._key(hs)
+
+        for k in range(0, len(self.recs) + 1):
+            check = k >= first_op or self.check_mount_phase
+            if k:
+                items = self.recs[k - 1]
+                self.fence_lines.append(len(items))
+                if check:
+                    for kind, pick in self.subsets(len(items), k):
+                        img, hs = dict(cur), dict(hashes)
+                        for i in pick:
+                            put(img, hs, *items[i])
+                        self.subset_images += 1
+                        yield key(img, hs), k, "%s%d/%d" % (kind, len(pick), len(items)), img
+                for off, line in items:
+                    put(cur, hashes, off, line)
+            if not check:
+                self.skipped_mount_phase += 1
+                continue
+            yield key(cur, hashes), k, "flushed", dict(cur)
 
     def _torn(self, old, new):
         """A page where each 64-byte line is the persisted or the live one:
@@ -1465,6 +1812,18 @@ class Checker:
                 pass
 
 
+def observe_mtimes(w, st):
+    """{node id: st_mtime_ns} of the files of state st on the live mount."""
+    out = {}
+    for path, nid in st.paths.items():
+        if st.nodes[nid].kind == "f":
+            out[nid] = os.stat(os.path.join(w.mnt, path)).st_mtime_ns
+    for fd, nid in w.fd_nodes.items():
+        if fd in w.fds and nid not in out:
+            out[nid] = os.fstat(w.fds[fd]).st_mtime_ns
+    return out
+
+
 def start(m, timeout=harness.MOUNT_TIMEOUT):
     """Mount.start() with a tighter poll: a crash image mounts in ~20 ms."""
     m.log_path = os.path.join(m.log_dir, "daemon-%s.log" % os.path.basename(m.region))
@@ -1528,6 +1887,7 @@ def walk(mnt):
                 out[r] = e
             elif stat.S_ISREG(st.st_mode):
                 e["kind"] = "f"
+                e["mtime"] = st.st_mtime_ns
                 with open(p, "rb") as f:
                     e["data"] = f.read()
                 out[r] = e
@@ -1570,7 +1930,8 @@ def run_workloads(args):
             run = Run(name, build, mode, args, workdir, first or args.all_mount_phases)
             run.base_hash = base_hash
             run.base_bytes = checker.base_bytes
-            run.use_strace = (first or args.long) and HAVE_STRACE
+            run.check_calls = first or args.long
+            run.use_strace = run.check_calls and HAVE_STRACE
             if first and not HAVE_STRACE:
                 log("  strace not found: the shim's call counts are not cross-checked")
             tw = time.monotonic()
@@ -1581,9 +1942,12 @@ def run_workloads(args):
             states = []
             for key, k, variant, pages in run.images():
                 states.append((key, k, variant, pages))
-                if key not in futures:
-                    futures[key] = (pool.submit(checker.check, pages)
-                                    if sampled(key, args) else None)
+                want = sampled(key, args.sample, args.seed) and (
+                    variant == "flushed" or sampled(key, args.subset_sample, args.seed + 1))
+                if want and not args.dry and futures.get(key) is None:
+                    futures[key] = pool.submit(checker.check, pages)
+                elif key not in futures:
+                    futures[key] = None
             for key, k, variant, pages in states:
                 if futures[key] is None:
                     run.unsampled += 1
@@ -1599,7 +1963,7 @@ def run_workloads(args):
                     probs = []
                     labels = ["as before the op in flight:", "as after it:"]
                     for st, label in zip(allowed, labels if len(allowed) > 1 else [""]):
-                        p = compare(obs["tree"], st)
+                        p = compare(obs["tree"], st, run.mtimes)
                         if not p:
                             probs = None
                             break
@@ -1652,30 +2016,90 @@ def run_workloads(args):
     if checker.connabort_retries:
         log("%d images re-checked: the daemon's last /dev/fuse read failed with ECONNABORTED "
             "at unmount (a kernel teardown race, not the image)" % checker.connabort_retries)
-    if args.sample > 1:
-        log("sampled: 1 in %d distinct images checked (seed %d), %d states not checked; "
-            "a run without --sample checks them all" % (args.sample, args.seed, total["unsampled"]))
+    if args.sample > 1 or (args.grain == "line" and args.subset_sample > 1):
+        log("sampled: 1 in %d distinct images%s checked (seed %d), %d states not checked; "
+            "a run without --sample/--subset-sample checks them all" % (
+                args.sample, "" if args.subset_sample <= 1 or args.grain != "line" else
+                ", of subset images 1 in %d more," % args.subset_sample,
+                args.seed, total["unsampled"]))
     if total["known"]:
         log("%d violations in workloads listed in KNOWN_VIOLATIONS (not counted below)"
             % total["known"])
     log("crash states: %d checked (%d unique), %d violations" %
         (total["checked"], total["unique"], total["violations"]))
-    return total["violations"] == 0 and total["checked"] > 0
+    total["ok"] = total["violations"] == 0 and total["checked"] > 0
+    return total
 
 
-def sampled(key, args):
+# The seeded-bug check: each bug of the pmfuse-seeded build (core.h
+# seeded_bug()) drops one flush; the explorer must report violations for
+# each at cache-line granularity, on a workload that reaches the code.
+SEEDED_BUGS = [
+    ("data-before-extent", "a data block before its extent commits", "write_small", "writeback"),
+    ("time-in-place", "an in-place time update (-o sync overwrite)", "overwrite", "sync"),
+    ("dir-slot", "a directory slot", "create", "writeback"),
+    ("zero-tail", "an allocating write's zero tail", "unwritten", "writeback"),
+    ("orphan-link", "an orphan-list link", "unlink_open", "writeback"),
+]
+SEEDED_DAEMON = os.path.join(harness.BUILD, "tests", "crash", "pmfuse-seeded")
+
+
+def run_seeded(args):
+    """Run each seeded bug's workload with that bug, at cache-line
+    granularity (and, with --deep, at page granularity too, where a
+    neighbour's msync may mask the loss); every bug must be caught at
+    cache-line granularity."""
+    if not os.path.exists(SEEDED_DAEMON):
+        log("crash tests: missing %s (the seeded-bug build)" % SEEDED_DAEMON)
+        return False
+    grains = ["line", "page"] if args.deep else ["line"]
+    table, ok = [], True
+    allw = dict(WORKLOADS)
+    for bug, what, wl, mode in SEEDED_BUGS:
+        row = [bug, what, "%s/%s" % (wl, mode)]
+        for grain in grains:
+            log("seeded bug %s (%s): %s in %s mode, %s granularity" % (bug, what, wl, mode, grain))
+            args.grain, args.seeded_bug, args.daemon = grain, bug, SEEDED_DAEMON
+            args.workloads, args.modes = [(wl, allw[wl])], [mode]
+            t = run_workloads(args)
+            row.append("%d of %d" % (t["violations"], t["checked"]))
+            if grain == "line" and t["violations"] == 0:
+                log("  NOT CAUGHT: the explorer found no violation with %s dropped" % bug)
+                ok = False
+        table.append(row)
+    log("seeded bugs (violations of states checked):")
+    log("  %-20s %-44s %-22s %s" % ("bug", "the flush dropped", "workload", "  ".join(
+        "%-14s" % ("%s grain" % g) for g in grains)))
+    for row in table:
+        log("  %-20s %-44s %-22s %s" % (row[0], row[1], row[2], "  ".join(
+            "%-14s" % c for c in row[3:])))
+    caught = sum(1 for r in table if not r[3].startswith("0 of"))
+    log("seeded bugs: %d of %d caught at cache-line granularity" % (caught, len(table)))
+    return ok
+
+
+def sampled(key, n, seed):
     """--sample N: a deterministic 1-in-N choice of distinct images, keyed by
     the image's content hash and the seed, so a rerun checks the same ones."""
-    if args.sample <= 1:
+    if n <= 1:
         return True
-    h = hashlib.sha1(struct.pack("<Q", args.seed) + key).digest()
-    return int.from_bytes(h[:8], "little") % args.sample == 0
+    h = hashlib.sha1(struct.pack("<Q", seed) + key).digest()
+    return int.from_bytes(h[:8], "little") % n == 0
 
 
 def report(run, secs):
     log("%-16s %-9s %3d ops, %4d points, %5d states, %4d unique, %d violations (%.1fs)" % (
         run.name, run.mode, len(run.b.ops), len(run.recs), run.checked, run.unique,
         len(run.violations), secs))
+    if run.line:
+        fl = run.fence_lines or [0]
+        log("  %d fences: lines in flight per fence max %d, mean %.1f, %d fences with more "
+            "than 8; %d subset images; %d lines stored and never flushed" % (
+                len(run.fence_lines), max(fl), sum(fl) / len(fl), sum(1 for n in fl if n > 8),
+                run.subset_images, len(run.unflushed)))
+        for off, line in run.unflushed[:int(os.environ.get("PMFUSE_CRASH_SHOW_UNFLUSHED", "0"))]:
+            log("    never flushed: line at %#x: %s (durable: %s)" % (
+                off, line.hex(), run.durable_line(off).hex()))
     for k, variant, done, flight, probs in run.violations[:5]:
         where = "op %d (%s) in flight" % (flight + 1, run.b.ops[flight]) if flight is not None \
             else "no op in flight"
@@ -1709,8 +2133,30 @@ def main():
     ap.add_argument("--sample", type=int, default=1, metavar="N",
                     help="check one in N distinct crash images (chosen by content hash "
                          "and seed); every state is still recorded and enumerated")
+    ap.add_argument("--subset-sample", type=int, default=1, metavar="N",
+                    help="cache-line mode: check one in N of the subset images (every "
+                         "fence's own image is checked)")
+    ap.add_argument("--grain", choices=["page", "line"], default="page",
+                    help="page: persistence is msync (a region file); line: cache flushes "
+                         "and fences (ADR pmem: PMEM2_FORCE_GRANULARITY=cache_line)")
+    ap.add_argument("--cuts", type=int, default=None, metavar="N",
+                    help="cache-line mode: at most N prefixes and N suffixes of a fence's "
+                         "lines in flight, evenly spaced (0: all; default 8, 256 with --deep)")
+    ap.add_argument("--random", type=int, default=None, metavar="N",
+                    help="cache-line mode: random subsets per fence of more than 8 lines "
+                         "(default 8, 32 with --deep)")
+    ap.add_argument("--seeded", action="store_true",
+                    help="the seeded-bug check: each bug of the pmfuse-seeded build must be "
+                         "caught (with --deep, also at page granularity, for the table)")
+    ap.add_argument("--deep", action="store_true",
+                    help="the long exploration: --long, up to 256 prefixes and suffixes and "
+                         "32 random subsets per fence (tests/crash/run --deep)")
+    ap.add_argument("--dry", action="store_true",
+                    help="record and enumerate the crash states, check none")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
+    args.long = args.long or args.deep
+    args.seeded_bug, args.daemon = None, None
     args.modes = ["writeback", "sync"] if args.mode == "both" else [args.mode]
     wls = list(WORKLOADS)
     if args.long or any("grow_shrink" in p for p in args.pattern):
@@ -1726,6 +2172,10 @@ def main():
     if args.subsets is None:
         args.subsets = 4 if args.long else 2
     args.lines = args.lines or args.long
+    if args.cuts is None:
+        args.cuts = 256 if args.deep else 8
+    if args.random is None:
+        args.random = 32 if args.deep else 8
     if args.list:
         for n, _ in wls:
             print(n)
@@ -1740,7 +2190,7 @@ def main():
     log("crash tests: %d workloads x %s, seed %d, %d jobs" % (
         len(wls), "+".join(args.modes), args.seed, args.jobs))
     try:
-        ok = run_workloads(args)
+        ok = run_seeded(args) if args.seeded else run_workloads(args)["ok"]
     finally:
         harness._emergency_cleanup()
     return 0 if ok else 1
