@@ -1402,8 +1402,9 @@ class Uprobes:
                     tracefs_write("uprobe_events", "p:%s/%s %s:0x%x\n" % (
                         UPROBE_GROUP, name, path, off))
                 except OSError as e:
-                    raise HarnessError("uprobe at %s:0x%x (%s): %s" % (
-                        path, off, "+".join(FN_NAMES[i] for i in self.groups[(path, off)]), e))
+                    raise OSError(e.errno, "uprobe at %s:0x%x (%s): %s" % (
+                        path, off, "+".join(FN_NAMES[i] for i in self.groups[(path, off)]),
+                        e.strerror))
                 self.events.append((name, (path, off)))
             tracefs_write("events/%s/enable" % UPROBE_GROUP, "1")
         except (OSError, HarnessError):
@@ -1533,7 +1534,11 @@ class Run:
             if read_counters(counter)[C_READY] != 1:
                 raise HarnessError("the shim is not active in the daemon")
             if self.line and self.check_calls and Uprobes.available():
-                probes = Uprobes(region, counter)
+                try:
+                    probes = Uprobes(region, counter)
+                except OSError as e:
+                    log("  uprobes cannot be set (%s): the shim's libpmem/libpmem2 call "
+                        "counts are not cross-checked" % e)
             self.mtimes = []     # per op: {node id: mtime observed after it}
             for i, o in enumerate(w.ops):
                 s = read_counters(counter)[C_POINTS]
@@ -1550,7 +1555,7 @@ class Run:
                 log("  uprobes agree with the shim (calls into libpmem/libpmem2 after the "
                     "mount): %s" % probes.check())
                 probes = None
-            elif self.line and self.check_calls:
+            elif self.line and self.check_calls and not Uprobes.available():
                 log("  uprobes unavailable (%s not writable): the shim's libpmem/libpmem2 "
                     "call counts are not cross-checked" % TRACEFS)
         finally:
@@ -2016,12 +2021,18 @@ def run_workloads(args):
     if checker.connabort_retries:
         log("%d images re-checked: the daemon's last /dev/fuse read failed with ECONNABORTED "
             "at unmount (a kernel teardown race, not the image)" % checker.connabort_retries)
-    if args.sample > 1 or (args.grain == "line" and args.subset_sample > 1):
-        log("sampled: 1 in %d distinct images%s checked (seed %d), %d states not checked; "
-            "a run without --sample/--subset-sample checks them all" % (
-                args.sample, "" if args.subset_sample <= 1 or args.grain != "line" else
-                ", of subset images 1 in %d more," % args.subset_sample,
-                args.seed, total["unsampled"]))
+    subset_sample = args.subset_sample if args.grain == "line" else 1
+    if args.sample > 1 or subset_sample > 1:
+        which = []
+        if args.sample > 1:
+            which.append("1 in %d distinct images" % args.sample)
+        if subset_sample > 1:
+            which.append("%s1 in %d subset images" % (
+                "of those, every fence image and " if args.sample > 1 else
+                "every fence image and ", subset_sample))
+        log("sampled: %s checked (by content hash, seed %d), %d states not checked; a run "
+            "without --sample/--subset-sample checks them all" % (
+                ", ".join(which), args.seed, total["unsampled"]))
     if total["known"]:
         log("%d violations in workloads listed in KNOWN_VIOLATIONS (not counted below)"
             % total["known"])
