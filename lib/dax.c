@@ -21,7 +21,9 @@
  * msync write-protects the writable pages of its range first, flushes them
  * itself (cache-line flushes and one fence, or msync of its mapping of the
  * region at page granularity) and clears their bits (004): the next store
- * faults again.  It asks the daemon only when the daemon said another
+ * faults again.  Where the kernel can track stores (track_init), written
+ * pages are writable from the start and the kernel keeps the marks instead:
+ * no signal and no mprotect per page and sync cycle.  It asks the daemon only when the daemon said another
  * descriptor read the file through the page cache (which msync drops).
  *
  * Every map keeps its own descriptor of the file (a dup, close-on-exec): the
@@ -44,6 +46,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -68,6 +71,7 @@
 #define PAGE	PMFUSE_DAX_BLOCK
 #define RECENT	64
 #define HUGE	(2ull << 20)
+#define GIANT	(1ull << 30)
 #define MAX_MAPS 4096
 
 #define EXPORT __attribute__((visibility("default")))
@@ -108,6 +112,9 @@ struct dmap {
 	int prot;			/* what the application asked for */
 	int rfd;			/* the region, opened by this process */
 	bool inherited;			/* a child after fork(): the parent ends the session */
+	bool track;			/* stores tracked by the kernel (see track_init) */
+	unsigned track_msyncs;		/* msyncs that scanned, this epoch (see track_drop) */
+	unsigned track_drops;		/* windows they made read-only again */
 	struct session *sess;
 	pthread_mutex_t lock;		/* granted bits and page protections */
 	_Atomic long owner;		/* the thread holding lock, 0 if none */
@@ -115,6 +122,7 @@ struct dmap {
 	uint64_t *granted;		/* mapped read-write */
 	uint64_t *data;			/* mapped from the region */
 	uint64_t *hot;			/* kept writable across msync (see sync_range) */
+	uint64_t *active;		/* tracking: bit per window of WIN pages (see track_activate) */
 	unsigned nhot;
 	/* pages recently write-protected by msync, and when (the msync count) */
 	struct { uint64_t page; uint64_t gen; } recent[RECENT];
@@ -135,9 +143,18 @@ struct dmap {
 #define HOT_MAX 32
 #define HOT_WINDOW 8		/* msyncs */
 #define HOT_EPOCH 256		/* msyncs after which hot pages go back to faulting */
+#ifndef WIN
+#define WIN	512		/* pages per tracking window: 2 MiB */
+#endif
+#ifndef DIRECT_PAGES
+#define DIRECT_PAGES	4	/* an msync of at most this many pages flushes without asking */
+#endif
+
 static uint64_t *bitmaps(uint64_t npages)
 {
-	return calloc(3 * ((npages + 63) / 64) + 1, sizeof(uint64_t));
+	uint64_t nwin = (npages + WIN - 1) / WIN;
+
+	return calloc(3 * ((npages + 63) / 64) + (nwin + 63) / 64 + 1, sizeof(uint64_t));
 }
 
 static void set_bitmaps(struct dmap *m, uint64_t *bm, uint64_t npages)
@@ -147,6 +164,7 @@ static void set_bitmaps(struct dmap *m, uint64_t *bm, uint64_t npages)
 	m->granted = bm;
 	m->data = bm + w;
 	m->hot = bm + 2 * w;
+	m->active = bm + 3 * w;
 }
 
 static long self_tid(void)
@@ -323,6 +341,143 @@ static int persist_run(const struct session *s, char *p, size_t len)
 	}
 }
 
+/*
+ * Store tracking without faults of our own, where the kernel has
+ * userfaultfd's asynchronous write-protect and PAGEMAP_SCAN (Linux 6.7).
+ * A writable map's written pages are registered for write-protect and
+ * protected at mmap.  They become writable a window (WIN pages, 2 MiB) at
+ * a time: the first store into a window faults through the handler, which
+ * sets the bits of the window's written pages for the daemon and makes
+ * them writable (one mprotect).  From then on the first store to a page
+ * after its protection takes a fault the kernel resolves alone (it clears
+ * the page's protection: the page's DIRTY mark, kept in its page table
+ * entry).  msync asks the kernel, in one call per run of writable pages of
+ * the active windows in its range, which pages were stored to and
+ * protects them again atomically (the TOWRITE snapshot), flushes those,
+ * and fences once.  An active window msync finds untouched is made
+ * read-only again and its bits cleared, so msync of a whole large map
+ * scans only the windows stored to lately, as the bitmap walk of the
+ * faulting scheme does.  Not on a devdax region (write-protecting a PMD
+ * mapping splits it, which a devdax aligned to 2 MiB refuses), and not
+ * with PMFUSE_DAX_TRACK=0.  The daemon cannot see the page-table marks:
+ * for it every page of an active window is DIRTY (an fsync from elsewhere,
+ * or a session that ends without munmap, flushes them all).
+ */
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#define TRACK_FEATURE_WP_UNPOPULATED (1ull << 13)
+#define TRACK_FEATURE_WP_ASYNC (1ull << 15)
+
+/* <linux/fs.h> of Linux 6.7 (the build host's headers may be older) */
+struct track_region {
+	uint64_t start, end, categories;
+};
+struct track_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define TRACK_PAGEMAP_SCAN	_IOWR('f', 16, struct track_scan_arg)
+#define TRACK_PAGE_IS_WRITTEN	(1ull << 1)
+#define TRACK_SCAN_WP_MATCHING	(1ull << 0)
+#define TRACK_SCAN_CHECK_WPASYNC (1ull << 1)
+
+static int track_uffd = -1, track_pagemap = -1;
+static pthread_once_t track_once = PTHREAD_ONCE_INIT;
+
+static int high_fd(int fd)
+{
+	int h = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 512) : -1;
+
+	if (h < 0)
+		return fd;
+	close(fd);
+	return h;
+}
+
+static void track_init(void)
+{
+	const char *env = getenv("PMFUSE_DAX_TRACK");
+	uint64_t want[2] = { TRACK_FEATURE_WP_ASYNC | TRACK_FEATURE_WP_UNPOPULATED,
+			     TRACK_FEATURE_WP_ASYNC };
+	int u = -1;
+
+	if (env && strcmp(env, "0") == 0)
+		return;
+	for (int k = 0; k < 2 && u < 0; k++) {
+		/* user-mode faults only: what an unprivileged process may have */
+		u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+		if (u < 0)
+			return;
+		struct uffdio_api api = { .api = UFFD_API, .features = want[k] };
+		if (ioctl(u, UFFDIO_API, &api) || !(api.features & TRACK_FEATURE_WP_ASYNC)) {
+			close(u);
+			u = -1;
+		}
+	}
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	struct track_scan_arg probe = { .size = sizeof(probe) };
+	if (u < 0 || pm < 0 || ioctl(pm, TRACK_PAGEMAP_SCAN, &probe) < 0) {
+		if (u >= 0)
+			close(u);
+		if (pm >= 0)
+			close(pm);
+		return;
+	}
+	track_uffd = high_fd(u);
+	track_pagemap = high_fd(pm);
+}
+
+static bool track_available(void)
+{
+	pthread_once(&track_once, track_init);
+	return track_uffd >= 0;
+}
+
+/* [a, a + n) registered for write-protect, and protected if protect: 0 or -1. */
+static int track_range(char *a, size_t n, bool protect)
+{
+	struct uffdio_register reg = { .range = { (uint64_t)a, n }, .mode = UFFDIO_REGISTER_MODE_WP };
+	struct uffdio_writeprotect wp = { .range = { (uint64_t)a, n },
+					  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+	if (ioctl(track_uffd, UFFDIO_REGISTER, &reg))
+		return -1;
+	return protect && ioctl(track_uffd, UFFDIO_WRITEPROTECT, &wp) ? -1 : 0;
+}
+
+/*
+ * The pages of [a, a + n) stored to since their last protection, each
+ * protected again as it is reported: fn(start, len, arg) per run.  The
+ * number of pages, or -1 (the range is not tracked: the tracking
+ * descriptor was closed, or a child inherited the map without it).
+ */
+static int64_t track_scan(char *a, size_t n, void (*fn)(char *p, size_t len, void *arg),
+			  void *arg)
+{
+	struct track_region vec[32];
+	struct track_scan_arg sa = {
+		.size = sizeof(sa), .flags = TRACK_SCAN_WP_MATCHING | TRACK_SCAN_CHECK_WPASYNC,
+		.start = (uint64_t)a, .end = (uint64_t)(a + n), .vec = (uint64_t)vec,
+		.vec_len = sizeof(vec) / sizeof(vec[0]), .category_mask = TRACK_PAGE_IS_WRITTEN,
+		.return_mask = TRACK_PAGE_IS_WRITTEN,
+	};
+	int64_t pages = 0;
+
+	for (;;) {
+		long got = ioctl(track_pagemap, TRACK_PAGEMAP_SCAN, &sa);
+		if (got < 0)
+			return -1;
+		for (long k = 0; k < got; k++) {
+			fn((char *)vec[k].start, (size_t)(vec[k].end - vec[k].start), arg);
+			pages += (int64_t)((vec[k].end - vec[k].start) / PAGE);
+		}
+		if (sa.walk_end >= sa.end || sa.walk_end <= sa.start)
+			return pages;
+		sa.start = sa.walk_end;	/* the vector was full */
+	}
+}
+
 /* The page's bit in the shared area (which exists: the session was granted a page). */
 static inline void shared_bit(struct session *s, uint64_t page, bool set)
 {
@@ -339,13 +494,13 @@ static inline void shared_bit(struct session *s, uint64_t page, bool set)
  * The shared area the daemon made at the session's first fault, mapped
  * once for all the session's pieces (each has its own lock): 0 or -1.
  */
-static int map_shared(struct session *s, const struct pmfuse_dax_fault *f)
+static int map_shared(struct session *s, uint64_t block, uint64_t blocks)
 {
-	if (atomic_load(&s->shared) || !f->shared_blocks)
+	if (atomic_load(&s->shared) || !blocks)
 		return atomic_load(&s->shared) ? 0 : -1;
-	size_t len = f->shared_blocks * PAGE;
+	size_t len = blocks * PAGE;
 	struct pmfuse_dax_shared *sh = sys_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, s->rfd,
-						(off_t)(f->shared_block * PAGE));
+						(off_t)(block * PAGE));
 	if (sh == MAP_FAILED)
 		return -1;
 	if (__atomic_load_n(&sh->magic, __ATOMIC_ACQUIRE) != PMFUSE_DAX_SHARED_MAGIC) {
@@ -359,6 +514,59 @@ static int map_shared(struct session *s, const struct pmfuse_dax_fault *f)
 	return 0;
 }
 
+/*
+ * A tracking map's written pages (mapped read-only): registered and
+ * protected; writable a window at a time (track_activate).  On failure the
+ * map tracks nothing (each store then faults through the handler, as on a
+ * kernel without tracking).
+ */
+static void track_written(struct dmap *m)
+{
+	uint64_t n = m->len / PAGE;
+
+	for (uint64_t i = 0; (i = next_bit(m->data, i, n)) < n;) {
+		uint64_t j = i;
+		while (j < n && test_bit(m->data, j))
+			j++;
+		if (!atomic_load(&m->sess->shared) ||
+		    track_range(m->addr + i * PAGE, (j - i) * PAGE, true)) {
+			m->track = false;
+			return;
+		}
+		i = j;
+	}
+}
+
+/*
+ * A store into window w of a tracking map (m->lock held): its written
+ * pages DIRTY for the daemon, then writable.  0, or -1 (SIGBUS).
+ */
+static int track_activate(struct dmap *m, uint64_t w)
+{
+	struct pmfuse_dax_shared *sh = atomic_load(&m->sess->shared);
+	uint64_t n = m->len / PAGE, lo = w * WIN, hi = lo + WIN < n ? lo + WIN : n;
+
+	if (!sh)
+		return -1;
+	for (uint64_t i = lo; (i = next_bit(m->data, i, hi)) < hi; i++)
+		if (!test_bit(m->granted, i))
+			shared_bit(m->sess, m->first + i, true);
+	__atomic_store_n(&sh->stored, 1, __ATOMIC_RELEASE);
+	set_bit(m->active, w, true);	/* before any page is writable: msync scans it */
+	/* marked first, writable after: the daemon's fsync never misses a page */
+	for (uint64_t i = lo; (i = next_bit(m->data, i, hi)) < hi;) {
+		uint64_t j = i;
+		while (j < hi && test_bit(m->data, j))
+			j++;
+		if (sys_mprotect(m->addr + i * PAGE, (j - i) * PAGE, m->prot))
+			return -1;
+		for (uint64_t k = i; k < j; k++)
+			set_bit(m->granted, k, true);
+		i = j;
+	}
+	return 0;
+}
+
 /* A write fault in m at page index i (m->lock held): 0, or -1 to raise SIGBUS. */
 static int grant(struct dmap *m, uint64_t i)
 {
@@ -367,6 +575,8 @@ static int grant(struct dmap *m, uint64_t i)
 
 	if (test_bit(m->granted, i))
 		return 0;	/* another thread got it first */
+	if (m->track && test_bit(m->data, i))
+		return track_activate(m, i / WIN);
 	/* written again soon after an msync write-protected it: hot */
 	for (unsigned k = 0; k < m->nrecent && m->nhot < HOT_MAX; k++)
 		if (m->recent[k].page == i && m->gen - m->recent[k].gen <= HOT_WINDOW) {
@@ -383,11 +593,17 @@ static int grant(struct dmap *m, uint64_t i)
 		__atomic_fetch_add(&sh->faults, 1, __ATOMIC_RELAXED);
 	} else {
 		struct pmfuse_dax_fault f = { .session = s->id, .page = m->first + i };
-		if (ioctl(s->fd, PMFUSE_IOC_DAX_FAULT, &f) < 0 || map_shared(s, &f))
+		if (ioctl(s->fd, PMFUSE_IOC_DAX_FAULT, &f) < 0 ||
+		    map_shared(s, f.shared_block, f.shared_blocks))
 			return -1;
 		if (sys_mmap(m->addr + i * PAGE, PAGE, m->prot, MAP_SHARED | MAP_FIXED, m->rfd,
 			     (off_t)(f.block * PAGE)) == MAP_FAILED)
 			return -1;
+		/* tracked, unprotected: the next msync finds it stored to */
+		if (m->track && track_range(m->addr + i * PAGE, PAGE, false))
+			m->track = false;	/* msync flushes what it cannot see, all granted pages */
+		if (m->track)
+			set_bit(m->active, i / WIN, true);
 		set_bit(m->data, i, true);
 	}
 	set_bit(m->granted, i, true);
@@ -541,32 +757,52 @@ static int overlay(struct dmap *m, uint64_t i, uint64_t n, uint64_t block, int p
 			(off_t)(block * PAGE)) == MAP_FAILED ? -1 : 0;
 }
 
+/* The largest page size (1 GiB, 2 MiB or 0) e can be mapped with, aligned in the region. */
+static uint64_t extent_align(const struct pmfuse_dax_extent *e)
+{
+	uint64_t lo = e->block * PAGE, hi = (e->block + e->npages) * PAGE;
+	uint64_t sizes[2] = { GIANT, HUGE };
+
+	for (int k = 0; k < 2; k++)
+		if ((lo + sizes[k] - 1) / sizes[k] * sizes[k] + sizes[k] <= hi)
+			return sizes[k];
+	return 0;
+}
+
 /*
- * An address for len bytes at which the first 2 MiB-aligned extent of r
- * lands 2 MiB-aligned (hint: NULL for the kernel's choice).
+ * An address for len bytes at which the extent of r that can take the
+ * largest pages lands aligned as it is in the region -- 1 GiB (PUD pages
+ * on a devdax region) or 2 MiB (PMD) -- and with it every extent whose
+ * skew is the same (hint: NULL for the kernel's choice).
  */
 static void *huge_hint(const struct pmfuse_dax_req *r, uint64_t first, size_t len, void **resv,
 		       size_t *resv_len)
 {
+	const struct pmfuse_dax_extent *best = NULL;
+	uint64_t align = 0;
+
 	for (uint32_t i = 0; i < r->count; i++) {
-		const struct pmfuse_dax_extent *e = &r->ext[i];
-		uint64_t skew = ((e->block - e->page) * PAGE) % HUGE;
-		if (e->npages * PAGE < HUGE)
-			continue;
-		/* want addr + (page - first) * PAGE == block * PAGE (mod 2 MiB) */
-		char *area = sys_mmap(NULL, len + HUGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS |
-				      MAP_NORESERVE, -1, 0);
-		if (area == MAP_FAILED)
-			return NULL;
-		uint64_t want = (skew + first * PAGE) % HUGE;
-		uint64_t a = (uint64_t)area, at = a - a % HUGE + want;
-		if (at < a)
-			at += HUGE;
-		*resv = area;
-		*resv_len = len + HUGE;
-		return (void *)at;
+		uint64_t a = extent_align(&r->ext[i]);
+		if (a > align) {
+			align = a;
+			best = &r->ext[i];
+		}
 	}
-	return NULL;
+	if (!best)
+		return NULL;
+	/* want addr + (page - first) * PAGE == block * PAGE (mod align) */
+	char *area = sys_mmap(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS |
+			      MAP_NORESERVE, -1, 0);
+	if (area == MAP_FAILED)
+		return NULL;
+	uint64_t skew = ((best->block - best->page) * PAGE) % align;
+	uint64_t want = (skew + first * PAGE) % align;
+	uint64_t a = (uint64_t)area, at = a - a % align + want;
+	if (at < a)
+		at += align;
+	*resv = area;
+	*resv_len = len + align;
+	return (void *)at;
 }
 
 static void session_put(struct session *s, bool end)
@@ -678,6 +914,10 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 	r->first = first;
 	r->npages = npages;
 	r->flags = write ? PMFUSE_DAX_WRITE : 0;
+	struct stat rst;
+	m->track = write && track_available() && fstat(rfd, &rst) == 0 && S_ISREG(rst.st_mode);
+	if (m->track)
+		r->flags |= PMFUSE_DAX_TRACK;
 	if (ioctl(s->fd, PMFUSE_IOC_DAX_MAP, r) < 0) {
 		/* the daemon would not (an immutable file, ...): the kernel's answer then */
 		close(s->fd);
@@ -689,6 +929,9 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 	}
 	s->id = r->session;
 	s->rfd = rfd;
+	/* without the shared area no page may be writable before it is marked */
+	if (m->track && r->shared_blocks && map_shared(s, r->shared_block, r->shared_blocks))
+		m->track = false;
 	if (!(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && plen >= HUGE) {
 		void *hint = huge_hint(r, first, plen, &resv, &resv_len);
 		if (hint) {
@@ -736,6 +979,8 @@ EXPORT void *pmfuse_dax_mmap(void *addr, size_t len, int prot, int flags, int fd
 			goto fail_map;
 		}
 	}
+	if (m->track)
+		track_written(m);
 	if (write)
 		install_segv();
 	pthread_mutex_lock(&maps_lock);
@@ -773,11 +1018,178 @@ fail:
  * through the page cache since the last time (it drops those copies) --
  * with it, it flushes what was written through the FUSE path in the range.
  */
+static int sync_ask_daemon(struct dmap *m, uint64_t i, uint64_t j);
+
+struct track_flush {
+	const struct session *s;
+	uint64_t bytes;
+	int ret;
+};
+
+static void track_flush_run(char *p, size_t len, void *arg)
+{
+	struct track_flush *tf = arg;
+
+	if (persist_run(tf->s, p, len))
+		tf->ret = -1;
+	tf->bytes += len;
+}
+
+/* The writable pages of [lo, hi) scanned, what was stored to flushed: pages, or -1. */
+static int64_t track_scan_granted(struct dmap *m, uint64_t lo, uint64_t hi, struct track_flush *tf)
+{
+	int64_t stored = 0;
+	bool failed = false;
+
+	for (uint64_t p = lo; (p = next_bit(m->granted, p, hi)) < hi;) {
+		uint64_t q = p;
+		while (q < hi && test_bit(m->granted, q))
+			q++;
+		int64_t got = track_scan(m->addr + p * PAGE, (q - p) * PAGE, track_flush_run, tf);
+		if (got < 0) {	/* the kernel cannot tell: all of it */
+			track_flush_run(m->addr + p * PAGE, (q - p) * PAGE, tf);
+			got = (int64_t)(q - p);
+			failed = true;
+		}
+		stored += got;
+		p = q;
+	}
+	return failed ? -1 : stored;
+}
+
+/*
+ * An active window msync found untouched (m->lock held): read-only again,
+ * then scanned once more for a store that came in between (flushed, and
+ * the window stays active), else its pages are no longer DIRTY.
+ */
+static int window_prot(struct dmap *m, uint64_t lo, uint64_t hi, int prot)
+{
+	for (uint64_t p = lo; (p = next_bit(m->granted, p, hi)) < hi;) {
+		uint64_t q = p;
+		while (q < hi && test_bit(m->granted, q))
+			q++;
+		if (sys_mprotect(m->addr + p * PAGE, (q - p) * PAGE, prot))
+			return -1;
+		p = q;
+	}
+	return 0;
+}
+
+static bool track_deactivate(struct dmap *m, uint64_t w, struct track_flush *tf, int64_t *stored)
+{
+	uint64_t n = m->len / PAGE, lo = w * WIN, hi = lo + WIN < n ? lo + WIN : n;
+	int64_t late = -1;
+
+	if (window_prot(m, lo, hi, m->prot & ~PROT_WRITE) == 0)
+		late = track_scan_granted(m, lo, hi, tf);
+	if (late != 0) {
+		/* a store came in between (flushed now), or no telling: it stays
+		 * active, and a granted page is a writable page */
+		*stored += late > 0 ? late : 0;
+		(void)window_prot(m, lo, hi, m->prot);
+		return false;
+	}
+	for (uint64_t p = lo; (p = next_bit(m->granted, p, hi)) < hi; p++) {
+		shared_bit(m->sess, m->first + p, false);
+		set_bit(m->granted, p, false);
+	}
+	set_bit(m->active, w, false);
+	return true;
+}
+
+/*
+ * A map whose msyncs keep finding the windows stored into last time
+ * untouched (every store to a new place, then msync of the whole map: fio's
+ * mmap engine with fsync=1) pays a window's activation, scans and return to
+ * read-only per store: faulting page by page costs less there.  After
+ * TRACK_EPOCH scanning msyncs of which more than half made a window
+ * read-only, the map stops tracking (m->lock held): unregistered (which
+ * drops the kernel's marks), its writable pages stay writable, DIRTY, and
+ * the next msync write-protects and flushes them as the faulting scheme
+ * does.
+ */
+#define TRACK_EPOCH 64
+
+static void track_drop(struct dmap *m)
+{
+	struct uffdio_range r = { (uint64_t)m->addr, m->len };
+
+	if (ioctl(track_uffd, UFFDIO_UNREGISTER, &r))
+		return;		/* still registered: go on tracking */
+	m->track = false;
+}
+
+/*
+ * msync of pages [i, j) of a tracking map (m->lock held): in each active
+ * window, the pages the kernel saw stored to are protected again and
+ * flushed, one fence for all; their bits stay set while the window is
+ * active.  A window wholly in the range with nothing stored to is made
+ * read-only again.  A run the kernel cannot tell about is flushed whole.
+ */
+static int sync_tracked(struct dmap *m, uint64_t i, uint64_t j)
+{
+	struct track_flush tf = { m->sess, 0, 0 };
+	uint64_t n = m->len / PAGE;
+	int64_t stored = 0;
+
+	if (j > n)
+		j = n;
+	/*
+	 * A few pages (a database's meta page): flushing the writable ones
+	 * costs less than asking the kernel which were stored to and taking a
+	 * fault on the next store -- they are treated as the kernel treats a
+	 * 2 MiB DIRTY entry, flushed whole (and stay stored-to for the kernel:
+	 * a larger msync or munmap may flush them once more).
+	 */
+	if (j - i <= DIRECT_PAGES) {
+		for (uint64_t p = i; (p = next_bit(m->granted, p, j)) < j; p++)
+			track_flush_run(m->addr + p * PAGE, PAGE, &tf);
+		if (tf.bytes) {
+			fence();
+			__atomic_fetch_add(&atomic_load(&m->sess->shared)->flush_bytes, tf.bytes,
+					   __ATOMIC_RELAXED);
+		}
+		if (sync_ask_daemon(m, i, j))
+			tf.ret = -1;
+		return tf.ret;
+	}
+	uint64_t nwin = (j + WIN - 1) / WIN, drops = 0;
+
+	for (uint64_t w = i / WIN; (w = next_bit(m->active, w, nwin)) < nwin; w++) {
+		uint64_t lo = w * WIN, hi = lo + WIN < n ? lo + WIN : n;
+		int64_t got = track_scan_granted(m, lo > i ? lo : i, hi < j ? hi : j, &tf);
+		stored += got > 0 ? got : 0;
+		if (got == 0 && lo >= i && hi <= j && track_deactivate(m, w, &tf, &stored))
+			drops++;
+	}
+	m->track_drops += drops ? 1 : 0;
+	if (++m->track_msyncs == TRACK_EPOCH) {
+		if (m->track_drops > TRACK_EPOCH / 2 && !m->inherited)
+			track_drop(m);
+		m->track_msyncs = m->track_drops = 0;
+	}
+	struct pmfuse_dax_shared *sh = atomic_load(&m->sess->shared);
+	if (tf.bytes) {	/* granted pages exist: so does the shared area */
+		fence();
+		__atomic_fetch_add(&sh->flush_bytes, tf.bytes, __ATOMIC_RELAXED);
+		/* each page stored to took one write-protect fault, in the kernel */
+		__atomic_fetch_add(&sh->faults, (uint64_t)stored, __ATOMIC_RELAXED);
+		/* the file changed: its times, when the daemon next looks */
+		__atomic_store_n(&sh->stored, 1, __ATOMIC_RELEASE);
+	}
+	if (sync_ask_daemon(m, i, j))
+		tf.ret = -1;
+	return tf.ret;
+}
+
 static int sync_range(struct dmap *m, uint64_t i, uint64_t j)
 {
 	struct session *s = m->sess;
 	uint64_t bytes = 0;
 	int ret = 0;
+
+	if (m->track)
+		return sync_tracked(m, i, j);
 	/*
 	 * Every HOT_EPOCH msyncs the hot pages are write-protected like the
 	 * others: those still written every cycle fault once and come back,
@@ -818,6 +1230,18 @@ static int sync_range(struct dmap *m, uint64_t i, uint64_t j)
 		}
 		__atomic_fetch_add(&sh->flush_bytes, bytes, __ATOMIC_RELAXED);
 	}
+	if (sync_ask_daemon(m, i, j))
+		ret = -1;
+	return ret;
+}
+
+/* msync's question to the daemon, only when a descriptor read the file through the page cache */
+static int sync_ask_daemon(struct dmap *m, uint64_t i, uint64_t j)
+{
+	struct session *s = m->sess;
+	struct pmfuse_dax_shared *sh = atomic_load(&s->shared);
+	int ret = 0;
+
 	if (sh && __atomic_load_n(&sh->cached, __ATOMIC_ACQUIRE)) {
 		struct pmfuse_dax_req *r = calloc(1, sizeof(*r));
 		if (!r) {
@@ -837,40 +1261,72 @@ static int sync_range(struct dmap *m, uint64_t i, uint64_t j)
  * Pages [i, j) of m go (munmap of a part; m->lock held): their stores are
  * the daemon's to flush at the next fsync.
  */
+struct forget {
+	struct dmap *m;
+	struct pmfuse_dax_req *r;
+	int ret;
+};
+
+static void forget_send(struct forget *f)
+{
+	if (!f->r || !f->r->count)
+		return;
+	f->r->session = f->m->sess->id;
+	if (ioctl(f->m->sess->fd, PMFUSE_IOC_DAX_SYNC, f->r) < 0)
+		f->ret = -1;
+	f->r->count = 0;
+}
+
+/* file pages [page, page + npages): DIRTY in the daemon */
+static void forget_report(struct forget *f, uint64_t page, uint64_t npages)
+{
+	if (!f->r && !(f->r = calloc(1, sizeof(*f->r)))) {
+		errno = ENOMEM;
+		f->ret = -1;
+		return;
+	}
+	f->r->ext[f->r->count++] = (struct pmfuse_dax_extent){ page, 0, npages };
+	if (f->r->count == PMFUSE_DAX_EXTENTS_MAX)
+		forget_send(f);
+}
+
+static void forget_stored(char *p, size_t len, void *arg)
+{
+	struct forget *f = arg;
+
+	/* the file changed: its times, when the daemon next looks */
+	__atomic_store_n(&atomic_load(&f->m->sess->shared)->stored, 1, __ATOMIC_RELEASE);
+	forget_report(f, f->m->first + (uint64_t)(p - f->m->addr) / PAGE, len / PAGE);
+}
+
 static int forget_range(struct dmap *m, uint64_t i, uint64_t j)
 {
-	struct pmfuse_dax_req *r = NULL;
-	int ret = 0;
+	struct forget f = { m, NULL, 0 };
 
 	for (uint64_t p = i; (p = next_bit(m->granted, p, j)) < j;) {
-		if (!r && !(r = calloc(1, sizeof(*r)))) {
-			errno = ENOMEM;
-			return -1;
-		}
 		uint64_t q = p;
-		for (; q < j && test_bit(m->granted, q); q++) {
-			set_bit(m->granted, q, false);
-			if (test_bit(m->hot, q)) {
-				set_bit(m->hot, q, false);
-				m->nhot--;
-			}
-		}
-		r->ext[r->count++] = (struct pmfuse_dax_extent){ m->first + p, 0, q - p };
+		while (q < j && test_bit(m->granted, q))
+			q++;
+		/* a tracking map reports what was stored to, if the kernel can tell */
+		if (!m->track || track_scan(m->addr + p * PAGE, (q - p) * PAGE, forget_stored, &f) < 0)
+			forget_report(&f, m->first + p, q - p);
 		p = q;
-		if (r->count == PMFUSE_DAX_EXTENTS_MAX || p >= j) {
-			r->session = m->sess->id;
-			if (ioctl(m->sess->fd, PMFUSE_IOC_DAX_SYNC, r) < 0)
-				ret = -1;
-			r->count = 0;
+	}
+	forget_send(&f);
+	free(f.r);
+	if (f.ret)
+		return -1;	/* the bits left set make the pages DIRTY when the session ends */
+	for (uint64_t p = i; (p = next_bit(m->granted, p, j)) < j; p++) {
+		/* the pages not stored to since msync: clean, and unmapped now */
+		if (m->track)
+			shared_bit(m->sess, m->first + p, false);
+		set_bit(m->granted, p, false);
+		if (test_bit(m->hot, p)) {
+			set_bit(m->hot, p, false);
+			m->nhot--;
 		}
 	}
-	if (r && r->count) {
-		r->session = m->sess->id;
-		if (ioctl(m->sess->fd, PMFUSE_IOC_DAX_SYNC, r) < 0)
-			ret = -1;
-	}
-	free(r);
-	return ret;
+	return 0;
 }
 
 /* Split m at page index at (0 < at < npages): the new map takes [at, end). */
@@ -886,6 +1342,7 @@ static struct dmap *split(struct dmap *m, uint64_t at)
 	}
 	*t = *m;
 	pthread_mutex_init(&t->lock, NULL);
+	atomic_store(&t->owner, 0);	/* m's holder (this thread) does not hold t */
 	t->addr = m->addr + at * PAGE;
 	t->len = tail * PAGE;
 	t->first = m->first + at;
@@ -906,6 +1363,11 @@ static struct dmap *split(struct dmap *m, uint64_t at)
 		}
 	}
 	m->len = at * PAGE;
+	/* the halves' windows no longer line up with the old: all active, to be scanned */
+	for (uint64_t w = 0; w < (tail + WIN - 1) / WIN; w++)
+		set_bit(t->active, w, true);
+	for (uint64_t w = 0; w < (at + WIN - 1) / WIN; w++)
+		set_bit(m->active, w, true);
 	pthread_mutex_lock(&maps_lock);
 	if (add_map(t)) {
 		pthread_mutex_unlock(&maps_lock);
@@ -1115,6 +1577,13 @@ EXPORT int pmfuse_dax_munmap(void *addr, size_t len)
 EXPORT int pmfuse_dax_is_direct(const void *addr)
 {
 	return atomic_load(&nmaps) && find_map(addr) ? 1 : 0;
+}
+
+EXPORT int pmfuse_dax_is_tracked(const void *addr)
+{
+	struct dmap *m = atomic_load(&nmaps) ? find_map(addr) : NULL;
+
+	return m && m->track ? 1 : 0;
 }
 
 /*

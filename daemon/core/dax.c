@@ -288,6 +288,17 @@ int fs_dax_map(struct fs *fs, uint64_t ino, uint64_t owner, bool owner_writes,
 		free(s);
 		goto out;
 	}
+	/* a tracking map stores to its written pages from the start (a map of
+	 * holes only gets its shared area with its first FAULT, as others do) */
+	r->shared_block = r->shared_blocks = 0;
+	if (write && (r->flags & PMFUSE_DAX_TRACK) && (r->count || (r->flags & PMFUSE_DAX_MORE))) {
+		if ((ret = shared_alloc(fs, s))) {
+			free(s);
+			goto out;
+		}
+		r->shared_block = s->shared_block;
+		r->shared_blocks = s->shared_blocks;
+	}
 	s->id = atomic_fetch_add(&fs->dax_next_session, 1) + 1;
 	s->owner = owner;
 	s->next = in->dax->sessions;

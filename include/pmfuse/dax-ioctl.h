@@ -16,6 +16,12 @@
  *           pmfuse_dax_shared, then a bitmap with a bit per page of the
  *           window, set while the page is writable in the map (the DIRTY
  *           mark of the session's pages).  A map only read allocates nothing.
+ *           With TRACK the shared area comes with the MAP reply: the
+ *           library maps the written pages writable at once, sets their
+ *           bits, and learns from the kernel which pages were stored to
+ *           since its last msync (userfaultfd's asynchronous write-protect
+ *           and PAGEMAP_SCAN), with no fault of its own; the bits then stay
+ *           set while the page is mapped (every fsync flushes them).
  *           The blocks of a file with a live session are never given to
  *           another file until every session of the file has ended.
  *   EXTENTS more runs from page first on (no new session)
@@ -76,6 +82,12 @@ struct pmfuse_dax_extent {
 #define PMFUSE_DAX_WRITE	(1u << 0)	/* MAP: writable map; FAULT: a write */
 #define PMFUSE_DAX_MORE		(1u << 1)	/* out: more extents after next */
 #define PMFUSE_DAX_SYNC_FLUSH	(1u << 2)	/* SYNC: flush and drain (msync) */
+/*
+ * MAP of a writable map whose written pages are writable from the start
+ * (the library learns which were stored to from the kernel: see MAP): the
+ * shared area comes back at once, in shared_block and shared_blocks.
+ */
+#define PMFUSE_DAX_TRACK	(1u << 3)
 
 struct pmfuse_dax_req {
 	uint64_t session;		/* MAP: out; the others: in */
@@ -85,7 +97,8 @@ struct pmfuse_dax_req {
 	uint64_t size;			/* out: the file size */
 	uint32_t flags;
 	uint32_t count;			/* extents in ext[] */
-	uint64_t pad[2];
+	uint64_t shared_block;		/* MAP with TRACK, out: the session's shared area */
+	uint64_t shared_blocks;
 	struct pmfuse_dax_extent ext[PMFUSE_DAX_EXTENTS_MAX];
 };
 

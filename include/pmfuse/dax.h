@@ -6,8 +6,10 @@
  * for a writable map), maps the file's blocks straight from the region:
  * loads and stores reach persistent memory with no copy and no FUSE round
  * trip.  Holes read as zeros and allocate nothing; the first store to a
- * page (per msync cycle) faults once to the daemon, which allocates it if
- * needed and marks it dirty; msync flushes only the dirty pages.
+ * hole faults once to the daemon, which allocates it and marks it dirty;
+ * the first store to a written page per msync cycle marks it dirty (a
+ * fault the kernel resolves alone where it can track stores, else one the
+ * library serves); msync flushes only the dirty pages.
  * Everything else -- another filesystem, MAP_PRIVATE, a process that may
  * not open the region -- is an ordinary mmap.
  *
@@ -34,6 +36,15 @@ int pmfuse_dax_mprotect(void *addr, size_t len, int prot);
 
 /* 1 if addr lies in a direct map, 0 if not. */
 int pmfuse_dax_is_direct(const void *addr);
+
+/*
+ * 1 if addr lies in a writable direct map whose stores the kernel tracks
+ * (userfaultfd's asynchronous write-protect and PAGEMAP_SCAN, Linux 6.7):
+ * a store to a written page then faults in the kernel only, and msync
+ * learns from the kernel which pages were stored to.  0 otherwise (each
+ * page's first store per msync cycle faults through the library).
+ */
+int pmfuse_dax_is_tracked(const void *addr);
 
 #ifdef __cplusplus
 }

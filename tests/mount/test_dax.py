@@ -40,8 +40,8 @@ import ctypes, hashlib, json, mmap, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 maps = {}
 
-def direct(m):
-    f = getattr(libc, "pmfuse_dax_is_direct", None)
+def direct(m, what="direct"):
+    f = getattr(libc, "pmfuse_dax_is_" + what, None)
     if f is None:
         return 0
     f.argtypes = [ctypes.c_void_p]
@@ -94,6 +94,7 @@ for line in sys.stdin:
             os.close(fd)                        # the map outlives the descriptor
             maps[c["id"]] = m
             r["direct"] = direct(m)
+            r["tracked"] = direct(m, "tracked")
             r["addr"] = address(m)
         elif op == "fill":
             m[c["off"]:c["off"] + c["len"]] = bytes([c["byte"]]) * c["len"]
@@ -110,12 +111,21 @@ for line in sys.stdin:
                 x |= m[off]
             r["or"] = x
         elif op == "msync":
-            m.flush()
+            if "len" in c:
+                m.flush(c["off"], c["len"])
+            else:
+                m.flush()
         elif op == "resize":
             m.resize(c["len"])
             r["direct"] = direct(m)
         elif op == "unmap":
             maps.pop(c["id"]).close()
+        elif op == "tracked":
+            r["tracked"] = direct(m, "tracked")
+        elif op == "unmap_part":                # munmap(2) of a part: the map is split
+            libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+            if libc.munmap(address(m) + c["off"], c["len"]):
+                raise OSError(ctypes.get_errno(), "munmap")
         elif op == "exit":
             print(json.dumps(r), flush=True)
             break
@@ -217,12 +227,24 @@ def pread(path, n, off):
         os.close(fd)
 
 
+def kernel_tracks_stores():
+    """Linux 6.7 has what the library tracks stores with (userfaultfd's
+    asynchronous write-protect, PAGEMAP_SCAN)."""
+    rel = os.uname().release.split("-")[0].split(".")
+    return tuple(int(x) for x in rel[:2]) >= (6, 7)
+
+
 class DaxCase(PmfuseTestCase):
     """Children under the library are killed before the unmount."""
     region_size = "256M"
+    track = True            # False: the library is told not to (PMFUSE_DAX_TRACK=0)
 
     def setUp(self):
         self.children = []
+        self.tracked = int(self.track and kernel_tracks_stores())
+        self._track_env = os.environ.pop("PMFUSE_DAX_TRACK", None)
+        if not self.track:
+            os.environ["PMFUSE_DAX_TRACK"] = "0"
         super().setUp()
 
     def tearDown(self):
@@ -231,6 +253,9 @@ class DaxCase(PmfuseTestCase):
             if c.p.poll() is None:
                 c.kill()
         super().tearDown()
+        os.environ.pop("PMFUSE_DAX_TRACK", None)
+        if self._track_env is not None:
+            os.environ["PMFUSE_DAX_TRACK"] = self._track_env
 
     def child(self, **kw):
         c = Child(**kw)
@@ -267,9 +292,13 @@ class DaxTest(DaxCase):
         expect[5000:15000] = b"\xab" * 10000
         expect[-7:] = b"\xcd" * 7
         self.assertEqual(pread(p, len(data), 0), bytes(expect))
+        c("msync", id=1)
         after = dax(self.mnt)
         # 10000 bytes from 5000 touch pages 1..3, the tail one page: 4 faults
+        # (through the library at the stores; in the kernel, counted at msync,
+        # when the kernel tracks stores)
         self.assertEqual(after["dax_faults"] - before["dax_faults"], 4)
+        self.assertEqual(after["dax_flush_bytes"] - before["dax_flush_bytes"], 4 * PAGE)
         self.assertEqual(after["dax_fault_allocs"], before["dax_fault_allocs"])
         # and the other way round
         fd = os.open(p, os.O_RDWR)
@@ -329,28 +358,33 @@ class DaxTest(DaxCase):
         p = self.p("big")
         make_file(p, os.urandom(64 * MiB))
         c = self.child()
-        c("map", id=1, path=p, len=64 * MiB)
+        self.assertEqual(c("map", id=1, path=p, len=64 * MiB)["tracked"], self.tracked)
         c("msync", id=1)
         s0 = dax(self.mnt)
         c("fill", id=1, off=12 * MiB, len=PAGE, byte=1)
-        s1 = dax(self.mnt)
-        self.assertEqual(s1["dax_faults"] - s0["dax_faults"], 1)
         c("msync", id=1)
         s2 = dax(self.mnt)
-        flushed = s2["dax_flush_bytes"] - s1["dax_flush_bytes"]
+        self.assertEqual(s2["dax_faults"] - s0["dax_faults"], 1)
+        flushed = s2["dax_flush_bytes"] - s0["dax_flush_bytes"]
         self.assertGreaterEqual(flushed, PAGE)
         self.assertLessEqual(flushed, 8192)
         c("msync", id=1)
         s3 = dax(self.mnt)
         self.assertEqual(s3["dax_flush_bytes"], s2["dax_flush_bytes"])
+        self.assertEqual(s3["dax_faults"], s2["dax_faults"])
         c("fill", id=1, off=12 * MiB, len=1, byte=2)
-        self.assertEqual(dax(self.mnt)["dax_faults"] - s3["dax_faults"], 1)
+        c("msync", id=1)
+        s4 = dax(self.mnt)
+        self.assertEqual(s4["dax_faults"] - s3["dax_faults"], 1)
+        self.assertEqual(s4["dax_flush_bytes"] - s3["dax_flush_bytes"], flushed)
         c.exit()
+        self.assertEqual(pread(p, 2, 12 * MiB), b"\x02\x01")
 
     def test_page_written_every_cycle_stays_writable_and_flushed(self):
         """A page stored to after every msync (a database's meta page) stops
-        faulting after a few cycles; every msync still flushes it, and the
-        bytes are the file's."""
+        faulting through the library after a few cycles (with the kernel
+        tracking stores it never did: one fault per cycle, in the kernel);
+        every msync still flushes it, and the bytes are the file's."""
         p = self.p("meta")
         make_file(p, os.urandom(MiB))
         c = self.child()
@@ -364,8 +398,11 @@ class DaxTest(DaxCase):
             faults.append(s1["dax_faults"] - s0["dax_faults"])
             self.assertGreaterEqual(s1["dax_flush_bytes"] - s0["dax_flush_bytes"], PAGE)
             self.assertEqual(pread(p, 100, PAGE), bytes([k]) * 100)
-        self.assertEqual(faults[:2], [1, 1])
-        self.assertEqual(faults[-3:], [0, 0, 0])
+        if self.tracked:
+            self.assertEqual(faults, [1] * 8)
+        else:
+            self.assertEqual(faults[:2], [1, 1])
+            self.assertEqual(faults[-3:], [0, 0, 0])
         c.exit()
         self.assertSessionsEnd()
 
@@ -403,6 +440,155 @@ class DaxTest(DaxCase):
             os.close(fd)
         c.exit()
         self.assertEqual(pread(p, 2, MiB), b"\x04\x03")
+
+    def test_msync_of_the_whole_map_ends_dirty_state(self):
+        """Stores into two places of a mapped file, then msync of the whole
+        map twice: the second finds nothing stored, and an fsync after it
+        flushes nothing of the map's (with tracking: the windows stored to
+        went back to read-only; the next store faults through the library
+        again)."""
+        p = self.p("f")
+        make_file(p, os.urandom(8 * MiB))
+        c = self.child()
+        c("map", id=1, path=p, len=8 * MiB)
+        fd = os.open(p, os.O_RDWR)
+        try:    # the session's first fault is the daemon's: it marks that page too
+            c("fill", id=1, off=0, len=1, byte=0)
+            c("msync", id=1)
+            c("msync", id=1)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        c("fill", id=1, off=MiB, len=10, byte=1)
+        c("fill", id=1, off=5 * MiB, len=10, byte=2)
+        s0 = dax(self.mnt)
+        c("msync", id=1)
+        s1 = dax(self.mnt)
+        self.assertEqual(s1["dax_flush_bytes"] - s0["dax_flush_bytes"], 2 * PAGE)
+        c("msync", id=1)
+        s2 = dax(self.mnt)
+        self.assertEqual(s2["dax_flush_bytes"], s1["dax_flush_bytes"])
+        fd = os.open(p, os.O_RDWR)
+        try:
+            os.fsync(fd)
+            self.assertEqual(dax(self.mnt)["flush_bytes"], s2["flush_bytes"])
+            c("fill", id=1, off=5 * MiB + PAGE, len=10, byte=3)
+            s3 = dax(self.mnt)
+            os.fsync(fd)    # the store is seen by the daemon at once
+            self.assertGreaterEqual(dax(self.mnt)["flush_bytes"] - s3["flush_bytes"], PAGE)
+        finally:
+            os.close(fd)
+        c.exit()
+        self.assertEqual(pread(p, 1, MiB) + pread(p, 1, 5 * MiB) + pread(p, 1, 5 * MiB + PAGE),
+                         b"\x01\x02\x03")
+
+    def test_partial_munmap_keeps_both_pieces_right(self):
+        """munmap of the middle of a direct map splits it: the pieces left
+        keep storing, faulting and flushing; what was stored in the middle
+        before the munmap is the file's."""
+        p = self.p("f")
+        make_file(p, os.urandom(8 * MiB))
+        c = self.child()
+        c("map", id=1, path=p, len=8 * MiB)
+        c("fill", id=1, off=MiB, len=PAGE, byte=1)
+        c("fill", id=1, off=3 * MiB, len=PAGE, byte=2)
+        c("fill", id=1, off=5 * MiB, len=PAGE, byte=3)
+        c("unmap_part", id=1, off=2 * MiB + PAGE, len=2 * MiB)
+        s0 = dax(self.mnt)
+        c("fill", id=1, off=MiB + PAGE, len=PAGE, byte=4)
+        c("fill", id=1, off=6 * MiB, len=PAGE, byte=5)
+        # msync of a range with a hole in the map fails ENOMEM, as the kernel's
+        pieces = ((0, 2 * MiB + PAGE), (4 * MiB + PAGE, 4 * MiB - PAGE))
+        for off, n in pieces:
+            c("msync", id=1, off=off, len=n)
+        s1 = dax(self.mnt)
+        self.assertGreaterEqual(s1["dax_flush_bytes"] - s0["dax_flush_bytes"], 2 * PAGE)
+        for off, b in ((MiB, 1), (3 * MiB, 2), (5 * MiB, 3), (MiB + PAGE, 4), (6 * MiB, 5)):
+            self.assertEqual(pread(p, PAGE, off), bytes([b]) * PAGE, "at %d" % off)
+        for off, n in pieces:
+            c("msync", id=1, off=off, len=n)
+        c("fill", id=1, off=7 * MiB, len=PAGE, byte=6)
+        for off, n in pieces:
+            c("msync", id=1, off=off, len=n)
+        c.kill()
+        self.assertSessionsEnd()
+        self.remount()
+        for off, b in ((MiB, 1), (3 * MiB, 2), (5 * MiB, 3), (MiB + PAGE, 4), (6 * MiB, 5),
+                       (7 * MiB, 6)):
+            self.assertEqual(pread(p, PAGE, off), bytes([b]) * PAGE, "at %d" % off)
+
+    def test_store_anywhere_then_msync_all(self):
+        """A store to a new place, then msync of the whole map, many times
+        (fio's mmap engine with fsync=1): every store is the file's, each
+        msync flushes the page stored (and, with tracking, the map falls
+        back to faulting page by page, which costs less there)."""
+        p = self.p("f")
+        make_file(p, os.urandom(16 * MiB))
+        c = self.child()
+        c("map", id=1, path=p, len=16 * MiB)
+        rnd = random.Random(7)
+        offs = [rnd.randrange(16 * MiB // PAGE) * PAGE for _ in range(200)]
+        for k, off in enumerate(offs):
+            s0 = dax(self.mnt)
+            c("fill", id=1, off=off, len=100, byte=k % 251)
+            c("msync", id=1)
+            self.assertGreaterEqual(dax(self.mnt)["dax_flush_bytes"] - s0["dax_flush_bytes"], PAGE)
+        self.assertEqual(c("tracked", id=1)["tracked"], 0)
+        last = {}
+        for k, off in enumerate(offs):
+            last[off] = k % 251
+        c.exit()
+        for off, b in last.items():
+            self.assertEqual(pread(p, 100, off), bytes([b]) * 100, "at %d" % off)
+
+    def test_munmap_hands_over_only_stored_pages(self):
+        """munmap of a map of written pages after one store: the daemon gets
+        that page DIRTY and no other, so the fsync that follows flushes one
+        page of the 16 MiB mapped (with tracking, the kernel says which)."""
+        p = self.p("f")
+        make_file(p, os.urandom(16 * MiB))
+        c = self.child()
+        c("map", id=1, path=p, len=16 * MiB)
+        c("fill", id=1, off=5 * MiB + 10, len=20, byte=0x5A)
+        c("unmap", id=1)
+        fd = os.open(p, os.O_RDWR)
+        try:
+            s0 = dax(self.mnt)
+            os.fsync(fd)
+            s1 = dax(self.mnt)
+            flushed = s1["flush_bytes"] - s0["flush_bytes"]
+            self.assertGreaterEqual(flushed, PAGE)
+            self.assertLessEqual(flushed, 2 * PAGE)
+            os.fsync(fd)
+            self.assertEqual(dax(self.mnt)["flush_bytes"], s1["flush_bytes"])
+        finally:
+            os.close(fd)
+        c.exit()
+        self.assertEqual(pread(p, 22, 5 * MiB + 9)[1:21], b"\x5a" * 20)
+
+    def test_killed_process_stores_are_flushed_by_fsync(self):
+        """kill -9 of a process holding a map of written pages: its stores
+        are the file's, and the next fsync flushes them (with tracking the
+        daemon cannot know which pages were stored to, so it flushes every
+        page of the 2 MiB window stored into: the pages the map could store
+        to without a fault through the library)."""
+        p = self.p("f")
+        make_file(p, os.urandom(4 * MiB))
+        c = self.child()
+        c("map", id=1, path=p, len=4 * MiB)
+        c("msync", id=1)
+        c("fill", id=1, off=3 * MiB, len=PAGE, byte=0x77)
+        c.kill()
+        self.assertSessionsEnd()
+        fd = os.open(p, os.O_RDWR)
+        try:
+            s0 = dax(self.mnt)
+            os.fsync(fd)
+            flushed = dax(self.mnt)["flush_bytes"] - s0["flush_bytes"]
+        finally:
+            os.close(fd)
+        self.assertGreaterEqual(flushed, 2 * MiB if self.tracked else PAGE)
+        self.assertEqual(pread(p, PAGE, 3 * MiB), b"\x77" * PAGE)
 
     def test_killed_process_ends_its_sessions(self):
         p = self.p("f")
@@ -646,6 +832,53 @@ class DaxTest(DaxCase):
                              env=preload_env(), timeout=60)
         self.assertEqual(out.stdout.strip(), "0", out.stderr)
         self.assertEqual(pread(p, 1, 0), b"r")
+
+
+@pmfuse_only
+class DaxGiantTest(DaxCase):
+    region_size = "3G"
+
+    def test_1g_extent_maps_at_a_1g_aligned_address(self):
+        """A file extent that holds a 1 GiB-aligned GiB of the region is
+        mapped at an address congruent to it modulo 1 GiB (what a devdax
+        region needs for PUD pages)."""
+        p = self.p("giant")
+        chunk = b"\x01" * MiB
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, 1 << 30)     # one 1 GiB-aligned run, then written
+            for _ in range(1280):
+                os.write(fd, chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.assertGreater(fs_stats(self.mnt)["huge_1g_extents"], 0,
+                           "the allocator placed no 1 GiB extent")
+        c = self.child()
+        self.assertEqual(c("map", id=1, path=p, len=1280 * MiB, write=False)["direct"], 1)
+        region = os.path.realpath(self.region)
+        giant = 0
+        with open("/proc/%d/maps" % c.p.pid) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 6 or parts[5] != region:
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                off = int(parts[2], 16)
+                if hi - lo >= 1 << 30:
+                    self.assertEqual((lo - off) % (1 << 30), 0, line)
+                    giant += 1
+        self.assertEqual(giant, 1)
+        self.assertEqual(c("read", id=1, off=1 << 30, len=4)["hex"], "01010101")
+        c.exit()
+        self.assertSessionsEnd()
+
+
+@pmfuse_only
+class DaxFaultingTest(DaxTest):
+    """The same with stores faulting through the library (kernels before
+    6.7, devdax regions, PMFUSE_DAX_TRACK=0)."""
+    track = False
 
 
 @pmfuse_only
