@@ -1294,8 +1294,12 @@ static void forget_stored(char *p, size_t len, void *arg)
 {
 	struct forget *f = arg;
 
-	/* the file changed: its times, when the daemon next looks */
-	__atomic_store_n(&atomic_load(&f->m->sess->shared)->stored, 1, __ATOMIC_RELEASE);
+	/*
+	 * No "stored" here: the pages may be the ones an fsync of the daemon
+	 * already flushed (and touched the times for) without the kernel's
+	 * marks being cleared; times changed after that fsync would be times
+	 * nobody persisted.
+	 */
 	forget_report(f, f->m->first + (uint64_t)(p - f->m->addr) / PAGE, len / PAGE);
 }
 
