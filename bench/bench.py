@@ -820,24 +820,19 @@ def run_scale(ctx, quick):
 def write_scale(ctx, rows, quick, out):
     """Replace (or add) the '## Scale' section of the markdown report."""
     m = machine()
-    text = open(out).read() if os.path.exists(out) else "# pmfuse benchmark\n"
-    i = text.find("\n## Scale")
-    if i >= 0:
-        text = text[:i]
-    sec = ["", "## Scale (`bench/run --only scale%s`)" % (" --quick" if quick else ""), "",
-           "- date: %s; pmfuse commit %s; %d CPUs, kernel %s; load %s" % (
+    sec = ["- date: %s; pmfuse commit %s; %d CPUs, kernel %s; load %s" % (
                time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                sh(["git", "-C", REPO, "describe", "--always", "--dirty"],
                   check=False).stdout.strip(), m["nproc"], m["kernel"],
                " ".join(open("/proc/loadavg").read().split()[:3])),
            "- sparse regions on /dev/shm (`PMEMOBJ_CONF=fallocate.at_create=0`), the "
            "daemonizing CLI timed from exec to a live mount; files made with metabench "
-           "(100,000 per directory) on a 64 GiB region; one run each", "",
+           "(100,000 per directory) on a 64 GiB region; one run each%s" % (
+               " (--quick: no 4 TiB region, no 1M files)" if quick else ""), "",
            "| figure | value | unit |", "|---|---:|---|"]
     sec += ["| %s | %s | %s |" % (f, ("%.2f" if u == "%" else "%.1f") % v, u) for f, v, u in rows]
-    with open(out, "w") as f:
-        f.write(text.rstrip("\n") + "\n" + "\n".join(sec) + "\n")
-    print("written: %s (## Scale)" % out)
+    # the title without --quick, so a quick run replaces a full one's section, not a second
+    write_section(out, "## Scale (`bench/run --only scale`)", sec)
 
 
 DAX_FULL = dict(reps=3, file=1 * GiB, secs=5, lmdb=20000)
@@ -921,6 +916,14 @@ def run_dax(ctx, quick):
         "fio mmap 4 KiB randwrite, fsync=1, IOPS": None,
     }
     return [(fig, figs.get(fig, {}), checks[fig]) for fig in checks]
+
+
+def phase_sections(out):
+    """The '## ' sections of the report at out (the phases run with --only),
+    which a full run, writing the main table, keeps."""
+    text = open(out).read() if os.path.exists(out) else ""
+    i = text.find("\n## ")
+    return text[i:].strip("\n") if i >= 0 else ""
 
 
 def write_section(out, title, lines):
@@ -1497,6 +1500,9 @@ def main():
         json.dump(raw, f, indent=1)
 
     out = a.out or os.path.join(HERE, "last-quick.md" if a.quick else "last-run.md")
+    kept = phase_sections(out)
+    # before the report is truncated, or it makes the tree look dirty
+    commit = sh(["git", "-C", REPO, "describe", "--always", "--dirty"], check=False).stdout.strip()
     with open(out, "w") as f:
         f.write("# pmfuse benchmark: %s run\n\n" % ("quick" if a.quick else "full"))
         f.write("- date: %s (%.0f s)\n" % (started, elapsed))
@@ -1509,8 +1515,7 @@ def main():
         f.write("- load average at start / end: %s / %s (other work on the machine "
                 "makes absolute numbers noisy; ratios are of medians from interleaved runs)\n"
                 % (" ".join(load0), " ".join(load1)))
-        f.write("- pmfuse commit: %s\n" % sh(["git", "-C", REPO, "describe", "--always",
-                                             "--dirty"], check=False).stdout.strip())
+        f.write("- pmfuse commit: %s\n" % commit)
         f.write("- sizes: seq file %d MiB, 2-job files %d MiB each, hole file %d MiB, "
                 "fsync pairs %d x 4 KiB, random I/O %d s, %d files for metadata; "
                 "pmfuse region %d MiB (mkfs -i %d) on /dev/shm\n" % (
@@ -1527,6 +1532,8 @@ def main():
         if failures:
             f.write("\nruns that failed (their samples are missing):\n\n")
             f.writelines("- %s\n" % x for x in failures)
+        if kept:	# the phases' own sections, from their last runs
+            f.write("\n" + kept + "\n")
     print("written: %s, %s" % (out, jpath))
     return 0
 
