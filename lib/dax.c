@@ -231,6 +231,14 @@ static uint64_t next_bit(const uint64_t *bm, uint64_t i, uint64_t n)
 	return n;
 }
 
+/* The end of the run of set bits that starts at i (bit i set), at most n. */
+static uint64_t run_end(const uint64_t *bm, uint64_t i, uint64_t n)
+{
+	while (i < n && test_bit(bm, i))
+		i++;
+	return i;
+}
+
 static inline void set_bit(uint64_t *bm, uint64_t i, bool v)
 {
 	if (v)
@@ -525,9 +533,7 @@ static void track_written(struct dmap *m)
 	uint64_t n = m->len / PAGE;
 
 	for (uint64_t i = 0; (i = next_bit(m->data, i, n)) < n;) {
-		uint64_t j = i;
-		while (j < n && test_bit(m->data, j))
-			j++;
+		uint64_t j = run_end(m->data, i, n);
 		if (!atomic_load(&m->sess->shared) ||
 		    track_range(m->addr + i * PAGE, (j - i) * PAGE, true)) {
 			m->track = false;
@@ -537,6 +543,14 @@ static void track_written(struct dmap *m)
 	}
 }
 
+/* The end of window w of m (its first page is w * WIN). */
+static uint64_t window_end(const struct dmap *m, uint64_t w)
+{
+	uint64_t n = m->len / PAGE, hi = (w + 1) * WIN;
+
+	return hi < n ? hi : n;
+}
+
 /*
  * A store into window w of a tracking map (m->lock held): its written
  * pages DIRTY for the daemon, then writable.  0, or -1 (SIGBUS).
@@ -544,7 +558,7 @@ static void track_written(struct dmap *m)
 static int track_activate(struct dmap *m, uint64_t w)
 {
 	struct pmfuse_dax_shared *sh = atomic_load(&m->sess->shared);
-	uint64_t n = m->len / PAGE, lo = w * WIN, hi = lo + WIN < n ? lo + WIN : n;
+	uint64_t lo = w * WIN, hi = window_end(m, w);
 
 	if (!sh)
 		return -1;
@@ -555,9 +569,7 @@ static int track_activate(struct dmap *m, uint64_t w)
 	set_bit(m->active, w, true);	/* before any page is writable: msync scans it */
 	/* marked first, writable after: the daemon's fsync never misses a page */
 	for (uint64_t i = lo; (i = next_bit(m->data, i, hi)) < hi;) {
-		uint64_t j = i;
-		while (j < hi && test_bit(m->data, j))
-			j++;
+		uint64_t j = run_end(m->data, i, hi);
 		if (sys_mprotect(m->addr + i * PAGE, (j - i) * PAGE, m->prot))
 			return -1;
 		for (uint64_t k = i; k < j; k++)
@@ -1042,9 +1054,7 @@ static int64_t track_scan_granted(struct dmap *m, uint64_t lo, uint64_t hi, stru
 	bool failed = false;
 
 	for (uint64_t p = lo; (p = next_bit(m->granted, p, hi)) < hi;) {
-		uint64_t q = p;
-		while (q < hi && test_bit(m->granted, q))
-			q++;
+		uint64_t q = run_end(m->granted, p, hi);
 		int64_t got = track_scan(m->addr + p * PAGE, (q - p) * PAGE, track_flush_run, tf);
 		if (got < 0) {	/* the kernel cannot tell: all of it */
 			track_flush_run(m->addr + p * PAGE, (q - p) * PAGE, tf);
@@ -1057,17 +1067,11 @@ static int64_t track_scan_granted(struct dmap *m, uint64_t lo, uint64_t hi, stru
 	return failed ? -1 : stored;
 }
 
-/*
- * An active window msync found untouched (m->lock held): read-only again,
- * then scanned once more for a store that came in between (flushed, and
- * the window stays active), else its pages are no longer DIRTY.
- */
+/* The writable pages of [lo, hi) of m given prot: 0 or -1. */
 static int window_prot(struct dmap *m, uint64_t lo, uint64_t hi, int prot)
 {
 	for (uint64_t p = lo; (p = next_bit(m->granted, p, hi)) < hi;) {
-		uint64_t q = p;
-		while (q < hi && test_bit(m->granted, q))
-			q++;
+		uint64_t q = run_end(m->granted, p, hi);
 		if (sys_mprotect(m->addr + p * PAGE, (q - p) * PAGE, prot))
 			return -1;
 		p = q;
@@ -1075,9 +1079,14 @@ static int window_prot(struct dmap *m, uint64_t lo, uint64_t hi, int prot)
 	return 0;
 }
 
+/*
+ * An active window msync found untouched (m->lock held): read-only again,
+ * then scanned once more for a store that came in between (flushed, and
+ * the window stays active), else its pages are no longer DIRTY.
+ */
 static bool track_deactivate(struct dmap *m, uint64_t w, struct track_flush *tf, int64_t *stored)
 {
-	uint64_t n = m->len / PAGE, lo = w * WIN, hi = lo + WIN < n ? lo + WIN : n;
+	uint64_t lo = w * WIN, hi = window_end(m, w);
 	int64_t late = -1;
 
 	if (window_prot(m, lo, hi, m->prot & ~PROT_WRITE) == 0)
@@ -1144,34 +1153,29 @@ static int sync_tracked(struct dmap *m, uint64_t i, uint64_t j)
 	if (j - i <= DIRECT_PAGES) {
 		for (uint64_t p = i; (p = next_bit(m->granted, p, j)) < j; p++)
 			track_flush_run(m->addr + p * PAGE, PAGE, &tf);
-		if (tf.bytes) {
-			fence();
-			__atomic_fetch_add(&atomic_load(&m->sess->shared)->flush_bytes, tf.bytes,
-					   __ATOMIC_RELAXED);
-		}
-		if (sync_ask_daemon(m, i, j))
-			tf.ret = -1;
-		return tf.ret;
-	}
-	uint64_t nwin = (j + WIN - 1) / WIN, drops = 0;
+	} else {
+		uint64_t nwin = (j + WIN - 1) / WIN, drops = 0;
 
-	for (uint64_t w = i / WIN; (w = next_bit(m->active, w, nwin)) < nwin; w++) {
-		uint64_t lo = w * WIN, hi = lo + WIN < n ? lo + WIN : n;
-		int64_t got = track_scan_granted(m, lo > i ? lo : i, hi < j ? hi : j, &tf);
-		stored += got > 0 ? got : 0;
-		if (got == 0 && lo >= i && hi <= j && track_deactivate(m, w, &tf, &stored))
-			drops++;
-	}
-	m->track_drops += drops ? 1 : 0;
-	if (++m->track_msyncs == TRACK_EPOCH) {
-		if (m->track_drops > TRACK_EPOCH / 2 && !m->inherited)
-			track_drop(m);
-		m->track_msyncs = m->track_drops = 0;
+		for (uint64_t w = i / WIN; (w = next_bit(m->active, w, nwin)) < nwin; w++) {
+			uint64_t lo = w * WIN, hi = window_end(m, w);
+			int64_t got = track_scan_granted(m, lo > i ? lo : i, hi < j ? hi : j, &tf);
+			stored += got > 0 ? got : 0;
+			if (got == 0 && lo >= i && hi <= j && track_deactivate(m, w, &tf, &stored))
+				drops++;
+		}
+		m->track_drops += drops ? 1 : 0;
+		if (++m->track_msyncs == TRACK_EPOCH) {
+			if (m->track_drops > TRACK_EPOCH / 2 && !m->inherited)
+				track_drop(m);
+			m->track_msyncs = m->track_drops = 0;
+		}
 	}
 	struct pmfuse_dax_shared *sh = atomic_load(&m->sess->shared);
 	if (tf.bytes) {	/* granted pages exist: so does the shared area */
 		fence();
 		__atomic_fetch_add(&sh->flush_bytes, tf.bytes, __ATOMIC_RELAXED);
+	}
+	if (stored) {	/* only scans count: the direct flush above asks nothing */
 		/* each page stored to took one write-protect fault, in the kernel */
 		__atomic_fetch_add(&sh->faults, (uint64_t)stored, __ATOMIC_RELAXED);
 		/* the file changed: its times, when the daemon next looks */
@@ -1308,9 +1312,7 @@ static int forget_range(struct dmap *m, uint64_t i, uint64_t j)
 	struct forget f = { m, NULL, 0 };
 
 	for (uint64_t p = i; (p = next_bit(m->granted, p, j)) < j;) {
-		uint64_t q = p;
-		while (q < j && test_bit(m->granted, q))
-			q++;
+		uint64_t q = run_end(m->granted, p, j);
 		/* a tracking map reports what was stored to, if the kernel can tell */
 		if (!m->track || track_scan(m->addr + p * PAGE, (q - p) * PAGE, forget_stored, &f) < 0)
 			forget_report(&f, m->first + p, q - p);

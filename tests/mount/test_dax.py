@@ -262,6 +262,23 @@ class DaxCase(PmfuseTestCase):
         self.children.append(c)
         return c
 
+    def congruent_region_maps(self, pid, size):
+        """Process pid's mappings of the region of size bytes or more, each
+        asserted to sit at an address congruent to its offset modulo size
+        (what PMD/PUD pages need): how many there are."""
+        region = os.path.realpath(self.region)
+        n = 0
+        with open("/proc/%d/maps" % pid) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 6 or parts[5] != region:
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                if hi - lo >= size:
+                    self.assertEqual((lo - int(parts[2], 16)) % size, 0, line)
+                    n += 1
+        return n
+
     def assertSessionsEnd(self):
         ok = wait_until(lambda: dax(self.mnt)["dax_maps"] == 0, 10)
         s = dax(self.mnt)
@@ -718,19 +735,7 @@ class DaxTest(DaxCase):
         huge = dax(self.mnt)["dax_huge_maps"] - before["dax_huge_maps"]
         self.assertGreater(huge, 0)
         # every region mapping of 2 MiB or more: address congruent to its offset
-        region = os.path.realpath(self.region)
-        aligned = 0
-        with open("/proc/%d/maps" % c.p.pid) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 6 or parts[5] != region:
-                    continue
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                off = int(parts[2], 16)
-                if hi - lo >= 2 * MiB:
-                    self.assertEqual((lo - off) % (2 * MiB), 0, line)
-                    aligned += 1
-        self.assertGreater(aligned, 0)
+        self.assertGreater(self.congruent_region_maps(c.p.pid, 2 * MiB), 0)
         self.assertGreaterEqual(r["addr"], 0)
         c.exit()
 
@@ -856,19 +861,7 @@ class DaxGiantTest(DaxCase):
                            "the allocator placed no 1 GiB extent")
         c = self.child()
         self.assertEqual(c("map", id=1, path=p, len=1280 * MiB, write=False)["direct"], 1)
-        region = os.path.realpath(self.region)
-        giant = 0
-        with open("/proc/%d/maps" % c.p.pid) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 6 or parts[5] != region:
-                    continue
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                off = int(parts[2], 16)
-                if hi - lo >= 1 << 30:
-                    self.assertEqual((lo - off) % (1 << 30), 0, line)
-                    giant += 1
-        self.assertEqual(giant, 1)
+        self.assertEqual(self.congruent_region_maps(c.p.pid, 1 << 30), 1)
         self.assertEqual(c("read", id=1, off=1 << 30, len=4)["hex"], "01010101")
         c.exit()
         self.assertSessionsEnd()
