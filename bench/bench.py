@@ -237,6 +237,27 @@ def meminfo(key):
 
 # ------------------------------------------------------------------ targets
 
+# How the pmfuse daemon moved file data at page granularity in this run, from
+# its stats: through the region's fd or its mapping, and the page-fault cost
+# that chose it (region.c use_fd_io).
+REGION_IO = None
+
+
+def note_region_io(t):
+    global REGION_IO
+    if REGION_IO or not t.name.startswith("pmfuse"):
+        return
+    try:
+        st = dict(ln.split(" ", 1) for ln in
+                  os.getxattr(t.mnt, "user.pmfuse.stats").decode().splitlines() if " " in ln)
+    except OSError:
+        return
+    if st.get("granularity") == "page" and "region_io" in st:
+        REGION_IO = "%s (a page's first access through a mapping: %s ns)" % (
+            "the region's file descriptor" if st["region_io"] == "fd" else "the mapping",
+            st.get("first_touch_ns", "?"))
+
+
 class Target:
     """One filesystem under test; mount() makes it fresh, umount() tears it down."""
 
@@ -338,7 +359,9 @@ class Target:
             if time.perf_counter() - t0 > 120:
                 raise RuntimeError("%s: mount not live after 120 s" % self.name)
             time.sleep(0.0005)
-        return time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        note_region_io(self)
+        return elapsed
 
     def stop(self):
         if not self.is_fuse or not self.proc:
@@ -618,8 +641,18 @@ def run_hole(ctx, t, res, prof):
     f = os.path.join(t.mnt, "hole")
     with open(f, "wb") as fh:
         fh.truncate(c["hole"])
-    # warm the daemon's worker threads (their buffers are RSS too) before the baseline
-    fio(ctx, ["--filename=" + f, "--rw=read", "--bs=1M", "--size=64M"], "warm")
+    # Warm the daemon's request buffers before the baseline, on every CPU
+    # (io_uring serves a request on the issuing CPU's ring, with that ring's
+    # buffers), with a hole read of another file: what is counted is growth
+    # per GiB read, not a worker buffer's first use (on a kernel without the
+    # shared zero page, pvm_no_zero_page, the kernel reading an untouched
+    # reply buffer allocates its pages: 1 MiB per ring entry, once).
+    warm = os.path.join(t.mnt, "hole-warm")
+    with open(warm, "wb") as fh:
+        fh.truncate(64 * MiB)
+    for cpu in sorted(os.sched_getaffinity(0)):
+        fio(ctx, ["--filename=" + warm, "--rw=read", "--bs=1M", "--size=64M",
+                  "--cpus_allowed=%d" % cpu], "warm")
     before = rss_kib(t.pid) if t.is_fuse else None
     prof.begin("hole", t)
     try:
@@ -1509,6 +1542,8 @@ def main():
         f.write("- machine: %d CPUs (`nproc`), %s, kernel %s, %.1f GiB RAM\n" % (
             m["nproc"], m["cpu"], m["kernel"], m["mem_gib"]))
         f.write("- host settings that move figures (issue 21): %s\n" % m["host"])
+        if REGION_IO:
+            f.write("- pmfuse file data at page granularity went through %s\n" % REGION_IO)
         f.write("- FUSE over io_uring (fuse.enable_uring): %s -- pmfuse serves its requests "
                 "through per-CPU rings when it is Y (passthrough_ll of libfuse 3.14 cannot)\n"
                 % m["fuse_uring"])

@@ -649,6 +649,22 @@ static int copy_from_bufvec(void *ctx, void *dst, size_t len)
 	return (size_t)n == len ? 0 : -EIO;
 }
 
+/* The same, written to fd at off: pipe to file, by splice where it can */
+static int copy_from_bufvec_to_fd(void *ctx, int fd, uint64_t off, size_t len)
+{
+	struct fuse_bufvec *in = ctx;
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(len);
+	ssize_t n;
+
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+	out.buf[0].fd = fd;
+	out.buf[0].pos = (off_t)off;
+	n = fuse_buf_copy(&out, in, 0);
+	if (n < 0)
+		return (int)n;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
 /*
  * With splice, the kernel hands a WRITE's data over as a pipe: read it
  * straight into the region, one copy, instead of into a buffer first.
@@ -666,7 +682,7 @@ static void pm_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		n = fs_write(pm_fs(req), ino, (uint64_t)off, (const char *)in->buf[0].mem + in->off,
 			     size, wants_sync(fi));
 	} else {
-		struct fs_write_src src = { copy_from_bufvec, in };
+		struct fs_write_src src = { copy_from_bufvec, copy_from_bufvec_to_fd, in };
 		n = fs_write_from(pm_fs(req), ino, (uint64_t)off, &src, size,
 				  wants_sync(fi));
 	}

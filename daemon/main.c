@@ -219,6 +219,10 @@ static void log_mounted(struct fs *fs, const char *region, const char *mountpoin
 	log_info("mounted %s on %s (%s mode, %s granularity, %" PRIu64 " of %" PRIu64
 		 " data blocks free)", region, mountpoint, info.sync ? "sync" : "writeback",
 		 info.granularity, (uint64_t)sv.f_bfree, (uint64_t)sv.f_blocks);
+	if (strcmp(info.granularity, "page") == 0)
+		log_info("file data goes through the region's %s (a page's first access "
+			 "through a mapping: %ld ns)", info.fd_io ? "file descriptor" : "mapping",
+			 info.first_touch_ns);
 }
 
 /* Serve requests until unmounted or signalled: 0 for a clean stop. */

@@ -481,7 +481,8 @@ static int fill_range(struct fs *fs, struct inode *in, const struct pieces *ps,
 		else if (src->mem)
 			ret = region_copy(&fs->region, dst, src->mem + (pos - off), n);
 		else if (src->rd)
-			ret = region_fill(&fs->region, dst, n, src->rd->read, src->rd->ctx);
+			ret = region_fill(&fs->region, dst, n, src->rd->read, src->rd->to_fd,
+					  src->rd->ctx);
 		else
 			ret = region_zero(&fs->region, dst, n);
 		if (ret) {
@@ -565,11 +566,14 @@ static int publish(struct fs *fs, struct publish *pb)
  * each instead of a page fault per 4 KiB page when the copy first touches
  * them (on a file-backed region without huge pages the faults were a third
  * to a half of the daemon's time in sequential writes).  Only a hint: any
- * failure (an old kernel: EINVAL) leaves the faults to the copy.
+ * failure (an old kernel: EINVAL) leaves the faults to the copy.  Not when
+ * data goes through the region's fd: the mapping is not touched then.
  */
 #define POPULATE_MIN_BLOCKS 16
 static void populate_pieces(struct fs *fs, const struct pieces *ps)
 {
+	if (fs->region.fd_io)
+		return;
 	for (size_t i = 0; i < ps->n; i++)
 		if (ps->p[i].len >= POPULATE_MIN_BLOCKS)
 			(void)madvise(region_block(&fs->region, ps->p[i].phys), ps->p[i].len * BLK,

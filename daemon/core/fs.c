@@ -1667,6 +1667,8 @@ void fs_info(const struct fs *fs, struct fs_info *info)
 {
 	info->sync = fs->opts.sync;
 	info->granularity = region_granularity_name(&fs->region);
+	info->fd_io = fs->region.fd_io;
+	info->first_touch_ns = fs->region.first_touch_ns;
 	info->max_inodes = fs->max_inodes;
 }
 

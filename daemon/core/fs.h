@@ -81,6 +81,8 @@ void fs_unmount(struct fs *fs);
 struct fs_info {
 	bool sync;			/* -o sync */
 	const char *granularity;	/* "byte", "cache_line" or "page" */
+	bool fd_io;			/* file data through the region's fd */
+	long first_touch_ns;		/* the page-fault cost that chose it */
 	uint64_t max_inodes;		/* inode numbers are below this */
 };
 void fs_info(const struct fs *fs, struct fs_info *info);
@@ -185,11 +187,14 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 /*
  * Where a write's bytes come from when they are not in memory (a spliced
  * pipe): read(ctx, dst, len) stores the next len bytes at dst -- straight
- * into the region, the only copy -- and returns 0 or -errno.  The bytes are
- * consumed once, in file order.
+ * into the region, the only copy -- and returns 0 or -errno.  Where the
+ * region's data goes through its file descriptor (page granularity),
+ * to_fd(ctx, fd, off, len) writes them to fd at off instead (a splice) if
+ * it is set.  The bytes are consumed once, in file order.
  */
 struct fs_write_src {
 	int (*read)(void *ctx, void *dst, size_t len);
+	int (*to_fd)(void *ctx, int fd, uint64_t off, size_t len);
 	void *ctx;
 };
 ssize_t fs_write_from(struct fs *fs, uint64_t ino, uint64_t off, const struct fs_write_src *src,

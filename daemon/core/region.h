@@ -27,6 +27,14 @@ struct region {
 	pmem2_persist_fn persist_fn;
 	pmem2_flush_fn flush_fn;
 	pmem2_drain_fn drain_fn;
+	/*
+	 * File data moves through fd (pread/pwrite), not the mapping: at page
+	 * granularity (an ordinary file, made durable by msync of the range
+	 * either way) where a page's first access through the mapping is dear
+	 * (see use_fd_io in region.c).
+	 */
+	bool fd_io;
+	long first_touch_ns;	/* what decided it (-1 or 0: not measured) */
 	_Atomic uint64_t media_errors;	/* SIGBUS caught in the functions below */
 };
 
@@ -58,7 +66,8 @@ static inline void *region_block(const struct region *r, uint64_t block)
  * below: a SIGBUS inside one unwinds back to it (sigsetjmp, no syscall) and
  * it returns -EIO, so the request fails instead of the daemon.  Faults
  * outside these functions (metadata, which pmemobj reads directly) keep the
- * default action.  r->media_errors counts the faults caught.
+ * default action.  With fd_io the kernel reports the same page as EIO from
+ * pread/pwrite.  r->media_errors counts both.
  */
 
 /* Copy / zero without flushing; the caller persists the whole request once. */
@@ -66,9 +75,13 @@ int region_copy(struct region *r, void *dst, const void *src, size_t len);
 /* Copy out of the region into ordinary memory (cached stores): 0 or -EIO. */
 int region_read(struct region *r, void *dst, const void *src, size_t len);
 int region_zero(struct region *r, void *dst, size_t len);
-/* Run read(ctx, dst, len) (a reader storing into the region) under the guard. */
+/*
+ * Store the next len bytes of a reader at dst: read(ctx, dst, len) under the
+ * guard, or with fd_io to_fd(ctx, r->fd, offset of dst, len) (a splice).
+ */
 int region_fill(struct region *r, void *dst, size_t len,
-		int (*read)(void *ctx, void *dst, size_t len), void *ctx);
+		int (*read)(void *ctx, void *dst, size_t len),
+		int (*to_fd)(void *ctx, int fd, uint64_t off, size_t len), void *ctx);
 int region_flush(struct region *r, const void *p, size_t len);
 /* Load every cache line of [p, p + len): -EIO if one is bad.  For bytes
  * that code outside these functions (a pmemobj undo log) is about to read. */

@@ -108,7 +108,8 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			"\nblocks_total %" PRIu64 "\nblocks_free %" PRIu64
 			"\nhuge_2m_extents %" PRIu64 "\nhuge_1g_extents %" PRIu64
 			"\ninodes_total %" PRIu64 "\ninodes_free %" PRIu64
-			"\ngranularity %s\nmode %s\nmounted_at %" PRIu64
+			"\ngranularity %s\nregion_io %s\nfirst_touch_ns %ld\nmode %s"
+			"\nmounted_at %" PRIu64
 			"\ndata_area_blocks %" PRIu64 "\ndata_pieces %" PRIu64
 			"\npieces_added %" PRIu64 "\npieces_removed %" PRIu64
 			"\nmetadata_bytes %" PRId64 "\nmount_state %s\n",
@@ -118,7 +119,8 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			atomic_load(&fs->stats.splice_write_bytes),
 			atomic_load(&fs->region.media_errors), (uint64_t)sv.f_blocks,
 			(uint64_t)sv.f_bfree, h2, h1, (uint64_t)sv.f_files, (uint64_t)sv.f_ffree,
-			region_granularity_name(&fs->region), fs->opts.sync ? "sync" : "writeback",
+			region_granularity_name(&fs->region), fs->region.fd_io ? "fd" : "map",
+			fs->region.first_touch_ns, fs->opts.sync ? "sync" : "writeback",
 			fs->pool.sb->last_mount, data, pieces, added, removed,
 			atomic_load(&fs->pool.meta_bytes), fs->mount_state ? fs->mount_state : "-");
 	uint64_t dax_faults, dax_flush;

@@ -1519,6 +1519,11 @@ class Run:
                               "0" if self.line else str(self.args.dirty_every)},
                          self.args.grain)
         opts = MODE_OPTS[self.mode]
+        if not self.line and "PMFUSE_REGION_IO" not in os.environ:
+            # page grain: both data paths (region.c use_fd_io), whatever
+            # this host's page faults cost: -o sync through the mapping,
+            # the other modes through the region's file descriptor
+            env["PMFUSE_REGION_IO"] = "map" if self.mode == "sync" else "fd"
         if self.args.seeded_bug:
             env["PMFUSE_SEEDED_BUG"] = self.args.seeded_bug
         m = RecordedMount(region, mnt, opts, env, self.dir)

@@ -11,10 +11,16 @@
  * back over them ("heal"; the file itself was never touched).  It answers
  * by creating CTL.done holding "ok N" (pages remapped) or "error ...".
  *
+ * Where the daemon moves file data through the region's file descriptor
+ * (page granularity: region.c use_fd_io) the kernel would report such a
+ * page as EIO from pread/pwrite: so pread/pwrite/preadv/pwritev of the
+ * region file that touch a poisoned range fail with EIO here too.
+ *
  * The kernel here has no memory-failure injection (MADV_HWPOISON), and a
  * truncated region would take metadata with it; this is the one way to
  * poison data pages only.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -24,7 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static char region[PATH_MAX];
@@ -81,6 +90,68 @@ static int find_mappings(uint64_t off, uint64_t len, struct range *out, int max)
 	return n;
 }
 
+/* The poisoned file ranges, for the fd path. */
+static struct { uint64_t off, len; } bad[64];
+static atomic_int nbad;
+static pthread_mutex_t bad_lock = PTHREAD_MUTEX_INITIALIZER;
+static dev_t region_dev;
+static ino_t region_ino;
+
+static bool fd_hits_poison(int fd, uint64_t off, size_t len)
+{
+	struct stat st;
+	bool hit = false;
+
+	if (atomic_load(&nbad) == 0 || fstat(fd, &st) || st.st_dev != region_dev ||
+	    st.st_ino != region_ino)
+		return false;
+	pthread_mutex_lock(&bad_lock);
+	for (int i = 0; i < nbad && !hit; i++)
+		hit = off < bad[i].off + bad[i].len && bad[i].off < off + len;
+	pthread_mutex_unlock(&bad_lock);
+	if (hit)
+		errno = EIO;
+	return hit;
+}
+
+static size_t iov_len(const struct iovec *iov, int cnt)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < cnt; i++)
+		n += iov[i].iov_len;
+	return n;
+}
+
+#define REAL(name) \
+	static __typeof__(name) *real; \
+	if (!real) \
+		real = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+
+ssize_t pread64(int fd, void *buf, size_t n, off_t off)
+{
+	REAL(pread64);
+	return fd_hits_poison(fd, (uint64_t)off, n) ? -1 : real(fd, buf, n, off);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+	REAL(pwrite64);
+	return fd_hits_poison(fd, (uint64_t)off, n) ? -1 : real(fd, buf, n, off);
+}
+
+ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	REAL(preadv64);
+	return fd_hits_poison(fd, (uint64_t)off, iov_len(iov, cnt)) ? -1 : real(fd, iov, cnt, off);
+}
+
+ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	REAL(pwritev64);
+	return fd_hits_poison(fd, (uint64_t)off, iov_len(iov, cnt)) ? -1 : real(fd, iov, cnt, off);
+}
+
 static long poison(uint64_t off, uint64_t len)
 {
 	struct range r[16];
@@ -101,6 +172,13 @@ static long poison(uint64_t off, uint64_t len)
 		pages += r[i].n / 4096;
 	}
 	close(memfd);
+	pthread_mutex_lock(&bad_lock);
+	if (nbad < 64) {
+		bad[nbad].off = off;
+		bad[nbad].len = len;
+		atomic_fetch_add(&nbad, 1);
+	}
+	pthread_mutex_unlock(&bad_lock);
 	return n < 0 ? n : pages;
 }
 
@@ -124,6 +202,14 @@ static long heal(uint64_t off, uint64_t len)
 		poisoned[i--] = poisoned[--npoisoned];
 	}
 	close(rfd);
+	pthread_mutex_lock(&bad_lock);
+	for (int i = 0; i < nbad; i++)
+		if (bad[i].off < off + len && off < bad[i].off + bad[i].len) {
+			bad[i] = bad[nbad - 1];
+			atomic_fetch_sub(&nbad, 1);
+			i--;
+		}
+	pthread_mutex_unlock(&bad_lock);
 	return pages;
 }
 
@@ -162,6 +248,11 @@ __attribute__((constructor)) static void poison_init(void)
 	if (!r || !c || !realpath(r, region) || strlen(c) >= sizeof(ctl) - 16)
 		return;
 	strcpy(ctl, c);
+	struct stat st;
+	if (stat(region, &st) == 0) {
+		region_dev = st.st_dev;
+		region_ino = st.st_ino;
+	}
 	/* the daemon's children (none today) must not inherit the watcher */
 	unsetenv("LD_PRELOAD");
 	if (pthread_create(&t, NULL, watch, NULL) == 0)

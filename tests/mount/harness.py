@@ -232,6 +232,11 @@ os.environ.setdefault("PMEMOBJ_CONF", "fallocate.at_create=0")
 # Every mount that takes the clean-unmount record also rebuilds and compares
 # (record.c), refusing to mount if they differ: each test checks the record.
 os.environ.setdefault("PMFUSE_VERIFY_RECORD", "1")
+# At page granularity the daemon moves file data through the region's file
+# descriptor or through its mapping, by what a page fault costs on the host
+# (region.c use_fd_io): tests choose, so that both run on every host.  The
+# fd by default; the _nouring variants (meson.build) take the mapping.
+os.environ.setdefault("PMFUSE_REGION_IO", "fd")
 
 
 def make_region(size="256M", *args, tag="region"):
