@@ -755,6 +755,47 @@ class DirectIoTest(PmfuseTestCase):
         self.assertEqual(read_file(p)[:4], b"map!")
 
 
+class DirtyLimitTest(PmfuseTestCase):
+    """The mount's dirty-page limit (/sys/class/bdi/0:N): a kernel
+    filesystem's, not FUSE's strict 1%, unless -o fuse_dirty_limit; data
+    written through the writeback cache past FUSE's limit reads back."""
+
+    def bdi(self):
+        st = os.stat(self.mnt)
+        d = "/sys/class/bdi/%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+        if os.geteuid() != 0 or not os.path.exists(os.path.join(d, "strict_limit")):
+            self.skipTest("needs root and a kernel with bdi strict_limit (6.2)")
+        return tuple(int(open(os.path.join(d, f)).read()) for f in ("max_ratio", "strict_limit"))
+
+    @pmfuse_only
+    def test_the_mount_has_a_kernel_filesystems_dirty_limit(self):
+        self.assertEqual(self.bdi(), (100, 0))
+        self.unmount()
+        self.m = self.mount(opts=["fuse_dirty_limit"])
+        self.assertEqual(self.bdi(), (1, 1), "-o fuse_dirty_limit keeps the kernel's")
+
+    @pmfuse_only
+    def test_writeback_cache_writes_past_the_fuse_limit_read_back(self):
+        self.unmount()
+        self.m = self.mount(opts=["writeback_cache"])
+        self.assertEqual(self.bdi(), (100, 0))
+        p = self.p("f")
+        want = bytearray(pattern(48 << 20, 7))
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            pwrite_all(fd, bytes(want), 0)
+            for i in range(4096):                       # 4 KiB pages, scattered
+                off = (i * 7919 % 12288) * 4096
+                page = pattern(4096, i + 100)
+                os.pwrite(fd, page, off)
+                want[off:off + 4096] = page
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.remount()
+        self.assertEqual(sha256_file(p), sha256_bytes(bytes(want)))
+
+
 class DirectIoMountTest(PmfuseTestCase):
     """-o direct_io: every open skips the kernel's page cache (what a file
     server exporting the mount wants); reads, writes and maps still agree."""
