@@ -7,12 +7,14 @@
 #include "fuse_ops.h"
 #include "fs.h"
 #include "pmfuse/dax-ioctl.h"
+#include "uring.h"
 
 #include <linux/fuse.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <linux/fs.h>
 #include <stdio.h>
@@ -581,15 +583,82 @@ struct read_reply {
 	fuse_ino_t ino;
 };
 
+/*
+ * Where file data goes through the region's file descriptor the segments
+ * point into a mapping whose pages may never have been touched, and the
+ * kernel copying a reply from it would fault on each: on /dev/fuse the data
+ * segments are copied (pread) into this thread's buffer first, holes still
+ * come from the zero buffer.  Allocated once per thread, freed at its exit.
+ * io_uring workers copy segments themselves (put_payload).
+ */
+static pthread_key_t bounce_key;
+static pthread_once_t bounce_once = PTHREAD_ONCE_INIT;
+struct bounce {
+	size_t len;
+	char buf[];
+};
+
+static void bounce_key_init(void)
+{
+	(void)pthread_key_create(&bounce_key, free);
+}
+
+static char *bounce_buffer(size_t len)
+{
+	struct bounce *b;
+
+	pthread_once(&bounce_once, bounce_key_init);
+	b = pthread_getspecific(bounce_key);
+	if (b && b->len >= len)
+		return b->buf;
+	free(b);
+	b = malloc(sizeof(*b) + len);
+	if (b)
+		b->len = len;
+	(void)pthread_setspecific(bounce_key, b);
+	return b ? b->buf : NULL;
+}
+
+/* 0, -EIO (a media error) or -ENOMEM */
+static int bounce_segments(struct fs *fs, struct iovec *iov, int nsegs, size_t total)
+{
+	char *buf = bounce_buffer(total), *p;
+
+	if (!buf)
+		return -ENOMEM;
+	p = buf;
+	for (int i = 0; i < nsegs; i++) {
+		if (fs_seg_is_zero(fs, iov[i].iov_base, iov[i].iov_len))
+			continue;
+		int err = fs_seg_copy(fs, p, iov[i].iov_base, iov[i].iov_len);
+
+		if (err)
+			return err;
+		iov[i].iov_base = p;
+		p += iov[i].iov_len;
+	}
+	return 0;
+}
+
 static int reply_segments(void *ctx, const struct fs_seg *segs, int nsegs, size_t total)
 {
 	struct read_reply *rr = ctx;
 	struct iovec iov[FS_READ_MAXSEGS];
+	struct fs *fs = pm_fs(rr->req);
 
-	(void)total;
 	for (int i = 0; i < nsegs; i++) {
 		iov[i].iov_base = (void *)segs[i].ptr;
 		iov[i].iov_len = segs[i].len;
+	}
+	if (fs_seg_copy_needed(fs) && !uring_serving()) {
+		int err = bounce_segments(fs, iov, nsegs, total);
+
+		if (err) {
+			if (err == -EIO)
+				log_eio_once(rr->ino, "media error in its data");
+			reply_err(rr->req, rr->ino, -err);
+			return 0;
+		}
 	}
 	/*
 	 * Sent while the core holds the inode lock: blocks cannot move under

@@ -170,6 +170,11 @@ static struct {
 
 static __thread struct worker *current_worker;
 
+bool uring_serving(void)
+{
+	return current_worker != NULL;
+}
+
 static int sys_io_uring_setup(unsigned entries, struct io_uring_params *p)
 {
 	return (int)syscall(__NR_io_uring_setup, entries, p);

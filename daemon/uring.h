@@ -12,6 +12,7 @@
 #define PMFUSE_URING_H
 
 #include "fuse_ops.h"
+#include <stdbool.h>
 #include <stdint.h>
 
 struct fs;
@@ -29,5 +30,8 @@ int uring_attach(struct fuse_session *se, struct fs *fs, const char *mountpoint,
 
 /* After the unmount: stop and join the workers, release the rings. */
 void uring_detach(void);
+
+/* Is this thread an io_uring worker serving a request (its reply is copied by put_payload)? */
+bool uring_serving(void);
 
 #endif

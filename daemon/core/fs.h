@@ -250,6 +250,12 @@ int fs_kill_priv(struct fs *fs, uint64_t ino, const struct fs_cred *cr);
  */
 bool fs_seg_is_zero(const struct fs *fs, const void *p, size_t n);
 int fs_seg_copy(struct fs *fs, void *dst, const void *src, size_t n);
+/*
+ * Must data segments be copied out with fs_seg_copy rather than handed to
+ * the kernel to copy from (file data goes through the region's file
+ * descriptor: the mapping the segments point into is cold)?
+ */
+bool fs_seg_copy_needed(const struct fs *fs);
 
 /*
  * Direct access (dax.c; the protocol is include/pmfuse/dax-ioctl.h): map

@@ -50,3 +50,8 @@ int fs_seg_copy(struct fs *fs, void *dst, const void *src, size_t n)
 	memcpy(dst, src, n);
 	return 0;
 }
+
+bool fs_seg_copy_needed(const struct fs *fs)
+{
+	return fs->region.fd_io;
+}

@@ -235,7 +235,8 @@ os.environ.setdefault("PMFUSE_VERIFY_RECORD", "1")
 # At page granularity the daemon moves file data through the region's file
 # descriptor or through its mapping, by what a page fault costs on the host
 # (region.c use_fd_io): tests choose, so that both run on every host.  The
-# fd by default; the _nouring variants (meson.build) take the mapping.
+# fd by default; test_data_nouring and the crash explorer's -o sync runs
+# take the mapping (meson.build, crashtest.py).
 os.environ.setdefault("PMFUSE_REGION_IO", "fd")
 
 
