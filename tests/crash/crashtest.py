@@ -1933,8 +1933,19 @@ def run_workloads(args):
     mount_phase_done = set()
     t0 = time.monotonic()
     pool = concurrent.futures.ThreadPoolExecutor(args.jobs)
+    # --budget: what the workloads done so far cost (recording, and checking
+    # every image at the modulus used) sets the modulus of the next one, so
+    # that the run ends near the budget on a slow host and checks everything
+    # on a fast one.  Deterministic for a given modulus: each workload logs
+    # its own, and --sample N reproduces it.
+    cost_record = cost_check_full = 0.0
+    adapted = {}
     try:
-        for name, build, mode in todo:
+        for idx, (name, build, mode) in enumerate(todo):
+            sample = budget_sample(args, idx, len(todo), time.monotonic() - t0,
+                                   cost_record, cost_check_full)
+            if sample != args.sample:
+                adapted[name + "/" + mode] = sample
             first = mode not in mount_phase_done
             mount_phase_done.add(mode)
             run = Run(name, build, mode, args, workdir, first or args.all_mount_phases)
@@ -1946,13 +1957,14 @@ def run_workloads(args):
                 log("  strace not found: the shim's call counts are not cross-checked")
             tw = time.monotonic()
             run.record(base)
+            tr = time.monotonic()
             seen = {}
             kept = []
             futures = {}
             states = []
             for key, k, variant, pages in run.images():
                 states.append((key, k, variant, pages))
-                want = sampled(key, args.sample, args.seed) and (
+                want = sampled(key, sample, args.seed) and (
                     variant == "flushed" or sampled(key, args.subset_sample, args.seed + 1))
                 if want and not args.dry and futures.get(key) is None:
                     futures[key] = pool.submit(checker.check, pages)
@@ -1993,6 +2005,10 @@ def run_workloads(args):
                         name, run.mode, k, variant.replace("/", "of"))))
                 log("  kept images of violations in %s" % keep_dir)
             report(run, time.monotonic() - tw)
+            if sample != args.sample:
+                log("  (1 in %d distinct images checked, for --budget %d s)" % (sample, args.budget))
+            cost_record += tr - tw
+            cost_check_full += (time.monotonic() - tr) * sample
             total["checked"] += run.checked
             total["unsampled"] += run.unsampled
             total["unique"] += run.unique
@@ -2038,6 +2054,11 @@ def run_workloads(args):
         log("sampled: %s checked (by content hash, seed %d), %d states not checked; a run "
             "without --sample/--subset-sample checks them all" % (
                 ", ".join(which), args.seed, total["unsampled"]))
+    if adapted:
+        log("budget %d s: %d of %d workloads sampled to fit (%s; --sample N checks the same "
+            "images again, a run without --budget all of them), %d states not checked" % (
+                args.budget, len(adapted), len(todo),
+                ", ".join("%s 1 in %d" % kv for kv in adapted.items()), total["unsampled"]))
     if total["known"]:
         log("%d violations in workloads listed in KNOWN_VIOLATIONS (not counted below)"
             % total["known"])
@@ -2092,6 +2113,25 @@ def run_seeded(args):
     caught = sum(1 for r in table if not r[3].startswith("0 of"))
     log("seeded bugs: %d of %d caught at cache-line granularity" % (caught, len(table)))
     return ok
+
+
+def budget_sample(args, idx, n, elapsed, cost_record, cost_check_full):
+    """The --sample modulus for workload idx of n under --budget: the first
+    workload takes --sample; later ones the smallest modulus at which the
+    remaining workloads, costed as the average of those done (recording
+    plus checking every image), fit in what is left of the budget."""
+    if not args.budget or idx == 0:
+        return args.sample
+    left = n - idx
+    rec = cost_record / idx * left
+    chk = cost_check_full / idx * left
+    room = args.budget - elapsed - rec
+    if room <= 0:
+        return max(args.sample, MAX_BUDGET_SAMPLE)
+    return max(args.sample, min(MAX_BUDGET_SAMPLE, -int(-chk // room)))
+
+
+MAX_BUDGET_SAMPLE = 16
 
 
 def sampled(key, n, seed):
@@ -2149,6 +2189,10 @@ def main():
     ap.add_argument("--sample", type=int, default=1, metavar="N",
                     help="check one in N distinct crash images (chosen by content hash "
                          "and seed); every state is still recorded and enumerated")
+    ap.add_argument("--budget", type=int, default=0, metavar="SECONDS",
+                    help="sample the later workloads (1 in up to %d distinct images, by "
+                         "the same hash as --sample) when the run would otherwise take "
+                         "longer than SECONDS on this host; 0: no budget" % MAX_BUDGET_SAMPLE)
     ap.add_argument("--subset-sample", type=int, default=1, metavar="N",
                     help="cache-line mode: check one in N of the subset images (every "
                          "fence's own image is checked)")
