@@ -91,23 +91,28 @@ static int fd_io_error(struct region *r, int err)
 	return -EIO;
 }
 
-static int fd_transfer(struct region *r, void *buf, size_t len, uint64_t off, bool write)
+static int plain_io(int fd, void *buf, size_t len, uint64_t off, bool write)
 {
-	if (off > r->size || len > r->size - off)
-		return fd_io_error(r, EIO);
-	while (len) {
-		ssize_t n = write ? pwrite(r->fd, buf, len, (off_t)off)
-				  : pread(r->fd, buf, len, (off_t)off);
-
+	for (size_t done = 0; done < len;) {
+		ssize_t n = write ? pwrite(fd, (char *)buf + done, len - done, (off_t)(off + done))
+				  : pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return fd_io_error(r, n < 0 ? errno : EIO);
-		buf = (char *)buf + n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
+			return n < 0 ? -errno : -EINVAL;	/* past the end */
+		done += (size_t)n;
 	}
 	return 0;
+}
+
+static int fd_transfer(struct region *r, void *buf, size_t len, uint64_t off, bool write)
+{
+	int err;
+
+	if (off > r->size || len > r->size - off)
+		return fd_io_error(r, EIO);
+	err = plain_io(r->fd, buf, len, off, write);
+	return err ? fd_io_error(r, -err) : 0;
 }
 
 static uint64_t region_off(const struct region *r, const void *p)
@@ -380,20 +385,6 @@ out:
 	if (src)
 		pmem2_source_delete(&src);
 	return ret;
-}
-
-static int plain_io(int fd, void *buf, size_t len, uint64_t off, bool write)
-{
-	for (size_t done = 0; done < len;) {
-		ssize_t n = write ? pwrite(fd, (char *)buf + done, len - done, (off_t)(off + done))
-				  : pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EINVAL;	/* past the end */
-		done += (size_t)n;
-	}
-	return 0;
 }
 
 static int region_io(int fd, void *buf, size_t len, uint64_t off, bool write)
