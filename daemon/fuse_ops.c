@@ -704,34 +704,34 @@ static void pm_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	reply_write(req, ino, n);
 }
 
-/* Reads the next bytes of a write request's buffer (a spliced pipe) into dst. */
-static int copy_from_bufvec(void *ctx, void *dst, size_t len)
+/* Move the next len bytes of a write request's buffer (a spliced pipe) to out */
+static int copy_bufvec_out(struct fuse_bufvec *in, struct fuse_bufvec *out, size_t len)
 {
-	struct fuse_bufvec *in = ctx;
-	struct fuse_bufvec out = FUSE_BUFVEC_INIT(len);
-	ssize_t n;
+	ssize_t n = fuse_buf_copy(out, in, 0);
 
-	out.buf[0].mem = dst;
-	n = fuse_buf_copy(&out, in, 0);
 	if (n < 0)
 		return (int)n;
 	return (size_t)n == len ? 0 : -EIO;
 }
 
-/* The same, written to fd at off: pipe to file, by splice where it can */
+/* ... into dst */
+static int copy_from_bufvec(void *ctx, void *dst, size_t len)
+{
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(len);
+
+	out.buf[0].mem = dst;
+	return copy_bufvec_out(ctx, &out, len);
+}
+
+/* ... to fd at off: pipe to file, by splice where it can */
 static int copy_from_bufvec_to_fd(void *ctx, int fd, uint64_t off, size_t len)
 {
-	struct fuse_bufvec *in = ctx;
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(len);
-	ssize_t n;
 
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
 	out.buf[0].fd = fd;
 	out.buf[0].pos = (off_t)off;
-	n = fuse_buf_copy(&out, in, 0);
-	if (n < 0)
-		return (int)n;
-	return (size_t)n == len ? 0 : -EIO;
+	return copy_bufvec_out(ctx, &out, len);
 }
 
 /*
