@@ -756,9 +756,9 @@ class DirectIoTest(PmfuseTestCase):
 
 
 class DirtyLimitTest(PmfuseTestCase):
-    """The mount's dirty-page limit (/sys/class/bdi/0:N): a kernel
-    filesystem's, not FUSE's strict 1%, unless -o fuse_dirty_limit; data
-    written through the writeback cache past FUSE's limit reads back."""
+    """The mount's dirty-page limit (/sys/class/bdi/0:N): FUSE's strict 1%,
+    or with -o fs_dirty_limit a kernel filesystem's; data written through
+    the writeback cache past FUSE's limit reads back."""
 
     def bdi(self):
         st = os.stat(self.mnt)
@@ -768,16 +768,16 @@ class DirtyLimitTest(PmfuseTestCase):
         return tuple(int(open(os.path.join(d, f)).read()) for f in ("max_ratio", "strict_limit"))
 
     @pmfuse_only
-    def test_the_mount_has_a_kernel_filesystems_dirty_limit(self):
-        self.assertEqual(self.bdi(), (100, 0))
+    def test_fs_dirty_limit_gives_the_mount_a_kernel_filesystems_dirty_limit(self):
+        self.assertEqual(self.bdi(), (1, 1), "the default is the kernel's for FUSE")
         self.unmount()
-        self.m = self.mount(opts=["fuse_dirty_limit"])
-        self.assertEqual(self.bdi(), (1, 1), "-o fuse_dirty_limit keeps the kernel's")
+        self.m = self.mount(opts=["fs_dirty_limit"])
+        self.assertEqual(self.bdi(), (100, 0))
 
     @pmfuse_only
     def test_writeback_cache_writes_past_the_fuse_limit_read_back(self):
         self.unmount()
-        self.m = self.mount(opts=["writeback_cache"])
+        self.m = self.mount(opts=["writeback_cache", "fs_dirty_limit"])
         self.assertEqual(self.bdi(), (100, 0))
         p = self.p("f")
         want = bytearray(pattern(48 << 20, 7))
