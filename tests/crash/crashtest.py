@@ -1941,7 +1941,8 @@ def run_workloads(args):
     cost_record = cost_check_full = 0.0
     adapted = {}
     not_recorded = []
-    recorded = 0
+    costed = 0      # workloads whose cost is averaged: not the first of a mode,
+                    # whose recording includes the mount's own points
     credit = 0.0
     try:
         for idx, (name, build, mode) in enumerate(todo):
@@ -1950,18 +1951,17 @@ def run_workloads(args):
             # where even recording the rest (checked 1 in MAX_BUDGET_SAMPLE)
             # would overrun the budget, 1 in so many workloads is recorded,
             # spread evenly over what is left; the first of each mode always
-            keep = budget_share(args, idx, len(todo), elapsed, recorded,
+            keep = budget_share(args, idx, len(todo), elapsed, costed,
                                 cost_record, cost_check_full)
             credit += keep
             if not first and credit < 1.0:
                 not_recorded.append(name + "/" + mode)
                 continue
             credit = max(0.0, credit - 1.0)
-            sample = budget_sample(args, recorded, len(todo) - idx + recorded, elapsed,
+            sample = budget_sample(args, costed, len(todo) - idx + costed, elapsed,
                                    cost_record, cost_check_full)
             if sample != args.sample:
                 adapted[name + "/" + mode] = sample
-            recorded += 1
             mount_phase_done.add(mode)
             run = Run(name, build, mode, args, workdir, first or args.all_mount_phases)
             run.base_hash = base_hash
@@ -2029,8 +2029,10 @@ def run_workloads(args):
             report(run, time.monotonic() - tw)
             if sample != args.sample:
                 log("  (1 in %d distinct images checked, for --budget %d s)" % (sample, args.budget))
-            cost_record += tr - tw
-            cost_check_full += (time.monotonic() - tr) * sample
+            if not first:
+                costed += 1
+                cost_record += tr - tw
+                cost_check_full += (time.monotonic() - tr) * sample
             total["checked"] += run.checked
             total["unsampled"] += run.unsampled
             total["unique"] += run.unique
@@ -2146,8 +2148,9 @@ def run_seeded(args):
 def budget_sample(args, idx, n, elapsed, cost_record, cost_check_full):
     """The --sample modulus for workload idx of n under --budget: the first
     workload takes --sample; later ones the smallest modulus at which the
-    remaining workloads, costed as the average of those done (recording
-    plus checking every image), fit in what is left of the budget."""
+    remaining workloads, costed as the average of the idx done (recording
+    plus checking every image; not a mode's first, which also records the
+    mount), fit in what is left of the budget."""
     if not args.budget or idx == 0:
         return args.sample
     left = n - idx
