@@ -128,17 +128,11 @@ uint64_t pool_capacity_blocks(uint64_t size, uint64_t max_inodes)
 	return heap < overhead + 4 * HUGE_2M ? 0 : (heap - overhead) >> PMFUSE_BLOCK_SHIFT;
 }
 
-/*
- * A sixteenth of the region, 4 MiB to 8 GiB: a piece's free blocks are
- * lost to metadata until the piece empties, so a small region of small
- * files must not hand most of its heap to one piece (64 MiB region, 4 KiB
- * files: 62% of it filled with a 64 MiB minimum, 70% with 4 MiB).
- */
 uint64_t pool_piece_default(uint64_t size)
 {
 	uint64_t piece = size / 16;
 
-	piece = piece < 4 * MiB ? 4 * MiB : piece > 8 * GiB ? 8 * GiB : piece;
+	piece = piece < 64 * MiB ? 64 * MiB : piece > 8 * GiB ? 8 * GiB : piece;
 	return (piece + HUGE_2M - 1) & ~(HUGE_2M - 1);
 }
 
