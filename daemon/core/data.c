@@ -361,14 +361,29 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 			/* 64 KiB or more, or a 2 MiB boundary of the file: line up with a group */
 			bool align = left >= 16 || (fb && fb % PMFUSE_HUGE_2M_BLOCKS == 0);
 			/*
+			 * At a window's first block, blocks already placed in
+			 * the window lead, not the previous window's last block:
+			 * write-back sends a window's second half before its
+			 * first often enough, and following the previous window
+			 * then splits this one.  Inside a window the block
+			 * before fb leads (the window may already be split).
+			 */
+			uint64_t wg = fb % PMFUSE_HUGE_2M_BLOCKS ? 0 : window_goal(fs, in, fb);
+			if (wg)
+				prev_phys = wg;
+			/*
 			 * Following a predecessor out of line with the file's
 			 * 2 MiB windows: only to the next window edge, where
 			 * alignment takes over again (else one misplaced block
 			 * would misalign all the rest of a file written in
-			 * pieces that never start on an edge).
+			 * pieces that never start on an edge).  Nor past an
+			 * edge into a window with blocks of its own: they lead
+			 * there.
 			 */
 			uint64_t want = left, edge = PMFUSE_HUGE_2M_BLOCKS - fb % PMFUSE_HUGE_2M_BLOCKS;
-			if (align && prev_phys && (prev_phys - fb) % PMFUSE_HUGE_2M_BLOCKS && want > edge)
+			if (want > edge &&
+			    ((align && prev_phys && (prev_phys - fb) % PMFUSE_HUGE_2M_BLOCKS) ||
+			     window_goal(fs, in, fb + edge)))
 				want = edge;
 			int nr = align ? alloc_blocks_aligned(&fs->alloc, want, prev_phys, fb, runs, 16)
 				       : alloc_blocks(&fs->alloc, want, prev_phys, runs, 16);
