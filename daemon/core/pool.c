@@ -955,6 +955,75 @@ bool pool_wait_closing(const char *path)
 	return false;
 }
 
+/*
+ * libpmemobj 1.12 writes the footer of a huge block (the chunk header that
+ * names the block's last chunk) without flushing it: it counts on heap boot
+ * to rewrite footers.  Boot rewrites them for used blocks only
+ * (huge_reinit_chunk), yet the zone walk that follows coalesces each free
+ * block with the one before it by that block's footer.  A power loss after a
+ * free block was split, before its footer's line was written back, leaves
+ * there the stale header of a block the chunk once started: the walk then
+ * reads a chunk id below zero and the first allocation of the mount dies in
+ * heap_get_adjacent_free_block.  (The crash explorer's cache-line images
+ * reach it; DAOS's libpmemobj fixed it the same way in 2025.)  So after
+ * pmemobj_open() has replayed its logs, and before anything allocates, every
+ * huge block's footer is made to name its block, and persisted.  Headers
+ * whose sizes do not tile the zone are damage: refused, not walked.
+ */
+#define OBJ_ZONE_MAGIC		0xC3F0A2D2u
+enum { OBJ_CHUNK_FOOTER = 1, OBJ_CHUNK_FREE = 2, OBJ_CHUNK_USED = 3, OBJ_CHUNK_RUN = 4 };
+
+struct obj_chunk_hdr {
+	uint16_t type;
+	uint16_t flags;
+	uint32_t size_idx;
+};
+
+static int heap_footers_mend(struct pool *p, const char *path, char *why, size_t whylen)
+{
+	uint64_t heap_off, mended = 0;
+
+	memcpy(&heap_off, p->base + OBJ_HEAP_OFFSET_OFF, sizeof(heap_off));
+	uint64_t zone_off = heap_off + OBJ_HEAP_HDR;
+	for (uint32_t zid = 0; zone_off + OBJ_ZONE_HDR + OBJ_CHUNK <= p->size; zid++) {
+		uint32_t *zh = (uint32_t *)(p->base + zone_off);
+		struct obj_chunk_hdr *ch = (struct obj_chunk_hdr *)(p->base + zone_off + 64);
+		uint64_t fits = (p->size - zone_off - OBJ_ZONE_HDR) / OBJ_CHUNK;
+
+		if (zh[0] != OBJ_ZONE_MAGIC)
+			break;	/* zones are taken in order: none after this one was used */
+		if (zh[1] == 0 || zh[1] > OBJ_ZONE_CHUNKS || zh[1] > fits) {
+			snprintf(why, whylen, "%s: pmemobj heap zone %u is damaged (size %u)", path,
+				 zid, zh[1]);
+			return -EINVAL;
+		}
+		for (uint32_t i = 0; i < zh[1]; i += ch[i].size_idx) {
+			struct obj_chunk_hdr *h = &ch[i];
+			if (h->size_idx == 0 || h->size_idx > zh[1] - i ||
+			    (h->type != OBJ_CHUNK_FREE && h->type != OBJ_CHUNK_USED &&
+			     h->type != OBJ_CHUNK_RUN)) {
+				snprintf(why, whylen, "%s: pmemobj heap zone %u, chunk %u is damaged "
+					 "(type %u, size %u)", path, zid, i, h->type, h->size_idx);
+				return -EINVAL;
+			}
+			if (h->type == OBJ_CHUNK_RUN || h->size_idx == 1)
+				continue;
+			struct obj_chunk_hdr *f = &ch[i + h->size_idx - 1];
+			if (f->type == OBJ_CHUNK_FOOTER && f->size_idx == h->size_idx)
+				continue;
+			*f = (struct obj_chunk_hdr){ .type = OBJ_CHUNK_FOOTER, .flags = h->flags,
+						     .size_idx = h->size_idx };
+			pmemobj_persist(p->pop, f, sizeof(*f));
+			mended++;
+		}
+		zone_off += OBJ_ZONE_HDR + OBJ_ZONE_CHUNKS * OBJ_CHUNK;
+	}
+	if (mended)
+		log_notice("%s: rewrote %" PRIu64 " stale chunk footer(s) of the pmemobj heap "
+			   "(left by a power loss)", path, mended);
+	return 0;
+}
+
 /* pmemobj_open() and the root object, once the header was found sound. */
 static int open_pmemobj(struct pool *p, const char *path, uint64_t size, char *why, size_t whylen)
 {
@@ -978,6 +1047,11 @@ static int open_pmemobj(struct pool *p, const char *path, uint64_t size, char *w
 	}
 	p->base = (char *)p->pop;
 	p->size = size;
+	int ret = heap_footers_mend(p, path, why, whylen);
+	if (ret) {
+		pool_close(p);
+		return ret;
+	}
 	if (pmemobj_root_size(p->pop) != sizeof(struct pmfuse_super)) {
 		snprintf(why, whylen, "%s: pool has no pmfuse superblock", path);
 		goto fail;

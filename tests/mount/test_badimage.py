@@ -2,8 +2,10 @@
 """pmfuse mount tests: bad regions, mkfs.pmfuse and fsck.pmfuse behaviour,
 daemon lifecycle (signals, daemonizing, a second daemon)."""
 
+import lzma
 import os
 import shutil
+import struct
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import uuid
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (DAEMON, FSCK, FSCK_ERRORS, FSCK_OK, FSCK_OPERATIONAL,  # noqa: E402
-                     FSCK_USAGE, FUSERMOUNT, MIN_REGION, MKFS, PMFUSE_MAGIC, REFERENCE,
+                     FSCK_USAGE, FUSERMOUNT, MIN_REGION, MKFS, PMFUSE_MAGIC, REFERENCE, REPO,
                      Mount, daemon_pids_for, fsck, is_mounted, main, make_region, mkfs,
                      new_region_path, read_file, remove_quietly, run, sha256_file,
                      wait_until, write_file)
@@ -502,6 +504,111 @@ class LifecycleTest(RegionTestCase):
                 return True
         self.assertTrue(wait_until(gone, 20), "background daemon did not exit after unmount")
         self.assertFsckClean(p)
+
+
+# libpmemobj 1.12's heap as pmemobj_create() lays it out (daemon/core/pool.c)
+OBJ_HEAP_OFFSET_OFF = 4096 + 1040
+OBJ_HEAP_HDR = 1024
+OBJ_ZONE_MAGIC = 0xC3F0A2D2
+CHUNK_FOOTER, CHUNK_FREE, CHUNK_USED, CHUNK_RUN = 1, 2, 3, 4
+
+
+class Zone0:
+    """Zone 0's chunk headers, read from and written back to a region file."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as f:
+            f.seek(OBJ_HEAP_OFFSET_OFF)
+            heap_off, = struct.unpack("<Q", f.read(8))
+            self.zone_off = heap_off + OBJ_HEAP_HDR
+            f.seek(self.zone_off)
+            magic, self.nchunks = struct.unpack("<II", f.read(8))
+            if magic != OBJ_ZONE_MAGIC:
+                raise AssertionError("zone 0 of %s has no zone magic" % path)
+            f.seek(self.zone_off + 64)
+            raw = f.read(8 * self.nchunks)
+        self.hdr = [struct.unpack_from("<HHI", raw, 8 * i) for i in range(self.nchunks)]
+
+    def blocks(self):
+        """(chunk, type, flags, size) of each block, walking the zone as libpmemobj does."""
+        i = 0
+        while i < self.nchunks:
+            t, fl, n = self.hdr[i]
+            yield i, t, fl, n
+            i += n
+
+    def set(self, i, t, fl, n):
+        self.hdr[i] = (t, fl, n)
+        with open(self.path, "r+b") as f:
+            f.seek(self.zone_off + 64 + 8 * i)
+            f.write(struct.pack("<HHI", t, fl, n))
+
+
+class PmemobjHeapTest(RegionTestCase):
+    """libpmemobj 1.12 leaves a huge block's footer unflushed and its heap
+    boot trusts the footers of free blocks: a power loss between a block's
+    split and the write-back of its footer's line left an image whose first
+    allocation killed the daemon (SIGSEGV in heap_get_adjacent_free_block).
+    The daemon mends the footers after pmemobj_open()."""
+
+    def fill_and_check(self, region, mb=12):
+        m = self.mount(region)
+        data = os.urandom(mb * MiB)
+        path = os.path.join(m.mnt, "after")
+        write_file(path, data)
+        self.unmount_clean(m)
+        self.assertIn("stale chunk footer", m.log())
+        self.assertFsckClean(region)
+        m = self.mount(region)
+        self.assertEqual(read_file(os.path.join(m.mnt, "after")), data)
+        self.assertNotIn("stale chunk footer", m.log(), "footers mended once stay mended")
+        self.unmount_clean(m)
+
+    def test_a_split_free_block_whose_footer_was_lost_mounts_and_allocates(self):
+        region = self.formatted("64M")
+        z = Zone0(region)
+        free = [b for b in z.blocks() if b[1] == CHUNK_FREE and b[3] > b[0] + 4]
+        self.assertTrue(free, "a fresh region has a large free block in zone 0: %r"
+                        % list(z.blocks()))
+        i, _, fl, n = free[-1]
+        # the block split in two free blocks (as a cancelled allocation leaves
+        # it); the first one's footer never reached the media, and its chunk
+        # still holds the header of a block that once started there and ran
+        # to the end of the free space
+        z.set(i, CHUNK_FREE, fl, 2)
+        z.set(i + 2, CHUNK_FREE, fl, n - 2)
+        z.set(i + 1, CHUNK_FREE, fl, n - 1)
+        self.assertFsckClean(region)
+        self.fill_and_check(region)
+        z = Zone0(region)
+        for c, t, _, size in z.blocks():
+            if t in (CHUNK_FREE, CHUNK_USED) and size > 1:
+                self.assertEqual((z.hdr[c + size - 1][0], z.hdr[c + size - 1][2]),
+                                 (CHUNK_FOOTER, size), "footer of the block at chunk %d" % c)
+
+    def test_a_crash_image_of_the_explorer_with_stale_footers_mounts_and_allocates(self):
+        # crash_line_writeback's tmpfile workload, crash point 87: a 3 MiB
+        # tmpfile was being linked while the data area grew
+        region = self.region_path("stale-footer")
+        with lzma.open(os.path.join(REPO, "tests", "data", "crash-stale-footer.img.xz")) as src, \
+                open(region, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        self.assertFsckClean(region)
+        self.fill_and_check(region, mb=16)
+
+    def test_chunk_headers_that_do_not_tile_the_zone_are_refused_with_a_message(self):
+        region = self.formatted("64M")
+        z = Zone0(region)
+        i, t, fl, n = [b for b in z.blocks() if b[1] == CHUNK_FREE][-1]
+        z.set(i, t, fl, z.nchunks)      # runs past the zone's end
+        rc, err = self.attempt_mount(region)
+        self.assertGreater(rc, 0, err)
+        # libpmemobj's own heap check (or, behind it, pmfuse's walk) says so
+        self.assertRegex(err, "chunk sizes mismatch|chunk %d is damaged" % i)
+        rc, out = fsck(region, "-n")
+        self.assertNotIn(rc, (FSCK_OK,), out)
+        self.assertGreaterEqual(rc, 0, "fsck must not die of a signal:\n" + out)
 
 
 if __name__ == "__main__":
