@@ -430,7 +430,21 @@ static bool grow(struct alloc *a, uint64_t n, bool want_1g)
 			want = a->piece_default;
 		if (want > (15ull << 30))
 			want = 15ull << 30;
-		if (pool_piece_add(a->pool, want, 4ull << 20, &id))
+		/*
+		 * Free blocks in a piece are lost to metadata until the piece
+		 * empties: beside it the heap keeps what the files so far
+		 * needed in metadata for as much data (4 KiB files: about 8%;
+		 * at most a quarter), so a region of small files fills with
+		 * data and names alike.  Only a preference: where the heap
+		 * has no piece beside that much, the reserve alone is kept.
+		 */
+		uint64_t used = (a->data_blocks - a->free_blocks) << PMFUSE_BLOCK_SHIFT;
+		int64_t meta = atomic_load(&a->pool->meta_bytes);
+		uint64_t keep = want / 4;
+		if (meta >= 0 && (uint64_t)meta < used / 4)
+			keep = (uint64_t)((double)want * (double)meta / (double)used);
+		if (pool_piece_add(a->pool, want, 4ull << 20, keep, &id) &&
+		    (!keep || pool_piece_add(a->pool, want, 4ull << 20, 0, &id)))
 			return false;
 		if (piece_attach(a, id)) {
 			pool_piece_remove(a->pool, id);

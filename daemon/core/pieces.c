@@ -279,9 +279,9 @@ static bool align_piece(struct pool *p, uint64_t size, uint64_t reserve_bytes,
 	return ok || reserve(p, size, reserve_bytes, act, oid);
 }
 
-int pool_piece_add(struct pool *p, uint64_t want, uint64_t min, uint32_t *id)
+int pool_piece_add(struct pool *p, uint64_t want, uint64_t min, uint64_t keep, uint32_t *id)
 {
-	uint64_t reserve_bytes = p->sb->geo.meta_reserve;
+	uint64_t reserve_bytes = keep > p->sb->geo.meta_reserve ? keep : p->sb->geo.meta_reserve;
 	struct pobj_action act;
 	PMEMoid oid;
 

@@ -204,7 +204,8 @@ static inline uint32_t pool_piece_of(const struct pool *p, uint64_t phys)
  * Pieces (pieces.c).  pool_pieces_load() builds the DRAM view from the
  * geometry's runs and the piece table, validating both (pool_open() calls
  * it).  pool_piece_add() reserves a piece of at most want bytes (at least
- * min), leaving geo.meta_reserve of heap free, and commits it to the table
+ * min), leaving keep bytes of heap free (geo.meta_reserve at least: what
+ * metadata will need beside it), and commits it to the table
  * in one transaction: 0 with its id, or -ENOSPC.  pool_piece_remove() gives
  * an empty, non-permanent piece back to the heap in one transaction.
  * Neither may run inside a transaction.  pool_upgrade() turns a format 1
@@ -216,7 +217,7 @@ bool pool_pieces_overlap(const struct pool *p, uint64_t off, uint64_t len);
 /* fsck, when the table is damaged: the geometry's runs alone. */
 void pool_pieces_load_runs(struct pool *p);
 void pool_pieces_free(struct pool *p);
-int pool_piece_add(struct pool *p, uint64_t want, uint64_t min, uint32_t *id);
+int pool_piece_add(struct pool *p, uint64_t want, uint64_t min, uint64_t keep, uint32_t *id);
 int pool_piece_remove(struct pool *p, uint32_t id);
 int pool_upgrade(struct pool *p, char *why, size_t whylen);
 static inline const struct pool_piece *pool_piece(const struct pool *p, uint32_t id)
