@@ -357,6 +357,8 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 		if (ret < 0)
 			goto fail;
 		uint64_t left = count;
+		/* the goal of the window a run last stopped short of (its first block) */
+		uint64_t ahead_fb = UINT64_MAX, ahead = 0;
 		while (left) {
 			/* 64 KiB or more, or a 2 MiB boundary of the file: line up with a group */
 			bool align = left >= 16 || (fb && fb % PMFUSE_HUGE_2M_BLOCKS == 0);
@@ -368,7 +370,8 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 			 * then splits this one.  Inside a window the block
 			 * before fb leads (the window may already be split).
 			 */
-			uint64_t wg = fb % PMFUSE_HUGE_2M_BLOCKS ? 0 : window_goal(fs, in, fb);
+			uint64_t wg = fb % PMFUSE_HUGE_2M_BLOCKS ? 0 :
+				      fb == ahead_fb ? ahead : window_goal(fs, in, fb);
 			if (wg)
 				prev_phys = wg;
 			/*
@@ -381,10 +384,13 @@ static int reserve_holes(struct fs *fs, struct inode *in, uint64_t fb, uint64_t 
 			 * there.
 			 */
 			uint64_t want = left, edge = PMFUSE_HUGE_2M_BLOCKS - fb % PMFUSE_HUGE_2M_BLOCKS;
-			if (want > edge &&
-			    ((align && prev_phys && (prev_phys - fb) % PMFUSE_HUGE_2M_BLOCKS) ||
-			     window_goal(fs, in, fb + edge)))
-				want = edge;
+			if (want > edge) {
+				ahead_fb = fb + edge;
+				ahead = window_goal(fs, in, ahead_fb);
+				if (ahead || (align && prev_phys &&
+					      (prev_phys - fb) % PMFUSE_HUGE_2M_BLOCKS))
+					want = edge;
+			}
 			int nr = align ? alloc_blocks_aligned(&fs->alloc, want, prev_phys, fb, runs, 16)
 				       : alloc_blocks(&fs->alloc, want, prev_phys, runs, 16);
 			if (nr < 0) {
