@@ -257,7 +257,8 @@ static void region_with_a_piece(uint64_t *tab)
 	for (uint64_t off = 0; off < run0 + (2 << 20); off += sizeof(buf))
 		CHECK_EQ(fs_write(fs, st.st.st_ino, off, buf, sizeof(buf), false), sizeof(buf));
 	fs_release(fs, st.st.st_ino);
-	CHECK_EQ(fs->pool.ptab->count, 1);
+	/* one piece or more: growth keeps heap beside a piece for metadata */
+	CHECK(fs->pool.ptab->count >= 1);
 	*tab = fs->pool.sb->pieces_off;
 	fs_unmount(fs);
 }
@@ -286,6 +287,7 @@ static void test_damaged_piece_table_refuses_mount(void)
 	char why[POOL_WHY];
 	CHECK_EQ(open_refusal(why, sizeof(why)), 0);
 	uint64_t off = peek64(PIECE(0, off)), len = peek64(PIECE(0, len));
+	uint64_t count = peek64(tab + offsetof(struct pmfuse_pieces, count));
 
 	/* a piece over run 0 (where the backup superblock is) */
 	poke64(PIECE(0, len), off + len);
@@ -302,7 +304,7 @@ static void test_damaged_piece_table_refuses_mount(void)
 	/* more entries than the table holds */
 	poke64(tab + offsetof(struct pmfuse_pieces, count), peek64(tab + offsetof(struct pmfuse_pieces, cap)) + 1);
 	check_open_refused("piece table");
-	poke64(tab + offsetof(struct pmfuse_pieces, count), 1);
+	poke64(tab + offsetof(struct pmfuse_pieces, count), count);
 	/* the table itself inside a piece */
 	poke64(offsetof(struct pmfuse_super, pieces_off) + peek64(OBJ_ROOT_OFFSET_OFF), off + 4096);
 	check_open_refused("piece table");
