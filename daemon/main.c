@@ -340,7 +340,7 @@ int main(int argc, char *argv[])
 	pm_opt_writeback_cache = o.writeback_cache;
 	pm_opt_direct_io = !o.nodirect_io && !opts.singlethread;
 	pm_opt_all_direct = o.direct_io;
-	struct fs_opts fo = { .sync = o.sync != 0 };
+	struct fs_opts fo = { .sync = o.sync != 0, .open_arena = true };
 	int err = fs_mount(&fs, region, &fo, why, sizeof(why));
 	if (err) {
 		log_err("cannot mount %s: %s", region, why);

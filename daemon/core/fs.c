@@ -499,6 +499,8 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 	pthread_mutex_init(&fs->dax_lock, NULL);
 	fs->opts = *o;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (o->open_arena)
+		pool_use_open_arena();
 	ret = pool_open(&fs->pool, path, why, whylen);
 	if (ret)
 		goto out_free;

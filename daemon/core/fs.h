@@ -32,6 +32,8 @@ struct fs;	/* a mounted region */
 
 struct fs_opts {
 	bool sync;			/* -o sync: persist data before replying */
+	/* the process opens no other pool: pool_use_open_arena() (pool.h) */
+	bool open_arena;
 };
 
 /*

@@ -213,6 +213,7 @@ int main(int argc, char **argv)
 	if (ret >= 0)
 		return ret;
 	install_handlers();
+	pool_use_open_arena();
 	/* pmemobj's lock says "mounted" before anything else can say something obscure */
 	if (region_in_use(f->region))
 		return refuse_in_use(f);
