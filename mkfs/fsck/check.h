@@ -141,6 +141,8 @@ struct fsck {
 	/* blocks: bit per region block; dmap = claimed more than once */
 	uint64_t nblocks, nwords;
 	uint64_t *bmap, *dmap;
+	/* bmap words [bmap_lo, bmap_hi) hold every mark: scans cost what is used */
+	uint64_t bmap_lo, bmap_hi;
 	uint64_t ndup;
 
 	/* metadata objects referenced, by offset */

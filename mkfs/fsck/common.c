@@ -305,6 +305,12 @@ void mark_blocks(struct fsck *f, uint64_t phys, uint64_t n)
 {
 	if (phys >= f->nblocks || n > f->nblocks - phys)
 		return;		/* pool_block_range_ok() rules this out */
+	if (!n)
+		return;
+	if (f->bmap_lo >= f->bmap_hi || phys >> 6 < f->bmap_lo)
+		f->bmap_lo = phys >> 6;
+	if (((phys + n - 1) >> 6) + 1 > f->bmap_hi)
+		f->bmap_hi = ((phys + n - 1) >> 6) + 1;
 	while (n) {
 		uint64_t w = phys >> 6, bit = phys & 63;
 		uint64_t k = 64 - bit < n ? 64 - bit : n;

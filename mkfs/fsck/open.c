@@ -208,7 +208,7 @@ void run_check(struct fsck *f)
 	check_objects(f);
 	check_record(f);
 
-	for (uint64_t w = 0; w < f->nwords; w++)
+	for (uint64_t w = f->bmap_lo; w < f->bmap_hi; w++)
 		f->used_blocks += popcount(f->bmap[w]);
 	f->capacity = pool_data_blocks(f->p) - 1;	/* the backup block */
 	/* formats 2 and 3 add data pieces on demand: the size is the region's */

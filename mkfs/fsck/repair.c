@@ -165,14 +165,29 @@ int claim_checked_blocks(void *ctx, struct alloc *a)
 {
 	struct fsck *f = ctx;
 
-	for (uint64_t b = 0; b < f->nblocks;) {
-		if (!(f->bmap[b >> 6] >> (b & 63) & 1)) {
-			b++;
+	uint64_t end = f->bmap_hi * 64 < f->nblocks ? f->bmap_hi * 64 : f->nblocks;
+
+	/* a word at a time: a region's bitmap is mostly zero words */
+	for (uint64_t b = f->bmap_lo * 64; b < end;) {
+		uint64_t w = f->bmap[b >> 6] >> (b & 63);
+		if (!w) {
+			b = (b | 63) + 1;
 			continue;
 		}
+		b += (uint64_t)__builtin_ctzll(w);
+		if (b >= end)
+			break;
 		uint64_t e = b;
-		while (e < f->nblocks && (f->bmap[e >> 6] >> (e & 63) & 1))
-			e++;
+		while (e < end) {
+			uint64_t z = ~f->bmap[e >> 6] >> (e & 63);
+			if (z) {
+				e += (uint64_t)__builtin_ctzll(z);
+				break;
+			}
+			e = (e | 63) + 1;
+		}
+		if (e > end)
+			e = end;
 		alloc_claim(a, b, e - b);
 		b = e;
 	}
