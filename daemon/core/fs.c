@@ -186,7 +186,7 @@ static uint64_t inode_limit(struct fs *fs)
  */
 static bool skip_absent_chunk(struct fs *fs, uint64_t *ino)
 {
-	if (*ino % PMFUSE_INODES_PER_CHUNK || fs->pool.itable->chunk[*ino / PMFUSE_INODES_PER_CHUNK])
+	if (*ino % PMFUSE_INODES_PER_CHUNK || pool_ichunk(&fs->pool, *ino / PMFUSE_INODES_PER_CHUNK))
 		return false;
 	*ino += PMFUSE_INODES_PER_CHUNK - 1;
 	return true;

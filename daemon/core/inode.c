@@ -24,7 +24,7 @@ struct pmfuse_inode *inode_record(struct fs *fs, uint64_t ino)
 	if (ino == 0 || ino >= fs->max_inodes ||
 	    chunk >= atomic_load_explicit(&fs->ichunk_limit, memory_order_acquire))
 		return NULL;
-	off = p->itable->chunk[chunk];
+	off = pool_ichunk(p, chunk);
 	if (!off || !pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE))
 		return NULL;
 	return (struct pmfuse_inode *)pool_ptr(p, off) + ino % PMFUSE_INODES_PER_CHUNK;
@@ -535,8 +535,7 @@ static int tx_add_ichunk(void *arg)
 	struct chunk_args *a = arg;
 	PMEMoid oid = pool_tx_zalloc(PMFUSE_ICHUNK_SIZE);
 
-	pmemobj_tx_add_range_direct(&a->p->itable->chunk[a->c], sizeof(uint64_t));
-	a->p->itable->chunk[a->c] = oid.off;
+	pool_ichunk_set_tx(a->p, a->c, oid.off);
 	if (a->p->sb->geo.version >= 3 && a->c >= a->p->sb->ichunk_hwm) {
 		pmemobj_tx_add_range_direct(&a->p->sb->ichunk_hwm, sizeof(uint64_t));
 		a->p->sb->ichunk_hwm = a->c + 1;
@@ -552,7 +551,7 @@ int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 	pthread_mutex_lock(&fs->itable_lock);
 	if (fs->nifree == 0) {
 		uint64_t c = fs->next_chunk;
-		if (c >= p->itable->nchunks) {
+		if (c >= pool_ichunks(p)) {
 			ret = -ENOSPC;
 			goto out;
 		}
@@ -569,7 +568,7 @@ int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 			if (n != 0)
 				fs->ifree[fs->nifree++] = n;
 		}
-		while (fs->next_chunk < p->itable->nchunks && p->itable->chunk[fs->next_chunk])
+		while (fs->next_chunk < pool_ichunks(p) && pool_ichunk(p, fs->next_chunk))
 			fs->next_chunk++;
 	}
 	*ino = fs->ifree[--fs->nifree];
@@ -745,7 +744,7 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 	atomic_store(&fs->ichunk_limit, nchunks);
 	fs->next_chunk = nchunks;
 	for (uint64_t c = 0; c < nchunks; c++) {
-		uint64_t off = p->itable->chunk[c];
+		uint64_t off = pool_ichunk(p, c);
 		if (!off) {
 			if (used && used[c]) {
 				snprintf(why, whylen, "record: inode chunk %" PRIu64 " does not exist "

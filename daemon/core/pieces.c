@@ -409,8 +409,8 @@ static int tx_upgrade(void *arg)
 	 * (chattr) that format 3 never set
 	 */
 	if (sb->geo.version < 3) {
-		uint64_t hwm = a->p->itable->nchunks;
-		while (hwm > 1 && !a->p->itable->chunk[hwm - 1])
+		uint64_t hwm = pool_ichunks(a->p);
+		while (hwm > 1 && !pool_ichunk(a->p, hwm - 1))
 			hwm--;
 		sb->ichunk_hwm = hwm;
 	}

@@ -763,11 +763,17 @@ static int64_t open_size(const char *path, char *why, size_t whylen)
 
 bool pool_ichunk_hwm_ok(const struct pool *p)
 {
-	uint64_t hwm = p->sb->ichunk_hwm, n = p->itable->nchunks;
+	uint64_t hwm = p->sb->ichunk_hwm, n = pool_ichunks(p);
 
 	if (p->sb->geo.version < 3)
 		return true;
-	return hwm && hwm <= n && p->itable->chunk[hwm - 1] && (hwm == n || !p->itable->chunk[hwm]);
+	return hwm && hwm <= n && pool_ichunk(p, hwm - 1) && (hwm == n || !pool_ichunk(p, hwm));
+}
+
+void pool_ichunk_set_tx(struct pool *p, uint64_t c, uint64_t off)
+{
+	pmemobj_tx_add_range_direct(&p->itable->chunk[c], sizeof(uint64_t));
+	p->itable->chunk[c] = off;
 }
 
 /* ------------------------------------------------------------ in use */

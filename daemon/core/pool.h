@@ -129,6 +129,23 @@ bool pool_wait_closing(const char *path);
  */
 bool pool_ichunk_hwm_ok(const struct pool *p);
 
+/*
+ * The inode table, reached only through these: chunks it can hold, the
+ * pool offset of chunk c (0: none; c below pool_ichunks()), and, inside a
+ * transaction, setting chunk c (its entry snapshotted).
+ */
+static inline uint64_t pool_ichunks(const struct pool *p)
+{
+	return p->itable->nchunks;
+}
+
+static inline uint64_t pool_ichunk(const struct pool *p, uint64_t c)
+{
+	return p->itable->chunk[c];
+}
+
+void pool_ichunk_set_tx(struct pool *p, uint64_t c, uint64_t off);
+
 /* Is this a pmemobj pool signature at the start of the region? */
 bool pool_has_pmemobj_signature(const void *first_page);
 /* And is the pool (POOL_HEADER_SIZE bytes of its header) of pmfuse's layout? */

@@ -145,7 +145,7 @@ int record_write(struct fs *fs)
 	if (!masks)
 		return -ENOMEM;
 	for (uint64_t c = 0; c < nchunks; c++)
-		masks[c] = p->itable->chunk[c] ? UINT64_MAX : 0;
+		masks[c] = pool_ichunk(p, c) ? UINT64_MAX : 0;
 	if (nchunks)
 		masks[0] &= ~1ull;	/* inode 0 is never used */
 	ret = 0;

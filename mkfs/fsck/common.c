@@ -155,7 +155,7 @@ struct pmfuse_inode *rec(struct fsck *f, uint64_t ino)
 
 	if (ino == 0 || ino >= f->max_inodes || !f->chunk_ok[c])
 		return NULL;
-	return (struct pmfuse_inode *)pool_ptr(f->p, f->p->itable->chunk[c]) +
+	return (struct pmfuse_inode *)pool_ptr(f->p, pool_ichunk(f->p, c)) +
 	       ino % PMFUSE_INODES_PER_CHUNK;
 }
 

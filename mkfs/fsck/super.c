@@ -81,7 +81,7 @@ static void check_hwm(struct fsck *f)
 	f->hwm_want = 0;
 	if (p->sb->geo.version < 3)
 		return;
-	while (last > 1 && !p->itable->chunk[last - 1])
+	while (last > 1 && !pool_ichunk(p, last - 1))
 		last--;
 	if (hwm == 0 || hwm > f->nchunks)
 		problem(f, "superblock: inode table high-water mark %" PRIu64 " is out of range "
@@ -103,7 +103,7 @@ void check_itable(struct fsck *f)
 	char why[POOL_WHY];
 
 	for (uint64_t c = 0; c < f->nchunks; c++) {
-		uint64_t off = p->itable->chunk[c];
+		uint64_t off = pool_ichunk(p, c);
 		if (!off)
 			continue;
 		if (!pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE)) {
