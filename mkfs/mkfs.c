@@ -30,8 +30,8 @@ static void usage(FILE *f)
 		"  -U uuid     filesystem UUID (default: random)\n"
 		"  -s size     size of a file region (K, M, G, T suffixes); a missing file is\n"
 		"              created, an existing one resized; default: the file's size\n"
-		"  -i bytes    bytes of region per inode (default 4096, at least 1024): sets\n"
-		"              the inode count; inodes take space only when used\n"
+		"  -i bytes    bytes of region per inode (default and least 256): sets the\n"
+		"              inode count, a ceiling; inodes take space only when used\n"
 		"  -V          print the version\n", PMFUSE_LABEL_MAX - 1);
 }
 

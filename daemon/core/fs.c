@@ -541,10 +541,11 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		unsigned from = fs->pool.sb->geo.version;
 		if ((ret = pool_upgrade(&fs->pool, why, whylen)))
 			goto out_zero;
-		log_notice("%s: upgraded from on-media format %u to %u (%s%s%s)", path, from,
+		log_notice("%s: upgraded from on-media format %u to %u (%s%s%s%s)", path, from,
 			   PMFUSE_VERSION, from < 2 ? "data and metadata now share the region; " : "",
 			   from < 3 ? "fallocate reserves unwritten extents; " : "",
-			   "files take chattr attributes");
+			   from < 4 ? "files take chattr attributes; " : "",
+			   "the inode table grows as it is used");
 	}
 	alloc_trim(&fs->alloc);
 	dax_quarantine_report(fs);

@@ -744,6 +744,13 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 	atomic_store(&fs->ichunk_limit, nchunks);
 	fs->next_chunk = nchunks;
 	for (uint64_t c = 0; c < nchunks; c++) {
+		if (pool_ileaf_absent(p, c)) {
+			if (!seen_hole)
+				fs->next_chunk = c;
+			seen_hole = true;
+			c += PMFUSE_ILEAF_CHUNKS - 1;
+			continue;
+		}
 		uint64_t off = pool_ichunk(p, c);
 		if (!off) {
 			if (used && used[c]) {

@@ -384,7 +384,35 @@ int pool_piece_remove(struct pool *p, uint32_t id)
 struct upgrade_args {
 	struct pool *p;
 	uint64_t tab;
+	uint64_t itable;	/* a new inode table (format 5), 0: none */
 };
+
+/*
+ * Format 5: the flat table becomes a top and leaves; only chunks that exist
+ * get a leaf.  The old table goes back to the heap.
+ */
+static void tx_itable_two_level(struct upgrade_args *a)
+{
+	struct pool *p = a->p;
+	const struct pmfuse_itable *old = p->itable;
+	uint64_t n = old->nchunks;
+	PMEMoid t = pool_tx_zalloc(sizeof(struct pmfuse_itable) +
+				   pmfuse_itable_entries(5, n) * sizeof(uint64_t));
+	struct pmfuse_itable *top = pmemobj_direct(t);
+
+	top->nchunks = n;
+	for (uint64_t c = 0; c < n; c++) {
+		if (!old->chunk[c])
+			continue;
+		uint64_t *leaf = &top->chunk[c / PMFUSE_ILEAF_CHUNKS];
+		if (!*leaf)
+			*leaf = pool_tx_zalloc(sizeof(struct pmfuse_ileaf)).off;
+		((struct pmfuse_ileaf *)pool_ptr(p, *leaf))->chunk[c % PMFUSE_ILEAF_CHUNKS] = old->chunk[c];
+	}
+	pool_tx_free(pmemobj_oid(old));
+	p->sb->geo.itable_off = t.off;
+	a->itable = t.off;
+}
 
 static int tx_upgrade(void *arg)
 {
@@ -409,11 +437,10 @@ static int tx_upgrade(void *arg)
 	 * (chattr) that format 3 never set
 	 */
 	if (sb->geo.version < 3) {
-		uint64_t hwm = pool_ichunks(a->p);
-		while (hwm > 1 && !pool_ichunk(a->p, hwm - 1))
-			hwm--;
-		sb->ichunk_hwm = hwm;
+		sb->ichunk_hwm = pool_ichunk_end(a->p, pool_ichunks(a->p));
 	}
+	if (sb->geo.version < 5)
+		tx_itable_two_level(a);
 	sb->geo.version = PMFUSE_VERSION;
 	sb->geo.checksum = pool_geometry_checksum(&sb->geo);
 	return 0;
@@ -421,7 +448,7 @@ static int tx_upgrade(void *arg)
 
 int pool_upgrade(struct pool *p, char *why, size_t whylen)
 {
-	struct upgrade_args a = { p, 0 };
+	struct upgrade_args a = { p, 0, 0 };
 	struct pmfuse_geometry bg;
 
 	if (p->sb->geo.version >= PMFUSE_VERSION)
@@ -434,6 +461,8 @@ int pool_upgrade(struct pool *p, char *why, size_t whylen)
 	}
 	if (a.tab)
 		p->ptab = pool_ptr(p, a.tab);
+	if (a.itable)
+		p->itable = pool_ptr(p, a.itable);
 	/* the backup follows; until it does, fsck reports it stale (and mends it) */
 	pool_backup_make(&p->sb->geo, &bg);
 	pmemobj_memcpy_persist(p->pop, pool_ptr(p, pool_backup_off(&p->sb->geo)), &bg, sizeof(bg));

@@ -33,13 +33,14 @@
 #define GiB (1ull << 30)
 #define HUGE_2M (2 * MiB)
 /*
- * One inode per 4 KiB: a file with data takes a block or more, so space runs
- * out first; only a region of nothing but empty files could reach the count
- * (-i 1K allows four times as many).  The table costs 8 bytes per 64 inodes
- * (0.003% of the region), chunks of inodes are taken only as used.
+ * One inode per 256 bytes, the most a region may have: an empty file takes
+ * more than that (its 256-byte record, its name, pmemobj's headers), so
+ * space always runs out before the count does.  The count is a ceiling
+ * that costs nothing until used: mkfs writes the table's top (8 bytes per
+ * 32768 inodes), leaves and chunks of inodes are taken as used.
  */
-#define DEFAULT_BYTES_PER_INODE 4096ull
-#define MIN_BYTES_PER_INODE 1024ull
+#define DEFAULT_BYTES_PER_INODE 256ull
+#define MIN_BYTES_PER_INODE 256ull
 /* pmemobj's own needs (lanes, heap headers, run metadata) plus headroom */
 #define META_SLACK (12 * MiB)
 /* per inode: record + dirent + one map node + pmemobj overhead */
@@ -122,7 +123,8 @@ uint64_t pool_meta_reserve(uint64_t size)
 uint64_t pool_capacity_blocks(uint64_t size, uint64_t max_inodes)
 {
 	uint64_t zones, heap = heap_chunk_bytes(size, &zones);
-	uint64_t itable = max_inodes / PMFUSE_INODES_PER_CHUNK * sizeof(uint64_t);
+	uint64_t itable = pmfuse_itable_entries(PMFUSE_VERSION, max_inodes / PMFUSE_INODES_PER_CHUNK) *
+			  sizeof(uint64_t);
 	uint64_t overhead = pool_meta_reserve(size) + (zones + 1) * HUGE_2M +
 			    ((itable + OBJ_CHUNK - 1) & ~(OBJ_CHUNK - 1));
 
@@ -158,6 +160,9 @@ int pool_plan(uint64_t size, uint64_t bytes_per_inode, struct pool_plan *plan,
 		inodes = 256;
 	inodes = (inodes + PMFUSE_INODES_PER_CHUNK - 1) / PMFUSE_INODES_PER_CHUNK *
 		 PMFUSE_INODES_PER_CHUNK;
+	/* never past one per 256 bytes, what a mount accepts */
+	if (inodes > size / MIN_BYTES_PER_INODE)
+		inodes = size / MIN_BYTES_PER_INODE / PMFUSE_INODES_PER_CHUNK * PMFUSE_INODES_PER_CHUNK;
 	/*
 	 * Metadata is not set aside: it shares the heap with data, which only
 	 * always leaves it the reserve, so a filesystem full of data can still
@@ -244,7 +249,8 @@ int pool_check_geometry(const struct pmfuse_geometry *g, uint64_t pool_size,
 		return -EINVAL;
 	}
 	if (g->itable_off == 0 || g->itable_off % sizeof(uint64_t) || g->itable_off > pool_size ||
-	    pool_size - g->itable_off < 8 + g->max_inodes / PMFUSE_INODES_PER_CHUNK * 8) {
+	    pool_size - g->itable_off < 8 + pmfuse_itable_entries(g->version,
+		g->max_inodes / PMFUSE_INODES_PER_CHUNK) * 8) {
 		snprintf(why, whylen, "inode table offset %" PRIu64 " is invalid", g->itable_off);
 		return -EINVAL;
 	}
@@ -483,13 +489,14 @@ static void now_time(struct pmfuse_time *t)
 	t->pad = 0;
 }
 
-/* The inode table, sized by the plan, with no chunk yet. */
+/* The inode table's top, sized by the plan, with no leaf yet. */
 static struct pmfuse_itable *format_itable(PMEMobjpool *pop, const struct pool_plan *plan,
 					   struct pmfuse_geometry *g)
 {
 	PMEMoid it;
 	size_t size = sizeof(struct pmfuse_itable) +
-		      plan->max_inodes / PMFUSE_INODES_PER_CHUNK * sizeof(uint64_t);
+		      pmfuse_itable_entries(PMFUSE_VERSION, plan->max_inodes / PMFUSE_INODES_PER_CHUNK) *
+		      sizeof(uint64_t);
 
 	if (pmemobj_zalloc(pop, &it, size, 0))
 		return NULL;
@@ -539,11 +546,15 @@ static uint64_t format_piece_table(PMEMobjpool *pop)
 static int format_root(PMEMobjpool *pop, struct pmfuse_itable *itable,
 		       const struct pool_format_opts *o)
 {
-	PMEMoid chunk;
+	PMEMoid chunk, leaf;
 
-	if (pmemobj_zalloc(pop, &chunk, PMFUSE_ICHUNK_SIZE, 0))
+	if (pmemobj_zalloc(pop, &chunk, PMFUSE_ICHUNK_SIZE, 0) ||
+	    pmemobj_zalloc(pop, &leaf, sizeof(struct pmfuse_ileaf), 0))
 		return -ENOSPC;
-	itable->chunk[0] = chunk.off;
+	struct pmfuse_ileaf *l = pmemobj_direct(leaf);
+	l->chunk[0] = chunk.off;
+	pmemobj_persist(pop, &l->chunk[0], sizeof(uint64_t));
+	itable->chunk[0] = leaf.off;
 	pmemobj_persist(pop, &itable->chunk[0], sizeof(uint64_t));
 	struct pmfuse_inode *rooti = (struct pmfuse_inode *)((char *)pop + chunk.off) + PMFUSE_ROOT_INO;
 	memset(rooti, 0, sizeof(*rooti));
@@ -770,10 +781,36 @@ bool pool_ichunk_hwm_ok(const struct pool *p)
 	return hwm && hwm <= n && pool_ichunk(p, hwm - 1) && (hwm == n || !pool_ichunk(p, hwm));
 }
 
+uint64_t pool_ichunk_end(const struct pool *p, uint64_t n)
+{
+	uint64_t end = n;
+
+	if (p->sb->geo.version >= 5) {
+		uint64_t l = pmfuse_itable_entries(5, end);
+		while (l > 1 && !pool_ileaf(p, (l - 1) * PMFUSE_ILEAF_CHUNKS))
+			l--;
+		if (l * PMFUSE_ILEAF_CHUNKS < end)
+			end = l * PMFUSE_ILEAF_CHUNKS;
+	}
+	while (end > 1 && !pool_ichunk(p, end - 1))
+		end--;
+	return end;
+}
+
 void pool_ichunk_set_tx(struct pool *p, uint64_t c, uint64_t off)
 {
-	pmemobj_tx_add_range_direct(&p->itable->chunk[c], sizeof(uint64_t));
-	p->itable->chunk[c] = off;
+	uint64_t *slot = &p->itable->chunk[c];
+
+	if (p->sb->geo.version >= 5) {
+		uint64_t *top = &p->itable->chunk[c / PMFUSE_ILEAF_CHUNKS];
+		if (!*top) {
+			pmemobj_tx_add_range_direct(top, sizeof(uint64_t));
+			*top = pool_tx_zalloc(sizeof(struct pmfuse_ileaf)).off;
+		}
+		slot = &((struct pmfuse_ileaf *)pool_ptr(p, *top))->chunk[c % PMFUSE_ILEAF_CHUNKS];
+	}
+	pmemobj_tx_add_range_direct(slot, sizeof(uint64_t));
+	*slot = off;
 }
 
 /* ------------------------------------------------------------ in use */

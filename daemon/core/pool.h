@@ -139,12 +139,30 @@ static inline uint64_t pool_ichunks(const struct pool *p)
 	return p->itable->nchunks;
 }
 
+/* a format 5 leaf: 0 if absent (or out of range: damage fsck reports) */
+static inline const struct pmfuse_ileaf *pool_ileaf(const struct pool *p, uint64_t c);
+
 static inline uint64_t pool_ichunk(const struct pool *p, uint64_t c)
 {
-	return p->itable->chunk[c];
+	if (p->sb->geo.version < 5)
+		return p->itable->chunk[c];
+	const struct pmfuse_ileaf *l = pool_ileaf(p, c);
+	return l ? l->chunk[c % PMFUSE_ILEAF_CHUNKS] : 0;
 }
 
 void pool_ichunk_set_tx(struct pool *p, uint64_t c, uint64_t off);
+
+/*
+ * Walking chunk numbers: true if c starts a leaf that does not exist
+ * (format 5), so none of its PMFUSE_ILEAF_CHUNKS chunks does.
+ */
+static inline bool pool_ileaf_absent(const struct pool *p, uint64_t c)
+{
+	return p->sb->geo.version >= 5 && c % PMFUSE_ILEAF_CHUNKS == 0 && !pool_ileaf(p, c);
+}
+
+/* One past the last chunk of the table's first n (at least 1). */
+uint64_t pool_ichunk_end(const struct pool *p, uint64_t n);
 
 /* Is this a pmemobj pool signature at the start of the region? */
 bool pool_has_pmemobj_signature(const void *first_page);
@@ -191,6 +209,13 @@ bool pool_meta_range_ok(const struct pool *p, uint64_t off, uint64_t len);
 static inline bool pool_struct_ok(const struct pool *p, uint64_t off, uint64_t len)
 {
 	return off % sizeof(uint64_t) == 0 && pool_meta_range_ok(p, off, len);
+}
+
+static inline const struct pmfuse_ileaf *pool_ileaf(const struct pool *p, uint64_t c)
+{
+	uint64_t off = p->itable->chunk[c / PMFUSE_ILEAF_CHUNKS];
+
+	return off && pool_struct_ok(p, off, sizeof(struct pmfuse_ileaf)) ? pool_ptr(p, off) : NULL;
 }
 
 /* Are blocks [phys, phys+n) all inside one data piece (and not the backup)? */

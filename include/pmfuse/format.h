@@ -37,11 +37,11 @@
 #define PMFUSE_LAYOUT		"pmfuse"
 #define PMFUSE_MAGIC		0x3145535546504d50ULL	/* "PMFUSE1" LE */
 #define PMFUSE_BACKUP_MAGIC	0x4b43425355464d50ULL	/* "PMFUSBCK" LE */
-#define PMFUSE_VERSION		4
+#define PMFUSE_VERSION		5
 /*
  * format 1 (fixed data runs, no piece table), format 2 (no unwritten
- * extents) and format 3 (no inode attribute flags) mount, and are upgraded
- * to 4 in place
+ * extents), format 3 (no inode attribute flags) and format 4 (a flat inode
+ * table) mount, and are upgraded to 5 in place
  */
 #define PMFUSE_VERSION_MIN	1
 
@@ -159,19 +159,34 @@ struct pmfuse_pieces {
 #define PMFUSE_PIECE_TYPE	0x50494543u	/* pmemobj type number of a piece */
 
 /*
- * Inode table: a fixed directory (sized at mkfs) of chunk offsets; chunks
- * of PMFUSE_INODES_PER_CHUNK inode records are allocated on demand.  Inode
- * number = chunk * PMFUSE_INODES_PER_CHUNK + slot; inode 0 is never used,
- * inode 1 is the root directory.  A record with mode == 0 is free.
+ * Inode table: chunks of PMFUSE_INODES_PER_CHUNK inode records, allocated
+ * on demand.  Inode number = chunk * PMFUSE_INODES_PER_CHUNK + slot; inode
+ * 0 is never used, inode 1 is the root directory.  A record with mode == 0
+ * is free.  Formats 1-4: chunk[] holds the chunks' offsets, all nchunks of
+ * them written at mkfs.  Format 5: chunk[] holds the offsets of leaves
+ * (struct pmfuse_ileaf), each of PMFUSE_ILEAF_CHUNKS chunk offsets,
+ * allocated as chunks are: only the top (8 bytes per 32768 inodes) is
+ * written at mkfs, so the count's ceiling costs nothing until used.
  */
 #define PMFUSE_INODES_PER_CHUNK	64u
 #define PMFUSE_ICHUNK_SIZE	(PMFUSE_INODES_PER_CHUNK * sizeof(struct pmfuse_inode))
 #define PMFUSE_ROOT_INO		1u
+#define PMFUSE_ILEAF_CHUNKS	512u
 
 struct pmfuse_itable {
-	uint64_t nchunks;		/* capacity of chunk[] */
-	uint64_t chunk[];		/* pool offsets, 0 = not allocated */
+	uint64_t nchunks;		/* chunks the table can hold */
+	uint64_t chunk[];		/* pool offsets, 0 = not allocated; format 5: of leaves */
 };
+
+struct pmfuse_ileaf {
+	uint64_t chunk[PMFUSE_ILEAF_CHUNKS];	/* pool offsets, 0 = not allocated */
+};
+
+/* Entries of chunk[]: one per chunk, or (format 5) one per leaf. */
+static inline uint64_t pmfuse_itable_entries(uint32_t version, uint64_t nchunks)
+{
+	return version >= 5 ? (nchunks + PMFUSE_ILEAF_CHUNKS - 1) / PMFUSE_ILEAF_CHUNKS : nchunks;
+}
 
 #define PMFUSE_INLINE_SYMLINK	80
 

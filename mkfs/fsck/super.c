@@ -12,7 +12,8 @@ void check_super(struct fsck *f)
 	const struct pmfuse_geometry *pg = &p->sb->geo;
 	struct pmfuse_geometry b;
 	uint64_t sb_off = f->sb_off;
-	uint64_t it_len = sizeof(struct pmfuse_itable) + f->nchunks * sizeof(uint64_t);
+	uint64_t it_len = sizeof(struct pmfuse_itable) +
+			  pmfuse_itable_entries(pg->version, f->nchunks) * sizeof(uint64_t);
 
 	ref_add(f, sb_off, sizeof(struct pmfuse_super), K_SUPER, 0);
 	if (!pool_meta_range_ok(p, sb_off, sizeof(struct pmfuse_super)))
@@ -81,8 +82,7 @@ static void check_hwm(struct fsck *f)
 	f->hwm_want = 0;
 	if (p->sb->geo.version < 3)
 		return;
-	while (last > 1 && !pool_ichunk(p, last - 1))
-		last--;
+	last = pool_ichunk_end(p, f->nchunks);
 	if (hwm == 0 || hwm > f->nchunks)
 		problem(f, "superblock: inode table high-water mark %" PRIu64 " is out of range "
 			"(1 to %" PRIu64 ")", hwm, f->nchunks);
@@ -103,6 +103,21 @@ void check_itable(struct fsck *f)
 	char why[POOL_WHY];
 
 	for (uint64_t c = 0; c < f->nchunks; c++) {
+		if (p->sb->geo.version >= 5 && c % PMFUSE_ILEAF_CHUNKS == 0) {
+			uint64_t leaf = p->itable->chunk[c / PMFUSE_ILEAF_CHUNKS];
+			if (leaf && !pool_struct_ok(p, leaf, sizeof(struct pmfuse_ileaf))) {
+				problem(f, "inode table leaf %" PRIu64 " (inodes from %" PRIu64 "): "
+					"offset %" PRIu64 " is out of range", c / PMFUSE_ILEAF_CHUNKS,
+					c * PMFUSE_INODES_PER_CHUNK, leaf);
+				f->incomplete = true;
+			} else if (leaf) {
+				ref_add(f, leaf, sizeof(struct pmfuse_ileaf), K_ITABLE, 0);
+			}
+			if (pool_ileaf_absent(p, c)) {
+				c += PMFUSE_ILEAF_CHUNKS - 1;
+				continue;
+			}
+		}
 		uint64_t off = pool_ichunk(p, c);
 		if (!off)
 			continue;

@@ -595,15 +595,28 @@ static void build_catalog(void)
 	cat_add(K_POOLDESC, OBJ_DSC_OFF, OBJ_DSC_PATCH_SIZE, 0);
 	cat_add(K_SUPER, sb_off, sizeof(*sb), 0);
 	cat_add(K_BACKUP, sb->geo.runs[0].off, sizeof(struct pmfuse_geometry), 0);
-	cat_add(K_ITABLE, sb->geo.itable_off, sizeof(*it) + it->nchunks * sizeof(uint64_t), 0);
+	cat_add(K_ITABLE, sb->geo.itable_off,
+		sizeof(*it) + pmfuse_itable_entries(sb->geo.version, it->nchunks) * sizeof(uint64_t), 0);
 	const struct pmfuse_pieces *pt = (const void *)(img + sb->pieces_off);
 	cat_add(K_PIECES, sb->pieces_off, sizeof(*pt) + pt->cap * sizeof(struct pmfuse_piece), 0);
 	for (uint64_t c = 0; c < it->nchunks; c++) {
-		if (!it->chunk[c])
+		const struct pmfuse_ileaf *leaf = NULL;
+		if (sb->geo.version >= 5) {
+			uint64_t l = it->chunk[c / PMFUSE_ILEAF_CHUNKS];
+			if (!l) {
+				c += PMFUSE_ILEAF_CHUNKS - 1 - c % PMFUSE_ILEAF_CHUNKS;
+				continue;
+			}
+			if (c % PMFUSE_ILEAF_CHUNKS == 0)
+				cat_add(K_ITABLE, l, sizeof(*leaf), 0);
+			leaf = (const void *)(img + l);
+		}
+		uint64_t coff = leaf ? leaf->chunk[c % PMFUSE_ILEAF_CHUNKS] : it->chunk[c];
+		if (!coff)
 			continue;
-		cat_add(K_ICHUNK, it->chunk[c], PMFUSE_ICHUNK_SIZE, 0);
+		cat_add(K_ICHUNK, coff, PMFUSE_ICHUNK_SIZE, 0);
 		for (unsigned i = 0; i < PMFUSE_INODES_PER_CHUNK; i++) {
-			uint64_t off = it->chunk[c] + i * sizeof(struct pmfuse_inode);
+			uint64_t off = coff + i * sizeof(struct pmfuse_inode);
 			const struct pmfuse_inode *pi = (const void *)(img + off);
 			if (!pi->mode)
 				continue;

@@ -150,6 +150,36 @@ class CapacityTest(CheckedRegionCase):
         self.assertEqual(m.unmount(), 0)
         self.assertClean(region)
 
+    def test_empty_files_run_out_of_space_before_inodes(self):
+        # format 5: the inode count is a ceiling (one per 256 bytes) that an
+        # empty file's metadata never lets bind; mkfs wrote none of it
+        region = self.formatted("32M")
+        m = self.mount(region)
+        st0 = os.statvfs(m.mnt)
+        self.assertGreaterEqual(st0.f_files, 32 * MiB // 256 - 1)
+        d = os.path.join(m.mnt, "d")
+        os.mkdir(d)
+        n = 0
+        while True:
+            try:
+                os.close(os.open(os.path.join(d, "e%06d" % n), os.O_CREAT | os.O_WRONLY, 0o644))
+            except OSError as e:
+                self.assertEqual(e.errno, errno.ENOSPC)
+                break
+            n += 1
+        st = os.statvfs(m.mnt)
+        self.assertGreater(st.f_ffree, 0, "inodes ran out, after %d files" % n)
+        # (4096 bytes per inode, the format 4 default, stopped at 8191 files)
+        self.assertGreater(n, 32 * MiB // 1024, "only %d empty files" % n)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+        m = self.mount(region)
+        self.assertEqual(len(os.listdir(os.path.join(m.mnt, "d"))), n)
+        for i in range(0, n, max(1, n // 50)):
+            os.unlink(os.path.join(m.mnt, "d", "e%06d" % i))
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+
     def test_small_files_then_one_file_fill_the_region(self):
         size = GiB
         region = self.formatted("1G")
@@ -294,8 +324,9 @@ class UnwrittenTest(CheckedRegionCase):
 
 class OlderFormatTest(RegionTestCase):
     """Regions made by previous releases (format 1: fixed data runs;
-    format 2: no unwritten extents; format 3: no chattr attributes) mount,
-    keep every file, and are upgraded in place to the current format (4)."""
+    format 2: no unwritten extents; format 3: no chattr attributes; format
+    4: a flat inode table) mount, keep every file, and are upgraded in place
+    to the current format (5)."""
 
     def image(self, version):
         return os.path.join(REPO, "tests", "data", "v%d-region.img.xz" % version)
@@ -338,7 +369,7 @@ class OlderFormatTest(RegionTestCase):
         self.assertIn("pmfuse version %d" % version, out)
         m = self.mount(region)
         self.check_manifest(m.mnt, version)
-        self.assertIn("upgraded from on-media format %d to 4" % version, m.log())
+        self.assertIn("upgraded from on-media format %d to 5" % version, m.log())
         # format 1 set a metadata reserve aside; now data may use it
         st = os.statvfs(m.mnt)
         free = st.f_bfree * st.f_frsize
@@ -354,7 +385,7 @@ class OlderFormatTest(RegionTestCase):
         self.assertEqual(m.unmount(), 0)
         rc, out = fsck(region, "-n", "-v")
         self.assertEqual(rc, FSCK_OK, out)
-        self.assertIn("pmfuse version 4", out)
+        self.assertIn("pmfuse version 5", out)
         m = self.mount(region)
         self.check_manifest(m.mnt, version)
         with open(os.path.join(m.mnt, "new.bin"), "rb") as f:
@@ -375,6 +406,11 @@ class OlderFormatTest(RegionTestCase):
         # made by the format-3 release from the format-2 image (its mount
         # upgraded it; its clean unmount wrote a clean-unmount record)
         self.upgrade(3)
+
+    def test_format_four_region_mounts_upgrades_and_keeps_its_files(self):
+        # made by the format-4 release from the format-3 image: its inode
+        # table was flat, format 5's is a top and leaves
+        self.upgrade(4)
 
     def test_fsck_of_format_one_is_clean_and_read_only(self):
         region = self.v1_region()

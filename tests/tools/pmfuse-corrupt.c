@@ -103,9 +103,9 @@ static struct pmfuse_inode *record(uint64_t ino)
 {
 	uint64_t c = ino / PMFUSE_INODES_PER_CHUNK;
 
-	if (ino == 0 || ino >= P.sb->geo.max_inodes || !P.itable->chunk[c])
+	if (ino == 0 || ino >= P.sb->geo.max_inodes || !pool_ichunk(&P, c))
 		return NULL;
-	return (struct pmfuse_inode *)pool_ptr(&P, P.itable->chunk[c]) + ino % PMFUSE_INODES_PER_CHUNK;
+	return (struct pmfuse_inode *)pool_ptr(&P, pool_ichunk(&P, c)) + ino % PMFUSE_INODES_PER_CHUNK;
 }
 
 static struct pmfuse_inode *used(uint64_t ino)

@@ -717,8 +717,7 @@ static void test_orphan_flag_on_linked_inode_is_refused(void)
 	struct pool p;
 	char why[POOL_WHY];
 	CHECK_EQ(pool_open(&p, region, why, sizeof(why)), 0);
-	struct pmfuse_itable *it = p.itable;
-	struct pmfuse_inode *pi = (struct pmfuse_inode *)pool_ptr(&p, it->chunk[st.st.st_ino / PMFUSE_INODES_PER_CHUNK]) +
+	struct pmfuse_inode *pi = (struct pmfuse_inode *)pool_ptr(&p, pool_ichunk(&p, st.st.st_ino / PMFUSE_INODES_PER_CHUNK)) +
 				  st.st.st_ino % PMFUSE_INODES_PER_CHUNK;
 	pi->flags |= PMFUSE_IF_ORPHAN;	/* one flipped bit */
 	pmemobj_persist(p.pop, &pi->flags, sizeof(pi->flags));
