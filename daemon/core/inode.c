@@ -732,6 +732,18 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 	 * past the last one: a damaged mark cannot hide inodes (or their
 	 * blocks, which would then look free).  fsck (usable) sees it all.
 	 */
+	/*
+	 * Format 5: a leaf that is not metadata would hide 512 chunks (fsck
+	 * reports it).  Those up to the high-water mark are what a mount reads.
+	 */
+	uint64_t leaves = pmfuse_itable_entries(5, p->sb->ichunk_hwm < nchunks ?
+						   p->sb->ichunk_hwm : nchunks);
+	for (uint64_t l = 0; !usable && p->sb->geo.version >= 5 && l < leaves; l++) {
+		if (p->itable->chunk[l] && !pool_ileaf(p, l * PMFUSE_ILEAF_CHUNKS)) {
+			snprintf(why, whylen, "inode table leaf %" PRIu64 " points outside metadata", l);
+			return -EUCLEAN;
+		}
+	}
 	if (p->sb->geo.version >= 3 && !usable) {	/* fsck's view is the whole table */
 		if (!pool_ichunk_hwm_ok(p)) {
 			snprintf(why, whylen, "superblock: inode table high-water mark %" PRIu64

@@ -156,7 +156,7 @@ void check_free(struct fsck *f)
 {
 	struct fsck keep = *f;
 
-	free(f->chunk_ok);
+	pool_sparse_free(f->chunk_ok, f->nchunks);
 	pool_sparse_free(f->st, f->max_inodes);
 	pool_sparse_free(f->nref, f->max_inodes * sizeof(uint32_t));
 	pool_sparse_free(f->aux, f->max_inodes * sizeof(struct aux));
@@ -187,7 +187,7 @@ void run_check(struct fsck *f)
 {
 	f->max_inodes = f->p->sb->geo.max_inodes;
 	f->nchunks = f->max_inodes / PMFUSE_INODES_PER_CHUNK;	/* == itable->nchunks, or reported */
-	f->chunk_ok = xcalloc(f->nchunks, 1);
+	f->chunk_ok = xsparse(f->nchunks);
 	/* by inode number and block: touched only as far as the region is used */
 	f->st = xsparse(f->max_inodes);
 	f->nref = xsparse(f->max_inodes * sizeof(uint32_t));

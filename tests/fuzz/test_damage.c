@@ -195,6 +195,27 @@ static void test_misaligned_directory_table_refuses_mount(void)
 	check_refused("directory table");
 }
 
+/*
+ * Format 5: a leaf of the inode table that points outside metadata would
+ * hide every inode of its 512 chunks (the root's among them): refused.
+ */
+static void test_inode_table_leaf_outside_metadata_refuses_mount(void)
+{
+	struct fs *fs = mount_fresh();
+	uint64_t top = pool_off(&fs->pool, fs->pool.itable) + offsetof(struct pmfuse_itable, chunk);
+	uint64_t leaf = fs->pool.itable->chunk[0];
+
+	CHECK(leaf != 0);
+	fs_unmount(fs);
+	poke64(top, 4096);	/* the pool header */
+	check_refused("inode table leaf 0");
+	poke64(top, leaf + 4);	/* misaligned */
+	check_refused("inode table leaf 0");
+	poke64(top, leaf);
+	fs = unit_mount(region);
+	fs_unmount(fs);
+}
+
 /* Two files, each with an xattr set; returns the offsets of their inode records. */
 static void two_files_with_xattrs(uint64_t *a, uint64_t *b, uint64_t *b_ino)
 {
@@ -338,6 +359,7 @@ int main(void)
 	RUN(test_misaligned_root_offset_is_refused);
 	RUN(test_struct_offsets_must_be_aligned);
 	RUN(test_misaligned_directory_table_refuses_mount);
+	RUN(test_inode_table_leaf_outside_metadata_refuses_mount);
 	RUN(test_xattr_set_shared_by_two_inodes_is_refused);
 	RUN(test_map_node_that_is_not_an_object_is_refused);
 	RUN(test_damaged_piece_table_refuses_mount);
