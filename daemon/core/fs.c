@@ -182,11 +182,20 @@ static uint64_t inode_limit(struct fs *fs)
 
 /*
  * Walking inode numbers: at the first of a chunk that was never allocated,
- * step *ino to its last and say so (a big region's table is mostly those).
+ * step *ino to its last -- or to the last of a format 5 leaf that was never
+ * allocated -- and say so (a big region's table is mostly those).
  */
 static bool skip_absent_chunk(struct fs *fs, uint64_t *ino)
 {
-	if (*ino % PMFUSE_INODES_PER_CHUNK || pool_ichunk(&fs->pool, *ino / PMFUSE_INODES_PER_CHUNK))
+	uint64_t c = *ino / PMFUSE_INODES_PER_CHUNK;
+
+	if (*ino % PMFUSE_INODES_PER_CHUNK)
+		return false;
+	if (pool_ileaf_absent(&fs->pool, c)) {
+		*ino += PMFUSE_INODES_PER_CHUNK * PMFUSE_ILEAF_CHUNKS - 1;
+		return true;
+	}
+	if (pool_ichunk(&fs->pool, c))
 		return false;
 	*ino += PMFUSE_INODES_PER_CHUNK - 1;
 	return true;
