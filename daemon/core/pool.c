@@ -1080,6 +1080,9 @@ static int heap_footers_mend(struct pool *p, const char *path, char *why, size_t
  * left unused is given back.  Later allocations go to libc.
  */
 #define OPEN_ARENA_BYTES	(14 * MiB)
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
 
 static struct {
 	char *base;
@@ -1147,6 +1150,10 @@ void pool_use_open_arena(void)
 		return;		/* libc it is */
 	open_arena.base = a;
 	open_arena.len = OPEN_ARENA_BYTES;
+#if defined(__SANITIZE_ADDRESS__)
+	/* libpmemobj's blocks here point at ones it takes from libc later */
+	__lsan_register_root_region(a, OPEN_ARENA_BYTES);
+#endif
 	pmemobj_set_funcs(arena_malloc, arena_free, arena_realloc, arena_strdup);
 }
 
