@@ -184,6 +184,15 @@ struct fs {
 	 */
 	_Atomic uint64_t ichunk_limit;
 	uint64_t used_inodes;
+	/*
+	 * A bit per inode number whose record is committed in use: set by the
+	 * mount for the inodes it finds, by a create once its transaction has
+	 * committed, cleared before the number goes back to the free list.
+	 * inode_get() reads a record only with it set, so a lookup by number
+	 * (a file handle naming a deleted file) never reads a slot that a
+	 * create is writing.
+	 */
+	_Atomic uint64_t *icommitted;
 
 	/*
 	 * Mounted from the clean-unmount record (record.c): no inode was read
@@ -287,6 +296,8 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 		     const uint64_t *used, char *why, size_t whylen);
 int inode_alloc_ino(struct fs *fs, uint64_t *ino);	/* before the tx */
 void inode_release_ino(struct fs *fs, uint64_t ino);	/* after abort or free */
+/* A create's transaction committed: ino may be read by number (inode_get). */
+void inode_committed(struct fs *fs, uint64_t ino);
 /* In a transaction: */
 void inode_tx_init(struct fs *fs, uint64_t ino, mode_t mode, uid_t uid, gid_t gid,
 		   dev_t rdev);

@@ -284,7 +284,8 @@ static int cache_init(struct fs *fs, char *why, size_t whylen)
 	fs->max_inodes = fs->pool.sb->geo.max_inodes;
 	fs->icache = pool_sparse_zalloc(fs->max_inodes * sizeof(*fs->icache));
 	fs->ifree = pool_sparse_zalloc(fs->max_inodes * sizeof(uint64_t));
-	if (!fs->icache || !fs->ifree) {
+	fs->icommitted = pool_sparse_zalloc(inode_bitmap_bytes(fs));
+	if (!fs->icache || !fs->ifree || !fs->icommitted) {
 		snprintf(why, whylen, "out of memory for %" PRIu64 " inodes", fs->max_inodes);
 		return -ENOMEM;
 	}
@@ -332,6 +333,7 @@ static void cache_fini(struct fs *fs, bool reclaim)
 	pool_sparse_free(fs->ifree, fs->max_inodes * sizeof(uint64_t));
 	pool_sparse_free(fs->ivalid, inode_bitmap_bytes(fs));
 	pool_sparse_free(fs->ibad, inode_bitmap_bytes(fs));
+	pool_sparse_free(fs->icommitted, inode_bitmap_bytes(fs));
 	pool_sparse_free(fs->claimed_blocks, (fs->alloc.nblocks / 64 + 1) * sizeof(uint64_t));
 	pool_objects_free(&fs->claimed_objs);
 }
@@ -1163,6 +1165,7 @@ static int create_node(struct fs *fs, uint64_t parent, const char *name, mode_t 
 	xattr_new_free(&inherited);
 	dir_insert_done(dir, &pd, ret == 0);
 	if (ret == 0) {
+		inode_committed(fs, ino);
 		child = inode_get(fs, ino);
 		if (!child) {
 			ret = -EIO;
@@ -1253,6 +1256,7 @@ int fs_tmpfile(struct fs *fs, uint64_t parent, mode_t mode, const struct fs_cred
 		inode_release_ino(fs, ino);
 		return ret == -EUCLEAN ? -EIO : ret;
 	}
+	inode_committed(fs, ino);
 	if (!(child = inode_get(fs, ino)))
 		return -EIO;
 	pthread_rwlock_wrlock(&child->lock);

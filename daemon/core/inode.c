@@ -45,6 +45,16 @@ static void bit_set(_Atomic uint64_t *bm, uint64_t ino)
 	atomic_fetch_or_explicit(&bm[ino / 64], 1ull << (ino % 64), memory_order_relaxed);
 }
 
+void inode_committed(struct fs *fs, uint64_t ino)
+{
+	atomic_fetch_or_explicit(&fs->icommitted[ino / 64], 1ull << (ino % 64), memory_order_release);
+}
+
+static bool is_committed(struct fs *fs, uint64_t ino)
+{
+	return atomic_load_explicit(&fs->icommitted[ino / 64], memory_order_acquire) >> (ino % 64) & 1;
+}
+
 int inode_first_use(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi, char *why,
 		    size_t whylen)
 {
@@ -88,7 +98,7 @@ struct inode *inode_get(struct fs *fs, uint64_t ino)
 	while ((in = atomic_load(&fs->icache[ino])) && in->state == INODE_EVICTING)
 		pthread_cond_wait(&fs->istripe_wait[ino % 64], stripe(fs, ino));
 	if (!in) {
-		struct pmfuse_inode *pi = inode_record(fs, ino);
+		struct pmfuse_inode *pi = is_committed(fs, ino) ? inode_record(fs, ino) : NULL;
 		if (!pi || pi->mode == 0 || !lazy_valid(fs, ino, pi) ||
 		    !(in = calloc(1, sizeof(*in)))) {
 			pthread_mutex_unlock(stripe(fs, ino));
@@ -582,6 +592,7 @@ int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 		if (pi && pi->mode) {
 			log_err("inode %" PRIu64 " is in use but the clean-unmount record listed "
 				"it free; run fsck.pmfuse", *ino);
+			inode_committed(fs, *ino);	/* it is, whatever the record said */
 			pthread_mutex_unlock(&fs->itable_lock);
 			return inode_alloc_ino(fs, ino);
 		}
@@ -595,6 +606,8 @@ out:
 
 void inode_release_ino(struct fs *fs, uint64_t ino)
 {
+	atomic_fetch_and_explicit(&fs->icommitted[ino / 64], ~(1ull << (ino % 64)),
+				  memory_order_relaxed);
 	pthread_mutex_lock(&fs->itable_lock);
 	fs->ifree[fs->nifree++] = ino;
 	fs->used_inodes--;
@@ -787,9 +800,10 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 			if (ino == 0)
 				continue;
 			if (used) {	/* the clean-unmount record: no record is read */
-				if (used[c] >> i & 1)
+				if (used[c] >> i & 1) {
 					fs->used_inodes++;
-				else
+					inode_committed(fs, ino);
+				} else
 					fs->ifree[fs->nifree++] = ino;
 				continue;
 			}
@@ -803,6 +817,7 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 					return ret;
 			}
 			fs->used_inodes++;
+			inode_committed(fs, ino);
 		}
 	}
 	return 0;
