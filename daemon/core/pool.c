@@ -1073,8 +1073,8 @@ static int heap_footers_mend(struct pool *p, const char *path, char *why, size_t
  * blocks, 12 MB (log contexts and locks for each of its 1024 lanes),
  * touched page by page.  A first touch costs 0.2-0.5 us on most hosts and
  * 7.5 us on one with shadow page tables, where these faults were 25 of
- * pmemobj_open's 45 ms.  A program that opens one pool (the daemon, fsck,
- * pmfusectl) can have them served from one arena populated in one call
+ * pmemobj_open's 45 ms.  A program that opens one pool (the daemon and fsck
+ * do) can have them served from one arena populated in one call
  * (3.5 ms for 16 MiB there): blocks are cut from it during pmemobj_open()
  * only, never reused (they live as long as the pool), and whatever the open
  * left unused is given back.  Later allocations go to libc.

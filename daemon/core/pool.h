@@ -104,8 +104,8 @@ int pool_open(struct pool *p, const char *path, char *why, size_t whylen);
 int pool_open_damaged(struct pool *p, const char *path, char *why, size_t whylen);
 void pool_close(struct pool *p);
 /*
- * For a program that opens one pool in its life (the daemon, fsck,
- * pmfusectl), before it does: libpmemobj's DRAM for the pool comes from
+ * For a program that opens one pool in its life (the daemon and fsck
+ * call it), before it does: libpmemobj's DRAM for the pool comes from
  * one arena populated at once, not page fault by page fault (pool.c).
  */
 void pool_use_open_arena(void);
