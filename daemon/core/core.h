@@ -168,15 +168,29 @@ struct fs {
 	/* inode cache: ino -> struct inode * (see struct inode for the rules) */
 	_Atomic(struct inode *) *icache;
 	uint64_t max_inodes;
+	uint64_t icap;			/* inode numbers the DRAM arrays cover */
 	pthread_mutex_t istripe[64];
 	pthread_cond_t istripe_wait[64];	/* an EVICTING inode left icache */
 	struct inode *root;		/* the kernel's reference, mount to unmount */
 
-	/* free inode numbers: protected by itable_lock */
+	/*
+	 * Free inode numbers, protected by itable_lock.  ifree: per chunk
+	 * that exists, a mask of its free slots (bit i: inode c * 64 + i);
+	 * ifree_any: a bit per chunk whose mask is not 0, none below
+	 * ifree_lo.  A create takes the lowest free number, so inodes gather
+	 * in low chunks and high ones empty out; a chunk whose inodes are all
+	 * free is given back to the heap (format 6), but for one kept spare
+	 * so that a create and an unlink at a chunk's edge do not make and
+	 * free a chunk each time.
+	 */
 	pthread_mutex_t itable_lock;
 	uint64_t *ifree;
-	uint64_t nifree;
-	uint64_t next_chunk;		/* first never-allocated itable chunk */
+	uint64_t *ifree_any;
+	uint64_t ifree_lo;
+	uint64_t next_chunk;		/* lowest chunk that does not exist */
+	uint64_t spare_chunk;		/* empty, kept; UINT64_MAX: none */
+	uint64_t ichunks_live;		/* chunks that exist */
+	uint64_t ichunks_freed;		/* given back since the mount */
 	/*
 	 * Chunks [0, ichunk_limit) may hold inodes (sb->ichunk_hwm in format 3;
 	 * the whole table before): a record past it does not exist, whatever
@@ -253,10 +267,15 @@ void fs_detach(struct fs *fs);
  * to be an allocated object.
  */
 int record_write(struct fs *fs);
+/* Words of fs->ifree: one per chunk the table can hold. */
+static inline size_t inode_chunk_words(const struct fs *fs)
+{
+	return fs->icap / PMFUSE_INODES_PER_CHUNK + 1;
+}
 /* Bytes of an ivalid/ibad bitmap: a bit per inode number. */
 static inline size_t inode_bitmap_bytes(const struct fs *fs)
 {
-	return (fs->max_inodes / 64 + 1) * sizeof(uint64_t);
+	return (fs->icap / 64 + 1) * sizeof(uint64_t);
 }
 /*
  * Mounted from the record: validate ino now unless it was (inode.c; once,
@@ -296,6 +315,15 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 		     const uint64_t *used, char *why, size_t whylen);
 int inode_alloc_ino(struct fs *fs, uint64_t *ino);	/* before the tx */
 void inode_release_ino(struct fs *fs, uint64_t ino);	/* after abort or free */
+/*
+ * Give back every inode chunk whose inodes are all free, but one (a mount:
+ * what an unlink's last release did not, before a crash or in format 5).
+ */
+void inode_trim_chunks(struct fs *fs);
+/* Each chunk's free mask (bit set: free), of the first nchunks. */
+void inode_free_masks(struct fs *fs, uint64_t *masks, uint64_t nchunks);
+/* Chunks that exist, and those given back since the mount. */
+void inode_table_stats(struct fs *fs, uint64_t *live, uint64_t *freed);
 /* A create's transaction committed: ino may be read by number (inode_get). */
 void inode_committed(struct fs *fs, uint64_t ino);
 /* In a transaction: */

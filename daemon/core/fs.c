@@ -281,11 +281,18 @@ static int set_state(struct fs *fs, uint32_t state)
 /* The DRAM side of a struct fs over fs->pool: the inode cache and its locks. */
 static int cache_init(struct fs *fs, char *why, size_t whylen)
 {
-	fs->max_inodes = fs->pool.sb->geo.max_inodes;
-	fs->icache = pool_sparse_zalloc(fs->max_inodes * sizeof(*fs->icache));
-	fs->ifree = pool_sparse_zalloc(fs->max_inodes * sizeof(uint64_t));
+	const struct pmfuse_geometry *g = &fs->pool.sb->geo;
+
+	fs->max_inodes = g->max_inodes;
+	/* a format 4 region's count rises as it is upgraded (pieces.c), after the load */
+	fs->icap = fs->max_inodes;
+	if (g->version < 5 && pool_inode_ceiling(g->region_size) > fs->icap)
+		fs->icap = pool_inode_ceiling(g->region_size);
+	fs->icache = pool_sparse_zalloc(fs->icap * sizeof(*fs->icache));
+	fs->ifree = pool_sparse_zalloc(inode_chunk_words(fs) * sizeof(uint64_t));
+	fs->ifree_any = pool_sparse_zalloc((inode_chunk_words(fs) / 64 + 1) * sizeof(uint64_t));
 	fs->icommitted = pool_sparse_zalloc(inode_bitmap_bytes(fs));
-	if (!fs->icache || !fs->ifree || !fs->icommitted) {
+	if (!fs->icache || !fs->ifree || !fs->ifree_any || !fs->icommitted) {
 		snprintf(why, whylen, "out of memory for %" PRIu64 " inodes", fs->max_inodes);
 		return -ENOMEM;
 	}
@@ -329,8 +336,9 @@ static void cache_retire(struct fs *fs, bool reclaim)
 static void cache_fini(struct fs *fs, bool reclaim)
 {
 	cache_retire(fs, reclaim);
-	pool_sparse_free(fs->icache, fs->max_inodes * sizeof(*fs->icache));
-	pool_sparse_free(fs->ifree, fs->max_inodes * sizeof(uint64_t));
+	pool_sparse_free(fs->icache, fs->icap * sizeof(*fs->icache));
+	pool_sparse_free(fs->ifree, inode_chunk_words(fs) * sizeof(uint64_t));
+	pool_sparse_free(fs->ifree_any, (inode_chunk_words(fs) / 64 + 1) * sizeof(uint64_t));
 	pool_sparse_free(fs->ivalid, inode_bitmap_bytes(fs));
 	pool_sparse_free(fs->ibad, inode_bitmap_bytes(fs));
 	pool_sparse_free(fs->icommitted, inode_bitmap_bytes(fs));
@@ -552,13 +560,16 @@ int fs_mount(struct fs **out, const char *path, const struct fs_opts *o,
 		unsigned from = fs->pool.sb->geo.version;
 		if ((ret = pool_upgrade(&fs->pool, why, whylen)))
 			goto out_zero;
-		log_notice("%s: upgraded from on-media format %u to %u (%s%s%s%s)", path, from,
+		fs->max_inodes = fs->pool.sb->geo.max_inodes;	/* within fs->icap */
+		log_notice("%s: upgraded from on-media format %u to %u (%s%s%s%s%s)", path, from,
 			   PMFUSE_VERSION, from < 2 ? "data and metadata now share the region; " : "",
 			   from < 3 ? "fallocate reserves unwritten extents; " : "",
 			   from < 4 ? "files take chattr attributes; " : "",
-			   "the inode table grows as it is used");
+			   from < 5 ? "the inode table grows as it is used; " : "",
+			   "inode chunks whose inodes are all deleted go back to the free space");
 	}
 	alloc_trim(&fs->alloc);
+	inode_trim_chunks(fs);
 	dax_quarantine_report(fs);
 	if (unclean)
 		log_notice("%s was not cleanly unmounted: pool recovered, free space and inodes "

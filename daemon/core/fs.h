@@ -27,7 +27,7 @@ struct fs;	/* a mounted region */
 
 #define FS_NAME_MAX	255		/* bytes of a name */
 #define FS_SYMLINK_MAX	4095		/* bytes of a symlink's target */
-#define FS_FORMAT_VERSION 5		/* the on-media format this core writes (reads 1 to 4 too) */
+#define FS_FORMAT_VERSION 6		/* the on-media format this core writes (reads 1 to 5 too) */
 #define FS_WHY_MAX	512		/* room for a refusal's reason */
 
 struct fs_opts {

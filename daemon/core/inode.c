@@ -535,53 +535,185 @@ void inode_to_attr(const struct inode *in, struct fs_attr *attr)
 	st->st_ctim.tv_nsec = pi->ctime.nsec;
 }
 
+/* ------------------------------------------------------- free numbers */
+
+static uint64_t chunk_full_mask(uint64_t c)
+{
+	return c ? UINT64_MAX : ~1ull;		/* inode 0 is never used */
+}
+
+/* With itable_lock held: chunk c's free mask becomes m. */
+static void ifree_set(struct fs *fs, uint64_t c, uint64_t m)
+{
+	fs->ifree[c] = m;
+	if (m) {
+		fs->ifree_any[c / 64] |= 1ull << (c % 64);
+		if (c < fs->ifree_lo)
+			fs->ifree_lo = c;
+	} else {
+		fs->ifree_any[c / 64] &= ~(1ull << (c % 64));
+	}
+}
+
+/* With itable_lock held: the lowest chunk with a free number, or UINT64_MAX. */
+static uint64_t ifree_lowest(struct fs *fs)
+{
+	uint64_t limit = atomic_load(&fs->ichunk_limit);
+
+	for (uint64_t c = fs->ifree_lo; c < limit; c = (c / 64 + 1) * 64) {
+		uint64_t w = fs->ifree_any[c / 64] & (UINT64_MAX << (c % 64));
+		if (w) {
+			fs->ifree_lo = c / 64 * 64 + (uint64_t)__builtin_ctzll(w);
+			return fs->ifree_lo;
+		}
+	}
+	fs->ifree_lo = limit;
+	return UINT64_MAX;
+}
+
 struct chunk_args {
-	struct pool *p;
+	struct fs *fs;
 	uint64_t c;
+	bool hwm_moved;
 };
 
 static int tx_add_ichunk(void *arg)
 {
 	struct chunk_args *a = arg;
+	struct pool *p = &a->fs->pool;
 	PMEMoid oid = pool_tx_zalloc(PMFUSE_ICHUNK_SIZE);
+	struct pmfuse_inode *slot = pmemobj_direct(oid);
 
-	pool_ichunk_set_tx(a->p, a->c, oid.off);
-	if (a->p->sb->geo.version >= 3 && a->c >= a->p->sb->ichunk_hwm) {
-		pmemobj_tx_add_range_direct(&a->p->sb->ichunk_hwm, sizeof(uint64_t));
-		a->p->sb->ichunk_hwm = a->c + 1;
+	/* new: written without snapshots, as the allocation is undone whole */
+	for (unsigned i = 0; i < PMFUSE_INODES_PER_CHUNK; i++)
+		slot[i].generation = (uint32_t)p->sb->igen_floor;
+	pool_ichunk_set_tx(p, a->c, oid.off);
+	if (p->sb->geo.version >= 3 && a->c >= p->sb->ichunk_hwm) {
+		pmemobj_tx_add_range_direct(&p->sb->ichunk_hwm, sizeof(uint64_t));
+		p->sb->ichunk_hwm = a->c + 1;
 	}
 	return 0;
+}
+
+/*
+ * Chunk c's inodes are all free: give it back, with its leaf if that is
+ * then empty.  Generations stay above every one it held (sb->igen_floor),
+ * and the high-water mark comes down to the last chunk left.
+ */
+static int tx_free_ichunk(void *arg)
+{
+	struct chunk_args *a = arg;
+	struct pool *p = &a->fs->pool;
+	struct pmfuse_super *sb = p->sb;
+	uint64_t off = pool_ichunk(p, a->c), gen = sb->igen_floor;
+	const struct pmfuse_inode *pi;
+
+	if (!off || !pool_struct_ok(p, off, PMFUSE_ICHUNK_SIZE))
+		return -EUCLEAN;
+	pi = pool_ptr(p, off);
+	for (unsigned i = 0; i < PMFUSE_INODES_PER_CHUNK; i++) {
+		if (pi[i].mode)
+			return -EUCLEAN;	/* in use: the free numbers lied */
+		if (pi[i].generation > gen)
+			gen = pi[i].generation;
+	}
+	if (gen != sb->igen_floor) {
+		pmemobj_tx_add_range_direct(&sb->igen_floor, sizeof(sb->igen_floor));
+		sb->igen_floor = gen;
+	}
+	pool_ichunk_set_tx(p, a->c, 0);
+	pool_tx_free(pmemobj_oid(pi));
+	if (a->c + 1 == sb->ichunk_hwm) {
+		pmemobj_tx_add_range_direct(&sb->ichunk_hwm, sizeof(uint64_t));
+		sb->ichunk_hwm = pool_ichunk_end(p, a->c);
+		a->hwm_moved = true;
+	}
+	return 0;
+}
+
+/* With itable_lock held: chunk c (all free) goes back to the heap. */
+static void free_chunk(struct fs *fs, uint64_t c)
+{
+	struct chunk_args a = { fs, c, false };
+	int ret = pool_tx(&fs->pool, tx_free_ichunk, &a);
+
+	if (ret) {
+		if (ret == -EUCLEAN)
+			log_err("inode chunk %" PRIu64 " has inodes in use that were listed free; "
+				"run fsck.pmfuse", c);
+		return;		/* it stays, free numbers and all */
+	}
+	ifree_set(fs, c, 0);
+	fs->ichunks_live--;
+	fs->ichunks_freed++;
+	if (c < fs->next_chunk)
+		fs->next_chunk = c;
+	if (a.hwm_moved)
+		atomic_store_explicit(&fs->ichunk_limit, fs->pool.sb->ichunk_hwm,
+				      memory_order_release);
+}
+
+/*
+ * With itable_lock held: chunk c has just become empty.  One empty chunk
+ * is kept (the lowest: the rest are what gathering inodes low empties).
+ */
+static void chunk_emptied(struct fs *fs, uint64_t c)
+{
+	if (fs->pool.sb->geo.version < 6 || c == 0)
+		return;
+	if (fs->spare_chunk == UINT64_MAX) {
+		fs->spare_chunk = c;
+		return;
+	}
+	if (c < fs->spare_chunk) {
+		uint64_t s = fs->spare_chunk;
+		fs->spare_chunk = c;
+		c = s;
+	}
+	free_chunk(fs, c);
+}
+
+void inode_trim_chunks(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	uint64_t limit = atomic_load(&fs->ichunk_limit);
+	for (uint64_t c = 1; c < limit; c++)
+		if (fs->ifree[c] == UINT64_MAX && c != fs->spare_chunk)
+			chunk_emptied(fs, c);
+	pthread_mutex_unlock(&fs->itable_lock);
 }
 
 int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 {
 	struct pool *p = &fs->pool;
 	int ret = 0;
+	uint64_t c;
 
 	pthread_mutex_lock(&fs->itable_lock);
-	if (fs->nifree == 0) {
-		uint64_t c = fs->next_chunk;
+	c = ifree_lowest(fs);
+	if (c == UINT64_MAX) {
+		c = fs->next_chunk;
 		if (c >= pool_ichunks(p)) {
 			ret = -ENOSPC;
 			goto out;
 		}
 		/* its own transaction: a grown table is harmless if the create fails */
-		struct chunk_args a = { p, c };
+		struct chunk_args a = { fs, c, false };
 		if (pool_tx(p, tx_add_ichunk, &a)) {
 			ret = -ENOSPC;
 			goto out;
 		}
 		if (c >= atomic_load(&fs->ichunk_limit))
 			atomic_store_explicit(&fs->ichunk_limit, c + 1, memory_order_release);
-		for (uint64_t i = PMFUSE_INODES_PER_CHUNK; i-- > 0;) {
-			uint64_t n = c * PMFUSE_INODES_PER_CHUNK + i;
-			if (n != 0)
-				fs->ifree[fs->nifree++] = n;
-		}
+		ifree_set(fs, c, chunk_full_mask(c));
+		fs->ichunks_live++;
 		while (fs->next_chunk < pool_ichunks(p) && pool_ichunk(p, fs->next_chunk))
 			fs->next_chunk++;
 	}
-	*ino = fs->ifree[--fs->nifree];
+	*ino = c * PMFUSE_INODES_PER_CHUNK + (uint64_t)__builtin_ctzll(fs->ifree[c]);
+	ifree_set(fs, c, fs->ifree[c] & ~(1ull << (*ino % PMFUSE_INODES_PER_CHUNK)));
+	if (c == fs->spare_chunk)
+		fs->spare_chunk = UINT64_MAX;
 	fs->used_inodes++;
 	if (fs->lazy) {
 		/*
@@ -606,11 +738,31 @@ out:
 
 void inode_release_ino(struct fs *fs, uint64_t ino)
 {
+	uint64_t c = ino / PMFUSE_INODES_PER_CHUNK;
+
 	atomic_fetch_and_explicit(&fs->icommitted[ino / 64], ~(1ull << (ino % 64)),
 				  memory_order_relaxed);
 	pthread_mutex_lock(&fs->itable_lock);
-	fs->ifree[fs->nifree++] = ino;
+	ifree_set(fs, c, fs->ifree[c] | 1ull << (ino % PMFUSE_INODES_PER_CHUNK));
 	fs->used_inodes--;
+	if (fs->ifree[c] == chunk_full_mask(c))
+		chunk_emptied(fs, c);
+	pthread_mutex_unlock(&fs->itable_lock);
+}
+
+void inode_free_masks(struct fs *fs, uint64_t *masks, uint64_t nchunks)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	for (uint64_t c = 0; c < nchunks; c++)
+		masks[c] = fs->ifree[c];
+	pthread_mutex_unlock(&fs->itable_lock);
+}
+
+void inode_table_stats(struct fs *fs, uint64_t *live, uint64_t *freed)
+{
+	pthread_mutex_lock(&fs->itable_lock);
+	*live = fs->ichunks_live;
+	*freed = fs->ichunks_freed;
 	pthread_mutex_unlock(&fs->itable_lock);
 }
 
@@ -768,6 +920,9 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 	}
 	atomic_store(&fs->ichunk_limit, nchunks);
 	fs->next_chunk = nchunks;
+	fs->ifree_lo = 0;
+	fs->spare_chunk = UINT64_MAX;
+	fs->ichunks_live = fs->ichunks_freed = 0;
 	for (uint64_t c = 0; c < nchunks; c++) {
 		if (pool_ileaf_absent(p, c)) {
 			if (!seen_hole)
@@ -794,24 +949,20 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 			snprintf(why, whylen, "inode table chunk %" PRIu64 " points outside metadata", c);
 			return -EUCLEAN;
 		}
-		for (uint64_t i = PMFUSE_INODES_PER_CHUNK; i-- > 0;) {
+		fs->ichunks_live++;
+		uint64_t freem = 0;
+		for (uint64_t i = 0; i < PMFUSE_INODES_PER_CHUNK; i++) {
 			uint64_t ino = c * PMFUSE_INODES_PER_CHUNK + i;
 			struct pmfuse_inode *pi = (struct pmfuse_inode *)pool_ptr(p, off) + i;
 			if (ino == 0)
 				continue;
-			if (used) {	/* the clean-unmount record: no record is read */
-				if (used[c] >> i & 1) {
-					fs->used_inodes++;
-					inode_committed(fs, ino);
-				} else
-					fs->ifree[fs->nifree++] = ino;
+			/* the clean-unmount record's masks: no record is read */
+			bool in_use = used ? used[c] >> i & 1 : pi->mode != 0;
+			if (!in_use) {
+				freem |= 1ull << i;
 				continue;
 			}
-			if (pi->mode == 0) {
-				fs->ifree[fs->nifree++] = ino;
-				continue;
-			}
-			if (!usable) {
+			if (!used && !usable) {
 				int ret = inode_validate(p, ino, pi, why, whylen);
 				if (ret)
 					return ret;
@@ -819,6 +970,7 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 			fs->used_inodes++;
 			inode_committed(fs, ino);
 		}
+		ifree_set(fs, c, freem);	/* all of it: a failed record load set some */
 	}
 	return 0;
 }

@@ -389,25 +389,28 @@ struct upgrade_args {
 
 /*
  * Format 5: the flat table becomes a top and leaves; only chunks that exist
- * get a leaf.  The old table goes back to the heap.
+ * get a leaf.  The old table goes back to the heap.  The count rises to
+ * the default ceiling (one inode per 256 bytes): chunks past the old count
+ * cost nothing until used, where the flat table's count cost 8 bytes each.
  */
 static void tx_itable_two_level(struct upgrade_args *a)
 {
 	struct pool *p = a->p;
 	const struct pmfuse_itable *old = p->itable;
-	uint64_t n = old->nchunks;
-	PMEMoid t = pool_tx_zalloc(sizeof(struct pmfuse_itable) +
-				   pmfuse_itable_entries(5, n) * sizeof(uint64_t));
+	uint64_t n = pool_inode_ceiling(p->sb->geo.region_size) / PMFUSE_INODES_PER_CHUNK;
+	PMEMoid t;
+
+	if (n < old->nchunks)
+		n = old->nchunks;
+	t = pool_tx_zalloc(sizeof(struct pmfuse_itable) + pmfuse_itable_entries(5, n) * sizeof(uint64_t));
 	struct pmfuse_itable *top = pmemobj_direct(t);
 
 	top->nchunks = n;
-	for (uint64_t c = 0; c < n; c++) {
+	p->sb->geo.max_inodes = n * PMFUSE_INODES_PER_CHUNK;
+	for (uint64_t c = 0; c < old->nchunks; c++) {
 		if (!old->chunk[c])
 			continue;
-		uint64_t *leaf = &top->chunk[c / PMFUSE_ILEAF_CHUNKS];
-		if (!*leaf)
-			*leaf = pool_tx_zalloc(sizeof(struct pmfuse_ileaf)).off;
-		((struct pmfuse_ileaf *)pool_ptr(p, *leaf))->chunk[c % PMFUSE_ILEAF_CHUNKS] = old->chunk[c];
+		*pool_ileaf_slot_tx(p, top, c, false) = old->chunk[c];
 	}
 	pool_tx_free(pmemobj_oid(old));
 	p->sb->geo.itable_off = t.off;
@@ -441,6 +444,9 @@ static int tx_upgrade(void *arg)
 	}
 	if (sb->geo.version < 5)
 		tx_itable_two_level(a);
+	/* format 6 frees inode chunks: none was, so no generation is above 0 */
+	if (sb->geo.version < 6)
+		sb->igen_floor = 0;
 	sb->geo.version = PMFUSE_VERSION;
 	sb->geo.checksum = pool_geometry_checksum(&sb->geo);
 	return 0;

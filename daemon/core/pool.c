@@ -131,6 +131,11 @@ uint64_t pool_capacity_blocks(uint64_t size, uint64_t max_inodes)
 	return heap < overhead + 4 * HUGE_2M ? 0 : (heap - overhead) >> PMFUSE_BLOCK_SHIFT;
 }
 
+uint64_t pool_inode_ceiling(uint64_t size)
+{
+	return size / MIN_BYTES_PER_INODE / PMFUSE_INODES_PER_CHUNK * PMFUSE_INODES_PER_CHUNK;
+}
+
 uint64_t pool_piece_default(uint64_t size)
 {
 	uint64_t piece = size / 16;
@@ -161,8 +166,8 @@ int pool_plan(uint64_t size, uint64_t bytes_per_inode, struct pool_plan *plan,
 	inodes = (inodes + PMFUSE_INODES_PER_CHUNK - 1) / PMFUSE_INODES_PER_CHUNK *
 		 PMFUSE_INODES_PER_CHUNK;
 	/* never past one per 256 bytes, what a mount accepts */
-	if (inodes > size / MIN_BYTES_PER_INODE)
-		inodes = size / MIN_BYTES_PER_INODE / PMFUSE_INODES_PER_CHUNK * PMFUSE_INODES_PER_CHUNK;
+	if (inodes > pool_inode_ceiling(size))
+		inodes = pool_inode_ceiling(size);
 	/*
 	 * Metadata is not set aside: it shares the heap with data, which only
 	 * always leaves it the reserve, so a filesystem full of data can still
@@ -797,20 +802,37 @@ uint64_t pool_ichunk_end(const struct pool *p, uint64_t n)
 	return end;
 }
 
+uint64_t *pool_ileaf_slot_tx(struct pool *p, struct pmfuse_itable *top, uint64_t c, bool snap)
+{
+	uint64_t *leaf = &top->chunk[c / PMFUSE_ILEAF_CHUNKS];
+
+	if (!*leaf) {
+		if (snap)
+			pmemobj_tx_add_range_direct(leaf, sizeof(uint64_t));
+		*leaf = pool_tx_zalloc(sizeof(struct pmfuse_ileaf)).off;
+	}
+	return &((struct pmfuse_ileaf *)pool_ptr(p, *leaf))->chunk[c % PMFUSE_ILEAF_CHUNKS];
+}
+
 void pool_ichunk_set_tx(struct pool *p, uint64_t c, uint64_t off)
 {
 	uint64_t *slot = &p->itable->chunk[c];
 
-	if (p->sb->geo.version >= 5) {
-		uint64_t *top = &p->itable->chunk[c / PMFUSE_ILEAF_CHUNKS];
-		if (!*top) {
-			pmemobj_tx_add_range_direct(top, sizeof(uint64_t));
-			*top = pool_tx_zalloc(sizeof(struct pmfuse_ileaf)).off;
-		}
-		slot = &((struct pmfuse_ileaf *)pool_ptr(p, *top))->chunk[c % PMFUSE_ILEAF_CHUNKS];
-	}
+	if (p->sb->geo.version >= 5)
+		slot = pool_ileaf_slot_tx(p, p->itable, c, true);
 	pmemobj_tx_add_range_direct(slot, sizeof(uint64_t));
 	*slot = off;
+	if (off || p->sb->geo.version < 5)
+		return;
+	/* the last chunk of its leaf gone: the leaf goes too */
+	uint64_t *leaf = &p->itable->chunk[c / PMFUSE_ILEAF_CHUNKS];
+	const struct pmfuse_ileaf *l = pool_ptr(p, *leaf);
+	for (unsigned i = 0; i < PMFUSE_ILEAF_CHUNKS; i++)
+		if (l->chunk[i])
+			return;
+	pool_tx_free(pmemobj_oid(l));
+	pmemobj_tx_add_range_direct(leaf, sizeof(uint64_t));
+	*leaf = 0;
 }
 
 /* ------------------------------------------------------------ in use */

@@ -79,6 +79,8 @@ int64_t pool_region_size(const char *path, char *why, size_t whylen);
  * size of a data piece the daemon adds (and of run 0).
  */
 uint64_t pool_meta_reserve(uint64_t size);
+/* The most inodes a region of size bytes may have (one per 256 bytes): the default. */
+uint64_t pool_inode_ceiling(uint64_t size);
 uint64_t pool_capacity_blocks(uint64_t size, uint64_t max_inodes);
 uint64_t pool_piece_default(uint64_t size);
 
@@ -124,8 +126,8 @@ void pool_use_open_arena(void);
 bool pool_wait_closing(const char *path);
 
 /*
- * Format 3: does sb->ichunk_hwm sit just past the inode table's last chunk
- * (chunks are taken in order and never freed)?  True for older formats.
+ * Format 3: does sb->ichunk_hwm sit just past the inode table's last chunk?
+ * True for older formats.
  */
 bool pool_ichunk_hwm_ok(const struct pool *p);
 
@@ -150,7 +152,13 @@ static inline uint64_t pool_ichunk(const struct pool *p, uint64_t c)
 	return l ? l->chunk[c % PMFUSE_ILEAF_CHUNKS] : 0;
 }
 
-void pool_ichunk_set_tx(struct pool *p, uint64_t c, uint64_t off);
+void pool_ichunk_set_tx(struct pool *p, uint64_t c, uint64_t off);	/* 0: frees an empty leaf */
+/*
+ * In a transaction, format 5: chunk c's entry in the leaf of table top,
+ * the leaf made if it is absent (its top entry snapshotted first if snap:
+ * not for a table made in this transaction).
+ */
+uint64_t *pool_ileaf_slot_tx(struct pool *p, struct pmfuse_itable *top, uint64_t c, bool snap);
 
 /*
  * Walking chunk numbers: true if c starts a leaf that does not exist

@@ -144,17 +144,16 @@ int record_write(struct fs *fs)
 	uint64_t *masks = calloc(nchunks ? nchunks : 1, sizeof(uint64_t));
 	if (!masks)
 		return -ENOMEM;
-	for (uint64_t c = 0; c < nchunks; c++)
-		masks[c] = pool_ichunk(p, c) ? UINT64_MAX : 0;
-	if (nchunks)
-		masks[0] &= ~1ull;	/* inode 0 is never used */
+	/* in use: every number of a chunk that exists, but those free */
+	inode_free_masks(fs, masks, nchunks);
 	ret = 0;
-	for (uint64_t i = 0; i < fs->nifree && !ret; i++) {
-		uint64_t ino = fs->ifree[i], c = ino / PMFUSE_INODES_PER_CHUNK;
-		if (c >= nchunks || !(masks[c] >> (ino % PMFUSE_INODES_PER_CHUNK) & 1))
-			ret = -EINVAL;	/* a free number twice, or past the table */
-		else
-			masks[c] &= ~(1ull << (ino % PMFUSE_INODES_PER_CHUNK));
+	for (uint64_t c = 0; c < nchunks; c++) {
+		uint64_t all = pool_ichunk(p, c) ? UINT64_MAX : 0;
+		if (c == 0)
+			all &= ~1ull;	/* inode 0 is never used */
+		if (masks[c] & ~all)
+			ret = -EINVAL;	/* free numbers past the table, or inode 0 */
+		masks[c] = all & ~masks[c];
 	}
 	for (uint64_t c = 0; c < nchunks; c++)
 		used += (uint64_t)__builtin_popcountll(masks[c]);
@@ -210,7 +209,7 @@ int record_load(struct fs *fs, char *why, size_t whylen)
 		pool_sparse_free(fs->ivalid, inode_bitmap_bytes(fs));
 		pool_sparse_free(fs->ibad, inode_bitmap_bytes(fs));
 		fs->ivalid = fs->ibad = NULL;
-		fs->nifree = fs->used_inodes = 0;
+		fs->used_inodes = 0;
 		return ret == -ENOMEM ? ret : 0;
 	}
 	atomic_store(&fs->alloc.huge_2m, r->huge_2m);

@@ -123,6 +123,12 @@ static int stats_text(struct fs *fs, char *buf, size_t size)
 			fs->region.first_touch_ns, fs->opts.sync ? "sync" : "writeback",
 			fs->pool.sb->last_mount, data, pieces, added, removed,
 			atomic_load(&fs->pool.meta_bytes), fs->mount_state ? fs->mount_state : "-");
+	uint64_t ichunks, ichunks_freed;
+	inode_table_stats(fs, &ichunks, &ichunks_freed);
+	if (n >= 0 && (size_t)n < size)
+		n += snprintf(buf + n, size - (size_t)n,
+			      "inode_chunks %" PRIu64 "\ninode_chunks_freed %" PRIu64 "\n", ichunks,
+			      ichunks_freed);
 	uint64_t dax_faults, dax_flush;
 	dax_stats(fs, &dax_faults, &dax_flush);
 	if (n >= 0 && (size_t)n < size)

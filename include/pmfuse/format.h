@@ -37,11 +37,12 @@
 #define PMFUSE_LAYOUT		"pmfuse"
 #define PMFUSE_MAGIC		0x3145535546504d50ULL	/* "PMFUSE1" LE */
 #define PMFUSE_BACKUP_MAGIC	0x4b43425355464d50ULL	/* "PMFUSBCK" LE */
-#define PMFUSE_VERSION		5
+#define PMFUSE_VERSION		6
 /*
  * format 1 (fixed data runs, no piece table), format 2 (no unwritten
- * extents), format 3 (no inode attribute flags) and format 4 (a flat inode
- * table) mount, and are upgraded to 5 in place
+ * extents), format 3 (no inode attribute flags), format 4 (a flat inode
+ * table) and format 5 (inode chunks never freed) mount, and are upgraded to
+ * 6 in place
  */
 #define PMFUSE_VERSION_MIN	1
 
@@ -97,7 +98,9 @@ struct pmfuse_super {
 	uint64_t pieces_off;		/* v2: struct pmfuse_pieces (never 0) */
 	/*
 	 * v3: inode table chunks [0, ichunk_hwm) may be allocated, those past
-	 * it are not (chunks are never freed): a mount reads only what is used
+	 * it are not, and chunk ichunk_hwm - 1 is: a mount reads only what is
+	 * used.  (Formats 3-5 never freed a chunk; format 6 frees one whose
+	 * inodes are all free, and lowers the mark when it was the last.)
 	 */
 	uint64_t ichunk_hwm;
 	/*
@@ -107,7 +110,14 @@ struct pmfuse_super {
 	 * older than the state it describes.
 	 */
 	uint64_t record_off;
-	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 56];
+	/*
+	 * v6: the generation a new inode chunk's slots start from.  A chunk
+	 * freed raises it to the highest generation its slots had, so the
+	 * number of a file deleted with it, once a chunk is made there again,
+	 * comes back with a higher generation: an old file handle is stale.
+	 */
+	uint64_t igen_floor;
+	uint8_t reserved[4080 - sizeof(struct pmfuse_geometry) - 64];
 };
 
 /*

@@ -179,6 +179,59 @@ class CapacityTest(CheckedRegionCase):
             os.unlink(os.path.join(m.mnt, "d", "e%06d" % i))
         self.assertEqual(m.unmount(), 0)
         self.assertClean(region)
+        # format 6: deleting them gives their inode chunks back, and one
+        # file takes the space (format 5 kept 16.8 MiB of empty chunks, and
+        # one file then got 1 MiB).  Remounted first: libpmemobj 1.12 merges
+        # the small blocks freed into one run only as its heap is opened
+        # (in the same mount one file got 10 MiB, 2026-12-08)
+        m = self.mount(region)
+        shutil.rmtree(os.path.join(m.mnt, "d"))
+        # (the directory's table goes when the kernel forgets it)
+        self.assertTrue(wait_until(lambda: fs_stats(m.mnt)["inode_chunks"] <= 2 and
+                                   fs_stats(m.mnt)["metadata_bytes"] < MiB, 30),
+                        fs_stats(m.mnt))
+        self.assertEqual(m.unmount(), 0)
+        m = self.mount(region)
+        one = write_until_enospc(os.path.join(m.mnt, "one"), b"o" * MiB, GiB)
+        self.assertGreaterEqual(one, 0.9 * st0.f_blocks * st0.f_frsize, "one file: %d" % one)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+
+    def test_deleted_files_give_their_inode_chunks_back(self):
+        region = self.formatted("32M")
+        m = self.mount(region)
+        s0 = fs_stats(m.mnt)
+        self.assertEqual(s0["inode_chunks"], 1)    # the root's
+        d = os.path.join(m.mnt, "d")
+        os.mkdir(d)
+        for i in range(20 * 64):
+            os.close(os.open(os.path.join(d, "e%04d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+        s1 = fs_stats(m.mnt)
+        self.assertGreaterEqual(s1["inode_chunks"], 20)
+        first = {os.stat(os.path.join(d, "e%04d" % i)).st_ino for i in range(64)}
+        shutil.rmtree(d)
+        # the kernel's FORGETs (which free the inodes) come after rmdir returns
+        self.assertTrue(wait_until(lambda: fs_stats(m.mnt)["inode_chunks"] == 2, 30))
+        s2 = fs_stats(m.mnt)
+        # all but the root's chunk and one kept spare went back to the heap
+        self.assertEqual(s2["inode_chunks_freed"], s1["inode_chunks"] - 2, s2)
+        # the spare (16 KiB) and the root's first directory chunk (4 KiB)
+        # stay; the other 18 chunks took 288 KiB
+        self.assertLessEqual(s2["metadata_bytes"], s0["metadata_bytes"] + 24 * 1024,
+                             (s0["metadata_bytes"], s2["metadata_bytes"]))
+        self.assertEqual(s2["inodes_free"], s0["inodes_free"])
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
+        m = self.mount(region)
+        self.assertEqual(fs_stats(m.mnt)["inode_chunks"], 2)
+        # new files take the lowest numbers again, in the chunks made anew
+        for i in range(3 * 64):
+            open(os.path.join(m.mnt, "n%03d" % i), "w").close()
+        inos = {os.stat(os.path.join(m.mnt, "n%03d" % i)).st_ino for i in range(3 * 64)}
+        self.assertLess(max(inos), 4 * 64)
+        self.assertTrue(first & inos)
+        self.assertEqual(m.unmount(), 0)
+        self.assertClean(region)
 
     def test_small_files_then_one_file_fill_the_region(self):
         size = GiB
@@ -325,8 +378,8 @@ class UnwrittenTest(CheckedRegionCase):
 class OlderFormatTest(RegionTestCase):
     """Regions made by previous releases (format 1: fixed data runs;
     format 2: no unwritten extents; format 3: no chattr attributes; format
-    4: a flat inode table) mount, keep every file, and are upgraded in place
-    to the current format (5)."""
+    4: a flat inode table; format 5: inode chunks never freed) mount, keep
+    every file, and are upgraded in place to the current format (6)."""
 
     def image(self, version):
         return os.path.join(REPO, "tests", "data", "v%d-region.img.xz" % version)
@@ -369,7 +422,17 @@ class OlderFormatTest(RegionTestCase):
         self.assertIn("pmfuse version %d" % version, out)
         m = self.mount(region)
         self.check_manifest(m.mnt, version)
-        self.assertIn("upgraded from on-media format %d to 5" % version, m.log())
+        self.assertIn("upgraded from on-media format %d to 6" % version, m.log())
+        if version == 5:    # its 200 deleted files' chunks: one kept, the rest freed
+            self.assertGreaterEqual(fs_stats(m.mnt)["inode_chunks_freed"], 1)
+        files = os.statvfs(m.mnt).f_files
+        if version < 5:
+            # a flat table's count (one inode per 16 KiB here) rises to the
+            # ceiling, one per 256 bytes, as it becomes a top and leaves
+            self.assertEqual(files, os.path.getsize(region) // 256 - 1)
+        else:
+            # upgraded from format 4 by the format-5 release, which kept it
+            self.assertEqual(files, 2559)
         # format 1 set a metadata reserve aside; now data may use it
         st = os.statvfs(m.mnt)
         free = st.f_bfree * st.f_frsize
@@ -385,7 +448,7 @@ class OlderFormatTest(RegionTestCase):
         self.assertEqual(m.unmount(), 0)
         rc, out = fsck(region, "-n", "-v")
         self.assertEqual(rc, FSCK_OK, out)
-        self.assertIn("pmfuse version 5", out)
+        self.assertIn("pmfuse version 6", out)
         m = self.mount(region)
         self.check_manifest(m.mnt, version)
         with open(os.path.join(m.mnt, "new.bin"), "rb") as f:
@@ -411,6 +474,12 @@ class OlderFormatTest(RegionTestCase):
         # made by the format-4 release from the format-3 image: its inode
         # table was flat, format 5's is a top and leaves
         self.upgrade(4)
+
+    def test_format_five_region_mounts_upgrades_and_keeps_its_files(self):
+        # made by the format-5 release from the format-4 image, with 200
+        # files made and deleted in it: format 6 frees the inode chunks
+        # they emptied at its first mount
+        self.upgrade(5)
 
     def test_fsck_of_format_one_is_clean_and_read_only(self):
         region = self.v1_region()

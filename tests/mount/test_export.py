@@ -208,6 +208,42 @@ class ExportTest(PmfuseTestCase):
         self.assertStale(h, "old handle after a remount")
         self.assertEqual(self.read_by_handle(hn)[1], read_file(reused))
 
+    def test_handle_of_a_file_whose_inode_chunk_was_freed_is_stale(self):
+        # four chunks' worth of files; deleted, their chunks go back to the
+        # free space (format 6), and files made next take the same numbers
+        # in chunks made anew: an old handle must never open one of them
+        names = [self.p("c%03d" % i) for i in range(4 * 64)]
+        for n in names:
+            write_file(n, b"old")
+        inos = {n: os.stat(n).st_ino for n in names}
+        top = max(inos.values()) // 64
+        kept = [n for n in names if inos[n] // 64 == top - 1][:8]
+        handles = [(name_to_handle(n), inos[n]) for n in kept]
+        freed0 = fs_stats(self.mnt)["inode_chunks_freed"]
+        for n in names:
+            os.unlink(n)
+        drop_caches()
+        self.assertTrue(wait_until(
+            lambda: fs_stats(self.mnt)["inode_chunks_freed"] >= freed0 + 2, 10),
+            fs_stats(self.mnt))
+        for h, ino in handles:
+            self.assertStale(h, "inode %d, its chunk freed" % ino)
+        new = [self.p("n%03d" % i) for i in range(4 * 64)]
+        for n in new:
+            write_file(n, b"new")
+        made = {os.stat(n).st_ino for n in new}
+        for h, ino in handles:
+            self.assertIn(ino, made)
+            self.assertStale(h, "inode %d, its chunk made again, cached" % ino)
+        drop_caches()
+        for h, ino in handles:
+            self.assertStale(h, "inode %d, its chunk made again, evicted" % ino)
+        self._close_mfd()
+        self.remount()
+        self.reopen_mount_fd()
+        for h, ino in handles:
+            self.assertStale(h, "inode %d after a remount" % ino)
+
     # ------------------------------------------------------------ directories
     def test_directory_handle_lists_the_directory_after_eviction(self):
         os.makedirs(self.p("a", "b"))

@@ -229,7 +229,7 @@ class InfoTest(CtlCase):
         j = self.info_json()
         self.assertFalse(j["in_use"])
         self.assertEqual(j["mountpoints"], [])
-        self.assertEqual(j["version"], 5)
+        self.assertEqual(j["version"], 6)
         self.assertEqual(j["uuid"], UUID)
         self.assertEqual(j["label"], LABEL)
         self.assertEqual(j["region_size"], os.path.getsize(self.region))
@@ -413,7 +413,7 @@ class CommandLineTest(unittest.TestCase):
         for opt in ("-V", "--version"):
             r = ctl(opt)
             self.assertEqual(r.returncode, 0)
-            self.assertRegex(r.stdout, r"^pmfusectl \S+ \(on-media format 5\)\n$")
+            self.assertRegex(r.stdout, r"^pmfusectl \S+ \(on-media format 6\)\n$")
         self.assertEqual(ctl().returncode, 2)
         r = ctl("frobnicate")
         self.assertEqual(r.returncode, 2)

@@ -8,7 +8,9 @@ files, truncates, punches, fallocate and zero range, copy_file_range,
 readdir, lookups of names being removed, the stats xattr (which covers
 every inode) read by two more threads without pause, the extents xattr,
 FORGET storms from drop_caches, opens by file handle (open_by_handle_at,
-as NFS servers do: LOOKUP of "." and ".." after the storms), and shared
+as NFS servers do: LOOKUP of "." and ".." after the storms; handles of
+files deleted in bursts that empty inode chunks, which the daemon frees
+and makes again at the same numbers, must be stale), and shared
 writable maps of the files under libpmfuse-dax (direct-access faults, msync, munmap).  Each thread checks every byte it reads
 against its model.  Then the daemon is killed (SIGKILL, no clean unmount):
 fsck must be clean, every file must hold exactly its model's bytes after
@@ -56,6 +58,9 @@ class TortureTest(h.PmfuseTestCase):
         self.assertGreater(before["req_lookup_handle"], before_handle,
                            "no file handle was decoded by the daemon")
         self.assertEqual((before["dax_maps"], before["dax_deferred_blocks"]), (0, 0))
+        # bursts of creates and unlinks emptied inode chunks, given back
+        # while other threads opened handles of their deleted files
+        self.assertGreater(before["inode_chunks_freed"], 0, "no inode chunk was freed")
 
         # no clean unmount: what the daemon stored must hold without one
         self.crash()

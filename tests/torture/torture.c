@@ -5,7 +5,8 @@
  * handle (writes through files unlinked or renamed over while open), and by
  * number (the stats xattr, which covers every inode, and the extents xattr),
  * by file handle (open_by_handle_at, as an NFS server opens files: after a
- * FORGET storm the daemon is asked LOOKUP of "." and ".."), and by
+ * FORGET storm the daemon is asked LOOKUP of "." and ".."; handles of files
+ * deleted in bursts that empty inode chunks must be stale), and by
  * direct-access fault (run under LD_PRELOAD=libpmfuse-dax.so, maps
  * of slot files take their write faults, msync and munmap to the daemon).
  *
@@ -144,6 +145,7 @@ static void content_zero(struct content *c, size_t off, size_t n)
 }
 
 #define SAVED_HANDLES	6
+#define DEAD		(-2)		/* a saved handle's slot: its file was deleted */
 
 struct saved_handle {
 	struct file_handle h;
@@ -833,6 +835,12 @@ static void open_handle(struct worker *w, struct saved_handle *sh, int s, bool f
 	memcpy(word, sh->h.f_handle, sizeof(word));
 	uint64_t ino = (uint64_t)word[0] << 32 | word[1];
 	int fd = open_by_handle_at(mount_fd, &sh->h, O_RDONLY);
+	if (fd >= 0 && s == DEAD) {
+		/* its number may be another file's by now: never that file */
+		fail(w->id, "the handle of deleted inode %" PRIu64 " (%s) opened a file", ino, what);
+		close(fd);
+		return;
+	}
 	if (fd < 0) {
 		if ((fresh && s >= 0) || errno != ESTALE)
 			fail(w->id, "open_by_handle_at (%s, inode %" PRIu64 "): %s", what, ino,
@@ -859,11 +867,29 @@ static void open_handle(struct worker *w, struct saved_handle *sh, int s, bool f
 	close(fd);
 }
 
+/* Keep a handle of p (of slot s, or -1, or DEAD), in place of an old one. */
+static struct saved_handle *save_handle(struct worker *w, const char *p, int s, bool must)
+{
+	int mount_id, i = w->nsaved < SAVED_HANDLES ? w->nsaved++ : (int)below(&w->r, SAVED_HANDLES);
+	struct saved_handle *sh = &w->saved[i];
+
+	sh->h.handle_bytes = MAX_HANDLE_SZ;
+	w->saved_slot[i] = s;
+	if (name_to_handle_at(AT_FDCWD, p, &sh->h, &mount_id, 0)) {
+		if (must || !benign(errno))
+			fail(w->id, "name_to_handle_at %s: %s", p, strerror(errno));
+		w->saved[i] = w->saved[--w->nsaved];
+		w->saved_slot[i] = w->saved_slot[w->nsaved];
+		return NULL;
+	}
+	return sh;
+}
+
 static void op_handle(struct worker *w, int s)
 {
 	struct saved_handle *sh;
 	char p[4200];
-	int mount_id, own = (int)below(&w->r, 2), i;
+	int own = (int)below(&w->r, 2), i;
 
 	if (w->nsaved && below(&w->r, 2)) {	/* one taken a while ago */
 		i = (int)below(&w->r, (uint64_t)w->nsaved);
@@ -876,18 +902,47 @@ static void op_handle(struct worker *w, int s)
 		shared_name(w, p, sizeof(p));
 	else
 		snprintf(p, sizeof(p), "%s/S/d%u", mnt, (unsigned)below(&w->r, 3));
-	i = w->nsaved < SAVED_HANDLES ? w->nsaved++ : (int)below(&w->r, SAVED_HANDLES);
-	sh = &w->saved[i];
-	sh->h.handle_bytes = MAX_HANDLE_SZ;
-	w->saved_slot[i] = own ? s : -1;
-	if (name_to_handle_at(AT_FDCWD, p, &sh->h, &mount_id, 0)) {
-		if (own || !benign(errno))
-			fail(w->id, "name_to_handle_at %s: %s", p, strerror(errno));
-		w->saved[i] = w->saved[--w->nsaved];
-		w->saved_slot[i] = w->saved_slot[w->nsaved];
+	if ((sh = save_handle(w, p, own ? s : -1, own)))
+		open_handle(w, sh, own ? s : -1, true, p);
+}
+
+/*
+ * Inode chunks come and go: a burst of files made and removed (a chunk's
+ * worth or two: the daemon gives back a chunk whose inodes are all free),
+ * with the handle of one kept.  Opened later, while other bursts make
+ * chunks again at the same numbers, it must be stale.
+ */
+static void op_burst(struct worker *w)
+{
+	char d[4200], p[4300];
+	unsigned n = 64 + (unsigned)below(&w->r, 96), keep = (unsigned)below(&w->r, n), i;
+	struct saved_handle *sh = NULL;
+
+	snprintf(d, sizeof(d), "%s/B%d", mnt, w->id);
+	if (mkdir(d, 0755) && errno != EEXIST) {
+		fail(w->id, "mkdir %s: %s", d, strerror(errno));
 		return;
 	}
-	open_handle(w, sh, w->saved_slot[i], true, p);
+	for (i = 0; i < n; i++) {
+		snprintf(p, sizeof(p), "%s/b%u", d, i);
+		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		if (fd < 0) {
+			if (errno != ENOSPC)
+				fail(w->id, "burst create %s: %s", p, strerror(errno));
+			break;
+		}
+		close(fd);
+		if (i == keep)
+			sh = save_handle(w, p, DEAD, true);
+	}
+	n = i;
+	for (i = 0; i < n; i++) {
+		snprintf(p, sizeof(p), "%s/b%u", d, i);
+		if (unlink(p))
+			fail(w->id, "burst unlink %s: %s", p, strerror(errno));
+	}
+	if (sh)
+		open_handle(w, sh, DEAD, false, "the handle of a file a burst deleted");
 }
 
 /* ------------------------------------------------------------ threads */
@@ -932,6 +987,8 @@ static void worker_step(struct worker *w)
 		op_map(w, s);
 	else if (op < 89)
 		op_handle(w, s);
+	else if (op < 90)
+		op_burst(w);
 	else
 		op_shared(w);
 }

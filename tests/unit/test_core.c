@@ -478,6 +478,63 @@ static void test_reclaim_is_idempotent(void)
 	fs_unmount(fs);
 }
 
+/*
+ * Format 6: a chunk whose inodes are all deleted goes back to the heap (one
+ * kept spare), the high-water mark comes down, and a chunk made again at
+ * the same numbers hands out generations above every one it had.
+ */
+static void test_empty_inode_chunks_are_freed_and_generations_stay_new(void)
+{
+	enum { N = 4 * 64 };
+	make_region(64 << 20);
+	struct fs *fs = mount_region();
+	struct fs_attr st;
+	char name[16];
+	static uint64_t ino[N];
+	static uint32_t gen[N];
+	uint64_t live, freed;
+
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "g%d", i);
+		CHECK_EQ(fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st), 0);
+		ino[i] = st.st.st_ino;
+		gen[i] = (uint32_t)st.generation;
+		fs_forget(fs, ino[i], 1);
+	}
+	/* lowest numbers first: 2..257, chunks 0 to 4 */
+	CHECK_EQ(ino[0], 2);
+	CHECK_EQ(ino[N - 1], N + 1);
+	inode_table_stats(fs, &live, &freed);
+	CHECK_EQ(live, 5);
+	CHECK_EQ(fs->pool.sb->ichunk_hwm, 5);
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "g%d", i);
+		CHECK_EQ(fs_unlink(fs, 1, name), 0);
+	}
+	/* chunk 0 holds the root; chunk 1 is kept spare; 2, 3 and 4 are freed */
+	inode_table_stats(fs, &live, &freed);
+	CHECK_EQ(live, 2);
+	CHECK_EQ(freed, 3);
+	CHECK_EQ(fs->pool.sb->ichunk_hwm, 2);
+	CHECK_EQ(pool_ichunk(&fs->pool, 2), 0);
+	CHECK(fs->pool.sb->igen_floor >= gen[N - 1]);
+	CHECK(inode_get(fs, ino[N - 1]) == NULL);	/* a handle of it: stale */
+	fs_unmount(fs);
+
+	fs = mount_region();				/* from the clean-unmount record */
+	inode_table_stats(fs, &live, &freed);
+	CHECK_EQ(live, 2);
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "h%d", i);
+		CHECK_EQ(fs_mknod(fs, 1, name, S_IFREG | 0644, 0, &root_cred, &st), 0);
+		CHECK_EQ(st.st.st_ino, ino[i]);		/* the same numbers again ... */
+		CHECK((uint32_t)st.generation > gen[i]);	/* ... not the same files */
+		fs_forget(fs, st.st.st_ino, 1);
+	}
+	CHECK_EQ(fs->pool.sb->ichunk_hwm, 5);
+	fs_unmount(fs);
+}
+
 /* A stats read is O(1): it builds no in-memory inode for any file. */
 static void test_stats_read_instantiates_no_inode(void)
 {
@@ -1044,6 +1101,7 @@ int main(void)
 	RUN(test_unwritten_leaves_split_convert_and_fold);
 	RUN(test_huge_counters_follow_every_map_change);
 	RUN(test_reclaim_is_idempotent);
+	RUN(test_empty_inode_chunks_are_freed_and_generations_stay_new);
 	RUN(test_stats_read_instantiates_no_inode);
 	RUN(test_namespace_errors);
 	RUN(test_readdir_offsets_survive_removal);
