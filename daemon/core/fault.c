@@ -27,6 +27,8 @@ void fault_disarm(void)
 static const char *const crash_names[] = {
 	[FAULT_CRASH_EVICT] = "evict",
 	[FAULT_CRASH_RECLAIM_TX] = "reclaim-tx",
+	[FAULT_CRASH_ICHUNK_EMPTY] = "ichunk-empty",
+	[FAULT_CRASH_ICHUNK_FREE_TX] = "ichunk-free-tx",
 };
 
 void fault_crash_slow(void)

@@ -41,11 +41,16 @@ static inline bool fault_alloc(void)
  *               icache: before its write-back and reclaim
  *   reclaim-tx  inside the reclaim transaction, everything changed but not
  *               committed
+ *   ichunk-empty   an inode chunk's last inode was reclaimed (committed),
+ *               the chunk is to be freed (not the spare one)
+ *   ichunk-free-tx inside the transaction that frees it, before the commit
  */
 enum fault_crash {
 	FAULT_CRASH_NONE,
 	FAULT_CRASH_EVICT,
 	FAULT_CRASH_RECLAIM_TX,
+	FAULT_CRASH_ICHUNK_EMPTY,
+	FAULT_CRASH_ICHUNK_FREE_TX,
 };
 
 extern _Atomic int fault_crash_armed;

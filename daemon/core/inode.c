@@ -35,24 +35,39 @@ static pthread_mutex_t *stripe(struct fs *fs, uint64_t ino)
 	return &fs->istripe[ino % 64];
 }
 
+/* A bit per inode number: ivalid and ibad (relaxed), icommitted (ordered). */
+static bool bit_test(_Atomic uint64_t *bm, uint64_t ino, memory_order mo)
+{
+	return atomic_load_explicit(&bm[ino / 64], mo) >> (ino % 64) & 1;
+}
+
+static void bit_change(_Atomic uint64_t *bm, uint64_t ino, bool on, memory_order mo)
+{
+	if (on)
+		atomic_fetch_or_explicit(&bm[ino / 64], 1ull << (ino % 64), mo);
+	else
+		atomic_fetch_and_explicit(&bm[ino / 64], ~(1ull << (ino % 64)), mo);
+}
+
 static bool bit_get(_Atomic uint64_t *bm, uint64_t ino)
 {
-	return atomic_load_explicit(&bm[ino / 64], memory_order_relaxed) >> (ino % 64) & 1;
+	return bit_test(bm, ino, memory_order_relaxed);
 }
 
 static void bit_set(_Atomic uint64_t *bm, uint64_t ino)
 {
-	atomic_fetch_or_explicit(&bm[ino / 64], 1ull << (ino % 64), memory_order_relaxed);
+	bit_change(bm, ino, true, memory_order_relaxed);
 }
 
+/* Release: what the create's transaction wrote is seen by whoever acquires it. */
 void inode_committed(struct fs *fs, uint64_t ino)
 {
-	atomic_fetch_or_explicit(&fs->icommitted[ino / 64], 1ull << (ino % 64), memory_order_release);
+	bit_change(fs->icommitted, ino, true, memory_order_release);
 }
 
 static bool is_committed(struct fs *fs, uint64_t ino)
 {
-	return atomic_load_explicit(&fs->icommitted[ino / 64], memory_order_acquire) >> (ino % 64) & 1;
+	return bit_test(fs->icommitted, ino, memory_order_acquire);
 }
 
 int inode_first_use(struct fs *fs, uint64_t ino, const struct pmfuse_inode *pi, char *why,
@@ -628,6 +643,7 @@ static int tx_free_ichunk(void *arg)
 		sb->ichunk_hwm = pool_ichunk_end(p, a->c);
 		a->hwm_moved = true;
 	}
+	fault_crash_point(FAULT_CRASH_ICHUNK_FREE_TX);
 	return 0;
 }
 
@@ -670,6 +686,7 @@ static void chunk_emptied(struct fs *fs, uint64_t c)
 		fs->spare_chunk = c;
 		c = s;
 	}
+	fault_crash_point(FAULT_CRASH_ICHUNK_EMPTY);
 	free_chunk(fs, c);
 }
 
@@ -740,8 +757,7 @@ void inode_release_ino(struct fs *fs, uint64_t ino)
 {
 	uint64_t c = ino / PMFUSE_INODES_PER_CHUNK;
 
-	atomic_fetch_and_explicit(&fs->icommitted[ino / 64], ~(1ull << (ino % 64)),
-				  memory_order_relaxed);
+	bit_change(fs->icommitted, ino, false, memory_order_relaxed);
 	pthread_mutex_lock(&fs->itable_lock);
 	ifree_set(fs, c, fs->ifree[c] | 1ull << (ino % PMFUSE_INODES_PER_CHUNK));
 	fs->used_inodes--;

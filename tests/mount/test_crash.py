@@ -10,6 +10,7 @@ those again) must have exactly the recorded content.
 PMFUSE_CRASH_SEED=N reproduces a run; PMFUSE_CRASH_ROUNDS=N changes the
 number of kill rounds (default 15)."""
 
+import errno
 import hashlib
 import os
 import random
@@ -21,7 +22,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (RENAME_EXCHANGE, PmfuseTestCase, fsck, main, pread_all,  # noqa: E402
+from harness import (RENAME_EXCHANGE, PmfuseTestCase, fs_stats, fsck, main, pread_all,  # noqa: E402
                      pwrite_all, renameat2, wait_until)
 
 MiB = 1 << 20
@@ -438,6 +439,15 @@ class CrashTest(PmfuseTestCase):
             with open(p, "rb") as f:
                 self.assertEqual(f.read(), d, p)
 
+    def remount_armed(self, point):
+        """Remount with crash point point armed in the daemon."""
+        self.unmount()
+        os.environ["PMFUSE_FAULT_CRASH"] = point
+        try:
+            self.m = self.mount()
+        finally:
+            del os.environ["PMFUSE_FAULT_CRASH"]
+
     def kill_in_the_middle_of_reclaim(self, point, last_reference):
         """The daemon dies at a crash point of an unlinked file's eviction."""
         fresh = os.statvfs(self.mnt)
@@ -445,12 +455,7 @@ class CrashTest(PmfuseTestCase):
         with open(self.p("keep"), "wb") as f:
             f.write(keep)
             os.fsync(f.fileno())
-        self.unmount()
-        os.environ["PMFUSE_FAULT_CRASH"] = point
-        try:
-            self.m = self.mount()
-        finally:
-            del os.environ["PMFUSE_FAULT_CRASH"]
+        self.remount_armed(point)
         p = self.p("victim")
         fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
         pwrite_all(fd, os.urandom(3 * MiB), 0)
@@ -483,6 +488,61 @@ class CrashTest(PmfuseTestCase):
 
     def test_sigkill_inside_a_reclaim_started_by_forget_leaves_it_to_the_next_mount(self):
         self.kill_in_the_middle_of_reclaim("reclaim-tx", "forget")
+
+    def kill_as_an_inode_chunk_is_freed(self, point):
+        """The daemon dies as the chunks of deleted files go back: the next
+        mount gives them back (all but the one kept spare)."""
+        fresh = os.statvfs(self.mnt)
+        fresh_stats = fs_stats(self.mnt)
+        self.remount_armed(point)
+        names = [self.p("c%03d" % i) for i in range(4 * 64)]
+        for n in names:
+            with open(n, "wb") as f:
+                f.write(b"c")
+        gone = 0
+        try:
+            for n in names:
+                os.unlink(n)        # the kernel FORGETs each: reclaims, chunks emptied
+                gone += 1
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2")
+        except OSError as e:        # the daemon died under it
+            self.assertIn(e.errno, (errno.ECANCELED, errno.ENOTCONN, errno.ECONNABORTED), e)
+        died = wait_until(lambda: not self.m.alive(), 10)
+        self.assertTrue(died, "the daemon did not reach crash point %s" % point)
+        self.crash()
+        self.assertFsckClean()
+        self.m = self.mount()
+        # every unlink that returned holds, the one in flight either way
+        left = sorted(os.listdir(self.mnt))
+        self.assertLessEqual(set(left), {os.path.basename(n) for n in names[gone:]})
+        self.assertGreaterEqual(len(left), len(names) - gone - 1)
+        self.assertEqual(os.statvfs(self.mnt).f_ffree, fresh.f_ffree - len(left))
+        s = fs_stats(self.mnt)
+        # the mount gave back what the dead daemon had emptied, but a spare
+        self.assertGreaterEqual(s["inode_chunks_freed"], 1, s)
+        for n in left:
+            os.unlink(self.p(n))
+        self.assertTrue(wait_until(lambda: fs_stats(self.mnt)["inode_chunks"] == 2, 10),
+                        fs_stats(self.mnt))       # the root's, and the spare
+        self.assertEqual(os.statvfs(self.mnt).f_ffree, fresh.f_ffree)
+        # the spare (16 KiB) and the root's grown directory table (33 KiB
+        # in all, 2026-12-08); three more chunks would be 48 KiB more
+        self.assertLessEqual(fs_stats(self.mnt)["metadata_bytes"],
+                             fresh_stats["metadata_bytes"] + 40 * 1024)
+        # the numbers come back, in chunks made again
+        for n in names:
+            open(n, "w").close()
+        self.assertEqual(fs_stats(self.mnt)["inode_chunks"], 5)
+        self.unmount()
+        self.assertFsckClean()
+        self.m = self.mount()
+
+    def test_sigkill_as_an_inode_chunk_empties_leaves_it_to_the_next_mount(self):
+        self.kill_as_an_inode_chunk_is_freed("ichunk-empty")
+
+    def test_sigkill_inside_the_transaction_that_frees_an_inode_chunk(self):
+        self.kill_as_an_inode_chunk_is_freed("ichunk-free-tx")
 
     def test_sigkill_of_an_idle_daemon_loses_nothing(self):
         os.makedirs(self.p("a", "b"))
