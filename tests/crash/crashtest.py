@@ -1105,21 +1105,6 @@ def wl_random(seed, nops):
     return build
 
 
-def wl_inode_chunks(b):
-    """Inode chunks made and given back (format 6): 190 files fill the
-    root's chunk (inodes 3-63) and chunks 1, 2 and 3; deleting all but the
-    root chunk's empties the other three: the first is kept spare, the
-    others each freed in a transaction of its own after its last inode's
-    reclaim, the generation floor raised with it."""
-    b.op(Mkdir(path="d"))
-    for i in range(190):
-        b.op(Create(path="d/f%03d" % i))
-    for i in range(61, 190):
-        b.op(Unlink(path="d/f%03d" % i))
-    b.op(Create(path="g"))      # a number from the spare chunk
-    b.op(Mkdir(path="e"))
-
-
 WORKLOADS = [
     ("create", wl_create), ("write_small", wl_write_small), ("write_large", wl_write_large),
     ("write_unaligned", wl_write_unaligned), ("append", wl_append),
@@ -1139,7 +1124,7 @@ WORKLOADS = [
 # Only with --long (crash-long): each costs minutes.  Last results (writeback):
 #   grow_shrink, 10 MiB write: 609 points, 728 states (561 unique), 0 violations
 #   (2026-12-05); as here (3 MiB): 496 states (358 unique), 0 violations, 57 s.
-LONG_WORKLOADS = [("grow_shrink", wl_grow_shrink), ("inode_chunks", wl_inode_chunks)]
+LONG_WORKLOADS = [("grow_shrink", wl_grow_shrink)]
 
 # What -o sync changes: writes left unsynced, overwrites, writes through a
 # kept descriptor, writes past a shrunk end of file.
