@@ -13,6 +13,7 @@
 #include "fuse_ops.h"
 #include "uring.h"
 #include "mountinfo.h"
+#include "notify.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -317,6 +317,17 @@ static void lift_dirty_limit(const char *mountpoint)
 	log_debug("dirty pages: a kernel filesystem's limit (/sys/class/bdi/0:%u)", mi.minor);
 }
 
+/* The service manager (Type=notify) learns the mount is live. */
+static void notify_ready(const char *region, const char *mountpoint)
+{
+	char *msg;
+
+	if (asprintf(&msg, "READY=1\nSTATUS=Mounted %s on %s", region, mountpoint) < 0)
+		msg = NULL;
+	service_notify(msg ? msg : "READY=1");
+	free(msg);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -373,9 +384,9 @@ int main(int argc, char *argv[])
 		log_use_syslog();	/* stderr is /dev/null now */
 	fs_start(fs);
 	log_mounted(fs, region, opts.mountpoint);
-	sd_notifyf(0, "READY=1\nSTATUS=Mounted %s on %s", region, opts.mountpoint);
+	notify_ready(region, opts.mountpoint);
 	ret = serve(se, &opts);
-	sd_notify(0, "STOPPING=1\nSTATUS=Unmounting");
+	service_notify("STOPPING=1\nSTATUS=Unmounting");
 out_unmount:
 	fuse_session_unmount(se);
 	uring_detach();		/* the unmount ended the connection the workers wait on */

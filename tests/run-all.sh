@@ -10,7 +10,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 	apt-get update -qq >/dev/null
 	apt-get install -y -qq libfuse3-dev fuse3 libpmem2-dev libpmemobj-dev pkg-config \
 		meson ninja-build gcc python3 python3-lmdb attr acl pmdk-tools \
-		libsystemd-dev systemd strace nfs-ganesha nfs-ganesha-vfs rpcbind libnfs13 libnfs-utils \
+		systemd strace nfs-ganesha nfs-ganesha-vfs rpcbind libnfs13 libnfs-utils \
 		>/dev/null || {
 		echo "apt-get install failed"; echo "tests: 0 passed, 1 failed"; exit 1; }
 fi

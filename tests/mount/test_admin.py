@@ -110,6 +110,24 @@ class SystemdTests(RegionTestCase):
         self.assertTrue(wait_until(lambda: not is_mounted(mnt), 5))
         self.assertFsckClean(p)
 
+    def test_ready_reaches_a_notify_socket_in_the_abstract_namespace(self):
+        # NOTIFY_SOCKET=@name (what systemd uses in containers): a socket
+        # with no path, its name the bytes after a NUL
+        p = self.formatted("64M")
+        mnt = self.mountpoint()
+        name = "pmfuse-test-notify-%d-%d" % (os.getpid(), id(self))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind("\0" + name)
+        sock.settimeout(20)
+        proc, errpath = self.start_with_notify(p, mnt, "@" + name)
+        msg = sock.recv(4096).decode()
+        self.assertIn("READY=1", msg.split("\n"))
+        self.assertTrue(is_mounted(mnt))
+        self.assertEqual(run([FUSERMOUNT, "-u", mnt]).returncode, 0)
+        self.assertIn("STOPPING=1", sock.recv(4096).decode().split("\n"))
+        self.assertEqual(proc.wait(timeout=30), 0, read_file(errpath))
+
     def test_a_missing_notify_socket_does_not_stop_the_mount(self):
         p = self.formatted("64M")
         mnt = self.mountpoint()
