@@ -909,9 +909,10 @@ int inode_load_table(struct fs *fs, bool (*usable)(void *ctx, uint64_t chunk), v
 
 	/*
 	 * Format 3: only chunks below the high-water mark are read (or exist).
-	 * Chunks are taken in order and never freed, so the mark sits just
-	 * past the last one: a damaged mark cannot hide inodes (or their
-	 * blocks, which would then look free).  fsck (usable) sees it all.
+	 * The mark sits just past the last chunk (format 6 lowers it when it
+	 * frees that chunk), and a mount checks so: a damaged mark cannot hide
+	 * inodes (or their blocks, which would then look free).  fsck (usable)
+	 * sees it all.
 	 */
 	/*
 	 * Format 5: a leaf that is not metadata would hide 512 chunks (fsck
