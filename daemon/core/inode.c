@@ -675,7 +675,12 @@ static void free_chunk(struct fs *fs, uint64_t c)
  */
 static void chunk_emptied(struct fs *fs, uint64_t c)
 {
-	if (fs->pool.sb->geo.version < 6 || c == 0)
+	/*
+	 * Never inside another transaction: an abort of it would bring the
+	 * chunk back behind the DRAM state's back.  (No caller releases a
+	 * number in one; a chunk left so is the next mount's to free.)
+	 */
+	if (fs->pool.sb->geo.version < 6 || c == 0 || pmemobj_tx_stage() != TX_STAGE_NONE)
 		return;
 	if (fs->spare_chunk == UINT64_MAX) {
 		fs->spare_chunk = c;
