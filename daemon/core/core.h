@@ -267,6 +267,11 @@ void fs_detach(struct fs *fs);
  * to be an allocated object.
  */
 int record_write(struct fs *fs);
+/* The inode numbers chunk c holds, as a mask (inode 0 is never used). */
+static inline uint64_t inode_chunk_all(uint64_t c)
+{
+	return c ? UINT64_MAX : ~1ull;
+}
 /* Words of fs->ifree: one per chunk the table can hold. */
 static inline size_t inode_chunk_words(const struct fs *fs)
 {

@@ -552,11 +552,6 @@ void inode_to_attr(const struct inode *in, struct fs_attr *attr)
 
 /* ------------------------------------------------------- free numbers */
 
-static uint64_t chunk_full_mask(uint64_t c)
-{
-	return c ? UINT64_MAX : ~1ull;		/* inode 0 is never used */
-}
-
 /* With itable_lock held: chunk c's free mask becomes m. */
 static void ifree_set(struct fs *fs, uint64_t c, uint64_t m)
 {
@@ -700,7 +695,7 @@ void inode_trim_chunks(struct fs *fs)
 	pthread_mutex_lock(&fs->itable_lock);
 	uint64_t limit = atomic_load(&fs->ichunk_limit);
 	for (uint64_t c = 1; c < limit; c++)
-		if (fs->ifree[c] == UINT64_MAX && c != fs->spare_chunk)
+		if (fs->ifree[c] == inode_chunk_all(c) && c != fs->spare_chunk)
 			chunk_emptied(fs, c);
 	pthread_mutex_unlock(&fs->itable_lock);
 }
@@ -727,7 +722,7 @@ int inode_alloc_ino(struct fs *fs, uint64_t *ino)
 		}
 		if (c >= atomic_load(&fs->ichunk_limit))
 			atomic_store_explicit(&fs->ichunk_limit, c + 1, memory_order_release);
-		ifree_set(fs, c, chunk_full_mask(c));
+		ifree_set(fs, c, inode_chunk_all(c));
 		fs->ichunks_live++;
 		while (fs->next_chunk < pool_ichunks(p) && pool_ichunk(p, fs->next_chunk))
 			fs->next_chunk++;
@@ -766,7 +761,7 @@ void inode_release_ino(struct fs *fs, uint64_t ino)
 	pthread_mutex_lock(&fs->itable_lock);
 	ifree_set(fs, c, fs->ifree[c] | 1ull << (ino % PMFUSE_INODES_PER_CHUNK));
 	fs->used_inodes--;
-	if (fs->ifree[c] == chunk_full_mask(c))
+	if (fs->ifree[c] == inode_chunk_all(c))
 		chunk_emptied(fs, c);
 	pthread_mutex_unlock(&fs->itable_lock);
 }

@@ -148,15 +148,12 @@ int record_write(struct fs *fs)
 	inode_free_masks(fs, masks, nchunks);
 	ret = 0;
 	for (uint64_t c = 0; c < nchunks; c++) {
-		uint64_t all = pool_ichunk(p, c) ? UINT64_MAX : 0;
-		if (c == 0)
-			all &= ~1ull;	/* inode 0 is never used */
+		uint64_t all = pool_ichunk(p, c) ? inode_chunk_all(c) : 0;
 		if (masks[c] & ~all)
 			ret = -EINVAL;	/* free numbers past the table, or inode 0 */
 		masks[c] = all & ~masks[c];
-	}
-	for (uint64_t c = 0; c < nchunks; c++)
 		used += (uint64_t)__builtin_popcountll(masks[c]);
+	}
 	if (!ret && used != fs->used_inodes)
 		ret = -EINVAL;		/* the counts disagree: let the next mount rebuild */
 	if (!ret) {
